@@ -1,0 +1,159 @@
+//! Actions: each request is parsed into a typed [`Command`] by a pure
+//! function (unit-tested beside it), then executed against the control
+//! plane. Handlers stay thin: parse, call one control-plane operation, shape
+//! the reply.
+
+mod access;
+mod filesystems;
+mod mount_targets;
+mod regions;
+mod tags;
+
+use cpfs_controlplane::ControlPlane;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::params::Params;
+
+pub use access::AccessCommand;
+pub use filesystems::FsCommand;
+pub use mount_targets::MountTargetCommand;
+pub use regions::RegionCommand;
+pub use tags::TagCommand;
+
+/// The API version every action belongs to.
+pub const NAS_VERSION: &str = "2017-06-26";
+
+/// Actions this gateway serves.
+pub const SUPPORTED: &[&str] = &[
+    "CreateFileSystem",
+    "DescribeFileSystems",
+    "ModifyFileSystem",
+    "UpgradeFileSystem",
+    "DeleteFileSystem",
+    "CreateMountTarget",
+    "DescribeMountTargets",
+    "ModifyMountTarget",
+    "DeleteMountTarget",
+    "CreateAccessGroup",
+    "DescribeAccessGroups",
+    "ModifyAccessGroup",
+    "DeleteAccessGroup",
+    "CreateAccessRule",
+    "DescribeAccessRules",
+    "ModifyAccessRule",
+    "DeleteAccessRule",
+    "TagResources",
+    "UntagResources",
+    "ListTagResources",
+    "DescribeRegions",
+    "DescribeZones",
+];
+
+/// Actions of the NAS API reference that this deployment does not serve
+/// yet: they answer `UnsupportedOperation` rather than `InvalidApi.NotFound`,
+/// so a caller can tell "not here" from "misspelt".
+pub const NOT_YET_SUPPORTED: &[&str] = &[
+    "CreateLDAPConfig",
+    "ModifyLDAPConfig",
+    "DeleteLDAPConfig",
+    "DescribeFileSystemStatistics",
+    "DescribeStoragePackages",
+    "CreateFileset",
+    "DescribeFilesets",
+    "ModifyFileset",
+    "DeleteFileset",
+    "SetFilesetQuota",
+    "CancelFilesetQuota",
+    "GetFileset",
+    "CreateDataFlow",
+    "DescribeMountedClients",
+    "AddClientToBlackList",
+    "RemoveClientFromBlackList",
+    "DescribeBlackListClients",
+    "OpenNasService",
+];
+
+#[derive(Debug)]
+pub enum Command {
+    FileSystem(FsCommand),
+    MountTarget(MountTargetCommand),
+    Access(AccessCommand),
+    Tag(TagCommand),
+    Region(RegionCommand),
+}
+
+/// Turns an action name and its parameters into a command.
+pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
+    if let Some(c) = filesystems::parse(action, p)? {
+        return Ok(Command::FileSystem(c));
+    }
+    if let Some(c) = mount_targets::parse(action, p)? {
+        return Ok(Command::MountTarget(c));
+    }
+    if let Some(c) = access::parse(action, p)? {
+        return Ok(Command::Access(c));
+    }
+    if let Some(c) = tags::parse(action, p)? {
+        return Ok(Command::Tag(c));
+    }
+    if let Some(c) = regions::parse(action, p)? {
+        return Ok(Command::Region(c));
+    }
+    if NOT_YET_SUPPORTED.contains(&action) {
+        return Err(ApiError::NotSupported(action.to_string()));
+    }
+    Err(ApiError::ApiNotFound(action.chars().take(64).collect(), NAS_VERSION.into()))
+}
+
+/// Runs a command for an account; the reply fields without `RequestId`.
+pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Result<Map<String, Value>, ApiError> {
+    match cmd {
+        Command::FileSystem(c) => filesystems::execute(cp, account_id, c).await,
+        Command::MountTarget(c) => mount_targets::execute(cp, account_id, c).await,
+        Command::Access(c) => access::execute(cp, account_id, c).await,
+        Command::Tag(c) => tags::execute(cp, account_id, c).await,
+        Command::Region(c) => regions::execute(cp, c).await,
+    }
+}
+
+/// Builds a reply object from `json!` output.
+pub(crate) fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn params(pairs: &[(&str, &str)]) -> Params {
+    Params::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_unsupported_actions_differ() {
+        let p = params(&[]);
+        assert_eq!(parse("NoSuchAction", &p).unwrap_err().code(), "InvalidApi.NotFound");
+        assert_eq!(parse("CreateFileset", &p).unwrap_err().code(), "UnsupportedOperation");
+    }
+
+    #[test]
+    fn every_supported_action_parses_or_asks_for_a_parameter() {
+        let p = params(&[]);
+        for action in SUPPORTED {
+            match parse(action, &p) {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    e.code() == "MissingParameter" || e.code() == "InvalidParameter.FileSystemType",
+                    "{action}: {} {}",
+                    e.code(),
+                    e
+                ),
+            }
+        }
+    }
+}

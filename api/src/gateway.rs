@@ -1,0 +1,268 @@
+//! The HTTP side of the gateway: one wrapper that authenticates, dispatches,
+//! renders, logs and counts every call.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use cpfs_controlplane::ControlPlane;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use crate::actions::{self, NAS_VERSION};
+use crate::encode::form_decode;
+use crate::error::ApiError;
+use crate::keys::KeyCache;
+use crate::nonce::NonceCache;
+use crate::params::Params;
+use crate::render::{render, Format};
+use crate::signature::{self, RawRequest};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Sustained requests per second allowed per access key.
+    pub rate_limit_per_key: u32,
+    /// Requests a key may send at once above the sustained rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            max_body_bytes: 256 * 1024,
+            rate_limit_per_key: 2_000,
+            rate_limit_burst: 4_000,
+        }
+    }
+}
+
+pub struct Gateway {
+    pub cp: ControlPlane,
+    config: GatewayConfig,
+    nonces: NonceCache,
+    keys: KeyCache,
+    limiter: DefaultKeyedRateLimiter<String>,
+    /// Calls answered, by (action, code); exported on /metrics.
+    counters: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// Who made a request, established by its signature.
+#[derive(Debug, Clone)]
+pub struct VerifiedRequest {
+    pub account_id: String,
+    pub access_key_id: String,
+    pub action: String,
+    pub params: Params,
+}
+
+impl Gateway {
+    pub fn new(cp: ControlPlane, config: GatewayConfig) -> Arc<Gateway> {
+        let rate = NonZeroU32::new(config.rate_limit_per_key.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.rate_limit_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Arc::new(Gateway {
+            cp,
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            config,
+            nonces: NonceCache::default(),
+            keys: KeyCache::default(),
+            counters: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn count(&self, action: &str, code: &str) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        // Unknown action names are folded so callers cannot grow the map.
+        let action = if actions::SUPPORTED.contains(&action) || actions::NOT_YET_SUPPORTED.contains(&action) {
+            action
+        } else {
+            "other"
+        };
+        *c.entry((action.to_string(), code.to_string())).or_insert(0) += 1;
+    }
+
+    /// Authenticates a request whose parameters are already merged.
+    async fn authenticate(&self, raw: &RawRequest<'_>, params: Params) -> Result<VerifiedRequest, ApiError> {
+        let claim = signature::claim(raw)?;
+        let key = self.keys.get(&self.cp, &claim.access_key_id).await?;
+        claim.verify(&key.secret)?;
+        let now = self.cp.now();
+        claim.check_time(now)?;
+        if let Err(not_until) = self.limiter.check_key(&key.access_key_id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            return Err(ApiError::Throttling {
+                retry_after_ms: wait.as_millis().max(1) as u64,
+            });
+        }
+        if !self.nonces.insert(&key.access_key_id, &claim.nonce, now) {
+            return Err(ApiError::NonceUsed);
+        }
+        let action = params
+            .opt("Action")
+            .map(str::to_string)
+            .or_else(|| header(raw.headers, "x-acs-action"))
+            .ok_or_else(|| ApiError::MissingParameter("Action".into()))?;
+        let version = params
+            .opt("Version")
+            .map(str::to_string)
+            .or_else(|| header(raw.headers, "x-acs-version"))
+            .ok_or_else(|| ApiError::MissingParameter("Version".into()))?;
+        if version != NAS_VERSION {
+            return Err(ApiError::ApiNotFound(action.chars().take(64).collect(), version.chars().take(32).collect()));
+        }
+        Ok(VerifiedRequest {
+            account_id: key.account_id,
+            access_key_id: key.access_key_id,
+            action,
+            params,
+        })
+    }
+
+    fn metrics_text(&self) -> String {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::from("# TYPE cpfs_api_requests_total counter\n");
+        for ((action, code), n) in c.iter() {
+            out.push_str(&format!("cpfs_api_requests_total{{action=\"{action}\",code=\"{code}\"}} {n}\n"));
+        }
+        out
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", any(rpc))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(gw)
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> String {
+    gw.metrics_text()
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string().to_ascii_uppercase()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+}
+
+/// `Format` from the merged parameters, before anything else can fail, so
+/// that even errors come back in the format asked for.
+fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
+    match pairs.iter().find(|(k, _)| k == "Format").map(|(_, v)| v.as_str()) {
+        None | Some("") => Ok(Format::Json),
+        Some(f) if f.eq_ignore_ascii_case("json") => Ok(Format::Json),
+        Some(f) if f.eq_ignore_ascii_case("xml") => Ok(Format::Xml),
+        Some(f) => Err(ApiError::InvalidFormat(f.chars().take(16).collect())),
+    }
+}
+
+async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let started = Instant::now();
+    let id = request_id();
+    let (parts, body) = req.into_parts();
+    let mut format = Format::Json;
+    let mut action = String::new();
+    let outcome: Result<Map<String, Value>, ApiError> = async {
+        if parts.method != Method::GET && parts.method != Method::POST {
+            return Err(ApiError::UnsupportedHttpMethod(parts.method.to_string()));
+        }
+        let body = axum::body::to_bytes(body, gw.config.max_body_bytes)
+            .await
+            .map_err(|_| ApiError::BodyTooLarge(gw.config.max_body_bytes))?;
+        let query = form_decode(parts.uri.query().unwrap_or(""));
+        let form = if is_form(&parts.headers) && !body.is_empty() {
+            let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("Body", "the form body is not UTF-8"))?;
+            form_decode(text)
+        } else {
+            Vec::new()
+        };
+        let merged: Vec<(String, String)> = query.iter().chain(form.iter()).cloned().collect();
+        format = format_of(&merged)?;
+        action = merged
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.clone())
+            .or_else(|| header(&parts.headers, "x-acs-action"))
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect();
+        let params = Params::from_pairs(merged)?;
+        let raw = RawRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            body: &body,
+            query: &query,
+            form: &form,
+        };
+        let verified = gw.authenticate(&raw, params).await?;
+        let span = tracing::debug_span!("call", request_id = %id, action = %verified.action, access_key_id = %verified.access_key_id);
+        let command = actions::parse(&verified.action, &verified.params)?;
+        actions::execute(&gw.cp, &verified.account_id, command).instrument(span).await
+    }
+    .await;
+
+    let (status, code, mut body, root) = match outcome {
+        Ok(fields) => (StatusCode::OK, "OK".to_string(), fields, format!("{action}Response")),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status.is_server_error() {
+                tracing::error!(request_id = %id, action = %action, error = %e, "request failed");
+            } else {
+                tracing::info!(request_id = %id, action = %action, code = %e.code(), message = %e, "request refused");
+            }
+            let mut m = Map::new();
+            m.insert("HostId".into(), Value::String(gw.cp.region.endpoint.clone()));
+            m.insert("Code".into(), Value::String(e.code()));
+            m.insert("Message".into(), Value::String(e.public_message()));
+            m.insert("Recommend".into(), Value::String(String::new()));
+            let retry = match e {
+                ApiError::Throttling { retry_after_ms } => Some(retry_after_ms),
+                _ => None,
+            };
+            let mut resp_body = m;
+            if let Some(ms) = retry {
+                resp_body.insert("RetryAfterMs".into(), Value::from(ms));
+            }
+            (status, e.code(), resp_body, "Error".to_string())
+        }
+    };
+    body.insert("RequestId".into(), Value::String(id.clone()));
+    let text = render(format, &root, &body);
+    gw.count(&action, &code);
+    tracing::debug!(request_id = %id, action = %action, status = status.as_u16(), code = %code, micros = started.elapsed().as_micros() as u64, "request done");
+    let mut resp = (status, text).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static(format.content_type()));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-acs-request-id", v);
+    }
+    if let Some(ms) = body.get("RetryAfterMs").and_then(Value::as_u64) {
+        if let Ok(v) = HeaderValue::from_str(&ms.to_string()) {
+            h.insert("x-acs-retry-after", v);
+        }
+    }
+    resp
+}
+
+

@@ -1,0 +1,16 @@
+//! The signed API gateway: one route, `/`, for GET and POST; requests are
+//! authenticated (V1 or V3 signatures), parsed into typed commands, run
+//! against the control plane, and answered in the Alibaba envelope.
+
+pub mod actions;
+pub mod encode;
+pub mod error;
+pub mod gateway;
+pub mod keys;
+pub mod nonce;
+pub mod params;
+pub mod render;
+pub mod signature;
+
+pub use error::ApiError;
+pub use gateway::{router, Gateway, GatewayConfig};

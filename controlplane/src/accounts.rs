@@ -1,0 +1,176 @@
+//! Accounts and their access keys.
+
+use sqlx::Row;
+
+use crate::error::{Error, ResourceKind, Result};
+use crate::{ids, ControlPlane};
+
+/// The access key the first start of `cpfs serve` creates.
+pub const BOOTSTRAP_ACCOUNT: &str = "default";
+
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NewAccount {
+    pub account_id: String,
+    pub access_key_id: String,
+    pub access_key_secret: String,
+}
+
+/// What the gateway needs to verify a signature.
+#[derive(Clone, Debug)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub account_id: String,
+    pub secret: String,
+    pub active: bool,
+}
+
+impl ControlPlane {
+    /// Creates an account with one access key. `key` supplies the id and
+    /// secret (from the operator's environment); otherwise both are generated.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        key: Option<(String, String)>,
+    ) -> Result<NewAccount> {
+        validate_account_name(name)?;
+        let (access_key_id, access_key_secret) =
+            key.unwrap_or_else(|| (ids::access_key_id(), ids::access_key_secret()));
+        if access_key_id.is_empty() || access_key_id.len() > 128 || access_key_secret.len() < 8 {
+            return Err(Error::invalid(
+                "AccessKey",
+                "access key ids must be 1-128 characters and secrets at least 8",
+            ));
+        }
+        let account_id = ids::account_id();
+        let now = self.now();
+        let mut tx = self.store.pool.begin().await?;
+        let exists = sqlx::query("SELECT id FROM accounts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(Error::AlreadyExists {
+                kind: ResourceKind::Account,
+                id: name.to_string(),
+            });
+        }
+        let key_taken = sqlx::query("SELECT id FROM access_keys WHERE id = $1")
+            .bind(&access_key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if key_taken.is_some() {
+            return Err(Error::invalid("AccessKeyId", "that access key id is already in use"));
+        }
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&account_id)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO access_keys (id, account_id, secret, status, created_at) VALUES ($1, $2, $3, 'Active', $4)",
+        )
+        .bind(&access_key_id)
+        .bind(&account_id)
+        .bind(&access_key_secret)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(account_id, name, access_key_id, "account created");
+        Ok(NewAccount {
+            account_id,
+            access_key_id,
+            access_key_secret,
+        })
+    }
+
+    pub async fn account_exists(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query("SELECT id FROM accounts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.store.pool)
+            .await?
+            .is_some())
+    }
+
+    pub async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
+        let row = sqlx::query("SELECT id, account_id, secret, status FROM access_keys WHERE id = $1")
+            .bind(access_key_id)
+            .fetch_optional(&self.store.pool)
+            .await?;
+        row.map(|r| {
+            Ok(AccessKey {
+                access_key_id: r.try_get("id")?,
+                account_id: r.try_get("account_id")?,
+                secret: r.try_get("secret")?,
+                active: r.try_get::<String, _>("status")? == "Active",
+            })
+        })
+        .transpose()
+    }
+}
+
+fn validate_account_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "AccountName",
+            "account names are 1-64 characters of letters, digits, '-', '_' and '.'",
+        ))
+    }
+}
+
+impl ControlPlane {
+    /// Makes sure `access_key_id` exists for the named account (creating the
+    /// account when missing). Used at start-up with the operator's
+    /// `CPFS_ACCESS_KEY_ID` / `CPFS_ACCESS_KEY_SECRET`. Returns the new
+    /// account when one was created.
+    pub async fn ensure_access_key(
+        &self,
+        account_name: &str,
+        access_key_id: &str,
+        secret: &str,
+    ) -> Result<Option<NewAccount>> {
+        if let Some(existing) = self.access_key(access_key_id).await? {
+            if existing.secret != secret {
+                sqlx::query("UPDATE access_keys SET secret = $1 WHERE id = $2")
+                    .bind(secret)
+                    .bind(access_key_id)
+                    .execute(&self.store.pool)
+                    .await?;
+                tracing::info!(access_key_id, "access key secret replaced from the environment");
+            }
+            return Ok(None);
+        }
+        let account: Option<(String,)> = sqlx::query_as("SELECT id FROM accounts WHERE name = $1")
+            .bind(account_name)
+            .fetch_optional(&self.store.pool)
+            .await?;
+        match account {
+            None => Ok(Some(
+                self.create_account(account_name, Some((access_key_id.to_string(), secret.to_string())))
+                    .await?,
+            )),
+            Some((account_id,)) => {
+                sqlx::query(
+                    "INSERT INTO access_keys (id, account_id, secret, status, created_at) VALUES ($1, $2, $3, 'Active', $4)",
+                )
+                .bind(access_key_id)
+                .bind(&account_id)
+                .bind(secret)
+                .bind(self.now())
+                .execute(&self.store.pool)
+                .await?;
+                tracing::info!(access_key_id, account_id, "access key added from the environment");
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Errors of the control plane. The API layer maps each variant to an
+//! Alibaba error code and HTTP status in one place.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A resource that does not exist, or belongs to another account
+    /// (the two are indistinguishable on purpose).
+    #[error("the specified {kind} {id} does not exist")]
+    NotFound { kind: ResourceKind, id: String },
+
+    #[error("{message}")]
+    InvalidParameter { name: &'static str, message: String },
+
+    #[error("the {kind} {id} already exists")]
+    AlreadyExists { kind: ResourceKind, id: String },
+
+    /// The operation is not allowed in the resource's current status.
+    #[error("{message}")]
+    InvalidStatus { kind: ResourceKind, message: String },
+
+    /// The cluster cannot satisfy the request right now (e.g. no capacity).
+    #[error("{0}")]
+    Unavailable(String),
+
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    FileSystem,
+    MountTarget,
+    AccessGroup,
+    AccessRule,
+    Account,
+    Node,
+}
+
+impl std::fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceKind::FileSystem => "file system",
+            ResourceKind::MountTarget => "mount target",
+            ResourceKind::AccessGroup => "access group",
+            ResourceKind::AccessRule => "access rule",
+            ResourceKind::Account => "account",
+            ResourceKind::Node => "node",
+        })
+    }
+}
+
+impl Error {
+    pub fn invalid(name: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidParameter {
+            name,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_status(kind: ResourceKind, message: impl Into<String>) -> Self {
+        Error::InvalidStatus {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(kind: ResourceKind, id: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,448 @@
+//! File systems: desired state written by the API, moved along by the
+//! reconciler.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::error::{Error, ResourceKind, Result};
+use crate::spec::{self, Spec, StorageType};
+use crate::{clock, idempotency, ids, tags, ControlPlane};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Running,
+    Extending,
+    Stopping,
+    Stopped,
+    Deleting,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "Pending",
+            Status::Running => "Running",
+            Status::Extending => "Extending",
+            Status::Stopping => "Stopping",
+            Status::Stopped => "Stopped",
+            Status::Deleting => "Deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Status> {
+        Ok(match s {
+            "Pending" => Status::Pending,
+            "Running" => Status::Running,
+            "Extending" => Status::Extending,
+            "Stopping" => Status::Stopping,
+            "Stopped" => Status::Stopped,
+            "Deleting" => Status::Deleting,
+            other => return Err(Error::Internal(format!("unknown file system status {other}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeType {
+    PayAsYouGo,
+    Subscription,
+}
+
+impl ChargeType {
+    pub fn parse(s: &str) -> Option<ChargeType> {
+        match s {
+            "PayAsYouGo" => Some(ChargeType::PayAsYouGo),
+            "Subscription" => Some(ChargeType::Subscription),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChargeType::PayAsYouGo => "PayAsYouGo",
+            ChargeType::Subscription => "Subscription",
+        }
+    }
+}
+
+/// Subscription terms offered, in months.
+pub const DURATIONS: &[u32] = &[1, 2, 3, 6, 12, 24, 36];
+
+/// What CreateFileSystem asks for, already parsed.
+#[derive(Debug, Clone)]
+pub struct NewFileSystem {
+    pub fs_type: String,
+    pub protocol_type: String,
+    pub storage_type: StorageType,
+    pub storage_type_name: String,
+    pub capacity_gib: i64,
+    pub bandwidth_mbps: Option<i64>,
+    pub charge_type: ChargeType,
+    pub duration_months: Option<u32>,
+    pub zone_id: Option<String>,
+    pub vpc_id: String,
+    pub vswitch_id: String,
+    pub description: String,
+    pub encrypt_type: i64,
+    pub tags: Vec<(String, String)>,
+    pub dry_run: bool,
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSystem {
+    pub id: String,
+    pub account_id: String,
+    pub fs_type: String,
+    pub protocol_type: String,
+    pub storage_type: String,
+    pub description: String,
+    pub status: Status,
+    pub region_id: String,
+    pub zone_id: String,
+    pub vpc_id: String,
+    pub vswitch_id: String,
+    pub capacity_gib: i64,
+    pub bandwidth_mbps: i64,
+    pub charge_type: String,
+    pub created_at: i64,
+    pub expired_at: Option<i64>,
+    pub encrypt_type: i64,
+    pub options_json: String,
+    pub auto_upgrade_json: String,
+    pub metered_size: i64,
+    pub status_reason: String,
+}
+
+impl FileSystem {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<FileSystem> {
+        Ok(FileSystem {
+            id: r.try_get("id")?,
+            account_id: r.try_get("account_id")?,
+            fs_type: r.try_get("fs_type")?,
+            protocol_type: r.try_get("protocol_type")?,
+            storage_type: r.try_get("storage_type")?,
+            description: r.try_get("description")?,
+            status: Status::parse(&r.try_get::<String, _>("status")?)?,
+            region_id: r.try_get("region_id")?,
+            zone_id: r.try_get("zone_id")?,
+            vpc_id: r.try_get("vpc_id")?,
+            vswitch_id: r.try_get("vswitch_id")?,
+            capacity_gib: r.try_get("capacity_gib")?,
+            bandwidth_mbps: r.try_get("bandwidth_mbps")?,
+            charge_type: r.try_get("charge_type")?,
+            created_at: r.try_get("created_at")?,
+            expired_at: r.try_get("expired_at")?,
+            encrypt_type: r.try_get("encrypt_type")?,
+            options_json: r.try_get("options_json")?,
+            auto_upgrade_json: r.try_get("auto_upgrade_json")?,
+            metered_size: r.try_get("metered_size")?,
+            status_reason: r.try_get("status_reason")?,
+        })
+    }
+
+    /// The IOPS limits of the file system's edition and tier.
+    pub fn spec(&self) -> Spec {
+        let storage = StorageType::parse(&self.storage_type).unwrap_or(StorageType::Standard);
+        spec::spec_of(storage, self.capacity_gib, self.bandwidth_mbps)
+    }
+}
+
+/// Filters of DescribeFileSystems.
+#[derive(Debug, Default, Clone)]
+pub struct FileSystemFilter {
+    pub ids: Vec<String>,
+    /// Empty means all types.
+    pub types: Vec<String>,
+    pub vpc_id: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+pub const FS_COLUMNS: &str = "id, account_id, fs_type, protocol_type, storage_type, description, status, region_id, zone_id, vpc_id, vswitch_id, capacity_gib, bandwidth_mbps, charge_type, created_at, expired_at, encrypt_type, options_json, auto_upgrade_json, metered_size, status_reason";
+
+/// Builds `$a, $b, ...` for an IN list starting at placeholder `start`.
+pub(crate) fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ControlPlane {
+    /// Records a new file system as Pending and returns its id; the
+    /// reconciler provisions it. DryRun validates only and returns "".
+    pub async fn create_file_system(&self, account_id: &str, req: NewFileSystem) -> Result<String> {
+        let storage = req.storage_type;
+        let spec = spec::resolve(storage, req.capacity_gib, req.bandwidth_mbps)?;
+        let zone_id = match &req.zone_id {
+            Some(z) if self.region.zones.iter().any(|known| known == z) => z.clone(),
+            Some(z) => {
+                return Err(Error::invalid(
+                    "ZoneId",
+                    format!(
+                        "zone {z} is not in region {}; zones: {}",
+                        self.region.region_id,
+                        self.region.zones.join(", ")
+                    ),
+                ))
+            }
+            None => self
+                .region
+                .zones
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::Internal("the region has no zones configured".into()))?,
+        };
+        tags::validate_tags(&req.tags)?;
+        if let Some(t) = &req.client_token {
+            idempotency::validate_token(t)?;
+        }
+        let now = self.now();
+        let expired_at = match (req.charge_type, req.duration_months) {
+            (ChargeType::Subscription, Some(m)) if DURATIONS.contains(&m) => {
+                Some(clock::add_months(now, m))
+            }
+            (ChargeType::Subscription, Some(_)) => {
+                return Err(Error::invalid(
+                    "Duration",
+                    format!("Duration must be one of {DURATIONS:?} months"),
+                ))
+            }
+            (ChargeType::Subscription, None) => {
+                return Err(Error::invalid(
+                    "Duration",
+                    "Duration (months) is required when ChargeType is Subscription",
+                ))
+            }
+            (ChargeType::PayAsYouGo, _) => None,
+        };
+        if req.dry_run {
+            return Ok(String::new());
+        }
+
+        let mut tx = self.store.pool.begin().await?;
+        if let Some(token) = &req.client_token {
+            if let Some(previous) = idempotency::lookup(&mut tx, account_id, "CreateFileSystem", token).await? {
+                return Ok(previous);
+            }
+        }
+        let id = ids::file_system_id();
+        sqlx::query(&format!(
+            "INSERT INTO file_systems ({FS_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, '{{}}', '{{}}', 0, '', $14)"
+        ))
+        .bind(&id)
+        .bind(account_id)
+        .bind(&req.fs_type)
+        .bind(&req.protocol_type)
+        .bind(&req.storage_type_name)
+        .bind(&req.description)
+        .bind(&self.region.region_id)
+        .bind(&zone_id)
+        .bind(&req.vpc_id)
+        .bind(&req.vswitch_id)
+        .bind(spec.capacity_gib)
+        .bind(spec.bandwidth_mbps)
+        .bind(req.charge_type.as_str())
+        .bind(now)
+        .bind(expired_at)
+        .bind(req.encrypt_type)
+        .execute(&mut *tx)
+        .await?;
+        tags::put_tags(&mut tx, account_id, tags::FILESYSTEM, &id, &req.tags).await?;
+        if let Some(token) = &req.client_token {
+            idempotency::record(&mut tx, account_id, "CreateFileSystem", token, &id, now).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(fs_id = %id, account_id, capacity_gib = spec.capacity_gib, "file system requested");
+        self.poke();
+        Ok(id)
+    }
+
+    /// One file system of the account, in any status.
+    pub async fn file_system(&self, account_id: &str, fs_id: &str) -> Result<FileSystem> {
+        let row = sqlx::query(&format!(
+            "SELECT {FS_COLUMNS} FROM file_systems WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(fs_id)
+        .bind(account_id)
+        .fetch_optional(&self.store.pool)
+        .await?;
+        match row {
+            Some(r) => FileSystem::from_row(&r),
+            None => Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
+        }
+    }
+
+    /// A page of the account's file systems, oldest first, and the total.
+    pub async fn describe_file_systems(
+        &self,
+        account_id: &str,
+        filter: &FileSystemFilter,
+        page_number: i64,
+        page_size: i64,
+    ) -> Result<(i64, Vec<FileSystem>)> {
+        let mut clauses = vec!["account_id = $1".to_string()];
+        let mut binds: Vec<String> = vec![account_id.to_string()];
+        if !filter.ids.is_empty() {
+            clauses.push(format!("id IN ({})", placeholders(binds.len() + 1, filter.ids.len())));
+            binds.extend(filter.ids.iter().cloned());
+        }
+        if !filter.types.is_empty() {
+            clauses.push(format!("fs_type IN ({})", placeholders(binds.len() + 1, filter.types.len())));
+            binds.extend(filter.types.iter().cloned());
+        }
+        if let Some(vpc) = &filter.vpc_id {
+            clauses.push(format!("vpc_id = ${}", binds.len() + 1));
+            binds.push(vpc.clone());
+        }
+        for (k, v) in &filter.tags {
+            let kp = binds.len() + 1;
+            if v.is_empty() {
+                clauses.push(format!(
+                    "EXISTS (SELECT 1 FROM tags t WHERE t.resource_type = 'filesystem' AND t.resource_id = file_systems.id AND t.tag_key = ${kp})"
+                ));
+                binds.push(k.clone());
+            } else {
+                clauses.push(format!(
+                    "EXISTS (SELECT 1 FROM tags t WHERE t.resource_type = 'filesystem' AND t.resource_id = file_systems.id AND t.tag_key = ${kp} AND t.tag_value = ${})",
+                    kp + 1
+                ));
+                binds.push(k.clone());
+                binds.push(v.clone());
+            }
+        }
+        let where_sql = clauses.join(" AND ");
+        let count_sql = format!("SELECT COUNT(*) AS n FROM file_systems WHERE {where_sql}");
+        let mut count_q = sqlx::query(&count_sql);
+        for b in &binds {
+            count_q = count_q.bind(b);
+        }
+        let total: i64 = count_q.fetch_one(&self.store.pool).await?.try_get("n")?;
+        let offset = (page_number - 1).max(0) * page_size;
+        if offset >= total {
+            return Ok((total, Vec::new()));
+        }
+        let page_sql = format!(
+            "SELECT {FS_COLUMNS} FROM file_systems WHERE {where_sql} ORDER BY created_at, id LIMIT {page_size} OFFSET {offset}"
+        );
+        let mut page_q = sqlx::query(&page_sql);
+        for b in &binds {
+            page_q = page_q.bind(b);
+        }
+        let rows = page_q.fetch_all(&self.store.pool).await?;
+        let list = rows.iter().map(FileSystem::from_row).collect::<Result<Vec<_>>>()?;
+        Ok((total, list))
+    }
+
+    pub async fn modify_file_system(
+        &self,
+        account_id: &str,
+        fs_id: &str,
+        description: Option<&str>,
+        options_json: Option<&str>,
+        auto_upgrade_json: Option<&str>,
+    ) -> Result<()> {
+        let fs = self.file_system(account_id, fs_id).await?;
+        if fs.status == Status::Deleting {
+            return Err(Error::not_found(ResourceKind::FileSystem, fs_id));
+        }
+        let description = description.unwrap_or(&fs.description);
+        let options = options_json.unwrap_or(&fs.options_json);
+        let auto = auto_upgrade_json.unwrap_or(&fs.auto_upgrade_json);
+        sqlx::query(
+            "UPDATE file_systems SET description = $1, options_json = $2, auto_upgrade_json = $3, updated_at = $4 WHERE id = $5 AND account_id = $6",
+        )
+        .bind(description)
+        .bind(options)
+        .bind(auto)
+        .bind(self.now())
+        .bind(fs_id)
+        .bind(account_id)
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Scale-up: records the new capacity (and bandwidth) and moves the file
+    /// system to Extending; the reconciler grows its reservations.
+    pub async fn upgrade_file_system(
+        &self,
+        account_id: &str,
+        fs_id: &str,
+        capacity_gib: i64,
+        bandwidth_mbps: Option<i64>,
+        dry_run: bool,
+        client_token: Option<&str>,
+    ) -> Result<()> {
+        if let Some(t) = client_token {
+            idempotency::validate_token(t)?;
+        }
+        let mut tx = self.store.pool.begin().await?;
+        if let Some(token) = client_token {
+            if idempotency::lookup(&mut tx, account_id, "UpgradeFileSystem", token).await?.is_some() {
+                return Ok(());
+            }
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {FS_COLUMNS} FROM file_systems WHERE id = $1 AND account_id = $2"
+        ))
+        .bind(fs_id)
+        .bind(account_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let fs = match row {
+            Some(r) => FileSystem::from_row(&r)?,
+            None => return Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
+        };
+        if fs.status != Status::Running {
+            return Err(Error::invalid_status(ResourceKind::FileSystem, format!(
+                "the file system is {}; it can be upgraded only when Running",
+                fs.status.as_str()
+            )));
+        }
+        let storage = StorageType::parse(&fs.storage_type).unwrap_or(StorageType::Standard);
+        let next = spec::resolve_upgrade(storage, fs.spec(), capacity_gib, bandwidth_mbps)?;
+        if dry_run {
+            return Ok(());
+        }
+        let now = self.now();
+        sqlx::query(
+            "UPDATE file_systems SET capacity_gib = $1, bandwidth_mbps = $2, status = 'Extending', updated_at = $3 WHERE id = $4 AND account_id = $5 AND status = 'Running'",
+        )
+        .bind(next.capacity_gib)
+        .bind(next.bandwidth_mbps)
+        .bind(now)
+        .bind(fs_id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(token) = client_token {
+            idempotency::record(&mut tx, account_id, "UpgradeFileSystem", token, fs_id, now).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(fs_id, capacity_gib = next.capacity_gib, bandwidth_mbps = next.bandwidth_mbps, "file system upgrade requested");
+        self.poke();
+        Ok(())
+    }
+
+    /// Marks the file system Deleting; the reconciler releases its
+    /// placement, mount targets and tags, then removes it.
+    pub async fn delete_file_system(&self, account_id: &str, fs_id: &str) -> Result<()> {
+        let fs = self.file_system(account_id, fs_id).await?;
+        if fs.status == Status::Deleting {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE file_systems SET status = 'Deleting', updated_at = $1 WHERE id = $2 AND account_id = $3",
+        )
+        .bind(self.now())
+        .bind(fs_id)
+        .bind(account_id)
+        .execute(&self.store.pool)
+        .await?;
+        tracing::info!(fs_id, "file system deletion requested");
+        self.poke();
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! The control plane: desired state of every account's resources, the node
+//! registry with placement, and the reconciler that drives file systems and
+//! mount targets towards their desired state.
+//!
+//! API handlers call the typed operations here; they never touch SQL.
+
+pub mod access;
+pub mod accounts;
+pub mod clock;
+pub mod error;
+pub mod filesystems;
+pub mod ids;
+pub mod idempotency;
+pub mod mount_targets;
+pub mod nodes;
+pub mod reconciler;
+pub mod spec;
+pub mod store;
+pub mod tags;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use store::Store;
+
+/// Everything an API call needs: the store, the clock and the operator's
+/// regional configuration.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub store: Store,
+    pub clock: std::sync::Arc<dyn Clock>,
+    pub region: RegionConfig,
+    /// Wakes the reconciler when desired state changes, so a new file system
+    /// does not wait for the next periodic pass.
+    pub changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// The region this deployment serves and its zones (operator configuration).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RegionConfig {
+    pub region_id: String,
+    pub local_name: String,
+    pub zones: Vec<String>,
+    /// Domain suffix for mount-target names:
+    /// `<fsid>-<6 chars>.<region>.cpfs.nas.<domain>`.
+    pub mount_domain: String,
+    /// The host name clients use to reach the gateway (shown by DescribeRegions).
+    pub endpoint: String,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        RegionConfig {
+            region_id: "cn-hangzhou".into(),
+            local_name: "China (Hangzhou)".into(),
+            zones: vec!["cn-hangzhou-b".into(), "cn-hangzhou-g".into()],
+            mount_domain: "localhost".into(),
+            endpoint: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl ControlPlane {
+    pub fn new(store: Store, clock: std::sync::Arc<dyn Clock>, region: RegionConfig) -> Self {
+        ControlPlane {
+            store,
+            clock,
+            region,
+            changed: std::sync::Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_unix()
+    }
+
+    /// Tell the reconciler that desired state changed.
+    pub fn poke(&self) {
+        self.changed.notify_one();
+    }
+}

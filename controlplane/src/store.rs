@@ -1,0 +1,135 @@
+//! The sqlx store: SQLite by default, PostgreSQL at scale, one code path.
+//!
+//! Queries use `$N` placeholders, which both SQLite and PostgreSQL accept,
+//! and only portable types (BIGINT, TEXT) so that one `AnyPool` serves both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+use crate::error::Result;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating when needed) the database at `url` and brings its
+    /// schema up to date. `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(crate::Error::invalid(
+                "DatabaseUrl",
+                format!("unsupported database url scheme (want sqlite: or postgres:): {}", redact(url)),
+            ));
+        };
+        if backend == Backend::Sqlite {
+            // The Any driver does not create files; do it with the SQLite
+            // driver's own options, which also switch on WAL (readers never
+            // block the writer).
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            let conn = sqlx::ConnectOptions::connect(&opts).await?;
+            sqlx::Connection::close(conn).await?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // FULL: a committed API call survives power loss, not
+                        // only a crash. busy_timeout: writers queue instead of
+                        // failing with SQLITE_BUSY.
+                        conn.execute(
+                            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Inserts that must not fail when the row exists use different syntax
+    /// on the two backends; SQLite >= 3.24 and PostgreSQL share this one.
+    pub fn on_conflict_do_nothing(&self) -> &'static str {
+        "ON CONFLICT DO NOTHING"
+    }
+}
+
+/// Hides the password in a database URL before it reaches a log or an error.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Reads a column, turning a type mismatch into an error rather than a panic.
+pub fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    use sqlx::Row;
+    Ok(row.try_get(name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

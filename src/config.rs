@@ -1,0 +1,157 @@
+//! Settings: a TOML file (`--config`), overridden by `CPFS_*` environment
+//! variables, overridden by flags. Every setting has a default, so
+//! `cpfs serve` with nothing else runs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+
+#[derive(Args, Debug, Default)]
+pub struct StoreArgs {
+    /// Directory for the SQLite database, keys and node data
+    #[arg(long, env = "CPFS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://... to keep state in PostgreSQL instead of SQLite
+    #[arg(long, env = "CPFS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// TOML file with any of the settings (flags and CPFS_* override it)
+    #[arg(long, env = "CPFS_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// HTTP address of the API
+    #[arg(long, env = "CPFS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTPS address of the API (needs --tls-cert and --tls-key)
+    #[arg(long, env = "CPFS_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS
+    #[arg(long, env = "CPFS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS
+    #[arg(long, env = "CPFS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Region served (DescribeRegions)
+    #[arg(long, env = "CPFS_REGION")]
+    pub region: Option<String>,
+    /// Zones of the region, comma-separated (DescribeZones)
+    #[arg(long, env = "CPFS_ZONES", value_delimiter = ',')]
+    pub zones: Option<Vec<String>>,
+    /// Data nodes registered by this process (0 when nodes run elsewhere)
+    #[arg(long, env = "CPFS_NODES")]
+    pub nodes: Option<usize>,
+    /// Copies of every chunk
+    #[arg(long, env = "CPFS_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// Sustained API requests per second per access key
+    #[arg(long, env = "CPFS_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+}
+
+/// The TOML file: the same names as the flags, with underscores.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    https_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    region: Option<String>,
+    zones: Option<Vec<String>>,
+    mount_domain: Option<String>,
+    nodes: Option<usize>,
+    replicas: Option<usize>,
+    rate_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub https_listen: Option<SocketAddr>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub region: String,
+    pub zones: Vec<String>,
+    pub mount_domain: String,
+    pub nodes: usize,
+    pub replicas: usize,
+    pub rate_limit: u32,
+}
+
+fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
+    match path {
+        None => Ok(FileSettings::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(args: ServeArgs) -> anyhow::Result<Settings> {
+        let file = read_file(args.store.config.as_deref())?;
+        let data_dir = args.store.data_dir.or(file.data_dir).unwrap_or_else(crate::default_data_dir);
+        let database_url = args
+            .store
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| sqlite_url(&data_dir));
+        let https_listen = args.https_listen.or(file.https_listen);
+        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let replicas = args.replicas.or(file.replicas).unwrap_or(2);
+        if replicas == 0 || replicas > 5 {
+            anyhow::bail!("--replicas must be between 1 and 5");
+        }
+        let zones = args
+            .zones
+            .or(file.zones)
+            .unwrap_or_else(|| vec!["cn-hangzhou-b".into(), "cn-hangzhou-g".into()]);
+        if zones.is_empty() || zones.iter().any(|z| z.is_empty()) {
+            anyhow::bail!("--zones needs at least one zone name");
+        }
+        Ok(Settings {
+            data_dir,
+            database_url,
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            https_listen: match (&tls, https_listen) {
+                (Some(_), None) => Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+                (None, Some(_)) => anyhow::bail!("--https-listen needs --tls-cert and --tls-key"),
+                (_, h) => h,
+            },
+            tls,
+            region: args.region.or(file.region).unwrap_or_else(|| "cn-hangzhou".into()),
+            zones,
+            mount_domain: file.mount_domain.unwrap_or_else(|| "localhost".into()),
+            nodes: args.nodes.or(file.nodes).unwrap_or(3),
+            replicas,
+            rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(2_000),
+        })
+    }
+
+    /// Only what is needed to open the store (for `cpfs account ...`).
+    pub fn load_store(store: StoreArgs) -> anyhow::Result<Settings> {
+        Settings::load(ServeArgs {
+            store,
+            ..ServeArgs::default()
+        })
+    }
+}
+
+fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("cpfs.db").display())
+}

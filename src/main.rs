@@ -1,0 +1,70 @@
+//! `cpfs`: one executable for every role. The member crates hold the logic;
+//! this file only parses the command line and wires them together.
+
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cpfs", version, about = "CPFS: a parallel file system with an Alibaba Cloud NAS/CPFS compatible API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API gateway, control plane and reconciler (SQLite in ./cpfs-data by default)
+    Serve(config::ServeArgs),
+    /// Manage accounts and their access keys
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account with one access key and print it as JSON
+    Create {
+        /// Account name (letters, digits, '-', '_', '.')
+        name: String,
+        #[command(flatten)]
+        store: config::StoreArgs,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = config::Settings::load(args)?;
+            serve::run(settings).await
+        }
+        Command::Account {
+            command: AccountCommand::Create { name, store },
+        } => {
+            let settings = config::Settings::load_store(store)?;
+            let cp = serve::open_control_plane(&settings).await?;
+            let account = cp.create_account(&name, None).await?;
+            println!("{}", serde_json::to_string_pretty(&account)?);
+            Ok(())
+        }
+    }
+}
+
+/// `./cpfs-data` unless told otherwise.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("cpfs-data")
+}
