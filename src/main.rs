@@ -24,6 +24,20 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Inspect the data-node registry
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// List registered data nodes with their capacity and reservations (JSON)
+    List {
+        #[command(flatten)]
+        store: config::StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -40,7 +54,11 @@ enum AccountCommand {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -59,6 +77,30 @@ async fn main() -> anyhow::Result<()> {
             let cp = serve::open_control_plane(&settings).await?;
             let account = cp.create_account(&name, None).await?;
             println!("{}", serde_json::to_string_pretty(&account)?);
+            Ok(())
+        }
+        Command::Node {
+            command: NodeCommand::List { store },
+        } => {
+            let settings = config::Settings::load_store(store)?;
+            let cp = serve::open_control_plane(&settings).await?;
+            let nodes: Vec<serde_json::Value> = cp
+                .nodes()
+                .await?
+                .into_iter()
+                .map(|n| {
+                    serde_json::json!({
+                        "Id": n.id,
+                        "Address": n.address,
+                        "ZoneId": n.zone_id,
+                        "State": n.state,
+                        "CapacityBytes": n.capacity_bytes,
+                        "ReservedBytes": n.reserved_bytes,
+                        "LastHeartbeat": cpfs_controlplane::clock::format_utc(n.last_heartbeat),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&nodes)?);
             Ok(())
         }
     }

@@ -41,8 +41,13 @@ async fn bootstrap(cp: &ControlPlane, s: &Settings) -> anyhow::Result<()> {
         (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Some((id, secret)),
         _ => None,
     };
+    // A key the operator supplied is not echoed back: they have it.
     let created: Option<NewAccount> = match from_env {
-        Some((id, secret)) => cp.ensure_access_key(BOOTSTRAP_ACCOUNT, &id, &secret).await?,
+        Some((id, secret)) => {
+            cp.ensure_access_key(BOOTSTRAP_ACCOUNT, &id, &secret).await?;
+            tracing::info!(access_key_id = %id, "using the access key from CPFS_ACCESS_KEY_ID");
+            None
+        }
         None if !cp.account_exists(BOOTSTRAP_ACCOUNT).await? => Some(cp.create_account(BOOTSTRAP_ACCOUNT, None).await?),
         None => None,
     };
