@@ -92,7 +92,8 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
     match path {
         None => Ok(FileSettings::default()),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config file {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))
         }
     }
@@ -101,14 +102,21 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
 impl Settings {
     pub fn load(args: ServeArgs) -> anyhow::Result<Settings> {
         let file = read_file(args.store.config.as_deref())?;
-        let data_dir = args.store.data_dir.or(file.data_dir).unwrap_or_else(crate::default_data_dir);
+        let data_dir = args
+            .store
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(crate::default_data_dir);
         let database_url = args
             .store
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| sqlite_url(&data_dir));
         let https_listen = args.https_listen.or(file.https_listen);
-        let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
@@ -127,14 +135,20 @@ impl Settings {
         Ok(Settings {
             data_dir,
             database_url,
-            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             https_listen: match (&tls, https_listen) {
                 (Some(_), None) => Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
                 (None, Some(_)) => anyhow::bail!("--https-listen needs --tls-cert and --tls-key"),
                 (_, h) => h,
             },
             tls,
-            region: args.region.or(file.region).unwrap_or_else(|| "cn-hangzhou".into()),
+            region: args
+                .region
+                .or(file.region)
+                .unwrap_or_else(|| "cn-hangzhou".into()),
             zones,
             mount_domain: file.mount_domain.unwrap_or_else(|| "localhost".into()),
             nodes: args.nodes.or(file.nodes).unwrap_or(3),

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cpfs", version, about = "CPFS: a parallel file system with an Alibaba Cloud NAS/CPFS compatible API")]
+#[command(
+    name = "cpfs",
+    version,
+    about = "CPFS: a parallel file system with an Alibaba Cloud NAS/CPFS compatible API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -21,9 +21,12 @@ const EMBEDDED_NODE_CAPACITY_GIB: i64 = 1024 * 1024;
 pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
-    let store = Store::open(&s.database_url)
-        .await
-        .with_context(|| format!("opening database {}", cpfs_controlplane::store::redact(&s.database_url)))?;
+    let store = Store::open(&s.database_url).await.with_context(|| {
+        format!(
+            "opening database {}",
+            cpfs_controlplane::store::redact(&s.database_url)
+        )
+    })?;
     let region = RegionConfig {
         region_id: s.region.clone(),
         local_name: s.region.clone(),
@@ -37,18 +40,24 @@ pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
 /// Creates the first account on the first start. The secret is printed once
 /// and kept, readable by the owner only, in the data directory.
 async fn bootstrap(cp: &ControlPlane, s: &Settings) -> anyhow::Result<()> {
-    let from_env = match (std::env::var("CPFS_ACCESS_KEY_ID"), std::env::var("CPFS_ACCESS_KEY_SECRET")) {
+    let from_env = match (
+        std::env::var("CPFS_ACCESS_KEY_ID"),
+        std::env::var("CPFS_ACCESS_KEY_SECRET"),
+    ) {
         (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => Some((id, secret)),
         _ => None,
     };
     // A key the operator supplied is not echoed back: they have it.
     let created: Option<NewAccount> = match from_env {
         Some((id, secret)) => {
-            cp.ensure_access_key(BOOTSTRAP_ACCOUNT, &id, &secret).await?;
+            cp.ensure_access_key(BOOTSTRAP_ACCOUNT, &id, &secret)
+                .await?;
             tracing::info!(access_key_id = %id, "using the access key from CPFS_ACCESS_KEY_ID");
             None
         }
-        None if !cp.account_exists(BOOTSTRAP_ACCOUNT).await? => Some(cp.create_account(BOOTSTRAP_ACCOUNT, None).await?),
+        None if !cp.account_exists(BOOTSTRAP_ACCOUNT).await? => {
+            Some(cp.create_account(BOOTSTRAP_ACCOUNT, None).await?)
+        }
         None => None,
     };
     if let Some(account) = created {
@@ -124,7 +133,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let app = cpfs_api::router(gateway);
     let handle = axum_server::Handle::new();
 
-    let listener = std::net::TcpListener::bind(s.listen).with_context(|| format!("binding {}", s.listen))?;
+    let listener =
+        std::net::TcpListener::bind(s.listen).with_context(|| format!("binding {}", s.listen))?;
     listener.set_nonblocking(true)?;
     tracing::info!(listen = %s.listen, data_dir = %s.data_dir.display(), "API listening (http)");
     let http = axum_server::from_tcp(listener)
@@ -136,8 +146,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
-            let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+                .with_context(|| {
+                    format!(
+                        "loading TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let listener =
+                std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
             listener.set_nonblocking(true)?;
             tracing::info!(listen = %addr, "API listening (https)");
             Some(
@@ -151,10 +168,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
 
     let shutdown = handle.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

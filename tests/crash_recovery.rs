@@ -24,7 +24,10 @@ fn converges_after_sigkill_during_provisioning() {
             deleted.push(victim);
         }
         if let Some(first) = ids.first() {
-            let _ = c.call("UpgradeFileSystem", &[("FileSystemId", first), ("Capacity", "51200")]);
+            let _ = c.call(
+                "UpgradeFileSystem",
+                &[("FileSystemId", first), ("Capacity", "51200")],
+            );
         }
         std::thread::sleep(Duration::from_millis(round * 3));
         server.kill9();
@@ -41,17 +44,34 @@ fn converges_after_sigkill_during_provisioning() {
     // replicas over the 3 embedded nodes, nothing left of deleted ones.
     let v = c.ok("DescribeFileSystems", &[("PageSize", "100")]);
     assert_eq!(v["TotalCount"].as_u64().unwrap() as usize, ids.len());
-    let total_gib: i64 = v["FileSystems"]["FileSystem"].as_array().unwrap().iter().map(|f| f["Capacity"].as_i64().unwrap()).sum();
+    let total_gib: i64 = v["FileSystems"]["FileSystem"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["Capacity"].as_i64().unwrap())
+        .sum();
     server.kill9();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpfs"))
         .args(["node", "list"])
         .args(server.args.iter().skip(1))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let reserved: i64 = nodes.as_array().unwrap().iter().map(|n| n["ReservedBytes"].as_i64().unwrap()).sum();
+    let reserved: i64 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["ReservedBytes"].as_i64().unwrap())
+        .sum();
     let want = total_gib * (1 << 30) * 2;
     // Per-node rounding adds at most a few bytes per file system.
-    assert!(reserved >= want && reserved - want < 16 * ids.len() as i64, "reserved {reserved}, want {want}");
+    assert!(
+        reserved >= want && reserved - want < 16 * ids.len() as i64,
+        "reserved {reserved}, want {want}"
+    );
 }

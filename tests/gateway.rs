@@ -15,15 +15,27 @@ fn authentication_failures_have_the_right_codes() {
     // sign after exactly one colon (the core SDK parses it).
     let wrong = Client::new(server.port, AK, "not-the-secret");
     let (status, v) = wrong.call("DescribeRegions", &[]);
-    assert_eq!((status, v["Code"].as_str().unwrap()), (400, "SignatureDoesNotMatch"));
+    assert_eq!(
+        (status, v["Code"].as_str().unwrap()),
+        (400, "SignatureDoesNotMatch")
+    );
     let msg = v["Message"].as_str().unwrap();
     assert_eq!(msg.matches(':').count(), 1, "{msg}");
-    assert!(msg.split(':').nth(1).unwrap().starts_with("GET&%2F&AccessKeyId%3D"), "{msg}");
+    assert!(
+        msg.split(':')
+            .nth(1)
+            .unwrap()
+            .starts_with("GET&%2F&AccessKeyId%3D"),
+        "{msg}"
+    );
 
     // Unknown key: 404.
     let stranger = Client::new(server.port, "LTAI-nobody", "whatever1");
     let (status, v) = stranger.call("DescribeRegions", &[]);
-    assert_eq!((status, v["Code"].as_str().unwrap()), (404, "InvalidAccessKeyId.NotFound"));
+    assert_eq!(
+        (status, v["Code"].as_str().unwrap()),
+        (404, "InvalidAccessKeyId.NotFound")
+    );
 
     // Replayed nonce: the identical signed request twice.
     let mut p = c.common("DescribeRegions");
@@ -31,12 +43,25 @@ fn authentication_failures_have_the_right_codes() {
     assert_eq!(c.send(&p).0, 200);
     let (status, body) = c.send(&p);
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((status, v["Code"].as_str().unwrap()), (400, "SignatureNonceUsed"));
+    assert_eq!(
+        (status, v["Code"].as_str().unwrap()),
+        (400, "SignatureNonceUsed")
+    );
 
     // Stale and malformed timestamps.
     for (ts, code) in [
-        (cpfs_controlplane::clock::format_utc(time::OffsetDateTime::now_utc().unix_timestamp() - 20 * 60), "InvalidTimeStamp.Expired"),
-        (cpfs_controlplane::clock::format_utc(time::OffsetDateTime::now_utc().unix_timestamp() + 20 * 60), "InvalidTimeStamp.Expired"),
+        (
+            cpfs_controlplane::clock::format_utc(
+                time::OffsetDateTime::now_utc().unix_timestamp() - 20 * 60,
+            ),
+            "InvalidTimeStamp.Expired",
+        ),
+        (
+            cpfs_controlplane::clock::format_utc(
+                time::OffsetDateTime::now_utc().unix_timestamp() + 20 * 60,
+            ),
+            "InvalidTimeStamp.Expired",
+        ),
         ("yesterday".to_string(), "InvalidTimeStamp.Format"),
     ] {
         let mut p = c.common("DescribeRegions");
@@ -73,9 +98,23 @@ fn request_shape_errors() {
     let server = Server::start(&[]);
     let c = server.client();
     assert_eq!(c.err("NoSuchThing", &[], "InvalidApi.NotFound"), 404);
-    assert_eq!(c.err("CreateFileset", &[("FileSystemId", "cpfs-1")], "UnsupportedOperation"), 400);
+    assert_eq!(
+        c.err(
+            "CreateFileset",
+            &[("FileSystemId", "cpfs-1")],
+            "UnsupportedOperation"
+        ),
+        400
+    );
     assert_eq!(c.err("DescribeMountTargets", &[], "MissingParameter"), 400);
-    assert_eq!(c.err("DescribeFileSystems", &[("PageSize", "abc")], "InvalidParameter.PageSize"), 400);
+    assert_eq!(
+        c.err(
+            "DescribeFileSystems",
+            &[("PageSize", "abc")],
+            "InvalidParameter.PageSize"
+        ),
+        400
+    );
     let mut p = c.common("DescribeRegions");
     p.retain(|(k, _)| k != "Format");
     p.push(("Format".into(), "YAML".into()));
@@ -95,18 +134,31 @@ fn request_shape_errors() {
     // Methods other than GET and POST.
     let url = format!("http://127.0.0.1:{}/?Action=DescribeRegions", server.port);
     match ureq::put(&url).call() {
-        Err(ureq::Error::Status(400, r)) => assert!(r.into_string().unwrap().contains("UnsupportedHTTPMethod")),
+        Err(ureq::Error::Status(400, r)) => {
+            assert!(r.into_string().unwrap().contains("UnsupportedHTTPMethod"))
+        }
         other => panic!("PUT answered {other:?}"),
     }
     // Oversize body and too many parameters: refused, not processed.
     let big = "A=".to_string() + &"x".repeat(300 * 1024);
-    match ureq::post(&url).set("content-type", "application/x-www-form-urlencoded").send_string(&big) {
-        Err(ureq::Error::Status(413, r)) => assert!(r.into_string().unwrap().contains("BodyTooLarge")),
+    match ureq::post(&url)
+        .set("content-type", "application/x-www-form-urlencoded")
+        .send_string(&big)
+    {
+        Err(ureq::Error::Status(413, r)) => {
+            assert!(r.into_string().unwrap().contains("BodyTooLarge"))
+        }
         other => panic!("big body answered {other:?}"),
     }
-    let many: String = (0..600).map(|i| format!("p{i}=1")).collect::<Vec<_>>().join("&");
+    let many: String = (0..600)
+        .map(|i| format!("p{i}=1"))
+        .collect::<Vec<_>>()
+        .join("&");
     match ureq::get(&format!("http://127.0.0.1:{}/?{many}", server.port)).call() {
-        Err(ureq::Error::Status(400, r)) => assert!(r.into_string().unwrap().contains("InvalidParameter.ParameterCount")),
+        Err(ureq::Error::Status(400, r)) => assert!(r
+            .into_string()
+            .unwrap()
+            .contains("InvalidParameter.ParameterCount")),
         other => panic!("600 parameters answered {other:?}"),
     }
     // Still healthy after all that.
@@ -125,13 +177,18 @@ fn post_query_and_form_body_are_both_accepted() {
     p.push(("RegionId".into(), "cn-hangzhou".into()));
     p.push(("Description".into(), "a b+c*d~e".into()));
     c.sign("POST", &mut p);
-    let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(p.iter()).finish();
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(p.iter())
+        .finish();
     let r = ureq::post(&format!("http://127.0.0.1:{}/", server.port))
         .set("content-type", "application/x-www-form-urlencoded")
         .send_string(&body)
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.header("content-type"), Some("application/json;charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json;charset=utf-8")
+    );
     assert!(r.header("x-acs-request-id").is_some());
     let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
     assert_eq!(v["Zones"]["Zone"][0]["ZoneId"], "cn-hangzhou-b");
@@ -145,7 +202,9 @@ fn each_access_key_is_rate_limited() {
     for _ in 0..40 {
         let mut p = c.common("DescribeRegions");
         c.sign("GET", &mut p);
-        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(p.iter()).finish();
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(p.iter())
+            .finish();
         match ureq::get(&format!("http://127.0.0.1:{}/?{query}", server.port)).call() {
             Ok(_) => {}
             Err(ureq::Error::Status(400, r)) => {
@@ -162,7 +221,10 @@ fn each_access_key_is_rate_limited() {
     assert!(retry.unwrap().parse::<u64>().unwrap() > 0);
     // Another key is not affected by this one's limit.
     let stranger = Client::new(server.port, "LTAI-nobody", "whatever1");
-    assert_eq!(stranger.call("DescribeRegions", &[]).1["Code"], "InvalidAccessKeyId.NotFound");
+    assert_eq!(
+        stranger.call("DescribeRegions", &[]).1["Code"],
+        "InvalidAccessKeyId.NotFound"
+    );
 }
 
 #[test]
@@ -171,19 +233,34 @@ fn first_start_generates_prints_and_saves_a_key_once() {
     server.env.clear();
     server.kill9();
     // A fresh data dir without CPFS_ACCESS_KEY_*: a key is generated.
-    server.args[2] = server.dir.join("fresh").display().to_string();
+    let fresh = server.dir.join("fresh");
+    server.args = vec![
+        "serve".into(),
+        "--data-dir".into(),
+        fresh.display().to_string(),
+    ];
+    server.args.extend(common::database_args(&fresh));
     server.spawn();
     let out = server.stdout();
-    let secret_line = out.lines().find(|l| l.contains("AccessKeySecret:")).expect("secret printed");
+    let secret_line = out
+        .lines()
+        .find(|l| l.contains("AccessKeySecret:"))
+        .expect("secret printed");
     let secret = secret_line.split_whitespace().last().unwrap().to_string();
     let key_file = server.dir.join("fresh").join("access-key.json");
     let meta = std::fs::metadata(&key_file).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
     assert_eq!(saved["AccessKeySecret"], secret.as_str());
     let c = Client::new(server.port, saved["AccessKeyId"].as_str().unwrap(), &secret);
     c.ok("DescribeRegions", &[]);
-    assert!(!server.log().contains(&secret), "the secret must not be logged");
+    assert!(
+        !server.log().contains(&secret),
+        "the secret must not be logged"
+    );
     // A restart does not print it again.
     server.kill9();
     server.spawn();

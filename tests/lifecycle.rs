@@ -26,10 +26,19 @@ fn file_system_lifecycle() {
     // Mount target: Pending -> Active.
     let mt = c.ok(
         "CreateMountTarget",
-        &[("FileSystemId", &id), ("NetworkType", "Vpc"), ("VpcId", "vpc-test"), ("VSwitchId", "vsw-test")],
+        &[
+            ("FileSystemId", &id),
+            ("NetworkType", "Vpc"),
+            ("VpcId", "vpc-test"),
+            ("VSwitchId", "vsw-test"),
+        ],
     );
     let domain = mt["MountTargetDomain"].as_str().unwrap().to_string();
-    assert!(domain.starts_with(&format!("{id}-")) && domain.ends_with(".cn-hangzhou.cpfs.nas.localhost"), "{domain}");
+    assert!(
+        domain.starts_with(&format!("{id}-"))
+            && domain.ends_with(".cn-hangzhou.cpfs.nas.localhost"),
+        "{domain}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let v = c.ok("DescribeMountTargets", &[("FileSystemId", &id)]);
@@ -39,47 +48,125 @@ fn file_system_lifecycle() {
         if m["Status"] == "Active" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "mount target stuck: {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mount target stuck: {v}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    c.ok("ModifyMountTarget", &[("FileSystemId", &id), ("MountTargetDomain", &domain), ("Status", "Inactive")]);
+    c.ok(
+        "ModifyMountTarget",
+        &[
+            ("FileSystemId", &id),
+            ("MountTargetDomain", &domain),
+            ("Status", "Inactive"),
+        ],
+    );
     let v = c.ok("DescribeFileSystems", &[("FileSystemId", &id)]);
     let m = &v["FileSystems"]["FileSystem"][0]["MountTargets"]["MountTarget"][0];
     assert_eq!(m["Status"], "Inactive");
     assert_eq!(m["AccessGroupName"], "DEFAULT_VPC_GROUP_NAME");
 
     // Upgrade: capacity grows, bandwidth follows, back to Running.
-    c.ok("UpgradeFileSystem", &[("FileSystemId", &id), ("Capacity", "10240")]);
-    let fs = c.wait_fs(&id, "upgraded", |f| f.is_some_and(|f| f["Status"] == "Running" && f["Capacity"] == 10240)).unwrap();
+    c.ok(
+        "UpgradeFileSystem",
+        &[("FileSystemId", &id), ("Capacity", "10240")],
+    );
+    let fs = c
+        .wait_fs(&id, "upgraded", |f| {
+            f.is_some_and(|f| f["Status"] == "Running" && f["Capacity"] == 10240)
+        })
+        .unwrap();
     assert_eq!(fs["Bandwidth"], 1000);
-    c.err("UpgradeFileSystem", &[("FileSystemId", &id), ("Capacity", "5120")], "InvalidParameter.Capacity");
-    c.err("UpgradeFileSystem", &[("FileSystemId", &id), ("Capacity", "12345")], "InvalidParameter.Capacity");
+    c.err(
+        "UpgradeFileSystem",
+        &[("FileSystemId", &id), ("Capacity", "5120")],
+        "InvalidParameter.Capacity",
+    );
+    c.err(
+        "UpgradeFileSystem",
+        &[("FileSystemId", &id), ("Capacity", "12345")],
+        "InvalidParameter.Capacity",
+    );
 
     // Modify.
-    c.ok("ModifyFileSystem", &[("FileSystemId", &id), ("Description", "renamed fs"), ("Options", "{\"EnableOplock\":true}")]);
+    c.ok(
+        "ModifyFileSystem",
+        &[
+            ("FileSystemId", &id),
+            ("Description", "renamed fs"),
+            ("Options", "{\"EnableOplock\":true}"),
+        ],
+    );
     let fs = c.describe_fs(&id).unwrap();
     assert_eq!(fs["Description"], "renamed fs");
     assert_eq!(fs["Options"]["EnableOplock"], true);
 
     // Tags.
-    c.ok("TagResources", &[("ResourceType", "filesystem"), ("ResourceId.1", &id), ("Tag.1.Key", "env"), ("Tag.1.Value", "prod"), ("Tag.2.Key", "team"), ("Tag.2.Value", "hpc")]);
-    let v = c.ok("ListTagResources", &[("ResourceType", "filesystem"), ("ResourceId.1", &id)]);
-    assert_eq!(v["TagResources"]["TagResource"].as_array().unwrap().len(), 2);
-    let v = c.ok("DescribeFileSystems", &[("Tag.1.Key", "env"), ("Tag.1.Value", "prod")]);
+    c.ok(
+        "TagResources",
+        &[
+            ("ResourceType", "filesystem"),
+            ("ResourceId.1", &id),
+            ("Tag.1.Key", "env"),
+            ("Tag.1.Value", "prod"),
+            ("Tag.2.Key", "team"),
+            ("Tag.2.Value", "hpc"),
+        ],
+    );
+    let v = c.ok(
+        "ListTagResources",
+        &[("ResourceType", "filesystem"), ("ResourceId.1", &id)],
+    );
+    assert_eq!(
+        v["TagResources"]["TagResource"].as_array().unwrap().len(),
+        2
+    );
+    let v = c.ok(
+        "DescribeFileSystems",
+        &[("Tag.1.Key", "env"), ("Tag.1.Value", "prod")],
+    );
     assert_eq!(v["TotalCount"], 1);
-    let v = c.ok("DescribeFileSystems", &[("Tag.1.Key", "env"), ("Tag.1.Value", "dev")]);
+    let v = c.ok(
+        "DescribeFileSystems",
+        &[("Tag.1.Key", "env"), ("Tag.1.Value", "dev")],
+    );
     assert_eq!(v["TotalCount"], 0);
-    c.ok("UntagResources", &[("ResourceType", "filesystem"), ("ResourceId.1", &id), ("TagKey.1", "env")]);
+    c.ok(
+        "UntagResources",
+        &[
+            ("ResourceType", "filesystem"),
+            ("ResourceId.1", &id),
+            ("TagKey.1", "env"),
+        ],
+    );
     let fs = c.describe_fs(&id).unwrap();
     assert_eq!(fs["Tags"]["Tag"].as_array().unwrap().len(), 1);
     assert_eq!(fs["Tags"]["Tag"][0]["Key"], "team");
 
     // Delete: mount target, then the file system; both disappear.
-    c.ok("DeleteMountTarget", &[("FileSystemId", &id), ("MountTargetDomain", &domain)]);
+    c.ok(
+        "DeleteMountTarget",
+        &[("FileSystemId", &id), ("MountTargetDomain", &domain)],
+    );
     c.ok("DeleteFileSystem", &[("FileSystemId", &id)]);
     c.wait_fs(&id, "gone", |f| f.is_none());
-    assert_eq!(c.err("ModifyFileSystem", &[("FileSystemId", &id), ("Description", "again")], "InvalidFileSystem.NotFound"), 404);
-    assert_eq!(c.err("DeleteFileSystem", &[("FileSystemId", &id)], "InvalidFileSystem.NotFound"), 404);
+    assert_eq!(
+        c.err(
+            "ModifyFileSystem",
+            &[("FileSystemId", &id), ("Description", "again")],
+            "InvalidFileSystem.NotFound"
+        ),
+        404
+    );
+    assert_eq!(
+        c.err(
+            "DeleteFileSystem",
+            &[("FileSystemId", &id)],
+            "InvalidFileSystem.NotFound"
+        ),
+        404
+    );
 }
 
 #[test]
@@ -94,61 +181,156 @@ fn validation_dry_run_idempotency_and_paging() {
         ("VSwitchId", "vsw-test"),
     ];
     let with = |extra: &[(&'static str, &'static str)]| {
-        let mut v: Vec<(&str, &str)> = base.iter().filter(|(k, _)| !extra.iter().any(|(e, _)| e == k)).copied().collect();
+        let mut v: Vec<(&str, &str)> = base
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .copied()
+            .collect();
         v.extend_from_slice(extra);
         v
     };
     // Grid validation with the offered values in the message.
-    let (status, v) = c.call("CreateFileSystem", &with(&[("StorageType", "standard"), ("Capacity", "3000")]));
-    assert_eq!((status, v["Code"].as_str().unwrap()), (400, "InvalidParameter.Capacity"));
+    let (status, v) = c.call(
+        "CreateFileSystem",
+        &with(&[("StorageType", "standard"), ("Capacity", "3000")]),
+    );
+    assert_eq!(
+        (status, v["Code"].as_str().unwrap()),
+        (400, "InvalidParameter.Capacity")
+    );
     assert!(v["Message"].as_str().unwrap().contains("2048"));
-    c.err("CreateFileSystem", &with(&[("StorageType", "standard"), ("Capacity", "5120"), ("Bandwidth", "1000")]), "InvalidParameter.Bandwidth");
-    c.err("CreateFileSystem", &with(&[("StorageType", "turbo"), ("Capacity", "5120")]), "InvalidParameter.StorageType");
-    c.err("CreateFileSystem", &with(&[("StorageType", "standard"), ("Capacity", "5120"), ("ZoneId", "cn-beijing-a")]), "InvalidParameter.ZoneId");
-    c.err("CreateFileSystem", &with(&[("StorageType", "standard"), ("Capacity", "5120"), ("ChargeType", "Subscription")]), "InvalidParameter.Duration");
+    c.err(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "standard"),
+            ("Capacity", "5120"),
+            ("Bandwidth", "1000"),
+        ]),
+        "InvalidParameter.Bandwidth",
+    );
+    c.err(
+        "CreateFileSystem",
+        &with(&[("StorageType", "turbo"), ("Capacity", "5120")]),
+        "InvalidParameter.StorageType",
+    );
+    c.err(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "standard"),
+            ("Capacity", "5120"),
+            ("ZoneId", "cn-beijing-a"),
+        ]),
+        "InvalidParameter.ZoneId",
+    );
+    c.err(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "standard"),
+            ("Capacity", "5120"),
+            ("ChargeType", "Subscription"),
+        ]),
+        "InvalidParameter.Duration",
+    );
 
     // Seed editions with explicit tiers and IOPS.
-    let v = c.ok("CreateFileSystem", &with(&[("StorageType", "standard"), ("Capacity", "10240"), ("Bandwidth", "312")]));
+    let v = c.ok(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "standard"),
+            ("Capacity", "10240"),
+            ("Bandwidth", "312"),
+        ]),
+    );
     let std_id = v["FileSystemId"].as_str().unwrap().to_string();
     let fs = c.wait_running(&std_id);
-    assert_eq!((fs["ReadIops"].as_i64(), fs["WriteIops"].as_i64()), (Some(150_000), Some(60_000)));
-    let v = c.ok("CreateFileSystem", &with(&[("StorageType", "advance"), ("Capacity", "2048")]));
+    assert_eq!(
+        (fs["ReadIops"].as_i64(), fs["WriteIops"].as_i64()),
+        (Some(150_000), Some(60_000))
+    );
+    let v = c.ok(
+        "CreateFileSystem",
+        &with(&[("StorageType", "advance"), ("Capacity", "2048")]),
+    );
     let adv = c.wait_running(v["FileSystemId"].as_str().unwrap());
     assert_eq!(adv["Bandwidth"], 125, "lowest tier of 2 TB is 1 Gbit/s");
 
     // DryRun validates only.
-    let v = c.ok("CreateFileSystem", &with(&[("StorageType", "economic"), ("Capacity", "5120"), ("DryRun", "true")]));
+    let v = c.ok(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "economic"),
+            ("Capacity", "5120"),
+            ("DryRun", "true"),
+        ]),
+    );
     assert_eq!(v["FileSystemId"], "");
     assert_eq!(c.ok("DescribeFileSystems", &[])["TotalCount"], 2);
 
     // The same ClientToken returns the same file system.
-    let a = c.ok("CreateFileSystem", &with(&[("StorageType", "economic"), ("Capacity", "5120"), ("ClientToken", "tok-1")]));
-    let b = c.ok("CreateFileSystem", &with(&[("StorageType", "economic"), ("Capacity", "5120"), ("ClientToken", "tok-1")]));
+    let a = c.ok(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "economic"),
+            ("Capacity", "5120"),
+            ("ClientToken", "tok-1"),
+        ]),
+    );
+    let b = c.ok(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "economic"),
+            ("Capacity", "5120"),
+            ("ClientToken", "tok-1"),
+        ]),
+    );
     assert_eq!(a["FileSystemId"], b["FileSystemId"]);
     assert_eq!(c.ok("DescribeFileSystems", &[])["TotalCount"], 3);
 
     // Subscription sets ExpiredTime one month out.
-    let v = c.ok("CreateFileSystem", &with(&[("StorageType", "economic"), ("Capacity", "5120"), ("ChargeType", "Subscription"), ("Duration", "1")]));
+    let v = c.ok(
+        "CreateFileSystem",
+        &with(&[
+            ("StorageType", "economic"),
+            ("Capacity", "5120"),
+            ("ChargeType", "Subscription"),
+            ("Duration", "1"),
+        ]),
+    );
     let sub = c.wait_running(v["FileSystemId"].as_str().unwrap());
     assert_eq!(sub["ChargeType"], "Subscription");
     let created = sub["CreateTime"].as_str().unwrap();
     let expired = sub["ExpiredTime"].as_str().unwrap();
-    assert!(expired > created && !expired.is_empty(), "{created} {expired}");
+    assert!(
+        expired > created && !expired.is_empty(),
+        "{created} {expired}"
+    );
 
     // Paging and type filters.
     for _ in 0..8 {
         c.create_fs("2048");
     }
-    let p1 = c.ok("DescribeFileSystems", &[("PageSize", "5"), ("PageNumber", "1")]);
-    let p3 = c.ok("DescribeFileSystems", &[("PageSize", "5"), ("PageNumber", "3")]);
+    let p1 = c.ok(
+        "DescribeFileSystems",
+        &[("PageSize", "5"), ("PageNumber", "1")],
+    );
+    let p3 = c.ok(
+        "DescribeFileSystems",
+        &[("PageSize", "5"), ("PageNumber", "3")],
+    );
     assert_eq!(p1["TotalCount"], 12);
     assert_eq!(p1["FileSystems"]["FileSystem"].as_array().unwrap().len(), 5);
     assert_eq!(p3["FileSystems"]["FileSystem"].as_array().unwrap().len(), 2);
     assert_eq!(p3["PageNumber"], 3);
     let none = c.ok("DescribeFileSystems", &[("FileSystemType", "extreme")]);
     assert_eq!(none["TotalCount"], 0);
-    let all = c.ok("DescribeFileSystems", &[("FileSystemType", "cpfs"), ("PageSize", "100")]);
-    assert_eq!(all["FileSystems"]["FileSystem"].as_array().unwrap().len(), 12);
+    let all = c.ok(
+        "DescribeFileSystems",
+        &[("FileSystemType", "cpfs"), ("PageSize", "100")],
+    );
+    assert_eq!(
+        all["FileSystems"]["FileSystem"].as_array().unwrap().len(),
+        12
+    );
 }
 
 #[test]
@@ -156,18 +338,69 @@ fn access_groups_and_rules() {
     let server = Server::start(&[]);
     let c = server.client();
     let v = c.ok("DescribeAccessGroups", &[]);
-    assert_eq!(v["AccessGroups"]["AccessGroup"][0]["AccessGroupName"], "DEFAULT_VPC_GROUP_NAME");
-    c.err("DeleteAccessGroup", &[("AccessGroupName", "DEFAULT_VPC_GROUP_NAME")], "OperationDenied");
-    c.ok("CreateAccessGroup", &[("AccessGroupName", "lab-net"), ("AccessGroupType", "Vpc"), ("Description", "lab")]);
-    c.err("CreateAccessGroup", &[("AccessGroupName", "lab-net"), ("AccessGroupType", "Vpc")], "InvalidAccessGroup.AlreadyExists");
-    let r = c.ok("CreateAccessRule", &[("AccessGroupName", "lab-net"), ("SourceCidrIp", "10.0.0.0/8"), ("RWAccessType", "RDONLY"), ("UserAccessType", "root_squash"), ("Priority", "5")]);
+    assert_eq!(
+        v["AccessGroups"]["AccessGroup"][0]["AccessGroupName"],
+        "DEFAULT_VPC_GROUP_NAME"
+    );
+    c.err(
+        "DeleteAccessGroup",
+        &[("AccessGroupName", "DEFAULT_VPC_GROUP_NAME")],
+        "OperationDenied",
+    );
+    c.ok(
+        "CreateAccessGroup",
+        &[
+            ("AccessGroupName", "lab-net"),
+            ("AccessGroupType", "Vpc"),
+            ("Description", "lab"),
+        ],
+    );
+    c.err(
+        "CreateAccessGroup",
+        &[("AccessGroupName", "lab-net"), ("AccessGroupType", "Vpc")],
+        "InvalidAccessGroup.AlreadyExists",
+    );
+    let r = c.ok(
+        "CreateAccessRule",
+        &[
+            ("AccessGroupName", "lab-net"),
+            ("SourceCidrIp", "10.0.0.0/8"),
+            ("RWAccessType", "RDONLY"),
+            ("UserAccessType", "root_squash"),
+            ("Priority", "5"),
+        ],
+    );
     let rule_id = r["AccessRuleId"].as_str().unwrap().to_string();
-    c.err("CreateAccessRule", &[("AccessGroupName", "lab-net"), ("SourceCidrIp", "10.0.0.0/99")], "InvalidParameter.SourceCidrIp");
+    c.err(
+        "CreateAccessRule",
+        &[
+            ("AccessGroupName", "lab-net"),
+            ("SourceCidrIp", "10.0.0.0/99"),
+        ],
+        "InvalidParameter.SourceCidrIp",
+    );
     let v = c.ok("DescribeAccessRules", &[("AccessGroupName", "lab-net")]);
     let rule = &v["AccessRules"]["AccessRule"][0];
-    assert_eq!((rule["RWAccess"].as_str(), rule["UserAccess"].as_str(), rule["Priority"].as_i64()), (Some("RDONLY"), Some("root_squash"), Some(5)));
-    c.ok("ModifyAccessRule", &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id), ("RWAccessType", "RDWR")]);
-    let v = c.ok("DescribeAccessRules", &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)]);
+    assert_eq!(
+        (
+            rule["RWAccess"].as_str(),
+            rule["UserAccess"].as_str(),
+            rule["Priority"].as_i64()
+        ),
+        (Some("RDONLY"), Some("root_squash"), Some(5))
+    );
+    c.ok(
+        "ModifyAccessRule",
+        &[
+            ("AccessGroupName", "lab-net"),
+            ("AccessRuleId", &rule_id),
+            ("RWAccessType", "RDWR"),
+        ],
+    );
+    let v = c.ok(
+        "DescribeAccessRules",
+        &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)],
+    );
     assert_eq!(v["AccessRules"]["AccessRule"][0]["RWAccess"], "RDWR");
     let v = c.ok("DescribeAccessGroups", &[("AccessGroupName", "lab-net")]);
     assert_eq!(v["AccessGroups"]["AccessGroup"][0]["RuleCount"], 1);
@@ -175,19 +408,62 @@ fn access_groups_and_rules() {
     // A mount target using the group keeps it from being deleted.
     let id = c.create_fs("2048");
     c.wait_running(&id);
-    let mt = c.ok("CreateMountTarget", &[("FileSystemId", &id), ("NetworkType", "Vpc"), ("VpcId", "v"), ("VSwitchId", "s"), ("AccessGroupName", "lab-net")]);
-    c.err("CreateMountTarget", &[("FileSystemId", &id), ("NetworkType", "Vpc"), ("VpcId", "v"), ("VSwitchId", "s"), ("AccessGroupName", "nope-group")], "InvalidAccessGroup.NotFound");
-    c.err("DeleteAccessGroup", &[("AccessGroupName", "lab-net")], "OperationDenied");
-    c.ok("DeleteMountTarget", &[("FileSystemId", &id), ("MountTargetDomain", mt["MountTargetDomain"].as_str().unwrap())]);
+    let mt = c.ok(
+        "CreateMountTarget",
+        &[
+            ("FileSystemId", &id),
+            ("NetworkType", "Vpc"),
+            ("VpcId", "v"),
+            ("VSwitchId", "s"),
+            ("AccessGroupName", "lab-net"),
+        ],
+    );
+    c.err(
+        "CreateMountTarget",
+        &[
+            ("FileSystemId", &id),
+            ("NetworkType", "Vpc"),
+            ("VpcId", "v"),
+            ("VSwitchId", "s"),
+            ("AccessGroupName", "nope-group"),
+        ],
+        "InvalidAccessGroup.NotFound",
+    );
+    c.err(
+        "DeleteAccessGroup",
+        &[("AccessGroupName", "lab-net")],
+        "OperationDenied",
+    );
+    c.ok(
+        "DeleteMountTarget",
+        &[
+            ("FileSystemId", &id),
+            (
+                "MountTargetDomain",
+                mt["MountTargetDomain"].as_str().unwrap(),
+            ),
+        ],
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while c.ok("DescribeMountTargets", &[("FileSystemId", &id)])["TotalCount"] != 0 {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    c.ok("DeleteAccessRule", &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)]);
-    c.err("DeleteAccessRule", &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)], "InvalidAccessRule.NotFound");
+    c.ok(
+        "DeleteAccessRule",
+        &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)],
+    );
+    c.err(
+        "DeleteAccessRule",
+        &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)],
+        "InvalidAccessRule.NotFound",
+    );
     c.ok("DeleteAccessGroup", &[("AccessGroupName", "lab-net")]);
-    c.err("DescribeAccessRules", &[("AccessGroupName", "lab-net")], "InvalidAccessGroup.NotFound");
+    c.err(
+        "DescribeAccessRules",
+        &[("AccessGroupName", "lab-net")],
+        "InvalidAccessGroup.NotFound",
+    );
 }
 
 #[test]
@@ -203,28 +479,66 @@ fn accounts_see_only_their_own_resources() {
     let store_args: Vec<&String> = server.args.iter().skip(1).collect();
     cmd.args(store_args);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bob_key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let bob = Client::new(server.port, bob_key["AccessKeyId"].as_str().unwrap(), bob_key["AccessKeySecret"].as_str().unwrap());
+    let bob = Client::new(
+        server.port,
+        bob_key["AccessKeyId"].as_str().unwrap(),
+        bob_key["AccessKeySecret"].as_str().unwrap(),
+    );
     assert!(bob_key["AccountId"].is_string());
 
     // Bob sees nothing, and alice's id answers exactly as a missing one.
     assert_eq!(bob.ok("DescribeFileSystems", &[])["TotalCount"], 0);
-    assert_eq!(bob.ok("DescribeFileSystems", &[("FileSystemId", &id)])["TotalCount"], 0);
+    assert_eq!(
+        bob.ok("DescribeFileSystems", &[("FileSystemId", &id)])["TotalCount"],
+        0
+    );
     let (s1, theirs) = bob.call("DeleteFileSystem", &[("FileSystemId", &id)]);
     let missing = "cpfs-0000000000000000";
     let (s2, absent) = bob.call("DeleteFileSystem", &[("FileSystemId", missing)]);
     assert_eq!((s1, theirs["Code"].clone()), (s2, absent["Code"].clone()));
-    assert_eq!(theirs["Message"].as_str().unwrap().replace(&id, "X"), absent["Message"].as_str().unwrap().replace(missing, "X"));
-    bob.err("UpgradeFileSystem", &[("FileSystemId", &id), ("Capacity", "5120")], "InvalidFileSystem.NotFound");
-    bob.err("CreateMountTarget", &[("FileSystemId", &id), ("NetworkType", "Vpc"), ("VpcId", "v"), ("VSwitchId", "s")], "InvalidFileSystem.NotFound");
-    bob.err("TagResources", &[("ResourceType", "filesystem"), ("ResourceId.1", &id), ("Tag.1.Key", "k"), ("Tag.1.Value", "v")], "InvalidFileSystem.NotFound");
+    assert_eq!(
+        theirs["Message"].as_str().unwrap().replace(&id, "X"),
+        absent["Message"].as_str().unwrap().replace(missing, "X")
+    );
+    bob.err(
+        "UpgradeFileSystem",
+        &[("FileSystemId", &id), ("Capacity", "5120")],
+        "InvalidFileSystem.NotFound",
+    );
+    bob.err(
+        "CreateMountTarget",
+        &[
+            ("FileSystemId", &id),
+            ("NetworkType", "Vpc"),
+            ("VpcId", "v"),
+            ("VSwitchId", "s"),
+        ],
+        "InvalidFileSystem.NotFound",
+    );
+    bob.err(
+        "TagResources",
+        &[
+            ("ResourceType", "filesystem"),
+            ("ResourceId.1", &id),
+            ("Tag.1.Key", "k"),
+            ("Tag.1.Value", "v"),
+        ],
+        "InvalidFileSystem.NotFound",
+    );
     // Alice's file system is untouched.
     assert_eq!(alice.describe_fs(&id).unwrap()["Status"], "Running");
 
     // A second account of the same name is refused.
     let mut again = Command::new(env!("CARGO_BIN_EXE_cpfs"));
-    again.args(["account", "create", "bob"]).args(server.args.iter().skip(1));
+    again
+        .args(["account", "create", "bob"])
+        .args(server.args.iter().skip(1));
     assert!(!again.output().unwrap().status.success());
 }
 
@@ -234,11 +548,27 @@ fn regions_zones_and_xml() {
     let c = server.client();
     let v = c.ok("DescribeRegions", &[]);
     assert_eq!(v["Regions"]["Region"][0]["RegionId"], "eu-test-1");
-    let v = c.ok("DescribeZones", &[("RegionId", "eu-test-1"), ("FileSystemType", "cpfs")]);
-    let zones: Vec<&str> = v["Zones"]["Zone"].as_array().unwrap().iter().map(|z| z["ZoneId"].as_str().unwrap()).collect();
+    let v = c.ok(
+        "DescribeZones",
+        &[("RegionId", "eu-test-1"), ("FileSystemType", "cpfs")],
+    );
+    let zones: Vec<&str> = v["Zones"]["Zone"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["ZoneId"].as_str().unwrap())
+        .collect();
     assert_eq!(zones, vec!["eu-test-1a", "eu-test-1b"]);
-    assert!(v["Zones"]["Zone"][0]["InstanceTypes"]["InstanceType"].as_array().unwrap().iter().any(|t| t["StorageType"] == "advance_200"));
-    c.err("DescribeZones", &[("RegionId", "cn-hangzhou")], "InvalidParameter.RegionId");
+    assert!(v["Zones"]["Zone"][0]["InstanceTypes"]["InstanceType"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["StorageType"] == "advance_200"));
+    c.err(
+        "DescribeZones",
+        &[("RegionId", "cn-hangzhou")],
+        "InvalidParameter.RegionId",
+    );
 
     // XML on success and on error.
     let mut p = c.common("DescribeRegions");
@@ -247,8 +577,14 @@ fn regions_zones_and_xml() {
     c.sign("GET", &mut p);
     let (status, body) = c.send(&p);
     assert_eq!(status, 200);
-    assert!(body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeRegionsResponse>"), "{body}");
-    assert!(body.contains("<Regions><Region>") && body.contains("<RegionId>eu-test-1</RegionId>"), "{body}");
+    assert!(
+        body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeRegionsResponse>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<Regions><Region>") && body.contains("<RegionId>eu-test-1</RegionId>"),
+        "{body}"
+    );
     let mut p = c.common("DescribeFileSystems");
     p.retain(|(k, _)| k != "Format");
     p.push(("Format".into(), "XML".into()));
@@ -256,5 +592,10 @@ fn regions_zones_and_xml() {
     c.sign("GET", &mut p);
     let (status, body) = c.send(&p);
     assert_eq!(status, 400);
-    assert!(body.contains("<Error>") && body.contains("<Code>InvalidParameter.PageSize</Code>") && body.contains("<RequestId>"), "{body}");
+    assert!(
+        body.contains("<Error>")
+            && body.contains("<Code>InvalidParameter.PageSize</Code>")
+            && body.contains("<RequestId>"),
+        "{body}"
+    );
 }

@@ -29,7 +29,10 @@ mod tests {
 
     #[test]
     fn encodes_like_the_sdks() {
-        assert_eq!(percent_encode("a b*c~d/e+f:g=h&i"), "a%20b%2Ac~d%2Fe%2Bf%3Ag%3Dh%26i");
+        assert_eq!(
+            percent_encode("a b*c~d/e+f:g=h&i"),
+            "a%20b%2Ac~d%2Fe%2Bf%3Ag%3Dh%26i"
+        );
         assert_eq!(percent_encode("ü"), "%C3%BC");
         assert_eq!(percent_encode("AZaz09-_.~"), "AZaz09-_.~");
     }

@@ -13,7 +13,9 @@ pub enum ApiError {
     InvalidFormat(String),
     #[error("The specified action \"{0}\" (version {1}) is not found.")]
     ApiNotFound(String, String),
-    #[error("The action \"{0}\" is part of the NAS API but is not supported by this CPFS deployment.")]
+    #[error(
+        "The action \"{0}\" is part of the NAS API but is not supported by this CPFS deployment."
+    )]
     NotSupported(String),
     #[error("The HTTP method {0} is not supported; use GET or POST.")]
     UnsupportedHttpMethod(String),
@@ -23,7 +25,9 @@ pub enum ApiError {
     InvalidSignatureMethod(String),
     /// The message carries the server's string to sign after exactly one
     /// `:`; the core SDK parses it.
-    #[error("Specified signature is not matched with our calculation. server string to sign is:{0}")]
+    #[error(
+        "Specified signature is not matched with our calculation. server string to sign is:{0}"
+    )]
     SignatureDoesNotMatch(String),
     #[error("Specified access key is not found.")]
     AccessKeyNotFound,
@@ -110,7 +114,9 @@ impl ApiError {
             ControlPlane(CpError::InvalidStatus { .. }) => 403,
             ControlPlane(CpError::Unavailable(_)) => 503,
             BodyTooLarge(_) => 413,
-            ControlPlane(CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_)) => 500,
+            ControlPlane(CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_)) => {
+                500
+            }
             _ => 400,
         }
     }
@@ -119,9 +125,9 @@ impl ApiError {
     /// (the log has them, under the same RequestId).
     pub fn public_message(&self) -> String {
         match self {
-            ApiError::ControlPlane(CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_)) => {
-                "The request processing has failed due to some unknown error.".into()
-            }
+            ApiError::ControlPlane(
+                CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_),
+            ) => "The request processing has failed due to some unknown error.".into(),
             other => other.to_string(),
         }
     }
@@ -134,13 +140,25 @@ mod tests {
     #[test]
     fn maps_codes_and_statuses() {
         let e = ApiError::from(CpError::not_found(ResourceKind::FileSystem, "cpfs-1"));
-        assert_eq!((e.code().as_str(), e.status()), ("InvalidFileSystem.NotFound", 404));
+        assert_eq!(
+            (e.code().as_str(), e.status()),
+            ("InvalidFileSystem.NotFound", 404)
+        );
         let e = ApiError::AccessKeyNotFound;
-        assert_eq!((e.code().as_str(), e.status()), ("InvalidAccessKeyId.NotFound", 404));
+        assert_eq!(
+            (e.code().as_str(), e.status()),
+            ("InvalidAccessKeyId.NotFound", 404)
+        );
         let e = ApiError::from(CpError::invalid_status(ResourceKind::FileSystem, "x"));
-        assert_eq!((e.code().as_str(), e.status()), ("InvalidFileSystemStatus.Ordering", 403));
+        assert_eq!(
+            (e.code().as_str(), e.status()),
+            ("InvalidFileSystemStatus.Ordering", 403)
+        );
         let e = ApiError::from(CpError::invalid("Capacity", "bad"));
-        assert_eq!((e.code().as_str(), e.status()), ("InvalidParameter.Capacity", 400));
+        assert_eq!(
+            (e.code().as_str(), e.status()),
+            ("InvalidParameter.Capacity", 400)
+        );
         assert_eq!(ApiError::NonceUsed.code(), "SignatureNonceUsed");
         let e = ApiError::from(CpError::Internal("secret detail".into()));
         assert_eq!(e.status(), 500);

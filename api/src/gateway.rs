@@ -6,7 +6,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -82,7 +81,9 @@ impl Gateway {
     fn count(&self, action: &str, code: &str) {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         // Unknown action names are folded so callers cannot grow the map.
-        let action = if actions::SUPPORTED.contains(&action) || actions::NOT_YET_SUPPORTED.contains(&action) {
+        let action = if actions::SUPPORTED.contains(&action)
+            || actions::NOT_YET_SUPPORTED.contains(&action)
+        {
             action
         } else {
             "other"
@@ -91,14 +92,20 @@ impl Gateway {
     }
 
     /// Authenticates a request whose parameters are already merged.
-    async fn authenticate(&self, raw: &RawRequest<'_>, params: Params) -> Result<VerifiedRequest, ApiError> {
+    async fn authenticate(
+        &self,
+        raw: &RawRequest<'_>,
+        params: Params,
+    ) -> Result<VerifiedRequest, ApiError> {
         let claim = signature::claim(raw)?;
         let key = self.keys.get(&self.cp, &claim.access_key_id).await?;
         claim.verify(&key.secret)?;
         let now = self.cp.now();
         claim.check_time(now)?;
         if let Err(not_until) = self.limiter.check_key(&key.access_key_id) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
             return Err(ApiError::Throttling {
                 retry_after_ms: wait.as_millis().max(1) as u64,
             });
@@ -117,7 +124,10 @@ impl Gateway {
             .or_else(|| header(raw.headers, "x-acs-version"))
             .ok_or_else(|| ApiError::MissingParameter("Version".into()))?;
         if version != NAS_VERSION {
-            return Err(ApiError::ApiNotFound(action.chars().take(64).collect(), version.chars().take(32).collect()));
+            return Err(ApiError::ApiNotFound(
+                action.chars().take(64).collect(),
+                version.chars().take(32).collect(),
+            ));
         }
         Ok(VerifiedRequest {
             account_id: key.account_id,
@@ -131,14 +141,20 @@ impl Gateway {
         let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::from("# TYPE cpfs_api_requests_total counter\n");
         for ((action, code), n) in c.iter() {
-            out.push_str(&format!("cpfs_api_requests_total{{action=\"{action}\",code=\"{code}\"}} {n}\n"));
+            out.push_str(&format!(
+                "cpfs_api_requests_total{{action=\"{action}\",code=\"{code}\"}} {n}\n"
+            ));
         }
         out
     }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_string)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -161,13 +177,20 @@ fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+        .is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
 }
 
 /// `Format` from the merged parameters, before anything else can fail, so
 /// that even errors come back in the format asked for.
 fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
-    match pairs.iter().find(|(k, _)| k == "Format").map(|(_, v)| v.as_str()) {
+    match pairs
+        .iter()
+        .find(|(k, _)| k == "Format")
+        .map(|(_, v)| v.as_str())
+    {
         None | Some("") => Ok(Format::Json),
         Some(f) if f.eq_ignore_ascii_case("json") => Ok(Format::Json),
         Some(f) if f.eq_ignore_ascii_case("xml") => Ok(Format::Xml),
@@ -223,16 +246,25 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     .await;
 
     let (status, code, mut body, root) = match outcome {
-        Ok(fields) => (StatusCode::OK, "OK".to_string(), fields, format!("{action}Response")),
+        Ok(fields) => (
+            StatusCode::OK,
+            "OK".to_string(),
+            fields,
+            format!("{action}Response"),
+        ),
         Err(e) => {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if status.is_server_error() {
                 tracing::error!(request_id = %id, action = %action, error = %e, "request failed");
             } else {
                 tracing::info!(request_id = %id, action = %action, code = %e.code(), message = %e, "request refused");
             }
             let mut m = Map::new();
-            m.insert("HostId".into(), Value::String(gw.cp.region.endpoint.clone()));
+            m.insert(
+                "HostId".into(),
+                Value::String(gw.cp.region.endpoint.clone()),
+            );
             m.insert("Code".into(), Value::String(e.code()));
             m.insert("Message".into(), Value::String(e.public_message()));
             m.insert("Recommend".into(), Value::String(String::new()));
@@ -253,7 +285,10 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     tracing::debug!(request_id = %id, action = %action, status = status.as_u16(), code = %code, micros = started.elapsed().as_micros() as u64, "request done");
     let mut resp = (status, text).into_response();
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static(format.content_type()));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static(format.content_type()),
+    );
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("x-acs-request-id", v);
     }
@@ -264,5 +299,3 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     }
     resp
 }
-
-

@@ -40,7 +40,10 @@ impl NonceCache {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
-        while buckets.front().is_some_and(|(start, _)| *start + RETAIN_SECS < now) {
+        while buckets
+            .front()
+            .is_some_and(|(start, _)| *start + RETAIN_SECS < now)
+        {
             buckets.pop_front();
         }
         if buckets.iter().any(|(_, set)| set.contains(&key)) {

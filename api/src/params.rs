@@ -20,11 +20,16 @@ pub struct Params {
 
 impl Params {
     /// Builds the parameter map, refusing repeats and oversize input.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Params, ApiError> {
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Params, ApiError> {
         let mut map = BTreeMap::new();
         for (k, v) in pairs {
             if map.len() >= MAX_PARAMS {
-                return Err(ApiError::invalid("ParameterCount", format!("a request carries at most {MAX_PARAMS} parameters")));
+                return Err(ApiError::invalid(
+                    "ParameterCount",
+                    format!("a request carries at most {MAX_PARAMS} parameters"),
+                ));
             }
             if k.len() > MAX_NAME_LEN || v.len() > MAX_VALUE_LEN {
                 return Err(ApiError::invalid(
@@ -33,7 +38,10 @@ impl Params {
                 ));
             }
             if map.contains_key(&k) {
-                return Err(ApiError::invalid("Duplicate", format!("parameter {k} is given twice")));
+                return Err(ApiError::invalid(
+                    "Duplicate",
+                    format!("parameter {k} is given twice"),
+                ));
             }
             map.insert(k, v);
         }
@@ -54,34 +62,46 @@ impl Params {
     }
 
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
-        self.opt(name).ok_or_else(|| ApiError::MissingParameter(name.to_string()))
+        self.opt(name)
+            .ok_or_else(|| ApiError::MissingParameter(name.to_string()))
     }
 
     /// An optional string of at most `max` characters.
     pub fn string(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.opt(name) {
-            Some(v) if v.chars().count() > max => {
-                Err(ApiError::invalid(name, format!("{name} is at most {max} characters")))
-            }
+            Some(v) if v.chars().count() > max => Err(ApiError::invalid(
+                name,
+                format!("{name} is at most {max} characters"),
+            )),
             v => Ok(v.map(str::to_string)),
         }
     }
 
     pub fn required_string(&self, name: &str, max: usize) -> Result<String, ApiError> {
-        self.string(name, max)?.ok_or_else(|| ApiError::MissingParameter(name.to_string()))
+        self.string(name, max)?
+            .ok_or_else(|| ApiError::MissingParameter(name.to_string()))
     }
 
     pub fn int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
-        let Some(v) = self.opt(name) else { return Ok(None) };
+        let Some(v) = self.opt(name) else {
+            return Ok(None);
+        };
         match v.trim().parse::<i64>() {
             Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            Ok(_) => Err(ApiError::invalid(name, format!("{name} must be between {min} and {max}"))),
-            Err(_) => Err(ApiError::invalid(name, format!("{name} must be an integer, got \"{v}\""))),
+            Ok(_) => Err(ApiError::invalid(
+                name,
+                format!("{name} must be between {min} and {max}"),
+            )),
+            Err(_) => Err(ApiError::invalid(
+                name,
+                format!("{name} must be an integer, got \"{v}\""),
+            )),
         }
     }
 
     pub fn required_int(&self, name: &str, min: i64, max: i64) -> Result<i64, ApiError> {
-        self.int(name, min, max)?.ok_or_else(|| ApiError::MissingParameter(name.to_string()))
+        self.int(name, min, max)?
+            .ok_or_else(|| ApiError::MissingParameter(name.to_string()))
     }
 
     /// `true`/`false` in any case (the Python SDKs send `True`/`False`).
@@ -90,7 +110,10 @@ impl Params {
             None => Ok(None),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            Some(v) => Err(ApiError::invalid(name, format!("{name} must be true or false, got \"{v}\""))),
+            Some(v) => Err(ApiError::invalid(
+                name,
+                format!("{name} must be true or false, got \"{v}\""),
+            )),
         }
     }
 
@@ -105,7 +128,10 @@ impl Params {
             Some(v) if allowed.contains(&v) => Ok(Some(v.to_string())),
             Some(v) => Err(ApiError::invalid(
                 name,
-                format!("{name} \"{v}\" is not valid; use one of {}", allowed.join(", ")),
+                format!(
+                    "{name} \"{v}\" is not valid; use one of {}",
+                    allowed.join(", ")
+                ),
             )),
         }
     }
@@ -114,16 +140,26 @@ impl Params {
     pub fn list(&self, name: &str, max_items: usize) -> Result<Vec<String>, ApiError> {
         let indexed = self.indexed(name, "")?;
         if indexed.len() > max_items {
-            return Err(ApiError::invalid(name, format!("{name} holds at most {max_items} items")));
+            return Err(ApiError::invalid(
+                name,
+                format!("{name} holds at most {max_items} items"),
+            ));
         }
         Ok(indexed.into_iter().map(|(_, v)| v).collect())
     }
 
     /// `Tag.N.Key` / `Tag.N.Value` pairs, in index order.
-    pub fn key_values(&self, name: &str, max_items: usize) -> Result<Vec<(String, String)>, ApiError> {
+    pub fn key_values(
+        &self,
+        name: &str,
+        max_items: usize,
+    ) -> Result<Vec<(String, String)>, ApiError> {
         let keys = self.indexed(name, ".Key")?;
         if keys.len() > max_items {
-            return Err(ApiError::invalid(name, format!("{name} holds at most {max_items} items")));
+            return Err(ApiError::invalid(
+                name,
+                format!("{name} holds at most {max_items} items"),
+            ));
         }
         let values = self.indexed(name, ".Value")?;
         for (i, _) in &values {
@@ -134,7 +170,11 @@ impl Params {
         Ok(keys
             .into_iter()
             .map(|(i, k)| {
-                let v = values.iter().find(|(j, _)| *j == i).map(|(_, v)| v.clone()).unwrap_or_default();
+                let v = values
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
                 (k, v)
             })
             .collect())
@@ -145,8 +185,12 @@ impl Params {
         let prefix = format!("{name}.");
         let mut out = Vec::new();
         for (k, v) in self.map.range(prefix.clone()..) {
-            let Some(rest) = k.strip_prefix(&prefix) else { break };
-            let Some(index) = rest.strip_suffix(suffix) else { continue };
+            let Some(rest) = k.strip_prefix(&prefix) else {
+                break;
+            };
+            let Some(index) = rest.strip_suffix(suffix) else {
+                continue;
+            };
             if index.contains('.') {
                 continue;
             }
@@ -154,7 +198,12 @@ impl Params {
                 .parse()
                 .ok()
                 .filter(|n| (1..=MAX_LIST_ITEMS).contains(n))
-                .ok_or_else(|| ApiError::invalid(name, format!("{k}: list indexes run from 1 to {MAX_LIST_ITEMS}")))?;
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        name,
+                        format!("{k}: list indexes run from 1 to {MAX_LIST_ITEMS}"),
+                    )
+                })?;
             out.push((n, v.clone()));
         }
         out.sort_by_key(|(n, _)| *n);
@@ -179,9 +228,17 @@ mod tests {
 
     #[test]
     fn lists_are_ordered_by_index_not_text() {
-        let params = p(&[("ResourceId.10", "j"), ("ResourceId.2", "b"), ("ResourceId.1", "a")]);
+        let params = p(&[
+            ("ResourceId.10", "j"),
+            ("ResourceId.2", "b"),
+            ("ResourceId.1", "a"),
+        ]);
         assert_eq!(params.list("ResourceId", 50).unwrap(), vec!["a", "b", "j"]);
-        let params = p(&[("Tag.2.Key", "k2"), ("Tag.1.Key", "k1"), ("Tag.1.Value", "v1")]);
+        let params = p(&[
+            ("Tag.2.Key", "k2"),
+            ("Tag.1.Key", "k1"),
+            ("Tag.1.Value", "v1"),
+        ]);
         assert_eq!(
             params.key_values("Tag", 20).unwrap(),
             vec![("k1".into(), "v1".into()), ("k2".into(), String::new())]
@@ -191,10 +248,16 @@ mod tests {
     #[test]
     fn values_are_validated() {
         let params = p(&[("Capacity", "12x"), ("DryRun", "True"), ("Size", "0")]);
-        assert_eq!(params.required_int("Capacity", 1, 10).unwrap_err().code(), "InvalidParameter.Capacity");
+        assert_eq!(
+            params.required_int("Capacity", 1, 10).unwrap_err().code(),
+            "InvalidParameter.Capacity"
+        );
         assert_eq!(params.bool("DryRun").unwrap(), Some(true));
         assert!(params.int("Size", 1, 5).is_err());
-        assert_eq!(params.required("Missing").unwrap_err().code(), "MissingParameter");
+        assert_eq!(
+            params.required("Missing").unwrap_err().code(),
+            "MissingParameter"
+        );
         assert!(params.list("X", 5).unwrap().is_empty());
         assert!(p(&[("Tag.0.Key", "a")]).key_values("Tag", 20).is_err());
         assert!(p(&[("Tag.1.Value", "a")]).key_values("Tag", 20).is_err());

@@ -92,8 +92,14 @@ mod tests {
     #[test]
     fn xml_repeats_list_items_and_escapes() {
         let body = json!({"RequestId": "R", "FileSystems": {"FileSystem": [{"FileSystemId": "a"}, {"FileSystemId": "b&c"}]}});
-        let xml = render(Format::Xml, "DescribeFileSystemsResponse", body.as_object().unwrap());
-        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeFileSystemsResponse>"));
+        let xml = render(
+            Format::Xml,
+            "DescribeFileSystemsResponse",
+            body.as_object().unwrap(),
+        );
+        assert!(xml.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeFileSystemsResponse>"
+        ));
         assert!(xml.contains("<FileSystems><FileSystem><FileSystemId>a</FileSystemId></FileSystem><FileSystem><FileSystemId>b&amp;c</FileSystemId></FileSystem></FileSystems>"));
         assert!(xml.ends_with("</DescribeFileSystemsResponse>"));
     }

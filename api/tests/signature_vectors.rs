@@ -27,15 +27,24 @@ fn parse(v: &Value) -> Parsed {
     let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
     let mut headers = HeaderMap::new();
     for h in req["headers"].as_array().unwrap() {
-        let name = HeaderName::from_bytes(h[0].as_str().unwrap().to_ascii_lowercase().as_bytes()).unwrap();
+        let name =
+            HeaderName::from_bytes(h[0].as_str().unwrap().to_ascii_lowercase().as_bytes()).unwrap();
         headers.append(name, HeaderValue::from_str(h[1].as_str().unwrap()).unwrap());
     }
     let body = req["body"].as_str().unwrap().as_bytes().to_vec();
     let is_form = headers
         .get("content-type")
-        .map(|c| c.to_str().unwrap().starts_with("application/x-www-form-urlencoded"))
+        .map(|c| {
+            c.to_str()
+                .unwrap()
+                .starts_with("application/x-www-form-urlencoded")
+        })
         .unwrap_or(false);
-    let form = if is_form { form_decode(std::str::from_utf8(&body).unwrap()) } else { vec![] };
+    let form = if is_form {
+        form_decode(std::str::from_utf8(&body).unwrap())
+    } else {
+        vec![]
+    };
     Parsed {
         method: req["method"].as_str().unwrap().to_string(),
         path: path.to_string(),
@@ -62,8 +71,16 @@ fn all_vectors_verify() {
             form: &p.form,
         };
         let c = claim(&raw).unwrap_or_else(|e| panic!("{id}: claim failed: {e}"));
-        assert_eq!(c.access_key_id, v["access_key_id"].as_str().unwrap(), "{id}");
-        assert_eq!(c.string_to_sign(), v["string_to_sign"].as_str().unwrap(), "{id}: string to sign");
+        assert_eq!(
+            c.access_key_id,
+            v["access_key_id"].as_str().unwrap(),
+            "{id}"
+        );
+        assert_eq!(
+            c.string_to_sign(),
+            v["string_to_sign"].as_str().unwrap(),
+            "{id}: string to sign"
+        );
         let secret = v["access_key_secret"].as_str().unwrap();
         c.verify(secret).unwrap_or_else(|e| panic!("{id}: {e}"));
         // The signed time is the fixed one the vectors were made at.
@@ -77,7 +94,11 @@ fn all_vectors_verify() {
         // A wrong secret fails, reporting the server's string to sign.
         let err = c.verify("wrong-secret").unwrap_err();
         assert_eq!(err.code(), "SignatureDoesNotMatch");
-        assert!(err.to_string().ends_with(v["string_to_sign"].as_str().unwrap()), "{id}");
+        assert!(
+            err.to_string()
+                .ends_with(v["string_to_sign"].as_str().unwrap()),
+            "{id}"
+        );
     }
 }
 
@@ -89,8 +110,14 @@ fn a_tampered_parameter_breaks_the_signature() {
         let v3 = v["algorithm"].as_str().unwrap().starts_with("V3");
         // Change one parameter the signature covers: for V3 a query one
         // (body ones are covered by the payload hash), for V1 any.
-        let target = if v3 || p.form.is_empty() { &mut p.query } else { &mut p.form };
-        let Some(entry) = target.iter_mut().find(|(k, _)| k != "Signature") else { continue };
+        let target = if v3 || p.form.is_empty() {
+            &mut p.query
+        } else {
+            &mut p.form
+        };
+        let Some(entry) = target.iter_mut().find(|(k, _)| k != "Signature") else {
+            continue;
+        };
         entry.1.push('x');
         let raw = RawRequest {
             method: &p.method,
@@ -101,6 +128,9 @@ fn a_tampered_parameter_breaks_the_signature() {
             form: &p.form,
         };
         let c = claim(&raw).unwrap();
-        assert!(c.verify(v["access_key_secret"].as_str().unwrap()).is_err(), "{id}");
+        assert!(
+            c.verify(v["access_key_secret"].as_str().unwrap()).is_err(),
+            "{id}"
+        );
     }
 }

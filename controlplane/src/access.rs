@@ -86,7 +86,11 @@ pub fn cidr_contains(cidr: &str, addr: IpAddr) -> bool {
             (u32::from(n) & mask) == (u32::from(a) & mask)
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             (u128::from(n) & mask) == (u128::from(a) & mask)
         }
         _ => false,
@@ -96,7 +100,9 @@ pub fn cidr_contains(cidr: &str, addr: IpAddr) -> bool {
 fn validate_group_name(name: &str) -> Result<()> {
     let ok = (3..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -109,7 +115,10 @@ fn validate_group_name(name: &str) -> Result<()> {
 
 fn validate_description(d: &str) -> Result<()> {
     if d.chars().count() > 128 {
-        return Err(Error::invalid("Description", "Description is at most 128 characters"));
+        return Err(Error::invalid(
+            "Description",
+            "Description is at most 128 characters",
+        ));
     }
     Ok(())
 }
@@ -121,28 +130,45 @@ fn validate_rule(rule: &AccessRule) -> Result<()> {
             "give exactly one of SourceCidrIp and Ipv6SourceCidrIp",
         ));
     }
-    if !rule.source_cidr.is_empty() && !matches!(parse_cidr(&rule.source_cidr), Some((IpAddr::V4(_), _))) {
-        return Err(Error::invalid("SourceCidrIp", format!("{} is not an IPv4 address or CIDR block", rule.source_cidr)));
+    if !rule.source_cidr.is_empty()
+        && !matches!(parse_cidr(&rule.source_cidr), Some((IpAddr::V4(_), _)))
+    {
+        return Err(Error::invalid(
+            "SourceCidrIp",
+            format!("{} is not an IPv4 address or CIDR block", rule.source_cidr),
+        ));
     }
     if !rule.ipv6_source_cidr.is_empty()
         && !matches!(parse_cidr(&rule.ipv6_source_cidr), Some((IpAddr::V6(_), _)))
     {
         return Err(Error::invalid(
             "Ipv6SourceCidrIp",
-            format!("{} is not an IPv6 address or CIDR block", rule.ipv6_source_cidr),
+            format!(
+                "{} is not an IPv6 address or CIDR block",
+                rule.ipv6_source_cidr
+            ),
         ));
     }
     if !matches!(rule.rw_access.as_str(), "RDWR" | "RDONLY") {
-        return Err(Error::invalid("RWAccessType", "RWAccessType must be RDWR or RDONLY"));
+        return Err(Error::invalid(
+            "RWAccessType",
+            "RWAccessType must be RDWR or RDONLY",
+        ));
     }
-    if !matches!(rule.user_access.as_str(), "no_squash" | "root_squash" | "all_squash") {
+    if !matches!(
+        rule.user_access.as_str(),
+        "no_squash" | "root_squash" | "all_squash"
+    ) {
         return Err(Error::invalid(
             "UserAccessType",
             "UserAccessType must be no_squash, root_squash or all_squash",
         ));
     }
     if !(1..=100).contains(&rule.priority) {
-        return Err(Error::invalid("Priority", "Priority must be between 1 and 100"));
+        return Err(Error::invalid(
+            "Priority",
+            "Priority must be between 1 and 100",
+        ));
     }
     Ok(())
 }
@@ -173,7 +199,10 @@ impl ControlPlane {
         validate_group_name(name)?;
         validate_description(description)?;
         if group_type != "Vpc" {
-            return Err(Error::invalid("AccessGroupType", "AccessGroupType must be Vpc"));
+            return Err(Error::invalid(
+                "AccessGroupType",
+                "AccessGroupType must be Vpc",
+            ));
         }
         if name == DEFAULT_GROUP || self.access_group(account_id, name).await.is_ok() {
             return Err(Error::AlreadyExists {
@@ -210,19 +239,23 @@ impl ControlPlane {
         let rules: i64 = if name == DEFAULT_GROUP {
             1
         } else {
-            sqlx::query("SELECT COUNT(*) AS n FROM access_rules WHERE account_id = $1 AND group_name = $2")
-                .bind(account_id)
-                .bind(name)
-                .fetch_one(&self.store.pool)
-                .await?
-                .try_get("n")?
-        };
-        let mts: i64 = sqlx::query("SELECT COUNT(*) AS n FROM mount_targets WHERE account_id = $1 AND access_group = $2")
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM access_rules WHERE account_id = $1 AND group_name = $2",
+            )
             .bind(account_id)
             .bind(name)
             .fetch_one(&self.store.pool)
             .await?
-            .try_get("n")?;
+            .try_get("n")?
+        };
+        let mts: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM mount_targets WHERE account_id = $1 AND access_group = $2",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_one(&self.store.pool)
+        .await?
+        .try_get("n")?;
         Ok((rules, mts))
     }
 
@@ -261,11 +294,12 @@ impl ControlPlane {
 
     /// All groups of the account, the default one first.
     pub async fn access_groups(&self, account_id: &str) -> Result<Vec<AccessGroup>> {
-        let names: Vec<(String,)> =
-            sqlx::query_as("SELECT name FROM access_groups WHERE account_id = $1 ORDER BY created_at, name")
-                .bind(account_id)
-                .fetch_all(&self.store.pool)
-                .await?;
+        let names: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM access_groups WHERE account_id = $1 ORDER BY created_at, name",
+        )
+        .bind(account_id)
+        .fetch_all(&self.store.pool)
+        .await?;
         let mut out = vec![self.access_group(account_id, DEFAULT_GROUP).await?];
         for (n,) in names {
             out.push(self.access_group(account_id, &n).await?);
@@ -275,23 +309,31 @@ impl ControlPlane {
 
     fn refuse_default(name: &str) -> Result<()> {
         if name == DEFAULT_GROUP {
-            return Err(Error::invalid_status(ResourceKind::AccessGroup, 
+            return Err(Error::invalid_status(
+                ResourceKind::AccessGroup,
                 "the default access group cannot be modified or deleted",
             ));
         }
         Ok(())
     }
 
-    pub async fn modify_access_group(&self, account_id: &str, name: &str, description: &str) -> Result<()> {
+    pub async fn modify_access_group(
+        &self,
+        account_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<()> {
         Self::refuse_default(name)?;
         validate_description(description)?;
         self.access_group(account_id, name).await?;
-        sqlx::query("UPDATE access_groups SET description = $1 WHERE account_id = $2 AND name = $3")
-            .bind(description)
-            .bind(account_id)
-            .bind(name)
-            .execute(&self.store.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE access_groups SET description = $1 WHERE account_id = $2 AND name = $3",
+        )
+        .bind(description)
+        .bind(account_id)
+        .bind(name)
+        .execute(&self.store.pool)
+        .await?;
         Ok(())
     }
 
@@ -299,10 +341,13 @@ impl ControlPlane {
         Self::refuse_default(name)?;
         let group = self.access_group(account_id, name).await?;
         if group.mount_target_count > 0 {
-            return Err(Error::invalid_status(ResourceKind::AccessGroup, format!(
-                "access group {name} is used by {} mount target(s)",
-                group.mount_target_count
-            )));
+            return Err(Error::invalid_status(
+                ResourceKind::AccessGroup,
+                format!(
+                    "access group {name} is used by {} mount target(s)",
+                    group.mount_target_count
+                ),
+            ));
         }
         let mut tx = self.store.pool.begin().await?;
         sqlx::query("DELETE FROM access_rules WHERE account_id = $1 AND group_name = $2")
@@ -319,7 +364,12 @@ impl ControlPlane {
         Ok(())
     }
 
-    pub async fn create_access_rule(&self, account_id: &str, group: &str, rule: RuleChange) -> Result<i64> {
+    pub async fn create_access_rule(
+        &self,
+        account_id: &str,
+        group: &str,
+        rule: RuleChange,
+    ) -> Result<i64> {
         Self::refuse_default(group)?;
         let g = self.access_group(account_id, group).await?;
         if g.rule_count >= MAX_RULES_PER_GROUP {
@@ -339,12 +389,14 @@ impl ControlPlane {
         };
         validate_rule(&new)?;
         let mut tx = self.store.pool.begin().await?;
-        let max: Option<i64> = sqlx::query("SELECT MAX(rule_id) AS m FROM access_rules WHERE account_id = $1 AND group_name = $2")
-            .bind(account_id)
-            .bind(group)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("m")?;
+        let max: Option<i64> = sqlx::query(
+            "SELECT MAX(rule_id) AS m FROM access_rules WHERE account_id = $1 AND group_name = $2",
+        )
+        .bind(account_id)
+        .bind(group)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("m")?;
         new.rule_id = max.unwrap_or(0) + 1;
         sqlx::query(
             "INSERT INTO access_rules (account_id, group_name, rule_id, source_cidr, ipv6_source_cidr, rw_access, user_access, priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -381,7 +433,12 @@ impl ControlPlane {
         .collect()
     }
 
-    pub async fn access_rule(&self, account_id: &str, group: &str, rule_id: i64) -> Result<AccessRule> {
+    pub async fn access_rule(
+        &self,
+        account_id: &str,
+        group: &str,
+        rule_id: i64,
+    ) -> Result<AccessRule> {
         self.access_rules(account_id, group)
             .await?
             .into_iter()
@@ -432,15 +489,22 @@ impl ControlPlane {
         Ok(())
     }
 
-    pub async fn delete_access_rule(&self, account_id: &str, group: &str, rule_id: i64) -> Result<()> {
+    pub async fn delete_access_rule(
+        &self,
+        account_id: &str,
+        group: &str,
+        rule_id: i64,
+    ) -> Result<()> {
         Self::refuse_default(group)?;
         self.access_rule(account_id, group, rule_id).await?;
-        sqlx::query("DELETE FROM access_rules WHERE account_id = $1 AND group_name = $2 AND rule_id = $3")
-            .bind(account_id)
-            .bind(group)
-            .bind(rule_id)
-            .execute(&self.store.pool)
-            .await?;
+        sqlx::query(
+            "DELETE FROM access_rules WHERE account_id = $1 AND group_name = $2 AND rule_id = $3",
+        )
+        .bind(account_id)
+        .bind(group)
+        .bind(rule_id)
+        .execute(&self.store.pool)
+        .await?;
         Ok(())
     }
 }

@@ -60,7 +60,10 @@ impl ControlPlane {
             .fetch_optional(&mut *tx)
             .await?;
         if key_taken.is_some() {
-            return Err(Error::invalid("AccessKeyId", "that access key id is already in use"));
+            return Err(Error::invalid(
+                "AccessKeyId",
+                "that access key id is already in use",
+            ));
         }
         sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&account_id)
@@ -95,10 +98,11 @@ impl ControlPlane {
     }
 
     pub async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
-        let row = sqlx::query("SELECT id, account_id, secret, status FROM access_keys WHERE id = $1")
-            .bind(access_key_id)
-            .fetch_optional(&self.store.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, account_id, secret, status FROM access_keys WHERE id = $1")
+                .bind(access_key_id)
+                .fetch_optional(&self.store.pool)
+                .await?;
         row.map(|r| {
             Ok(AccessKey {
                 access_key_id: r.try_get("id")?,
@@ -145,7 +149,10 @@ impl ControlPlane {
                     .bind(access_key_id)
                     .execute(&self.store.pool)
                     .await?;
-                tracing::info!(access_key_id, "access key secret replaced from the environment");
+                tracing::info!(
+                    access_key_id,
+                    "access key secret replaced from the environment"
+                );
             }
             return Ok(None);
         }
@@ -155,8 +162,11 @@ impl ControlPlane {
             .await?;
         match account {
             None => Ok(Some(
-                self.create_account(account_name, Some((access_key_id.to_string(), secret.to_string())))
-                    .await?,
+                self.create_account(
+                    account_name,
+                    Some((access_key_id.to_string(), secret.to_string())),
+                )
+                .await?,
             )),
             Some((account_id,)) => {
                 sqlx::query(
@@ -168,7 +178,11 @@ impl ControlPlane {
                 .bind(self.now())
                 .execute(&self.store.pool)
                 .await?;
-                tracing::info!(access_key_id, account_id, "access key added from the environment");
+                tracing::info!(
+                    access_key_id,
+                    account_id,
+                    "access key added from the environment"
+                );
                 Ok(None)
             }
         }

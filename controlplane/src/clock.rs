@@ -89,9 +89,15 @@ mod tests {
     #[test]
     fn adds_months_clamping_day() {
         // 2026-01-31T00:00:00Z + 1 month = 2026-02-28T00:00:00Z
-        assert_eq!(format_utc(add_months(1_769_817_600, 1)), "2026-02-28T00:00:00Z");
+        assert_eq!(
+            format_utc(add_months(1_769_817_600, 1)),
+            "2026-02-28T00:00:00Z"
+        );
         // 2026-11-15 + 3 months crosses the year
-        assert_eq!(format_utc(add_months(1_794_700_800, 3)), "2027-02-15T00:00:00Z");
+        assert_eq!(
+            format_utc(add_months(1_794_700_800, 3)),
+            "2027-02-15T00:00:00Z"
+        );
     }
 
     #[test]

@@ -38,7 +38,11 @@ impl Status {
             "Stopping" => Status::Stopping,
             "Stopped" => Status::Stopped,
             "Deleting" => Status::Deleting,
-            other => return Err(Error::Internal(format!("unknown file system status {other}"))),
+            other => {
+                return Err(Error::Internal(format!(
+                    "unknown file system status {other}"
+                )))
+            }
         })
     }
 }
@@ -223,7 +227,9 @@ impl ControlPlane {
 
         let mut tx = self.store.pool.begin().await?;
         if let Some(token) = &req.client_token {
-            if let Some(previous) = idempotency::lookup(&mut tx, account_id, "CreateFileSystem", token).await? {
+            if let Some(previous) =
+                idempotency::lookup(&mut tx, account_id, "CreateFileSystem", token).await?
+            {
                 return Ok(previous);
             }
         }
@@ -285,11 +291,17 @@ impl ControlPlane {
         let mut clauses = vec!["account_id = $1".to_string()];
         let mut binds: Vec<String> = vec![account_id.to_string()];
         if !filter.ids.is_empty() {
-            clauses.push(format!("id IN ({})", placeholders(binds.len() + 1, filter.ids.len())));
+            clauses.push(format!(
+                "id IN ({})",
+                placeholders(binds.len() + 1, filter.ids.len())
+            ));
             binds.extend(filter.ids.iter().cloned());
         }
         if !filter.types.is_empty() {
-            clauses.push(format!("fs_type IN ({})", placeholders(binds.len() + 1, filter.types.len())));
+            clauses.push(format!(
+                "fs_type IN ({})",
+                placeholders(binds.len() + 1, filter.types.len())
+            ));
             binds.extend(filter.types.iter().cloned());
         }
         if let Some(vpc) = &filter.vpc_id {
@@ -331,7 +343,10 @@ impl ControlPlane {
             page_q = page_q.bind(b);
         }
         let rows = page_q.fetch_all(&self.store.pool).await?;
-        let list = rows.iter().map(FileSystem::from_row).collect::<Result<Vec<_>>>()?;
+        let list = rows
+            .iter()
+            .map(FileSystem::from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok((total, list))
     }
 
@@ -380,7 +395,10 @@ impl ControlPlane {
         }
         let mut tx = self.store.pool.begin().await?;
         if let Some(token) = client_token {
-            if idempotency::lookup(&mut tx, account_id, "UpgradeFileSystem", token).await?.is_some() {
+            if idempotency::lookup(&mut tx, account_id, "UpgradeFileSystem", token)
+                .await?
+                .is_some()
+            {
                 return Ok(());
             }
         }
@@ -396,10 +414,13 @@ impl ControlPlane {
             None => return Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
         };
         if fs.status != Status::Running {
-            return Err(Error::invalid_status(ResourceKind::FileSystem, format!(
-                "the file system is {}; it can be upgraded only when Running",
-                fs.status.as_str()
-            )));
+            return Err(Error::invalid_status(
+                ResourceKind::FileSystem,
+                format!(
+                    "the file system is {}; it can be upgraded only when Running",
+                    fs.status.as_str()
+                ),
+            ));
         }
         let storage = StorageType::parse(&fs.storage_type).unwrap_or(StorageType::Standard);
         let next = spec::resolve_upgrade(storage, fs.spec(), capacity_gib, bandwidth_mbps)?;
@@ -418,10 +439,16 @@ impl ControlPlane {
         .execute(&mut *tx)
         .await?;
         if let Some(token) = client_token {
-            idempotency::record(&mut tx, account_id, "UpgradeFileSystem", token, fs_id, now).await?;
+            idempotency::record(&mut tx, account_id, "UpgradeFileSystem", token, fs_id, now)
+                .await?;
         }
         tx.commit().await?;
-        tracing::info!(fs_id, capacity_gib = next.capacity_gib, bandwidth_mbps = next.bandwidth_mbps, "file system upgrade requested");
+        tracing::info!(
+            fs_id,
+            capacity_gib = next.capacity_gib,
+            bandwidth_mbps = next.bandwidth_mbps,
+            "file system upgrade requested"
+        );
         self.poke();
         Ok(())
     }

@@ -30,7 +30,10 @@ pub fn mount_target_domain(fs_id: &str, region: &str, domain: &str) -> String {
 pub fn account_id() -> String {
     // Alibaba account ids are 16 digits.
     let mut rng = rand::thread_rng();
-    format!("{:016}", rng.gen_range(1_000_000_000_000_000u64..10_000_000_000_000_000))
+    format!(
+        "{:016}",
+        rng.gen_range(1_000_000_000_000_000u64..10_000_000_000_000_000)
+    )
 }
 
 /// `LTAI` + 20 alphanumerics, like the real service's key ids.
@@ -60,7 +63,9 @@ mod tests {
     fn ids_have_documented_shapes() {
         let id = file_system_id();
         assert!(id.starts_with("cpfs-") && id.len() == 21);
-        assert!(id[5..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(id[5..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         let d = mount_target_domain(&id, "cn-hangzhou", "localhost");
         assert!(d.starts_with(&format!("{id}-")));
         assert!(d.ends_with(".cn-hangzhou.cpfs.nas.localhost"));

@@ -52,18 +52,28 @@ pub struct NewMountTarget {
 }
 
 impl ControlPlane {
-    pub async fn create_mount_target(&self, account_id: &str, req: NewMountTarget) -> Result<String> {
+    pub async fn create_mount_target(
+        &self,
+        account_id: &str,
+        req: NewMountTarget,
+    ) -> Result<String> {
         let fs = self.file_system(account_id, &req.fs_id).await?;
         if fs.status == FsStatus::Deleting {
             return Err(Error::not_found(ResourceKind::FileSystem, &req.fs_id));
         }
         if fs.status != FsStatus::Running {
-            return Err(Error::invalid_status(ResourceKind::FileSystem, format!(
-                "the file system is {}; mount targets can be created only when it is Running",
-                fs.status.as_str()
-            )));
+            return Err(Error::invalid_status(
+                ResourceKind::FileSystem,
+                format!(
+                    "the file system is {}; mount targets can be created only when it is Running",
+                    fs.status.as_str()
+                ),
+            ));
         }
-        let group = req.access_group.clone().unwrap_or_else(|| DEFAULT_GROUP.to_string());
+        let group = req
+            .access_group
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GROUP.to_string());
         self.access_group(account_id, &group).await?;
         if req.dry_run {
             return Ok(String::new());
@@ -79,7 +89,11 @@ impl ControlPlane {
                 format!("a file system has at most {MAX_PER_FILE_SYSTEM} mount targets"),
             ));
         }
-        let domain = ids::mount_target_domain(&req.fs_id, &self.region.region_id, &self.region.mount_domain);
+        let domain = ids::mount_target_domain(
+            &req.fs_id,
+            &self.region.region_id,
+            &self.region.mount_domain,
+        );
         sqlx::query(&format!(
             "INSERT INTO mount_targets ({MT_COLUMNS}, account_id) VALUES ($1, $2, $3, $4, $5, $6, 'Pending', $7, $8)"
         ))
@@ -99,7 +113,11 @@ impl ControlPlane {
     }
 
     /// Mount targets of the given file systems (for DescribeFileSystems).
-    pub async fn mount_targets_of(&self, account_id: &str, fs_ids: &[String]) -> Result<Vec<MountTarget>> {
+    pub async fn mount_targets_of(
+        &self,
+        account_id: &str,
+        fs_ids: &[String],
+    ) -> Result<Vec<MountTarget>> {
         if fs_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -111,7 +129,11 @@ impl ControlPlane {
         for id in fs_ids {
             q = q.bind(id);
         }
-        q.fetch_all(&self.store.pool).await?.iter().map(MountTarget::from_row).collect()
+        q.fetch_all(&self.store.pool)
+            .await?
+            .iter()
+            .map(MountTarget::from_row)
+            .collect()
     }
 
     pub async fn describe_mount_targets(
@@ -126,14 +148,18 @@ impl ControlPlane {
         let all = self.mount_targets_of(account_id, &[fs.id]).await?;
         let filtered: Vec<MountTarget> = all
             .into_iter()
-            .filter(|m| domain.map_or(true, |d| m.domain == d))
+            .filter(|m| domain.is_none_or(|d| m.domain == d))
             .collect();
         if let (Some(d), true) = (domain, filtered.is_empty()) {
             return Err(Error::not_found(ResourceKind::MountTarget, d));
         }
         let total = filtered.len() as i64;
         let start = ((page_number - 1).max(0) * page_size) as usize;
-        let page = filtered.into_iter().skip(start).take(page_size as usize).collect();
+        let page = filtered
+            .into_iter()
+            .skip(start)
+            .take(page_size as usize)
+            .collect();
         Ok((total, page))
     }
 
@@ -152,7 +178,12 @@ impl ControlPlane {
         }
     }
 
-    async fn owned_mount_target(&self, account_id: &str, fs_id: &str, domain: &str) -> Result<MountTarget> {
+    async fn owned_mount_target(
+        &self,
+        account_id: &str,
+        fs_id: &str,
+        domain: &str,
+    ) -> Result<MountTarget> {
         self.file_system(account_id, fs_id).await?;
         let mt = self.mount_target(account_id, domain).await?;
         if mt.fs_id != fs_id {
@@ -171,10 +202,13 @@ impl ControlPlane {
     ) -> Result<()> {
         let mt = self.owned_mount_target(account_id, fs_id, domain).await?;
         if mt.status == "Deleting" || mt.status == "Pending" {
-            return Err(Error::invalid_status(ResourceKind::MountTarget, format!(
-                "the mount target is {}; it can be modified when Active or Inactive",
-                mt.status
-            )));
+            return Err(Error::invalid_status(
+                ResourceKind::MountTarget,
+                format!(
+                    "the mount target is {}; it can be modified when Active or Inactive",
+                    mt.status
+                ),
+            ));
         }
         if let Some(g) = access_group {
             self.access_group(account_id, g).await?;
@@ -182,7 +216,12 @@ impl ControlPlane {
         let status = match status {
             None => mt.status.clone(),
             Some(s @ ("Active" | "Inactive")) => s.to_string(),
-            Some(_) => return Err(Error::invalid("Status", "Status must be Active or Inactive")),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "Status",
+                    "Status must be Active or Inactive",
+                ))
+            }
         };
         sqlx::query("UPDATE mount_targets SET access_group = $1, status = $2 WHERE domain = $3 AND account_id = $4")
             .bind(access_group.unwrap_or(&mt.access_group))
@@ -194,13 +233,20 @@ impl ControlPlane {
         Ok(())
     }
 
-    pub async fn delete_mount_target(&self, account_id: &str, fs_id: &str, domain: &str) -> Result<()> {
+    pub async fn delete_mount_target(
+        &self,
+        account_id: &str,
+        fs_id: &str,
+        domain: &str,
+    ) -> Result<()> {
         self.owned_mount_target(account_id, fs_id, domain).await?;
-        sqlx::query("UPDATE mount_targets SET status = 'Deleting' WHERE domain = $1 AND account_id = $2")
-            .bind(domain)
-            .bind(account_id)
-            .execute(&self.store.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE mount_targets SET status = 'Deleting' WHERE domain = $1 AND account_id = $2",
+        )
+        .bind(domain)
+        .bind(account_id)
+        .execute(&self.store.pool)
+        .await?;
         self.poke();
         Ok(())
     }

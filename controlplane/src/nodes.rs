@@ -59,7 +59,10 @@ impl ControlPlane {
     /// Adds a node or updates its address and capacity; idempotent.
     pub async fn register_node(&self, reg: &NodeRegistration) -> Result<()> {
         if reg.id.is_empty() || reg.id.len() > 64 || reg.capacity_bytes < 0 {
-            return Err(Error::invalid("NodeId", "node ids are 1-64 characters; capacity must be >= 0"));
+            return Err(Error::invalid(
+                "NodeId",
+                "node ids are 1-64 characters; capacity must be >= 0",
+            ));
         }
         let now = self.now();
         let mut tx = self.store.pool.begin().await?;
@@ -107,7 +110,7 @@ impl ControlPlane {
 
     pub async fn nodes(&self) -> Result<Vec<Node>> {
         let rows = sqlx::query(
-            "SELECT n.id, n.address, n.zone_id, n.capacity_bytes, n.state, n.last_heartbeat, COALESCE((SELECT SUM(r.bytes) FROM reservations r WHERE r.node_id = n.id), 0) AS reserved FROM nodes n ORDER BY n.id",
+            "SELECT n.id, n.address, n.zone_id, n.capacity_bytes, n.state, n.last_heartbeat, CAST(COALESCE((SELECT SUM(r.bytes) FROM reservations r WHERE r.node_id = n.id), 0) AS BIGINT) AS reserved FROM nodes n ORDER BY n.id",
         )
         .fetch_all(&self.store.pool)
         .await?;
@@ -129,14 +132,22 @@ impl ControlPlane {
     /// Reserves `capacity_gib` × R for a file system across live nodes.
     /// Idempotent: a second call with the same size changes nothing, a call
     /// with a larger size (UpgradeFileSystem) grows the same placement.
-    pub async fn reserve(&self, fs_id: &str, capacity_gib: i64, policy: PlacementPolicy) -> Result<Vec<(String, i64)>> {
+    pub async fn reserve(
+        &self,
+        fs_id: &str,
+        capacity_gib: i64,
+        policy: PlacementPolicy,
+    ) -> Result<Vec<(String, i64)>> {
         let now = self.now();
         let nodes = self.nodes().await?;
-        let existing: Vec<(String, i64)> = sqlx::query_as("SELECT node_id, bytes FROM reservations WHERE fs_id = $1 ORDER BY node_id")
-            .bind(fs_id)
-            .fetch_all(&self.store.pool)
-            .await?;
-        let live = |n: &&Node| n.state == "Up" && now - n.last_heartbeat <= policy.heartbeat_timeout_secs;
+        let existing: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT node_id, bytes FROM reservations WHERE fs_id = $1 ORDER BY node_id",
+        )
+        .bind(fs_id)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let live =
+            |n: &&Node| n.state == "Up" && now - n.last_heartbeat <= policy.heartbeat_timeout_secs;
         // Keep the nodes already chosen; choose new ones only for a first
         // placement, so an upgrade grows data where it already lives.
         let chosen: Vec<&Node> = if existing.is_empty() {
@@ -144,7 +155,10 @@ impl ControlPlane {
             candidates.sort_by_key(|n| std::cmp::Reverse(n.capacity_bytes - n.reserved_bytes));
             candidates
         } else {
-            nodes.iter().filter(|n| existing.iter().any(|(id, _)| *id == n.id)).collect()
+            nodes
+                .iter()
+                .filter(|n| existing.iter().any(|(id, _)| *id == n.id))
+                .collect()
         };
         if chosen.len() < policy.replicas {
             return Err(Error::Unavailable(format!(
@@ -153,10 +167,15 @@ impl ControlPlane {
                 chosen.len()
             )));
         }
-        let total = capacity_gib.saturating_mul(GIB).saturating_mul(policy.replicas as i64);
+        let total = capacity_gib
+            .saturating_mul(GIB)
+            .saturating_mul(policy.replicas as i64);
         let per_node = total / chosen.len() as i64 + i64::from(total % chosen.len() as i64 != 0);
         for n in &chosen {
-            let already = existing.iter().find(|(id, _)| *id == n.id).map_or(0, |(_, b)| *b);
+            let already = existing
+                .iter()
+                .find(|(id, _)| *id == n.id)
+                .map_or(0, |(_, b)| *b);
             if n.capacity_bytes - (n.reserved_bytes - already) < per_node {
                 return Err(Error::Unavailable(format!(
                     "node {} has {} bytes free, {} needed",
@@ -185,9 +204,11 @@ impl ControlPlane {
     }
 
     pub async fn reservations(&self, fs_id: &str) -> Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as("SELECT node_id, bytes FROM reservations WHERE fs_id = $1 ORDER BY node_id")
-            .bind(fs_id)
-            .fetch_all(&self.store.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT node_id, bytes FROM reservations WHERE fs_id = $1 ORDER BY node_id",
+        )
+        .bind(fs_id)
+        .fetch_all(&self.store.pool)
+        .await?)
     }
 }

@@ -77,7 +77,8 @@ impl Reconciler {
         .await?;
         for row in &rows {
             let fs = FileSystem::from_row(row)?;
-            let span = tracing::info_span!("reconcile_fs", fs_id = %fs.id, status = fs.status.as_str());
+            let span =
+                tracing::info_span!("reconcile_fs", fs_id = %fs.id, status = fs.status.as_str());
             let outcome = self.reconcile_file_system(&fs).instrument(span).await;
             wait = wait.min(self.settle(&fs.id, outcome).await);
         }
@@ -127,7 +128,10 @@ impl Reconciler {
         use crate::filesystems::Status::*;
         match fs.status {
             Pending | Extending => {
-                let placed = self.cp.reserve(&fs.id, fs.capacity_gib, self.policy).await?;
+                let placed = self
+                    .cp
+                    .reserve(&fs.id, fs.capacity_gib, self.policy)
+                    .await?;
                 // Only the status this step expects is moved on: an upgrade
                 // that landed meanwhile keeps the file system Extending.
                 let done = sqlx::query(
@@ -141,7 +145,11 @@ impl Reconciler {
                 .execute(&self.cp.store.pool)
                 .await?
                 .rows_affected();
-                tracing::info!(nodes = placed.len(), moved = done, "file system placed; Running");
+                tracing::info!(
+                    nodes = placed.len(),
+                    moved = done,
+                    "file system placed; Running"
+                );
                 Ok(Next::AwaitChange)
             }
             Deleting => {
@@ -162,7 +170,12 @@ impl Reconciler {
         }
     }
 
-    async fn reconcile_mount_target(&self, domain: &str, status: &str, fs_status: &str) -> Result<Next> {
+    async fn reconcile_mount_target(
+        &self,
+        domain: &str,
+        status: &str,
+        fs_status: &str,
+    ) -> Result<Next> {
         match status {
             "Pending" if fs_status == "Running" || fs_status == "Extending" => {
                 sqlx::query("UPDATE mount_targets SET status = 'Active' WHERE domain = $1 AND status = 'Pending'")

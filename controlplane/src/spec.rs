@@ -45,8 +45,13 @@ pub enum StorageType {
 }
 
 impl StorageType {
-    pub const ALL: &'static [&'static str] =
-        &["advance_100", "advance_200", "economic", "standard", "advance"];
+    pub const ALL: &'static [&'static str] = &[
+        "advance_100",
+        "advance_200",
+        "economic",
+        "standard",
+        "advance",
+    ];
 
     pub fn parse(s: &str) -> Option<StorageType> {
         Some(match s {
@@ -108,7 +113,9 @@ pub fn capacities() -> Vec<i64> {
 }
 
 fn tiers_for(capacity_gib: i64) -> impl Iterator<Item = &'static Tier> {
-    tiers().iter().filter(move |t| t.capacity_gib == capacity_gib)
+    tiers()
+        .iter()
+        .filter(move |t| t.capacity_gib == capacity_gib)
 }
 
 fn check_capacity(capacity_gib: i64) -> Result<()> {
@@ -172,7 +179,10 @@ pub fn spec_of(storage: StorageType, capacity_gib: i64, bandwidth_mbps: i64) -> 
     if candidates.is_empty() {
         // Not a grid capacity (only possible for rows written by an older
         // table): use the largest tier not above it.
-        candidates = tiers().iter().filter(|t| t.capacity_gib <= capacity_gib).collect();
+        candidates = tiers()
+            .iter()
+            .filter(|t| t.capacity_gib <= capacity_gib)
+            .collect();
     }
     let tier = candidates
         .iter()
@@ -282,7 +292,13 @@ mod tests {
         let e = resolve(StorageType::Standard, 3000, None).unwrap_err();
         assert!(e.to_string().contains("2048, 5120"), "{e}");
         let e = resolve(StorageType::Standard, 2048, Some(312)).unwrap_err();
-        assert!(matches!(e, Error::InvalidParameter { name: "Bandwidth", .. }));
+        assert!(matches!(
+            e,
+            Error::InvalidParameter {
+                name: "Bandwidth",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -297,6 +313,11 @@ mod tests {
         let up = resolve_upgrade(StorageType::Standard, low, 5120, Some(312)).unwrap();
         assert_eq!(up.bandwidth_mbps, 312);
         let a = resolve(StorageType::Advance100, 5120, None).unwrap();
-        assert_eq!(resolve_upgrade(StorageType::Advance100, a, 10240, None).unwrap().bandwidth_mbps, 1000);
+        assert_eq!(
+            resolve_upgrade(StorageType::Advance100, a, 10240, None)
+                .unwrap()
+                .bandwidth_mbps,
+            1000
+        );
     }
 }

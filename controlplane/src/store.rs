@@ -39,7 +39,10 @@ impl Store {
         } else {
             return Err(crate::Error::invalid(
                 "DatabaseUrl",
-                format!("unsupported database url scheme (want sqlite: or postgres:): {}", redact(url)),
+                format!(
+                    "unsupported database url scheme (want sqlite: or postgres:): {}",
+                    redact(url)
+                ),
             ));
         };
         if backend == Backend::Sqlite {

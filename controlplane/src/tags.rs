@@ -35,7 +35,10 @@ pub fn validate_tags(tags: &[(String, String)]) -> Result<()> {
             ));
         }
         if !seen.insert(k.as_str()) {
-            return Err(Error::invalid("Tag.Key", format!("tag key {k} is repeated")));
+            return Err(Error::invalid(
+                "Tag.Key",
+                format!("tag key {k} is repeated"),
+            ));
         }
     }
     Ok(())
@@ -75,12 +78,14 @@ pub(crate) async fn put_tags(
     tags: &[(String, String)],
 ) -> Result<()> {
     for (k, v) in tags {
-        sqlx::query("DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2 AND tag_key = $3")
-            .bind(resource_type)
-            .bind(resource_id)
-            .bind(k)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM tags WHERE resource_type = $1 AND resource_id = $2 AND tag_key = $3",
+        )
+        .bind(resource_type)
+        .bind(resource_id)
+        .bind(k)
+        .execute(&mut **tx)
+        .await?;
         sqlx::query(
             "INSERT INTO tags (account_id, resource_type, resource_id, tag_key, tag_value) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -92,12 +97,13 @@ pub(crate) async fn put_tags(
         .execute(&mut **tx)
         .await?;
     }
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM tags WHERE resource_type = $1 AND resource_id = $2")
-        .bind(resource_type)
-        .bind(resource_id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get("n")?;
+    let n: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM tags WHERE resource_type = $1 AND resource_id = $2")
+            .bind(resource_type)
+            .bind(resource_id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?;
     if n as usize > MAX_TAGS_PER_RESOURCE {
         return Err(Error::invalid(
             "Tag",
@@ -212,10 +218,16 @@ impl ControlPlane {
         page_size: i64,
     ) -> Result<(Vec<TagResource>, Option<i64>)> {
         check_resource_type(resource_type)?;
-        let mut clauses = vec!["account_id = $1".to_string(), "resource_type = $2".to_string()];
+        let mut clauses = vec![
+            "account_id = $1".to_string(),
+            "resource_type = $2".to_string(),
+        ];
         let mut binds = vec![account_id.to_string(), resource_type.to_string()];
         if !resource_ids.is_empty() {
-            clauses.push(format!("resource_id IN ({})", placeholders(binds.len() + 1, resource_ids.len())));
+            clauses.push(format!(
+                "resource_id IN ({})",
+                placeholders(binds.len() + 1, resource_ids.len())
+            ));
             binds.extend(resource_ids.iter().cloned());
         }
         if !tag_filter.is_empty() {

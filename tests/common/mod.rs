@@ -13,7 +13,11 @@ pub const AK: &str = "LTAI5tCpfsIntegration01";
 pub const SECRET: &str = "integration-secret/+=";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Server {
@@ -55,7 +59,11 @@ impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut args: Vec<String> = vec!["serve".into(), "--data-dir".into(), dir.join("data").display().to_string()];
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+        ];
         args.extend(database_args(&dir));
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server {
@@ -119,7 +127,11 @@ impl Server {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("cpfs serve exited with {status}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "server not ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -172,14 +184,20 @@ impl Client {
             ("AccessKeyId".into(), self.ak.clone()),
             ("SignatureMethod".into(), "HMAC-SHA1".into()),
             ("SignatureVersion".into(), "1.0".into()),
-            ("SignatureNonce".into(), uuid::Uuid::new_v4().simple().to_string()),
+            (
+                "SignatureNonce".into(),
+                uuid::Uuid::new_v4().simple().to_string(),
+            ),
             ("Timestamp".into(), timestamp_now()),
             ("Format".into(), "JSON".into()),
         ]
     }
 
     pub fn sign(&self, method: &str, params: &mut Vec<(String, String)>) {
-        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let sts = cpfs_api::signature::v1::string_to_sign(method, &pairs);
         let sig = cpfs_api::signature::v1::sign(&self.secret, &sts);
         params.push(("Signature".into(), sig));
@@ -208,8 +226,12 @@ impl Client {
         all.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.sign(self.method, &mut all);
         let (status, body) = self.send(&all);
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON ({status}): {body}"));
-        assert!(v["RequestId"].is_string(), "every reply carries RequestId: {body}");
+        let v: Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON ({status}): {body}"));
+        assert!(
+            v["RequestId"].is_string(),
+            "every reply carries RequestId: {body}"
+        );
         (status, v)
     }
 
@@ -217,7 +239,10 @@ impl Client {
     pub fn ok(&self, action: &str, params: &[(&str, &str)]) -> Value {
         let (status, v) = self.call(action, params);
         assert_eq!(status, 200, "{action} failed: {v}");
-        assert!(v.get("Code").is_none(), "a success must not carry Code: {v}");
+        assert!(
+            v.get("Code").is_none(),
+            "a success must not carry Code: {v}"
+        );
         v
     }
 
@@ -248,23 +273,38 @@ impl Client {
     /// DescribeFileSystems for one id: the file system, or None once gone.
     pub fn describe_fs(&self, id: &str) -> Option<Value> {
         let v = self.ok("DescribeFileSystems", &[("FileSystemId", id)]);
-        v["FileSystems"]["FileSystem"].as_array().unwrap().first().cloned()
+        v["FileSystems"]["FileSystem"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
     }
 
     /// Polls until `pred` holds for the file system (or its absence).
-    pub fn wait_fs(&self, id: &str, what: &str, pred: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+    pub fn wait_fs(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(Option<&Value>) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let fs = self.describe_fs(id);
             if pred(fs.as_ref()) {
                 return fs;
             }
-            assert!(Instant::now() < deadline, "{id} never became {what}: {fs:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{id} never became {what}: {fs:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn wait_running(&self, id: &str) -> Value {
-        self.wait_fs(id, "Running", |f| f.is_some_and(|f| f["Status"] == "Running")).unwrap()
+        self.wait_fs(id, "Running", |f| {
+            f.is_some_and(|f| f["Status"] == "Running")
+        })
+        .unwrap()
     }
 }

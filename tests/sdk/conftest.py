@@ -12,6 +12,7 @@ Environment:
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -64,6 +65,7 @@ class Server:
             text = self.stderr_path.read_text(errors="replace")
         except OSError:
             return "(no stderr file)"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)   # in case the log is coloured
         return "\n".join(text.splitlines()[-lines:])
 
 
@@ -134,6 +136,7 @@ def server(tmp_path_factory):
     env["CPFS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
     env["CPFS_ACCESS_KEY_SECRET"] = ACCESS_KEY_SECRET
     env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
 
     stdout_path = workdir / "server.stdout"
     stderr_path = workdir / "server.stderr"

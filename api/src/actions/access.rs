@@ -55,7 +55,10 @@ fn rule_change(p: &Params) -> Result<RuleChange, ApiError> {
         source_cidr: p.string("SourceCidrIp", 64)?,
         ipv6_source_cidr: p.string("Ipv6SourceCidrIp", 64)?,
         rw_access: p.choice("RWAccessType", &["RDWR", "RDONLY"])?,
-        user_access: p.choice("UserAccessType", &["no_squash", "root_squash", "all_squash"])?,
+        user_access: p.choice(
+            "UserAccessType",
+            &["no_squash", "root_squash", "all_squash"],
+        )?,
         priority: p.int("Priority", 1, 100)?,
     })
 }
@@ -116,17 +119,36 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<AccessCommand>, ApiError
 
 fn page<T: Clone>(items: &[T], page_number: i64, page_size: i64) -> Vec<T> {
     let start = ((page_number - 1).max(0) * page_size) as usize;
-    items.iter().skip(start).take(page_size as usize).cloned().collect()
+    items
+        .iter()
+        .skip(start)
+        .take(page_size as usize)
+        .cloned()
+        .collect()
 }
 
-pub async fn execute(cp: &ControlPlane, account: &str, cmd: AccessCommand) -> Result<Map<String, Value>, ApiError> {
+pub async fn execute(
+    cp: &ControlPlane,
+    account: &str,
+    cmd: AccessCommand,
+) -> Result<Map<String, Value>, ApiError> {
     let region = cp.region.region_id.clone();
     match cmd {
-        AccessCommand::CreateGroup { name, group_type, description, fs_type } => {
-            cp.create_access_group(account, &name, &group_type, &description, &fs_type).await?;
+        AccessCommand::CreateGroup {
+            name,
+            group_type,
+            description,
+            fs_type,
+        } => {
+            cp.create_access_group(account, &name, &group_type, &description, &fs_type)
+                .await?;
             Ok(object(json!({ "AccessGroupName": name })))
         }
-        AccessCommand::DescribeGroups { name, page_number, page_size } => {
+        AccessCommand::DescribeGroups {
+            name,
+            page_number,
+            page_size,
+        } => {
             let groups = match name {
                 Some(n) => vec![cp.access_group(account, &n).await?],
                 None => cp.access_groups(account).await?,
@@ -165,7 +187,12 @@ pub async fn execute(cp: &ControlPlane, account: &str, cmd: AccessCommand) -> Re
             let id = cp.create_access_rule(account, &group, rule).await?;
             Ok(object(json!({ "AccessRuleId": id.to_string() })))
         }
-        AccessCommand::DescribeRules { group, rule_id, page_number, page_size } => {
+        AccessCommand::DescribeRules {
+            group,
+            rule_id,
+            page_number,
+            page_size,
+        } => {
             let rules = match rule_id {
                 Some(id) => vec![cp.access_rule(account, &group, id).await?],
                 None => cp.access_rules(account, &group).await?,
@@ -193,8 +220,13 @@ pub async fn execute(cp: &ControlPlane, account: &str, cmd: AccessCommand) -> Re
                 "AccessRules": { "AccessRule": items },
             })))
         }
-        AccessCommand::ModifyRule { group, rule_id, rule } => {
-            cp.modify_access_rule(account, &group, rule_id, rule).await?;
+        AccessCommand::ModifyRule {
+            group,
+            rule_id,
+            rule,
+        } => {
+            cp.modify_access_rule(account, &group, rule_id, rule)
+                .await?;
             Ok(Map::new())
         }
         AccessCommand::DeleteRule { group, rule_id } => {
@@ -211,11 +243,24 @@ mod tests {
 
     #[test]
     fn rule_parameters_are_choices() {
-        let p = params(&[("AccessGroupName", "g1"), ("SourceCidrIp", "10.0.0.0/8"), ("RWAccessType", "RW")]);
-        assert_eq!(parse("CreateAccessRule", &p).unwrap_err().code(), "InvalidParameter.RWAccessType");
+        let p = params(&[
+            ("AccessGroupName", "g1"),
+            ("SourceCidrIp", "10.0.0.0/8"),
+            ("RWAccessType", "RW"),
+        ]);
+        assert_eq!(
+            parse("CreateAccessRule", &p).unwrap_err().code(),
+            "InvalidParameter.RWAccessType"
+        );
         let p = params(&[("AccessGroupName", "g1"), ("Priority", "101")]);
-        assert_eq!(parse("CreateAccessRule", &p).unwrap_err().code(), "InvalidParameter.Priority");
+        assert_eq!(
+            parse("CreateAccessRule", &p).unwrap_err().code(),
+            "InvalidParameter.Priority"
+        );
         let p = params(&[("AccessGroupName", "g1"), ("AccessRuleId", "x")]);
-        assert_eq!(parse("DeleteAccessRule", &p).unwrap_err().code(), "InvalidParameter.AccessRuleId");
+        assert_eq!(
+            parse("DeleteAccessRule", &p).unwrap_err().code(),
+            "InvalidParameter.AccessRuleId"
+        );
     }
 }

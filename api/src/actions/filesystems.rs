@@ -51,8 +51,21 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<FsCommand>, ApiError> {
         "ModifyFileSystem" => FsCommand::Modify {
             fs_id: fs_id(p)?,
             description: description(p)?,
-            options: json_object(p, "Options", &["EnableOplock", "EnableABE", "EnableDataInsight", "VscAccessPointAccessOnly"])?,
-            auto_upgrade: json_object(p, "AutoUpgradeConfig", &["enabled", "capacityUsedRatio", "step", "time"])?,
+            options: json_object(
+                p,
+                "Options",
+                &[
+                    "EnableOplock",
+                    "EnableABE",
+                    "EnableDataInsight",
+                    "VscAccessPointAccessOnly",
+                ],
+            )?,
+            auto_upgrade: json_object(
+                p,
+                "AutoUpgradeConfig",
+                &["enabled", "capacityUsedRatio", "step", "time"],
+            )?,
         },
         "UpgradeFileSystem" => FsCommand::Upgrade {
             fs_id: fs_id(p)?,
@@ -74,7 +87,9 @@ fn fs_id(p: &Params) -> Result<String, ApiError> {
 
 /// 2-128 characters, starting with a letter, not a URL.
 fn description(p: &Params) -> Result<Option<String>, ApiError> {
-    let Some(d) = p.string("Description", 128)? else { return Ok(None) };
+    let Some(d) = p.string("Description", 128)? else {
+        return Ok(None);
+    };
     let ok = d.chars().count() >= 2
         && d.starts_with(|c: char| c.is_alphabetic())
         && !d.starts_with("http://")
@@ -90,15 +105,26 @@ fn description(p: &Params) -> Result<Option<String>, ApiError> {
 
 /// A JSON-object parameter whose keys must be among `known`.
 fn json_object(p: &Params, name: &str, known: &[&str]) -> Result<Option<String>, ApiError> {
-    let Some(text) = p.opt(name) else { return Ok(None) };
+    let Some(text) = p.opt(name) else {
+        return Ok(None);
+    };
     let value: Value = serde_json::from_str(text)
         .map_err(|_| ApiError::invalid(name, format!("{name} must be a JSON object")))?;
     let Value::Object(map) = value else {
-        return Err(ApiError::invalid(name, format!("{name} must be a JSON object")));
+        return Err(ApiError::invalid(
+            name,
+            format!("{name} must be a JSON object"),
+        ));
     };
     for k in map.keys() {
         if !known.contains(&k.as_str()) {
-            return Err(ApiError::invalid(name, format!("{name} has an unknown field {k}; known: {}", known.join(", "))));
+            return Err(ApiError::invalid(
+                name,
+                format!(
+                    "{name} has an unknown field {k}; known: {}",
+                    known.join(", ")
+                ),
+            ));
         }
     }
     Ok(Some(Value::Object(map).to_string()))
@@ -114,23 +140,36 @@ fn parse_create(p: &Params) -> Result<NewFileSystem, ApiError> {
     }
     let protocol = p.required("ProtocolType")?;
     if protocol != "cpfs" {
-        return Err(ApiError::invalid("ProtocolType", "ProtocolType must be cpfs for a cpfs file system"));
+        return Err(ApiError::invalid(
+            "ProtocolType",
+            "ProtocolType must be cpfs for a cpfs file system",
+        ));
     }
     let storage_name = p.required("StorageType")?;
     let storage = StorageType::parse(storage_name).ok_or_else(|| {
         ApiError::invalid(
             "StorageType",
-            format!("StorageType \"{storage_name}\" is not valid; use one of {}", StorageType::ALL.join(", ")),
+            format!(
+                "StorageType \"{storage_name}\" is not valid; use one of {}",
+                StorageType::ALL.join(", ")
+            ),
         )
     })?;
     let charge = match p.opt("ChargeType") {
         None => ChargeType::PayAsYouGo,
-        Some(c) => ChargeType::parse(c)
-            .ok_or_else(|| ApiError::invalid("ChargeType", "ChargeType must be PayAsYouGo or Subscription"))?,
+        Some(c) => ChargeType::parse(c).ok_or_else(|| {
+            ApiError::invalid(
+                "ChargeType",
+                "ChargeType must be PayAsYouGo or Subscription",
+            )
+        })?,
     };
     let encrypt_type = p.int("EncryptType", 0, 2)?.unwrap_or(0);
     if encrypt_type != 0 {
-        return Err(ApiError::invalid("EncryptType", "encryption at rest is not offered for cpfs; use 0"));
+        return Err(ApiError::invalid(
+            "EncryptType",
+            "encryption at rest is not offered for cpfs; use 0",
+        ));
     }
     Ok(NewFileSystem {
         fs_type: fs_type.into(),
@@ -156,12 +195,22 @@ fn parse_describe(p: &Params) -> Result<FsCommand, ApiError> {
     let (page_number, page_size) = p.page(10, 100)?;
     let types = match p.opt("FileSystemType") {
         None | Some("all") => Vec::new(),
-        Some(list) => list.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).take(10).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .take(10)
+            .collect(),
     };
     let ids = match p.opt("FileSystemId") {
         None => Vec::new(),
         // The API documents one id; a comma list is accepted as the console does.
-        Some(list) => list.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).take(100).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .take(100)
+            .collect(),
     };
     Ok(FsCommand::Describe {
         filter: FileSystemFilter {
@@ -175,14 +224,24 @@ fn parse_describe(p: &Params) -> Result<FsCommand, ApiError> {
     })
 }
 
-pub async fn execute(cp: &ControlPlane, account: &str, cmd: FsCommand) -> Result<Map<String, Value>, ApiError> {
+pub async fn execute(
+    cp: &ControlPlane,
+    account: &str,
+    cmd: FsCommand,
+) -> Result<Map<String, Value>, ApiError> {
     match cmd {
         FsCommand::Create(req) => {
             let id = cp.create_file_system(account, req).await?;
             Ok(object(json!({ "FileSystemId": id })))
         }
-        FsCommand::Describe { filter, page_number, page_size } => {
-            let (total, list) = cp.describe_file_systems(account, &filter, page_number, page_size).await?;
+        FsCommand::Describe {
+            filter,
+            page_number,
+            page_size,
+        } => {
+            let (total, list) = cp
+                .describe_file_systems(account, &filter, page_number, page_size)
+                .await?;
             let ids: Vec<String> = list.iter().map(|f| f.id.clone()).collect();
             let tags = cp.tags_of(account, &ids).await?;
             let mut mts: HashMap<String, Vec<MountTarget>> = HashMap::new();
@@ -191,7 +250,13 @@ pub async fn execute(cp: &ControlPlane, account: &str, cmd: FsCommand) -> Result
             }
             let items: Vec<Value> = list
                 .iter()
-                .map(|f| file_system_json(f, mts.get(&f.id).map_or(&[][..], Vec::as_slice), tags.get(&f.id).map_or(&[][..], Vec::as_slice)))
+                .map(|f| {
+                    file_system_json(
+                        f,
+                        mts.get(&f.id).map_or(&[][..], Vec::as_slice),
+                        tags.get(&f.id).map_or(&[][..], Vec::as_slice),
+                    )
+                })
                 .collect();
             Ok(object(json!({
                 "TotalCount": total,
@@ -200,14 +265,38 @@ pub async fn execute(cp: &ControlPlane, account: &str, cmd: FsCommand) -> Result
                 "FileSystems": { "FileSystem": items },
             })))
         }
-        FsCommand::Modify { fs_id, description, options, auto_upgrade } => {
-            cp.modify_file_system(account, &fs_id, description.as_deref(), options.as_deref(), auto_upgrade.as_deref())
-                .await?;
+        FsCommand::Modify {
+            fs_id,
+            description,
+            options,
+            auto_upgrade,
+        } => {
+            cp.modify_file_system(
+                account,
+                &fs_id,
+                description.as_deref(),
+                options.as_deref(),
+                auto_upgrade.as_deref(),
+            )
+            .await?;
             Ok(Map::new())
         }
-        FsCommand::Upgrade { fs_id, capacity_gib, bandwidth_mbps, dry_run, client_token } => {
-            cp.upgrade_file_system(account, &fs_id, capacity_gib, bandwidth_mbps, dry_run, client_token.as_deref())
-                .await?;
+        FsCommand::Upgrade {
+            fs_id,
+            capacity_gib,
+            bandwidth_mbps,
+            dry_run,
+            client_token,
+        } => {
+            cp.upgrade_file_system(
+                account,
+                &fs_id,
+                capacity_gib,
+                bandwidth_mbps,
+                dry_run,
+                client_token.as_deref(),
+            )
+            .await?;
             Ok(Map::new())
         }
         FsCommand::Delete { fs_id } => {
@@ -222,7 +311,10 @@ fn tags_json(tags: &[(String, String)]) -> Value {
 }
 
 fn parse_stored_object(text: &str) -> Map<String, Value> {
-    serde_json::from_str::<Value>(text).ok().map(object).unwrap_or_default()
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .map(object)
+        .unwrap_or_default()
 }
 
 /// One file system as DescribeFileSystems shows it (wire names of the SDK
@@ -230,7 +322,12 @@ fn parse_stored_object(text: &str) -> Map<String, Value> {
 pub fn file_system_json(fs: &FileSystem, mts: &[MountTarget], tags: &[(String, String)]) -> Value {
     let spec = fs.spec();
     let mut options = parse_stored_object(&fs.options_json);
-    for k in ["EnableOplock", "EnableABE", "EnableDataInsight", "VscAccessPointAccessOnly"] {
+    for k in [
+        "EnableOplock",
+        "EnableABE",
+        "EnableDataInsight",
+        "VscAccessPointAccessOnly",
+    ] {
         options.entry(k).or_insert(Value::Bool(false));
     }
     let mut auto = parse_stored_object(&fs.auto_upgrade_json);
@@ -307,7 +404,13 @@ mod tests {
 
     #[test]
     fn create_parses_the_sdk_parameters() {
-        let c = create(&[("Tag.1.Key", "env"), ("Tag.1.Value", "prod"), ("DryRun", "True"), ("Description", "test-fs")]).unwrap();
+        let c = create(&[
+            ("Tag.1.Key", "env"),
+            ("Tag.1.Value", "prod"),
+            ("DryRun", "True"),
+            ("Description", "test-fs"),
+        ])
+        .unwrap();
         assert_eq!(c.capacity_gib, 5120);
         assert_eq!(c.storage_type, StorageType::Advance100);
         assert_eq!(c.tags, vec![("env".to_string(), "prod".to_string())]);
@@ -317,22 +420,56 @@ mod tests {
 
     #[test]
     fn create_refuses_bad_input_with_the_parameter_named() {
-        assert_eq!(create(&[("Capacity", "")]).unwrap_err().to_string(),
-            ApiError::MissingParameter("Capacity".into()).to_string());
-        assert_eq!(create(&[("StorageType", "fast")]).unwrap_err().code(), "InvalidParameter.StorageType");
-        assert_eq!(create(&[("FileSystemType", "standard")]).unwrap_err().code(), "InvalidParameter.FileSystemType");
-        assert_eq!(create(&[("ChargeType", "Free")]).unwrap_err().code(), "InvalidParameter.ChargeType");
-        assert_eq!(create(&[("Description", "http://x")]).unwrap_err().code(), "InvalidParameter.Description");
-        assert_eq!(create(&[("VpcId", "")]).unwrap_err().code(), "MissingParameter");
-        assert_eq!(create(&[("Capacity", "-5")]).unwrap_err().code(), "InvalidParameter.Capacity");
+        assert_eq!(
+            create(&[("Capacity", "")]).unwrap_err().to_string(),
+            ApiError::MissingParameter("Capacity".into()).to_string()
+        );
+        assert_eq!(
+            create(&[("StorageType", "fast")]).unwrap_err().code(),
+            "InvalidParameter.StorageType"
+        );
+        assert_eq!(
+            create(&[("FileSystemType", "standard")])
+                .unwrap_err()
+                .code(),
+            "InvalidParameter.FileSystemType"
+        );
+        assert_eq!(
+            create(&[("ChargeType", "Free")]).unwrap_err().code(),
+            "InvalidParameter.ChargeType"
+        );
+        assert_eq!(
+            create(&[("Description", "http://x")]).unwrap_err().code(),
+            "InvalidParameter.Description"
+        );
+        assert_eq!(
+            create(&[("VpcId", "")]).unwrap_err().code(),
+            "MissingParameter"
+        );
+        assert_eq!(
+            create(&[("Capacity", "-5")]).unwrap_err().code(),
+            "InvalidParameter.Capacity"
+        );
     }
 
     #[test]
     fn json_options_are_checked() {
-        let p = params(&[("FileSystemId", "cpfs-1"), ("Options", "{\"EnableOplock\":true}")]);
-        assert!(matches!(parse("ModifyFileSystem", &p).unwrap(), Some(FsCommand::Modify { options: Some(_), .. })));
+        let p = params(&[
+            ("FileSystemId", "cpfs-1"),
+            ("Options", "{\"EnableOplock\":true}"),
+        ]);
+        assert!(matches!(
+            parse("ModifyFileSystem", &p).unwrap(),
+            Some(FsCommand::Modify {
+                options: Some(_),
+                ..
+            })
+        ));
         let p = params(&[("FileSystemId", "cpfs-1"), ("Options", "{\"Bogus\":1}")]);
-        assert_eq!(parse("ModifyFileSystem", &p).unwrap_err().code(), "InvalidParameter.Options");
+        assert_eq!(
+            parse("ModifyFileSystem", &p).unwrap_err().code(),
+            "InvalidParameter.Options"
+        );
         let p = params(&[("FileSystemId", "cpfs-1"), ("Options", "[1]")]);
         assert!(parse("ModifyFileSystem", &p).is_err());
     }
@@ -340,10 +477,15 @@ mod tests {
     #[test]
     fn describe_paging_is_bounded() {
         let p = params(&[("PageSize", "101")]);
-        assert_eq!(parse("DescribeFileSystems", &p).unwrap_err().code(), "InvalidParameter.PageSize");
+        assert_eq!(
+            parse("DescribeFileSystems", &p).unwrap_err().code(),
+            "InvalidParameter.PageSize"
+        );
         let p = params(&[("FileSystemType", "cpfs,extreme")]);
         match parse("DescribeFileSystems", &p).unwrap() {
-            Some(FsCommand::Describe { filter, page_size, .. }) => {
+            Some(FsCommand::Describe {
+                filter, page_size, ..
+            }) => {
                 assert_eq!(filter.types, vec!["cpfs", "extreme"]);
                 assert_eq!(page_size, 10);
             }

@@ -103,11 +103,18 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
     }
-    Err(ApiError::ApiNotFound(action.chars().take(64).collect(), NAS_VERSION.into()))
+    Err(ApiError::ApiNotFound(
+        action.chars().take(64).collect(),
+        NAS_VERSION.into(),
+    ))
 }
 
 /// Runs a command for an account; the reply fields without `RequestId`.
-pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Result<Map<String, Value>, ApiError> {
+pub async fn execute(
+    cp: &ControlPlane,
+    account_id: &str,
+    cmd: Command,
+) -> Result<Map<String, Value>, ApiError> {
     match cmd {
         Command::FileSystem(c) => filesystems::execute(cp, account_id, c).await,
         Command::MountTarget(c) => mount_targets::execute(cp, account_id, c).await,
@@ -137,8 +144,14 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_actions_differ() {
         let p = params(&[]);
-        assert_eq!(parse("NoSuchAction", &p).unwrap_err().code(), "InvalidApi.NotFound");
-        assert_eq!(parse("CreateFileset", &p).unwrap_err().code(), "UnsupportedOperation");
+        assert_eq!(
+            parse("NoSuchAction", &p).unwrap_err().code(),
+            "InvalidApi.NotFound"
+        );
+        assert_eq!(
+            parse("CreateFileset", &p).unwrap_err().code(),
+            "UnsupportedOperation"
+        );
     }
 
     #[test]

@@ -70,7 +70,11 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<MountTargetCommand>, Api
     }))
 }
 
-pub async fn execute(cp: &ControlPlane, account: &str, cmd: MountTargetCommand) -> Result<Map<String, Value>, ApiError> {
+pub async fn execute(
+    cp: &ControlPlane,
+    account: &str,
+    cmd: MountTargetCommand,
+) -> Result<Map<String, Value>, ApiError> {
     match cmd {
         MountTargetCommand::Create(req) => {
             let domain = cp.create_mount_target(account, req).await?;
@@ -79,7 +83,12 @@ pub async fn execute(cp: &ControlPlane, account: &str, cmd: MountTargetCommand) 
                 "MountTargetExtra": { "DualStackMountTargetDomain": "" },
             })))
         }
-        MountTargetCommand::Describe { fs_id, domain, page_number, page_size } => {
+        MountTargetCommand::Describe {
+            fs_id,
+            domain,
+            page_number,
+            page_size,
+        } => {
             let (total, list) = cp
                 .describe_mount_targets(account, &fs_id, domain.as_deref(), page_number, page_size)
                 .await?;
@@ -108,9 +117,20 @@ pub async fn execute(cp: &ControlPlane, account: &str, cmd: MountTargetCommand) 
                 "MountTargets": { "MountTarget": items },
             })))
         }
-        MountTargetCommand::Modify { fs_id, domain, access_group, status } => {
-            cp.modify_mount_target(account, &fs_id, &domain, access_group.as_deref(), status.as_deref())
-                .await?;
+        MountTargetCommand::Modify {
+            fs_id,
+            domain,
+            access_group,
+            status,
+        } => {
+            cp.modify_mount_target(
+                account,
+                &fs_id,
+                &domain,
+                access_group.as_deref(),
+                status.as_deref(),
+            )
+            .await?;
             Ok(Map::new())
         }
         MountTargetCommand::Delete { fs_id, domain } => {
@@ -127,17 +147,36 @@ mod tests {
 
     #[test]
     fn create_requires_vpc_parameters() {
-        let p = params(&[("FileSystemId", "cpfs-1"), ("NetworkType", "Vpc"), ("VpcId", "v")]);
+        let p = params(&[
+            ("FileSystemId", "cpfs-1"),
+            ("NetworkType", "Vpc"),
+            ("VpcId", "v"),
+        ]);
         let e = parse("CreateMountTarget", &p).unwrap_err();
         assert_eq!(e.code(), "MissingParameter");
         assert!(e.to_string().contains("VSwitchId"));
-        let p = params(&[("FileSystemId", "cpfs-1"), ("NetworkType", "Classic"), ("VpcId", "v"), ("VSwitchId", "s")]);
-        assert_eq!(parse("CreateMountTarget", &p).unwrap_err().code(), "InvalidParameter.NetworkType");
+        let p = params(&[
+            ("FileSystemId", "cpfs-1"),
+            ("NetworkType", "Classic"),
+            ("VpcId", "v"),
+            ("VSwitchId", "s"),
+        ]);
+        assert_eq!(
+            parse("CreateMountTarget", &p).unwrap_err().code(),
+            "InvalidParameter.NetworkType"
+        );
     }
 
     #[test]
     fn modify_status_is_a_choice() {
-        let p = params(&[("FileSystemId", "f"), ("MountTargetDomain", "d"), ("Status", "Broken")]);
-        assert_eq!(parse("ModifyMountTarget", &p).unwrap_err().code(), "InvalidParameter.Status");
+        let p = params(&[
+            ("FileSystemId", "f"),
+            ("MountTargetDomain", "d"),
+            ("Status", "Broken"),
+        ]);
+        assert_eq!(
+            parse("ModifyMountTarget", &p).unwrap_err().code(),
+            "InvalidParameter.Status"
+        );
     }
 }

@@ -9,8 +9,14 @@ use crate::params::Params;
 
 #[derive(Debug)]
 pub enum RegionCommand {
-    Regions { page_number: i64, page_size: i64 },
-    Zones { region_id: String, fs_type: String },
+    Regions {
+        page_number: i64,
+        page_size: i64,
+    },
+    Zones {
+        region_id: Option<String>,
+        fs_type: String,
+    },
 }
 
 pub fn parse(action: &str, p: &Params) -> Result<Option<RegionCommand>, ApiError> {
@@ -18,10 +24,14 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<RegionCommand>, ApiError
         "DescribeRegions" => {
             p.choice("FileSystemType", &["all", "standard", "extreme", "cpfs"])?;
             let (page_number, page_size) = p.page(10, 100)?;
-            RegionCommand::Regions { page_number, page_size }
+            RegionCommand::Regions {
+                page_number,
+                page_size,
+            }
         }
         "DescribeZones" => RegionCommand::Zones {
-            region_id: p.required_string("RegionId", 64)?,
+            // RegionId defaults to the gateway's own region, like every call.
+            region_id: p.string("RegionId", 64)?,
             fs_type: p
                 .choice("FileSystemType", &["standard", "extreme", "cpfs"])?
                 .unwrap_or_else(|| "standard".into()),
@@ -30,12 +40,20 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<RegionCommand>, ApiError
     }))
 }
 
-pub async fn execute(cp: &ControlPlane, cmd: RegionCommand) -> Result<Map<String, Value>, ApiError> {
+pub async fn execute(
+    cp: &ControlPlane,
+    cmd: RegionCommand,
+) -> Result<Map<String, Value>, ApiError> {
     let region = &cp.region;
     match cmd {
-        RegionCommand::Regions { page_number, page_size } => {
+        RegionCommand::Regions {
+            page_number,
+            page_size,
+        } => {
             let items = if page_number == 1 {
-                vec![json!({"RegionId": region.region_id, "LocalName": region.local_name, "RegionEndpoint": region.endpoint})]
+                vec![
+                    json!({"RegionId": region.region_id, "LocalName": region.local_name, "RegionEndpoint": region.endpoint}),
+                ]
             } else {
                 vec![]
             };
@@ -47,10 +65,14 @@ pub async fn execute(cp: &ControlPlane, cmd: RegionCommand) -> Result<Map<String
             })))
         }
         RegionCommand::Zones { region_id, fs_type } => {
+            let region_id = region_id.unwrap_or_else(|| region.region_id.clone());
             if region_id != region.region_id {
                 return Err(ApiError::invalid(
                     "RegionId",
-                    format!("region {region_id} is not served here; this deployment serves {}", region.region_id),
+                    format!(
+                        "region {region_id} is not served here; this deployment serves {}",
+                        region.region_id
+                    ),
                 ));
             }
             // Only cpfs file systems are offered; other types list no

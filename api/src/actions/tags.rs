@@ -56,7 +56,10 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<TagCommand>, ApiError> {
             let keys = p.list("TagKey", 20)?;
             let all = p.flag("All")?;
             if all && !keys.is_empty() {
-                return Err(ApiError::invalid("All", "All=true cannot be combined with TagKey.N"));
+                return Err(ApiError::invalid(
+                    "All",
+                    "All=true cannot be combined with TagKey.N",
+                ));
             }
             if !all && keys.is_empty() {
                 return Err(ApiError::MissingParameter("TagKey.1".into()));
@@ -70,11 +73,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<TagCommand>, ApiError> {
         "ListTagResources" => {
             let offset = match p.opt("NextToken") {
                 None => 0,
-                Some(t) => t
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| ApiError::invalid("NextToken", "NextToken is not one this service issued"))?,
+                Some(t) => t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::invalid("NextToken", "NextToken is not one this service issued")
+                })?,
             };
             TagCommand::List {
                 resource_type: resource_type()?,
@@ -87,19 +88,45 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<TagCommand>, ApiError> {
     }))
 }
 
-pub async fn execute(cp: &ControlPlane, account: &str, cmd: TagCommand) -> Result<Map<String, Value>, ApiError> {
+pub async fn execute(
+    cp: &ControlPlane,
+    account: &str,
+    cmd: TagCommand,
+) -> Result<Map<String, Value>, ApiError> {
     match cmd {
-        TagCommand::Tag { resource_type, resource_ids, tags } => {
-            cp.tag_resources(account, &resource_type, &resource_ids, &tags).await?;
+        TagCommand::Tag {
+            resource_type,
+            resource_ids,
+            tags,
+        } => {
+            cp.tag_resources(account, &resource_type, &resource_ids, &tags)
+                .await?;
             Ok(Map::new())
         }
-        TagCommand::Untag { resource_type, resource_ids, keys } => {
-            cp.untag_resources(account, &resource_type, &resource_ids, keys.as_deref()).await?;
+        TagCommand::Untag {
+            resource_type,
+            resource_ids,
+            keys,
+        } => {
+            cp.untag_resources(account, &resource_type, &resource_ids, keys.as_deref())
+                .await?;
             Ok(Map::new())
         }
-        TagCommand::List { resource_type, resource_ids, tags, offset } => {
+        TagCommand::List {
+            resource_type,
+            resource_ids,
+            tags,
+            offset,
+        } => {
             let (rows, next) = cp
-                .list_tag_resources(account, &resource_type, &resource_ids, &tags, offset, LIST_PAGE)
+                .list_tag_resources(
+                    account,
+                    &resource_type,
+                    &resource_ids,
+                    &tags,
+                    offset,
+                    LIST_PAGE,
+                )
                 .await?;
             let items: Vec<Value> = rows
                 .iter()
@@ -121,18 +148,30 @@ mod tests {
     #[test]
     fn untag_needs_keys_or_all_but_not_both() {
         let base = [("ResourceType", "filesystem"), ("ResourceId.1", "cpfs-1")];
-        assert_eq!(parse("UntagResources", &params(&base)).unwrap_err().code(), "MissingParameter");
+        assert_eq!(
+            parse("UntagResources", &params(&base)).unwrap_err().code(),
+            "MissingParameter"
+        );
         let mut both = base.to_vec();
         both.extend([("All", "true"), ("TagKey.1", "k")]);
-        assert_eq!(parse("UntagResources", &params(&both)).unwrap_err().code(), "InvalidParameter.All");
+        assert_eq!(
+            parse("UntagResources", &params(&both)).unwrap_err().code(),
+            "InvalidParameter.All"
+        );
         let mut all = base.to_vec();
         all.push(("All", "True"));
-        assert!(matches!(parse("UntagResources", &params(&all)).unwrap(), Some(TagCommand::Untag { keys: None, .. })));
+        assert!(matches!(
+            parse("UntagResources", &params(&all)).unwrap(),
+            Some(TagCommand::Untag { keys: None, .. })
+        ));
     }
 
     #[test]
     fn next_token_must_be_ours() {
         let p = params(&[("ResourceType", "filesystem"), ("NextToken", "abc")]);
-        assert_eq!(parse("ListTagResources", &p).unwrap_err().code(), "InvalidParameter.NextToken");
+        assert_eq!(
+            parse("ListTagResources", &p).unwrap_err().code(),
+            "InvalidParameter.NextToken"
+        );
     }
 }

@@ -57,7 +57,10 @@ impl Claim {
             Version::V1 => v1::sign(secret, &self.string_to_sign),
             Version::V3 => v3::sign(secret, &self.string_to_sign),
         };
-        let ok: bool = expected.as_bytes().ct_eq(self.provided_signature.as_bytes()).into();
+        let ok: bool = expected
+            .as_bytes()
+            .ct_eq(self.provided_signature.as_bytes())
+            .into();
         if ok {
             Ok(())
         } else {

@@ -62,7 +62,9 @@ pub fn claim(req: &RawRequest<'_>) -> Result<Claim, ApiError> {
     let signature = required(req, "Signature")?;
     let method = required(req, "SignatureMethod")?;
     if method != "HMAC-SHA1" {
-        return Err(ApiError::InvalidSignatureMethod(method.chars().take(32).collect()));
+        return Err(ApiError::InvalidSignatureMethod(
+            method.chars().take(32).collect(),
+        ));
     }
     if let Some(v) = param(req, "SignatureVersion") {
         if v != "1.0" {

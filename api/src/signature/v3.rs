@@ -46,7 +46,11 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, ApiError> {
         if let Some(v) = part.strip_prefix("Credential=") {
             credential = Some(v.to_string());
         } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
-            signed = Some(v.split(';').map(|h| h.trim().to_ascii_lowercase()).collect::<Vec<_>>());
+            signed = Some(
+                v.split(';')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .collect::<Vec<_>>(),
+            );
         } else if let Some(v) = part.strip_prefix("Signature=") {
             signature = Some(v.to_string());
         }
@@ -57,7 +61,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, ApiError> {
             signed_headers: h,
             signature: s,
         }),
-        _ => Err(incomplete("Authorization needs Credential, SignedHeaders and Signature")),
+        _ => Err(incomplete(
+            "Authorization needs Credential, SignedHeaders and Signature",
+        )),
     }
 }
 
@@ -74,7 +80,8 @@ pub fn canonical_query(query: &[(String, String)]) -> String {
 fn header_value(headers: &HeaderMap, name: &str) -> Result<String, ApiError> {
     let mut values: Vec<String> = Vec::new();
     for v in headers.get_all(name) {
-        let s = std::str::from_utf8(v.as_bytes()).map_err(|_| incomplete("a signed header is not UTF-8"))?;
+        let s = std::str::from_utf8(v.as_bytes())
+            .map_err(|_| incomplete("a signed header is not UTF-8"))?;
         values.push(s.trim().to_string());
     }
     if values.is_empty() {
@@ -111,7 +118,10 @@ pub fn canonical_request(
 }
 
 pub fn string_to_sign(canonical_request: &str) -> String {
-    format!("{ALGORITHM}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())))
+    format!(
+        "{ALGORITHM}\n{}",
+        hex::encode(Sha256::digest(canonical_request.as_bytes()))
+    )
 }
 
 /// Lower-case hex HMAC-SHA256 keyed with the secret as is.
@@ -136,7 +146,9 @@ pub fn claim(req: &RawRequest<'_>) -> Result<Claim, ApiError> {
             return Err(incomplete(&format!("{needed} must be a signed header")));
         }
     }
-    if req.headers.contains_key("content-type") && !auth.signed_headers.iter().any(|h| h == "content-type") {
+    if req.headers.contains_key("content-type")
+        && !auth.signed_headers.iter().any(|h| h == "content-type")
+    {
         return Err(incomplete("content-type must be a signed header"));
     }
     let hashed_payload = hex::encode(Sha256::digest(req.body));
@@ -170,11 +182,17 @@ mod tests {
 
     #[test]
     fn parses_authorization_with_spaces() {
-        let a = parse_authorization("ACS3-HMAC-SHA256 Credential=AK, SignedHeaders=host;x-acs-date, Signature=ab").unwrap();
+        let a = parse_authorization(
+            "ACS3-HMAC-SHA256 Credential=AK, SignedHeaders=host;x-acs-date, Signature=ab",
+        )
+        .unwrap();
         assert_eq!(a.credential, "AK");
         assert_eq!(a.signed_headers, vec!["host", "x-acs-date"]);
         assert_eq!(a.signature, "ab");
         assert!(parse_authorization("ACS3-HMAC-SHA256 Credential=AK").is_err());
-        assert!(parse_authorization("ACS3-RSA-SHA256 Credential=AK,SignedHeaders=h,Signature=s").is_err());
+        assert!(
+            parse_authorization("ACS3-RSA-SHA256 Credential=AK,SignedHeaders=h,Signature=s")
+                .is_err()
+        );
     }
 }

@@ -1,0 +1,240 @@
+//! The control plane against a real database: SQLite always, PostgreSQL
+//! when `CPFS_TEST_DATABASE_URL` names a server (CI sets it and
+//! `CPFS_REQUIRE_POSTGRES=1`, so a missing server fails instead of skipping).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use cpfs_controlplane::filesystems::{ChargeType, FileSystemFilter, NewFileSystem, Status};
+use cpfs_controlplane::nodes::{NodeRegistration, PlacementPolicy, GIB};
+use cpfs_controlplane::reconciler::Reconciler;
+use cpfs_controlplane::spec::StorageType;
+use cpfs_controlplane::{ControlPlane, Error, ManualClock, RegionConfig, Store};
+
+async fn backends() -> Vec<(String, ControlPlane, Option<tempfile::TempDir>)> {
+    let mut out = Vec::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("t.db").display());
+    out.push(("sqlite".to_string(), cp(&url).await, Some(tmp)));
+    match std::env::var("CPFS_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let name = format!("cpfs_cp_{}", uuid_like());
+            let ok = Command::new("psql")
+                .arg(&base)
+                .arg("-qc")
+                .arg(format!("CREATE DATABASE {name}"))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
+            out.push(("postgres".to_string(), cp(&url).await, None));
+        }
+        _ => assert!(
+            std::env::var("CPFS_REQUIRE_POSTGRES").is_err(),
+            "CPFS_REQUIRE_POSTGRES is set but CPFS_TEST_DATABASE_URL is not"
+        ),
+    }
+    out
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+async fn cp(url: &str) -> ControlPlane {
+    let store = Store::open(url).await.unwrap();
+    ControlPlane::new(
+        store,
+        Arc::new(ManualClock::at(1_768_465_800)),
+        RegionConfig::default(),
+    )
+}
+
+fn new_fs(capacity: i64, tags: Vec<(String, String)>) -> NewFileSystem {
+    NewFileSystem {
+        fs_type: "cpfs".into(),
+        protocol_type: "cpfs".into(),
+        storage_type: StorageType::Advance100,
+        storage_type_name: "advance_100".into(),
+        capacity_gib: capacity,
+        bandwidth_mbps: None,
+        charge_type: ChargeType::PayAsYouGo,
+        duration_months: None,
+        zone_id: None,
+        vpc_id: "vpc".into(),
+        vswitch_id: "vsw".into(),
+        description: "d".into(),
+        encrypt_type: 0,
+        tags,
+        dry_run: false,
+        client_token: None,
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_on_every_backend() {
+    for (name, cp, _keep) in backends().await {
+        let alice = cp.create_account("alice", None).await.unwrap().account_id;
+        let bob = cp.create_account("bob", None).await.unwrap().account_id;
+        assert!(
+            matches!(
+                cp.create_account("alice", None).await,
+                Err(Error::AlreadyExists { .. })
+            ),
+            "{name}"
+        );
+
+        // No nodes: the file system waits in Pending, with a reason.
+        let a = cp
+            .create_file_system(&alice, new_fs(2048, vec![("env".into(), "prod".into())]))
+            .await
+            .unwrap();
+        let policy = PlacementPolicy::default();
+        let mut rec = Reconciler::new(cp.clone(), policy);
+        rec.pass().await.unwrap();
+        let fs = cp.file_system(&alice, &a).await.unwrap();
+        assert_eq!(fs.status, Status::Pending, "{name}");
+        assert!(
+            fs.status_reason.contains("live data nodes"),
+            "{name}: {}",
+            fs.status_reason
+        );
+
+        // Nodes arrive: placement reserves capacity x R, Running.
+        for i in 0..3 {
+            cp.register_node(&NodeRegistration {
+                id: format!("n{i}"),
+                address: format!("127.0.0.1:{i}"),
+                zone_id: "z".into(),
+                capacity_bytes: 100_000 * GIB,
+            })
+            .await
+            .unwrap();
+        }
+        rec.pass().await.unwrap();
+        assert_eq!(
+            cp.file_system(&alice, &a).await.unwrap().status,
+            Status::Running,
+            "{name}"
+        );
+        let total: i64 = cp.reservations(&a).await.unwrap().iter().map(|r| r.1).sum();
+        assert!(
+            (2048 * GIB * 2..2048 * GIB * 2 + 3).contains(&total),
+            "{name}: {total}"
+        );
+        // Reserving again changes nothing (idempotent).
+        cp.reserve(&a, 2048, policy).await.unwrap();
+        let again: i64 = cp.reservations(&a).await.unwrap().iter().map(|r| r.1).sum();
+        assert_eq!(total, again, "{name}");
+
+        // Upgrade grows the same placement.
+        cp.upgrade_file_system(&alice, &a, 5120, None, false, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            cp.file_system(&alice, &a).await.unwrap().status,
+            Status::Extending
+        );
+        rec.pass().await.unwrap();
+        let fs = cp.file_system(&alice, &a).await.unwrap();
+        assert_eq!(
+            (fs.status, fs.capacity_gib, fs.bandwidth_mbps),
+            (Status::Running, 5120, 500),
+            "{name}"
+        );
+        let grown: i64 = cp.reservations(&a).await.unwrap().iter().map(|r| r.1).sum();
+        assert!(grown >= 5120 * GIB * 2, "{name}");
+
+        // Filters, tags and isolation.
+        cp.create_file_system(&alice, new_fs(2048, vec![]))
+            .await
+            .unwrap();
+        let f = FileSystemFilter {
+            tags: vec![("env".into(), "prod".into())],
+            ..Default::default()
+        };
+        let (n, list) = cp.describe_file_systems(&alice, &f, 1, 10).await.unwrap();
+        assert_eq!((n, list[0].id.as_str()), (1, a.as_str()), "{name}");
+        let (n, _) = cp
+            .describe_file_systems(&alice, &FileSystemFilter::default(), 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "{name}");
+        let (n, _) = cp
+            .describe_file_systems(&bob, &FileSystemFilter::default(), 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{name}");
+        assert!(
+            matches!(cp.file_system(&bob, &a).await, Err(Error::NotFound { .. })),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                cp.delete_file_system(&bob, &a).await,
+                Err(Error::NotFound { .. })
+            ),
+            "{name}"
+        );
+
+        // Delete releases everything.
+        cp.delete_file_system(&alice, &a).await.unwrap();
+        rec.pass().await.unwrap();
+        assert!(
+            matches!(
+                cp.file_system(&alice, &a).await,
+                Err(Error::NotFound { .. })
+            ),
+            "{name}"
+        );
+        assert!(cp.reservations(&a).await.unwrap().is_empty(), "{name}");
+        assert!(
+            cp.tags_of(&alice, std::slice::from_ref(&a)).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn client_tokens_and_status_rules() {
+    for (name, cp, _keep) in backends().await {
+        let acct = cp.create_account("carol", None).await.unwrap().account_id;
+        let mut req = new_fs(2048, vec![]);
+        req.client_token = Some("t-1".into());
+        let a = cp.create_file_system(&acct, req.clone()).await.unwrap();
+        let b = cp.create_file_system(&acct, req).await.unwrap();
+        assert_eq!(a, b, "{name}");
+        // Pending file systems cannot be upgraded or get mount targets.
+        let e = cp
+            .upgrade_file_system(&acct, &a, 5120, None, false, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidStatus { .. }), "{name}: {e}");
+        // Access rules are numbered per group.
+        cp.create_access_group(&acct, "grp", "Vpc", "", "standard")
+            .await
+            .unwrap();
+        let rule = cpfs_controlplane::access::RuleChange {
+            source_cidr: Some("10.0.0.0/8".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            cp.create_access_rule(&acct, "grp", rule.clone())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            cp.create_access_rule(&acct, "grp", rule).await.unwrap(),
+            2,
+            "{name}"
+        );
+    }
+}

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Writes openapi/nas.json, the OpenAPI 3 description of the gateway.
+
+The table below is the description's source; `cargo test` (api/tests/openapi.rs)
+fails when the router and nas.json disagree on the actions served or on their
+required parameters, and when nas.json is not what this script writes.
+Run `python3 openapi/build.py` after changing the table.
+
+RPC style: every action is `GET|POST /` with `Action=<name>`; each is listed
+under the path key `/?Action=<name>` so that tools show one operation per action.
+"""
+import json, os
+
+S, I, B = "string", "integer", "boolean"
+
+# name: (summary, [(param, type, required, example, description)], {reply field: type})
+ACTIONS = {
+    "CreateFileSystem": ("Create a CPFS file system (asynchronous: Pending, then Running)", [
+        ("FileSystemType", S, True, "cpfs", "Only cpfs is offered"),
+        ("ProtocolType", S, True, "cpfs", "cpfs"),
+        ("StorageType", S, True, "advance_100", "advance_100, advance_200, economic, or the editions standard, advance"),
+        ("Capacity", I, True, "5120", "GiB; one of 2048, 5120, 10240, 30720, 51200"),
+        ("Bandwidth", I, False, None, "MB/s; a tier of the capacity (standard, advance, economic) or capacity x baseline (advance_100/200). Default: the lowest tier"),
+        ("ChargeType", S, False, None, "PayAsYouGo (default) or Subscription"),
+        ("Duration", I, False, None, "Months of a Subscription: 1, 2, 3, 6, 12, 24, 36"),
+        ("ZoneId", S, False, None, "A zone of the region (default: the first)"),
+        ("VpcId", S, True, "vpc-1", "VPC of the file system"),
+        ("VSwitchId", S, True, "vsw-1", "vSwitch of the file system"),
+        ("Description", S, False, None, "2-128 characters, starts with a letter"),
+        ("EncryptType", I, False, None, "0 only"),
+        ("Tag.N.Key", S, False, None, "Up to 20 tags"), ("Tag.N.Value", S, False, None, ""),
+        ("DryRun", B, False, None, "Validate only; FileSystemId is empty"),
+        ("ClientToken", S, False, None, "Idempotency token, ASCII, at most 64"),
+    ], {"FileSystemId": S}),
+    "DescribeFileSystems": ("List file systems of the caller's account", [
+        ("FileSystemId", S, False, None, "One id (a comma list is accepted)"),
+        ("FileSystemType", S, False, None, "all (default) or a comma list"),
+        ("VpcId", S, False, None, ""),
+        ("Tag.N.Key", S, False, None, "Only file systems carrying every given tag"), ("Tag.N.Value", S, False, None, ""),
+        ("PageNumber", I, False, None, "From 1"), ("PageSize", I, False, None, "1-100, default 10"),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "FileSystems": "FileSystems"}),
+    "ModifyFileSystem": ("Change description, options and auto-upgrade settings", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("Description", S, False, None, ""),
+        ("Options", S, False, None, "JSON object: EnableOplock, EnableABE, EnableDataInsight, VscAccessPointAccessOnly"),
+        ("AutoUpgradeConfig", S, False, None, "JSON object: enabled, capacityUsedRatio, step, time"),
+    ], {}),
+    "UpgradeFileSystem": ("Grow capacity (and bandwidth) online: Running, Extending, Running", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("Capacity", I, True, "10240", "GiB, a grid capacity not below the current one"),
+        ("Bandwidth", I, False, None, "Extension (not in the SDK models): MB/s, a tier of the new capacity; default keeps at least the current bandwidth"),
+        ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
+    ], {}),
+    "DeleteFileSystem": ("Delete a file system with its mount targets (asynchronous: Deleting, then gone)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+    ], {}),
+    "CreateMountTarget": ("Create a mount target (Pending, then Active)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", "The file system must be Running"),
+        ("NetworkType", S, True, "Vpc", "Vpc"),
+        ("VpcId", S, True, "vpc-1", ""), ("VSwitchId", S, True, "vsw-1", ""),
+        ("AccessGroupName", S, False, None, "Default DEFAULT_VPC_GROUP_NAME"),
+        ("SecurityGroupId", S, False, None, "Accepted and ignored"),
+        ("EnableIpv6", B, False, None, "Accepted and ignored"),
+        ("DryRun", B, False, None, ""),
+    ], {"MountTargetDomain": S, "MountTargetExtra": "MountTargetExtra"}),
+    "DescribeMountTargets": ("List the mount targets of a file system", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("MountTargetDomain", S, False, None, ""),
+        ("PageNumber", I, False, None, ""), ("PageSize", I, False, None, "1-100, default 10"),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "MountTargets": "MountTargets"}),
+    "ModifyMountTarget": ("Change a mount target's access group or status", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("MountTargetDomain", S, True, "cpfs-0123456789abcdef-abc123.cn-hangzhou.cpfs.nas.localhost", ""),
+        ("AccessGroupName", S, False, None, ""), ("Status", S, False, None, "Active or Inactive"),
+    ], {}),
+    "DeleteMountTarget": ("Delete a mount target", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("MountTargetDomain", S, True, "cpfs-0123456789abcdef-abc123.cn-hangzhou.cpfs.nas.localhost", ""),
+    ], {}),
+    "CreateAccessGroup": ("Create an access group", [
+        ("AccessGroupName", S, True, "lab-net", "3-64 characters, starts with a letter"),
+        ("AccessGroupType", S, True, "Vpc", "Vpc"),
+        ("Description", S, False, None, ""), ("FileSystemType", S, False, None, "standard (default), extreme, cpfs"),
+    ], {"AccessGroupName": S}),
+    "DescribeAccessGroups": ("List access groups (DEFAULT_VPC_GROUP_NAME first)", [
+        ("AccessGroupName", S, False, None, ""), ("FileSystemType", S, False, None, ""),
+        ("PageNumber", I, False, None, ""), ("PageSize", I, False, None, ""),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "AccessGroups": "AccessGroups"}),
+    "ModifyAccessGroup": ("Change an access group's description", [
+        ("AccessGroupName", S, True, "lab-net", ""), ("Description", S, False, None, ""),
+    ], {}),
+    "DeleteAccessGroup": ("Delete an access group no mount target uses", [
+        ("AccessGroupName", S, True, "lab-net", ""),
+    ], {}),
+    "CreateAccessRule": ("Add a rule to an access group", [
+        ("AccessGroupName", S, True, "lab-net", ""),
+        ("SourceCidrIp", S, False, None, "IPv4 address or CIDR (this or Ipv6SourceCidrIp)"),
+        ("Ipv6SourceCidrIp", S, False, None, ""),
+        ("RWAccessType", S, False, None, "RDWR (default) or RDONLY"),
+        ("UserAccessType", S, False, None, "no_squash (default), root_squash, all_squash"),
+        ("Priority", I, False, None, "1 (highest, default) - 100"),
+        ("FileSystemType", S, False, None, ""),
+    ], {"AccessRuleId": S}),
+    "DescribeAccessRules": ("List the rules of an access group", [
+        ("AccessGroupName", S, True, "lab-net", ""), ("AccessRuleId", S, False, None, ""),
+        ("PageNumber", I, False, None, ""), ("PageSize", I, False, None, ""),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "AccessRules": "AccessRules"}),
+    "ModifyAccessRule": ("Change a rule", [
+        ("AccessGroupName", S, True, "lab-net", ""), ("AccessRuleId", S, True, "1", ""),
+        ("SourceCidrIp", S, False, None, ""), ("Ipv6SourceCidrIp", S, False, None, ""),
+        ("RWAccessType", S, False, None, ""), ("UserAccessType", S, False, None, ""), ("Priority", I, False, None, ""),
+    ], {}),
+    "DeleteAccessRule": ("Delete a rule", [
+        ("AccessGroupName", S, True, "lab-net", ""), ("AccessRuleId", S, True, "1", ""),
+    ], {}),
+    "TagResources": ("Add or replace tags on file systems", [
+        ("ResourceType", S, True, "filesystem", "filesystem"),
+        ("ResourceId.N", S, True, "cpfs-0123456789abcdef", "1-50 ids"),
+        ("Tag.N.Key", S, True, "env", "1-20 tags"), ("Tag.N.Value", S, False, None, ""),
+    ], {}),
+    "UntagResources": ("Remove tags from file systems", [
+        ("ResourceType", S, True, "filesystem", ""),
+        ("ResourceId.N", S, True, "cpfs-0123456789abcdef", ""),
+        ("TagKey.N", S, False, "env", "Keys to remove (or All=true)"), ("All", B, False, None, "Remove every tag"),
+    ], {}),
+    "ListTagResources": ("List tags", [
+        ("ResourceType", S, True, "filesystem", ""), ("ResourceId.N", S, False, None, ""),
+        ("Tag.N.Key", S, False, None, ""), ("Tag.N.Value", S, False, None, ""), ("NextToken", S, False, None, ""),
+    ], {"NextToken": S, "TagResources": "TagResources"}),
+    "DescribeRegions": ("The region this deployment serves", [
+        ("FileSystemType", S, False, None, ""), ("PageNumber", I, False, None, ""), ("PageSize", I, False, None, ""),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "Regions": "Regions"}),
+    "DescribeZones": ("The zones of the region", [
+        ("FileSystemType", S, False, None, "standard (default), extreme, cpfs"),
+    ], {"Zones": "Zones"}),
+}
+
+# Actions of the NAS API that answer UnsupportedOperation.
+NOT_YET_SUPPORTED = [
+    "CreateLDAPConfig", "ModifyLDAPConfig", "DeleteLDAPConfig", "DescribeFileSystemStatistics",
+    "DescribeStoragePackages", "CreateFileset", "DescribeFilesets", "ModifyFileset", "DeleteFileset",
+    "SetFilesetQuota", "CancelFilesetQuota", "GetFileset", "CreateDataFlow", "DescribeMountedClients",
+    "AddClientToBlackList", "RemoveClientFromBlackList", "DescribeBlackListClients", "OpenNasService",
+]
+
+def obj(props, required=()):
+    o = {"type": "object", "properties": props}
+    if required:
+        o["required"] = list(required)
+    return o
+
+def wrap(outer, inner, item):
+    return obj({inner: {"type": "array", "items": item}})
+
+TAGS = wrap("Tags", "Tag", obj({"Key": {"type": S}, "Value": {"type": S}}))
+SCHEMAS = {
+    "Error": obj({"RequestId": {"type": S}, "HostId": {"type": S}, "Code": {"type": S}, "Message": {"type": S}, "Recommend": {"type": S}},
+                 ["RequestId", "Code", "Message"]),
+    "MountTargetExtra": obj({"DualStackMountTargetDomain": {"type": S}}),
+    "FileSystems": wrap("FileSystems", "FileSystem", obj({
+        **{k: {"type": S} for k in ["FileSystemId", "FileSystemType", "Description", "Status", "RegionId", "ZoneId",
+                                    "ProtocolType", "StorageType", "ChargeType", "CreateTime", "ExpiredTime", "KMSKeyId",
+                                    "Version", "VpcId", "ResourceGroupId", "AccessPointCount"]},
+        **{k: {"type": I} for k in ["Capacity", "Bandwidth", "MeteredSize", "MeteredIASize", "MeteredArchiveSize",
+                                    "EncryptType", "ReadIops", "WriteIops"]},
+        "VswIds": wrap("VswIds", "VswId", {"type": S}),
+        "MountTargets": wrap("MountTargets", "MountTarget", obj({
+            **{k: {"type": S} for k in ["MountTargetDomain", "DualStackMountTargetDomain", "NetworkType", "VpcId", "VswId", "Status", "AccessGroupName"]},
+            "Tags": TAGS})),
+        "Packages": wrap("Packages", "Package", obj({"PackageId": {"type": S}})),
+        "Tags": TAGS,
+        "SupportedFeatures": wrap("SupportedFeatures", "SupportedFeature", {"type": S}),
+        "Options": obj({k: {"type": B} for k in ["EnableOplock", "EnableABE", "EnableDataInsight", "VscAccessPointAccessOnly"]}),
+        "AutoUpgradeConfig": obj({"enabled": {"type": B}, "capacityUsedRatio": {"type": I}, "step": {"type": I}, "time": {"type": I}}),
+    })),
+    "MountTargets": wrap("MountTargets", "MountTarget", obj({
+        **{k: {"type": S} for k in ["MountTargetDomain", "DualStackMountTargetDomain", "NetworkType", "VpcId", "VswId", "Status", "AccessGroup", "IPVersion"]},
+        "AccessPointAccessOnly": {"type": B}, "Tags": TAGS})),
+    "AccessGroups": wrap("AccessGroups", "AccessGroup", obj({
+        **{k: {"type": S} for k in ["AccessGroupName", "AccessGroupType", "Description", "FileSystemType", "RegionId", "CreateTime"]},
+        "RuleCount": {"type": I}, "MountTargetCount": {"type": I}})),
+    "AccessRules": wrap("AccessRules", "AccessRule", obj({
+        **{k: {"type": S} for k in ["AccessRuleId", "AccessGroupName", "SourceCidrIp", "Ipv6SourceCidrIp", "RWAccess", "UserAccess", "FileSystemType", "RegionId"]},
+        "Priority": {"type": I}})),
+    "TagResources": wrap("TagResources", "TagResource", obj({k: {"type": S} for k in ["ResourceId", "ResourceType", "TagKey", "TagValue"]})),
+    "Regions": wrap("Regions", "Region", obj({k: {"type": S} for k in ["RegionId", "LocalName", "RegionEndpoint"]})),
+    "Zones": wrap("Zones", "Zone", obj({"ZoneId": {"type": S},
+        "InstanceTypes": wrap("InstanceTypes", "InstanceType", obj({"StorageType": {"type": S}, "ProtocolType": {"type": S}}))})),
+}
+
+COMMON = [
+    ("Action", True, "The action name (V1); V3 sends the x-acs-action header instead"),
+    ("Version", True, "2017-06-26 (V1); V3 sends x-acs-version"),
+    ("Format", False, "JSON (default) or XML, any case"),
+    ("RegionId", False, "Defaults to the gateway's region"),
+    ("AccessKeyId", False, "V1 signature"), ("Signature", False, "V1 signature"),
+    ("SignatureMethod", False, "HMAC-SHA1"), ("SignatureVersion", False, "1.0"),
+    ("SignatureNonce", False, "Unique per request within 15 minutes"), ("Timestamp", False, "yyyy-MM-ddTHH:mm:ssZ, within 15 minutes"),
+]
+
+ERRORS = {
+    "400": "MissingParameter, InvalidParameter.<Name>, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
+    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, OperationDenied",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound",
+    "413": "InvalidParameter.BodyTooLarge",
+    "500": "InternalError",
+}
+
+def operation(name, summary, params, reply):
+    props = {"RequestId": {"type": S}}
+    for field, t in reply.items():
+        props[field] = {"$ref": f"#/components/schemas/{t}"} if t[0].isupper() else {"type": t}
+    plist = [{"name": n, "in": "query", "required": True, "schema": {"type": S, "enum": [name]}, "description": d} if n == "Action"
+             else {"name": n, "in": "query", "required": False, "schema": {"type": S}, "description": d} for n, _, d in COMMON]
+    for n, t, req, ex, desc in params:
+        p = {"name": n, "in": "query", "required": req, "schema": {"type": t}, "description": desc}
+        if ex is not None:
+            p["example"] = ex
+        plist.append(p)
+    responses = {"200": {"description": "Success (never carries Code)", "content": {
+        "application/json": {"schema": obj(props, ["RequestId"])}}}}
+    for status, codes in ERRORS.items():
+        responses[status] = {"description": codes, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    op = {"operationId": name, "summary": summary, "parameters": plist, "responses": responses}
+    return {"get": op, "post": {**op, "operationId": name + "Post"}}
+
+doc = {
+    "openapi": "3.0.3",
+    "info": {"title": "CPFS API (Alibaba Cloud NAS 2017-06-26 compatible)", "version": "2017-06-26",
+             "description": "RPC-style API: GET or POST /, parameters in the query string or a form body, signed with V1 (HMAC-SHA1) or V3 (ACS3-HMAC-SHA256). Replies are JSON (default) or XML, always with RequestId."},
+    "servers": [{"url": "http://127.0.0.1:8080"}],
+    "paths": {f"/?Action={n}": operation(n, *spec) for n, spec in ACTIONS.items()},
+    "components": {"schemas": SCHEMAS},
+    "x-unsupported-actions": NOT_YET_SUPPORTED,
+}
+
+if __name__ == "__main__":
+    import sys
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nas.json")
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if "--check" in sys.argv:
+        with open(out) as f:
+            if f.read() != text:
+                sys.exit("openapi/nas.json is stale: run python3 openapi/build.py")
+        print("openapi/nas.json is up to date")
+    else:
+        with open(out, "w") as f:
+            f.write(text)
+        print(f"wrote {out}: {len(ACTIONS)} actions")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone: installs what the tests
+# need (idempotently), then runs formatting and lint checks, the unit and
+# integration tests on SQLite and on PostgreSQL, and the official-SDK
+# compatibility suite. This is the command the README and .ci/run name.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies (.ci/setup.sh)"
+bash .ci/setup.sh
+PG_URL="postgres://postgres@127.0.0.1:${CPFS_PG_PORT:-55432}/cpfs_test"
+
+step "formatting, lints, OpenAPI description"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+python3 openapi/build.py --check
+
+step "unit and integration tests on SQLite"
+cargo test --workspace
+
+step "the same tests on PostgreSQL"
+CPFS_TEST_DATABASE_URL="$PG_URL" CPFS_REQUIRE_POSTGRES=1 cargo test --workspace
+
+step "official SDK compatibility suite (SQLite, then PostgreSQL)"
+cargo build --bin cpfs
+.venv/bin/pytest -q tests/sdk
+CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/sdk
+
+step "all tests passed"
