@@ -196,7 +196,10 @@ async fn lifecycle_on_every_backend() {
         );
         assert!(cp.reservations(&a).await.unwrap().is_empty(), "{name}");
         assert!(
-            cp.tags_of(&alice, std::slice::from_ref(&a)).await.unwrap().is_empty(),
+            cp.tags_of(&alice, std::slice::from_ref(&a))
+                .await
+                .unwrap()
+                .is_empty(),
             "{name}"
         );
     }
