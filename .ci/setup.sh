@@ -40,9 +40,12 @@ fi
 APT_PACKAGES=(
     postgresql          # server + client tools (initdb, pg_ctl, pg_isready, psql)
     openssl             # tests/sdk makes a self-signed certificate with the CLI
-    # --- add later (data plane / LDAP tests) -------------------------------
-    # fuse3
-    # fio
+    fuse3               # tests/dataplane: fusermount3 (mount/unmount FUSE)
+    fio                 # tests/dataplane: write + verify workloads
+    rsync               # tests/dataplane: tree copies
+    git                 # tests/dataplane: a repository on the mount
+    bindfs              # tests/dataplane: a FUSE reference to check the POSIX tests
+    # --- add later (LDAP tests) --------------------------------------------
     # slapd ldap-utils
     # ------------------------------------------------------------------------
 )

@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// Sustained API requests per second per access key
     #[arg(long, env = "CPFS_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
+    /// Address of the metadata service (port 0: any free port; clients find it through the API)
+    #[arg(long, env = "CPFS_META_LISTEN")]
+    pub meta_listen: Option<SocketAddr>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -71,6 +74,7 @@ struct FileSettings {
     nodes: Option<usize>,
     replicas: Option<usize>,
     rate_limit: Option<u32>,
+    meta_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +90,7 @@ pub struct Settings {
     pub nodes: usize,
     pub replicas: usize,
     pub rate_limit: u32,
+    pub meta_listen: SocketAddr,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -154,6 +159,10 @@ impl Settings {
             nodes: args.nodes.or(file.nodes).unwrap_or(3),
             replicas,
             rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(2_000),
+            meta_listen: args
+                .meta_listen
+                .or(file.meta_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         })
     }
 

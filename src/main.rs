@@ -2,6 +2,8 @@
 //! this file only parses the command line and wires them together.
 
 mod config;
+mod mount_cmd;
+mod node_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -28,10 +30,20 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
-    /// Inspect the data-node registry
+    /// Run a data node (`cpfs node --data-dir DIR ...`), or inspect the registry (`cpfs node list`)
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
         #[command(subcommand)]
-        command: NodeCommand,
+        command: Option<NodeCommand>,
+        #[command(flatten)]
+        run: node_cmd::NodeArgs,
+    },
+    /// Mount a file system through FUSE: cpfs mount MOUNT_TARGET_DOMAIN DIR
+    Mount(mount_cmd::MountArgs),
+    /// Read or set the striping of a file or directory on a mount
+    Stripe {
+        #[command(subcommand)]
+        command: mount_cmd::StripeCommand,
     },
 }
 
@@ -83,8 +95,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&account)?);
             Ok(())
         }
+        Command::Node { command: None, run } => node_cmd::run(run).await,
+        Command::Mount(args) => mount_cmd::mount(args).await,
+        Command::Stripe { command } => mount_cmd::stripe(command),
         Command::Node {
-            command: NodeCommand::List { store },
+            command: Some(NodeCommand::List { store }),
+            ..
         } => {
             let settings = config::Settings::load_store(store)?;
             let cp = serve::open_control_plane(&settings).await?;

@@ -1,22 +1,22 @@
 //! `cpfs serve`: open the store, bootstrap the first account, start the
-//! reconciler and the gateway on HTTP (and HTTPS when configured).
+//! metadata service, the data nodes (child processes), the reconciler and
+//! the gateway on HTTP (and HTTPS when configured).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use cpfs_api::{Gateway, GatewayConfig};
 use cpfs_controlplane::accounts::{NewAccount, BOOTSTRAP_ACCOUNT};
-use cpfs_controlplane::nodes::{NodeRegistration, PlacementPolicy, GIB};
+use cpfs_controlplane::nodes::PlacementPolicy;
 use cpfs_controlplane::reconciler::Reconciler;
 use cpfs_controlplane::{ControlPlane, RegionConfig, Store, SystemClock};
+use cpfs_dataplane::capability::CapabilityKey;
 
 use crate::config::Settings;
-
-/// Logical capacity each embedded node offers placement (thin provisioned).
-const EMBEDDED_NODE_CAPACITY_GIB: i64 = 1024 * 1024;
 
 pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
     std::fs::create_dir_all(&s.data_dir)
@@ -35,6 +35,19 @@ pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
         endpoint: s.listen.to_string(),
     };
     Ok(ControlPlane::new(store, Arc::new(SystemClock), region))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// Creates the first account on the first start. The secret is printed once
@@ -62,15 +75,7 @@ async fn bootstrap(cp: &ControlPlane, s: &Settings) -> anyhow::Result<()> {
     };
     if let Some(account) = created {
         let path = s.data_dir.join("access-key.json");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        f.write_all(serde_json::to_string_pretty(&account)?.as_bytes())?;
-        f.sync_all()?;
+        write_private(&path, &serde_json::to_string_pretty(&account)?)?;
         // Printed once, on stdout (never through the log).
         println!(
             "Created account {} with access key:\n  AccessKeyId:     {}\n  AccessKeySecret: {}\n(also saved to {}, mode 0600)",
@@ -83,43 +88,109 @@ async fn bootstrap(cp: &ControlPlane, s: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Until `cpfs node` processes run, the embedded nodes are registry entries
-/// kept alive by this process.
-async fn register_embedded_nodes(cp: &ControlPlane, s: &Settings) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for i in 1..=s.nodes {
-        let reg = NodeRegistration {
-            id: format!("embedded-{i}"),
-            address: format!("embedded:{i}"),
-            zone_id: s.zones[(i - 1) % s.zones.len()].clone(),
-            capacity_bytes: EMBEDDED_NODE_CAPACITY_GIB * GIB,
-        };
-        cp.register_node(&reg).await?;
-        ids.push(reg.id);
+/// The secret nodes prove themselves with: `CPFS_CLUSTER_TOKEN`, else the
+/// one kept in the data directory (generated on first start).
+fn cluster_token(s: &Settings) -> anyhow::Result<String> {
+    if let Ok(t) = std::env::var("CPFS_CLUSTER_TOKEN") {
+        if !t.is_empty() {
+            return Ok(t);
+        }
     }
-    Ok(ids)
+    let path = s.data_dir.join("cluster-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &token)?;
+    tracing::info!(path = %path.display(), "cluster token generated");
+    Ok(token)
+}
+
+/// Runs `cpfs node` for embedded node `i` and restarts it when it exits.
+/// The child is killed with this process (PR_SET_PDEATHSIG), so a restarted
+/// `cpfs serve` never finds a stray node holding a data directory.
+fn supervise_node(i: usize, s: &Settings, token: String) {
+    use std::os::unix::process::CommandExt;
+    let dir = s.data_dir.join("nodes").join(format!("node-{i}"));
+    let controlplane = format!("http://{}", s.listen);
+    let zone = s.zones[(i - 1) % s.zones.len()].clone();
+    tokio::spawn(async move {
+        loop {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot find the cpfs executable for the nodes");
+                    return;
+                }
+            };
+            let mut cmd = tokio::process::Command::new(exe);
+            cmd.args([
+                "node",
+                "--listen",
+                "127.0.0.1:0",
+                "--zone",
+                &zone,
+                "--controlplane",
+                &controlplane,
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .env("CPFS_CLUSTER_TOKEN", &token)
+            .kill_on_drop(true);
+            // SAFETY: prctl only sets a flag of the child process; it runs
+            // between fork and exec and touches no shared memory.
+            unsafe {
+                cmd.as_std_mut().pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    tracing::info!(node = i, pid = child.id().unwrap_or(0), "data node started");
+                    match child.wait().await {
+                        Ok(status) => {
+                            tracing::warn!(node = i, %status, "data node exited; restarting")
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = i, error = %e, "data node lost; restarting")
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(node = i, error = %e, "data node failed to start"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 pub async fn run(s: Settings) -> anyhow::Result<()> {
-    let cp = open_control_plane(&s).await?;
-    bootstrap(&cp, &s).await?;
-    let node_ids = register_embedded_nodes(&cp, &s).await?;
-    let heartbeat_cp = cp.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            for id in &node_ids {
-                if let Err(e) = heartbeat_cp.heartbeat(id).await {
-                    tracing::warn!(node_id = %id, error = %e, "embedded node heartbeat failed");
-                }
-            }
-        }
-    });
+    std::fs::create_dir_all(&s.data_dir)
+        .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
+    let token = cluster_token(&s)?;
     let policy = PlacementPolicy {
         replicas: s.replicas,
+        expected_nodes: s.nodes,
         ..PlacementPolicy::default()
     };
+    let cp = open_control_plane(&s)
+        .await?
+        .with_policy(policy)
+        .with_cluster_token(&token);
+    bootstrap(&cp, &s).await?;
+
+    // The metadata service, on its own port.
+    let meta_listener = tokio::net::TcpListener::bind(s.meta_listen)
+        .await
+        .with_context(|| format!("binding the metadata service on {}", s.meta_listen))?;
+    let meta_address = meta_listener.local_addr()?.to_string();
+    let meta =
+        cpfs_meta::MetaService::new(cp.store.clone(), CapabilityKey::from_cluster_token(&token));
+    tokio::spawn(cpfs_meta::serve(meta, meta_listener));
+    tracing::info!(listen = %meta_address, "metadata service listening");
+
     tokio::spawn(Reconciler::new(cp.clone(), policy).run());
 
     let gateway = Gateway::new(
@@ -127,6 +198,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         GatewayConfig {
             rate_limit_per_key: s.rate_limit,
             rate_limit_burst: s.rate_limit.saturating_mul(2),
+            cluster_token: Some(token.clone()),
+            meta_address,
             ..GatewayConfig::default()
         },
     );
@@ -140,6 +213,11 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let http = axum_server::from_tcp(listener)
         .handle(handle.clone())
         .serve(app.clone().into_make_service());
+
+    // Nodes start once the API (where they register) is bound.
+    for i in 1..=s.nodes {
+        supervise_node(i, &s, token.clone());
+    }
 
     let https = match (&s.tls, s.https_listen) {
         (Some((cert, key)), Some(addr)) => {

@@ -33,6 +33,11 @@ pub struct GatewayConfig {
     pub rate_limit_per_key: u32,
     /// Requests a key may send at once above the sustained rate.
     pub rate_limit_burst: u32,
+    /// The secret data nodes present on their heartbeats (None: node
+    /// traffic refused).
+    pub cluster_token: Option<String>,
+    /// Where clients reach the metadata service (told to `cpfs mount`).
+    pub meta_address: String,
 }
 
 impl Default for GatewayConfig {
@@ -41,13 +46,15 @@ impl Default for GatewayConfig {
             max_body_bytes: 256 * 1024,
             rate_limit_per_key: 2_000,
             rate_limit_burst: 4_000,
+            cluster_token: None,
+            meta_address: String::new(),
         }
     }
 }
 
 pub struct Gateway {
     pub cp: ControlPlane,
-    config: GatewayConfig,
+    pub(crate) config: GatewayConfig,
     nonces: NonceCache,
     keys: KeyCache,
     limiter: DefaultKeyedRateLimiter<String>,
@@ -162,6 +169,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/", any(rpc))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route(
+            cpfs_dataplane::node::HEARTBEAT_PATH,
+            axum::routing::post(crate::internal::heartbeat),
+        )
+        .route(
+            crate::internal::MOUNT_PATH,
+            get(crate::internal::mount_info),
+        )
         .with_state(gw)
 }
 

@@ -6,6 +6,7 @@ pub mod actions;
 pub mod encode;
 pub mod error;
 pub mod gateway;
+mod internal;
 pub mod keys;
 pub mod nonce;
 pub mod params;

@@ -349,7 +349,7 @@ impl ControlPlane {
                 ),
             ));
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         sqlx::query("DELETE FROM access_rules WHERE account_id = $1 AND group_name = $2")
             .bind(account_id)
             .bind(name)
@@ -388,7 +388,7 @@ impl ControlPlane {
             priority: rule.priority.unwrap_or(1),
         };
         validate_rule(&new)?;
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let max: Option<i64> = sqlx::query(
             "SELECT MAX(rule_id) AS m FROM access_rules WHERE account_id = $1 AND group_name = $2",
         )

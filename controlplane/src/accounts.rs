@@ -44,7 +44,7 @@ impl ControlPlane {
         }
         let account_id = ids::account_id();
         let now = self.now();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM accounts WHERE name = $1")
             .bind(name)
             .fetch_optional(&mut *tx)

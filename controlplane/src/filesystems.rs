@@ -165,6 +165,10 @@ pub struct FileSystemFilter {
 
 pub const FS_COLUMNS: &str = "id, account_id, fs_type, protocol_type, storage_type, description, status, region_id, zone_id, vpc_id, vswitch_id, capacity_gib, bandwidth_mbps, charge_type, created_at, expired_at, encrypt_type, options_json, auto_upgrade_json, metered_size, status_reason";
 
+/// Columns as read: MeteredSize is the bytes of file data the metadata
+/// service counts.
+pub const FS_SELECT: &str = "id, account_id, fs_type, protocol_type, storage_type, description, status, region_id, zone_id, vpc_id, vswitch_id, capacity_gib, bandwidth_mbps, charge_type, created_at, expired_at, encrypt_type, options_json, auto_upgrade_json, CAST(COALESCE((SELECT c.used_bytes FROM fs_counters c WHERE c.fs_id = file_systems.id), 0) AS BIGINT) AS metered_size, status_reason";
+
 /// Builds `$a, $b, ...` for an IN list starting at placeholder `start`.
 pub(crate) fn placeholders(start: usize, n: usize) -> String {
     (start..start + n)
@@ -225,7 +229,7 @@ impl ControlPlane {
             return Ok(String::new());
         }
 
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         if let Some(token) = &req.client_token {
             if let Some(previous) =
                 idempotency::lookup(&mut tx, account_id, "CreateFileSystem", token).await?
@@ -268,7 +272,7 @@ impl ControlPlane {
     /// One file system of the account, in any status.
     pub async fn file_system(&self, account_id: &str, fs_id: &str) -> Result<FileSystem> {
         let row = sqlx::query(&format!(
-            "SELECT {FS_COLUMNS} FROM file_systems WHERE id = $1 AND account_id = $2"
+            "SELECT {FS_SELECT} FROM file_systems WHERE id = $1 AND account_id = $2"
         ))
         .bind(fs_id)
         .bind(account_id)
@@ -336,7 +340,7 @@ impl ControlPlane {
             return Ok((total, Vec::new()));
         }
         let page_sql = format!(
-            "SELECT {FS_COLUMNS} FROM file_systems WHERE {where_sql} ORDER BY created_at, id LIMIT {page_size} OFFSET {offset}"
+            "SELECT {FS_SELECT} FROM file_systems WHERE {where_sql} ORDER BY created_at, id LIMIT {page_size} OFFSET {offset}"
         );
         let mut page_q = sqlx::query(&page_sql);
         for b in &binds {
@@ -393,7 +397,7 @@ impl ControlPlane {
         if let Some(t) = client_token {
             idempotency::validate_token(t)?;
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         if let Some(token) = client_token {
             if idempotency::lookup(&mut tx, account_id, "UpgradeFileSystem", token)
                 .await?
@@ -403,7 +407,7 @@ impl ControlPlane {
             }
         }
         let row = sqlx::query(&format!(
-            "SELECT {FS_COLUMNS} FROM file_systems WHERE id = $1 AND account_id = $2"
+            "SELECT {FS_SELECT} FROM file_systems WHERE id = $1 AND account_id = $2"
         ))
         .bind(fs_id)
         .bind(account_id)

@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod mount_targets;
 pub mod nodes;
+pub mod provision;
 pub mod reconciler;
 pub mod spec;
 pub mod store;
@@ -32,6 +33,10 @@ pub struct ControlPlane {
     /// Wakes the reconciler when desired state changes, so a new file system
     /// does not wait for the next periodic pass.
     pub changed: std::sync::Arc<tokio::sync::Notify>,
+    pub policy: nodes::PlacementPolicy,
+    /// Signs the administrative capabilities the control plane sends nodes
+    /// (dropping a deleted file system's chunks).
+    pub cap_key: Option<cpfs_dataplane::capability::CapabilityKey>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -66,7 +71,19 @@ impl ControlPlane {
             clock,
             region,
             changed: std::sync::Arc::new(tokio::sync::Notify::new()),
+            policy: nodes::PlacementPolicy::default(),
+            cap_key: None,
         }
+    }
+
+    pub fn with_policy(mut self, policy: nodes::PlacementPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn with_cluster_token(mut self, token: &str) -> Self {
+        self.cap_key = Some(cpfs_dataplane::capability::CapabilityKey::from_cluster_token(token));
+        self
     }
 
     pub fn now(&self) -> i64 {

@@ -42,6 +42,9 @@ pub struct PlacementPolicy {
     /// Seconds without a heartbeat after which a node is not used for new
     /// placements.
     pub heartbeat_timeout_secs: i64,
+    /// Nodes to wait for before the first chain table is built (the
+    /// embedded cluster's size), so the first chains spread over all of them.
+    pub expected_nodes: usize,
 }
 
 impl Default for PlacementPolicy {
@@ -49,6 +52,7 @@ impl Default for PlacementPolicy {
         PlacementPolicy {
             replicas: 2,
             heartbeat_timeout_secs: 3,
+            expected_nodes: 0,
         }
     }
 }
@@ -65,7 +69,7 @@ impl ControlPlane {
             ));
         }
         let now = self.now();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE nodes SET address = $1, zone_id = $2, capacity_bytes = $3, state = 'Up', last_heartbeat = $4 WHERE id = $5",
         )
@@ -78,6 +82,7 @@ impl ControlPlane {
         .await?
         .rows_affected();
         if updated == 0 {
+            tracing::info!(node_id = %reg.id, address = %reg.address, "node registered");
             sqlx::query(
                 "INSERT INTO nodes (id, address, zone_id, capacity_bytes, state, last_heartbeat, registered_at) VALUES ($1, $2, $3, $4, 'Up', $5, $5)",
             )
@@ -90,7 +95,6 @@ impl ControlPlane {
             .await?;
         }
         tx.commit().await?;
-        tracing::info!(node_id = %reg.id, address = %reg.address, "node registered");
         self.poke();
         Ok(())
     }
@@ -185,7 +189,7 @@ impl ControlPlane {
                 )));
             }
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         for n in &chosen {
             sqlx::query("DELETE FROM reservations WHERE fs_id = $1 AND node_id = $2")
                 .bind(fs_id)
@@ -210,5 +214,144 @@ impl ControlPlane {
         .bind(fs_id)
         .fetch_all(&self.store.pool)
         .await?)
+    }
+}
+
+/// Heartbeats: node registration, usage, and the chain table.
+impl ControlPlane {
+    /// Records a node's heartbeat and returns the chain table it must use.
+    /// New nodes get chains appended (existing chains never change members
+    /// here, so data already written stays where its chain says).
+    pub async fn node_heartbeat(
+        &self,
+        hb: &cpfs_dataplane::node::Heartbeat,
+    ) -> Result<cpfs_dataplane::chains::ChainTable> {
+        self.register_node(&NodeRegistration {
+            id: hb.id.clone(),
+            address: hb.address.clone(),
+            zone_id: hb.zone.clone(),
+            capacity_bytes: hb.capacity_bytes.min(i64::MAX as u64) as i64,
+        })
+        .await?;
+        let now = self.now();
+        let mut tx = self.store.begin_write().await?;
+        sqlx::query("UPDATE nodes SET checksum_errors = $1, repairs = $2 WHERE id = $3")
+            .bind(hb.stats.checksum_errors as i64)
+            .bind(hb.stats.repairs as i64)
+            .bind(&hb.id)
+            .execute(&mut *tx)
+            .await?;
+        for u in &hb.stats.file_systems {
+            sqlx::query("DELETE FROM node_usage WHERE node_id = $1 AND fs_id = $2")
+                .bind(&hb.id)
+                .bind(&u.fs)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO node_usage (node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&hb.id)
+                .bind(&u.fs)
+                .bind(u.bytes_stored as i64)
+                .bind(u.bytes_read as i64)
+                .bind(u.bytes_written as i64)
+                .bind(u.read_ops as i64)
+                .bind(u.write_ops as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.extend_chain_table().await
+    }
+
+    /// Adds chains for live nodes that are in none, and follows address
+    /// changes; writes a new version when anything changed.
+    pub async fn extend_chain_table(&self) -> Result<cpfs_dataplane::chains::ChainTable> {
+        use cpfs_dataplane::chains::{Chain, ChainTable, NodeAddr};
+        let policy = self.policy;
+        let now = self.now();
+        let mut tx = self.store.begin_write().await?;
+        let current: ChainTable = sqlx::query_as::<_, (String,)>(
+            "SELECT body FROM chain_tables ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .and_then(|(b,)| serde_json::from_str(&b).ok())
+        .unwrap_or_default();
+        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, address, last_heartbeat, state FROM nodes ORDER BY registered_at, id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let live: Vec<NodeAddr> = rows
+            .iter()
+            .filter(|(_, _, hb, state)| state == "Up" && now - hb <= policy.heartbeat_timeout_secs)
+            .filter(|(_, addr, _, _)| !addr.starts_with("embedded:"))
+            .map(|(id, address, _, _)| NodeAddr {
+                id: id.clone(),
+                address: address.clone(),
+            })
+            .collect();
+        let mut next = current.clone();
+        if next.chains.is_empty() {
+            if live.len() >= policy.replicas.max(policy.expected_nodes).max(1) {
+                next = ChainTable::build(current.version + 1, &live, policy.replicas);
+            }
+        } else {
+            // Follow address changes of known nodes (a restarted node).
+            for c in &mut next.chains {
+                for m in &mut c.members {
+                    if let Some((_, addr, _, _)) = rows.iter().find(|(id, _, _, _)| *id == m.id) {
+                        m.address = addr.clone();
+                    }
+                }
+            }
+            for node in &live {
+                if next
+                    .chains
+                    .iter()
+                    .any(|c| c.members.iter().any(|m| m.id == node.id))
+                {
+                    continue;
+                }
+                // The new node heads a chain; the others with the fewest
+                // memberships hold its copies.
+                let mut others: Vec<&NodeAddr> = live.iter().filter(|n| n.id != node.id).collect();
+                others.sort_by_key(|n| {
+                    next.chains
+                        .iter()
+                        .filter(|c| c.members.iter().any(|m| m.id == n.id))
+                        .count()
+                });
+                let mut members = vec![node.clone()];
+                members.extend(
+                    others
+                        .into_iter()
+                        .take(policy.replicas.saturating_sub(1))
+                        .cloned(),
+                );
+                let id = next.chains.iter().map(|c| c.id + 1).max().unwrap_or(0);
+                next.chains.push(Chain { id, members });
+            }
+        }
+        if next.chains != current.chains {
+            next.version = current.version + 1;
+            let body = serde_json::to_string(&next).map_err(|e| Error::Internal(e.to_string()))?;
+            sqlx::query("INSERT INTO chain_tables (version, body, created_at) VALUES ($1, $2, $3)")
+                .bind(next.version as i64)
+                .bind(body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(
+                version = next.version,
+                chains = next.chains.len(),
+                "chain table changed"
+            );
+            self.poke();
+            return Ok(next);
+        }
+        tx.commit().await?;
+        Ok(current)
     }
 }

@@ -10,7 +10,7 @@ use sqlx::Row;
 use tracing::Instrument;
 
 use crate::error::Result;
-use crate::filesystems::{FileSystem, FS_COLUMNS};
+use crate::filesystems::{FileSystem, FS_SELECT};
 use crate::nodes::PlacementPolicy;
 use crate::ControlPlane;
 
@@ -71,7 +71,7 @@ impl Reconciler {
     pub async fn pass(&mut self) -> Result<Duration> {
         let mut wait = RESYNC;
         let rows = sqlx::query(&format!(
-            "SELECT {FS_COLUMNS} FROM file_systems WHERE status IN ('Pending', 'Extending', 'Deleting') ORDER BY created_at"
+            "SELECT {FS_SELECT} FROM file_systems WHERE status IN ('Pending', 'Extending', 'Deleting') ORDER BY created_at"
         ))
         .fetch_all(&self.cp.store.pool)
         .await?;
@@ -132,6 +132,7 @@ impl Reconciler {
                     .cp
                     .reserve(&fs.id, fs.capacity_gib, self.policy)
                     .await?;
+                self.cp.provision_namespace(&fs.id).await?;
                 // Only the status this step expects is moved on: an upgrade
                 // that landed meanwhile keeps the file system Extending.
                 let done = sqlx::query(
@@ -153,7 +154,9 @@ impl Reconciler {
                 Ok(Next::AwaitChange)
             }
             Deleting => {
-                let mut tx = self.cp.store.pool.begin().await?;
+                self.drop_data(&fs.id).await?;
+                self.cp.drop_namespace(&fs.id).await?;
+                let mut tx = self.cp.store.begin_write().await?;
                 for sql in [
                     "DELETE FROM mount_targets WHERE fs_id = $1",
                     "DELETE FROM tags WHERE resource_id = $1",
@@ -168,6 +171,37 @@ impl Reconciler {
             }
             _ => Ok(Next::AwaitChange),
         }
+    }
+
+    /// Removes the file system's chunks from every node of the chain table.
+    async fn drop_data(&self, fs_id: &str) -> Result<()> {
+        let table = self.cp.chain_table().await?;
+        if table.chains.is_empty() {
+            return Ok(());
+        }
+        let Some(key) = &self.cp.cap_key else {
+            return Ok(());
+        };
+        let cap = key.issue(
+            fs_id,
+            cpfs_dataplane::capability::ANY_INODE,
+            cpfs_dataplane::capability::ADMIN,
+            self.cp.now() + 60,
+        );
+        let fixed = table.clone();
+        let source: cpfs_dataplane::client::ChainSource = std::sync::Arc::new(move || {
+            let t = fixed.clone();
+            Box::pin(async move { Ok(t) })
+        });
+        let client = cpfs_dataplane::client::DataClient::new(table, source);
+        client
+            .broadcast(cpfs_dataplane::proto::NodeRequest::DropFs {
+                cap,
+                fs: fs_id.to_string(),
+            })
+            .await
+            .map_err(|e| crate::Error::Unavailable(format!("dropping chunks: {e}")))?;
+        Ok(())
     }
 
     async fn reconcile_mount_target(

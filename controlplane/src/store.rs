@@ -87,6 +87,17 @@ impl Store {
         Ok(())
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+    /// writes fails with SQLITE_BUSY, without waiting, when another writer
+    /// committed in between; an immediate one queues behind the busy timeout.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Inserts that must not fail when the row exists use different syntax
     /// on the two backends; SQLite >= 3.24 and PostgreSQL share this one.
     pub fn on_conflict_do_nothing(&self) -> &'static str {

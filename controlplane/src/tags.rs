@@ -160,7 +160,7 @@ impl ControlPlane {
         check_resource_type(resource_type)?;
         validate_tags(tags)?;
         self.check_resources_exist(account_id, resource_ids).await?;
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         for id in resource_ids {
             put_tags(&mut tx, account_id, resource_type, id, tags).await?;
         }
@@ -178,7 +178,7 @@ impl ControlPlane {
     ) -> Result<()> {
         check_resource_type(resource_type)?;
         self.check_resources_exist(account_id, resource_ids).await?;
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         for id in resource_ids {
             match keys {
                 None => {

@@ -1,0 +1,100 @@
+//! Internal paths on the API port: data-node heartbeats (authenticated by
+//! the cluster token) and mount discovery for `cpfs mount`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cpfs_dataplane::node::{Heartbeat, HeartbeatReply, TOKEN_HEADER};
+use subtle::ConstantTimeEq;
+
+use crate::gateway::Gateway;
+
+pub const MOUNT_PATH: &str = "/internal/v1/mount";
+const MAX_HEARTBEAT: usize = 4 << 20;
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+pub async fn heartbeat(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(expected) = gw.config.cluster_token.as_deref() else {
+        return json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"Code": "NodesDisabled"}),
+        );
+    };
+    let given = headers
+        .get(TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(expected.as_bytes())) {
+        tracing::warn!("a node presented a wrong cluster token");
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"Code": "InvalidClusterToken"}),
+        );
+    }
+    if body.len() > MAX_HEARTBEAT {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"Code": "TooLarge"}),
+        );
+    }
+    let hb: Heartbeat = match serde_json::from_slice(&body) {
+        Ok(h) => h,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"Code": "InvalidHeartbeat", "Message": e.to_string()}),
+            )
+        }
+    };
+    match gw.cp.node_heartbeat(&hb).await {
+        Ok(chain_table) => match serde_json::to_value(HeartbeatReply { chain_table }) {
+            Ok(v) => json(StatusCode::OK, v),
+            Err(e) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"Code": "InternalError", "Message": e.to_string()}),
+            ),
+        },
+        Err(e) => {
+            tracing::warn!(node = %hb.id, error = %e, "heartbeat not recorded");
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"Code": "ServiceUnavailable"}),
+            )
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct MountQuery {
+    domain: String,
+}
+
+/// Where to find the metadata service for a mount target. The mount itself
+/// is authorised by the metadata service.
+pub async fn mount_info(State(gw): State<Arc<Gateway>>, Query(q): Query<MountQuery>) -> Response {
+    if q.domain.len() > 256 {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Code": "InvalidParameter.MountTargetDomain"}),
+        );
+    }
+    json(
+        StatusCode::OK,
+        serde_json::json!({"MetaAddress": gw.config.meta_address, "MountTargetDomain": q.domain}),
+    )
+}

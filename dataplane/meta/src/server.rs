@@ -1,0 +1,291 @@
+//! Serving the metadata protocol, and the orphan collector.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpfs_dataplane::capability::{ADMIN, ANY_INODE};
+use cpfs_dataplane::client::DataClient;
+use cpfs_dataplane::metaproto::{errno, Kind, MetaOp, MetaReply, MetaRequest};
+use cpfs_dataplane::proto::NodeRequest;
+use tokio::net::TcpListener;
+
+use crate::{effective, MetaService, Res};
+
+fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
+    match r {
+        Ok(v) => ok(v),
+        Err((errno, message)) => MetaReply::Err { errno, message },
+    }
+}
+
+impl MetaService {
+    pub async fn handle(self: Arc<Self>, req: MetaRequest) -> MetaReply {
+        if let MetaOp::Mount { domain } = &req.op {
+            return reply(self.mount(domain).await, |r| r);
+        }
+        let Some(s) = self.session(req.session) else {
+            return MetaReply::Err {
+                errno: errno::ESTALE,
+                message: "unknown session; mount again".into(),
+            };
+        };
+        let who = effective(&req.caller);
+        match req.op {
+            MetaOp::Mount { .. } => MetaReply::Err {
+                errno: errno::EINVAL,
+                message: "already mounted".into(),
+            },
+            MetaOp::Lookup { parent, name } => {
+                reply(self.lookup(&s, &who, parent, &name).await, MetaReply::Entry)
+            }
+            MetaOp::GetAttr { ino } => reply(self.getattr(&s, ino).await, MetaReply::Attr),
+            MetaOp::SetAttr { ino, set } => {
+                reply(self.setattr(&s, &who, ino, set).await, MetaReply::Attr)
+            }
+            MetaOp::Mknod {
+                parent,
+                name,
+                mode,
+                rdev,
+                umask,
+            } => {
+                let Some(kind) = Kind::from_mode(mode) else {
+                    return MetaReply::Err {
+                        errno: errno::EINVAL,
+                        message: "unknown file type".into(),
+                    };
+                };
+                if kind == Kind::Dir {
+                    return MetaReply::Err {
+                        errno: errno::EINVAL,
+                        message: "use mkdir".into(),
+                    };
+                }
+                if matches!(kind, Kind::CharDev | Kind::BlockDev) && who.uid != 0 {
+                    return MetaReply::Err {
+                        errno: errno::EPERM,
+                        message: "device nodes need root".into(),
+                    };
+                }
+                reply(
+                    self.create(&s, &who, parent, &name, kind, mode & !umask, rdev, None)
+                        .await,
+                    MetaReply::Entry,
+                )
+            }
+            MetaOp::Mkdir {
+                parent,
+                name,
+                mode,
+                umask,
+            } => reply(
+                self.create(&s, &who, parent, &name, Kind::Dir, mode & !umask, 0, None)
+                    .await,
+                MetaReply::Entry,
+            ),
+            MetaOp::Symlink {
+                parent,
+                name,
+                target,
+            } => reply(
+                self.create(
+                    &s,
+                    &who,
+                    parent,
+                    &name,
+                    Kind::Symlink,
+                    0o777,
+                    0,
+                    Some(target),
+                )
+                .await,
+                MetaReply::Entry,
+            ),
+            MetaOp::Readlink { ino } => reply(self.readlink(&s, ino).await, MetaReply::Link),
+            MetaOp::Link {
+                ino,
+                new_parent,
+                new_name,
+            } => reply(
+                self.link(&s, &who, ino, new_parent, &new_name).await,
+                MetaReply::Entry,
+            ),
+            MetaOp::Unlink { parent, name } => {
+                reply(self.unlink(&s, &who, parent, &name, false).await, |_| {
+                    MetaReply::Done
+                })
+            }
+            MetaOp::Rmdir { parent, name } => {
+                reply(self.unlink(&s, &who, parent, &name, true).await, |_| {
+                    MetaReply::Done
+                })
+            }
+            MetaOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags,
+            } => reply(
+                self.rename(&s, &who, parent, &name, new_parent, &new_name, flags)
+                    .await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::Open { ino, read, write } => {
+                reply(self.open(&s, &who, ino, read, write).await, MetaReply::Open)
+            }
+            MetaOp::Release { ino } => {
+                self.release(&s, ino);
+                MetaReply::Done
+            }
+            MetaOp::Access { ino, mask } => {
+                reply(self.access(&s, &who, ino, mask).await, |_| MetaReply::Done)
+            }
+            MetaOp::ReadDir { ino, after, limit } => reply(
+                self.readdir(&s, &who, ino, after, limit).await,
+                |(entries, more)| MetaReply::Dir { entries, more },
+            ),
+            MetaOp::Written { ino, size } => {
+                reply(self.written(&s, ino, size).await, MetaReply::Attr)
+            }
+            MetaOp::StatFs => reply(self.statfs(&s).await, MetaReply::StatFs),
+            MetaOp::SetXattr {
+                ino,
+                name,
+                value,
+                flags,
+            } => reply(
+                self.setxattr(&s, &who, ino, &name, &value, flags).await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::GetXattr { ino, name } => {
+                reply(self.getxattr(&s, &who, ino, &name).await, MetaReply::Xattr)
+            }
+            MetaOp::ListXattr { ino } => {
+                reply(self.listxattr(&s, ino).await, MetaReply::XattrNames)
+            }
+            MetaOp::RemoveXattr { ino, name } => {
+                reply(self.removexattr(&s, &who, ino, &name).await, |_| {
+                    MetaReply::Done
+                })
+            }
+            MetaOp::GetStripe { ino } => reply(
+                self.get_stripe(&s, ino).await,
+                |(chunk_size, stripe_width)| MetaReply::Stripe {
+                    chunk_size,
+                    stripe_width,
+                },
+            ),
+            MetaOp::SetStripe {
+                ino,
+                chunk_size,
+                stripe_width,
+            } => reply(
+                self.set_stripe(&s, &who, ino, chunk_size, stripe_width)
+                    .await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::ChainTable => reply(self.chain_table().await, MetaReply::Chains),
+        }
+    }
+
+    /// Removes orphaned inodes (last link gone, no client holds them open):
+    /// their chunks on every node, then their rows.
+    pub async fn collect_orphans(self: &Arc<Self>, data: &DataClient) -> Res<usize> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT fs_id, ino FROM orphans ORDER BY since LIMIT 256")
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
+        let mut done = 0;
+        for (fs, ino) in rows {
+            let ino = ino as u64;
+            if self.is_open(&fs, ino) {
+                continue;
+            }
+            let cap = self.key.issue(
+                &fs,
+                ANY_INODE,
+                ADMIN,
+                crate::ns::now_ns() / 1_000_000_000 + 60,
+            );
+            if let Err(e) = data
+                .broadcast(NodeRequest::DropInode {
+                    cap,
+                    fs: fs.clone(),
+                    inode: ino,
+                })
+                .await
+            {
+                tracing::warn!(fs, ino, error = %e, "could not drop an orphan's chunks yet");
+                continue;
+            }
+            let mut tx = self
+                .store
+                .begin_write()
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
+            let size: Option<(i64,)> = sqlx::query_as(
+                "SELECT size FROM inodes WHERE fs_id = $1 AND ino = $2 AND kind = 1",
+            )
+            .bind(&fs)
+            .bind(ino as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| (errno::EIO, e.to_string()))?;
+            for sql in [
+                "DELETE FROM xattrs WHERE fs_id = $1 AND ino = $2",
+                "DELETE FROM inodes WHERE fs_id = $1 AND ino = $2",
+                "DELETE FROM orphans WHERE fs_id = $1 AND ino = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(&fs)
+                    .bind(ino as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| (errno::EIO, e.to_string()))?;
+            }
+            sqlx::query("UPDATE fs_counters SET used_bytes = used_bytes - $1, files = files - 1 WHERE fs_id = $2")
+                .bind(size.map_or(0, |s| s.0))
+                .bind(&fs)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
+            tx.commit().await.map_err(|e| (errno::EIO, e.to_string()))?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+/// Serves metadata requests on `listener` and collects orphans in the
+/// background.
+pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
+    let gc = service.clone();
+    tokio::spawn(async move {
+        let source_svc = gc.clone();
+        let source: cpfs_dataplane::client::ChainSource = Arc::new(move || {
+            let s = source_svc.clone();
+            Box::pin(async move { s.chain_table().await.map_err(|e| e.1) })
+        });
+        let table = gc.chain_table().await.unwrap_or_default();
+        let data = DataClient::new(table, source);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if let Ok(t) = gc.chain_table().await {
+                if t.version > data.chain_version().await {
+                    data.set_table(t).await;
+                }
+            }
+            match gc.collect_orphans(&data).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "orphaned inodes collected"),
+                Err(e) => tracing::warn!(error = %e.1, "orphan collection failed"),
+            }
+        }
+    });
+    cpfs_dataplane::rpc::serve(listener, move |req: MetaRequest| {
+        service.clone().handle(req)
+    })
+    .await;
+}

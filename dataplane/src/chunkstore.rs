@@ -1,0 +1,555 @@
+//! Chunks on a node's local disk.
+//!
+//! One file per chunk: `chunks/<fs>/<inode>/<index>`. The file is a run of
+//! records, each a 4 KiB block followed by the CRC32C of that block. A write
+//! builds every record it touches in memory (reading the old content of a
+//! partly covered block) and puts them on disk with one `pwrite`, so a
+//! killed process leaves each record either old or new, never half; a torn
+//! sector after power loss fails its checksum and is repaired from another
+//! copy. An all-zero record is a hole (never written): it reads as zeros.
+//! Every read verifies every block it touches.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::layout::BLOCK;
+use crate::proto::{ChunkKey, FsUsage, NodeError};
+
+const CRC: u64 = 4;
+const RECORD: u64 = BLOCK + CRC;
+const LOCK_STRIPES: usize = 1024;
+const MAX_OPEN_FILES: usize = 4096;
+
+#[derive(Default)]
+struct Counters {
+    stored: AtomicU64,
+    read: AtomicU64,
+    written: AtomicU64,
+    read_ops: AtomicU64,
+    write_ops: AtomicU64,
+}
+
+pub struct ChunkStore {
+    root: PathBuf,
+    files: Mutex<HashMap<ChunkKey, Arc<File>>>,
+    /// Readers and writers of one chunk exclude each other, so a read never
+    /// sees a record halfway through a concurrent write.
+    locks: Vec<RwLock<()>>,
+    usage: RwLock<HashMap<String, Arc<Counters>>>,
+    pub checksum_errors: AtomicU64,
+    pub repairs: AtomicU64,
+}
+
+fn io(e: std::io::Error) -> NodeError {
+    if e.raw_os_error() == Some(28) || e.kind() == ErrorKind::StorageFull {
+        NodeError::NoSpace
+    } else {
+        NodeError::Io(e.to_string())
+    }
+}
+
+/// File-system ids become directory names: only `[a-z0-9-]` is allowed.
+pub fn valid_fs(fs: &str) -> bool {
+    !fs.is_empty()
+        && fs.len() <= 64
+        && fs
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn encode_record(block: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(block);
+    out.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
+}
+
+/// The block of a record, or None when its checksum fails. A hole is zeros.
+fn decode_record(rec: &[u8]) -> Option<&[u8]> {
+    let (block, crc) = rec.split_at(BLOCK as usize);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if stored == crc32c::crc32c(block) || (stored == 0 && block.iter().all(|b| *b == 0)) {
+        Some(block)
+    } else {
+        None
+    }
+}
+
+impl ChunkStore {
+    /// Opens the store under `root`, counting what it already holds.
+    pub fn open(root: &Path) -> std::io::Result<ChunkStore> {
+        let chunks = root.join("chunks");
+        std::fs::create_dir_all(&chunks)?;
+        let store = ChunkStore {
+            root: chunks,
+            files: Mutex::new(HashMap::new()),
+            locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            usage: RwLock::new(HashMap::new()),
+            checksum_errors: AtomicU64::new(0),
+            repairs: AtomicU64::new(0),
+        };
+        for fs in std::fs::read_dir(&store.root)? {
+            let fs = fs?;
+            let name = fs.file_name().to_string_lossy().to_string();
+            let mut total = 0u64;
+            for inode in std::fs::read_dir(fs.path())? {
+                for chunk in std::fs::read_dir(inode?.path())? {
+                    total += chunk?.metadata()?.len();
+                }
+            }
+            store
+                .counters(&name)
+                .stored
+                .store(total / RECORD * BLOCK, Ordering::Relaxed);
+        }
+        Ok(store)
+    }
+
+    fn counters(&self, fs: &str) -> Arc<Counters> {
+        if let Some(c) = self.usage.read().unwrap_or_else(|p| p.into_inner()).get(fs) {
+            return c.clone();
+        }
+        self.usage
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(fs.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn lock_for(&self, key: &ChunkKey) -> &RwLock<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.locks[(h.finish() as usize) % LOCK_STRIPES]
+    }
+
+    fn inode_dir(&self, fs: &str, inode: u64) -> PathBuf {
+        self.root.join(fs).join(inode.to_string())
+    }
+
+    pub fn chunk_path(&self, key: &ChunkKey) -> PathBuf {
+        self.inode_dir(&key.fs, key.inode)
+            .join(key.index.to_string())
+    }
+
+    fn file(&self, key: &ChunkKey, create: bool) -> Result<Option<Arc<File>>, NodeError> {
+        if !valid_fs(&key.fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        if let Some(f) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Ok(Some(f.clone()));
+        }
+        let path = self.chunk_path(key);
+        let opened = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                std::fs::create_dir_all(self.inode_dir(&key.fs, key.inode)).map_err(io)?;
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(io)?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let f = Arc::new(opened);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() >= MAX_OPEN_FILES {
+            files.clear();
+        }
+        files.insert(key.clone(), f.clone());
+        Ok(Some(f))
+    }
+
+    fn read_records(&self, f: &File, first: u64, count: u64) -> Result<Vec<u8>, NodeError> {
+        let mut buf = vec![0u8; (count * RECORD) as usize];
+        let mut done = 0usize;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], first * RECORD + done as u64) {
+                Ok(0) => break, // beyond the end: holes
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` of the chunk. `whole_blocks` (repairs)
+    /// replaces blocks without reading them, which is how a corrupt block
+    /// is overwritten.
+    pub fn write(
+        &self,
+        key: &ChunkKey,
+        offset: u64,
+        data: &[u8],
+        whole_blocks: bool,
+    ) -> Result<(), NodeError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let f = self
+            .file(key, true)?
+            .ok_or_else(|| NodeError::Io("chunk vanished".into()))?;
+        let first = offset / BLOCK;
+        let last = (offset + data.len() as u64 - 1) / BLOCK;
+        let count = last - first + 1;
+        if whole_blocks && (offset % BLOCK != 0 || data.len() as u64 % BLOCK != 0) {
+            return Err(NodeError::Invalid("repairs cover whole blocks".into()));
+        }
+        let head_partial = offset % BLOCK != 0;
+        let tail_partial = (offset + data.len() as u64) % BLOCK != 0;
+        let mut blocks = vec![0u8; (count * BLOCK) as usize];
+        if !whole_blocks && (head_partial || tail_partial) {
+            // Old content of the partly covered edge blocks.
+            for b in [first, last] {
+                if (b == first && head_partial) || (b == last && tail_partial) {
+                    let rec = self.read_records(&f, b, 1)?;
+                    let block = decode_record(&rec).ok_or_else(|| {
+                        self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                        NodeError::Checksum
+                    })?;
+                    let at = ((b - first) * BLOCK) as usize;
+                    blocks[at..at + BLOCK as usize].copy_from_slice(block);
+                }
+            }
+        }
+        let start = (offset - first * BLOCK) as usize;
+        blocks[start..start + data.len()].copy_from_slice(data);
+        let mut out = Vec::with_capacity((count * RECORD) as usize);
+        for block in blocks.chunks(BLOCK as usize) {
+            encode_record(block, &mut out);
+        }
+        let before = f.metadata().map_err(io)?.len();
+        f.write_all_at(&out, first * RECORD).map_err(io)?;
+        let after = before.max((first + count) * RECORD);
+        let c = self.counters(&key.fs);
+        c.stored
+            .fetch_add((after - before) / RECORD * BLOCK, Ordering::Relaxed);
+        c.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+        c.write_ops.fetch_add(1, Ordering::Relaxed);
+        if whole_blocks {
+            self.repairs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` of the chunk, verifying every block.
+    pub fn read(&self, key: &ChunkKey, offset: u64, len: u64) -> Result<Vec<u8>, NodeError> {
+        let c = self.counters(&key.fs);
+        c.read_ops.fetch_add(1, Ordering::Relaxed);
+        c.read.fetch_add(len, Ordering::Relaxed);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(vec![0u8; len as usize]);
+        };
+        let first = offset / BLOCK;
+        let last = (offset + len - 1) / BLOCK;
+        let raw = self.read_records(&f, first, last - first + 1)?;
+        let mut out = Vec::with_capacity(len as usize);
+        for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
+            let block = decode_record(rec).ok_or_else(|| {
+                self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, block = first + i as u64, "checksum mismatch");
+                NodeError::Checksum
+            })?;
+            let b = first + i as u64;
+            let from = if b == first {
+                (offset % BLOCK) as usize
+            } else {
+                0
+            };
+            let to = if b == last {
+                ((offset + len - 1) % BLOCK + 1) as usize
+            } else {
+                BLOCK as usize
+            };
+            out.extend_from_slice(&block[from..to]);
+        }
+        Ok(out)
+    }
+
+    /// Keeps the first `len` bytes of the chunk (0 removes it).
+    pub fn truncate(&self, key: &ChunkKey, len: u64) -> Result<(), NodeError> {
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(());
+        };
+        let before = f.metadata().map_err(io)?.len();
+        let c = self.counters(&key.fs);
+        if len == 0 {
+            self.files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+            std::fs::remove_file(self.chunk_path(key)).map_err(io)?;
+            c.stored.fetch_sub(
+                (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            return Ok(());
+        }
+        let keep_blocks = len.div_ceil(BLOCK);
+        if len % BLOCK != 0 && before >= keep_blocks * RECORD {
+            // Zero the tail of the last kept block.
+            let b = keep_blocks - 1;
+            let rec = self.read_records(&f, b, 1)?;
+            let mut block = decode_record(&rec).ok_or(NodeError::Checksum)?.to_vec();
+            block[(len % BLOCK) as usize..].fill(0);
+            let mut out = Vec::with_capacity(RECORD as usize);
+            encode_record(&block, &mut out);
+            f.write_all_at(&out, b * RECORD).map_err(io)?;
+        }
+        if before > keep_blocks * RECORD {
+            f.set_len(keep_blocks * RECORD).map_err(io)?;
+            let freed = (before - keep_blocks * RECORD) / RECORD * BLOCK;
+            c.stored.fetch_sub(
+                freed.min(c.stored.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
+    }
+
+    /// fdatasync of every chunk of the inode, and of its directory (new
+    /// chunk files must be findable after a crash too).
+    pub fn fsync_inode(&self, fs: &str, inode: u64) -> Result<(), NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        let dir = self.inode_dir(fs, inode);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            File::open(entry.path())
+                .and_then(|f| f.sync_data())
+                .map_err(io)?;
+        }
+        for d in [
+            dir.as_path(),
+            self.root.join(fs).as_path(),
+            self.root.as_path(),
+        ] {
+            File::open(d).and_then(|f| f.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn forget_open(&self, fs: &str, inode: Option<u64>) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !(k.fs == fs && inode.is_none_or(|i| i == k.inode)));
+    }
+
+    fn remove_dir_counted(&self, fs: &str, dir: &Path) -> Result<(), NodeError> {
+        let mut freed = 0u64;
+        if let Ok(walk) = std::fs::read_dir(dir) {
+            for e in walk.flatten() {
+                if let Ok(m) = e.metadata() {
+                    if m.is_dir() {
+                        if let Ok(inner) = std::fs::read_dir(e.path()) {
+                            freed += inner
+                                .flatten()
+                                .filter_map(|x| x.metadata().ok())
+                                .map(|m| m.len())
+                                .sum::<u64>();
+                        }
+                    } else {
+                        freed += m.len();
+                    }
+                }
+            }
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let c = self.counters(fs);
+        let freed = freed / RECORD * BLOCK;
+        c.stored.fetch_sub(
+            freed.min(c.stored.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    pub fn drop_inode(&self, fs: &str, inode: u64) -> Result<(), NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        self.forget_open(fs, Some(inode));
+        self.remove_dir_counted(fs, &self.inode_dir(fs, inode))
+    }
+
+    pub fn drop_fs(&self, fs: &str) -> Result<(), NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        self.forget_open(fs, None);
+        match std::fs::remove_dir_all(self.root.join(fs)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        self.usage
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(fs);
+        Ok(())
+    }
+
+    pub fn usage(&self) -> Vec<FsUsage> {
+        let map = self.usage.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<FsUsage> = map
+            .iter()
+            .map(|(fs, c)| FsUsage {
+                fs: fs.clone(),
+                bytes_stored: c.stored.load(Ordering::Relaxed),
+                bytes_read: c.read.load(Ordering::Relaxed),
+                bytes_written: c.written.load(Ordering::Relaxed),
+                read_ops: c.read_ops.load(Ordering::Relaxed),
+                write_ops: c.write_ops.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by(|a, b| a.fs.cmp(&b.fs));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> ChunkKey {
+        ChunkKey {
+            fs: "cpfs-test".into(),
+            inode: 7,
+            index: i,
+        }
+    }
+
+    #[test]
+    fn writes_read_back_with_holes_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.read(&key(0), 0, 10).unwrap(),
+            vec![0; 10],
+            "absent chunk is a hole"
+        );
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        s.write(&key(0), 5000, &data, false).unwrap();
+        assert_eq!(s.read(&key(0), 5000, 10_000).unwrap(), data);
+        assert_eq!(s.read(&key(0), 0, 5000).unwrap(), vec![0; 5000]);
+        // Overwrite a few bytes in the middle of a block: the rest stays.
+        s.write(&key(0), 6000, b"xyz", false).unwrap();
+        let back = s.read(&key(0), 5000, 10_000).unwrap();
+        assert_eq!(&back[1000..1003], b"xyz");
+        assert_eq!(back[999], data[999]);
+        assert_eq!(back[1003], data[1003]);
+        // Past the end of the file: zeros.
+        assert_eq!(s.read(&key(0), 1 << 20, 100).unwrap(), vec![0; 100]);
+    }
+
+    #[test]
+    fn corruption_is_detected_and_repair_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        let data = vec![0xabu8; 3 * 4096];
+        s.write(&key(1), 0, &data, false).unwrap();
+        // Flip a byte of block 1 on disk.
+        let path = s.chunk_path(&key(1));
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[(RECORD + 100) as usize] ^= 0xff;
+        std::fs::write(&path, raw).unwrap();
+        s.files.lock().unwrap().clear();
+        assert_eq!(
+            s.read(&key(1), 0, 4096).unwrap(),
+            vec![0xab; 4096],
+            "block 0 is fine"
+        );
+        assert_eq!(s.read(&key(1), 4096, 10), Err(NodeError::Checksum));
+        assert_eq!(s.checksum_errors.load(Ordering::Relaxed), 1);
+        // A partial write onto the bad block cannot merge with it.
+        assert_eq!(
+            s.write(&key(1), 4096 + 10, b"x", false),
+            Err(NodeError::Checksum)
+        );
+        s.write(&key(1), 4096, &vec![0xab; 4096], true).unwrap();
+        assert_eq!(s.read(&key(1), 0, 3 * 4096).unwrap(), data);
+        assert_eq!(s.repairs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn truncate_and_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        s.write(&key(2), 0, &vec![1u8; 10_000], false).unwrap();
+        assert_eq!(s.usage()[0].bytes_stored, 3 * 4096);
+        s.truncate(&key(2), 5000).unwrap();
+        let back = s.read(&key(2), 0, 8192).unwrap();
+        assert_eq!(&back[..5000], &vec![1u8; 5000][..]);
+        assert_eq!(&back[5000..], &vec![0u8; 3192][..]);
+        assert_eq!(s.usage()[0].bytes_stored, 2 * 4096);
+        s.fsync_inode("cpfs-test", 7).unwrap();
+        // Reopening counts what is on disk.
+        let again = ChunkStore::open(dir.path()).unwrap();
+        assert_eq!(again.usage()[0].bytes_stored, 2 * 4096);
+        s.drop_inode("cpfs-test", 7).unwrap();
+        assert_eq!(s.read(&key(2), 0, 10).unwrap(), vec![0; 10]);
+        assert_eq!(s.usage()[0].bytes_stored, 0);
+        assert!(
+            s.read(
+                &ChunkKey {
+                    fs: "../etc".into(),
+                    inode: 1,
+                    index: 0
+                },
+                0,
+                1
+            )
+            .is_err()
+                || !valid_fs("../etc")
+        );
+        assert!(s
+            .write(
+                &ChunkKey {
+                    fs: "../etc".into(),
+                    inode: 1,
+                    index: 0
+                },
+                0,
+                b"x",
+                false
+            )
+            .is_err());
+    }
+}

@@ -1,0 +1,1099 @@
+//! `cpfs mount`: the FUSE client. Every kernel request is answered from a
+//! task on the tokio runtime, so the FUSE thread never waits on the
+//! network; file data goes straight to the nodes (striped, in parallel),
+//! namespace operations to the metadata service.
+//!
+//! Consistency: close-to-open. Writes reach the nodes before write()
+//! returns and a write that extends a file records the new size first (so
+//! a full file system fails the write with ENOSPC before any data moves);
+//! open() fetches fresh attributes and, when they changed, drops what the
+//! kernel cached for the inode.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
+};
+use tokio::runtime::Handle;
+
+use crate::capability::Capability;
+use crate::client::DataClient;
+use crate::layout::Layout;
+use crate::metaproto::{errno, Attr, Caller, Kind, MetaOp, MetaReply, MetaRequest, SetAttr};
+use crate::rpc::Client;
+
+const TTL: Duration = Duration::from_secs(1);
+/// The virtual extended attribute `cpfs stripe` reads and writes.
+pub const STRIPE_XATTR: &str = "user.cpfs.stripe";
+
+/// The metadata connection of one mount, remounting its session when the
+/// metadata service restarted.
+pub struct MetaClient {
+    rpc: Client<MetaRequest, MetaReply>,
+    domain: String,
+    session: AtomicU64,
+}
+
+impl MetaClient {
+    pub fn new(address: &str, domain: &str) -> Arc<MetaClient> {
+        Arc::new(MetaClient {
+            rpc: Client::new(address),
+            domain: domain.to_string(),
+            session: AtomicU64::new(0),
+        })
+    }
+
+    pub async fn mount(&self) -> Result<crate::metaproto::Mounted, (i32, String)> {
+        let req = MetaRequest {
+            session: 0,
+            caller: Caller {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            },
+            op: MetaOp::Mount {
+                domain: self.domain.clone(),
+            },
+        };
+        match self.rpc.call(req).await {
+            Ok(MetaReply::Mounted(m)) => {
+                self.session.store(m.session, Ordering::Release);
+                Ok(m)
+            }
+            Ok(MetaReply::Err { errno, message }) => Err((errno, message)),
+            Ok(other) => Err((errno::EIO, format!("unexpected reply {other:?}"))),
+            Err(e) => Err((
+                errno::EIO,
+                format!("metadata service at {}: {e}", self.rpc.address()),
+            )),
+        }
+    }
+
+    /// One call; errors come back as an errno.
+    pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
+        for attempt in 0..3 {
+            let req = MetaRequest {
+                session: self.session.load(Ordering::Acquire),
+                caller: caller.clone(),
+                op: op.clone(),
+            };
+            match self.rpc.call(req).await {
+                Ok(MetaReply::Err {
+                    errno: errno::ESTALE,
+                    ..
+                }) if attempt < 2 => {
+                    // The service restarted and forgot the session.
+                    if self.mount().await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                Ok(MetaReply::Err { errno, message }) => {
+                    tracing::debug!(errno, message, "metadata refused");
+                    return Err(errno);
+                }
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata service unreachable; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        Err(errno::EIO)
+    }
+}
+
+struct Handle_ {
+    ino: u64,
+    cap: Capability,
+    layout: Layout,
+    /// The size the metadata service has recorded.
+    size: AtomicU64,
+    dirty: AtomicBool,
+}
+
+type DirListing = Vec<(u64, FileType, Vec<u8>)>;
+
+pub struct CpfsFs {
+    rt: Handle,
+    meta: Arc<MetaClient>,
+    data: Arc<DataClient>,
+    files: Arc<Mutex<HashMap<u64, Arc<Handle_>>>>,
+    dirs: Arc<Mutex<HashMap<u64, Arc<DirListing>>>>,
+    next_fh: AtomicU64,
+    /// Size and mtime last shown to the kernel per inode (to know when a
+    /// fresh open must drop the kernel's cache).
+    shown: Arc<Mutex<HashMap<u64, (u64, i64)>>>,
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+fn time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn to_ns(t: TimeOrNow) -> Option<i64> {
+    match t {
+        TimeOrNow::Now => None,
+        TimeOrNow::SpecificTime(st) => Some(match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        }),
+    }
+}
+
+pub fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: time(a.atime_ns),
+        mtime: time(a.mtime_ns),
+        ctime: time(a.ctime_ns),
+        crtime: time(a.ctime_ns),
+        kind: file_type(a.kind),
+        perm: (a.perm & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}
+
+/// The caller's identity; supplementary groups come from /proc.
+fn caller(req: &Request<'_>) -> Caller {
+    let mut groups = Vec::new();
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) {
+        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
+            groups = line[7..]
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .take(64)
+                .collect();
+        }
+    }
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        groups,
+    }
+}
+
+impl CpfsFs {
+    pub fn new(
+        rt: Handle,
+        meta: Arc<MetaClient>,
+        data: Arc<DataClient>,
+        notifier: Arc<OnceLock<Notifier>>,
+    ) -> CpfsFs {
+        CpfsFs {
+            rt,
+            meta,
+            data,
+            files: Arc::default(),
+            dirs: Arc::default(),
+            next_fh: AtomicU64::new(1),
+            shown: Arc::default(),
+            notifier,
+        }
+    }
+
+    fn fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let shown = self.shown.clone();
+        self.rt.spawn(async move {
+            match meta.call(&who, op).await {
+                Ok(MetaReply::Entry(a)) => {
+                    shown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(a.ino, (a.size, a.mtime_ns));
+                    reply.entry(&TTL, &file_attr(&a), 0)
+                }
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn empty_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEmpty) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            match meta.call(&who, op).await {
+                Ok(MetaReply::Done) => reply.ok(),
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+}
+
+/// Records a write's new end with the metadata service when it grows the
+/// file (capacity is checked there), and marks the handle dirty.
+async fn note_write(meta: &MetaClient, who: &Caller, h: &Handle_, end: u64) -> Result<(), i32> {
+    if end > h.size.load(Ordering::Acquire) {
+        match meta
+            .call(
+                who,
+                MetaOp::Written {
+                    ino: h.ino,
+                    size: end,
+                },
+            )
+            .await?
+        {
+            MetaReply::Attr(a) => {
+                h.size.fetch_max(a.size, Ordering::AcqRel);
+            }
+            _ => return Err(errno::EIO),
+        }
+    } else {
+        h.dirty.store(true, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Pushes mtime for writes that did not grow the file.
+async fn settle(meta: &MetaClient, who: &Caller, h: &Handle_) -> Result<(), i32> {
+    if h.dirty.swap(false, Ordering::AcqRel) {
+        meta.call(
+            who,
+            MetaOp::Written {
+                ino: h.ino,
+                size: h.size.load(Ordering::Acquire),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl Filesystem for CpfsFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(4 << 20);
+        Ok(())
+    }
+
+    fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        self.entry_op(
+            req,
+            MetaOp::Lookup {
+                parent,
+                name: name.as_bytes().to_vec(),
+            },
+            reply,
+        );
+    }
+
+    fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let shown = self.shown.clone();
+        self.rt.spawn(async move {
+            match meta.call(&who, MetaOp::GetAttr { ino }).await {
+                Ok(MetaReply::Attr(a)) => {
+                    shown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(a.ino, (a.size, a.mtime_ns));
+                    reply.attr(&TTL, &file_attr(&a))
+                }
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let meta = self.meta.clone();
+        let data = self.data.clone();
+        let who = caller(req);
+        let handle = fh.and_then(|f| {
+            self.files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&f)
+                .cloned()
+        });
+        self.rt.spawn(async move {
+            let set = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime_ns: atime.map(to_ns),
+                mtime_ns: mtime.map(to_ns),
+            };
+            let old = if size.is_some() {
+                match meta.call(&who, MetaOp::GetAttr { ino }).await {
+                    Ok(MetaReply::Attr(a)) => a.size,
+                    _ => 0,
+                }
+            } else {
+                0
+            };
+            let a = match meta.call(&who, MetaOp::SetAttr { ino, set }).await {
+                Ok(MetaReply::Attr(a)) => a,
+                Ok(_) => return reply.error(errno::EIO),
+                Err(e) => return reply.error(e),
+            };
+            if let Some(new) = size {
+                if let Some(h) = &handle {
+                    h.size.store(new, Ordering::Release);
+                }
+                if new < old {
+                    // Cut the data on the nodes too (a later extension must read zeros).
+                    let opened = match &handle {
+                        Some(h) => Ok((h.cap.clone(), h.layout.clone(), false)),
+                        None => match meta
+                            .call(
+                                &who,
+                                MetaOp::Open {
+                                    ino,
+                                    read: false,
+                                    write: true,
+                                },
+                            )
+                            .await
+                        {
+                            Ok(MetaReply::Open(o)) => Ok((o.cap, o.layout, true)),
+                            Ok(_) => Err(errno::EIO),
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match opened {
+                        Ok((cap, layout, release)) => {
+                            let r = data.truncate(&cap, &layout, ino, new, old).await;
+                            if release {
+                                let _ = meta.call(&who, MetaOp::Release { ino }).await;
+                            }
+                            if let Err(e) = r {
+                                return reply.error(e.errno());
+                            }
+                        }
+                        Err(e) => return reply.error(e),
+                    }
+                }
+            }
+            reply.attr(&TTL, &file_attr(&a))
+        });
+    }
+
+    fn readlink(&mut self, req: &Request<'_>, ino: u64, reply: ReplyData) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            match meta.call(&who, MetaOp::Readlink { ino }).await {
+                Ok(MetaReply::Link(t)) => reply.data(&t),
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mknod(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry_op(
+            req,
+            MetaOp::Mknod {
+                parent,
+                name: name.as_bytes().to_vec(),
+                mode,
+                rdev,
+                umask,
+            },
+            reply,
+        );
+    }
+
+    fn mkdir(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        self.entry_op(
+            req,
+            MetaOp::Mkdir {
+                parent,
+                name: name.as_bytes().to_vec(),
+                mode,
+                umask,
+            },
+            reply,
+        );
+    }
+
+    fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.empty_op(
+            req,
+            MetaOp::Unlink {
+                parent,
+                name: name.as_bytes().to_vec(),
+            },
+            reply,
+        );
+    }
+
+    fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.empty_op(
+            req,
+            MetaOp::Rmdir {
+                parent,
+                name: name.as_bytes().to_vec(),
+            },
+            reply,
+        );
+    }
+
+    fn symlink(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.entry_op(
+            req,
+            MetaOp::Symlink {
+                parent,
+                name: link_name.as_bytes().to_vec(),
+                target: target.as_os_str().as_bytes().to_vec(),
+            },
+            reply,
+        );
+    }
+
+    fn rename(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.empty_op(
+            req,
+            MetaOp::Rename {
+                parent,
+                name: name.as_bytes().to_vec(),
+                new_parent: newparent,
+                new_name: newname.as_bytes().to_vec(),
+                flags,
+            },
+            reply,
+        );
+    }
+
+    fn link(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        self.entry_op(
+            req,
+            MetaOp::Link {
+                ino,
+                new_parent: newparent,
+                new_name: newname.as_bytes().to_vec(),
+            },
+            reply,
+        );
+    }
+
+    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let acc = flags & libc::O_ACCMODE;
+        let (read, write) = (acc != libc::O_WRONLY, acc != libc::O_RDONLY);
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let files = self.files.clone();
+        let shown = self.shown.clone();
+        let notifier = self.notifier.clone();
+        let fh = self.fh();
+        self.rt.spawn(async move {
+            match meta.call(&who, MetaOp::Open { ino, read, write }).await {
+                Ok(MetaReply::Open(o)) => {
+                    let fresh = (o.attr.size, o.attr.mtime_ns);
+                    let before = shown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(ino, fresh);
+                    if before.is_some_and(|b| b != fresh) {
+                        // Another client changed the file: the kernel's size
+                        // and pages for it are stale (close-to-open).
+                        if let Some(n) = notifier.get() {
+                            let _ = n.inval_inode(ino, 0, 0);
+                        }
+                    }
+                    let h = Handle_ {
+                        ino,
+                        cap: o.cap,
+                        layout: o.layout,
+                        size: AtomicU64::new(o.attr.size),
+                        dirty: AtomicBool::new(false),
+                    };
+                    files
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(fh, Arc::new(h));
+                    reply.opened(fh, 0)
+                }
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn create(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let files = self.files.clone();
+        let shown = self.shown.clone();
+        let fh = self.fh();
+        let name = name.as_bytes().to_vec();
+        let acc = flags & libc::O_ACCMODE;
+        self.rt.spawn(async move {
+            let a = match meta
+                .call(
+                    &who,
+                    MetaOp::Mknod {
+                        parent,
+                        name,
+                        mode: (mode & 0o7777) | 0o100000,
+                        rdev: 0,
+                        umask,
+                    },
+                )
+                .await
+            {
+                Ok(MetaReply::Entry(a)) => a,
+                Ok(_) => return reply.error(errno::EIO),
+                Err(e) => return reply.error(e),
+            };
+            // The creator may write what it created, whatever the new mode says.
+            let as_root = Caller {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            };
+            let o = match meta
+                .call(
+                    &as_root,
+                    MetaOp::Open {
+                        ino: a.ino,
+                        read: acc != libc::O_WRONLY,
+                        write: true,
+                    },
+                )
+                .await
+            {
+                Ok(MetaReply::Open(o)) => o,
+                Ok(_) => return reply.error(errno::EIO),
+                Err(e) => return reply.error(e),
+            };
+            shown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(a.ino, (a.size, a.mtime_ns));
+            let h = Handle_ {
+                ino: a.ino,
+                cap: o.cap,
+                layout: o.layout,
+                size: AtomicU64::new(0),
+                dirty: AtomicBool::new(false),
+            };
+            files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(fh, Arc::new(h));
+            reply.created(&TTL, &file_attr(&a), 0, fh, 0)
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let Some(h) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+        else {
+            return reply.error(libc::EBADF);
+        };
+        let data = self.data.clone();
+        self.rt.spawn(async move {
+            let file_size = h.size.load(Ordering::Acquire);
+            let offset = offset.max(0) as u64;
+            if offset >= file_size {
+                return reply.data(&[]);
+            }
+            let len = (size as u64).min(file_size - offset);
+            match data.read(&h.cap, &h.layout, h.ino, offset, len).await {
+                Ok(bytes) => reply.data(&bytes),
+                Err(e) => {
+                    tracing::warn!(ino = h.ino, offset, error = %e, "read failed");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn write(
+        &mut self,
+        req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        buf: &[u8],
+        _wf: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let Some(h) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+        else {
+            return reply.error(libc::EBADF);
+        };
+        let meta = self.meta.clone();
+        let data = self.data.clone();
+        let who = caller(req);
+        let buf = buf.to_vec();
+        self.rt.spawn(async move {
+            let offset = offset.max(0) as u64;
+            let end = offset + buf.len() as u64;
+            if let Err(e) = note_write(&meta, &who, &h, end).await {
+                return reply.error(e);
+            }
+            match data.write(&h.cap, &h.layout, h.ino, offset, &buf).await {
+                Ok(()) => reply.written(buf.len() as u32),
+                Err(e) => {
+                    tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
+                    reply.error(e.errno())
+                }
+            }
+        });
+    }
+
+    fn flush(&mut self, req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
+        let Some(h) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+        else {
+            return reply.ok();
+        };
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            match settle(&meta, &who, &h).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn release(
+        &mut self,
+        req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(h) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh)
+        else {
+            return reply.ok();
+        };
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            let r = settle(&meta, &who, &h).await;
+            let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn fsync(&mut self, req: &Request<'_>, _ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        let Some(h) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+        else {
+            return reply.ok();
+        };
+        let meta = self.meta.clone();
+        let data = self.data.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            if let Err(e) = data.fsync(&h.cap, &h.layout, h.ino).await {
+                return reply.error(e.errno());
+            }
+            match settle(&meta, &who, &h).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let dirs = self.dirs.clone();
+        let fh = self.fh();
+        self.rt.spawn(async move {
+            let parent = match meta
+                .call(
+                    &who,
+                    MetaOp::Lookup {
+                        parent: ino,
+                        name: b"..".to_vec(),
+                    },
+                )
+                .await
+            {
+                Ok(MetaReply::Entry(a)) => a.ino,
+                _ => ino,
+            };
+            let mut listing: DirListing = vec![
+                (ino, FileType::Directory, b".".to_vec()),
+                (parent, FileType::Directory, b"..".to_vec()),
+            ];
+            let mut after = None;
+            loop {
+                match meta
+                    .call(
+                        &who,
+                        MetaOp::ReadDir {
+                            ino,
+                            after: after.clone(),
+                            limit: 4096,
+                        },
+                    )
+                    .await
+                {
+                    Ok(MetaReply::Dir { entries, more }) => {
+                        after = entries.last().map(|e| e.name.clone());
+                        listing.extend(
+                            entries
+                                .into_iter()
+                                .map(|e| (e.ino, file_type(e.kind), e.name)),
+                        );
+                        if !more {
+                            break;
+                        }
+                    }
+                    Ok(_) => return reply.error(errno::EIO),
+                    Err(e) => return reply.error(e),
+                }
+            }
+            dirs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(fh, Arc::new(listing));
+            reply.opened(fh, 0)
+        });
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(listing) = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+        else {
+            return reply.error(libc::EBADF);
+        };
+        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset.max(0) as usize) {
+            if reply.add(*ino, (i + 1) as i64, *kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh);
+        reply.ok()
+    }
+
+    fn statfs(&mut self, req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            match meta.call(&who, MetaOp::StatFs).await {
+                Ok(MetaReply::StatFs(s)) => {
+                    let bs = 4096u64;
+                    let blocks = s.capacity_bytes / bs;
+                    let free = s.capacity_bytes.saturating_sub(s.used_bytes) / bs;
+                    reply.statfs(
+                        blocks,
+                        free,
+                        free,
+                        s.files + 1_000_000_000,
+                        1_000_000_000,
+                        bs as u32,
+                        255,
+                        bs as u32,
+                    )
+                }
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setxattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if name.as_bytes() == STRIPE_XATTR.as_bytes() {
+            let Some((chunk_size, stripe_width)) = parse_stripe(value) else {
+                return reply.error(errno::EINVAL);
+            };
+            return self.empty_op(
+                req,
+                MetaOp::SetStripe {
+                    ino,
+                    chunk_size,
+                    stripe_width,
+                },
+                reply,
+            );
+        }
+        self.empty_op(
+            req,
+            MetaOp::SetXattr {
+                ino,
+                name: name.as_bytes().to_vec(),
+                value: value.to_vec(),
+                flags: flags as u32,
+            },
+            reply,
+        );
+    }
+
+    fn getxattr(
+        &mut self,
+        req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let stripe = name.as_bytes() == STRIPE_XATTR.as_bytes();
+        let op = if stripe {
+            MetaOp::GetStripe { ino }
+        } else {
+            MetaOp::GetXattr {
+                ino,
+                name: name.as_bytes().to_vec(),
+            }
+        };
+        self.rt.spawn(async move {
+            let value = match meta.call(&who, op).await {
+                Ok(MetaReply::Xattr(v)) => v,
+                Ok(MetaReply::Stripe {
+                    chunk_size,
+                    stripe_width,
+                }) => format!("{{\"chunk_size\":{chunk_size},\"stripe_width\":{stripe_width}}}")
+                    .into_bytes(),
+                Ok(_) => return reply.error(errno::EIO),
+                Err(e) => return reply.error(e),
+            };
+            xattr_reply(reply, size, &value)
+        });
+    }
+
+    fn listxattr(&mut self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            match meta.call(&who, MetaOp::ListXattr { ino }).await {
+                Ok(MetaReply::XattrNames(names)) => {
+                    let mut out = Vec::new();
+                    for n in names {
+                        out.extend_from_slice(&n);
+                        out.push(0);
+                    }
+                    xattr_reply(reply, size, &out)
+                }
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        self.empty_op(
+            req,
+            MetaOp::RemoveXattr {
+                ino,
+                name: name.as_bytes().to_vec(),
+            },
+            reply,
+        );
+    }
+
+    fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+        self.empty_op(
+            req,
+            MetaOp::Access {
+                ino,
+                mask: mask as u32,
+            },
+            reply,
+        );
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32)
+    } else if (size as usize) < value.len() {
+        reply.error(errno::ERANGE)
+    } else {
+        reply.data(value)
+    }
+}
+
+/// `chunk_size=N,stripe_width=W` (either may be omitted... both required here).
+pub fn parse_stripe(v: &[u8]) -> Option<(u64, u32)> {
+    let text = std::str::from_utf8(v).ok()?;
+    let (mut cs, mut w) = (None, None);
+    for part in text.trim().split(',') {
+        let (k, val) = part.split_once('=')?;
+        match k.trim() {
+            "chunk_size" => cs = val.trim().parse().ok(),
+            "stripe_width" => w = val.trim().parse().ok(),
+            _ => return None,
+        }
+    }
+    Some((cs?, w?))
+}

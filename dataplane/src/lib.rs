@@ -1,0 +1,22 @@
+//! The data plane: how bytes of a file reach disks.
+//!
+//! - [`proto`]: the length-prefixed binary protocol (frames carrying
+//!   bincode messages, many requests in flight per connection).
+//! - [`rpc`]: a multiplexed client connection and the server loop.
+//! - [`capability`]: short-lived HMAC-signed grants the metadata service
+//!   hands out and nodes verify.
+//! - [`chains`]: the versioned chain table (which nodes hold which chain).
+//! - [`layout`]: striping, from a file offset to (chain, chunk, offset).
+//! - [`chunkstore`]: chunks on a node's disk, checksummed per 4 KiB block.
+//! - [`node`]: the data-node server.
+
+pub mod capability;
+pub mod chains;
+pub mod chunkstore;
+pub mod client;
+pub mod fuse;
+pub mod layout;
+pub mod metaproto;
+pub mod node;
+pub mod proto;
+pub mod rpc;

@@ -1,0 +1,224 @@
+//! The wire protocol: every frame is `u32 length | u64 request id | body`,
+//! the body a bincode message. Requests and responses carry the id, so one
+//! TCP connection carries many requests at once and replies may come back
+//! in any order.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::capability::Capability;
+
+/// Largest frame accepted (a 64 MiB chunk write plus headers).
+pub const MAX_FRAME: usize = (64 << 20) + 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Encodes one frame (header and body) into a buffer.
+pub fn encode_frame<T: Serialize>(id: u64, msg: &T) -> Result<Vec<u8>, WireError> {
+    let size =
+        bincode::serialized_size(msg).map_err(|e| WireError::Decode(e.to_string()))? as usize;
+    if size + 8 > MAX_FRAME {
+        return Err(WireError::TooLarge(size));
+    }
+    let mut out = Vec::with_capacity(12 + size);
+    out.extend_from_slice(&((size + 8) as u32).to_le_bytes());
+    out.extend_from_slice(&id.to_le_bytes());
+    bincode::serialize_into(&mut out, msg).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok(out)
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    id: u64,
+    msg: &T,
+) -> Result<(), WireError> {
+    let frame = encode_frame(id, msg)?;
+    w.write_all(&frame).await?;
+    Ok(())
+}
+
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<(u64, T), WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if !(8..=MAX_FRAME).contains(&len) {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    let id = u64::from_le_bytes(
+        buf[..8]
+            .try_into()
+            .map_err(|_| WireError::Decode("short frame".into()))?,
+    );
+    let msg = bincode::deserialize(&buf[8..]).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok((id, msg))
+}
+
+/// Where a chunk lives in the namespace of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkKey {
+    pub fs: String,
+    pub inode: u64,
+    pub index: u64,
+}
+
+/// The chain a request was routed through, and the table version used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainRef {
+    pub id: u32,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeRequest {
+    /// Writes `data` at `offset` in the chunk. Sent to the chain head, which
+    /// applies it and forwards it (`forwarded = true`) to the other members.
+    Write {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        forwarded: bool,
+    },
+    /// Reads `len` bytes at `offset`; holes read as zeros.
+    Read {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        offset: u64,
+        len: u64,
+    },
+    /// Cuts the chunk to `len` bytes (0 removes it). Through the head, like writes.
+    Truncate {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        len: u64,
+        forwarded: bool,
+    },
+    /// Replaces whole blocks of one copy with good data (after a checksum
+    /// failure on this node); not forwarded.
+    Repair {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Makes every written chunk of the inode durable.
+    Fsync {
+        cap: Capability,
+        fs: String,
+        inode: u64,
+    },
+    /// Removes every chunk of an inode (file deleted).
+    DropInode {
+        cap: Capability,
+        fs: String,
+        inode: u64,
+    },
+    /// Removes every chunk of a file system (file system deleted).
+    DropFs { cap: Capability, fs: String },
+    /// Usage counters of this node.
+    Stats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeError {
+    /// The request was routed with an older chain table; refresh and retry.
+    StaleChainTable {
+        current: u64,
+    },
+    /// This node is not (or no longer) where that chain's request goes.
+    NotMember,
+    BadCapability,
+    /// The stored copy failed its checksum; read another member.
+    Checksum,
+    NoSpace,
+    Io(String),
+    Invalid(String),
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::StaleChainTable { current } => {
+                write!(f, "stale chain table (node has version {current})")
+            }
+            NodeError::NotMember => f.write_str("not a member of that chain"),
+            NodeError::BadCapability => f.write_str("capability refused"),
+            NodeError::Checksum => f.write_str("checksum mismatch"),
+            NodeError::NoSpace => f.write_str("no space left on the node"),
+            NodeError::Io(e) => write!(f, "I/O error: {e}"),
+            NodeError::Invalid(e) => write!(f, "invalid request: {e}"),
+        }
+    }
+}
+
+/// Per-file-system usage a node reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsUsage {
+    pub fs: String,
+    pub bytes_stored: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub read_ops: u64,
+    pub write_ops: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub node_id: String,
+    pub chain_version: u64,
+    pub checksum_errors: u64,
+    pub repairs: u64,
+    pub file_systems: Vec<FsUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeResponse {
+    Done,
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Stats(NodeStats),
+    Failed(NodeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bound_their_size() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frame(&mut a, 42, &NodeResponse::Data(vec![1, 2, 3]))
+            .await
+            .unwrap();
+        let (id, msg): (u64, NodeResponse) = read_frame(&mut b).await.unwrap();
+        assert_eq!(id, 42);
+        assert!(matches!(msg, NodeResponse::Data(d) if d == vec![1, 2, 3]));
+        // A hostile length prefix is refused before allocating.
+        a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        let r: Result<(u64, NodeResponse), _> = read_frame(&mut b).await;
+        assert!(matches!(r, Err(WireError::TooLarge(_))));
+    }
+}

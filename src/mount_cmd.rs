@@ -1,0 +1,268 @@
+//! `cpfs mount` and `cpfs stripe`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cpfs_dataplane::client::{ChainSource, DataClient};
+use cpfs_dataplane::fuse::{CpfsFs, MetaClient, STRIPE_XATTR};
+use cpfs_dataplane::metaproto::{Caller, MetaOp, MetaReply};
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// The mount target domain, as DescribeMountTargets shows it
+    pub domain: String,
+    /// An existing, empty directory to mount on
+    pub dir: PathBuf,
+    /// The control plane (the URL `cpfs serve` answers the API on)
+    #[arg(
+        long,
+        env = "CPFS_CONTROLPLANE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub controlplane: String,
+    /// Run in the background once mounted
+    #[arg(short = 'd', long)]
+    pub daemon: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StripeCommand {
+    /// Print the chunk size and stripe width of a file or directory (JSON)
+    Get { path: PathBuf },
+    /// Set them: on a directory for files created in it, on an empty file for itself
+    Set {
+        path: PathBuf,
+        #[arg(long, default_value_t = 1 << 20)]
+        chunk_size: u64,
+        #[arg(long, default_value_t = 4)]
+        stripe_width: u32,
+    },
+}
+
+/// Whether `dir` is a mount point of a CPFS FUSE file system.
+fn is_mounted(dir: &Path) -> bool {
+    let Ok(canon) = dir.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = l
+            .split(" - ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("");
+        f.get(4).is_some_and(|m| Path::new(m) == canon)
+            && fstype.starts_with("fuse")
+            && l.contains("cpfs")
+    })
+}
+
+fn meta_address(controlplane: &str, domain: &str) -> anyhow::Result<String> {
+    let url = format!("{}/internal/v1/mount", controlplane.trim_end_matches('/'));
+    let resp = ureq::get(&url)
+        .query("domain", domain)
+        .timeout(Duration::from_secs(10))
+        .call()
+        .with_context(|| format!("reaching the control plane at {controlplane}"))?;
+    let v: serde_json::Value = resp.into_json()?;
+    v["MetaAddress"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .context("the control plane has no metadata service address")
+}
+
+pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
+    let meta_dir = std::fs::metadata(&args.dir)
+        .with_context(|| format!("mount point {} does not exist", args.dir.display()))?;
+    if !meta_dir.is_dir() {
+        anyhow::bail!("mount point {} is not a directory", args.dir.display());
+    }
+    if args.daemon {
+        return daemonize(&args);
+    }
+    let address = meta_address(&args.controlplane, &args.domain)?;
+    let meta = MetaClient::new(&address, &args.domain);
+    let mounted = meta.mount().await.map_err(|(errno, msg)| match errno {
+        2 => anyhow::anyhow!(
+            "no mount target {} (check DescribeMountTargets): {msg}",
+            args.domain
+        ),
+        _ => anyhow::anyhow!("mount refused: {msg}"),
+    })?;
+    let source_meta = meta.clone();
+    let source: ChainSource = Arc::new(move || {
+        let m = source_meta.clone();
+        Box::pin(async move {
+            match m
+                .call(
+                    &Caller {
+                        uid: 0,
+                        gid: 0,
+                        groups: vec![],
+                    },
+                    MetaOp::ChainTable,
+                )
+                .await
+            {
+                Ok(MetaReply::Chains(t)) => Ok(t),
+                Ok(_) => Err("unexpected reply".to_string()),
+                Err(e) => Err(format!("errno {e}")),
+            }
+        })
+    });
+    let data = DataClient::new(mounted.chain_table.clone(), source);
+    let notifier = Arc::new(OnceLock::new());
+    let fs = CpfsFs::new(
+        tokio::runtime::Handle::current(),
+        meta,
+        data,
+        notifier.clone(),
+    );
+    let options = vec![
+        fuser::MountOption::FSName(format!("cpfs:{}", args.domain)),
+        fuser::MountOption::Subtype("cpfs".into()),
+        fuser::MountOption::AllowOther,
+        fuser::MountOption::AutoUnmount,
+        fuser::MountOption::NoAtime,
+    ];
+    let session = fuser::Session::new(fs, &args.dir, &options)
+        .with_context(|| format!("mounting on {}", args.dir.display()))?;
+    let _ = notifier.set(session.notifier());
+    let bg = session.spawn().context("starting the FUSE session")?;
+    eprintln!(
+        "mounted {} (file system {}) on {}",
+        args.domain,
+        mounted.fs,
+        args.dir.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tick.tick() => if bg.guard.is_finished() { break },
+        }
+    }
+    // Dropping the session unmounts (when still mounted).
+    drop(bg);
+    eprintln!("unmounted {}", args.dir.display());
+    Ok(())
+}
+
+/// Starts `cpfs mount` again in the foreground, detached, and returns once
+/// it has mounted (or reports why it could not).
+fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log = std::env::temp_dir().join(format!("cpfs-mount-{}.log", std::process::id()));
+    let log_file = std::fs::File::create(&log)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("mount")
+        .arg(&args.domain)
+        .arg(&args.dir)
+        .arg("--controlplane")
+        .arg(&args.controlplane);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    // SAFETY: setsid only changes the child's session; it runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if is_mounted(&args.dir) {
+            println!(
+                "mounted {} on {} (pid {}, log {})",
+                args.domain,
+                args.dir.display(),
+                child.id(),
+                log.display()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let why = std::fs::read_to_string(&log).unwrap_or_default();
+            anyhow::bail!("mount failed ({status}): {}", why.trim());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("mount did not complete within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn xattr_get(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let n = std::ffi::CString::new(name)?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+fn xattr_set(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let n = std::ffi::CString::new(name)?;
+    // SAFETY: valid NUL-terminated strings and a value buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn stripe(cmd: StripeCommand) -> anyhow::Result<()> {
+    match cmd {
+        StripeCommand::Get { path } => {
+            let v = xattr_get(&path, STRIPE_XATTR).with_context(|| {
+                format!(
+                    "{} is not on a CPFS mount or cannot be read",
+                    path.display()
+                )
+            })?;
+            println!("{}", String::from_utf8_lossy(&v));
+        }
+        StripeCommand::Set {
+            path,
+            chunk_size,
+            stripe_width,
+        } => {
+            let value = format!("chunk_size={chunk_size},stripe_width={stripe_width}");
+            xattr_set(&path, STRIPE_XATTR, value.as_bytes()).map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => anyhow::anyhow!("refused: chunk size must be a multiple of 4096 between 64 KiB and 64 MiB, width 1-256, and a file must be empty"),
+                Some(libc::EPERM) => anyhow::anyhow!("refused: only the owner may change the stripe"),
+                _ => anyhow::anyhow!("{}: {e}", path.display()),
+            })?;
+            let v = xattr_get(&path, STRIPE_XATTR)?;
+            println!("{}", String::from_utf8_lossy(&v));
+        }
+    }
+    Ok(())
+}

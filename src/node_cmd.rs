@@ -1,0 +1,56 @@
+//! `cpfs node`: run a data node.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use cpfs_dataplane::node::{self, NodeConfig};
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeArgs {
+    /// Directory for this node's chunks (created when missing)
+    #[arg(long, env = "CPFS_NODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve chunks on (port 0: any free port)
+    #[arg(long, env = "CPFS_NODE_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Address other nodes and clients should use, when not the bound one
+    #[arg(long, env = "CPFS_NODE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The control plane: the URL `cpfs serve` answers the API on
+    #[arg(
+        long,
+        env = "CPFS_CONTROLPLANE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub controlplane: String,
+    /// Zone of this node
+    #[arg(long, env = "CPFS_NODE_ZONE", default_value = "cn-hangzhou-b")]
+    pub zone: String,
+    /// Capacity this node offers placement, in GiB (thin provisioned)
+    #[arg(long, env = "CPFS_NODE_CAPACITY_GIB", default_value_t = 1024 * 1024)]
+    pub capacity_gib: u64,
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let Some(data_dir) = args.data_dir else {
+        anyhow::bail!("cpfs node needs --data-dir DIR");
+    };
+    let token = std::env::var("CPFS_CLUSTER_TOKEN").unwrap_or_default();
+    if token.is_empty() {
+        anyhow::bail!(
+            "CPFS_CLUSTER_TOKEN is not set: give the node the cluster token of its control plane (cpfs serve keeps it in DATA_DIR/cluster-token)"
+        );
+    }
+    let cfg = NodeConfig {
+        data_dir,
+        listen: args.listen,
+        advertise: args.advertise,
+        controlplane: args.controlplane,
+        cluster_token: token,
+        zone: args.zone,
+        capacity_bytes: args.capacity_gib.saturating_mul(1 << 30),
+        heartbeat: Duration::from_secs(1),
+    };
+    node::run(cfg).await.map_err(|e| anyhow::anyhow!(e))
+}

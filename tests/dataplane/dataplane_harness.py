@@ -1,0 +1,526 @@
+"""Machinery of the data-plane suite: the server, the API, mounts, uid switching.
+
+Kept out of conftest.py so that test modules can import it by a unique name
+(tests/sdk has a conftest.py of its own). The fixtures are in conftest.py.
+"""
+
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+
+ACCESS_KEY_ID = "LTAI5tCpfsDataPlane01"
+ACCESS_KEY_SECRET = "cpfsDataPlaneSecret/+=7"
+REGION = "cn-hangzhou"
+ZONE = "cn-hangzhou-b"
+VPC_ID = "vpc-dataplane"
+VSWITCH_ID = "vsw-dataplane"
+REPLICAS = 2
+
+READY_DEADLINE_S = 60.0        # cpfs serve answering /healthz
+FS_DEADLINE_S = 120.0          # file system Running, mount target Active
+MOUNT_DEADLINE_S = 60.0        # cpfs mount: directory becomes a mount point
+UNMOUNT_DEADLINE_S = 30.0      # mount process gone after fusermount3 -u
+STOP_DEADLINE_S = 15.0         # processes exit after SIGTERM
+POLL_S = 0.1
+
+# Loopback only; a proxy from the environment (read by the core SDK) must not
+# get in the way.
+for _var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    os.environ.pop(_var, None)
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+# Live objects, so that a failure report can show their logs.
+LIVE_SERVERS = []
+LIVE_MOUNTS = []
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+def cpfs_binary():
+    return Path(os.environ.get("CPFS_BIN") or REPO / "target" / "debug" / "cpfs")
+
+
+def require_binary():
+    binary = cpfs_binary()
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        pytest.fail(f"cpfs binary {binary} not found or not executable "
+                    "(build it with `cargo build`, or set CPFS_BIN)")
+    return binary
+
+
+def free_port(taken=()):
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+
+
+def tail_text(path, lines=60):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return f"(no file {path})"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def healthz(port):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
+
+
+def stop_group(proc, deadline_s=STOP_DEADLINE_S):
+    """SIGTERM then SIGKILL the process group this suite started (by its id)."""
+    if proc is None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(timeout=deadline_s)
+            # The leader is gone; children of the group may linger a moment.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait(timeout=deadline_s)
+
+
+def _unescape_mountinfo(field_text):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_text)
+
+
+def mount_entry(path):
+    """The /proc/self/mountinfo entry (fstype, source, options) for path, or None.
+
+    Unlike os.path.ismount this also sees a mount whose daemon died (stat
+    gives ENOTCONN there)."""
+    want = os.path.realpath(path)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            parts = left.split()
+            if len(parts) >= 5 and _unescape_mountinfo(parts[4]) == want:
+                r = right.split()
+                found = {"fstype": r[0], "source": _unescape_mountinfo(r[1]),
+                         "options": parts[5] + "," + (r[2] if len(r) > 2 else "")}
+    return found
+
+
+def wait_until(what, fn, deadline_s, interval_s=POLL_S, on_timeout=None):
+    """Poll fn() until it returns a truthy value; fail with what was last seen."""
+    deadline = time.monotonic() + deadline_s
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            extra = f"\n{on_timeout()}" if on_timeout else ""
+            pytest.fail(f"timed out after {deadline_s:.0f} s waiting for {what}{extra}")
+        time.sleep(interval_s)
+
+
+def drop_caches():
+    """Drop the kernel page cache (root), so reads go to the FUSE daemon."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Server and API
+# ---------------------------------------------------------------------------
+
+class ApiError(Exception):
+    def __init__(self, action, code, status, message):
+        super().__init__(f"{action}: {code} (HTTP {status}): {message}")
+        self.code = code
+        self.status = status
+
+
+@dataclass
+class Server:
+    api_port: int
+    meta_port: int
+    workdir: Path
+    data_dir: Path
+    proc: subprocess.Popen
+    stderr_path: Path
+    args: list = field(default_factory=list)
+
+    @property
+    def hostport(self):
+        return f"127.0.0.1:{self.api_port}"
+
+    @property
+    def url(self):
+        return f"http://{self.hostport}"
+
+    def stderr_tail(self, lines=60):
+        return tail_text(self.stderr_path, lines)
+
+    def api(self, action, **params):
+        """Call an action with the core SDK (V1 signature); the JSON reply as a dict."""
+        import importlib
+        from aliyunsdkcore.client import AcsClient
+        from aliyunsdkcore.acs_exception.exceptions import ServerException
+        module = importlib.import_module(f"aliyunsdknas.request.v20170626.{action}Request")
+        req = getattr(module, f"{action}Request")()
+        req.set_endpoint(self.hostport)
+        req.set_protocol_type("http")
+        for name, value in params.items():
+            getattr(req, f"set_{name}")(value)
+        client = AcsClient(ACCESS_KEY_ID, ACCESS_KEY_SECRET, REGION,
+                           auto_retry=False, timeout=30, connect_timeout=5)
+        try:
+            return json.loads(client.do_action_with_exception(req))
+        except ServerException as e:
+            raise ApiError(action, e.get_error_code(), e.get_http_status(), e.get_error_msg()) from None
+
+    def chunk_files(self):
+        """{path: (size, mtime_ns, ino)} of every non-empty regular file under nodes/*/chunks."""
+        out = {}
+        for chunks in sorted(self.data_dir.glob("nodes/*/chunks")):
+            for dirpath, _dirs, files in os.walk(chunks):
+                for name in files:
+                    p = Path(dirpath) / name
+                    try:
+                        st = p.lstat()
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                        out[p] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return out
+
+
+def start_server(workdir):
+    """Launch `cpfs serve` (own process group) with its data under workdir/data and
+    wait for /healthz; fails with its stderr when it dies or is not ready in time."""
+    binary = require_binary()
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True)
+    api_port = free_port()
+    meta_port = free_port(taken={api_port})
+
+    args = [
+        str(binary), "serve",
+        "--data-dir", str(data_dir),
+        "--listen", f"127.0.0.1:{api_port}",
+        "--meta-listen", f"127.0.0.1:{meta_port}",
+    ]
+    db_url = os.environ.get("CPFS_TEST_DATABASE_URL")
+    if db_url:
+        args += ["--database-url", db_url]
+    env = dict(os.environ)
+    env["CPFS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
+    env["CPFS_ACCESS_KEY_SECRET"] = ACCESS_KEY_SECRET
+    env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
+
+    stderr_path = workdir / "server.stderr"
+    with open(workdir / "server.stdout", "wb") as out, open(stderr_path, "wb") as err:
+        # Own process group: teardown also reaches the `cpfs node` children.
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(workdir), start_new_session=True)
+    srv = Server(api_port, meta_port, workdir, data_dir, proc, stderr_path, args)
+    LIVE_SERVERS.append(srv)
+    try:
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                pytest.fail(f"server exited with {rc} before it was ready\n"
+                            f"command: {' '.join(args)}\nstderr:\n{srv.stderr_tail()}")
+            status = healthz(api_port)
+            if status == 200:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after {READY_DEADLINE_S:.0f} s "
+                            f"(last /healthz status: {status})\n"
+                            f"command: {' '.join(args)}\nstderr:\n{srv.stderr_tail()}")
+            time.sleep(POLL_S)
+    except BaseException:
+        stop_group(proc)
+        LIVE_SERVERS.remove(srv)
+        raise
+    return srv
+
+
+def mounts_under(d):
+    prefix = os.path.realpath(d) + "/"
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split(" - ")[0].split()
+            if len(parts) >= 5:
+                mp = _unescape_mountinfo(parts[4])
+                if mp.startswith(prefix):
+                    out.append(mp)
+    return out
+
+
+@dataclass
+class FileSystem:
+    fs_id: str
+    domain: str
+
+
+def create_filesystem(server):
+    """CreateFileSystem + CreateMountTarget, waiting for Running / Active."""
+    fs_id = server.api("CreateFileSystem", FileSystemType="cpfs", ProtocolType="cpfs",
+                       StorageType="advance_100", Capacity=2048, ZoneId=ZONE,
+                       VpcId=VPC_ID, VSwitchId=VSWITCH_ID)["FileSystemId"]
+    last = {}
+
+    def running():
+        fss = server.api("DescribeFileSystems", FileSystemId=fs_id)["FileSystems"]["FileSystem"]
+        last["fs"] = fss
+        return bool(fss) and fss[0].get("Status") == "Running"
+    wait_until(f"{fs_id} Status Running", running, FS_DEADLINE_S,
+               interval_s=0.2, on_timeout=lambda: f"last: {last.get('fs')}\n{server.stderr_tail()}")
+
+    domain = server.api("CreateMountTarget", FileSystemId=fs_id, NetworkType="Vpc",
+                        VpcId=VPC_ID, VSwitchId=VSWITCH_ID)["MountTargetDomain"]
+    assert domain, "CreateMountTarget returned an empty MountTargetDomain"
+
+    def active():
+        mts = server.api("DescribeMountTargets", FileSystemId=fs_id)["MountTargets"]["MountTarget"]
+        last["mt"] = mts
+        return any(mt.get("MountTargetDomain") == domain and mt.get("Status") == "Active" for mt in mts)
+    wait_until(f"mount target {domain} Active", active, FS_DEADLINE_S,
+               interval_s=0.2, on_timeout=lambda: f"last: {last.get('mt')}\n{server.stderr_tail()}")
+    return FileSystem(fs_id, domain)
+
+
+# ---------------------------------------------------------------------------
+# Mounts
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Mount:
+    path: Path
+    domain: str
+    server: Server
+    proc: subprocess.Popen = None       # None for a daemonised (-d) mount
+    stderr_path: Path = None
+    args: list = field(default_factory=list)
+
+    def stderr_tail(self, lines=40):
+        return tail_text(self.stderr_path, lines) if self.stderr_path else "(no stderr file)"
+
+    def daemon_pids(self):
+        """Pids of `cpfs mount` processes serving this (unique) directory."""
+        pids = []
+        me = str(self.path)
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            words = [a.decode(errors="replace") for a in argv]
+            if "mount" in words and me in words and any(w.endswith("cpfs") for w in words[:1]):
+                pids.append(int(d.name))
+        return pids
+
+    def unmount(self):
+        """fusermount3 -u (retried until the deadline, then lazily), then make sure
+        the mount process is gone. Safe to call twice; never raises."""
+        deadline = time.monotonic() + UNMOUNT_DEADLINE_S
+        last_err = ""
+        while mount_entry(self.path) and time.monotonic() < deadline:
+            try:
+                r = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True,
+                                   text=True, timeout=UNMOUNT_DEADLINE_S)
+                last_err = r.stderr
+            except subprocess.TimeoutExpired:
+                last_err = "fusermount3 -u timed out"
+            if mount_entry(self.path):
+                time.sleep(0.2)
+        if mount_entry(self.path):
+            subprocess.run(["fusermount3", "-uz", str(self.path)], capture_output=True, timeout=30)
+            sys.stderr.write(f"[dataplane] {self.path}: unmount failed ({last_err.strip()}), "
+                             "lazily detached\n")
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                stop_group(self.proc)
+        else:
+            end = time.monotonic() + 10
+            pids = self.daemon_pids()
+            while pids and time.monotonic() < end:
+                time.sleep(0.1)
+                pids = self.daemon_pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self in LIVE_MOUNTS:
+            LIVE_MOUNTS.remove(self)
+
+
+def start_mount(server, domain, path, daemon=False, extra_args=()):
+    """Run `cpfs mount DOMAIN PATH --controlplane URL` and wait until PATH is a
+    mount point. Returns the Mount (registered for teardown)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    args = [str(require_binary()), "mount", domain, str(path), "--controlplane", server.url]
+    if daemon:
+        args.append("-d")
+    args += list(extra_args)
+    stderr_path = path.parent / f"{path.name}.mount.stderr"
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
+    with open(path.parent / f"{path.name}.mount.stdout", "wb") as out, open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                cwd=str(path.parent), start_new_session=True)
+    m = Mount(path, domain, server, None if daemon else proc, stderr_path, args)
+    LIVE_MOUNTS.append(m)
+
+    def ready():
+        rc = proc.poll()
+        if rc is not None and not daemon:
+            pytest.fail(f"`cpfs mount` exited with {rc} before {path} was mounted\n"
+                        f"command: {' '.join(args)}\nstderr:\n{m.stderr_tail()}\n"
+                        f"server stderr:\n{server.stderr_tail(30)}")
+        if daemon and rc is not None and rc != 0:
+            pytest.fail(f"`cpfs mount -d` exited with {rc}\ncommand: {' '.join(args)}\n"
+                        f"stderr:\n{m.stderr_tail()}")
+        return mount_entry(path) is not None and os.path.ismount(path)
+    try:
+        wait_until(f"{path} to be mounted by `{' '.join(args)}`", ready, MOUNT_DEADLINE_S,
+                   on_timeout=lambda: f"mount stderr:\n{m.stderr_tail()}\n"
+                                      f"server stderr:\n{server.stderr_tail(30)}")
+        if daemon:
+            try:
+                rc = proc.wait(timeout=MOUNT_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"`cpfs mount -d` did not return although {path} is mounted")
+            assert rc == 0, f"`cpfs mount -d` exited {rc}: {m.stderr_tail()}"
+    except BaseException:
+        m.unmount()
+        raise
+    return m
+
+
+class Mounter:
+    """Makes mounts and unmounts them all on cleanup()."""
+
+    def __init__(self, server, parent):
+        self.server = server
+        self.parent = Path(parent)
+        self.mounts = []
+
+    def mount(self, domain, name=None, daemon=False, extra_args=()):
+        name = name or f"mnt-{uuid.uuid4().hex[:8]}"
+        m = start_mount(self.server, domain, self.parent / name, daemon=daemon, extra_args=extra_args)
+        self.mounts.append(m)
+        return m
+
+    def cleanup(self):
+        for m in reversed(self.mounts):
+            m.unmount()
+        self.mounts.clear()
+
+
+def force_rmtree(path):
+    def onerror(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o755)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o755)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=onerror)
+
+
+# ---------------------------------------------------------------------------
+# Running as another uid
+# ---------------------------------------------------------------------------
+
+def _nobody():
+    try:
+        pw = pwd.getpwnam("nobody")
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        return 65534, 65534
+
+
+NOBODY_UID, NOBODY_GID = _nobody()
+# The interpreter itself, not the venv (whose directory nobody may not read).
+SYSTEM_PYTHON = os.path.realpath(sys.executable)
+
+_ERRNO_SNIPPET = r"""
+import errno, json, os, sys
+a = sys.argv[2:]
+try:
+    exec(sys.argv[1])
+except OSError as e:
+    print(json.dumps({"errno": e.errno, "msg": str(e)}))
+else:
+    print(json.dumps({"errno": 0}))
+"""
+
+
+def run_as_uid(argv, uid=NOBODY_UID, gid=NOBODY_GID, timeout=120, **kwargs):
+    """Run argv as uid/gid (no supplementary groups), from '/'."""
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"] + [str(a) for a in argv]
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    return subprocess.run(cmd, timeout=timeout, cwd="/", **kwargs)
+
+
+def errno_as_uid(code, *args, uid=NOBODY_UID, gid=NOBODY_GID):
+    """Exec the Python statements `code` as uid (the list `a` holds args as str).
+
+    Returns 0 when they succeed, else the errno of the OSError they raised."""
+    r = run_as_uid([SYSTEM_PYTHON, "-I", "-c", _ERRNO_SNIPPET, code, *args], uid=uid, gid=gid)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise AssertionError(f"snippet as uid {uid} crashed (rc {r.returncode}):\n{code}\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])["errno"]
+
+

@@ -1,0 +1,161 @@
+"""The `cpfs mount` and `cpfs stripe` commands."""
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from dataplane_harness import (
+    MOUNT_DEADLINE_S, UNMOUNT_DEADLINE_S, cpfs_binary, mount_entry, wait_until,
+)
+
+MiB = 1 << 20
+
+
+def cpfs(*args, timeout=MOUNT_DEADLINE_S):
+    return subprocess.run([str(cpfs_binary()), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------------------
+# Mount failures and lifecycle
+# ---------------------------------------------------------------------------
+
+def test_mount_unknown_domain_fails_clearly(server, filesystem, base_dir):
+    d = base_dir / f"bad-domain-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    fs_part = filesystem.domain.split(".", 1)
+    bad = f"{filesystem.fs_id}-zzzzzz.{fs_part[1]}"        # well-formed, but no such target
+    for domain in (bad, "not-a-mount-target"):
+        try:
+            r = cpfs("mount", domain, d, "--controlplane", server.url)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`cpfs mount {domain}` hangs instead of failing")
+        finally:
+            if mount_entry(d):
+                subprocess.run(["fusermount3", "-u", str(d)], capture_output=True, timeout=30)
+        assert r.returncode != 0, f"`cpfs mount {domain}` exited 0"
+        assert mount_entry(d) is None
+        assert r.stderr.strip(), f"`cpfs mount {domain}` failed without a message"
+        assert domain in r.stderr, f"the message does not name the domain: {r.stderr!r}"
+
+
+def test_mount_missing_directory_fails_clearly(server, filesystem, base_dir):
+    d = base_dir / f"does-not-exist-{uuid.uuid4().hex[:6]}"
+    try:
+        r = cpfs("mount", filesystem.domain, d, "--controlplane", server.url)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`cpfs mount` on a missing directory hangs instead of failing")
+    assert r.returncode != 0
+    assert not d.exists(), "cpfs mount created the missing mount point"
+    assert r.stderr.strip(), "failed without a message"
+    assert str(d) in r.stderr, f"the message does not name the directory: {r.stderr!r}"
+
+
+def test_foreground_mount_exits_0_on_unmount(mounter, filesystem):
+    m = mounter.mount(filesystem.domain)
+    (m.path / "hello").write_bytes(b"hi")
+    r = subprocess.run(["fusermount3", "-u", str(m.path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"fusermount3 -u: {r.stderr}"
+    try:
+        rc = m.proc.wait(timeout=UNMOUNT_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail("`cpfs mount` still runs after its directory was unmounted")
+    assert rc == 0, f"`cpfs mount` exited {rc} after unmount:\n{m.stderr_tail()}"
+    assert not m.path.joinpath("hello").exists()
+
+
+def test_daemon_mount(mounter, filesystem):
+    m = mounter.mount(filesystem.domain, daemon=True)   # returns once mounted, exit 0
+    assert os.path.ismount(m.path)
+    (m.path / "from-daemon").write_bytes(b"d")
+    assert (m.path / "from-daemon").read_bytes() == b"d"
+    # (daemon_pids finds the daemon by its command line; a daemon that rewrote
+    # it is not found, and then only the unmount itself is checked.)
+    r = subprocess.run(["fusermount3", "-u", str(m.path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, f"fusermount3 -u: {r.stderr}"
+    assert mount_entry(m.path) is None
+    wait_until("the daemonised `cpfs mount` to exit after unmount",
+               lambda: not m.daemon_pids(), UNMOUNT_DEADLINE_S)
+
+
+def test_data_survives_remount(mounter, filesystem):
+    data = os.urandom(5 * MiB + 3)
+    m = mounter.mount(filesystem.domain)
+    (m.path / "persist").mkdir()
+    (m.path / "persist" / "blob").write_bytes(data)
+    os.symlink("blob", m.path / "persist" / "link")
+    m.unmount()
+    m2 = mounter.mount(filesystem.domain)
+    assert (m2.path / "persist" / "blob").read_bytes() == data
+    assert os.readlink(m2.path / "persist" / "link") == "blob"
+
+
+def test_mount_is_fuse(mount):
+    entry = mount_entry(mount.path)
+    assert entry["fstype"].startswith("fuse"), entry
+
+
+# ---------------------------------------------------------------------------
+# Striping
+# ---------------------------------------------------------------------------
+
+def stripe_get(path):
+    r = cpfs("stripe", "get", path)
+    assert r.returncode == 0, f"cpfs stripe get {path}: {r.stderr}"
+    layout = json.loads(r.stdout)
+    assert set(layout) >= {"chunk_size", "stripe_width"}, layout
+    return layout
+
+
+def stripe_set(path, chunk_size, width):
+    return cpfs("stripe", "set", path, "--chunk-size", chunk_size, "--stripe-width", width)
+
+
+def test_stripe_default_layout(mount):
+    layout = stripe_get(mount.path)
+    assert layout["chunk_size"] > 0 and layout["stripe_width"] >= 1
+
+
+def test_stripe_directory_is_inherited(mount, server):
+    d = mount.path / f"striped-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    r = stripe_set(d, 65536, 3)
+    assert r.returncode == 0, r.stderr
+    assert stripe_get(d) == {"chunk_size": 65536, "stripe_width": 3}
+    before = set(server.chunk_files())
+    data = os.urandom(MiB + 1)
+    with open(d / "f", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    assert stripe_get(d / "f") == {"chunk_size": 65536, "stripe_width": 3}
+    (d / "sub").mkdir()
+    assert stripe_get(d / "sub") == {"chunk_size": 65536, "stripe_width": 3}
+    assert (d / "f").read_bytes() == data
+    # 17 chunks of 64 KiB over a width of 3: every node holds some of them.
+    new = [p for p in server.chunk_files() if p not in before]
+    nodes = {p.relative_to(server.data_dir / "nodes").parts[0] for p in new}
+    assert len(nodes) == 3, f"1 MiB striped 64 KiB x 3 landed on nodes {sorted(nodes)} only"
+    assert len(new) >= 17, f"only {len(new)} new chunk files for 17 chunks"
+
+
+def test_stripe_empty_file_and_refusal_on_data(mount):
+    d = mount.path / f"stripe-file-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    empty = d / "empty"
+    empty.touch()
+    r = stripe_set(empty, 131072, 2)
+    assert r.returncode == 0, r.stderr
+    assert stripe_get(empty) == {"chunk_size": 131072, "stripe_width": 2}
+    data = os.urandom(300_000)
+    empty.write_bytes(data)
+    assert empty.read_bytes() == data
+    # The layout of a file that holds data cannot change under it.
+    r = stripe_set(empty, 65536, 3)
+    assert r.returncode != 0, "stripe set changed the layout of a file with data"
+    assert r.stderr.strip()
+    assert stripe_get(empty) == {"chunk_size": 131072, "stripe_width": 2}
+    assert empty.read_bytes() == data
