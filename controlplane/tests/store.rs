@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cpfs_controlplane::filesystems::{ChargeType, FileSystemFilter, NewFileSystem, Status};
-use cpfs_controlplane::nodes::{NodeRegistration, PlacementPolicy, GIB};
+use cpfs_controlplane::nodes::{PlacementPolicy, GIB};
 use cpfs_controlplane::reconciler::Reconciler;
 use cpfs_controlplane::spec::StorageType;
 use cpfs_controlplane::{ControlPlane, Error, ManualClock, RegionConfig, Store};
@@ -109,15 +109,19 @@ async fn lifecycle_on_every_backend() {
 
         // Nodes arrive: placement reserves capacity x R, Running.
         for i in 0..3 {
-            cp.register_node(&NodeRegistration {
+            let hb = cpfs_dataplane::node::Heartbeat {
                 id: format!("n{i}"),
-                address: format!("127.0.0.1:{i}"),
-                zone_id: "z".into(),
-                capacity_bytes: 100_000 * GIB,
-            })
-            .await
-            .unwrap();
+                address: format!("127.0.0.1:{}", 9000 + i),
+                zone: "z".into(),
+                capacity_bytes: 100_000 * GIB as u64,
+                stats: Default::default(),
+            };
+            let table = cp.node_heartbeat(&hb).await.unwrap();
+            // Chains form once R (2) nodes are up; later nodes get a chain appended.
+            assert_eq!(table.chains.len(), if i == 0 { 0 } else { i + 1 }, "{name}");
         }
+        let table = cp.chain_table().await.unwrap();
+        assert!(table.chains.iter().all(|c| c.members.len() == 2), "{name}");
         rec.pass().await.unwrap();
         assert_eq!(
             cp.file_system(&alice, &a).await.unwrap().status,
