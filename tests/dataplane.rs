@@ -1,0 +1,246 @@
+//! Data-plane behaviour of the real binaries that the POSIX suite does not
+//! cover: node authentication, persistence across restarts, and deletion.
+
+mod common;
+
+use common::Server;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn chunk_files(dir: &std::path::Path, fs_id: &str) -> usize {
+    let mut n = 0;
+    let Ok(nodes) = std::fs::read_dir(dir.join("data").join("nodes")) else {
+        return 0;
+    };
+    for node in nodes.flatten() {
+        let base = node.path().join("chunks").join(fs_id);
+        if let Ok(inodes) = std::fs::read_dir(base) {
+            for i in inodes.flatten() {
+                n += std::fs::read_dir(i.path()).map(|c| c.count()).unwrap_or(0);
+            }
+        }
+    }
+    n
+}
+
+struct Mount {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Mount {
+    fn new(server: &Server, domain: &str, name: &str) -> Mount {
+        let dir = server.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+            .args(["mount", domain])
+            .arg(&dir)
+            .args([
+                "--controlplane",
+                &format!("http://127.0.0.1:{}", server.port),
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut m = Mount { dir, child };
+        wait_for("the mount", || {
+            if let Ok(Some(s)) = m.child.try_wait() {
+                panic!("cpfs mount exited: {s}");
+            }
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap()
+                .contains(&format!(" {} ", m.dir.display()))
+        });
+        m
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn file_system_with_mount_target(c: &common::Client) -> (String, String) {
+    let id = c.create_fs("2048");
+    c.wait_running(&id);
+    let v = c.ok(
+        "CreateMountTarget",
+        &[
+            ("FileSystemId", &id),
+            ("NetworkType", "Vpc"),
+            ("VpcId", "v"),
+            ("VSwitchId", "s"),
+        ],
+    );
+    let domain = v["MountTargetDomain"].as_str().unwrap().to_string();
+    wait_for("an Active mount target", || {
+        c.ok("DescribeMountTargets", &[("FileSystemId", &id)])["MountTargets"]["MountTarget"][0]
+            ["Status"]
+            == "Active"
+    });
+    (id, domain)
+}
+
+#[test]
+fn a_node_with_the_wrong_cluster_token_is_refused() {
+    let server = Server::start(&["--nodes", "0"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+        .args(["node", "--data-dir"])
+        .arg(server.dir.join("rogue"))
+        .args([
+            "--controlplane",
+            &format!("http://127.0.0.1:{}", server.port),
+        ])
+        .env("CPFS_CLUSTER_TOKEN", "not-the-token")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster token"), "{err}");
+    // And without any token at all, a clear message.
+    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+        .args(["node", "--data-dir"])
+        .arg(server.dir.join("rogue2"))
+        .env_remove("CPFS_CLUSTER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CPFS_CLUSTER_TOKEN"));
+}
+
+#[test]
+fn data_survives_a_restart_and_deletion_removes_it() {
+    let mut server = Server::start(&[]);
+    let c = server.client();
+    let (id, domain) = file_system_with_mount_target(&c);
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    {
+        let m = Mount::new(&server, &domain, "m1");
+        std::fs::write(m.dir.join("data.bin"), &payload).unwrap();
+        std::fs::create_dir(m.dir.join("sub")).unwrap();
+    }
+    // Three 1 MiB chunks, two copies each.
+    assert_eq!(chunk_files(&server.dir, &id), 6);
+
+    // kill -9 the whole service (its nodes die with it), start it again.
+    server.kill9();
+    server.spawn();
+    let c = server.client();
+    {
+        let m = Mount::new(&server, &domain, "m2");
+        assert_eq!(std::fs::read(m.dir.join("data.bin")).unwrap(), payload);
+        assert!(m.dir.join("sub").is_dir());
+    }
+
+    // Deleting the file system removes its chunks from every node.
+    c.ok("DeleteFileSystem", &[("FileSystemId", &id)]);
+    c.wait_fs(&id, "gone", |f| f.is_none());
+    assert_eq!(chunk_files(&server.dir, &id), 0);
+    // A mount of the deleted file system is refused with a clear message.
+    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+        .args(["mount", &domain])
+        .arg(server.dir.join("m2"))
+        .args([
+            "--controlplane",
+            &format!("http://127.0.0.1:{}", server.port),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no mount target"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Nodes whose disks fill up: the write that does not fit fails with
+/// ENOSPC, and what was written before is intact.
+#[test]
+fn a_full_file_system_returns_enospc_and_keeps_its_data() {
+    let server = Server::start(&["--nodes", "0"]);
+    let token = std::fs::read_to_string(server.dir.join("data").join("cluster-token")).unwrap();
+    let mut nodes = Vec::new();
+    let mut tmpfs = Vec::new();
+    for i in 0..3 {
+        let dir = server.dir.join(format!("small-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "mounting a small tmpfs (the test runs as root)"
+        );
+        tmpfs.push(dir.clone());
+        nodes.push(
+            Command::new(env!("CARGO_BIN_EXE_cpfs"))
+                .args(["node", "--data-dir"])
+                .arg(&dir)
+                .args([
+                    "--controlplane",
+                    &format!("http://127.0.0.1:{}", server.port),
+                ])
+                .env("CPFS_CLUSTER_TOKEN", token.trim())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let c = server.client();
+    let (_id, domain) = file_system_with_mount_target(&c);
+    let result = std::panic::catch_unwind(|| {
+        let m = Mount::new(&server, &domain, "full");
+        let keep: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(m.dir.join("keep.bin"), &keep).unwrap();
+        // Each node holds 2/3 of all copies: ~24 MiB of data fills 16 MiB nodes.
+        use std::io::Write;
+        let mut f = std::fs::File::create(m.dir.join("fill.bin")).unwrap();
+        let block = vec![0x5au8; 1 << 20];
+        let mut err = None;
+        for _ in 0..64 {
+            if let Err(e) = f.write_all(&block) {
+                err = Some(e);
+                break;
+            }
+        }
+        let e = err.expect("writing 64 MiB into 48 MiB of node disks must fail");
+        assert_eq!(e.raw_os_error(), Some(libc_enospc()), "{e}");
+        drop(f);
+        assert_eq!(
+            std::fs::read(m.dir.join("keep.bin")).unwrap(),
+            keep,
+            "earlier data is intact"
+        );
+    });
+    for mut n in nodes {
+        let _ = n.kill();
+        let _ = n.wait();
+    }
+    for d in tmpfs {
+        let _ = Command::new("umount").arg("-l").arg(&d).status();
+    }
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn libc_enospc() -> i32 {
+    28
+}
