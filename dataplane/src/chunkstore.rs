@@ -210,11 +210,13 @@ impl ChunkStore {
         let first = offset / BLOCK;
         let last = (offset + data.len() as u64 - 1) / BLOCK;
         let count = last - first + 1;
-        if whole_blocks && (offset % BLOCK != 0 || data.len() as u64 % BLOCK != 0) {
+        if whole_blocks
+            && (!offset.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK))
+        {
             return Err(NodeError::Invalid("repairs cover whole blocks".into()));
         }
-        let head_partial = offset % BLOCK != 0;
-        let tail_partial = (offset + data.len() as u64) % BLOCK != 0;
+        let head_partial = !offset.is_multiple_of(BLOCK);
+        let tail_partial = !(offset + data.len() as u64).is_multiple_of(BLOCK);
         let mut blocks = vec![0u8; (count * BLOCK) as usize];
         if !whole_blocks && (head_partial || tail_partial) {
             // Old content of the partly covered edge blocks.
@@ -312,7 +314,7 @@ impl ChunkStore {
             return Ok(());
         }
         let keep_blocks = len.div_ceil(BLOCK);
-        if len % BLOCK != 0 && before >= keep_blocks * RECORD {
+        if !len.is_multiple_of(BLOCK) && before >= keep_blocks * RECORD {
             // Zero the tail of the last kept block.
             let b = keep_blocks - 1;
             let rec = self.read_records(&f, b, 1)?;

@@ -30,7 +30,8 @@ pub struct Piece {
 }
 
 pub fn validate(chunk_size: u64, stripe_width: u32) -> Result<(), String> {
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || chunk_size % BLOCK != 0 {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || !chunk_size.is_multiple_of(BLOCK)
+    {
         return Err(format!(
             "chunk size must be a multiple of 4096 between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"
         ));

@@ -19,6 +19,15 @@ const INO_BATCH: u64 = 1024;
 const MAX_XATTR_VALUE: usize = 64 * 1024;
 const MAX_READDIR: u32 = 4096;
 
+/// What a create makes.
+pub(crate) struct NewNode {
+    pub kind: Kind,
+    pub perm: u32,
+    pub rdev: u32,
+    /// Symlink target.
+    pub target: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Inode {
     pub attr: Attr,
@@ -505,11 +514,14 @@ impl MetaService {
         who: &Caller,
         parent: u64,
         name: &[u8],
-        kind: Kind,
-        perm_bits: u32,
-        rdev: u32,
-        target: Option<Vec<u8>>,
+        new: NewNode,
     ) -> Res<Attr> {
+        let NewNode {
+            kind,
+            perm: perm_bits,
+            rdev,
+            target,
+        } = new;
         check_name(name)?;
         if target
             .as_ref()
@@ -655,16 +667,16 @@ impl MetaService {
         Ok(())
     }
 
+    /// Moves `from` (parent, name) to `to` (parent, name).
     pub(crate) async fn rename(
         &self,
         s: &Session,
         who: &Caller,
-        parent: u64,
-        name: &[u8],
-        new_parent: u64,
-        new_name: &[u8],
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
         flags: u32,
     ) -> Res<()> {
+        let ((parent, name), (new_parent, new_name)) = (from, to);
         check_name(new_name)?;
         if name.len() > NAME_MAX {
             return fail(ENAMETOOLONG, "name too long");

@@ -9,6 +9,7 @@ use cpfs_dataplane::metaproto::{errno, Kind, MetaOp, MetaReply, MetaRequest};
 use cpfs_dataplane::proto::NodeRequest;
 use tokio::net::TcpListener;
 
+use crate::ns::NewNode;
 use crate::{effective, MetaService, Res};
 
 fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
@@ -68,8 +69,19 @@ impl MetaService {
                     };
                 }
                 reply(
-                    self.create(&s, &who, parent, &name, kind, mode & !umask, rdev, None)
-                        .await,
+                    self.create(
+                        &s,
+                        &who,
+                        parent,
+                        &name,
+                        NewNode {
+                            kind,
+                            perm: mode & !umask,
+                            rdev,
+                            target: None,
+                        },
+                    )
+                    .await,
                     MetaReply::Entry,
                 )
             }
@@ -79,8 +91,19 @@ impl MetaService {
                 mode,
                 umask,
             } => reply(
-                self.create(&s, &who, parent, &name, Kind::Dir, mode & !umask, 0, None)
-                    .await,
+                self.create(
+                    &s,
+                    &who,
+                    parent,
+                    &name,
+                    NewNode {
+                        kind: Kind::Dir,
+                        perm: mode & !umask,
+                        rdev: 0,
+                        target: None,
+                    },
+                )
+                .await,
                 MetaReply::Entry,
             ),
             MetaOp::Symlink {
@@ -93,10 +116,12 @@ impl MetaService {
                     &who,
                     parent,
                     &name,
-                    Kind::Symlink,
-                    0o777,
-                    0,
-                    Some(target),
+                    NewNode {
+                        kind: Kind::Symlink,
+                        perm: 0o777,
+                        rdev: 0,
+                        target: Some(target),
+                    },
                 )
                 .await,
                 MetaReply::Entry,
@@ -127,7 +152,7 @@ impl MetaService {
                 new_name,
                 flags,
             } => reply(
-                self.rename(&s, &who, parent, &name, new_parent, &new_name, flags)
+                self.rename(&s, &who, (parent, &name), (new_parent, &new_name), flags)
                     .await,
                 |_| MetaReply::Done,
             ),
