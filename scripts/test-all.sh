@@ -28,4 +28,7 @@ cargo build --bin cpfs
 .venv/bin/pytest -q tests/sdk
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/sdk
 
+step "POSIX, data and fio tests on a real FUSE mount"
+.venv/bin/pytest -q tests/dataplane
+
 step "all tests passed"
