@@ -131,6 +131,10 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
         fuser::MountOption::AllowOther,
         fuser::MountOption::AutoUnmount,
         fuser::MountOption::NoAtime,
+        // The kernel checks permissions on every path walk, including cached
+        // dentries the metadata service never sees again; the service checks
+        // each operation as well.
+        fuser::MountOption::DefaultPermissions,
     ];
     let session = fuser::Session::new(fs, &args.dir, &options)
         .with_context(|| format!("mounting on {}", args.dir.display()))?;
