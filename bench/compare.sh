@@ -102,7 +102,10 @@ log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 fail() { log "FAILURE: $*"; printf '%s\n' "$*" >>"$FAILURES"; }
 envline() { printf '%s\t%s\n' "$1" "$2" >>"$ENVF"; }
 section() { printf '%s\t%s\n' "$1" "$2" >>"$SECTIONS"; }
-alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+alive() { # a running (not zombie) process
+  [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null &&
+    [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
 
 wait_gone() { # wait_gone SECONDS PID
   local end=$((SECONDS + $1))
@@ -132,6 +135,7 @@ stop_cpfs() {
   # the nodes die with the server (PDEATHSIG); make sure of it, by pid
   local p
   for p in $NODE_PIDS; do
+    wait_gone 5 "$p" || true
     if alive "$p" && [[ $(cat "/proc/$p/comm" 2>/dev/null) == cpfs ]]; then
       log "data node $p outlived the server; stopping it"; stop_pid "$p"
     fi
@@ -169,7 +173,7 @@ sampler() {
 }
 
 top_frame() { # second frame of a 2-frame top (the first has no interval)
-  top -b -n 2 -d "${1:-2}" -w 160 | awk '/^top - /{n++} n==2' | head -n "${2:-20}"
+  { top -b -n 2 -d "${1:-2}" -w 160 || true; } | awk -v max="${2:-20}" '/^top - /{n++} n == 2 && c++ < max'
 }
 
 cpu_ticks() { # cpu_ticks PID : utime+stime in clock ticks ("-" when gone)
@@ -216,9 +220,72 @@ watch_cpfs_randread() { # watch_cpfs_randread SUITE_STDERR_FILE
   } >"$out"
 }
 
+# CPU used by processes that are not part of this benchmark between two
+# snapshots: everything except this script's descendants, the processes it
+# started (cpfs serve/nodes/mount), bindfs, the MooseFS daemons and kernel
+# threads. Processes that both start and exit between the snapshots are missed.
+procsnap() { # procsnap FILE : "pid ppid starttime ticks comm" per process
+  python3 - >"$1" <<'PY'
+import os
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        st = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm = st[st.index("(") + 1:st.rindex(")")].replace(" ", "_")
+    f = st[st.rindex(")") + 2:].split()
+    # f[0] = state (field 3); ppid = field 4, utime/stime = 14/15, starttime = 22
+    print(pid, f[1], f[19], int(f[11]) + int(f[12]), comm)
+PY
+}
+
+foreign_cpu() { # foreign_cpu SNAP0 SNAP1 SECONDS : "cores (top consumers)"
+  python3 - "$1" "$2" "$3" "$$" "$OURPIDS" "$(getconf CLK_TCK)" <<'PY'
+import sys
+a, b, secs, me, ours_f, hz = sys.argv[1:7]
+secs, hz = max(float(secs), 1e-9), float(hz)
+def load(p):
+    d = {}
+    for l in open(p):
+        pid, ppid, start, ticks, comm = l.split()
+        d[pid] = (ppid, start, int(ticks), comm)
+    return d
+s0, s1 = load(a), load(b)
+ours = set(open(ours_f).read().split())
+parent = {p: v[0] for p, v in s0.items()}
+parent.update({p: v[0] for p, v in s1.items()})
+def excluded(pid, comm):
+    if comm.startswith("mfs") or comm == "bindfs" or pid in ("1", "2"):
+        return True
+    seen = 0
+    while pid not in ("0", "1") and seen < 64:
+        if pid == me or pid in ours or pid == "2":
+            return True
+        pid = parent.get(pid, "0"); seen += 1
+    return False
+use = {}
+for pid, (ppid, start, ticks, comm) in s1.items():
+    if excluded(pid, comm):
+        continue
+    old = s0.get(pid)
+    d = ticks - old[2] if old and old[1] == start else ticks
+    if d > 0:
+        use[comm] = use.get(comm, 0) + d
+tot = sum(use.values()) / hz / secs
+top = sorted(use.items(), key=lambda kv: -kv[1])[:4]
+print(f"{tot:.2f} cores (" + ", ".join(f"{c} {t / hz / secs:.2f}" for c, t in top) + ")")
+PY
+}
+
 # ------------------------------------------------------------ one target --
-run_target() { # run_target LABEL DIR
-  local label=$1 dir=$2 rc=0 t0 t1
+backing() { # backing PATH : "fstype device" of the file system holding PATH
+  df --output=fstype,source "$1" 2>/dev/null | awk 'NR == 2 {print $1, $2}'
+}
+
+run_target() { # run_target LABEL DIR [BACKING_STORE_DIR]
+  local label=$1 dir=$2 store=${3:-$2} rc=0 t0 t1
   local outf=$WORK/suite-$label.out errf=$WORK/suite-$label.err
   log "settling ${SETTLE}s before $label"
   sync; sleep "$SETTLE"
@@ -229,17 +296,21 @@ run_target() { # run_target LABEL DIR
   log "before $label: $(uptime)"
   local raw=()
   ((KEEP_RAW)) && raw=(RAW_DIR="$RESULTS_DIR/$DATE-raw")
+  procsnap "$WORK/procs0-$label"
   t0=$(date +%s)
   if [[ $label == cpfs ]]; then watch_cpfs_randread "$errf" & WATCH_PID=$!; fi
   log "running fio-suite on $label"
   env "${raw[@]}" "$SUITE" "$dir" "$label" >"$outf" 2> >(tee "$errf" >&2) || rc=$?
   t1=$(date +%s)
+  procsnap "$WORK/procs1-$label"
+  local foreign; foreign=$(foreign_cpu "$WORK/procs0-$label" "$WORK/procs1-$label" $((t1 - t0)) 2>&1 || echo "?")
+  log "$label: CPU used by other processes during the suite: $foreign"
   if [[ -n $WATCH_PID ]]; then wait "$WATCH_PID" 2>/dev/null || true; WATCH_PID=; fi
   cat "$outf"
   cat "$outf" >>"$LINES"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$dir" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$dir" \
     "$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || echo ?)" \
-    "$(df --output=source "$dir" 2>/dev/null | tail -n 1)" "$t0" "$t1" "$rc" >>"$TARGETS_TSV"
+    "$(backing "$store")" "$t0" "$t1" "$rc" "$foreign" "$store" >>"$TARGETS_TSV"
   section "State before $label" "$WORK/before-$label.txt"
   if ((rc != 0)); then
     fail "$label: fio-suite.sh exited $rc"
@@ -405,7 +476,7 @@ for t in $TARGETS; do
       mkdir -p "$WORK/bindfs-src" "$BINDFS_MNT"
       if bindfs "$WORK/bindfs-src" "$BINDFS_MNT" && mountpoint -q "$BINDFS_MNT"; then
         envline "bindfs" "$(bindfs --version 2>&1 | head -n 1)"
-        run_target bindfs "$BINDFS_MNT"
+        run_target bindfs "$BINDFS_MNT" "$WORK/bindfs-src"
       else
         fail "bindfs mount failed"
       fi
@@ -413,7 +484,7 @@ for t in $TARGETS; do
       ;;
     cpfs)
       if start_cpfs; then
-        run_target cpfs "$CPFS_MNT"
+        run_target cpfs "$CPFS_MNT" "$CPFS_DATA"
         [[ -f $WORK/cpfs-randread-cpu.txt ]] && section "CPU during CPFS randread (per process)" "$WORK/cpfs-randread-cpu.txt"
         [[ -f $WORK/cpfs-randread-top.txt ]] && section "top during CPFS randread (3 s in, 2 s interval)" "$WORK/cpfs-randread-top.txt"
       fi
@@ -424,7 +495,9 @@ for t in $TARGETS; do
       ;;
     moosefs)
       if start_moosefs; then
-        run_target moosefs "$MFS_DIR"
+        # peer-setup.sh keeps MooseFS's chunks under $PEERS_ROOT/moosefs, PEERS_ROOT being
+        # two levels above the mount point ($PEERS_ROOT/mnt/moosefs)
+        run_target moosefs "$MFS_DIR" "$(dirname "$(dirname "$MFS_DIR")")/moosefs"
       fi
       ;;
     *) fail "unknown target $t" ;;
@@ -514,35 +587,44 @@ for r in env:
 w("")
 w("## Targets")
 w("")
-w("| target | dir | fs | device | wall s | suite rc | load1 before | load1 mean/max during | compiler / test processes seen |")
+w("| target | dir | fs | backing store (fs, device) | wall s | suite rc | load1 before | CPU of other processes during the suite | compiler / test processes seen |")
 w("|---|---|---|---|---|---|---|---|---|")
 loads = []
 for l in read(f"{work}/load.txt").splitlines():
     f = l.split()
     if len(f) == 5:
         loads.append((int(f[0]), float(f[1]), int(f[2]), int(f[3]), int(f[4])))
+devs = set()
 for t in targets:
     r = tinfo.get(t)
-    if not r:
+    if not r or len(r) < 9:
         w(f"| {t} | (not run) | | | | | | | |")
         continue
-    _, d, fs, dev, t0, t1, rc = r
+    _, d, fs, back, t0, t1, rc, foreign, store = r[:9]
+    devs.add(back.split(" ")[-1])
     t0, t1 = int(t0), int(t1)
     up = read(f"{work}/before-{t}.txt").splitlines()
     l1 = "-"
     if len(up) > 1 and "load average:" in up[1]:
         l1 = up[1].split("load average:")[1].split(",")[0].strip()
     win = [x for x in loads if t0 <= x[0] <= t1]
-    lm = f"{statistics.mean(x[1] for x in win):.2f} / {max(x[1] for x in win):.2f}" if win else "-"
     busy = [x for x in win if x[2] or x[3] or x[4]]
     if win:
         seen = (f"{len(busy)}/{len(win)} samples (max {max(x[2] for x in win)} rustc, "
                 f"{max(x[3] for x in win)} pytest/cargo, {max(x[4] for x in win)} other cpfs)")
     else:
         seen = "-"
-    w(f"| {t} | `{d}` | {fs} | {dev} | {t1 - t0} | {rc} | {l1} | {lm} | {seen} |")
+    w(f"| {t} | `{d}` | {fs} | {back} (`{store}`) | {t1 - t0} | {rc} | {l1} | {foreign} | {seen} |")
 w("")
-w("Load samples are taken every 5 s; \"other cpfs\" counts cpfs processes not started by this run (e.g. a test suite).")
+if len(devs) == 1:
+    w(f"All backing stores are on the same device ({devs.pop()}).")
+elif devs:
+    w(f"**Backing stores are on different devices: {', '.join(sorted(devs))}.**")
+w("")
+w("\"CPU of other processes\": CPU time (in cores, averaged over the suite's wall time) used by processes that are not part of this run "
+  "(not this script's children, the cpfs processes it started, bindfs, the MooseFS daemons or kernel threads), from /proc snapshots before and after; "
+  "the machine has " + str(os.cpu_count()) + " cores.")
+w("Process counts are sampled every 5 s; \"other cpfs\" counts cpfs processes not started by this run (e.g. a test suite).")
 w("")
 
 if "cpfs" in cols:

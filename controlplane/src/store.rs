@@ -61,11 +61,15 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // FULL: a committed API call survives power loss, not
-                        // only a crash. busy_timeout: writers queue instead of
-                        // failing with SQLITE_BUSY.
+                        // NORMAL in WAL mode: a commit survives a crash or
+                        // kill -9 of any process; after a power loss the last
+                        // commits before the WAL's next sync may be lost (the
+                        // guarantee of MooseFS's periodically flushed
+                        // changelog). FULL would fsync every namespace
+                        // operation and cap creates at the disk's sync rate.
+                        // busy_timeout: writers queue instead of failing.
                         conn.execute(
-                            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
                     }

@@ -184,18 +184,41 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-/// The caller's identity; supplementary groups come from /proc.
+/// The caller's identity; supplementary groups come from /proc, cached
+/// per process for a second (reading /proc on every request costs more than
+/// the request).
 fn caller(req: &Request<'_>) -> Caller {
-    let mut groups = Vec::new();
-    if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) {
-        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
-            groups = line[7..]
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .take(64)
-                .collect();
+    type GroupCache = Mutex<HashMap<u32, (Vec<u32>, std::time::Instant)>>;
+    static GROUPS: OnceLock<GroupCache> = OnceLock::new();
+    let cache = GROUPS.get_or_init(Default::default);
+    let pid = req.pid();
+    let cached = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&pid)
+        .filter(|(_, at)| at.elapsed() < Duration::from_secs(1))
+        .map(|(g, _)| g.clone());
+    let groups = match cached {
+        Some(g) => g,
+        None => {
+            let mut groups = Vec::new();
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
+                    groups = line[7..]
+                        .split_whitespace()
+                        .filter_map(|g| g.parse().ok())
+                        .take(64)
+                        .collect();
+                }
+            }
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() > 4096 {
+                c.clear();
+            }
+            c.insert(pid, (groups.clone(), std::time::Instant::now()));
+            groups
         }
-    }
+    };
     Caller {
         uid: req.uid(),
         gid: req.gid(),
@@ -627,44 +650,19 @@ impl Filesystem for CpfsFs {
         let name = name.as_bytes().to_vec();
         let acc = flags & libc::O_ACCMODE;
         self.rt.spawn(async move {
-            let a = match meta
-                .call(
-                    &who,
-                    MetaOp::Mknod {
-                        parent,
-                        name,
-                        mode: (mode & 0o7777) | 0o100000,
-                        rdev: 0,
-                        umask,
-                    },
-                )
-                .await
-            {
-                Ok(MetaReply::Entry(a)) => a,
-                Ok(_) => return reply.error(errno::EIO),
-                Err(e) => return reply.error(e),
+            let op = MetaOp::Create {
+                parent,
+                name,
+                mode,
+                umask,
+                read: acc != libc::O_WRONLY,
             };
-            // The creator may write what it created, whatever the new mode says.
-            let as_root = Caller {
-                uid: 0,
-                gid: 0,
-                groups: vec![],
-            };
-            let o = match meta
-                .call(
-                    &as_root,
-                    MetaOp::Open {
-                        ino: a.ino,
-                        read: acc != libc::O_WRONLY,
-                        write: true,
-                    },
-                )
-                .await
-            {
+            let o = match meta.call(&who, op).await {
                 Ok(MetaReply::Open(o)) => o,
                 Ok(_) => return reply.error(errno::EIO),
                 Err(e) => return reply.error(e),
             };
+            let a = o.attr.clone();
             shown
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

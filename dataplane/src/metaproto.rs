@@ -128,6 +128,14 @@ pub enum MetaOp {
         mode: u32,
         umask: u32,
     },
+    /// Creates a regular file and opens it, in one round trip.
+    Create {
+        parent: u64,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        read: bool,
+    },
     Symlink {
         parent: u64,
         name: Vec<u8>,

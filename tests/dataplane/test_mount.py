@@ -98,6 +98,13 @@ def test_mount_is_fuse(mount):
     assert entry["fstype"].startswith("fuse"), entry
 
 
+def test_df_reports_the_capacity(mount):
+    """The file system was bought with Capacity=2048 (GiB); df shows that size."""
+    sv = os.statvfs(mount.path)
+    assert sv.f_blocks * sv.f_frsize == 2048 << 30
+    assert 0 < sv.f_bavail <= sv.f_blocks
+
+
 # ---------------------------------------------------------------------------
 # Striping
 # ---------------------------------------------------------------------------

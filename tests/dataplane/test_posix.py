@@ -9,7 +9,9 @@ themselves against a kernel file system:
 Runs as root; the uid-switch cases run snippets as nobody (errno_as).
 """
 
+import ctypes
 import errno
+import mmap
 import os
 import re
 import socket
@@ -163,6 +165,56 @@ def test_statvfs(target_dir):
     assert sv.f_namemax >= 255
 
 
+def test_offsets_beyond_4_gib(target_dir):
+    p = target_dir / "far"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        assert os.pwrite(fd, b"far", 5 << 30) == 3
+        assert os.fstat(fd).st_size == (5 << 30) + 3
+        assert os.pread(fd, 3, 5 << 30) == b"far"
+        assert os.pread(fd, 8, 4 << 30) == bytes(8)
+    finally:
+        os.close(fd)
+
+
+def test_mmap_shared_write(target_dir):
+    p = target_dir / "mapped"
+    write_file(p, bytes(3 * 4096))
+    fd = os.open(p, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, 3 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mp:
+            mp[4000:4200] = b"m" * 200          # across a page boundary
+            mp.flush()
+        assert os.pread(fd, 200, 4000) == b"m" * 200
+    finally:
+        os.close(fd)
+    assert read_file(p) == bytes(4000) + b"m" * 200 + bytes(3 * 4096 - 4200)
+
+
+def test_posix_fallocate(target_dir):
+    fd = os.open(target_dir / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"keep")
+        os.posix_fallocate(fd, 0, MiB)
+        assert os.fstat(fd).st_size == MiB
+    finally:
+        os.close(fd)
+    assert read_file(target_dir / "f") == b"keep" + bytes(MiB - 4)
+
+
+def test_names_are_arbitrary_bytes(target_dir):
+    names = [b"\xff\xfe-not-utf8", "caf\u00e9-\u65e5\u672c".encode(), b"with space",
+             b"new\nline", b"tab\there", b"-dash", b"...", b"back\\slash", b"x" * 255]
+    d = bytes(target_dir) + b"/"
+    for n in names:
+        os.close(os.open(d + n, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+    assert sorted(os.listdir(bytes(target_dir))) == sorted(names)
+    for n in names:
+        assert stat.S_ISREG(os.stat(d + n).st_mode), n
+    os.rename(d + names[0], d + b"\x80renamed")
+    assert os.path.exists(d + b"\x80renamed") and not os.path.exists(d + names[0])
+
+
 # ---------------------------------------------------------------------------
 # Directories
 # ---------------------------------------------------------------------------
@@ -182,6 +234,18 @@ def test_directories(target_dir):
     os.rmdir(target_dir / "a" / "b")
     assert sorted(os.listdir(target_dir / "a")) == ["file", "x"]
     expect_errno(errno.ENOENT, os.stat, target_dir / "a" / "b")
+
+
+def test_directory_nlink_counts_subdirectories(target_dir):
+    d = target_dir / "d"
+    os.mkdir(d)
+    assert os.stat(d).st_nlink == 2
+    os.mkdir(d / "a")
+    os.mkdir(d / "b")
+    write_file(d / "f", b"")
+    assert os.stat(d).st_nlink == 4
+    os.rmdir(d / "a")
+    assert os.stat(d).st_nlink == 3
 
 
 def test_rmdir_of_a_file_is_enotdir(target_dir):
@@ -418,6 +482,21 @@ def test_rename_dir_over_file_is_enotdir(target_dir):
 def test_rename_dir_into_itself_is_einval(target_dir):
     os.makedirs(target_dir / "d" / "sub")
     expect_errno(errno.EINVAL, os.rename, target_dir / "d", target_dir / "d" / "sub" / "d")
+
+
+def test_rename_noreplace_over_existing_is_eexist(target_dir):
+    write_file(target_dir / "a", b"a")
+    write_file(target_dir / "b", b"b")
+    libc = ctypes.CDLL(None, use_errno=True)
+    RENAME_NOREPLACE, AT_FDCWD = 1, -100
+    ret = libc.renameat2(AT_FDCWD, bytes(target_dir / "a"), AT_FDCWD, bytes(target_dir / "b"),
+                         RENAME_NOREPLACE)
+    assert ret == -1 and ctypes.get_errno() == errno.EEXIST, (ret, ctypes.get_errno())
+    assert read_file(target_dir / "b") == b"b"
+    ret = libc.renameat2(AT_FDCWD, bytes(target_dir / "a"), AT_FDCWD, bytes(target_dir / "c"),
+                         RENAME_NOREPLACE)
+    assert ret == 0, ctypes.get_errno()
+    assert read_file(target_dir / "c") == b"a"
 
 
 def test_rename_missing_is_enoent(target_dir):

@@ -806,6 +806,47 @@ impl MetaService {
         })
     }
 
+    /// A new regular file, opened for writing (and reading) by its creator
+    /// whatever mode it was given, as open(O_CREAT) does.
+    pub(crate) async fn create_open(
+        &self,
+        s: &Session,
+        who: &Caller,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        read: bool,
+    ) -> Res<OpenFile> {
+        let attr = self
+            .create(
+                s,
+                who,
+                parent,
+                name,
+                NewNode {
+                    kind: Kind::File,
+                    perm,
+                    rdev: 0,
+                    target: None,
+                },
+            )
+            .await?;
+        let mut c = self.conn().await?;
+        let i = load(&mut c, &s.fs, attr.ino).await?;
+        let rights = if read { READ | WRITE } else { WRITE };
+        self.opened(&s.fs, attr.ino);
+        Ok(OpenFile {
+            attr,
+            layout: Layout {
+                chunk_size: i.chunk_size,
+                chains: i.chains,
+            },
+            cap: self
+                .key
+                .issue(&s.fs, i.attr.ino, rights, t_secs() + CAPABILITY_SECS),
+        })
+    }
+
     pub(crate) fn release(&self, s: &Session, ino: u64) {
         self.released(&s.fs, ino);
     }

@@ -126,6 +126,17 @@ impl MetaService {
                 .await,
                 MetaReply::Entry,
             ),
+            MetaOp::Create {
+                parent,
+                name,
+                mode,
+                umask,
+                read,
+            } => reply(
+                self.create_open(&s, &who, parent, &name, mode & 0o7777 & !umask, read)
+                    .await,
+                MetaReply::Open,
+            ),
             MetaOp::Readlink { ino } => reply(self.readlink(&s, ino).await, MetaReply::Link),
             MetaOp::Link {
                 ino,
