@@ -29,6 +29,9 @@
 #   TARGETS      subset/order of "local bindfs cpfs moosefs" (default: all four)
 #   MD_SETTLE    passed to fio-suite.sh (default 30, as the suite recommends)
 #   SETTLE       seconds to sync and idle before each target (default 10)
+#   QUIET_WAIT   before each target, wait up to this many seconds for the
+#                machine to be >= QUIET_IDLE % (default 90) idle (default 0:
+#                don't wait); useful when builds/tests come and go
 #   SKIP_BUILD   1 = use the existing target/release/cpfs
 #   CPFS_BENCH_PORT  API port for cpfs serve (default: a free port)
 #   KEEP_RAW     1 = keep fio's JSON under bench/results/<date>-raw/
@@ -69,6 +72,8 @@ flock -n 9 || { echo "another compare.sh run is in progress" >&2; exit 2; }
 TARGETS=${TARGETS:-local bindfs cpfs moosefs}
 export MD_SETTLE=${MD_SETTLE:-30}
 SETTLE=${SETTLE:-10}
+QUIET_WAIT=${QUIET_WAIT:-0}
+QUIET_IDLE=${QUIET_IDLE:-90}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_RAW=${KEEP_RAW:-0}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -280,8 +285,16 @@ PY
 }
 
 # ------------------------------------------------------------ one target --
+idle_pct() { # idle_pct : % of all CPUs idle over 2 s
+  local a b
+  a=$(awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
+  sleep 2
+  b=$(awk '/^cpu /{print $5 + $6, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a, x, " "); split(b, y, " "); printf "%d\n", (y[1] - x[1]) * 100 / (y[2] - x[2] + 1e-9)}'
+}
+
 backing() { # backing PATH : "fstype device" of the file system holding PATH
-  df --output=fstype,source "$1" 2>/dev/null | awk 'NR == 2 {print $1, $2}'
+  df --output=fstype,source "$1" 2>/dev/null | awk 'NR == 2 {sub("^/dev/", "", $2); print $1, $2}'
 }
 
 run_target() { # run_target LABEL DIR [BACKING_STORE_DIR]
@@ -289,7 +302,18 @@ run_target() { # run_target LABEL DIR [BACKING_STORE_DIR]
   local outf=$WORK/suite-$label.out errf=$WORK/suite-$label.err
   log "settling ${SETTLE}s before $label"
   sync; sleep "$SETTLE"
+  if ((QUIET_WAIT > 0)); then
+    local qend=$((SECONDS + QUIET_WAIT)) qt0=$SECONDS idle
+    while :; do
+      idle=$(idle_pct)
+      ((idle >= QUIET_IDLE)) && { log "machine ${idle}% idle after $((SECONDS - qt0)) s of waiting"; break; }
+      ((SECONDS < qend)) || { log "machine still only ${idle}% idle after ${QUIET_WAIT}s; running anyway"; break; }
+      sleep 3
+    done
+    echo "waited $((SECONDS - qt0)) s for >= ${QUIET_IDLE}% idle (QUIET_WAIT=$QUIET_WAIT); last sample ${idle}% idle" >"$WORK/quiet-$label.txt"
+  fi
   {
+    [[ -f $WORK/quiet-$label.txt ]] && cat "$WORK/quiet-$label.txt"
     echo "\$ uptime"; uptime
     echo; echo "\$ top -b (second frame, 1 s interval), busiest processes:"; top_frame 1 15
   } >"$WORK/before-$label.txt"
@@ -453,7 +477,7 @@ envline "date (UTC)" "$(date -u '+%Y-%m-%d %H:%M:%S')"
 envline "host" "$(uname -sr), $(nproc) CPUs, $(awk '/MemTotal/{printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
 envline "fio" "$(fio --version)"
 envline "repo" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
-envline "suite" "fio-suite.sh, MD_SETTLE=$MD_SETTLE, RUNTIME=${RUNTIME:-10}, RR_REPEAT=${RR_REPEAT:-2}, MD_FILES=${MD_FILES:-2000}; SETTLE=$SETTLE s before each target"
+envline "suite" "fio-suite.sh, MD_SETTLE=$MD_SETTLE, RUNTIME=${RUNTIME:-10}, RR_REPEAT=${RR_REPEAT:-2}, MD_FILES=${MD_FILES:-2000}; SETTLE=$SETTLE s before each target, QUIET_WAIT=$QUIET_WAIT s (>= $QUIET_IDLE % idle)"
 
 if ((SKIP_BUILD)); then
   log "SKIP_BUILD=1: using the existing $CPFS_BIN"
@@ -509,13 +533,16 @@ kill "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=
 
 # ----------------------------------------------------------------- report --
 # Machine paths are replaced by placeholders before anything is written.
-python3 - "$REPORT" "$WORK" "$REPO" "$SHARED" "${MFS_DIR:-}" "$TARGETS" <<'PY'
-import os, sys, statistics
-report, work, repo, shared, mfs_dir, targets = sys.argv[1:7]
+PEERS_ROOT_DIR=
+[[ -n $MFS_DIR ]] && PEERS_ROOT_DIR=$(dirname "$(dirname "$MFS_DIR")")
+python3 - "$REPORT" "$WORK" "$REPO" "$SHARED" "${MFS_DIR:-}" "$PEERS_ROOT_DIR" "$TARGETS" <<'PY'
+import os, re, sys, statistics
+report, work, repo, shared, mfs_dir, peers_root, targets = sys.argv[1:8]
 targets = targets.split()
 
 subs = sorted([(work, "$WORK"), (repo, "<repo>"), (shared, "$CPFS_SHARED_BENCH")]
-              + ([(mfs_dir, "<moosefs mount>")] if mfs_dir else []),
+              + ([(mfs_dir, "<moosefs mount>")] if mfs_dir else [])
+              + ([(peers_root, "$PEERS_ROOT")] if peers_root else []),
               key=lambda s: -len(s[0]))
 def clean(s):
     for a, b in subs:
@@ -605,8 +632,10 @@ for t in targets:
     t0, t1 = int(t0), int(t1)
     up = read(f"{work}/before-{t}.txt").splitlines()
     l1 = "-"
-    if len(up) > 1 and "load average:" in up[1]:
-        l1 = up[1].split("load average:")[1].split(",")[0].strip()
+    for u in up:
+        if "load average:" in u:
+            l1 = u.split("load average:")[1].split(",")[0].strip()
+            break
     win = [x for x in loads if t0 <= x[0] <= t1]
     busy = [x for x in win if x[2] or x[3] or x[4]]
     if win:
@@ -646,16 +675,15 @@ for job in jobs:
     w("")
     w(f"### {job}")
     w("")
-    w("| | " + " | ".join(names.get(t, t) for t in cols) + " | "
-      + " | ".join(f"CPFS/{names[o]}" for o in others) + (" |" if others else ""))
+    w("| " + " | ".join([""] + [names.get(t, t) for t in cols] + [f"CPFS/{names[o]}" for o in others]) + " |")
     w("|---|" + "---:|" * (len(cols) + len(others)))
     for m, i in metrics:
         vals = [res.get((t, job), ["-"] * 4)[i] for t in cols]
         if all(v == "-" for v in vals):
             continue
         c = res.get(("cpfs", job), ["-"] * 4)[i]
-        w(f"| {m} | " + " | ".join(fmt(v) for v in vals) + " | "
-          + " | ".join(ratio(c, res.get((o, job), ["-"] * 4)[i]) for o in others) + (" |" if others else ""))
+        w("| " + " | ".join([m] + [fmt(v) for v in vals]
+                            + [ratio(c, res.get((o, job), ["-"] * 4)[i]) for o in others]) + " |")
 
 w("")
 w("## Failures")
@@ -682,9 +710,14 @@ w("")
 w("```")
 w("\n".join(lines))
 w("```")
+text = "\n".join(out) + "\n"
+# last line of defence: no absolute paths of this machine in the report
+for m in sorted(set(re.findall(r"(?<![\w.$<])/(?:tmp|work|root|home|var|mnt|srv|opt)/[^\s`|)'\"]*", text))):
+    print(f"warning: report mentions the path {m}; replaced by <path>", file=sys.stderr)
+    text = text.replace(m, "<path>")
 os.makedirs(os.path.dirname(report), exist_ok=True)
 with open(report, "w") as fh:
-    fh.write("\n".join(out) + "\n")
+    fh.write(text)
 PY
 log "report: $REPORT"
 log "total run time $((SECONDS - T_START)) s"

@@ -116,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
                         "State": n.state,
                         "CapacityBytes": n.capacity_bytes,
                         "ReservedBytes": n.reserved_bytes,
+                        "StoredBytes": n.stored_bytes,
+                        "ChecksumErrors": n.checksum_errors,
+                        "Repairs": n.repairs,
                         "LastHeartbeat": cpfs_controlplane::clock::format_utc(n.last_heartbeat),
                     })
                 })

@@ -244,3 +244,101 @@ fn a_full_file_system_returns_enospc_and_keeps_its_data() {
 fn libc_enospc() -> i32 {
     28
 }
+
+fn node_list(server: &Server) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+        .args(["node", "list"])
+        .args(server.args.iter().skip(1))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A copy corrupted on disk is detected by its checksum, the read is served
+/// from the other copy, and the bad copy is rewritten and counted.
+#[test]
+fn a_corrupt_copy_is_served_from_the_other_and_repaired() {
+    let server = Server::start(&[]);
+    let c = server.client();
+    let (id, domain) = file_system_with_mount_target(&c);
+    let payload: Vec<u8> = (0..600_000u32).map(|i| (i % 241) as u8).collect();
+    {
+        let m = Mount::new(&server, &domain, "w");
+        std::fs::write(m.dir.join("f.bin"), &payload).unwrap();
+    }
+    // The two copies of chunk 0 of the file.
+    let mut copies = Vec::new();
+    for node in std::fs::read_dir(server.dir.join("data").join("nodes"))
+        .unwrap()
+        .flatten()
+    {
+        let fs_dir = node.path().join("chunks").join(&id);
+        for inode in std::fs::read_dir(&fs_dir).into_iter().flatten().flatten() {
+            let chunk = inode.path().join("0");
+            if chunk.exists() {
+                copies.push(chunk);
+            }
+        }
+    }
+    assert_eq!(copies.len(), 2, "R = 2 copies: {copies:?}");
+    let good = std::fs::read(&copies[1]).unwrap();
+    assert_eq!(
+        std::fs::read(&copies[0]).unwrap(),
+        good,
+        "replicas are identical"
+    );
+    let errors_before: i64 = node_list(&server)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["ChecksumErrors"].as_i64().unwrap())
+        .sum();
+    assert_eq!(errors_before, 0);
+
+    // Reads of a chunk go to one chosen member first; corrupt each copy in
+    // turn, so one round corrupts the copy that reads hit.
+    let mut repaired = None;
+    for (k, victim) in copies.iter().enumerate() {
+        let mut bad = good.clone();
+        // Flip bytes in the first and in a middle block.
+        bad[10] ^= 0xff;
+        bad[4100 * 50 + 7] ^= 0xff;
+        std::fs::write(victim, &bad).unwrap();
+        // A fresh mount returns the original bytes, whichever copy it reads.
+        {
+            let m = Mount::new(&server, &domain, &format!("r{k}"));
+            assert_eq!(
+                std::fs::read(m.dir.join("f.bin")).unwrap(),
+                payload,
+                "copy {k} corrupted"
+            );
+        }
+        if std::fs::read(victim).unwrap() == good {
+            repaired = Some(k);
+            break;
+        }
+        std::fs::write(victim, &good).unwrap();
+    }
+    assert!(
+        repaired.is_some(),
+        "the copy that was read and failed its checksum was rewritten from the good one"
+    );
+    // ... and the nodes counted it (reported on their heartbeats).
+    wait_for("the counters", || {
+        let nodes = node_list(&server);
+        let sum = |k: &str| {
+            nodes
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n[k].as_i64().unwrap())
+                .sum::<i64>()
+        };
+        sum("ChecksumErrors") >= 1 && sum("Repairs") >= 1
+    });
+}

@@ -24,6 +24,10 @@ pub struct Node {
     pub reserved_bytes: i64,
     pub state: String,
     pub last_heartbeat: i64,
+    pub checksum_errors: i64,
+    pub repairs: i64,
+    /// Bytes of chunk data the node reports holding.
+    pub stored_bytes: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -114,7 +118,7 @@ impl ControlPlane {
 
     pub async fn nodes(&self) -> Result<Vec<Node>> {
         let rows = sqlx::query(
-            "SELECT n.id, n.address, n.zone_id, n.capacity_bytes, n.state, n.last_heartbeat, CAST(COALESCE((SELECT SUM(r.bytes) FROM reservations r WHERE r.node_id = n.id), 0) AS BIGINT) AS reserved FROM nodes n ORDER BY n.id",
+            "SELECT n.id, n.address, n.zone_id, n.capacity_bytes, n.state, n.last_heartbeat, CAST(COALESCE((SELECT SUM(r.bytes) FROM reservations r WHERE r.node_id = n.id), 0) AS BIGINT) AS reserved, n.checksum_errors, n.repairs, CAST(COALESCE((SELECT SUM(u.bytes_stored) FROM node_usage u WHERE u.node_id = n.id), 0) AS BIGINT) AS stored FROM nodes n ORDER BY n.id",
         )
         .fetch_all(&self.store.pool)
         .await?;
@@ -128,6 +132,9 @@ impl ControlPlane {
                     reserved_bytes: r.try_get("reserved")?,
                     state: r.try_get("state")?,
                     last_heartbeat: r.try_get("last_heartbeat")?,
+                    checksum_errors: r.try_get("checksum_errors")?,
+                    repairs: r.try_get("repairs")?,
+                    stored_bytes: r.try_get("stored")?,
                 })
             })
             .collect()

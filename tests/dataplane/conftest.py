@@ -149,7 +149,12 @@ def target_dir(request):
         if not root.is_dir():
             pytest.fail(f"POSIX_TARGET={base} is not a directory")
     else:
-        root = request.getfixturevalue("mount").path
+        m = request.getfixturevalue("mount")
+        rc = m.server.proc.poll()
+        if rc is not None:
+            pytest.fail(f"`cpfs serve` exited with {rc} before this test "
+                        f"(stderr tail:\n{m.server.stderr_tail(20)})")
+        root = m.path
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:80]
     d = root / f"{name}-{uuid.uuid4().hex[:8]}"
     d.mkdir()
@@ -188,6 +193,10 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.failed:
         for srv in LIVE_SERVERS:
+            rc = srv.proc.poll()
+            if rc is not None:
+                rep.sections.append(("cpfs serve is GONE", f"`cpfs serve` (pid {srv.proc.pid}) exited "
+                                     f"with {rc}; a negative code is the signal that ended it"))
             rep.sections.append(("cpfs serve stderr (tail)", srv.stderr_tail(40)))
         for m in LIVE_MOUNTS:
             rep.sections.append((f"cpfs mount {m.path} stderr (tail)", m.stderr_tail(30)))
