@@ -163,6 +163,8 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
+    let action =
+        std::env::var("CPFS_BENCH_ACTION").unwrap_or_else(|_| "DescribeFileSystems".into());
     let tmp = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -203,6 +205,7 @@ async fn main() {
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     for c in 0..conns {
         let errors = errors.clone();
+        let action = action.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(port).await;
             let mut lat = Vec::new();
@@ -235,7 +238,7 @@ async fn main() {
         "# API benchmark\n\n\
          Machine: {} cores; server and load generator share them. SQLite, 1,000 file systems stored.\n\n\
          | measure | value |\n|---|---|\n\
-         | signed DescribeFileSystems (PageSize 10), {conns} connections, {secs} s | {rps:.0} requests/s |\n\
+         | signed {action} (PageSize 10), {conns} connections, {secs} s | {rps:.0} requests/s |\n\
          | latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
          | non-200 replies | {} |\n\
          | CreateFileSystem → Running, 50 samples: p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |\n\
