@@ -317,7 +317,8 @@ impl Node {
                 Ok(NodeResponse::Done)
             }
             NodeRequest::Fsync { cap, fs, inode } => {
-                if !self.key.allows(&cap, &fs, inode, READ, t) {
+                // Any open file may be synced, whether opened to read or write.
+                if !self.key.allows(&cap, &fs, inode, READ, t) && !self.key.allows(&cap, &fs, inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
                 let store = self.store.clone();

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -343,6 +344,7 @@ class Mount:
     proc: subprocess.Popen = None       # None for a daemonised (-d) mount
     stderr_path: Path = None
     args: list = field(default_factory=list)
+    daemon_log: Path = None             # where a daemonised mount logs
 
     def stderr_tail(self, lines=40):
         return tail_text(self.stderr_path, lines) if self.stderr_path else "(no stderr file)"
@@ -397,6 +399,12 @@ class Mount:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            # The daemon's log file is outside our directories; drop it.
+            try:
+                if self.daemon_log and str(self.path) in self.daemon_log.read_text(errors="replace"):
+                    self.daemon_log.unlink()
+            except OSError:
+                pass
         if self in LIVE_MOUNTS:
             LIVE_MOUNTS.remove(self)
 
@@ -440,6 +448,12 @@ def start_mount(server, domain, path, daemon=False, extra_args=()):
             except subprocess.TimeoutExpired:
                 pytest.fail(f"`cpfs mount -d` did not return although {path} is mounted")
             assert rc == 0, f"`cpfs mount -d` exited {rc}: {m.stderr_tail()}"
+            # "mounted D on DIR (pid P, log FILE)"; else the launcher's pid names it.
+            said = tail_text(stderr_path, 20) + "\n" + tail_text(path.parent / f"{path.name}.mount.stdout", 20)
+            found = re.search(r"\blog (/\S+?)\)", said)
+            m.daemon_log = Path(found.group(1)) if found else \
+                Path(tempfile.gettempdir()) / f"cpfs-mount-{proc.pid}.log"
+            m.stderr_path = m.daemon_log if m.daemon_log.exists() else stderr_path
     except BaseException:
         m.unmount()
         raise

@@ -205,8 +205,11 @@ FIO_JOBS = {
 def fio(directory, name, extra, out_json):
     args = [need("fio"), f"--name={name}", f"--directory={directory}", *extra,
             "--numjobs=4", "--ioengine=psync", "--verify=crc32c", "--verify_fatal=1",
-            "--verify_dump=0", "--end_fsync=1", "--output-format=json", f"--output={out_json}"]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+            "--verify_dump=0", "--verify_state_save=0", "--end_fsync=1",
+            "--output-format=json", f"--output={out_json}"]
+    # From the output's directory: fio may leave files in its working directory.
+    r = subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S,
+                       cwd=Path(out_json).parent)
     text = Path(out_json).read_text() if Path(out_json).exists() else ""
     assert r.returncode == 0, (f"fio exited {r.returncode}\n{' '.join(args)}\n"
                                f"stderr:\n{r.stderr[-3000:]}\noutput:\n{text[-3000:]}")

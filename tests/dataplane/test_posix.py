@@ -138,15 +138,22 @@ def test_read_past_eof_is_empty(target_dir):
         os.close(fd)
 
 
-def test_fsync_and_fdatasync(target_dir):
-    fd = os.open(target_dir / "f", os.O_RDWR | os.O_CREAT, 0o644)
+@pytest.mark.parametrize("how", ["new-rdwr", "new-wronly", "existing-wronly", "existing-rdonly"])
+def test_fsync_and_fdatasync(target_dir, how):
+    p = target_dir / "f"
+    if how.startswith("existing"):
+        write_file(p, b"")
+    flags = {"new-rdwr": os.O_RDWR | os.O_CREAT, "new-wronly": os.O_WRONLY | os.O_CREAT,
+             "existing-wronly": os.O_WRONLY, "existing-rdonly": os.O_RDONLY}[how]
+    fd = os.open(p, flags, 0o644)
     try:
-        os.write(fd, b"durable")
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            os.write(fd, b"durable")
         os.fsync(fd)
         os.fdatasync(fd)
     finally:
         os.close(fd)
-    assert read_file(target_dir / "f") == b"durable"
+    assert read_file(p) == (b"" if how == "existing-rdonly" else b"durable")
 
 
 def test_read_on_write_only_fd_is_ebadf(target_dir):
