@@ -187,11 +187,10 @@ cpu_ticks() { # cpu_ticks PID : utime+stime in clock ticks ("-" when gone)
 
 # During CPFS's randread (4 jobs, 4 KiB, O_DIRECT): CPU time of every cpfs
 # process over the whole job, plus one top frame a few seconds in.
-watch_cpfs_randread() { # watch_cpfs_randread SUITE_STDERR_FILE
-  local errf=$1 out=$WORK/cpfs-randread-cpu.txt end
-  end=$((SECONDS + 900))
+watch_cpfs_randread() { # watch_cpfs_randread SUITE_STDERR_FILE DONE_FLAG
+  local errf=$1 done=$2 out=$WORK/cpfs-randread-cpu.txt
   until grep -q '] running randread$' "$errf" 2>/dev/null; do
-    ((SECONDS < end)) || return 0
+    [[ ! -e $done ]] || return 0   # the suite ended without a randread job
     sleep 0.2
   done
   local pids="$SERVE_PID $NODE_PIDS $MOUNT_PID" p t0 t1 c0 c1
@@ -201,8 +200,9 @@ watch_cpfs_randread() { # watch_cpfs_randread SUITE_STDERR_FILE
   t0=$(date +%s.%N)
   sleep 3
   top_frame 2 25 >"$WORK/cpfs-randread-top.txt"
-  until grep -Eq '] running (randread\.r2|randread1)$|suite wall time' "$errf" 2>/dev/null; do
-    ((SECONDS < end)) || break
+  # until the suite moves on (its latest progress line is no longer randread's)
+  while [[ $(grep -E '] (running|settling)' "$errf" 2>/dev/null | tail -n 1) == *'] running randread' ]]; do
+    [[ ! -e $done ]] || break
     sleep 0.2
   done
   t1=$(date +%s.%N)
@@ -322,10 +322,12 @@ run_target() { # run_target LABEL DIR [BACKING_STORE_DIR]
   ((KEEP_RAW)) && raw=(RAW_DIR="$RESULTS_DIR/$DATE-raw")
   procsnap "$WORK/procs0-$label"
   t0=$(date +%s)
-  if [[ $label == cpfs ]]; then watch_cpfs_randread "$errf" & WATCH_PID=$!; fi
+  local done=$WORK/suite-$label.done
+  if [[ $label == cpfs ]]; then watch_cpfs_randread "$errf" "$done" & WATCH_PID=$!; fi
   log "running fio-suite on $label"
   env "${raw[@]}" "$SUITE" "$dir" "$label" >"$outf" 2> >(tee "$errf" >&2) || rc=$?
   t1=$(date +%s)
+  touch "$done"
   procsnap "$WORK/procs1-$label"
   local foreign; foreign=$(foreign_cpu "$WORK/procs0-$label" "$WORK/procs1-$label" $((t1 - t0)) 2>&1 || echo "?")
   log "$label: CPU used by other processes during the suite: $foreign"

@@ -1003,6 +1003,12 @@ impl Filesystem for CpfsFs {
         size: u32,
         reply: ReplyXattr,
     ) {
+        // The kernel asks for security.capability before every write;
+        // security.* attributes are not stored (setxattr refuses them), so
+        // the answer is known here without a round trip.
+        if name.as_bytes().starts_with(b"security.") {
+            return reply.error(errno::ENODATA);
+        }
         let meta = self.meta.clone();
         let who = caller(req);
         let stripe = name.as_bytes() == STRIPE_XATTR.as_bytes();

@@ -318,7 +318,9 @@ impl Node {
             }
             NodeRequest::Fsync { cap, fs, inode } => {
                 // Any open file may be synced, whether opened to read or write.
-                if !self.key.allows(&cap, &fs, inode, READ, t) && !self.key.allows(&cap, &fs, inode, WRITE, t) {
+                if !self.key.allows(&cap, &fs, inode, READ, t)
+                    && !self.key.allows(&cap, &fs, inode, WRITE, t)
+                {
                     return Err(NodeError::BadCapability);
                 }
                 let store = self.store.clone();

@@ -951,8 +951,13 @@ impl MetaService {
         if name.is_empty() || name.len() > 255 {
             return fail(ERANGE, "xattr name must be 1-255 bytes");
         }
-        if name.starts_with(b"system.") {
-            return fail(95, "system.* attributes (ACLs) are not supported");
+        if name.starts_with(b"system.") || name.starts_with(b"security.") {
+            // Clients answer security.* reads locally (the kernel asks for
+            // security.capability before every write), so none is stored.
+            return fail(
+                95,
+                "system.* (ACLs) and security.* attributes are not supported",
+            );
         }
         if name.starts_with(b"trusted.") && who.uid != 0 {
             return fail(EPERM, "trusted.* is for root");
