@@ -210,7 +210,10 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         std::net::TcpListener::bind(s.listen).with_context(|| format!("binding {}", s.listen))?;
     listener.set_nonblocking(true)?;
     tracing::info!(listen = %s.listen, data_dir = %s.data_dir.display(), "API listening (http)");
+    // TCP_NODELAY: a reply written in two segments must not wait for the
+    // client's delayed ACK.
     let http = axum_server::from_tcp(listener)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new())
         .handle(handle.clone())
         .serve(app.clone().into_make_service());
 
