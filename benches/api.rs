@@ -212,7 +212,7 @@ async fn main() {
             let mut page = c % 100 + 1;
             while Instant::now() < stop {
                 let q = signed_query(
-                    "DescribeFileSystems",
+                    &action,
                     &[("PageNumber", page.to_string()), ("PageSize", "10".into())],
                 );
                 let t = Instant::now();

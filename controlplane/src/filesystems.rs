@@ -339,14 +339,22 @@ impl ControlPlane {
         if offset >= total {
             return Ok((total, Vec::new()));
         }
+        // LIMIT and OFFSET are bound, so every page reuses one prepared
+        // statement per connection.
         let page_sql = format!(
-            "SELECT {FS_SELECT} FROM file_systems WHERE {where_sql} ORDER BY created_at, id LIMIT {page_size} OFFSET {offset}"
+            "SELECT {FS_SELECT} FROM file_systems WHERE {where_sql} ORDER BY created_at, id LIMIT ${} OFFSET ${}",
+            binds.len() + 1,
+            binds.len() + 2
         );
         let mut page_q = sqlx::query(&page_sql);
         for b in &binds {
             page_q = page_q.bind(b);
         }
-        let rows = page_q.fetch_all(&self.store.pool).await?;
+        let rows = page_q
+            .bind(page_size)
+            .bind(offset)
+            .fetch_all(&self.store.pool)
+            .await?;
         let list = rows
             .iter()
             .map(FileSystem::from_row)
