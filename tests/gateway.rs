@@ -266,3 +266,47 @@ fn first_start_generates_prints_and_saves_a_key_once() {
     server.spawn();
     assert_eq!(server.stdout().matches("AccessKeySecret:").count(), 1);
 }
+
+#[test]
+fn config_file_env_and_flags_stack_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cpfs.toml");
+    std::fs::write(
+        &cfg,
+        "region = \"from-file\"\nzones = [\"file-a\", \"file-b\"]\nrate_limit = 7\n",
+    )
+    .unwrap();
+    // File alone: region, zones and the rate limit come from it.
+    let mut server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let c = server.client();
+    assert_eq!(
+        c.ok("DescribeRegions", &[])["Regions"]["Region"][0]["RegionId"],
+        "from-file"
+    );
+    let zones = c.ok("DescribeZones", &[("RegionId", "from-file")]);
+    assert_eq!(zones["Zones"]["Zone"][0]["ZoneId"], "file-a");
+    // Environment over the file, flag over both.
+    server.kill9();
+    server.env.push(("CPFS_ZONES".into(), "env-z".into()));
+    server.env.push(("CPFS_REGION".into(), "from-env".into()));
+    server
+        .args
+        .extend(["--region".to_string(), "from-flag".to_string()]);
+    server.spawn();
+    let c = server.client();
+    assert_eq!(
+        c.ok("DescribeRegions", &[])["Regions"]["Region"][0]["RegionId"],
+        "from-flag"
+    );
+    let zones = c.ok("DescribeZones", &[("RegionId", "from-flag")]);
+    assert_eq!(zones["Zones"]["Zone"][0]["ZoneId"], "env-z");
+    // A file with an unknown setting is refused with its name.
+    std::fs::write(&cfg, "regoin = \"typo\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpfs"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("regoin"));
+}

@@ -247,6 +247,33 @@ fn validation_dry_run_idempotency_and_paging() {
         (fs["ReadIops"].as_i64(), fs["WriteIops"].as_i64()),
         (Some(150_000), Some(60_000))
     );
+    // The Bandwidth extension of UpgradeFileSystem picks a higher tier.
+    c.ok(
+        "UpgradeFileSystem",
+        &[
+            ("FileSystemId", &std_id),
+            ("Capacity", "30720"),
+            ("Bandwidth", "625"),
+        ],
+    );
+    let up = c
+        .wait_fs(&std_id, "upgraded", |f| {
+            f.is_some_and(|f| f["Status"] == "Running" && f["Capacity"] == 30720)
+        })
+        .unwrap();
+    assert_eq!(
+        (up["Bandwidth"].as_i64(), up["ReadIops"].as_i64()),
+        (Some(625), Some(200_000))
+    );
+    c.err(
+        "UpgradeFileSystem",
+        &[
+            ("FileSystemId", &std_id),
+            ("Capacity", "51200"),
+            ("Bandwidth", "100"),
+        ],
+        "InvalidParameter.Bandwidth",
+    );
     let v = c.ok(
         "CreateFileSystem",
         &with(&[("StorageType", "advance"), ("Capacity", "2048")]),
