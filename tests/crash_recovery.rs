@@ -51,17 +51,7 @@ fn converges_after_sigkill_during_provisioning() {
         .map(|f| f["Capacity"].as_i64().unwrap())
         .sum();
     server.kill9();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cpfs"))
-        .args(["node", "list"])
-        .args(server.args.iter().skip(1))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = server.node_list();
     let reserved: i64 = nodes
         .as_array()
         .unwrap()

@@ -245,20 +245,6 @@ fn libc_enospc() -> i32 {
     28
 }
 
-fn node_list(server: &Server) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
-        .args(["node", "list"])
-        .args(server.args.iter().skip(1))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A copy corrupted on disk is detected by its checksum, the read is served
 /// from the other copy, and the bad copy is rewritten and counted.
 #[test]
@@ -292,7 +278,8 @@ fn a_corrupt_copy_is_served_from_the_other_and_repaired() {
         good,
         "replicas are identical"
     );
-    let errors_before: i64 = node_list(&server)
+    let errors_before: i64 = server
+        .node_list()
         .as_array()
         .unwrap()
         .iter()
@@ -330,7 +317,7 @@ fn a_corrupt_copy_is_served_from_the_other_and_repaired() {
     );
     // ... and the nodes counted it (reported on their heartbeats).
     wait_for("the counters", || {
-        let nodes = node_list(&server);
+        let nodes = server.node_list();
         let sum = |k: &str| {
             nodes
                 .as_array()

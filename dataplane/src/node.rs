@@ -209,6 +209,30 @@ impl Node {
         result
     }
 
+    /// A change to a chunk. A forwarded one is applied here only. At the
+    /// head, the chunk's ordering slot is held while the change is applied
+    /// locally and on every other member, so all copies see the same order;
+    /// it succeeds when every member has it.
+    async fn mutate(
+        &self,
+        chain: ChainRef,
+        key: &crate::proto::ChunkKey,
+        forwarded: bool,
+        forward: impl FnOnce() -> NodeRequest,
+        apply: impl FnOnce() -> Result<(), NodeError> + Send + 'static,
+    ) -> Result<NodeResponse, NodeError> {
+        let others = self.route(chain, !forwarded).await?;
+        if forwarded {
+            blocking(apply).await?;
+            return Ok(NodeResponse::Done);
+        }
+        let _slot = self.slot(key).lock().await;
+        let (local, remote) = tokio::join!(blocking(apply), self.forward(others, forward()));
+        local?;
+        remote?;
+        Ok(NodeResponse::Done)
+    }
+
     pub async fn handle(self: Arc<Self>, req: NodeRequest) -> NodeResponse {
         match self.dispatch(req).await {
             Ok(r) => r,
@@ -230,26 +254,22 @@ impl Node {
                 if !self.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
-                let others = self.route(chain, !forwarded).await?;
                 let store = self.store.clone();
-                if forwarded {
-                    blocking(move || store.write(&key, offset, &data, false)).await?;
-                    return Ok(NodeResponse::Done);
-                }
-                let _slot = self.slot(&key).lock().await;
-                let fwd = NodeRequest::Write {
+                // Shared, so a replica (which forwards nothing) copies no data.
+                let data = Arc::new(data);
+                let (k, d) = (key.clone(), data.clone());
+                let forward = move || NodeRequest::Write {
                     cap,
                     chain,
-                    key: key.clone(),
+                    key: k,
                     offset,
-                    data: data.clone(),
+                    data: d.to_vec(),
                     forwarded: true,
                 };
-                let local = blocking(move || store.write(&key, offset, &data, false));
-                let (l, f) = tokio::join!(local, self.forward(others, fwd));
-                l?;
-                f?;
-                Ok(NodeResponse::Done)
+                self.mutate(chain, &key.clone(), forwarded, forward, move || {
+                    store.write(&key, offset, &data, false)
+                })
+                .await
             }
             NodeRequest::Truncate {
                 cap,
@@ -261,25 +281,19 @@ impl Node {
                 if !self.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
-                let others = self.route(chain, !forwarded).await?;
                 let store = self.store.clone();
-                if forwarded {
-                    blocking(move || store.truncate(&key, len)).await?;
-                    return Ok(NodeResponse::Done);
-                }
-                let _slot = self.slot(&key).lock().await;
-                let fwd = NodeRequest::Truncate {
+                let k = key.clone();
+                let forward = move || NodeRequest::Truncate {
                     cap,
                     chain,
-                    key: key.clone(),
+                    key: k,
                     len,
                     forwarded: true,
                 };
-                let local = blocking(move || store.truncate(&key, len));
-                let (l, f) = tokio::join!(local, self.forward(others, fwd));
-                l?;
-                f?;
-                Ok(NodeResponse::Done)
+                self.mutate(chain, &key.clone(), forwarded, forward, move || {
+                    store.truncate(&key, len)
+                })
+                .await
             }
             NodeRequest::Read {
                 cap,

@@ -144,6 +144,32 @@ impl Server {
         }
     }
 
+    /// The flags that name this server's store (for `cpfs account`/`node`).
+    pub fn store_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for pair in self.args.windows(2) {
+            if pair[0] == "--data-dir" || pair[0] == "--database-url" {
+                out.extend(pair.iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// `cpfs node list` against this server's store.
+    pub fn node_list(&self) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+            .args(["node", "list"])
+            .args(self.store_args())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn client(&self) -> Client {
         Client::new(self.port, AK, SECRET)
     }
