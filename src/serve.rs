@@ -175,10 +175,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         expected_nodes: s.nodes,
         ..PlacementPolicy::default()
     };
-    let cp = open_control_plane(&s)
-        .await?
-        .with_policy(policy)
-        .with_cluster_token(&token);
+    let cp = open_control_plane(&s).await?.with_policy(policy);
     bootstrap(&cp, &s).await?;
 
     // The metadata service, on its own port.

@@ -149,7 +149,10 @@ fn data_survives_a_restart_and_deletion_removes_it() {
     // Deleting the file system removes its chunks from every node.
     c.ok("DeleteFileSystem", &[("FileSystemId", &id)]);
     c.wait_fs(&id, "gone", |f| f.is_none());
-    assert_eq!(chunk_files(&server.dir, &id), 0);
+    // Nodes drop a deleted file system's chunks on their next heartbeat.
+    wait_for("the chunks to be dropped", || {
+        chunk_files(&server.dir, &id) == 0
+    });
     // A mount of the deleted file system is refused with a clear message.
     let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
         .args(["mount", &domain])

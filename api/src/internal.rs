@@ -61,8 +61,16 @@ pub async fn heartbeat(
             )
         }
     };
-    match gw.cp.node_heartbeat(&hb).await {
-        Ok(chain_table) => match serde_json::to_value(HeartbeatReply { chain_table }) {
+    let reply = async {
+        let chain_table = gw.cp.node_heartbeat(&hb).await?;
+        let dropped = gw.cp.dropped_file_systems().await?;
+        Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
+            chain_table,
+            dropped,
+        })
+    };
+    match reply.await {
+        Ok(reply) => match serde_json::to_value(reply) {
             Ok(v) => json(StatusCode::OK, v),
             Err(e) => json(
                 StatusCode::INTERNAL_SERVER_ERROR,

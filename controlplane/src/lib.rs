@@ -34,9 +34,6 @@ pub struct ControlPlane {
     /// does not wait for the next periodic pass.
     pub changed: std::sync::Arc<tokio::sync::Notify>,
     pub policy: nodes::PlacementPolicy,
-    /// Signs the administrative capabilities the control plane sends nodes
-    /// (dropping a deleted file system's chunks).
-    pub cap_key: Option<cpfs_dataplane::capability::CapabilityKey>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -72,17 +69,11 @@ impl ControlPlane {
             region,
             changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             policy: nodes::PlacementPolicy::default(),
-            cap_key: None,
         }
     }
 
     pub fn with_policy(mut self, policy: nodes::PlacementPolicy) -> Self {
         self.policy = policy;
-        self
-    }
-
-    pub fn with_cluster_token(mut self, token: &str) -> Self {
-        self.cap_key = Some(cpfs_dataplane::capability::CapabilityKey::from_cluster_token(token));
         self
     }
 

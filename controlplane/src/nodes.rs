@@ -270,6 +270,17 @@ impl ControlPlane {
         self.extend_chain_table().await
     }
 
+    /// File systems deleted in the last 30 days (nodes drop their chunks).
+    pub async fn dropped_file_systems(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT fs_id FROM dropped_file_systems WHERE dropped_at > $1 ORDER BY fs_id",
+        )
+        .bind(self.now() - 30 * 86_400)
+        .fetch_all(&self.store.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
     /// Adds chains for live nodes that are in none, and follows address
     /// changes; writes a new version when anything changed.
     pub async fn extend_chain_table(&self) -> Result<cpfs_dataplane::chains::ChainTable> {

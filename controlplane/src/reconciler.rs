@@ -173,34 +173,15 @@ impl Reconciler {
         }
     }
 
-    /// Removes the file system's chunks from every node of the chain table.
+    /// Marks the file system's data for removal: every node drops its
+    /// chunks on its next heartbeat (a node that is down does it when it
+    /// returns), so a dead node never blocks a deletion.
     async fn drop_data(&self, fs_id: &str) -> Result<()> {
-        let table = self.cp.chain_table().await?;
-        if table.chains.is_empty() {
-            return Ok(());
-        }
-        let Some(key) = &self.cp.cap_key else {
-            return Ok(());
-        };
-        let cap = key.issue(
-            fs_id,
-            cpfs_dataplane::capability::ANY_INODE,
-            cpfs_dataplane::capability::ADMIN,
-            self.cp.now() + 60,
-        );
-        let fixed = table.clone();
-        let source: cpfs_dataplane::client::ChainSource = std::sync::Arc::new(move || {
-            let t = fixed.clone();
-            Box::pin(async move { Ok(t) })
-        });
-        let client = cpfs_dataplane::client::DataClient::new(table, source);
-        client
-            .broadcast(cpfs_dataplane::proto::NodeRequest::DropFs {
-                cap,
-                fs: fs_id.to_string(),
-            })
-            .await
-            .map_err(|e| crate::Error::Unavailable(format!("dropping chunks: {e}")))?;
+        sqlx::query("INSERT INTO dropped_file_systems (fs_id, dropped_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(fs_id)
+            .bind(self.cp.now())
+            .execute(&self.cp.store.pool)
+            .await?;
         Ok(())
     }
 

@@ -50,6 +50,9 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub chain_table: ChainTable,
+    /// File systems deleted recently: a node drops whatever it holds of them.
+    #[serde(default)]
+    pub dropped: Vec<String>,
 }
 
 /// Connections to peers, one multiplexed client per address.
@@ -131,6 +134,22 @@ impl Node {
                 "chain table updated"
             );
             *current = table;
+        }
+    }
+
+    /// Applies a heartbeat reply: the chain table, and deleted file systems.
+    pub async fn apply(&self, reply: HeartbeatReply) {
+        self.set_chain_table(reply.chain_table).await;
+        let held: Vec<String> = self.store.usage().into_iter().map(|u| u.fs).collect();
+        for fs in reply.dropped.into_iter().filter(|f| held.contains(f)) {
+            let store = self.store.clone();
+            let name = fs.clone();
+            match blocking(move || store.drop_fs(&name)).await {
+                Ok(()) => tracing::info!(fs = %fs, "deleted file system dropped"),
+                Err(e) => {
+                    tracing::warn!(fs = %fs, error = %e, "could not drop a deleted file system")
+                }
+            }
         }
     }
 
@@ -455,7 +474,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     };
-    node.set_chain_table(first.chain_table).await;
+    node.apply(first).await;
     tracing::info!(node_id = %id, "registered with the control plane");
 
     let hb_node = node.clone();
@@ -473,7 +492,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
             };
             let c = hb_cfg.clone();
             match tokio::task::spawn_blocking(move || heartbeat_once(&c, &hb)).await {
-                Ok(Ok(reply)) => hb_node.set_chain_table(reply.chain_table).await,
+                Ok(Ok(reply)) => hb_node.apply(reply).await,
                 Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
                 Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
             }

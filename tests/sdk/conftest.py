@@ -12,6 +12,7 @@ Environment:
 """
 
 import os
+import uuid
 import re
 import shutil
 import socket
@@ -130,7 +131,11 @@ def server(tmp_path_factory):
     ]
     db_url = os.environ.get("CPFS_TEST_DATABASE_URL")
     if db_url:
-        args += ["--database-url", db_url]
+        # A fresh database per run: nothing left from earlier runs (old
+        # nodes, old file systems) can change what this run sees.
+        name = "cpfs_sdk_" + uuid.uuid4().hex
+        subprocess.run(["psql", db_url, "-qc", f"CREATE DATABASE {name}"], check=True)
+        args += ["--database-url", db_url.rsplit("/", 1)[0] + "/" + name]
 
     env = dict(os.environ)
     env["CPFS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
