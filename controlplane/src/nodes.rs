@@ -12,7 +12,7 @@
 
 use sqlx::Row;
 
-use crate::error::{Error, ResourceKind, Result};
+use crate::error::{Error, Result};
 use crate::ControlPlane;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,19 +100,6 @@ impl ControlPlane {
         }
         tx.commit().await?;
         self.poke();
-        Ok(())
-    }
-
-    pub async fn heartbeat(&self, node_id: &str) -> Result<()> {
-        let n = sqlx::query("UPDATE nodes SET last_heartbeat = $1, state = 'Up' WHERE id = $2")
-            .bind(self.now())
-            .bind(node_id)
-            .execute(&self.store.pool)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(Error::not_found(ResourceKind::Node, node_id));
-        }
         Ok(())
     }
 

@@ -101,12 +101,6 @@ impl Store {
             Backend::Postgres => self.pool.begin().await?,
         })
     }
-
-    /// Inserts that must not fail when the row exists use different syntax
-    /// on the two backends; SQLite >= 3.24 and PostgreSQL share this one.
-    pub fn on_conflict_do_nothing(&self) -> &'static str {
-        "ON CONFLICT DO NOTHING"
-    }
 }
 
 /// Hides the password in a database URL before it reaches a log or an error.

@@ -245,6 +245,15 @@ impl CpfsFs {
         }
     }
 
+    /// The open file behind a kernel file handle.
+    fn handle(&self, fh: u64) -> Option<Arc<Handle_>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
     fn fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -379,13 +388,7 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let data = self.data.clone();
         let who = caller(req);
-        let handle = fh.and_then(|f| {
-            self.files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&f)
-                .cloned()
-        });
+        let handle = fh.and_then(|f| self.handle(f));
         self.rt.spawn(async move {
             let set = SetAttr {
                 mode,
@@ -693,13 +696,7 @@ impl Filesystem for CpfsFs {
         _lock: Option<u64>,
         reply: ReplyData,
     ) {
-        let Some(h) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-        else {
+        let Some(h) = self.handle(fh) else {
             return reply.error(libc::EBADF);
         };
         let data = self.data.clone();
@@ -732,13 +729,7 @@ impl Filesystem for CpfsFs {
         _lock: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let Some(h) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-        else {
+        let Some(h) = self.handle(fh) else {
             return reply.error(libc::EBADF);
         };
         let meta = self.meta.clone();
@@ -762,13 +753,7 @@ impl Filesystem for CpfsFs {
     }
 
     fn flush(&mut self, req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
-        let Some(h) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-        else {
+        let Some(h) = self.handle(fh) else {
             return reply.ok();
         };
         let meta = self.meta.clone();
@@ -812,13 +797,7 @@ impl Filesystem for CpfsFs {
     }
 
     fn fsync(&mut self, req: &Request<'_>, _ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        let Some(h) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-        else {
+        let Some(h) = self.handle(fh) else {
             return reply.ok();
         };
         let meta = self.meta.clone();

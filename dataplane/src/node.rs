@@ -368,17 +368,6 @@ impl Node {
                 blocking(move || store.drop_inode(&fs, inode)).await?;
                 Ok(NodeResponse::Done)
             }
-            NodeRequest::DropFs { cap, fs } => {
-                if !self
-                    .key
-                    .allows(&cap, &fs, crate::capability::ANY_INODE, ADMIN, t)
-                {
-                    return Err(NodeError::BadCapability);
-                }
-                let store = self.store.clone();
-                blocking(move || store.drop_fs(&fs)).await?;
-                Ok(NodeResponse::Done)
-            }
             NodeRequest::Stats => {
                 let v = self.chains.read().await.version;
                 Ok(NodeResponse::Stats(self.stats(v)))

@@ -137,8 +137,6 @@ pub enum NodeRequest {
         fs: String,
         inode: u64,
     },
-    /// Removes every chunk of a file system (file system deleted).
-    DropFs { cap: Capability, fs: String },
     /// Usage counters of this node.
     Stats,
 }

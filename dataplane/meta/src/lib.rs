@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use cpfs_controlplane::Store;
 use cpfs_dataplane::capability::CapabilityKey;
-use cpfs_dataplane::metaproto::Caller;
 
 pub use server::serve;
 
@@ -101,9 +100,4 @@ impl MetaService {
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&(fs.to_string(), ino))
     }
-}
-
-/// The caller as the service treats it.
-pub fn effective(c: &Caller) -> Caller {
-    c.clone()
 }

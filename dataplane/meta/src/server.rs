@@ -10,7 +10,7 @@ use cpfs_dataplane::proto::NodeRequest;
 use tokio::net::TcpListener;
 
 use crate::ns::NewNode;
-use crate::{effective, MetaService, Res};
+use crate::{MetaService, Res};
 
 fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
     match r {
@@ -30,7 +30,7 @@ impl MetaService {
                 message: "unknown session; mount again".into(),
             };
         };
-        let who = effective(&req.caller);
+        let who = req.caller;
         match req.op {
             MetaOp::Mount { .. } => MetaReply::Err {
                 errno: errno::EINVAL,
