@@ -45,9 +45,8 @@ APT_PACKAGES=(
     rsync               # tests/dataplane: tree copies
     git                 # tests/dataplane: a repository on the mount
     bindfs              # tests/dataplane: a FUSE reference to check the POSIX tests
-    # --- add later (LDAP tests) --------------------------------------------
-    # slapd ldap-utils
-    # ------------------------------------------------------------------------
+    slapd               # tests/dataplane: a real OpenLDAP server (own config, loopback port)
+    ldap-utils          # tests/dataplane: ldapadd seeds its users and groups
 )
 
 is_installed() {

@@ -133,11 +133,26 @@ ACTIONS = {
     "DescribeZones": ("The zones of the region", [
         ("FileSystemType", S, False, None, "standard (default), extreme, cpfs"),
     ], {"Zones": "Zones"}),
+    "CreateLDAPConfig": ("Resolve the file system's users and groups from an LDAP server (checked first: connect, bind, read SearchBase; nothing is stored on failure)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("URI", S, True, "ldap://10.0.0.5:389", "ldap:// or ldaps://, host and optional port"),
+        ("SearchBase", S, True, "dc=example,dc=com", "posixAccount and posixGroup entries are searched below it"),
+        ("BindDN", S, False, None, "Bind as this DN with the operator's ldap_bind_password; anonymous when empty"),
+    ], {}),
+    "ModifyLDAPConfig": ("Replace the LDAP configuration (checked like CreateLDAPConfig; reaches mounted clients within seconds)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("URI", S, True, "ldap://10.0.0.5:389", ""),
+        ("SearchBase", S, True, "dc=example,dc=com", ""),
+        ("BindDN", S, False, None, ""),
+    ], {}),
+    "DeleteLDAPConfig": ("Remove the LDAP configuration: only root may use the file system again", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+    ], {}),
 }
 
 # Actions of the NAS API that answer UnsupportedOperation.
 NOT_YET_SUPPORTED = [
-    "CreateLDAPConfig", "ModifyLDAPConfig", "DeleteLDAPConfig", "DescribeFileSystemStatistics",
+    "DescribeFileSystemStatistics",
     "DescribeStoragePackages", "CreateFileset", "DescribeFilesets", "ModifyFileset", "DeleteFileset",
     "SetFilesetQuota", "CancelFilesetQuota", "GetFileset", "CreateDataFlow", "DescribeMountedClients",
     "AddClientToBlackList", "RemoveClientFromBlackList", "DescribeBlackListClients", "OpenNasService",
@@ -172,6 +187,7 @@ SCHEMAS = {
         "SupportedFeatures": wrap("SupportedFeatures", "SupportedFeature", {"type": S}),
         "Options": obj({k: {"type": B} for k in ["EnableOplock", "EnableABE", "EnableDataInsight", "VscAccessPointAccessOnly"]}),
         "AutoUpgradeConfig": obj({"enabled": {"type": B}, "capacityUsedRatio": {"type": I}, "step": {"type": I}, "time": {"type": I}}),
+        "Ldap": obj({k: {"type": S} for k in ["BindDN", "SearchBase", "URI"]}),
     })),
     "MountTargets": wrap("MountTargets", "MountTarget", obj({
         **{k: {"type": S} for k in ["MountTargetDomain", "DualStackMountTargetDomain", "NetworkType", "VpcId", "VswId", "Status", "AccessGroup", "IPVersion"]},
@@ -199,9 +215,9 @@ COMMON = [
 ]
 
 ERRORS = {
-    "400": "MissingParameter, InvalidParameter.<Name>, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
+    "400": "MissingParameter, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
     "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, OperationDenied",
-    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound",
     "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",
 }

@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// Address of the metadata service (port 0: any free port; clients find it through the API)
     #[arg(long, env = "CPFS_META_LISTEN")]
     pub meta_listen: Option<SocketAddr>,
+    /// Seconds an identity resolved from LDAP is reused (and survives an LDAP outage)
+    #[arg(long, env = "CPFS_LDAP_CACHE_TTL")]
+    pub ldap_cache_ttl: Option<u64>,
+    /// Password for the BindDN of LDAP configurations (prefer the environment variable)
+    #[arg(long, env = "CPFS_LDAP_BIND_PASSWORD", hide_env_values = true)]
+    pub ldap_bind_password: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -75,9 +81,11 @@ struct FileSettings {
     replicas: Option<usize>,
     rate_limit: Option<u32>,
     meta_listen: Option<SocketAddr>,
+    ldap_cache_ttl: Option<u64>,
+    ldap_bind_password: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
@@ -91,6 +99,28 @@ pub struct Settings {
     pub replicas: usize,
     pub rate_limit: u32,
     pub meta_listen: SocketAddr,
+    pub ldap_cache_ttl: std::time::Duration,
+    pub ldap_bind_password: Option<String>,
+}
+
+/// Settings in logs: every field but the secret.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("https_listen", &self.https_listen)
+            .field("region", &self.region)
+            .field("nodes", &self.nodes)
+            .field("replicas", &self.replicas)
+            .field("meta_listen", &self.meta_listen)
+            .field("ldap_cache_ttl", &self.ldap_cache_ttl)
+            .field(
+                "ldap_bind_password",
+                &self.ldap_bind_password.as_ref().map(|_| "<set>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -137,7 +167,13 @@ impl Settings {
         if zones.is_empty() || zones.iter().any(|z| z.is_empty()) {
             anyhow::bail!("--zones needs at least one zone name");
         }
+        let ldap_cache_ttl = args.ldap_cache_ttl.or(file.ldap_cache_ttl).unwrap_or(60);
+        if !(1..=86_400).contains(&ldap_cache_ttl) {
+            anyhow::bail!("--ldap-cache-ttl must be between 1 and 86400 seconds");
+        }
         Ok(Settings {
+            ldap_cache_ttl: std::time::Duration::from_secs(ldap_cache_ttl),
+            ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
             data_dir,
             database_url,
             listen: args

@@ -175,7 +175,10 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         expected_nodes: s.nodes,
         ..PlacementPolicy::default()
     };
-    let cp = open_control_plane(&s).await?.with_policy(policy);
+    let cp = open_control_plane(&s)
+        .await?
+        .with_policy(policy)
+        .with_ldap_bind_password(s.ldap_bind_password.clone());
     bootstrap(&cp, &s).await?;
 
     // The metadata service, on its own port.
@@ -183,8 +186,14 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the metadata service on {}", s.meta_listen))?;
     let meta_address = meta_listener.local_addr()?.to_string();
-    let meta =
-        cpfs_meta::MetaService::new(cp.store.clone(), CapabilityKey::from_cluster_token(&token));
+    let meta = cpfs_meta::MetaService::new(
+        cp.store.clone(),
+        CapabilityKey::from_cluster_token(&token),
+        cpfs_meta::access::IdentitySettings {
+            ldap_cache_ttl: s.ldap_cache_ttl,
+            ldap_bind_password: s.ldap_bind_password.clone(),
+        },
+    );
     tokio::spawn(cpfs_meta::serve(meta, meta_listener));
     tracing::info!(listen = %meta_address, "metadata service listening");
 

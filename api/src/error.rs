@@ -2,6 +2,7 @@
 //! HTTP status, so handlers only return `Err(..)`.
 
 use cpfs_controlplane::error::{Error as CpError, ResourceKind};
+use cpfs_controlplane::ldap::DirectoryError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +44,9 @@ pub enum ApiError {
     Throttling { retry_after_ms: u64 },
     #[error("The request body is larger than {0} bytes.")]
     BodyTooLarge(usize),
+    /// Create/ModifyLDAPConfig could not use the directory it was given.
+    #[error("{0}")]
+    Ldap(#[from] DirectoryError),
     #[error(transparent)]
     ControlPlane(#[from] CpError),
 }
@@ -75,6 +79,16 @@ impl ApiError {
             NonceUsed => "SignatureNonceUsed".into(),
             Throttling { .. } => "Throttling.User".into(),
             BodyTooLarge(_) => "InvalidParameter.BodyTooLarge".into(),
+            Ldap(e) => match e {
+                DirectoryError::BadUri(_) => "InvalidParameter.URI",
+                DirectoryError::Unreachable { .. } | DirectoryError::Timeout { .. } => {
+                    "InvalidLDAPConfig.Unreachable"
+                }
+                DirectoryError::BindRefused { .. } => "InvalidParameter.BindDN",
+                DirectoryError::NoSuchBase { .. } => "InvalidParameter.SearchBase",
+                DirectoryError::Search(_) => "InvalidLDAPConfig.SearchFailed",
+            }
+            .into(),
             ControlPlane(e) => match e {
                 CpError::NotFound { kind, .. } => match kind {
                     ResourceKind::FileSystem => "InvalidFileSystem.NotFound",
@@ -83,12 +97,14 @@ impl ApiError {
                     ResourceKind::AccessRule => "InvalidAccessRule.NotFound",
                     ResourceKind::Account => "InvalidAccount.NotFound",
                     ResourceKind::Node => "InvalidNode.NotFound",
+                    ResourceKind::LdapConfig => "InvalidLDAPConfig.NotFound",
                 }
                 .into(),
                 CpError::InvalidParameter { name, .. } => format!("InvalidParameter.{name}"),
                 CpError::AlreadyExists { kind, .. } => match kind {
                     ResourceKind::AccessGroup => "InvalidAccessGroup.AlreadyExists",
                     ResourceKind::Account => "InvalidAccount.AlreadyExists",
+                    ResourceKind::LdapConfig => "InvalidLDAPConfig.AlreadyExists",
                     _ => "InvalidParameter.AlreadyExists",
                 }
                 .into(),

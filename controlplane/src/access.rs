@@ -60,6 +60,26 @@ fn default_rule() -> AccessRule {
     }
 }
 
+/// The rules of a group as stored, highest priority (lowest number) first;
+/// none for a group that does not exist. The default group's implicit rule
+/// is not stored: callers check for [`DEFAULT_GROUP`] first.
+pub async fn rules_of(
+    store: &crate::Store,
+    account_id: &str,
+    group: &str,
+) -> Result<Vec<AccessRule>> {
+    sqlx::query(
+        "SELECT rule_id, group_name, source_cidr, ipv6_source_cidr, rw_access, user_access, priority FROM access_rules WHERE account_id = $1 AND group_name = $2 ORDER BY priority, rule_id",
+    )
+    .bind(account_id)
+    .bind(group)
+    .fetch_all(&store.pool)
+    .await?
+    .iter()
+    .map(AccessRule::from_row)
+    .collect()
+}
+
 /// Parses `a.b.c.d/n`, `a.b.c.d` (a /32), or an IPv6 equivalent.
 pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (addr, len) = match s.split_once('/') {
@@ -421,16 +441,7 @@ impl ControlPlane {
         if group == DEFAULT_GROUP {
             return Ok(vec![default_rule()]);
         }
-        sqlx::query(
-            "SELECT rule_id, group_name, source_cidr, ipv6_source_cidr, rw_access, user_access, priority FROM access_rules WHERE account_id = $1 AND group_name = $2 ORDER BY priority, rule_id",
-        )
-        .bind(account_id)
-        .bind(group)
-        .fetch_all(&self.store.pool)
-        .await?
-        .iter()
-        .map(AccessRule::from_row)
-        .collect()
+        rules_of(&self.store, account_id, group).await
     }
 
     pub async fn access_rule(

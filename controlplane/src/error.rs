@@ -40,6 +40,7 @@ pub enum ResourceKind {
     AccessRule,
     Account,
     Node,
+    LdapConfig,
 }
 
 impl std::fmt::Display for ResourceKind {
@@ -51,6 +52,7 @@ impl std::fmt::Display for ResourceKind {
             ResourceKind::AccessRule => "access rule",
             ResourceKind::Account => "account",
             ResourceKind::Node => "node",
+            ResourceKind::LdapConfig => "LDAP configuration of file system",
         })
     }
 }

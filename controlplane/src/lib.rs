@@ -11,6 +11,7 @@ pub mod error;
 pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
+pub mod ldap;
 pub mod mount_targets;
 pub mod nodes;
 pub mod provision;
@@ -34,6 +35,9 @@ pub struct ControlPlane {
     /// does not wait for the next periodic pass.
     pub changed: std::sync::Arc<tokio::sync::Notify>,
     pub policy: nodes::PlacementPolicy,
+    /// The password for the `BindDN` of LDAP configurations (operator
+    /// configuration: the NAS API has no parameter for it).
+    pub ldap_bind_password: Option<std::sync::Arc<str>>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -69,11 +73,17 @@ impl ControlPlane {
             region,
             changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             policy: nodes::PlacementPolicy::default(),
+            ldap_bind_password: None,
         }
     }
 
     pub fn with_policy(mut self, policy: nodes::PlacementPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    pub fn with_ldap_bind_password(mut self, password: Option<String>) -> Self {
+        self.ldap_bind_password = password.map(std::sync::Arc::from);
         self
     }
 

@@ -1,7 +1,9 @@
-//! Capabilities: `(file system, inode, rights, expiry)` signed with a key
-//! shared by the metadata service and the nodes. A node serves a request
-//! only when its capability covers it, so a client can touch exactly what
-//! the metadata service allowed.
+//! Capabilities: `(file system, inode, rights, identity, expiry)` signed
+//! with a key shared by the metadata service and the nodes. A node serves a
+//! request only when its capability covers it, so a client can touch
+//! exactly what the metadata service allowed. The identity is the one the
+//! metadata service decided the caller acts as (after access rules,
+//! squashing and LDAP), so nodes can attribute what they serve.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,8 @@ pub struct Capability {
     pub fs: String,
     pub inode: u64,
     pub rights: u8,
+    /// The uid the metadata service granted the rights to.
+    pub uid: u32,
     /// Unix seconds.
     pub expires: i64,
     pub mac: [u8; 16],
@@ -51,33 +55,48 @@ impl CapabilityKey {
         CapabilityKey { key }
     }
 
-    fn mac(&self, fs: &str, inode: u64, rights: u8, expires: i64) -> [u8; 16] {
+    fn mac(&self, fs: &str, inode: u64, rights: u8, uid: u32, expires: i64) -> [u8; 16] {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(&(fs.len() as u32).to_le_bytes());
         mac.update(fs.as_bytes());
         mac.update(&inode.to_le_bytes());
         mac.update(&[rights]);
+        mac.update(&uid.to_le_bytes());
         mac.update(&expires.to_le_bytes());
         let mut out = [0u8; 16];
         out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
         out
     }
 
+    /// A capability for the service itself (uid 0), e.g. dropping chunks.
     pub fn issue(&self, fs: &str, inode: u64, rights: u8, expires: i64) -> Capability {
+        self.issue_for(0, fs, inode, rights, expires)
+    }
+
+    /// A capability for `uid`, as the metadata service decided it.
+    pub fn issue_for(
+        &self,
+        uid: u32,
+        fs: &str,
+        inode: u64,
+        rights: u8,
+        expires: i64,
+    ) -> Capability {
         Capability {
             fs: fs.to_string(),
             inode,
             rights,
+            uid,
             expires,
-            mac: self.mac(fs, inode, rights, expires),
+            mac: self.mac(fs, inode, rights, uid, expires),
         }
     }
 
     /// Whether `cap` is genuine, unexpired at `now`, and covers `(fs, inode, need)`.
     pub fn allows(&self, cap: &Capability, fs: &str, inode: u64, need: u8, now: i64) -> bool {
         let genuine: bool = self
-            .mac(&cap.fs, cap.inode, cap.rights, cap.expires)
+            .mac(&cap.fs, cap.inode, cap.rights, cap.uid, cap.expires)
             .ct_eq(&cap.mac)
             .into();
         genuine
@@ -109,6 +128,13 @@ mod tests {
         assert!(
             !k.allows(&forged, "cpfs-a", 7, WRITE, 50),
             "tampered rights"
+        );
+        let mut other_user = k.issue_for(1000, "cpfs-a", 7, READ, 100);
+        assert!(k.allows(&other_user, "cpfs-a", 7, READ, 50));
+        other_user.uid = 0;
+        assert!(
+            !k.allows(&other_user, "cpfs-a", 7, READ, 50),
+            "tampered identity"
         );
         let other = CapabilityKey::from_cluster_token("u");
         assert!(!other.allows(&cap, "cpfs-a", 7, READ, 50), "other cluster");

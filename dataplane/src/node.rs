@@ -489,7 +489,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
     });
 
     let handler_node = node.clone();
-    rpc::serve(listener, move |req: NodeRequest| {
+    rpc::serve(listener, move |_peer, req: NodeRequest| {
         handler_node.clone().handle(req)
     })
     .await;

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,12 +197,13 @@ where
 }
 
 /// Serves a listener: every connection is read by one task, every request
-/// handled by its own task, replies written in completion order.
+/// handled by its own task (given the peer's address, which access rules
+/// need), replies written in completion order.
 pub async fn serve<Req, Resp, H, F>(listener: TcpListener, handler: H)
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
-    H: Fn(Req) -> F + Clone + Send + Sync + 'static,
+    H: Fn(SocketAddr, Req) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
     loop {
@@ -246,7 +248,7 @@ where
                         let tx = tx.clone();
                         let handler = handler.clone();
                         tokio::spawn(async move {
-                            let resp = handler(req).await;
+                            let resp = handler(peer, req).await;
                             let _ = tx.send((id, resp)).await;
                         });
                     }

@@ -2,8 +2,10 @@
 
 `server` (session) starts the real `cpfs serve` once, on free loopback ports
 (API and metadata), with its 3 data nodes under a fresh data directory.
-`filesystem` (module) creates a CPFS file system and a mount target through
-the official core SDK (V1) and waits for Running / Active. `mount` (module)
+`directory` (session) is a real slapd knowing the user the uid-switch tests
+run as; `filesystem` (module) creates a CPFS file system and a mount target
+through the official core SDK (V1), waits for Running / Active, and points
+its LDAP configuration at `directory` (without one only root may use it). `mount` (module)
 mounts it with `cpfs mount DOMAIN DIR --controlplane URL` in the foreground.
 `mounter` (function) makes extra mounts that are unmounted after the test.
 `target_dir` (function) is a fresh directory on the CPFS mount, or under
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from ldap_harness import SUFFIX, Group, User, start_slapd
 from dataplane_harness import (
     LIVE_MOUNTS, LIVE_SERVERS, NOBODY_GID, NOBODY_UID, Mounter, create_filesystem,
     errno_as_uid, force_rmtree, mount_entry, mounts_under, run_as_uid, start_server, stop_group,
@@ -100,9 +103,23 @@ def server(fuse_ready, base_dir):
         LIVE_SERVERS.remove(srv)
 
 
+@pytest.fixture(scope="session")
+def directory(base_dir):
+    """A real slapd that knows the unprivileged user the POSIX tests run as:
+    without an LDAP configuration only root may use a file system."""
+    d = start_slapd(base_dir / "slapd", users=[User("nobody", NOBODY_UID, NOBODY_GID)],
+                    groups=[Group("nogroup", NOBODY_GID)])
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
 @pytest.fixture(scope="module")
-def filesystem(server):
-    return create_filesystem(server)
+def filesystem(server, directory):
+    fs = create_filesystem(server)
+    server.api("CreateLDAPConfig", FileSystemId=fs.fs_id, URI=directory.uri, SearchBase=SUFFIX)
+    return fs
 
 
 @pytest.fixture(scope="module")

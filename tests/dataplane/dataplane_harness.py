@@ -233,7 +233,7 @@ class Server:
         return out
 
 
-def start_server(workdir):
+def start_server(workdir, extra_args=(), extra_env=None):
     """Launch `cpfs serve` (own process group) with its data under workdir/data and
     wait for /healthz; fails with its stderr when it dies or is not ready in time."""
     binary = require_binary()
@@ -251,7 +251,9 @@ def start_server(workdir):
     db_url = os.environ.get("CPFS_TEST_DATABASE_URL")
     if db_url:
         args += ["--database-url", db_url]
+    args += [str(a) for a in extra_args]
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["CPFS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
     env["CPFS_ACCESS_KEY_SECRET"] = ACCESS_KEY_SECRET
     env.setdefault("RUST_LOG", "info")
@@ -520,19 +522,21 @@ else:
 """
 
 
-def run_as_uid(argv, uid=NOBODY_UID, gid=NOBODY_GID, timeout=120, **kwargs):
-    """Run argv as uid/gid (no supplementary groups), from '/'."""
-    cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"] + [str(a) for a in argv]
+def run_as_uid(argv, uid=NOBODY_UID, gid=NOBODY_GID, timeout=120, groups=(), **kwargs):
+    """Run argv as uid/gid with the supplementary `groups` (none by default), from '/'."""
+    group_args = [f"--groups={','.join(str(g) for g in groups)}"] if groups else ["--clear-groups"]
+    cmd = ["setpriv", f"--reuid={uid}", f"--regid={gid}", *group_args, "--"] + [str(a) for a in argv]
     kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     return subprocess.run(cmd, timeout=timeout, cwd="/", **kwargs)
 
 
-def errno_as_uid(code, *args, uid=NOBODY_UID, gid=NOBODY_GID):
+def errno_as_uid(code, *args, uid=NOBODY_UID, gid=NOBODY_GID, groups=()):
     """Exec the Python statements `code` as uid (the list `a` holds args as str).
 
     Returns 0 when they succeed, else the errno of the OSError they raised."""
-    r = run_as_uid([SYSTEM_PYTHON, "-I", "-c", _ERRNO_SNIPPET, code, *args], uid=uid, gid=gid)
+    r = run_as_uid([SYSTEM_PYTHON, "-I", "-c", _ERRNO_SNIPPET, code, *args], uid=uid, gid=gid,
+                   groups=groups)
     if r.returncode != 0 or not r.stdout.strip():
         raise AssertionError(f"snippet as uid {uid} crashed (rc {r.returncode}):\n{code}\n{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])["errno"]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use cpfs_controlplane::clock::format_utc;
 use cpfs_controlplane::filesystems::{ChargeType, FileSystem, FileSystemFilter, NewFileSystem};
+use cpfs_controlplane::ldap::LdapConfig;
 use cpfs_controlplane::mount_targets::MountTarget;
 use cpfs_controlplane::spec::StorageType;
 use cpfs_controlplane::ControlPlane;
@@ -244,6 +245,7 @@ pub async fn execute(
                 .await?;
             let ids: Vec<String> = list.iter().map(|f| f.id.clone()).collect();
             let tags = cp.tags_of(account, &ids).await?;
+            let ldap = cp.ldap_configs_of(account, &ids).await?;
             let mut mts: HashMap<String, Vec<MountTarget>> = HashMap::new();
             for m in cp.mount_targets_of(account, &ids).await? {
                 mts.entry(m.fs_id.clone()).or_default().push(m);
@@ -255,6 +257,7 @@ pub async fn execute(
                         f,
                         mts.get(&f.id).map_or(&[][..], Vec::as_slice),
                         tags.get(&f.id).map_or(&[][..], Vec::as_slice),
+                        ldap.get(&f.id),
                     )
                 })
                 .collect();
@@ -319,7 +322,12 @@ fn parse_stored_object(text: &str) -> Map<String, Value> {
 
 /// One file system as DescribeFileSystems shows it (wire names of the SDK
 /// model), plus `ReadIops`/`WriteIops`, this product's tier limits.
-pub fn file_system_json(fs: &FileSystem, mts: &[MountTarget], tags: &[(String, String)]) -> Value {
+pub fn file_system_json(
+    fs: &FileSystem,
+    mts: &[MountTarget],
+    tags: &[(String, String)],
+    ldap: Option<&LdapConfig>,
+) -> Value {
     let spec = fs.spec();
     let mut options = parse_stored_object(&fs.options_json);
     for k in [
@@ -335,7 +343,7 @@ pub fn file_system_json(fs: &FileSystem, mts: &[MountTarget], tags: &[(String, S
     auto.entry("capacityUsedRatio").or_insert(json!(0));
     auto.entry("step").or_insert(json!(0));
     auto.entry("time").or_insert(json!(0));
-    json!({
+    let mut out = json!({
         "FileSystemId": fs.id,
         "FileSystemType": fs.fs_type,
         "Description": fs.description,
@@ -377,7 +385,15 @@ pub fn file_system_json(fs: &FileSystem, mts: &[MountTarget], tags: &[(String, S
         "SupportedFeatures": { "SupportedFeature": [] },
         "Options": options,
         "AutoUpgradeConfig": auto,
-    })
+    });
+    // Only a file system with a directory has the block, as in the service.
+    if let (Some(cfg), Some(map)) = (ldap, out.as_object_mut()) {
+        map.insert(
+            "Ldap".into(),
+            json!({ "BindDN": cfg.bind_dn, "SearchBase": cfg.search_base, "URI": cfg.uri }),
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 mod access;
 mod filesystems;
+mod ldap;
 mod mount_targets;
 mod regions;
 mod tags;
@@ -17,6 +18,7 @@ use crate::params::Params;
 
 pub use access::AccessCommand;
 pub use filesystems::FsCommand;
+pub use ldap::LdapCommand;
 pub use mount_targets::MountTargetCommand;
 pub use regions::RegionCommand;
 pub use tags::TagCommand;
@@ -48,15 +50,15 @@ pub const SUPPORTED: &[&str] = &[
     "ListTagResources",
     "DescribeRegions",
     "DescribeZones",
+    "CreateLDAPConfig",
+    "ModifyLDAPConfig",
+    "DeleteLDAPConfig",
 ];
 
 /// Actions of the NAS API reference that this deployment does not serve
 /// yet: they answer `UnsupportedOperation` rather than `InvalidApi.NotFound`,
 /// so a caller can tell "not here" from "misspelt".
 pub const NOT_YET_SUPPORTED: &[&str] = &[
-    "CreateLDAPConfig",
-    "ModifyLDAPConfig",
-    "DeleteLDAPConfig",
     "DescribeFileSystemStatistics",
     "DescribeStoragePackages",
     "CreateFileset",
@@ -81,6 +83,7 @@ pub enum Command {
     Access(AccessCommand),
     Tag(TagCommand),
     Region(RegionCommand),
+    Ldap(LdapCommand),
 }
 
 /// Turns an action name and its parameters into a command.
@@ -99,6 +102,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     }
     if let Some(c) = regions::parse(action, p)? {
         return Ok(Command::Region(c));
+    }
+    if let Some(c) = ldap::parse(action, p)? {
+        return Ok(Command::Ldap(c));
     }
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
@@ -121,6 +127,7 @@ pub async fn execute(
         Command::Access(c) => access::execute(cp, account_id, c).await,
         Command::Tag(c) => tags::execute(cp, account_id, c).await,
         Command::Region(c) => regions::execute(cp, c).await,
+        Command::Ldap(c) => ldap::execute(cp, account_id, c).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! Every mutating operation is one transaction, so a crash leaves the
 //! namespace as it was before or after the operation, never between.
 
+pub mod access;
 mod ns;
 pub mod perm;
 pub mod server;
@@ -23,11 +24,15 @@ pub struct Session {
     pub fs: String,
     pub capacity_bytes: u64,
     pub domain: String,
+    /// The client's address: access rules are matched against it.
+    pub peer: std::net::IpAddr,
 }
 
 pub struct MetaService {
     pub store: Store,
     pub key: CapabilityKey,
+    pub identity_settings: access::IdentitySettings,
+    access: access::AccessCache,
     sessions: std::sync::RwLock<HashMap<u64, Session>>,
     /// Open handles per (fs, inode) across all clients: an unlinked inode
     /// keeps its data while any client holds it open.
@@ -48,10 +53,16 @@ pub fn fail<T>(errno: i32, msg: impl Into<String>) -> Res<T> {
 pub const CAPABILITY_SECS: i64 = 3600;
 
 impl MetaService {
-    pub fn new(store: Store, key: CapabilityKey) -> Arc<MetaService> {
+    pub fn new(
+        store: Store,
+        key: CapabilityKey,
+        identity_settings: access::IdentitySettings,
+    ) -> Arc<MetaService> {
         Arc::new(MetaService {
             store,
             key,
+            identity_settings,
+            access: access::AccessCache::default(),
             sessions: std::sync::RwLock::new(HashMap::new()),
             open: std::sync::Mutex::new(HashMap::new()),
             inos: tokio::sync::Mutex::new(HashMap::new()),

@@ -328,34 +328,37 @@ impl MetaService {
         Ok(ino)
     }
 
-    pub(crate) async fn mount(&self, domain: &str) -> Res<MetaReply> {
+    pub(crate) async fn mount(&self, domain: &str, peer: std::net::IpAddr) -> Res<MetaReply> {
+        // The access group decides whether this address may mount at all.
+        let grant = self.fresh_grant(domain, peer).await?;
+        let fs = grant.fs.clone();
         let mut c = self.conn().await?;
-        let row: Option<(String, String, String, i64)> = db(sqlx::query_as(
-            "SELECT m.fs_id, m.status, f.status, f.capacity_gib FROM mount_targets m JOIN file_systems f ON f.id = m.fs_id WHERE m.domain = $1",
+        let Some((capacity_gib,)): Option<(i64,)> = db(sqlx::query_as(
+            "SELECT capacity_gib FROM file_systems WHERE id = $1",
         )
-        .bind(domain)
+        .bind(&fs)
         .fetch_optional(&mut *c)
-        .await)?;
-        let Some((fs, mt_status, fs_status, capacity_gib)) = row else {
+        .await)?
+        else {
             return fail(ENOENT, format!("no mount target {domain}"));
         };
-        if mt_status != "Active" {
-            return fail(
-                EACCES,
-                format!("mount target {domain} is {mt_status}, not Active"),
-            );
-        }
-        if fs_status != "Running" && fs_status != "Extending" {
-            return fail(EACCES, format!("file system {fs} is {fs_status}"));
-        }
         let root = load(&mut c, &fs, ROOT_INO).await?;
         let chain_table = latest_chain_table(&mut c).await?;
         let session = self.add_session(Session {
             fs: fs.clone(),
             capacity_bytes: capacity_gib as u64 * (1 << 30),
             domain: domain.to_string(),
+            peer,
         });
-        tracing::info!(fs = %fs, domain, "client mounted");
+        tracing::info!(
+            fs = %fs,
+            domain,
+            %peer,
+            writable = grant.writable,
+            squash = ?grant.squash,
+            ldap = grant.ldap.is_some(),
+            "client mounted"
+        );
         Ok(MetaReply::Mounted(Mounted {
             session,
             fs,
@@ -802,7 +805,7 @@ impl MetaService {
                 chunk_size: i.chunk_size,
                 chains: i.chains,
             },
-            cap: self.key.issue(&s.fs, ino, rights, expires),
+            cap: self.key.issue_for(who.uid, &s.fs, ino, rights, expires),
         })
     }
 
@@ -841,9 +844,13 @@ impl MetaService {
                 chunk_size: i.chunk_size,
                 chains: i.chains,
             },
-            cap: self
-                .key
-                .issue(&s.fs, i.attr.ino, rights, t_secs() + CAPABILITY_SECS),
+            cap: self.key.issue_for(
+                who.uid,
+                &s.fs,
+                i.attr.ino,
+                rights,
+                t_secs() + CAPABILITY_SECS,
+            ),
         })
     }
 

@@ -1,16 +1,17 @@
 //! Serving the metadata protocol, and the orphan collector.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cpfs_dataplane::capability::{ADMIN, ANY_INODE};
 use cpfs_dataplane::client::DataClient;
-use cpfs_dataplane::metaproto::{errno, Kind, MetaOp, MetaReply, MetaRequest};
+use cpfs_dataplane::metaproto::{errno, Caller, Kind, MetaOp, MetaReply, MetaRequest};
 use cpfs_dataplane::proto::NodeRequest;
 use tokio::net::TcpListener;
 
 use crate::ns::NewNode;
-use crate::{MetaService, Res};
+use crate::{MetaService, Res, Session};
 
 fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
     match r {
@@ -20,9 +21,9 @@ fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
 }
 
 impl MetaService {
-    pub async fn handle(self: Arc<Self>, req: MetaRequest) -> MetaReply {
+    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: MetaRequest) -> MetaReply {
         if let MetaOp::Mount { domain } = &req.op {
-            return reply(self.mount(domain).await, |r| r);
+            return reply(self.mount(domain, peer.ip()).await, |r| r);
         }
         let Some(s) = self.session(req.session) else {
             return MetaReply::Err {
@@ -30,8 +31,35 @@ impl MetaService {
                 message: "unknown session; mount again".into(),
             };
         };
-        let who = req.caller;
-        match req.op {
+        // Bookkeeping that no identity may be refused: forgetting an open
+        // handle, and the data path's chain table.
+        if matches!(req.op, MetaOp::Release { .. } | MetaOp::ChainTable) {
+            return self.handle_as(s, req.caller, req.op).await;
+        }
+        let grant = match self.session_grant(&s).await {
+            Ok(g) => g,
+            Err((errno, message)) => return MetaReply::Err { errno, message },
+        };
+        if !grant.writable && mutates(&req.op) {
+            return MetaReply::Err {
+                errno: errno::EROFS,
+                message: format!("mount target {} is read-only for {}", s.domain, s.peer),
+            };
+        }
+        let who = match self.identity(&grant, req.caller).await {
+            Ok(who) => who,
+            Err((errno, message)) => {
+                tracing::debug!(fs = %s.fs, %message, "caller refused");
+                return MetaReply::Err { errno, message };
+            }
+        };
+        self.handle_as(s, who, req.op).await
+    }
+
+    /// Runs `op` for `who`, the identity the service decided on.
+    async fn handle_as(self: Arc<Self>, s: Session, who: Caller, op: MetaOp) -> MetaReply {
+        let req_op = op;
+        match req_op {
             MetaOp::Mount { .. } => MetaReply::Err {
                 errno: errno::EINVAL,
                 message: "already mounted".into(),
@@ -294,6 +322,38 @@ impl MetaService {
     }
 }
 
+/// Whether `op` changes the file system (refused on a read-only mount).
+fn mutates(op: &MetaOp) -> bool {
+    match op {
+        MetaOp::Open { write, .. } => *write,
+        MetaOp::Access { mask, .. } => mask & crate::perm::W != 0,
+        MetaOp::SetAttr { .. }
+        | MetaOp::Mknod { .. }
+        | MetaOp::Mkdir { .. }
+        | MetaOp::Create { .. }
+        | MetaOp::Symlink { .. }
+        | MetaOp::Link { .. }
+        | MetaOp::Unlink { .. }
+        | MetaOp::Rmdir { .. }
+        | MetaOp::Rename { .. }
+        | MetaOp::Written { .. }
+        | MetaOp::SetXattr { .. }
+        | MetaOp::RemoveXattr { .. }
+        | MetaOp::SetStripe { .. } => true,
+        MetaOp::Mount { .. }
+        | MetaOp::Lookup { .. }
+        | MetaOp::GetAttr { .. }
+        | MetaOp::Readlink { .. }
+        | MetaOp::Release { .. }
+        | MetaOp::ReadDir { .. }
+        | MetaOp::StatFs
+        | MetaOp::GetXattr { .. }
+        | MetaOp::ListXattr { .. }
+        | MetaOp::GetStripe { .. }
+        | MetaOp::ChainTable => false,
+    }
+}
+
 /// Serves metadata requests on `listener` and collects orphans in the
 /// background.
 pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
@@ -320,8 +380,8 @@ pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
             }
         }
     });
-    cpfs_dataplane::rpc::serve(listener, move |req: MetaRequest| {
-        service.clone().handle(req)
+    cpfs_dataplane::rpc::serve(listener, move |peer, req: MetaRequest| {
+        service.clone().handle(peer, req)
     })
     .await;
 }
