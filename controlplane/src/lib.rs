@@ -8,6 +8,7 @@ pub mod access;
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
@@ -17,6 +18,7 @@ pub mod provision;
 pub mod reconciler;
 pub mod spec;
 pub mod store;
+pub mod subscriptions;
 pub mod tags;
 
 pub use clock::{Clock, ManualClock, SystemClock};
