@@ -56,6 +56,26 @@ pub struct ServeArgs {
     /// Address of the metadata service (port 0: any free port; clients find it through the API)
     #[arg(long, env = "CPFS_META_LISTEN")]
     pub meta_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub billing: BillingArgs,
+}
+
+/// Billing settings, shared by `serve` and `cpfs billing ...`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct BillingArgs {
+    /// TOML price book replacing the built-in one (`cpfs billing price-book` prints it)
+    #[arg(long, env = "CPFS_PRICE_BOOK")]
+    pub price_book: Option<PathBuf>,
+    /// Days an expired subscription stays stopped before it is released (default 15)
+    #[arg(long, env = "CPFS_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Seconds between billing passes of `cpfs serve` (default 60)
+    #[arg(long, env = "CPFS_BILLING_INTERVAL")]
+    pub billing_interval: Option<u64>,
+    /// Test and rehearsal only: read the time from this file (unix seconds
+    /// or yyyy-MM-ddTHH:mm:ssZ) instead of the system clock
+    #[arg(long, env = "CPFS_CLOCK_FILE")]
+    pub clock_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -75,6 +95,10 @@ struct FileSettings {
     replicas: Option<usize>,
     rate_limit: Option<u32>,
     meta_listen: Option<SocketAddr>,
+    price_book: Option<PathBuf>,
+    retention_days: Option<u32>,
+    billing_interval: Option<u64>,
+    clock_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +115,12 @@ pub struct Settings {
     pub replicas: usize,
     pub rate_limit: u32,
     pub meta_listen: SocketAddr,
+    /// None: the built-in price book.
+    pub price_book: Option<PathBuf>,
+    pub retention_secs: i64,
+    pub billing_interval_secs: u64,
+    /// None: the system clock.
+    pub clock_file: Option<PathBuf>,
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -137,7 +167,24 @@ impl Settings {
         if zones.is_empty() || zones.iter().any(|z| z.is_empty()) {
             anyhow::bail!("--zones needs at least one zone name");
         }
+        let retention_days = args
+            .billing
+            .retention_days
+            .or(file.retention_days)
+            .unwrap_or(15);
+        let billing_interval_secs = args
+            .billing
+            .billing_interval
+            .or(file.billing_interval)
+            .unwrap_or(60);
+        if billing_interval_secs == 0 {
+            anyhow::bail!("--billing-interval must be at least 1 second");
+        }
         Ok(Settings {
+            price_book: args.billing.price_book.or(file.price_book),
+            retention_secs: i64::from(retention_days) * 86_400,
+            billing_interval_secs,
+            clock_file: args.billing.clock_file.or(file.clock_file),
             data_dir,
             database_url,
             listen: args
@@ -170,6 +217,15 @@ impl Settings {
     pub fn load_store(store: StoreArgs) -> anyhow::Result<Settings> {
         Settings::load(ServeArgs {
             store,
+            ..ServeArgs::default()
+        })
+    }
+
+    /// The store and the billing settings (for `cpfs billing ...`).
+    pub fn load_billing(store: StoreArgs, billing: BillingArgs) -> anyhow::Result<Settings> {
+        Settings::load(ServeArgs {
+            store,
+            billing,
             ..ServeArgs::default()
         })
     }

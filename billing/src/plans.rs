@@ -79,6 +79,21 @@ pub(crate) async fn consume(
     Ok((gib_seconds - left, used))
 }
 
+/// The id of an account given by id or name.
+pub async fn resolve_account(
+    cp: &cpfs_controlplane::ControlPlane,
+    account: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT id FROM accounts WHERE id = $1 OR name = $1")
+        .bind(account)
+        .fetch_optional(&cp.store.pool)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("id")?),
+        None => None,
+    })
+}
+
 fn plan_id() -> String {
     // BSS shows plan instance ids as opaque strings.
     format!(
@@ -110,18 +125,12 @@ impl Billing {
                 "a plan lasts 1 to 36 months",
             ));
         }
-        let pool = &self.cp.store.pool;
-        let row = sqlx::query("SELECT id, name FROM accounts WHERE id = $1 OR name = $1")
-            .bind(account)
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| {
-                BillingError::invalid(
-                    "account",
-                    format!("no account with id or name \"{account}\""),
-                )
-            })?;
-        let account_id: String = row.try_get("id")?;
+        let account_id = resolve_account(&self.cp, account).await?.ok_or_else(|| {
+            BillingError::invalid(
+                "account",
+                format!("no account with id or name \"{account}\""),
+            )
+        })?;
         let now = self.cp.now();
         let effective_at = start.unwrap_or(now);
         let expires_at = cpfs_controlplane::clock::add_months(effective_at, months as u32);
@@ -196,6 +205,17 @@ impl Billing {
     /// The account's plans (every account's when `account_id` is None),
     /// earliest expiry first.
     pub async fn plans(&self, account_id: Option<&str>) -> Result<Vec<Plan>> {
+        list_plans(&self.cp, account_id).await
+    }
+}
+
+/// The account's plans (every account's when `account_id` is None),
+/// earliest expiry first.
+pub async fn list_plans(
+    cp: &cpfs_controlplane::ControlPlane,
+    account_id: Option<&str>,
+) -> Result<Vec<Plan>> {
+    {
         let sql = "SELECT id, account_id, size_gib, months, total_gib_seconds, remaining_gib_seconds, effective_at, expires_at, created_at, remark FROM resource_plans";
         let rows = match account_id {
             Some(a) => {
@@ -203,14 +223,14 @@ impl Billing {
                     "{sql} WHERE account_id = $1 ORDER BY expires_at, created_at, id"
                 ))
                 .bind(a)
-                .fetch_all(&self.cp.store.pool)
+                .fetch_all(&cp.store.pool)
                 .await?
             }
             None => {
                 sqlx::query(&format!(
                     "{sql} ORDER BY account_id, expires_at, created_at, id"
                 ))
-                .fetch_all(&self.cp.store.pool)
+                .fetch_all(&cp.store.pool)
                 .await?
             }
         };

@@ -21,7 +21,7 @@ pub mod store;
 pub mod subscriptions;
 pub mod tags;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, FileClock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use store::Store;
 

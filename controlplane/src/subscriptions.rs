@@ -206,6 +206,18 @@ impl ControlPlane {
         Ok(true)
     }
 
+    /// The account owning a file system (for operator commands).
+    pub async fn file_system_owner(&self, fs_id: &str) -> Result<String> {
+        let row = sqlx::query("SELECT account_id FROM file_systems WHERE id = $1")
+            .bind(fs_id)
+            .fetch_optional(&self.store.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(r.try_get("account_id")?),
+            None => Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
+        }
+    }
+
     /// File systems (any account) with a subscription: id, status, expiry.
     pub async fn subscriptions(&self) -> Result<Vec<(String, String, Option<i64>)>> {
         let rows = sqlx::query(
