@@ -217,22 +217,4 @@ impl ControlPlane {
             None => Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
         }
     }
-
-    /// File systems (any account) with a subscription: id, status, expiry.
-    pub async fn subscriptions(&self) -> Result<Vec<(String, String, Option<i64>)>> {
-        let rows = sqlx::query(
-            "SELECT id, status, expired_at FROM file_systems WHERE charge_type = 'Subscription' ORDER BY id",
-        )
-        .fetch_all(&self.store.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("status")?,
-                    r.try_get("expired_at")?,
-                ))
-            })
-            .collect()
-    }
 }
