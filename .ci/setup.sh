@@ -10,7 +10,7 @@
 # What it does:
 #   1. apt-get install the Debian packages that are missing;
 #   2. a Python venv at <repo>/.venv with the pinned official Alibaba Cloud
-#      SDKs and pytest (for tests/sdk);
+#      SDKs and pytest (for tests/sdk and tests/billing);
 #   3. npm ci in tests/sdk/node (pop-core, pinned by package-lock.json);
 #   4. a PostgreSQL server on 127.0.0.1:55432 with database cpfs_test, for the
 #      PostgreSQL variant of the tests (CPFS_TEST_DATABASE_URL).
@@ -84,6 +84,7 @@ PY_PINS=(
     aliyun-python-sdk-nas==3.14.5
     alibabacloud-tea-openapi==0.4.6
     alibabacloud-nas20170626==3.7.5
+    alibabacloud-bssopenapi20171214==5.1.2
     alibabacloud-credentials==1.0.12
     darabonba-core==1.0.9
     pytest==9.2.0

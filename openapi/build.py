@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Writes openapi/nas.json, the OpenAPI 3 description of the gateway.
+"""Writes openapi/nas.json and openapi/bssopenapi.json, the OpenAPI 3
+descriptions of the gateway: the NAS API (2017-06-26) and the BssOpenApi
+billing actions (2017-12-14) it serves on the same route and signatures.
 
-The table below is the description's source; `cargo test` (api/tests/openapi.rs)
-fails when the router and nas.json disagree on the actions served or on their
-required parameters, and when nas.json is not what this script writes.
+The tables below are the descriptions' source; `cargo test` (api/tests/openapi.rs)
+fails when the router and a description disagree on the actions served or on
+their required parameters, and `build.py --check` when a file is not what
+this script writes.
 Run `python3 openapi/build.py` after changing the table.
 
 RPC style: every action is `GET|POST /` with `Action=<name>`; each is listed
@@ -250,16 +253,105 @@ doc = {
     "x-unsupported-actions": NOT_YET_SUPPORTED,
 }
 
+# BssOpenApi 2017-12-14: name: (summary, params, Data fields)
+BSS_ACTIONS = {
+    "QueryBillOverview": ("Monthly totals per subscription type and bill type", [
+        ("BillingCycle", S, True, "2026-10", "YYYY-MM"),
+        ("ProductCode", S, False, None, "nas (CPFS bills sit under NAS); another code gives no rows"),
+        ("ProductType", S, False, None, ""),
+        ("SubscriptionType", S, False, None, "Subscription or PayAsYouGo"),
+        ("BillOwnerId", I, False, None, "Another owner than the caller gives no rows"),
+    ], "Data.Items.Item[]: ProductCode, ProductDetail, CommodityCode, SubscriptionType, Item, Currency, PretaxGrossAmount, InvoiceDiscount, PretaxAmount, PaymentAmount, ... (numbers; RoundDownDiscount a string)"),
+    "QueryBill": ("One row per order, or per hour of a pay-as-you-go file system", [
+        ("BillingCycle", S, True, "2026-10", "YYYY-MM"),
+        ("Type", S, False, None, "SubscriptionOrder, PayAsYouGoBill, Refund, Adjustment"),
+        ("ProductCode", S, False, None, ""), ("ProductType", S, False, None, ""),
+        ("SubscriptionType", S, False, None, ""),
+        ("IsHideZeroCharge", B, False, None, "Hide rows whose PretaxGrossAmount is 0"),
+        ("IsDisplayLocalCurrency", B, False, None, "Accepted; amounts are in the price book's currency"),
+        ("PageNum", I, False, None, "From 1"), ("PageSize", I, False, None, "1-300, default 20"),
+        ("OwnerId", I, False, None, ""), ("BillOwnerId", I, False, None, ""),
+    ], "Data.{PageNum, PageSize, TotalCount, Items.Item[]: RecordID, Item, Status, UsageStartTime, UsageEndTime, PaymentTime, amounts}"),
+    "QueryInstanceBill": ("Per file system (or plan), optionally per billing item and per day", [
+        ("BillingCycle", S, True, "2026-10", "YYYY-MM"),
+        ("Granularity", S, False, None, "MONTHLY (default) or DAILY"),
+        ("BillingDate", S, False, None, "YYYY-MM-DD, required with DAILY"),
+        ("IsBillingItem", B, False, None, "One row per billing item (size, bandwidth, subscription, ...)"),
+        ("IsHideZeroCharge", B, False, None, ""),
+        ("ProductCode", S, False, None, ""), ("ProductType", S, False, None, ""),
+        ("SubscriptionType", S, False, None, ""),
+        ("PageNum", I, False, None, ""), ("PageSize", I, False, None, "1-300, default 20"),
+        ("OwnerId", I, False, None, ""), ("BillOwnerId", I, False, None, ""),
+    ], "Data.{PageNum, PageSize, TotalCount, Items.Item[]: InstanceID, BillingItem, ListPrice, Usage, UsageUnit, DeductedByResourcePackage (strings), amounts (numbers)}"),
+    "QueryResourcePackageInstances": ("The caller's resource plans", [
+        ("ProductCode", S, False, None, ""),
+        ("ExpiryTimeStart", S, False, None, "yyyy-MM-ddTHH:mm:ssZ"), ("ExpiryTimeEnd", S, False, None, ""),
+        ("IncludePartner", B, False, None, ""),
+        ("PageNum", I, False, None, ""), ("PageSize", I, False, None, ""), ("OwnerId", I, False, None, ""),
+    ], "Page, PageSize, Total (integers) and Data.{PageNum, PageSize, TotalCount (strings), Instances.Instance[]: InstanceId, Status, TotalAmount, RemainingAmount (GiB*Hour, strings), EffectiveTime, ExpiryTime}"),
+    "RenewInstance": ("Renew a Subscription file system (a stopped one runs again)", [
+        ("ProductCode", S, True, "nas", "nas"),
+        ("InstanceId", S, True, "cpfs-0123456789abcdef", "The file system"),
+        ("RenewPeriod", I, True, "1", "Months: 1-9, 12, 24, 36"),
+        ("ProductType", S, False, None, ""), ("ClientToken", S, False, None, "Idempotency token"),
+        ("OwnerId", I, False, None, ""),
+    ], "Data.OrderId (string)"),
+}
+
+BSS_ERRORS = {
+    "400": "MissingParameter, InvalidParameter.<Name>, signature and timestamp errors as for NAS",
+    "403": "InvalidFileSystemStatus.Ordering (renewing a PayAsYouGo file system)",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound",
+    "500": "InternalError",
+}
+
+def bss_operation(name, summary, params, data):
+    plist = [{"name": n, "in": "query", "required": n == "Action", "schema": {"type": S}, "description": d.replace("2017-06-26", "2017-12-14")}
+             for n, _, d in COMMON]
+    plist[0]["schema"]["enum"] = [name]
+    for n, t, req, ex, desc in params:
+        p = {"name": n, "in": "query", "required": req, "schema": {"type": t}, "description": desc}
+        if ex is not None:
+            p["example"] = ex
+        plist.append(p)
+    ok = obj({"RequestId": {"type": S}, "Success": {"type": B}, "Code": {"type": S}, "Message": {"type": S},
+              "Data": {"type": "object", "description": data}}, ["RequestId", "Success", "Code", "Message"])
+    responses = {"200": {"description": "Success: Success=true, Code=Success", "content": {"application/json": {"schema": ok}}}}
+    for status, codes in BSS_ERRORS.items():
+        responses[status] = {"description": codes, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    op = {"operationId": name, "summary": summary, "parameters": plist, "responses": responses}
+    return {"get": op, "post": {**op, "operationId": name + "Post"}}
+
+bss_doc = {
+    "openapi": "3.0.3",
+    "info": {"title": "CPFS billing API (Alibaba Cloud BssOpenApi 2017-12-14 compatible)", "version": "2017-12-14",
+             "description": "The billing actions on the same gateway as the NAS API: Version 2017-12-14 (query parameter or x-acs-version header) selects them. Same signatures (V1, V3). Amounts are JSON numbers except where the BssOpenApi models declare strings."},
+    "servers": [{"url": "http://127.0.0.1:8080"}],
+    "paths": {f"/?Action={n}": bss_operation(n, *spec) for n, spec in BSS_ACTIONS.items()},
+    "components": {"schemas": {"Error": obj({"RequestId": {"type": S}, "Success": {"type": B}, "HostId": {"type": S}, "Code": {"type": S}, "Message": {"type": S}, "Recommend": {"type": S}},
+                                            ["RequestId", "Success", "Code", "Message"])}},
+}
+
 if __name__ == "__main__":
     import sys
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nas.json")
-    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-    if "--check" in sys.argv:
-        with open(out) as f:
-            if f.read() != text:
-                sys.exit("openapi/nas.json is stale: run python3 openapi/build.py")
-        print("openapi/nas.json is up to date")
-    else:
-        with open(out, "w") as f:
-            f.write(text)
-        print(f"wrote {out}: {len(ACTIONS)} actions")
+    here = os.path.dirname(os.path.abspath(__file__))
+    stale = []
+    for name, d, n in (("nas.json", doc, len(ACTIONS)), ("bssopenapi.json", bss_doc, len(BSS_ACTIONS))):
+        out = os.path.join(here, name)
+        text = json.dumps(d, indent=1, sort_keys=True) + "\n"
+        if "--check" in sys.argv:
+            try:
+                with open(out) as f:
+                    current = f.read()
+            except FileNotFoundError:
+                current = None
+            if current != text:
+                stale.append(name)
+            else:
+                print(f"openapi/{name} is up to date")
+        else:
+            with open(out, "w") as f:
+                f.write(text)
+            print(f"wrote {out}: {n} actions")
+    if stale:
+        sys.exit(f"openapi/{', '.join(stale)} stale: run python3 openapi/build.py")

@@ -28,6 +28,10 @@ cargo build --bin cpfs
 .venv/bin/pytest -q tests/sdk
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/sdk
 
+step "billing with the official BssOpenApi SDK (SQLite, then PostgreSQL)"
+.venv/bin/pytest -q tests/billing
+CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/billing
+
 step "POSIX, data and fio tests on a real FUSE mount"
 .venv/bin/pytest -q tests/dataplane
 

@@ -62,6 +62,26 @@ pub struct ServeArgs {
     /// Password for the BindDN of LDAP configurations (prefer the environment variable)
     #[arg(long, env = "CPFS_LDAP_BIND_PASSWORD", hide_env_values = true)]
     pub ldap_bind_password: Option<String>,
+    #[command(flatten)]
+    pub billing: BillingArgs,
+}
+
+/// Billing settings, shared by `serve` and `cpfs billing ...`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct BillingArgs {
+    /// TOML price book replacing the built-in one (`cpfs billing price-book` prints it)
+    #[arg(long, env = "CPFS_PRICE_BOOK")]
+    pub price_book: Option<PathBuf>,
+    /// Days an expired subscription stays stopped before it is released (default 15)
+    #[arg(long, env = "CPFS_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Seconds between billing passes of `cpfs serve` (default 60)
+    #[arg(long, env = "CPFS_BILLING_INTERVAL")]
+    pub billing_interval: Option<u64>,
+    /// Test and rehearsal only: read the time from this file (unix seconds
+    /// or yyyy-MM-ddTHH:mm:ssZ) instead of the system clock
+    #[arg(long, env = "CPFS_CLOCK_FILE")]
+    pub clock_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same names as the flags, with underscores.
@@ -83,6 +103,10 @@ struct FileSettings {
     meta_listen: Option<SocketAddr>,
     ldap_cache_ttl: Option<u64>,
     ldap_bind_password: Option<String>,
+    price_book: Option<PathBuf>,
+    retention_days: Option<u32>,
+    billing_interval: Option<u64>,
+    clock_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -99,6 +123,12 @@ pub struct Settings {
     pub replicas: usize,
     pub rate_limit: u32,
     pub meta_listen: SocketAddr,
+    /// None: the built-in price book.
+    pub price_book: Option<PathBuf>,
+    pub retention_secs: i64,
+    pub billing_interval_secs: u64,
+    /// None: the system clock.
+    pub clock_file: Option<PathBuf>,
     pub ldap_cache_ttl: std::time::Duration,
     pub ldap_bind_password: Option<String>,
 }
@@ -171,9 +201,26 @@ impl Settings {
         if !(1..=86_400).contains(&ldap_cache_ttl) {
             anyhow::bail!("--ldap-cache-ttl must be between 1 and 86400 seconds");
         }
+        let retention_days = args
+            .billing
+            .retention_days
+            .or(file.retention_days)
+            .unwrap_or(15);
+        let billing_interval_secs = args
+            .billing
+            .billing_interval
+            .or(file.billing_interval)
+            .unwrap_or(60);
+        if billing_interval_secs == 0 {
+            anyhow::bail!("--billing-interval must be at least 1 second");
+        }
         Ok(Settings {
             ldap_cache_ttl: std::time::Duration::from_secs(ldap_cache_ttl),
             ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
+            price_book: args.billing.price_book.or(file.price_book),
+            retention_secs: i64::from(retention_days) * 86_400,
+            billing_interval_secs,
+            clock_file: args.billing.clock_file.or(file.clock_file),
             data_dir,
             database_url,
             listen: args
@@ -206,6 +253,15 @@ impl Settings {
     pub fn load_store(store: StoreArgs) -> anyhow::Result<Settings> {
         Settings::load(ServeArgs {
             store,
+            ..ServeArgs::default()
+        })
+    }
+
+    /// The store and the billing settings (for `cpfs billing ...`).
+    pub fn load_billing(store: StoreArgs, billing: BillingArgs) -> anyhow::Result<Settings> {
+        Settings::load(ServeArgs {
+            store,
+            billing,
             ..ServeArgs::default()
         })
     }

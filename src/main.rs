@@ -1,6 +1,7 @@
 //! `cpfs`: one executable for every role. The member crates hold the logic;
 //! this file only parses the command line and wires them together.
 
+mod billing_cmd;
 mod config;
 mod mount_cmd;
 mod node_cmd;
@@ -44,6 +45,11 @@ enum Command {
     Stripe {
         #[command(subcommand)]
         command: mount_cmd::StripeCommand,
+    },
+    /// Billing: meter and backfill, statements, resource plans, renewals, the price book
+    Billing {
+        #[command(subcommand)]
+        command: billing_cmd::BillingCommand,
     },
 }
 
@@ -98,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Node { command: None, run } => node_cmd::run(run).await,
         Command::Mount(args) => mount_cmd::mount(args).await,
         Command::Stripe { command } => mount_cmd::stripe(command),
+        Command::Billing { command } => billing_cmd::run(command).await,
         Command::Node {
             command: Some(NodeCommand::List { store }),
             ..

@@ -13,7 +13,7 @@ use cpfs_api::{Gateway, GatewayConfig};
 use cpfs_controlplane::accounts::{NewAccount, BOOTSTRAP_ACCOUNT};
 use cpfs_controlplane::nodes::PlacementPolicy;
 use cpfs_controlplane::reconciler::Reconciler;
-use cpfs_controlplane::{ControlPlane, RegionConfig, Store, SystemClock};
+use cpfs_controlplane::{Clock, ControlPlane, FileClock, RegionConfig, Store, SystemClock};
 use cpfs_dataplane::capability::CapabilityKey;
 
 use crate::config::Settings;
@@ -34,7 +34,36 @@ pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
         mount_domain: s.mount_domain.clone(),
         endpoint: s.listen.to_string(),
     };
-    Ok(ControlPlane::new(store, Arc::new(SystemClock), region))
+    let clock: Arc<dyn Clock> = match &s.clock_file {
+        Some(path) => {
+            tracing::warn!(path = %path.display(), "time is read from a clock file (test and rehearsal only)");
+            Arc::new(FileClock::open(path)?)
+        }
+        None => Arc::new(SystemClock),
+    };
+    Ok(ControlPlane::new(store, clock, region))
+}
+
+/// The price book in force: the operator's file, else the built-in one.
+pub fn price_book(s: &Settings) -> anyhow::Result<cpfs_billing::PriceBook> {
+    match &s.price_book {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading price book {}", path.display()))?;
+            cpfs_billing::PriceBook::parse(&text)
+                .with_context(|| format!("price book {}", path.display()))
+        }
+        None => Ok(cpfs_billing::PriceBook::builtin()?),
+    }
+}
+
+/// Billing over an open control plane, with the operator's settings.
+pub fn billing(cp: &ControlPlane, s: &Settings) -> anyhow::Result<cpfs_billing::Billing> {
+    Ok(cpfs_billing::Billing::new(
+        cp.clone(),
+        Arc::new(price_book(s)?),
+        s.retention_secs,
+    ))
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -179,6 +208,8 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .await?
         .with_policy(policy)
         .with_ldap_bind_password(s.ldap_bind_password.clone());
+    // A bad price book stops the start, before anything is billed with it.
+    let billing = billing(&cp, &s)?;
     bootstrap(&cp, &s).await?;
 
     // The metadata service, on its own port.
@@ -198,6 +229,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     tracing::info!(listen = %meta_address, "metadata service listening");
 
     tokio::spawn(Reconciler::new(cp.clone(), policy).run());
+    tokio::spawn(billing.run(Duration::from_secs(s.billing_interval_secs)));
 
     let gateway = Gateway::new(
         cp.clone(),
@@ -206,6 +238,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             rate_limit_burst: s.rate_limit.saturating_mul(2),
             cluster_token: Some(token.clone()),
             meta_address,
+            signatures_use_wall_clock: s.clock_file.is_some(),
             ..GatewayConfig::default()
         },
     );

@@ -51,6 +51,20 @@ pub enum ApiError {
     ControlPlane(#[from] CpError),
 }
 
+impl From<cpfs_billing::BillingError> for ApiError {
+    fn from(e: cpfs_billing::BillingError) -> Self {
+        use cpfs_billing::BillingError as B;
+        match e {
+            B::Invalid { name, message } => ApiError::InvalidParameter {
+                name: name.to_string(),
+                message,
+            },
+            B::ControlPlane(e) => ApiError::ControlPlane(e),
+            other => ApiError::ControlPlane(CpError::Internal(other.to_string())),
+        }
+    }
+}
+
 impl ApiError {
     pub fn invalid(name: &str, message: impl Into<String>) -> Self {
         ApiError::InvalidParameter {

@@ -16,6 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::actions::bss::BSS_VERSION;
 use crate::actions::{self, NAS_VERSION};
 use crate::encode::form_decode;
 use crate::error::ApiError;
@@ -38,6 +39,10 @@ pub struct GatewayConfig {
     pub cluster_token: Option<String>,
     /// Where clients reach the metadata service (told to `cpfs mount`).
     pub meta_address: String,
+    /// Check signature timestamps and nonces against the machine's clock
+    /// rather than the control plane's (which a test clock file may move
+    /// through months while SDKs sign with the real time).
+    pub signatures_use_wall_clock: bool,
 }
 
 impl Default for GatewayConfig {
@@ -48,6 +53,7 @@ impl Default for GatewayConfig {
             rate_limit_burst: 4_000,
             cluster_token: None,
             meta_address: String::new(),
+            signatures_use_wall_clock: false,
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct VerifiedRequest {
     pub account_id: String,
     pub access_key_id: String,
     pub action: String,
+    /// The API the action belongs to: NAS 2017-06-26 or BssOpenApi 2017-12-14.
+    pub version: String,
     pub params: Params,
 }
 
@@ -90,6 +98,7 @@ impl Gateway {
         // Unknown action names are folded so callers cannot grow the map.
         let action = if actions::SUPPORTED.contains(&action)
             || actions::NOT_YET_SUPPORTED.contains(&action)
+            || actions::bss::SUPPORTED.contains(&action)
         {
             action
         } else {
@@ -107,7 +116,11 @@ impl Gateway {
         let claim = signature::claim(raw)?;
         let key = self.keys.get(&self.cp, &claim.access_key_id).await?;
         claim.verify(&key.secret)?;
-        let now = self.cp.now();
+        let now = if self.config.signatures_use_wall_clock {
+            cpfs_controlplane::Clock::now_unix(&cpfs_controlplane::SystemClock)
+        } else {
+            self.cp.now()
+        };
         claim.check_time(now)?;
         if let Err(not_until) = self.limiter.check_key(&key.access_key_id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -130,7 +143,7 @@ impl Gateway {
             .map(str::to_string)
             .or_else(|| header(raw.headers, "x-acs-version"))
             .ok_or_else(|| ApiError::MissingParameter("Version".into()))?;
-        if version != NAS_VERSION {
+        if version != NAS_VERSION && version != BSS_VERSION {
             return Err(ApiError::ApiNotFound(
                 action.chars().take(64).collect(),
                 version.chars().take(32).collect(),
@@ -140,6 +153,7 @@ impl Gateway {
             account_id: key.account_id,
             access_key_id: key.access_key_id,
             action,
+            version,
             params,
         })
     }
@@ -219,6 +233,9 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let mut format = Format::Json;
     let mut action = String::new();
+    // BssOpenApi replies (and errors) have their own envelope; known before
+    // authentication so that even a refused call answers in its shape.
+    let mut bss = false;
     let outcome: Result<Map<String, Value>, ApiError> = async {
         if parts.method != Method::GET && parts.method != Method::POST {
             return Err(ApiError::UnsupportedHttpMethod(parts.method.to_string()));
@@ -244,6 +261,12 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             .chars()
             .take(64)
             .collect();
+        bss = merged
+            .iter()
+            .find(|(k, _)| k == "Version")
+            .map(|(_, v)| v.clone())
+            .or_else(|| header(&parts.headers, "x-acs-version"))
+            .is_some_and(|v| v == BSS_VERSION);
         let params = Params::from_pairs(merged)?;
         let raw = RawRequest {
             method: parts.method.as_str(),
@@ -255,7 +278,8 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         };
         let verified = gw.authenticate(&raw, params).await?;
         let span = tracing::debug_span!("call", request_id = %id, action = %verified.action, access_key_id = %verified.access_key_id);
-        let command = actions::parse(&verified.action, &verified.params)?;
+        let command =
+            actions::parse_versioned(&verified.version, &verified.action, &verified.params)?;
         actions::execute(&gw.cp, &verified.account_id, command).instrument(span).await
     }
     .await;
@@ -276,6 +300,9 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
                 tracing::info!(request_id = %id, action = %action, code = %e.code(), message = %e, "request refused");
             }
             let mut m = Map::new();
+            if bss {
+                m.insert("Success".into(), Value::Bool(false));
+            }
             m.insert(
                 "HostId".into(),
                 Value::String(gw.cp.region.endpoint.clone()),

@@ -1,5 +1,6 @@
-//! The OpenAPI description (openapi/nas.json) and the router must agree: the
-//! same actions, and the same required parameters for each.
+//! The OpenAPI descriptions (openapi/nas.json, openapi/bssopenapi.json) and
+//! the router must agree: the same actions, and the same required
+//! parameters for each.
 
 use cpfs_api::actions::{self, NOT_YET_SUPPORTED, SUPPORTED};
 use cpfs_api::params::Params;
@@ -8,6 +9,42 @@ use std::collections::BTreeSet;
 
 fn spec() -> Value {
     serde_json::from_str(include_str!("../../openapi/nas.json")).expect("openapi/nas.json parses")
+}
+
+fn bss_spec() -> Value {
+    serde_json::from_str(include_str!("../../openapi/bssopenapi.json"))
+        .expect("openapi/bssopenapi.json parses")
+}
+
+fn documented(doc: &Value) -> BTreeSet<String> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| {
+            k.strip_prefix("/?Action=")
+                .expect("path key is /?Action=<name>")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_bss_actions() {
+    let served: BTreeSet<String> = actions::bss::SUPPORTED
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(
+        documented(&bss_spec()),
+        served,
+        "openapi/bssopenapi.json and actions::bss::SUPPORTED differ"
+    );
+}
+
+#[test]
+fn the_same_required_bss_parameters() {
+    required_parameters_agree(&bss_spec(), actions::parse_bss);
 }
 
 /// Business parameters of an action: (wire name, required, example).
@@ -76,7 +113,13 @@ fn the_same_actions() {
 
 #[test]
 fn the_same_required_parameters() {
-    let doc = spec();
+    required_parameters_agree(&spec(), actions::parse);
+}
+
+fn required_parameters_agree(
+    doc: &Value,
+    parse: fn(&str, &Params) -> Result<actions::Command, cpfs_api::error::ApiError>,
+) {
     for (path, item) in doc["paths"].as_object().unwrap() {
         let action = path.strip_prefix("/?Action=").unwrap();
         assert_eq!(
@@ -106,7 +149,7 @@ fn the_same_required_parameters() {
                 .map(|(n, _, ex)| (n.clone(), ex.clone().unwrap_or_default())),
         );
         let full = Params::from_pairs(minimal.clone()).unwrap();
-        if let Err(e) = actions::parse(action, &full) {
+        if let Err(e) = parse(action, &full) {
             panic!(
                 "{action}: documented required parameters do not suffice: {} {e}",
                 e.code()
@@ -116,7 +159,7 @@ fn the_same_required_parameters() {
         for (missing, _) in &required {
             let partial =
                 Params::from_pairs(minimal.iter().filter(|(n, _)| n != missing).cloned()).unwrap();
-            match actions::parse(action, &partial) {
+            match parse(action, &partial) {
                 Ok(_) => panic!("{action}: {missing} is documented as required but the router does not require it"),
                 Err(e) => {
                     assert!(

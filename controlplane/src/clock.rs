@@ -50,6 +50,68 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock read from a file holding unix seconds or `yyyy-MM-ddTHH:mm:ssZ`:
+/// for tests and rehearsals that run the real binary through days or
+/// months of billing in seconds (`cpfs serve --clock-file`). Business time
+/// (creation and expiry times, metering, plans) follows the file; request
+/// signatures are still checked against the machine's clock. Every read
+/// looks at the file, so writing a new time moves the clock; an unreadable
+/// or malformed file keeps the last good time.
+#[derive(Debug)]
+pub struct FileClock {
+    path: std::path::PathBuf,
+    last: AtomicI64,
+}
+
+impl FileClock {
+    /// Opens the clock; the file must hold a valid time now.
+    pub fn open(path: impl Into<std::path::PathBuf>) -> crate::Result<FileClock> {
+        let path = path.into();
+        let first = read_clock_file(&path).ok_or_else(|| {
+            crate::Error::invalid(
+                "ClockFile",
+                format!(
+                    "{} must hold unix seconds or yyyy-MM-ddTHH:mm:ssZ",
+                    path.display()
+                ),
+            )
+        })?;
+        Ok(FileClock {
+            path,
+            last: AtomicI64::new(first),
+        })
+    }
+}
+
+fn read_clock_file(path: &std::path::Path) -> Option<i64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    parse_time(text.trim())
+}
+
+/// Unix seconds, or `yyyy-MM-ddTHH:mm:ssZ`.
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::PrimitiveDateTime::parse(s, &fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+impl Clock for FileClock {
+    fn now(&self) -> OffsetDateTime {
+        let unix = match read_clock_file(&self.path) {
+            Some(t) => {
+                self.last.store(t, Ordering::SeqCst);
+                t
+            }
+            None => self.last.load(Ordering::SeqCst),
+        };
+        OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
 /// `yyyy-MM-ddTHH:mm:ssZ`, the only time format on the wire.
 pub fn format_utc(unix: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -98,6 +160,20 @@ mod tests {
             format_utc(add_months(1_794_700_800, 3)),
             "2027-02-15T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn file_clock_follows_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clock");
+        assert!(FileClock::open(&path).is_err());
+        std::fs::write(&path, "1768465800\n").unwrap();
+        let c = FileClock::open(&path).unwrap();
+        assert_eq!(c.now_unix(), 1_768_465_800);
+        std::fs::write(&path, "2026-01-15T09:30:00Z").unwrap();
+        assert_eq!(c.now_unix(), 1_768_469_400);
+        std::fs::write(&path, "garbage").unwrap();
+        assert_eq!(c.now_unix(), 1_768_469_400);
     }
 
     #[test]

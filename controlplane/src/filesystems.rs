@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::error::{Error, ResourceKind, Result};
+use crate::events::{self, EventKind};
 use crate::spec::{self, Spec, StorageType};
 use crate::{clock, idempotency, ids, tags, ControlPlane};
 
@@ -260,6 +261,12 @@ impl ControlPlane {
         .execute(&mut *tx)
         .await?;
         tags::put_tags(&mut tx, account_id, tags::FILESYSTEM, &id, &req.tags).await?;
+        let created = fs_in(&mut tx, account_id, &id).await?;
+        let months = match req.charge_type {
+            ChargeType::Subscription => i64::from(req.duration_months.unwrap_or(0)),
+            ChargeType::PayAsYouGo => 0,
+        };
+        events::record(&mut tx, &created, EventKind::Create, now, months).await?;
         if let Some(token) = &req.client_token {
             idempotency::record(&mut tx, account_id, "CreateFileSystem", token, &id, now).await?;
         }
@@ -414,17 +421,7 @@ impl ControlPlane {
                 return Ok(());
             }
         }
-        let row = sqlx::query(&format!(
-            "SELECT {FS_SELECT} FROM file_systems WHERE id = $1 AND account_id = $2"
-        ))
-        .bind(fs_id)
-        .bind(account_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let fs = match row {
-            Some(r) => FileSystem::from_row(&r)?,
-            None => return Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
-        };
+        let fs = fs_in(&mut tx, account_id, fs_id).await?;
         if fs.status != Status::Running {
             return Err(Error::invalid_status(
                 ResourceKind::FileSystem,
@@ -450,6 +447,8 @@ impl ControlPlane {
         .bind(account_id)
         .execute(&mut *tx)
         .await?;
+        let upgraded = fs_in(&mut tx, account_id, fs_id).await?;
+        events::record(&mut tx, &upgraded, EventKind::Upgrade, now, 0).await?;
         if let Some(token) = client_token {
             idempotency::record(&mut tx, account_id, "UpgradeFileSystem", token, fs_id, now)
                 .await?;
@@ -468,20 +467,45 @@ impl ControlPlane {
     /// Marks the file system Deleting; the reconciler releases its
     /// placement, mount targets and tags, then removes it.
     pub async fn delete_file_system(&self, account_id: &str, fs_id: &str) -> Result<()> {
-        let fs = self.file_system(account_id, fs_id).await?;
+        let mut tx = self.store.begin_write().await?;
+        let fs = fs_in(&mut tx, account_id, fs_id).await?;
         if fs.status == Status::Deleting {
             return Ok(());
         }
+        let now = self.now();
         sqlx::query(
             "UPDATE file_systems SET status = 'Deleting', updated_at = $1 WHERE id = $2 AND account_id = $3",
         )
-        .bind(self.now())
+        .bind(now)
         .bind(fs_id)
         .bind(account_id)
-        .execute(&self.store.pool)
+        .execute(&mut *tx)
         .await?;
+        // Billing stops at this moment (a stopped subscription already
+        // stopped accruing; the event closes its history).
+        events::record(&mut tx, &fs, EventKind::Delete, now, 0).await?;
+        tx.commit().await?;
         tracing::info!(fs_id, "file system deletion requested");
         self.poke();
         Ok(())
+    }
+}
+
+/// One file system of the account, read inside a transaction.
+pub(crate) async fn fs_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    account_id: &str,
+    fs_id: &str,
+) -> Result<FileSystem> {
+    let row = sqlx::query(&format!(
+        "SELECT {FS_SELECT} FROM file_systems WHERE id = $1 AND account_id = $2"
+    ))
+    .bind(fs_id)
+    .bind(account_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(r) => FileSystem::from_row(&r),
+        None => Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
     }
 }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
@@ -18,9 +19,10 @@ pub mod provision;
 pub mod reconciler;
 pub mod spec;
 pub mod store;
+pub mod subscriptions;
 pub mod tags;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, FileClock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use store::Store;
 

@@ -343,3 +343,33 @@ def test_root_squash_maps_root_to_nobody(srv, ldap_fs, mounts):
     # Other users are not squashed by root_squash.
     assert as_user(ALICE, "open(a[0], 'w').close()", sq.path / "squash" / "alices") == 0
     assert os.stat(rw_mount.path / "squash" / "alices").st_uid == ALICE.uid
+
+
+def set_fs_status(srv, fs_id, status):
+    """What billing's expiry does to a file system, done directly in the store."""
+    url = os.environ.get("CPFS_TEST_DATABASE_URL")
+    sql = f"UPDATE file_systems SET status = '{status}' WHERE id = '{fs_id}'"
+    if url:
+        subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+                       capture_output=True, timeout=30)
+    else:
+        import sqlite3
+        with sqlite3.connect(srv.data_dir / "cpfs.db", timeout=30) as db:
+            db.execute(sql)
+
+
+def test_a_stopped_file_system_cuts_live_mounts_and_resumes(srv, ldap_fs):
+    fs, m = ldap_fs
+    (m.path / "before-stop").write_text("kept")
+    set_fs_status(srv, fs.fs_id, "Stopped")
+    try:
+        wait_until("the stop to reach the mounted client",
+                   lambda: errno_as_uid("open(a[0]).read()", str(m.path / "before-stop"),
+                                        uid=0, gid=0) == errno.EACCES,
+                   deadline_s=10, interval_s=0.2)
+    finally:
+        set_fs_status(srv, fs.fs_id, "Running")
+    wait_until("the file system to serve again",
+               lambda: errno_as_uid("assert open(a[0]).read() == 'kept'", str(m.path / "before-stop"),
+                                    uid=0, gid=0) == 0,
+               deadline_s=10, interval_s=0.2)

@@ -4,6 +4,7 @@
 //! the reply.
 
 mod access;
+pub mod bss;
 mod filesystems;
 mod ldap;
 mod mount_targets;
@@ -78,6 +79,7 @@ pub const NOT_YET_SUPPORTED: &[&str] = &[
 
 #[derive(Debug)]
 pub enum Command {
+    Bss(bss::BssCommand),
     FileSystem(FsCommand),
     MountTarget(MountTargetCommand),
     Access(AccessCommand),
@@ -86,7 +88,27 @@ pub enum Command {
     Ldap(LdapCommand),
 }
 
-/// Turns an action name and its parameters into a command.
+/// Turns an action of API `version` into a command: the NAS actions
+/// (2017-06-26) or the BssOpenApi billing actions (2017-12-14).
+pub fn parse_versioned(version: &str, action: &str, p: &Params) -> Result<Command, ApiError> {
+    if version == bss::BSS_VERSION {
+        return parse_bss(action, p);
+    }
+    parse(action, p)
+}
+
+/// Turns a BssOpenApi action and its parameters into a command.
+pub fn parse_bss(action: &str, p: &Params) -> Result<Command, ApiError> {
+    match bss::parse(action, p)? {
+        Some(c) => Ok(Command::Bss(c)),
+        None => Err(ApiError::ApiNotFound(
+            action.chars().take(64).collect(),
+            bss::BSS_VERSION.into(),
+        )),
+    }
+}
+
+/// Turns a NAS action name and its parameters into a command.
 pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = filesystems::parse(action, p)? {
         return Ok(Command::FileSystem(c));
@@ -122,6 +144,7 @@ pub async fn execute(
     cmd: Command,
 ) -> Result<Map<String, Value>, ApiError> {
     match cmd {
+        Command::Bss(c) => bss::execute(cp, account_id, c).await,
         Command::FileSystem(c) => filesystems::execute(cp, account_id, c).await,
         Command::MountTarget(c) => mount_targets::execute(cp, account_id, c).await,
         Command::Access(c) => access::execute(cp, account_id, c).await,
