@@ -137,6 +137,38 @@ fn cluster_token(s: &Settings) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Binds the metadata service. With port 0 ("any") it takes the port it had
+/// before when that is free again: mounted clients keep the address they
+/// resolved at mount time, so a restarted `cpfs serve` must come back where
+/// they look for it (they re-establish their session by themselves).
+async fn bind_meta(s: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
+    let remembered = s.data_dir.join("meta-port");
+    if s.meta_listen.port() == 0 {
+        let previous = std::fs::read_to_string(&remembered)
+            .ok()
+            .and_then(|t| t.trim().parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        if let Some(port) = previous {
+            let addr = std::net::SocketAddr::new(s.meta_listen.ip(), port);
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => return Ok(l),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "the previous metadata port is taken; mounted clients must mount again")
+                }
+            }
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(s.meta_listen)
+        .await
+        .with_context(|| format!("binding the metadata service on {}", s.meta_listen))?;
+    if s.meta_listen.port() == 0 {
+        let port = listener.local_addr()?.port();
+        std::fs::write(&remembered, format!("{port}\n"))
+            .with_context(|| format!("writing {}", remembered.display()))?;
+    }
+    Ok(listener)
+}
+
 /// Runs `cpfs node` for embedded node `i` and restarts it when it exits.
 /// The child is killed with this process (PR_SET_PDEATHSIG), so a restarted
 /// `cpfs serve` never finds a stray node holding a data directory.
@@ -213,9 +245,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     bootstrap(&cp, &s).await?;
 
     // The metadata service, on its own port.
-    let meta_listener = tokio::net::TcpListener::bind(s.meta_listen)
-        .await
-        .with_context(|| format!("binding the metadata service on {}", s.meta_listen))?;
+    let meta_listener = bind_meta(&s).await?;
     let meta_address = meta_listener.local_addr()?.to_string();
     let meta = cpfs_meta::MetaService::new(
         cp.store.clone(),
