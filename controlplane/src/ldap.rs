@@ -28,6 +28,17 @@ pub struct LdapConfig {
     pub bind_dn: String,
 }
 
+impl LdapConfig {
+    /// From a row with the columns `uri`, `search_base` and `bind_dn`.
+    fn from_row(r: &sqlx::any::AnyRow) -> Result<LdapConfig> {
+        Ok(LdapConfig {
+            uri: r.try_get("uri")?,
+            search_base: r.try_get("search_base")?,
+            bind_dn: r.try_get("bind_dn")?,
+        })
+    }
+}
+
 /// A POSIX identity as the directory knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -283,12 +294,6 @@ pub fn validate(cfg: &LdapConfig) -> Result<()> {
 }
 
 impl ControlPlane {
-    /// The LDAP configuration of the account's file system, if any.
-    pub async fn ldap_config(&self, account_id: &str, fs_id: &str) -> Result<Option<LdapConfig>> {
-        self.file_system(account_id, fs_id).await?;
-        ldap_config_of(&self.store, fs_id).await
-    }
-
     /// Stores a configuration (`create`: there must be none yet; otherwise
     /// there must be one). The caller has already probed the server.
     pub async fn put_ldap_config(
@@ -367,14 +372,7 @@ impl ControlPlane {
             q = q.bind(id);
         }
         for r in q.fetch_all(&self.store.pool).await? {
-            out.insert(
-                r.try_get(0)?,
-                LdapConfig {
-                    uri: r.try_get(1)?,
-                    search_base: r.try_get(2)?,
-                    bind_dn: r.try_get(3)?,
-                },
-            );
+            out.insert(r.try_get("fs_id")?, LdapConfig::from_row(&r)?);
         }
         Ok(out)
     }
@@ -401,11 +399,7 @@ pub async fn ldap_config_of(store: &crate::Store, fs_id: &str) -> Result<Option<
         .fetch_optional(&store.pool)
         .await?;
     Ok(match row {
-        Some(r) => Some(LdapConfig {
-            uri: r.try_get(0)?,
-            search_base: r.try_get(1)?,
-            bind_dn: r.try_get(2)?,
-        }),
+        Some(r) => Some(LdapConfig::from_row(&r)?),
         None => None,
     })
 }

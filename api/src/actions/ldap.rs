@@ -55,7 +55,7 @@ pub async fn execute(
         } => {
             // Resolve the file system first, so a caller learns about a
             // wrong id before the service talks to any server.
-            cp.ldap_config(account_id, &fs_id).await?;
+            cp.file_system(account_id, &fs_id).await?;
             ldap::probe(&config, cp.ldap_bind_password.as_deref()).await?;
             cp.put_ldap_config(account_id, &fs_id, &config, create)
                 .await?;

@@ -54,6 +54,8 @@ impl Squash {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub fs: String,
+    /// The file system's Capacity in bytes (a mount enforces it).
+    pub capacity_bytes: u64,
     pub writable: bool,
     pub squash: Squash,
     pub ldap: Option<LdapConfig>,
@@ -118,6 +120,13 @@ fn matching_rule(rules: &[AccessRule], addr: IpAddr) -> Option<&AccessRule> {
     })
 }
 
+fn not_in_directory<T>(uid: u32, cfg: &LdapConfig) -> Res<T> {
+    fail(
+        errno::EACCES,
+        format!("uid {uid} is not a posixAccount under {}", cfg.search_base),
+    )
+}
+
 /// Applies squashing to the client's claimed identity.
 pub fn squash(mode: Squash, c: Caller) -> Caller {
     let squashed = match mode {
@@ -139,14 +148,14 @@ pub fn squash(mode: Squash, c: Caller) -> Caller {
 impl MetaService {
     /// Reads the grant of `(domain, addr)` from the store.
     async fn load_grant(&self, domain: &str, addr: IpAddr) -> Res<Grant> {
-        let row: Option<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT m.fs_id, m.account_id, m.access_group, m.status, f.status FROM mount_targets m JOIN file_systems f ON f.id = m.fs_id WHERE m.domain = $1",
+        let row: Option<(String, String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT m.fs_id, m.account_id, m.access_group, m.status, f.status, f.capacity_gib FROM mount_targets m JOIN file_systems f ON f.id = m.fs_id WHERE m.domain = $1",
         )
         .bind(domain)
         .fetch_optional(&self.store.pool)
         .await
         .map_err(|e| (errno::EIO, e.to_string()))?;
-        let Some((fs, account, group, mt_status, fs_status)) = row else {
+        let Some((fs, account, group, mt_status, fs_status, capacity_gib)) = row else {
             return fail(errno::ENOENT, format!("no mount target {domain}"));
         };
         if mt_status != "Active" {
@@ -177,6 +186,7 @@ impl MetaService {
             .map_err(|e| (errno::EIO, e.to_string()))?;
         Ok(Grant {
             fs,
+            capacity_bytes: capacity_gib.max(0) as u64 * (1 << 30),
             writable,
             squash,
             ldap,
@@ -278,10 +288,7 @@ impl MetaService {
         }
         Some(match &r.identity {
             Some(id) => Ok(id.clone()),
-            None => fail(
-                errno::EACCES,
-                format!("uid {uid} is not a posixAccount under {}", cfg.search_base),
-            ),
+            None => not_in_directory(uid, cfg),
         })
     }
 
@@ -317,10 +324,7 @@ impl MetaService {
                     Some(id) => Ok(id),
                     None => {
                         tracing::info!(fs, uid, base = %cfg.search_base, "uid not in the directory; refused");
-                        fail(
-                            errno::EACCES,
-                            format!("uid {uid} is not a posixAccount under {}", cfg.search_base),
-                        )
+                        not_in_directory(uid, cfg)
                     }
                 }
             }

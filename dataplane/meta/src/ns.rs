@@ -333,20 +333,11 @@ impl MetaService {
         let grant = self.fresh_grant(domain, peer).await?;
         let fs = grant.fs.clone();
         let mut c = self.conn().await?;
-        let Some((capacity_gib,)): Option<(i64,)> = db(sqlx::query_as(
-            "SELECT capacity_gib FROM file_systems WHERE id = $1",
-        )
-        .bind(&fs)
-        .fetch_optional(&mut *c)
-        .await)?
-        else {
-            return fail(ENOENT, format!("no mount target {domain}"));
-        };
         let root = load(&mut c, &fs, ROOT_INO).await?;
         let chain_table = latest_chain_table(&mut c).await?;
         let session = self.add_session(Session {
             fs: fs.clone(),
-            capacity_bytes: capacity_gib as u64 * (1 << 30),
+            capacity_bytes: grant.capacity_bytes,
             domain: domain.to_string(),
             peer,
         });
