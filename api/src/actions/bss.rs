@@ -6,7 +6,7 @@
 //! action, as the reference tables say.
 
 use cpfs_billing::bills::{
-    self, commodity_code, instance_rows, load_items, product_detail, ItemFilter, Totals,
+    self, commodity_code, instance_rows, load_items, product_detail, BillItem, ItemFilter, Totals,
 };
 use cpfs_billing::plans::{gib_hours, list_plans};
 use cpfs_billing::{times, Money, PRODUCT_CODE, PRODUCT_NAME};
@@ -225,6 +225,62 @@ fn product_matches(code: &Option<String>) -> bool {
         .is_none_or(|c| c.eq_ignore_ascii_case(PRODUCT_CODE))
 }
 
+/// The caller's bill lines of a cycle that match the common filters; none
+/// when the request names another account as the bill owner.
+async fn owned_items(
+    cp: &ControlPlane,
+    account_id: &str,
+    c: &Common,
+    bill_type: Option<String>,
+    billing_date: Option<String>,
+) -> Result<Vec<BillItem>, ApiError> {
+    if c.bill_owner_id.is_some_and(|o| o.to_string() != account_id) {
+        return Ok(Vec::new());
+    }
+    let filter = ItemFilter {
+        product_code: c.product_code.clone(),
+        subscription_type: c.subscription_type.clone(),
+        bill_type,
+        instance_id: None,
+        billing_date,
+    };
+    load_items(cp, Some(account_id), &c.billing_cycle, &filter)
+        .await
+        .map_err(invalid)
+}
+
+/// The product columns every bill row starts with.
+fn product_columns(subscription_type: &str, item_code: &str) -> Map<String, Value> {
+    object(json!({
+        "ProductCode": PRODUCT_CODE,
+        "ProductName": PRODUCT_NAME,
+        "ProductType": "",
+        "ProductDetail": product_detail(subscription_type, item_code),
+        "CommodityCode": commodity_code(subscription_type, item_code),
+        "PipCode": PRODUCT_CODE,
+        "SubscriptionType": subscription_type,
+    }))
+}
+
+/// `Data` of the paged bill queries.
+fn bill_page(
+    c: &Common,
+    account_id: &str,
+    account_name: &str,
+    (page_num, page_size, total): (i64, i64, usize),
+    rows: Vec<Value>,
+) -> Value {
+    json!({
+        "BillingCycle": c.billing_cycle,
+        "AccountID": account_id,
+        "AccountName": account_name,
+        "PageNum": page_num,
+        "PageSize": page_size,
+        "TotalCount": total,
+        "Items": {"Item": rows},
+    })
+}
+
 /// Runs a BSS command for an account; returns the reply without
 /// `RequestId` (the envelope fields included).
 pub async fn execute(
@@ -233,28 +289,9 @@ pub async fn execute(
     cmd: BssCommand,
 ) -> Result<Map<String, Value>, ApiError> {
     let account_name = bills::account_name(cp, account_id).await.map_err(invalid)?;
-    let owner = |c: &Common| c.bill_owner_id.is_none_or(|o| o.to_string() == account_id);
-    let items_of = |c: &Common, bill_type: Option<String>, date: Option<String>| ItemFilter {
-        product_code: c.product_code.clone(),
-        subscription_type: c.subscription_type.clone(),
-        bill_type,
-        instance_id: None,
-        billing_date: date,
-    };
     let data = match cmd {
         BssCommand::QueryBillOverview(c) => {
-            let items = if owner(&c) {
-                load_items(
-                    cp,
-                    Some(account_id),
-                    &c.billing_cycle,
-                    &items_of(&c, None, None),
-                )
-                .await
-                .map_err(invalid)?
-            } else {
-                Vec::new()
-            };
+            let items = owned_items(cp, account_id, &c, None, None).await?;
             let currency = items
                 .first()
                 .map(|i| i.currency.clone())
@@ -262,14 +299,8 @@ pub async fn execute(
             let rows: Vec<Value> = bills::overview(&items)
                 .into_iter()
                 .map(|(sub, bill_type, t)| {
-                    let mut row = object(json!({
-                        "ProductCode": PRODUCT_CODE,
-                        "ProductName": PRODUCT_NAME,
-                        "ProductType": "",
-                        "ProductDetail": product_detail(&sub, ""),
-                        "CommodityCode": commodity_code(&sub, ""),
-                        "PipCode": PRODUCT_CODE,
-                        "SubscriptionType": sub,
+                    let mut row = product_columns(&sub, "");
+                    row.extend(object(json!({
                         "Item": bill_type,
                         "BizType": "",
                         "OwnerID": account_id,
@@ -281,7 +312,7 @@ pub async fn execute(
                         "AfterTaxAmount": money(t.amount),
                         "Tax": 0.0,
                         "RoundDownDiscount": "0",
-                    }));
+                    })));
                     row.extend(amounts(&t));
                     Value::Object(row)
                 })
@@ -300,18 +331,7 @@ pub async fn execute(
             page: pn,
             page_size,
         } => {
-            let items = if owner(&c) {
-                load_items(
-                    cp,
-                    Some(account_id),
-                    &c.billing_cycle,
-                    &items_of(&c, bill_type, None),
-                )
-                .await
-                .map_err(invalid)?
-            } else {
-                Vec::new()
-            };
+            let items = owned_items(cp, account_id, &c, bill_type, None).await?;
             let records: Vec<_> = bills::records(&items)
                 .into_iter()
                 .filter(|r| !hide_zero || r.totals.gross != Money::ZERO)
@@ -325,18 +345,12 @@ pub async fn execute(
                     } else {
                         ""
                     };
-                    let mut row = object(json!({
+                    let mut row = product_columns(&r.subscription_type, code);
+                    row.extend(object(json!({
                         "RecordID": r.record_id,
                         "SubOrderId": "",
                         "Item": r.bill_type,
                         "Status": "PayFinish",
-                        "ProductCode": PRODUCT_CODE,
-                        "ProductName": PRODUCT_NAME,
-                        "ProductType": "",
-                        "ProductDetail": product_detail(&r.subscription_type, code),
-                        "CommodityCode": commodity_code(&r.subscription_type, code),
-                        "PipCode": PRODUCT_CODE,
-                        "SubscriptionType": r.subscription_type,
                         "UsageStartTime": times::bill_time(r.usage_start),
                         "UsageEndTime": times::bill_time(r.usage_end),
                         "PaymentTime": times::bill_time(r.created_at),
@@ -348,20 +362,12 @@ pub async fn execute(
                         "AfterTaxAmount": money(r.totals.amount),
                         "Tax": 0.0,
                         "RoundDownDiscount": "0",
-                    }));
+                    })));
                     row.extend(amounts(&r.totals));
                     Value::Object(row)
                 })
                 .collect();
-            json!({
-                "BillingCycle": c.billing_cycle,
-                "AccountID": account_id,
-                "AccountName": account_name,
-                "PageNum": pn,
-                "PageSize": page_size,
-                "TotalCount": total,
-                "Items": {"Item": rows},
-            })
+            bill_page(&c, account_id, &account_name, (pn, page_size, total), rows)
         }
         BssCommand::QueryInstanceBill {
             common: c,
@@ -372,18 +378,7 @@ pub async fn execute(
             page_size,
         } => {
             let by_day = daily_date.is_some();
-            let items = if owner(&c) {
-                load_items(
-                    cp,
-                    Some(account_id),
-                    &c.billing_cycle,
-                    &items_of(&c, None, daily_date),
-                )
-                .await
-                .map_err(invalid)?
-            } else {
-                Vec::new()
-            };
+            let items = owned_items(cp, account_id, &c, None, daily_date).await?;
             let rows: Vec<_> = instance_rows(&items, by_item, by_day)
                 .into_iter()
                 .filter(|r| !hide_zero || !r.totals.is_zero())
@@ -392,16 +387,10 @@ pub async fn execute(
             let rows: Vec<Value> = page(rows, pn, page_size)
                 .into_iter()
                 .map(|r| {
-                    let mut row = object(json!({
+                    let mut row = product_columns(&r.subscription_type, &r.item_code);
+                    row.extend(object(json!({
                         "InstanceID": r.instance_id,
                         "NickName": r.nickname,
-                        "ProductCode": PRODUCT_CODE,
-                        "ProductName": PRODUCT_NAME,
-                        "ProductType": "",
-                        "ProductDetail": product_detail(&r.subscription_type, &r.item_code),
-                        "CommodityCode": commodity_code(&r.subscription_type, &r.item_code),
-                        "PipCode": PRODUCT_CODE,
-                        "SubscriptionType": r.subscription_type,
                         "Item": r.bill_type,
                         "BillingType": if r.bill_type == "PayAsYouGoBill" { "Usage" } else { "Other" },
                         "BillingDate": r.billing_date,
@@ -424,20 +413,12 @@ pub async fn execute(
                         "ServicePeriodUnit": "Second",
                         "Currency": r.currency,
                         "DeductedByResourcePackage": money_str(r.totals.deducted_by_plan),
-                    }));
+                    })));
                     row.extend(amounts(&r.totals));
                     Value::Object(row)
                 })
                 .collect();
-            json!({
-                "BillingCycle": c.billing_cycle,
-                "AccountID": account_id,
-                "AccountName": account_name,
-                "PageNum": pn,
-                "PageSize": page_size,
-                "TotalCount": total,
-                "Items": {"Item": rows},
-            })
+            bill_page(&c, account_id, &account_name, (pn, page_size, total), rows)
         }
         BssCommand::QueryResourcePackageInstances {
             product_code,
