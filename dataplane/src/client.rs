@@ -341,33 +341,51 @@ impl DataClient {
         layout: &Layout,
         inode: u64,
     ) -> Result<(), DataError> {
-        let mut addrs: Vec<String> = Vec::new();
-        for c in &layout.chains {
-            let (m, _) = self.members(*c).await?;
-            for a in m {
-                if !addrs.contains(&a) {
-                    addrs.push(a);
+        // Idempotent, so it is retried like a write: a node that restarts
+        // while the program waits is a stall, not EIO.
+        let mut last = String::new();
+        for attempt in 0..RETRIES {
+            let mut addrs: Vec<String> = Vec::new();
+            for c in &layout.chains {
+                let (m, _) = self.members(*c).await?;
+                for a in m {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
                 }
             }
-        }
-        let calls = addrs.iter().map(|a| {
-            let req = NodeRequest::Fsync {
-                cap: cap.clone(),
-                fs: cap.fs.clone(),
-                inode,
-            };
-            let peer = self.peers.get(a);
-            async move { peer.call(req).await }
-        });
-        for r in join_all(calls).await {
-            match r {
-                Ok(NodeResponse::Done) => {}
-                Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
-                Ok(other) => return Err(DataError::Unreachable(0, format!("{other:?}"))),
-                Err(e) => return Err(DataError::Unreachable(0, e.to_string())),
+            let calls = addrs.iter().map(|a| {
+                let req = NodeRequest::Fsync {
+                    cap: cap.clone(),
+                    fs: cap.fs.clone(),
+                    inode,
+                };
+                let peer = self.peers.get(a);
+                async move { peer.call(req).await }
+            });
+            let mut all_done = true;
+            for r in join_all(calls).await {
+                match r {
+                    Ok(NodeResponse::Done) => {}
+                    Ok(NodeResponse::Failed(e @ NodeError::Io(_))) => {
+                        all_done = false;
+                        last = e.to_string();
+                    }
+                    Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
+                    Ok(other) => return Err(DataError::Unreachable(0, format!("{other:?}"))),
+                    Err(e) => {
+                        all_done = false;
+                        last = e.to_string();
+                    }
+                }
             }
+            if all_done {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+            self.refresh().await;
         }
-        Ok(())
+        Err(DataError::Unreachable(0, last))
     }
 
     /// Sends an administrative request to every node of the table.

@@ -31,6 +31,9 @@ use crate::metaproto::{errno, Attr, Caller, Kind, MetaOp, MetaReply, MetaRequest
 use crate::rpc::Client;
 
 const TTL: Duration = Duration::from_secs(1);
+/// How long a metadata call waits for an unreachable service (a restart of
+/// `cpfs serve`) before it fails with EIO.
+const META_OUTAGE: Duration = Duration::from_secs(15);
 /// The virtual extended attribute `cpfs stripe` reads and writes.
 pub const STRIPE_XATTR: &str = "user.cpfs.stripe";
 
@@ -77,9 +80,14 @@ impl MetaClient {
         }
     }
 
-    /// One call; errors come back as an errno.
+    /// One call; errors come back as an errno. While the service is
+    /// unreachable (a restart) the call waits, up to [`META_OUTAGE`]: the
+    /// program sees a stall, not EIO.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
-        for attempt in 0..3 {
+        let deadline = tokio::time::Instant::now() + META_OUTAGE;
+        let mut remounts = 0;
+        let mut backoff = Duration::from_millis(50);
+        loop {
             let req = MetaRequest {
                 session: self.session.load(Ordering::Acquire),
                 caller: caller.clone(),
@@ -89,10 +97,11 @@ impl MetaClient {
                 Ok(MetaReply::Err {
                     errno: errno::ESTALE,
                     ..
-                }) if attempt < 2 => {
+                }) if remounts < 2 => {
                     // The service restarted and forgot the session.
-                    if self.mount().await.is_err() {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    remounts += 1;
+                    if self.mount().await.is_ok() {
+                        continue;
                     }
                 }
                 Ok(MetaReply::Err { errno, message }) => {
@@ -102,11 +111,14 @@ impl MetaClient {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "metadata service unreachable; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(errno::EIO);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
-        Err(errno::EIO)
     }
 }
 
@@ -805,6 +817,7 @@ impl Filesystem for CpfsFs {
         let who = caller(req);
         self.rt.spawn(async move {
             if let Err(e) = data.fsync(&h.cap, &h.layout, h.ino).await {
+                tracing::warn!(ino = h.ino, error = %e, "fsync failed");
                 return reply.error(e.errno());
             }
             match settle(&meta, &who, &h).await {
