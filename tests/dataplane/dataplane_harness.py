@@ -187,15 +187,6 @@ class Server:
     proc: subprocess.Popen
     stderr_path: Path
     args: list = field(default_factory=list)
-    env: dict = field(default_factory=dict)
-
-    def launch(self, log_mode="wb"):
-        """Start the server's command (own process group: teardown also reaches
-        the `cpfs node` children); "ab" appends to the logs of an earlier run."""
-        with open(self.workdir / "server.stdout", log_mode) as out, \
-                open(self.stderr_path, log_mode) as err:
-            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         env=self.env, cwd=str(self.workdir), start_new_session=True)
 
     @property
     def hostport(self):
@@ -269,9 +260,12 @@ def start_server(workdir, extra_args=(), extra_env=None, fixed_meta_port=True):
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
 
-    srv = Server(api_port, meta_port, workdir, data_dir, None, workdir / "server.stderr", args, env)
-    srv.launch()
-    proc = srv.proc
+    stderr_path = workdir / "server.stderr"
+    with open(workdir / "server.stdout", "wb") as out, open(stderr_path, "wb") as err:
+        # Own process group: teardown also reaches the `cpfs node` children.
+        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env=env, cwd=str(workdir), start_new_session=True)
+    srv = Server(api_port, meta_port, workdir, data_dir, proc, stderr_path, args)
     LIVE_SERVERS.append(srv)
     try:
         deadline = time.monotonic() + READY_DEADLINE_S

@@ -9,13 +9,14 @@ also checks that a restarted server comes back on the port clients resolved.
 import hashlib
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
 
 from dataplane_harness import (
-    LIVE_MOUNTS, LIVE_SERVERS, READY_DEADLINE_S, create_filesystem, healthz, start_mount,
-    start_server, stop_group, wait_until,
+    ACCESS_KEY_ID, ACCESS_KEY_SECRET, LIVE_MOUNTS, LIVE_SERVERS, READY_DEADLINE_S,
+    create_filesystem, healthz, start_mount, start_server, stop_group, wait_until,
 )
 
 BLOCK = 256 * 1024
@@ -26,7 +27,11 @@ def restart(srv):
     with the same command, and wait for /healthz."""
     os.killpg(srv.proc.pid, signal.SIGKILL)
     srv.proc.wait(timeout=30)
-    srv.launch(log_mode="ab")
+    env = dict(os.environ, CPFS_ACCESS_KEY_ID=ACCESS_KEY_ID, CPFS_ACCESS_KEY_SECRET=ACCESS_KEY_SECRET)
+    env.setdefault("RUST_LOG", "info")
+    with open(srv.stderr_path, "ab") as err:
+        srv.proc = subprocess.Popen(srv.args, stdout=err, stderr=err, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=str(srv.workdir), start_new_session=True)
     wait_until("the restarted server to answer", lambda: healthz(srv.api_port) == 200,
                 READY_DEADLINE_S, interval_s=0.05)
 
