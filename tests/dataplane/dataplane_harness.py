@@ -233,7 +233,7 @@ class Server:
         return out
 
 
-def start_server(workdir, extra_args=(), extra_env=None, fixed_meta_port=True):
+def start_server(workdir, extra_args=(), extra_env=None):
     """Launch `cpfs serve` (own process group) with its data under workdir/data and
     wait for /healthz; fails with its stderr when it dies or is not ready in time."""
     binary = require_binary()
@@ -246,9 +246,8 @@ def start_server(workdir, extra_args=(), extra_env=None, fixed_meta_port=True):
         str(binary), "serve",
         "--data-dir", str(data_dir),
         "--listen", f"127.0.0.1:{api_port}",
+        "--meta-listen", f"127.0.0.1:{meta_port}",
     ]
-    if fixed_meta_port:
-        args += ["--meta-listen", f"127.0.0.1:{meta_port}"]
     db_url = os.environ.get("CPFS_TEST_DATABASE_URL")
     if db_url:
         args += ["--database-url", db_url]
