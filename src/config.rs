@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Copies of every chunk
     #[arg(long, env = "CPFS_REPLICAS")]
     pub replicas: Option<usize>,
+    /// Seconds without a heartbeat before a data node is declared dead and
+    /// replaced in its chains (default 3)
+    #[arg(long, env = "CPFS_FAILURE_TIMEOUT")]
+    pub failure_timeout: Option<f64>,
     /// Sustained API requests per second per access key
     #[arg(long, env = "CPFS_RATE_LIMIT")]
     pub rate_limit: Option<u32>,
@@ -99,6 +103,7 @@ struct FileSettings {
     mount_domain: Option<String>,
     nodes: Option<usize>,
     replicas: Option<usize>,
+    failure_timeout: Option<f64>,
     rate_limit: Option<u32>,
     meta_listen: Option<SocketAddr>,
     ldap_cache_ttl: Option<u64>,
@@ -121,6 +126,7 @@ pub struct Settings {
     pub mount_domain: String,
     pub nodes: usize,
     pub replicas: usize,
+    pub failure_timeout: std::time::Duration,
     pub rate_limit: u32,
     pub meta_listen: SocketAddr,
     /// None: the built-in price book.
@@ -143,6 +149,7 @@ impl std::fmt::Debug for Settings {
             .field("region", &self.region)
             .field("nodes", &self.nodes)
             .field("replicas", &self.replicas)
+            .field("failure_timeout", &self.failure_timeout)
             .field("meta_listen", &self.meta_listen)
             .field("ldap_cache_ttl", &self.ldap_cache_ttl)
             .field(
@@ -186,6 +193,11 @@ impl Settings {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
+        let failure_timeout = args.failure_timeout.or(file.failure_timeout).unwrap_or(3.0);
+        if !(1.0..=600.0).contains(&failure_timeout) {
+            anyhow::bail!("--failure-timeout must be between 1 and 600 seconds");
+        }
+        let failure_timeout = std::time::Duration::from_secs_f64(failure_timeout);
         let replicas = args.replicas.or(file.replicas).unwrap_or(2);
         if replicas == 0 || replicas > 5 {
             anyhow::bail!("--replicas must be between 1 and 5");
@@ -241,6 +253,7 @@ impl Settings {
             mount_domain: file.mount_domain.unwrap_or_else(|| "localhost".into()),
             nodes: args.nodes.or(file.nodes).unwrap_or(3),
             replicas,
+            failure_timeout,
             rate_limit: args.rate_limit.or(file.rate_limit).unwrap_or(2_000),
             meta_listen: args
                 .meta_listen

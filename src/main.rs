@@ -4,6 +4,7 @@
 mod billing_cmd;
 mod config;
 mod mount_cmd;
+mod node_admin;
 mod node_cmd;
 mod serve;
 
@@ -31,11 +32,11 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
-    /// Run a data node (`cpfs node --data-dir DIR ...`), or inspect the registry (`cpfs node list`)
+    /// Run a data node (`cpfs node --data-dir DIR ...`), or manage them (`cpfs node list|status|drain`)
     #[command(args_conflicts_with_subcommands = true)]
     Node {
         #[command(subcommand)]
-        command: Option<NodeCommand>,
+        command: Option<node_admin::NodeCommand>,
         #[command(flatten)]
         run: node_cmd::NodeArgs,
     },
@@ -50,15 +51,6 @@ enum Command {
     Billing {
         #[command(subcommand)]
         command: billing_cmd::BillingCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum NodeCommand {
-    /// List registered data nodes with their capacity and reservations (JSON)
-    List {
-        #[command(flatten)]
-        store: config::StoreArgs,
     },
 }
 
@@ -106,33 +98,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Stripe { command } => mount_cmd::stripe(command),
         Command::Billing { command } => billing_cmd::run(command).await,
         Command::Node {
-            command: Some(NodeCommand::List { store }),
+            command: Some(command),
             ..
-        } => {
-            let settings = config::Settings::load_store(store)?;
-            let cp = serve::open_control_plane(&settings).await?;
-            let nodes: Vec<serde_json::Value> = cp
-                .nodes()
-                .await?
-                .into_iter()
-                .map(|n| {
-                    serde_json::json!({
-                        "Id": n.id,
-                        "Address": n.address,
-                        "ZoneId": n.zone_id,
-                        "State": n.state,
-                        "CapacityBytes": n.capacity_bytes,
-                        "ReservedBytes": n.reserved_bytes,
-                        "StoredBytes": n.stored_bytes,
-                        "ChecksumErrors": n.checksum_errors,
-                        "Repairs": n.repairs,
-                        "LastHeartbeat": cpfs_controlplane::clock::format_utc(n.last_heartbeat),
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&nodes)?);
-            Ok(())
-        }
+        } => node_admin::run(command).await,
     }
 }
 

@@ -30,6 +30,18 @@ pub struct NodeArgs {
     /// Capacity this node offers placement, in GiB (thin provisioned)
     #[arg(long, env = "CPFS_NODE_CAPACITY_GIB", default_value_t = 1024 * 1024)]
     pub capacity_gib: u64,
+    /// Cap on client reads and writes through this node, MB/s (0: none)
+    #[arg(long, env = "CPFS_NODE_MAX_BANDWIDTH", default_value_t = 0)]
+    pub max_bandwidth: u64,
+    /// Rate of resync and rebalance copies this node sends, MB/s (0: none)
+    #[arg(long, env = "CPFS_NODE_REPAIR_BANDWIDTH", default_value_t = 100)]
+    pub repair_bandwidth: u64,
+    /// Rate at which the scrubber reads, MB/s (0: none)
+    #[arg(long, env = "CPFS_NODE_SCRUB_BANDWIDTH", default_value_t = 32)]
+    pub scrub_bandwidth: u64,
+    /// Seconds between the end of one scrub pass and the start of the next
+    #[arg(long, env = "CPFS_NODE_SCRUB_INTERVAL", default_value_t = 3600)]
+    pub scrub_interval: u64,
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
@@ -51,6 +63,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         zone: args.zone,
         capacity_bytes: args.capacity_gib.saturating_mul(1 << 30),
         heartbeat: Duration::from_secs(1),
+        rates: node::Rates {
+            max_bandwidth: args.max_bandwidth.saturating_mul(1_000_000),
+            repair: args.repair_bandwidth.saturating_mul(1_000_000),
+            scrub: args.scrub_bandwidth.saturating_mul(1_000_000),
+            scrub_interval: Duration::from_secs(args.scrub_interval.max(1)),
+        },
     };
     node::run(cfg).await.map_err(|e| anyhow::anyhow!(e))
 }

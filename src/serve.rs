@@ -227,6 +227,17 @@ fn supervise_node(i: usize, s: &Settings, token: String) {
     });
 }
 
+/// Plans the chain table twice a second besides on heartbeats, so a dead
+/// node is replaced within the timeout even when no other node speaks.
+async fn failure_detector(cp: cpfs_controlplane::ControlPlane) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Err(e) = cp.update_chain_table().await {
+            tracing::warn!(error = %e, "chain table step failed");
+        }
+    }
+}
+
 pub async fn run(s: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
@@ -234,7 +245,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let policy = PlacementPolicy {
         replicas: s.replicas,
         expected_nodes: s.nodes,
-        ..PlacementPolicy::default()
+        failure_timeout_ms: s.failure_timeout.as_millis() as i64,
     };
     let cp = open_control_plane(&s)
         .await?
@@ -259,6 +270,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     tracing::info!(listen = %meta_address, "metadata service listening");
 
     tokio::spawn(Reconciler::new(cp.clone(), policy).run());
+    tokio::spawn(failure_detector(cp.clone()));
     tokio::spawn(billing.run(Duration::from_secs(s.billing_interval_secs)));
 
     let gateway = Gateway::new(

@@ -67,6 +67,7 @@ pub async fn heartbeat(
         Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
             chain_table,
             dropped,
+            lease_ms: gw.cp.policy.lease_ms(),
         })
     };
     match reply.await {

@@ -40,6 +40,11 @@ pub struct ControlPlane {
     /// The password for the `BindDN` of LDAP configurations (operator
     /// configuration: the NAS API has no parameter for it).
     pub ldap_bind_password: Option<std::sync::Arc<str>>,
+    /// When this process started (failure detection waits one timeout
+    /// after a start before declaring anyone dead).
+    pub started: std::time::Instant,
+    /// Serialises chain-table planning steps of this process.
+    pub planner: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -76,6 +81,8 @@ impl ControlPlane {
             changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             policy: nodes::PlacementPolicy::default(),
             ldap_bind_password: None,
+            started: std::time::Instant::now(),
+            planner: Default::default(),
         }
     }
 

@@ -28,6 +28,29 @@ pub struct Node {
     pub repairs: i64,
     /// Bytes of chunk data the node reports holding.
     pub stored_bytes: i64,
+    /// Wall-clock milliseconds of the last heartbeat.
+    pub last_seen_ms: i64,
+    /// The node's latest report (chain bytes, resyncs, scrub).
+    pub report: NodeReport,
+}
+
+/// What a node reports besides usage, as stored in `nodes.report`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeReport {
+    #[serde(default)]
+    pub chain_bytes: Vec<(u32, u64)>,
+    #[serde(default)]
+    pub syncs: Vec<cpfs_dataplane::proto::SyncReport>,
+    #[serde(default)]
+    pub scrub: cpfs_dataplane::proto::ScrubReport,
+}
+
+/// Wall-clock milliseconds (liveness never uses the injected clock).
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -43,9 +66,9 @@ pub struct NodeRegistration {
 pub struct PlacementPolicy {
     /// Copies of every chunk (R).
     pub replicas: usize,
-    /// Seconds without a heartbeat after which a node is not used for new
-    /// placements.
-    pub heartbeat_timeout_secs: i64,
+    /// Milliseconds without a heartbeat after which a node is declared
+    /// dead: it leaves its chains and gets no new placements.
+    pub failure_timeout_ms: i64,
     /// Nodes to wait for before the first chain table is built (the
     /// embedded cluster's size), so the first chains spread over all of them.
     pub expected_nodes: usize,
@@ -55,9 +78,19 @@ impl Default for PlacementPolicy {
     fn default() -> Self {
         PlacementPolicy {
             replicas: 2,
-            heartbeat_timeout_secs: 3,
+            failure_timeout_ms: 3000,
             expected_nodes: 0,
         }
+    }
+}
+
+impl PlacementPolicy {
+    /// How long a node may serve after sending a heartbeat that was
+    /// answered: half a second less than the failure timeout, so a node cut
+    /// off from the control plane stops before it is declared dead and its
+    /// chains move on without it (no two heads for one chain).
+    pub fn lease_ms(&self) -> u64 {
+        (self.failure_timeout_ms - 500).max(500) as u64
     }
 }
 
@@ -74,13 +107,15 @@ impl ControlPlane {
         }
         let now = self.now();
         let mut tx = self.store.begin_write().await?;
+        // A draining node stays draining however often it heartbeats.
         let updated = sqlx::query(
-            "UPDATE nodes SET address = $1, zone_id = $2, capacity_bytes = $3, state = 'Up', last_heartbeat = $4 WHERE id = $5",
+            "UPDATE nodes SET address = $1, zone_id = $2, capacity_bytes = $3, state = CASE WHEN state IN ('Draining', 'Drained') THEN state ELSE 'Up' END, last_heartbeat = $4, last_seen_ms = $5 WHERE id = $6",
         )
         .bind(&reg.address)
         .bind(&reg.zone_id)
         .bind(reg.capacity_bytes)
         .bind(now)
+        .bind(wall_ms())
         .bind(&reg.id)
         .execute(&mut *tx)
         .await?
@@ -88,13 +123,14 @@ impl ControlPlane {
         if updated == 0 {
             tracing::info!(node_id = %reg.id, address = %reg.address, "node registered");
             sqlx::query(
-                "INSERT INTO nodes (id, address, zone_id, capacity_bytes, state, last_heartbeat, registered_at) VALUES ($1, $2, $3, $4, 'Up', $5, $5)",
+                "INSERT INTO nodes (id, address, zone_id, capacity_bytes, state, last_heartbeat, registered_at, last_seen_ms) VALUES ($1, $2, $3, $4, 'Up', $5, $5, $6)",
             )
             .bind(&reg.id)
             .bind(&reg.address)
             .bind(&reg.zone_id)
             .bind(reg.capacity_bytes)
             .bind(now)
+            .bind(wall_ms())
             .execute(&mut *tx)
             .await?;
         }
@@ -105,7 +141,7 @@ impl ControlPlane {
 
     pub async fn nodes(&self) -> Result<Vec<Node>> {
         let rows = sqlx::query(
-            "SELECT n.id, n.address, n.zone_id, n.capacity_bytes, n.state, n.last_heartbeat, CAST(COALESCE((SELECT SUM(r.bytes) FROM reservations r WHERE r.node_id = n.id), 0) AS BIGINT) AS reserved, n.checksum_errors, n.repairs, CAST(COALESCE((SELECT SUM(u.bytes_stored) FROM node_usage u WHERE u.node_id = n.id), 0) AS BIGINT) AS stored FROM nodes n ORDER BY n.id",
+            "SELECT n.id, n.address, n.zone_id, n.capacity_bytes, n.state, n.last_heartbeat, CAST(COALESCE((SELECT SUM(r.bytes) FROM reservations r WHERE r.node_id = n.id), 0) AS BIGINT) AS reserved, n.checksum_errors, n.repairs, CAST(COALESCE((SELECT SUM(u.bytes_stored) FROM node_usage u WHERE u.node_id = n.id), 0) AS BIGINT) AS stored, n.last_seen_ms, n.report FROM nodes n ORDER BY n.id",
         )
         .fetch_all(&self.store.pool)
         .await?;
@@ -122,6 +158,9 @@ impl ControlPlane {
                     checksum_errors: r.try_get("checksum_errors")?,
                     repairs: r.try_get("repairs")?,
                     stored_bytes: r.try_get("stored")?,
+                    last_seen_ms: r.try_get("last_seen_ms")?,
+                    report: serde_json::from_str(&r.try_get::<String, _>("report")?)
+                        .unwrap_or_default(),
                 })
             })
             .collect()
@@ -136,7 +175,7 @@ impl ControlPlane {
         capacity_gib: i64,
         policy: PlacementPolicy,
     ) -> Result<Vec<(String, i64)>> {
-        let now = self.now();
+        let now = wall_ms();
         let nodes = self.nodes().await?;
         let existing: Vec<(String, i64)> = sqlx::query_as(
             "SELECT node_id, bytes FROM reservations WHERE fs_id = $1 ORDER BY node_id",
@@ -145,7 +184,7 @@ impl ControlPlane {
         .fetch_all(&self.store.pool)
         .await?;
         let live =
-            |n: &&Node| n.state == "Up" && now - n.last_heartbeat <= policy.heartbeat_timeout_secs;
+            |n: &&Node| n.state == "Up" && now - n.last_seen_ms <= policy.failure_timeout_ms;
         // Keep the nodes already chosen; choose new ones only for a first
         // placement, so an upgrade grows data where it already lives.
         let chosen: Vec<&Node> = if existing.is_empty() {
@@ -229,12 +268,21 @@ impl ControlPlane {
         .await?;
         let now = self.now();
         let mut tx = self.store.begin_write().await?;
-        sqlx::query("UPDATE nodes SET checksum_errors = $1, repairs = $2 WHERE id = $3")
-            .bind(hb.stats.checksum_errors as i64)
-            .bind(hb.stats.repairs as i64)
-            .bind(&hb.id)
-            .execute(&mut *tx)
-            .await?;
+        let report = NodeReport {
+            chain_bytes: hb.stats.chain_bytes.clone(),
+            syncs: hb.stats.syncs.clone(),
+            scrub: hb.stats.scrub.clone(),
+        };
+        let report = serde_json::to_string(&report).map_err(|e| Error::Internal(e.to_string()))?;
+        sqlx::query(
+            "UPDATE nodes SET checksum_errors = $1, repairs = $2, report = $3 WHERE id = $4",
+        )
+        .bind(hb.stats.checksum_errors as i64)
+        .bind(hb.stats.repairs as i64)
+        .bind(report)
+        .bind(&hb.id)
+        .execute(&mut *tx)
+        .await?;
         for u in &hb.stats.file_systems {
             sqlx::query("DELETE FROM node_usage WHERE node_id = $1 AND fs_id = $2")
                 .bind(&hb.id)
@@ -254,7 +302,7 @@ impl ControlPlane {
                 .await?;
         }
         tx.commit().await?;
-        self.extend_chain_table().await
+        self.update_chain_table().await
     }
 
     /// File systems deleted in the last 30 days (nodes drop their chunks).
@@ -268,95 +316,113 @@ impl ControlPlane {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    /// Adds chains for live nodes that are in none, and follows address
-    /// changes; writes a new version when anything changed.
-    pub async fn extend_chain_table(&self) -> Result<cpfs_dataplane::chains::ChainTable> {
-        use cpfs_dataplane::chains::{Chain, ChainTable, NodeAddr};
+    /// One planning step of the chain table (see `ChainTable::next`):
+    /// failures, resync promotions, repair, drain and rebalance. Writes a
+    /// new version when anything changed and returns the newest table.
+    /// Called on every heartbeat and by the failure detector's ticker.
+    pub async fn update_chain_table(&self) -> Result<cpfs_dataplane::chains::ChainTable> {
+        use cpfs_dataplane::chains::{ClusterView, NodeView, SyncFinished};
+        // One planner at a time in this process; across processes the
+        // version's primary key makes a concurrent step fail, not fork.
+        let _one = self.planner.lock().await;
         let policy = self.policy;
-        let now = self.now();
-        let mut tx = self.store.begin_write().await?;
-        let current: ChainTable = sqlx::query_as::<_, (String,)>(
-            "SELECT body FROM chain_tables ORDER BY version DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .and_then(|(b,)| serde_json::from_str(&b).ok())
-        .unwrap_or_default();
-        let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT id, address, last_heartbeat, state FROM nodes ORDER BY registered_at, id",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let live: Vec<NodeAddr> = rows
+        let current = self.chain_table().await?;
+        let nodes = self.nodes().await?;
+        let now = wall_ms();
+        // Right after a start nobody has had the chance to heartbeat to this
+        // process: nodes the table holds are presumed alive for one timeout.
+        let settling = self.started.elapsed().as_millis() as i64 <= policy.failure_timeout_ms;
+        let mut chain_bytes: std::collections::HashMap<u32, u64> = Default::default();
+        let mut finished = Vec::new();
+        let views: Vec<NodeView> = nodes
             .iter()
-            .filter(|(_, _, hb, state)| state == "Up" && now - hb <= policy.heartbeat_timeout_secs)
-            .filter(|(_, addr, _, _)| !addr.starts_with("embedded:"))
-            .map(|(id, address, _, _)| NodeAddr {
-                id: id.clone(),
-                address: address.clone(),
+            .filter(|n| !n.address.starts_with("embedded:") && n.state != "Drained")
+            .map(|n| {
+                for (c, b) in &n.report.chain_bytes {
+                    let e = chain_bytes.entry(*c).or_default();
+                    *e = (*e).max(*b);
+                }
+                finished.extend(n.report.syncs.iter().filter(|s| s.finished).map(|s| {
+                    SyncFinished {
+                        chain: s.chain,
+                        node: s.target.clone(),
+                        since: s.since,
+                    }
+                }));
+                NodeView {
+                    id: n.id.clone(),
+                    address: n.address.clone(),
+                    live: now - n.last_seen_ms <= policy.failure_timeout_ms
+                        || (settling && current.node_ids().contains(&n.id)),
+                    draining: n.state == "Draining",
+                }
             })
             .collect();
-        let mut next = current.clone();
-        if next.chains.is_empty() {
-            if live.len() >= policy.replicas.max(policy.expected_nodes).max(1) {
-                next = ChainTable::build(current.version + 1, &live, policy.replicas);
-            }
-        } else {
-            // Follow address changes of known nodes (a restarted node).
-            for c in &mut next.chains {
-                for m in &mut c.members {
-                    if let Some((_, addr, _, _)) = rows.iter().find(|(id, _, _, _)| *id == m.id) {
-                        m.address = addr.clone();
-                    }
-                }
-            }
-            for node in &live {
-                if next
-                    .chains
-                    .iter()
-                    .any(|c| c.members.iter().any(|m| m.id == node.id))
-                {
-                    continue;
-                }
-                // The new node heads a chain; the others with the fewest
-                // memberships hold its copies.
-                let mut others: Vec<&NodeAddr> = live.iter().filter(|n| n.id != node.id).collect();
-                others.sort_by_key(|n| {
-                    next.chains
-                        .iter()
-                        .filter(|c| c.members.iter().any(|m| m.id == n.id))
-                        .count()
-                });
-                let mut members = vec![node.clone()];
-                members.extend(
-                    others
-                        .into_iter()
-                        .take(policy.replicas.saturating_sub(1))
-                        .cloned(),
-                );
-                let id = next.chains.iter().map(|c| c.id + 1).max().unwrap_or(0);
-                next.chains.push(Chain { id, members });
+        let view = ClusterView {
+            nodes: views,
+            finished,
+            chain_bytes,
+            replicas: policy.replicas,
+            expected_nodes: policy.expected_nodes,
+        };
+        let next = current.next(&view);
+        // A draining node that holds nothing any more is drained.
+        for n in nodes.iter().filter(|n| n.state == "Draining") {
+            if !next.node_ids().contains(&n.id) {
+                sqlx::query("UPDATE nodes SET state = 'Drained' WHERE id = $1 AND state = 'Draining'")
+                    .bind(&n.id)
+                    .execute(&self.store.pool)
+                    .await?;
+                tracing::info!(node_id = %n.id, "node drained: it holds no chain");
             }
         }
-        if next.chains != current.chains {
-            next.version = current.version + 1;
-            let body = serde_json::to_string(&next).map_err(|e| Error::Internal(e.to_string()))?;
-            sqlx::query("INSERT INTO chain_tables (version, body, created_at) VALUES ($1, $2, $3)")
-                .bind(next.version as i64)
-                .bind(body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(
-                version = next.version,
-                chains = next.chains.len(),
-                "chain table changed"
-            );
-            self.poke();
-            return Ok(next);
+        if next.version == current.version {
+            return Ok(current);
         }
-        tx.commit().await?;
-        Ok(current)
+        for n in &view.nodes {
+            let was = current.node_ids().contains(&n.id);
+            if was && !next.node_ids().contains(&n.id) && !n.live {
+                tracing::warn!(node_id = %n.id, "node declared dead: removed from its chains");
+            }
+        }
+        let body = serde_json::to_string(&next).map_err(|e| Error::Internal(e.to_string()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO chain_tables (version, body, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(next.version as i64)
+        .bind(body)
+        .bind(self.now())
+        .execute(&self.store.pool)
+        .await;
+        if let Err(e) = inserted {
+            // Another control-plane process wrote this version first.
+            tracing::debug!(error = %e, "chain table step lost a race");
+            return self.chain_table().await;
+        }
+        tracing::info!(
+            version = next.version,
+            chains = next.chains.len(),
+            syncing = next.chains.iter().map(|c| c.syncing.len()).sum::<usize>(),
+            "chain table changed"
+        );
+        self.poke();
+        Ok(next)
+    }
+
+    /// Starts draining a node: the planner of `cpfs serve` moves its chains
+    /// to other nodes, then marks it `Drained`. Idempotent. Only the state
+    /// is written here, so a CLI process never plans with settings other
+    /// than the server's.
+    pub async fn mark_draining(&self, id: &str) -> Result<()> {
+        if !self.nodes().await?.iter().any(|x| x.id == id) {
+            return Err(Error::invalid("NodeId", format!("no node {id} is registered")));
+        }
+        sqlx::query(
+            "UPDATE nodes SET state = 'Draining' WHERE id = $1 AND state NOT IN ('Draining', 'Drained')",
+        )
+        .bind(id)
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
     }
 }

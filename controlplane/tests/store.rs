@@ -117,8 +117,16 @@ async fn lifecycle_on_every_backend() {
                 stats: Default::default(),
             };
             let table = cp.node_heartbeat(&hb).await.unwrap();
-            // Chains form once R (2) nodes are up; later nodes get a chain appended.
-            assert_eq!(table.chains.len(), if i == 0 { 0 } else { i + 1 }, "{name}");
+            // Chains form once R (2) nodes are up, four per node; a later
+            // node gets no new chains but starts taking existing ones over
+            // as a syncing member (rebalance).
+            assert_eq!(table.chains.len(), if i == 0 { 0 } else { 8 }, "{name}");
+            if i == 2 {
+                assert!(
+                    table.chains.iter().any(|c| c.syncing.iter().any(|s| s.node.id == "n2")),
+                    "{name}: {table:?}"
+                );
+            }
         }
         let table = cp.chain_table().await.unwrap();
         assert!(table.chains.iter().all(|c| c.members.len() == 2), "{name}");

@@ -1,6 +1,8 @@
 //! Chunks on a node's local disk.
 //!
-//! One file per chunk: `chunks/<fs>/<inode>/<index>`. The file is a run of
+//! One file per chunk: `chunks/<fs>/<inode>/<index>.c<chain>` (format 2:
+//! the chain in the name lets a node find one chain's chunks to resync,
+//! rebalance or collect them). The file is a run of
 //! records, each a 4 KiB block followed by the CRC32C of that block. A write
 //! builds every record it touches in memory (reading the old content of a
 //! partly covered block) and puts them on disk with one `pwrite`, so a
@@ -24,6 +26,20 @@ const CRC: u64 = 4;
 const RECORD: u64 = BLOCK + CRC;
 const LOCK_STRIPES: usize = 1024;
 const MAX_OPEN_FILES: usize = 4096;
+/// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
+/// named by index only) predates chain-scoped chunks and is refused: its
+/// chunks cannot be assigned to chains without the metadata service.
+const FORMAT: &str = "2";
+
+/// A chunk file's name: `<index>.c<chain>`.
+fn chunk_name(index: u64, chain: u32) -> String {
+    format!("{index}.c{chain}")
+}
+
+fn parse_chunk_name(name: &str) -> Option<(u64, u32)> {
+    let (index, chain) = name.split_once(".c")?;
+    Some((index.parse().ok()?, chain.parse().ok()?))
+}
 
 #[derive(Default)]
 struct Counters {
@@ -83,6 +99,27 @@ impl ChunkStore {
     pub fn open(root: &Path) -> std::io::Result<ChunkStore> {
         let chunks = root.join("chunks");
         std::fs::create_dir_all(&chunks)?;
+        let format_file = root.join("chunk-format");
+        match std::fs::read_to_string(&format_file) {
+            Ok(f) if f.trim() == FORMAT => {}
+            Ok(f) => {
+                return Err(std::io::Error::other(format!(
+                    "{} says chunk format {}, this node reads format {FORMAT}",
+                    format_file.display(),
+                    f.trim()
+                )))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if std::fs::read_dir(&chunks)?.next().is_some() {
+                    return Err(std::io::Error::other(format!(
+                        "{} holds chunks of format 1 (before chains were part of chunk names); start the node on an empty directory",
+                        chunks.display()
+                    )));
+                }
+                std::fs::write(&format_file, FORMAT)?;
+            }
+            Err(e) => return Err(e),
+        }
         let store = ChunkStore {
             root: chunks,
             files: Mutex::new(HashMap::new()),
@@ -133,7 +170,7 @@ impl ChunkStore {
 
     pub fn chunk_path(&self, key: &ChunkKey) -> PathBuf {
         self.inode_dir(&key.fs, key.inode)
-            .join(key.index.to_string())
+            .join(chunk_name(key.index, key.chain))
     }
 
     fn file(&self, key: &ChunkKey, create: bool) -> Result<Option<Arc<File>>, NodeError> {
@@ -428,6 +465,194 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// Every chunk this node holds, with its file length in bytes of data
+    /// (records × 4 KiB). A walk of the directory tree: callers run it in
+    /// the background, not per request.
+    pub fn list_chunks(&self) -> Vec<(ChunkKey, u64)> {
+        let mut out = Vec::new();
+        let Ok(fss) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
+        for fs in fss.flatten() {
+            let fs_name = fs.file_name().to_string_lossy().to_string();
+            if !valid_fs(&fs_name) {
+                continue;
+            }
+            let Ok(inodes) = std::fs::read_dir(fs.path()) else {
+                continue;
+            };
+            for inode in inodes.flatten() {
+                let Ok(ino) = inode.file_name().to_string_lossy().parse::<u64>() else {
+                    continue;
+                };
+                let Ok(chunks) = std::fs::read_dir(inode.path()) else {
+                    continue;
+                };
+                for chunk in chunks.flatten() {
+                    let name = chunk.file_name().to_string_lossy().to_string();
+                    let Some((index, chain)) = parse_chunk_name(&name) else {
+                        continue;
+                    };
+                    let len = chunk.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((
+                        ChunkKey {
+                            fs: fs_name.clone(),
+                            inode: ino,
+                            index,
+                            chain,
+                        },
+                        len / RECORD * BLOCK,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The chunk's stored records (blocks and checksums) after verifying
+    /// every one; None when the chunk does not exist. What a resync copies.
+    pub fn read_raw(&self, key: &ChunkKey) -> Result<Option<Vec<u8>>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        let len = f.metadata().map_err(io)?.len();
+        let raw = self.read_records(&f, 0, len / RECORD)?;
+        if raw.chunks(RECORD as usize).any(|r| decode_record(r).is_none()) {
+            self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(NodeError::Checksum);
+        }
+        Ok(Some(raw))
+    }
+
+    /// A digest of the chunk's records (CRC32C of the stored bytes), to
+    /// tell whether two copies are the same without moving the data.
+    pub fn digest(&self, key: &ChunkKey) -> Result<Option<(u64, u32)>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        let len = f.metadata().map_err(io)?.len();
+        let raw = self.read_records(&f, 0, len / RECORD)?;
+        Ok(Some((len, crc32c::crc32c(&raw))))
+    }
+
+    /// Replaces the whole chunk with `raw` records (a resync copy), after
+    /// checking every record; `None` removes it. Written to a temporary
+    /// file and renamed, so a crash leaves the old copy or the new one.
+    pub fn put_raw(&self, key: &ChunkKey, raw: Option<&[u8]>) -> Result<(), NodeError> {
+        if !valid_fs(&key.fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        if let Some(raw) = raw {
+            if !(raw.len() as u64).is_multiple_of(RECORD)
+                || raw.chunks(RECORD as usize).any(|r| decode_record(r).is_none())
+            {
+                return Err(NodeError::Invalid("resync data is not whole, valid records".into()));
+            }
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let path = self.chunk_path(key);
+        let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        let c = self.counters(&key.fs);
+        match raw {
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            },
+            Some(raw) => {
+                std::fs::create_dir_all(self.inode_dir(&key.fs, key.inode)).map_err(io)?;
+                let tmp = path.with_extension("resync");
+                std::fs::write(&tmp, raw).map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
+            }
+        }
+        let after = raw.map_or(0, |r| r.len() as u64);
+        c.stored.fetch_add(after / RECORD * BLOCK, Ordering::Relaxed);
+        c.stored.fetch_sub(
+            (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Blocks of the chunk whose checksum fails (what the scrubber looks
+    /// for). Reads the chunk in pieces so one scrub never holds the chunk
+    /// lock for long.
+    pub fn bad_blocks(&self, key: &ChunkKey) -> Result<Vec<u64>, NodeError> {
+        let len = {
+            let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+            let Some(f) = self.file(key, false)? else {
+                return Ok(vec![]);
+            };
+            f.metadata().map_err(io)?.len()
+        };
+        let blocks = len / RECORD;
+        let mut bad = Vec::new();
+        let step = 64u64;
+        let mut b = 0;
+        while b < blocks {
+            let n = step.min(blocks - b);
+            let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+            let Some(f) = self.file(key, false)? else {
+                break;
+            };
+            let raw = self.read_records(&f, b, n)?;
+            for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
+                if decode_record(rec).is_none() {
+                    bad.push(b + i as u64);
+                }
+            }
+            b += n;
+        }
+        if !bad.is_empty() {
+            self.checksum_errors
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
+        }
+        Ok(bad)
+    }
+
+    /// Rewrites, from `data` (good copies of whole blocks starting at the
+    /// block-aligned `offset`), only the blocks that still fail their
+    /// checksum here. A block written since the damage was found is newer
+    /// than the copy and is left alone. Returns how many were rewritten.
+    pub fn repair_blocks(&self, key: &ChunkKey, offset: u64, data: &[u8]) -> Result<u64, NodeError> {
+        if !offset.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK) {
+            return Err(NodeError::Invalid("repairs cover whole blocks".into()));
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(0);
+        };
+        let first = offset / BLOCK;
+        let count = data.len() as u64 / BLOCK;
+        let raw = self.read_records(&f, first, count)?;
+        let mut fixed = 0;
+        for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
+            if decode_record(rec).is_some() {
+                continue;
+            }
+            let block = &data[i * BLOCK as usize..(i + 1) * BLOCK as usize];
+            let mut out = Vec::with_capacity(RECORD as usize);
+            encode_record(block, &mut out);
+            f.write_all_at(&out, (first + i as u64) * RECORD).map_err(io)?;
+            fixed += 1;
+        }
+        self.repairs.fetch_add(fixed, Ordering::Relaxed);
+        Ok(fixed)
+    }
+
     pub fn usage(&self) -> Vec<FsUsage> {
         let map = self.usage.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<FsUsage> = map
@@ -455,6 +680,7 @@ mod tests {
             fs: "cpfs-test".into(),
             inode: 7,
             index: i,
+            chain: 3,
         }
     }
 
@@ -533,7 +759,8 @@ mod tests {
                 &ChunkKey {
                     fs: "../etc".into(),
                     inode: 1,
-                    index: 0
+                    index: 0,
+                    chain: 0,
                 },
                 0,
                 1
@@ -546,7 +773,8 @@ mod tests {
                 &ChunkKey {
                     fs: "../etc".into(),
                     inode: 1,
-                    index: 0
+                    index: 0,
+                    chain: 0,
                 },
                 0,
                 b"x",

@@ -42,7 +42,24 @@ impl DataError {
     }
 }
 
-const RETRIES: usize = 8;
+/// How long a piece of I/O keeps retrying through node failures before it
+/// fails with EIO: long enough for failure detection (3 s by default), the
+/// new chain table and a restarted `cpfs serve`, so programs see a stall.
+pub const FAILOVER_BUDGET: Duration = Duration::from_secs(45);
+
+/// Backoff between retries: quick at first (a table change is usually
+/// picked up in milliseconds), at most half a second.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((20u64 << attempt.min(5)).min(500))
+}
+
+/// Whether a node's answer means "try again, perhaps elsewhere".
+fn transient(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::StaleChainTable { .. } | NodeError::NotMember | NodeError::NoLease | NodeError::Io(_)
+    )
+}
 
 pub struct DataClient {
     peers: Peers,
@@ -100,28 +117,25 @@ impl DataClient {
         build: impl Fn(ChainRef) -> NodeRequest,
     ) -> Result<NodeResponse, DataError> {
         let mut last = String::new();
-        for attempt in 0..RETRIES {
+        let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
             let (members, version) = self.members(chain).await?;
-            let Some(head) = members.first() else {
-                return Err(DataError::NoChain(chain));
-            };
-            match self
-                .peers
-                .get(head)
-                .call(build(ChainRef { id: chain, version }))
-                .await
-            {
-                Ok(NodeResponse::Failed(
-                    NodeError::StaleChainTable { .. } | NodeError::NotMember,
-                )) => {
-                    last = "stale chain table".into();
+            if let Some(head) = members.first() {
+                match self
+                    .peers
+                    .get(head)
+                    .call(build(ChainRef { id: chain, version }))
+                    .await
+                {
+                    Ok(NodeResponse::Failed(e)) if transient(&e) => last = e.to_string(),
+                    Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
+                    Ok(r) => return Ok(r),
+                    Err(e) => last = e.to_string(),
                 }
-                Ok(NodeResponse::Failed(e @ NodeError::Io(_))) => last = e.to_string(),
-                Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
-                Ok(r) => return Ok(r),
-                Err(e) => last = e.to_string(),
             }
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
             self.refresh().await;
         }
         Err(DataError::Unreachable(chain, last))
@@ -158,6 +172,7 @@ impl DataClient {
             fs: cap.fs.clone(),
             inode,
             index: p.chunk,
+            chain: p.chain,
         };
         self.to_head(p.chain, |chain| NodeRequest::Write {
             cap: cap.clone(),
@@ -199,9 +214,12 @@ impl DataClient {
             fs: cap.fs.clone(),
             inode,
             index: p.chunk,
+            chain: p.chain,
         };
         let mut last = String::new();
-        for attempt in 0..RETRIES {
+        let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
             let (members, version) = self.members(p.chain).await?;
             let chain = ChainRef {
                 id: p.chain,
@@ -237,6 +255,7 @@ impl DataClient {
                     Ok(NodeResponse::Failed(e @ NodeError::BadCapability)) => {
                         return Err(DataError::Node(e))
                     }
+                    Ok(NodeResponse::Failed(e)) => last = e.to_string(),
                     Ok(other) => last = format!("{other:?}"),
                     Err(e) => last = e.to_string(),
                 }
@@ -244,7 +263,8 @@ impl DataClient {
             if !stale && !bad.is_empty() && bad.len() == n {
                 return Err(DataError::Node(NodeError::Checksum));
             }
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
             self.refresh().await;
         }
         Err(DataError::Unreachable(p.chain, last))
@@ -310,12 +330,13 @@ impl DataClient {
         let mut ops = Vec::new();
         for chunk in first..=last {
             let keep = if chunk == first { new_size % cs } else { 0 };
+            let chain = layout.chain_of(chunk);
             let key = ChunkKey {
                 fs: cap.fs.clone(),
                 inode,
                 index: chunk,
+                chain,
             };
-            let chain = layout.chain_of(chunk);
             ops.push(async move {
                 self.to_head(chain, |c| NodeRequest::Truncate {
                     cap: cap.clone(),
@@ -344,7 +365,9 @@ impl DataClient {
         // Idempotent, so it is retried like a write: a node that restarts
         // while the program waits is a stall, not EIO.
         let mut last = String::new();
-        for attempt in 0..RETRIES {
+        let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
             let mut addrs: Vec<String> = Vec::new();
             for c in &layout.chains {
                 let (m, _) = self.members(*c).await?;
@@ -367,7 +390,7 @@ impl DataClient {
             for r in join_all(calls).await {
                 match r {
                     Ok(NodeResponse::Done) => {}
-                    Ok(NodeResponse::Failed(e @ NodeError::Io(_))) => {
+                    Ok(NodeResponse::Failed(e)) if transient(&e) => {
                         all_done = false;
                         last = e.to_string();
                     }
@@ -382,7 +405,8 @@ impl DataClient {
             if all_done {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
             self.refresh().await;
         }
         Err(DataError::Unreachable(0, last))
@@ -394,7 +418,12 @@ impl DataClient {
         let mut addrs: Vec<String> = t
             .chains
             .iter()
-            .flat_map(|c| c.members.iter().map(|m| m.address.clone()))
+            .flat_map(|c| {
+                c.members
+                    .iter()
+                    .map(|m| m.address.clone())
+                    .chain(c.syncing.iter().map(|s| s.node.address.clone()))
+            })
             .collect();
         addrs.sort();
         addrs.dedup();

@@ -9,6 +9,9 @@
 //! - [`layout`]: striping, from a file offset to (chain, chunk, offset).
 //! - [`chunkstore`]: chunks on a node's disk, checksummed per 4 KiB block.
 //! - [`node`]: the data-node server.
+//! - [`resync`]: filling a new or returning chain member from the head.
+//! - [`scrub`]: background verification, repair and collection on a node.
+//! - [`throttle`]: byte-rate limits (client I/O, repair, scrub).
 
 pub mod capability;
 pub mod chains;
@@ -19,4 +22,7 @@ pub mod layout;
 pub mod metaproto;
 pub mod node;
 pub mod proto;
+pub mod resync;
 pub mod rpc;
+pub mod scrub;
+pub mod throttle;

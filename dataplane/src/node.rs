@@ -17,6 +17,7 @@ use crate::chains::ChainTable;
 use crate::chunkstore::ChunkStore;
 use crate::proto::{ChainRef, NodeError, NodeRequest, NodeResponse, NodeStats};
 use crate::rpc::{self, Client};
+use crate::throttle::Throttle;
 
 pub type NodeClient = Client<NodeRequest, NodeResponse>;
 
@@ -35,6 +36,31 @@ pub struct NodeConfig {
     pub zone: String,
     pub capacity_bytes: u64,
     pub heartbeat: Duration,
+    pub rates: Rates,
+}
+
+/// Byte rates a node keeps to (0: unlimited).
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    /// Client reads and writes through this node (`--max-bandwidth`).
+    pub max_bandwidth: u64,
+    /// Resync and rebalance copies this node sends as a chain head.
+    pub repair: u64,
+    /// Scrubber reads.
+    pub scrub: u64,
+    /// Pause between two scrub passes.
+    pub scrub_interval: Duration,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            max_bandwidth: 0,
+            repair: 100 << 20,
+            scrub: 32 << 20,
+            scrub_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// What a node tells the control plane on every heartbeat.
@@ -53,6 +79,11 @@ pub struct HeartbeatReply {
     /// File systems deleted recently: a node drops whatever it holds of them.
     #[serde(default)]
     pub dropped: Vec<String>,
+    /// How long after sending this heartbeat the node may serve (0: no
+    /// lease). Shorter than the control plane's failure timeout, so a node
+    /// cut off from it stops serving before another takes its place.
+    #[serde(default)]
+    pub lease_ms: u64,
 }
 
 /// Connections to peers, one multiplexed client per address.
@@ -74,17 +105,68 @@ impl Peers {
 
 pub struct Node {
     pub id: String,
-    store: Arc<ChunkStore>,
-    key: CapabilityKey,
-    chains: RwLock<ChainTable>,
-    peers: Peers,
+    pub(crate) store: Arc<ChunkStore>,
+    pub(crate) key: CapabilityKey,
+    pub(crate) chains: RwLock<ChainTable>,
+    pub(crate) peers: Peers,
     /// Per-chunk ordering at the head: a write holds its chunk's slot while
     /// it is applied locally and on every other member, so all copies see
-    /// writes to a chunk in the same order.
+    /// writes to a chunk in the same order (resync copies take it too).
     order: Vec<tokio::sync::Mutex<()>>,
+    /// Until when the node may serve (None: not leased yet, or no leases).
+    lease: std::sync::Mutex<Lease>,
+    /// Wakes the heartbeat loop early (a request named a newer table).
+    pub(crate) wake: tokio::sync::Notify,
+    /// Mutations in flight per chain-table version: a resync waits for
+    /// those routed with an older table before it lists the chain.
+    inflight: std::sync::Mutex<HashMap<u64, usize>>,
+    pub(crate) sync: crate::resync::SyncState,
+    pub(crate) scrub: crate::scrub::ScrubState,
+    pub(crate) rates: Rates,
+    io_throttle: Throttle,
+    pub(crate) repair_throttle: Throttle,
+    pub(crate) scrub_throttle: Throttle,
 }
 
-fn now() -> i64 {
+#[derive(Debug, Clone, Copy)]
+enum Lease {
+    /// No heartbeat answered yet.
+    None,
+    Until(std::time::Instant),
+    /// The control plane grants no leases (older control plane).
+    Forever,
+}
+
+/// What a request needs this node to be in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The head (client writes).
+    Head,
+    /// Any member, serving or syncing (forwarded writes, resync copies).
+    Replica,
+    /// A serving member (reads).
+    Serving,
+}
+
+/// Counts a mutation in flight for its table version until dropped.
+struct InFlight<'a> {
+    node: &'a Node,
+    version: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.node.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.version) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.version);
+            }
+        }
+    }
+}
+
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -105,7 +187,7 @@ pub fn node_id(data_dir: &std::path::Path) -> std::io::Result<String> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f)
@@ -114,7 +196,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Node {
-    pub fn open(id: String, store: ChunkStore, key: CapabilityKey) -> Arc<Node> {
+    pub fn open(id: String, store: ChunkStore, key: CapabilityKey, rates: Rates) -> Arc<Node> {
         Arc::new(Node {
             id,
             store: Arc::new(store),
@@ -122,23 +204,84 @@ impl Node {
             chains: RwLock::new(ChainTable::default()),
             peers: Peers::default(),
             order: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
+            lease: std::sync::Mutex::new(Lease::None),
+            wake: tokio::sync::Notify::new(),
+            inflight: std::sync::Mutex::new(HashMap::new()),
+            sync: Default::default(),
+            scrub: Default::default(),
+            rates,
+            io_throttle: Throttle::new(rates.max_bandwidth),
+            repair_throttle: Throttle::new(rates.repair),
+            scrub_throttle: Throttle::new(rates.scrub),
         })
     }
 
-    pub async fn set_chain_table(&self, table: ChainTable) {
-        let mut current = self.chains.write().await;
-        if table.version > current.version {
+    /// Takes a newer table and starts the resyncs it asks of this node.
+    pub async fn set_chain_table(self: &Arc<Self>, table: ChainTable) {
+        {
+            let mut current = self.chains.write().await;
+            if table.version <= current.version {
+                return;
+            }
             tracing::info!(
                 version = table.version,
                 chains = table.chains.len(),
                 "chain table updated"
             );
-            *current = table;
+            *current = table.clone();
+        }
+        self.start_resyncs(&table);
+    }
+
+    /// Extends the lease from a heartbeat sent at `sent` and answered.
+    fn renew_lease(&self, sent: std::time::Instant, lease_ms: u64) {
+        let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        *l = if lease_ms == 0 {
+            Lease::Forever
+        } else {
+            Lease::Until(sent + Duration::from_millis(lease_ms))
+        };
+    }
+
+    fn leased(&self) -> bool {
+        match *self.lease.lock().unwrap_or_else(|p| p.into_inner()) {
+            Lease::None => false,
+            Lease::Forever => true,
+            Lease::Until(t) => std::time::Instant::now() < t,
+        }
+    }
+
+    /// Capability nodes present to each other for cluster-internal calls.
+    pub(crate) fn cluster_cap(&self, fs: &str) -> crate::capability::Capability {
+        self.key
+            .issue(fs, crate::capability::ANY_INODE, ADMIN | READ, now() + 300)
+    }
+
+    /// The oldest table version with mutations still in flight.
+    pub(crate) fn oldest_inflight(&self) -> Option<u64> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .min()
+            .copied()
+    }
+
+    fn begin_mutation(&self, version: u64) -> InFlight<'_> {
+        *self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(version)
+            .or_default() += 1;
+        InFlight {
+            node: self,
+            version,
         }
     }
 
     /// Applies a heartbeat reply: the chain table, and deleted file systems.
-    pub async fn apply(&self, reply: HeartbeatReply) {
+    pub async fn apply(self: &Arc<Self>, reply: HeartbeatReply) {
         self.set_chain_table(reply.chain_table).await;
         let held: Vec<String> = self.store.usage().into_iter().map(|u| u.fs).collect();
         for fs in reply.dropped.into_iter().filter(|f| held.contains(f)) {
@@ -155,6 +298,9 @@ impl Node {
 
     pub fn stats(&self, chain_version: u64) -> NodeStats {
         NodeStats {
+            chain_bytes: self.scrub.chain_bytes(),
+            syncs: self.sync.reports(),
+            scrub: self.scrub.report(),
             node_id: self.id.clone(),
             chain_version,
             checksum_errors: self
@@ -169,33 +315,48 @@ impl Node {
         }
     }
 
-    /// Checks the routing of a chunk request: the table version, and that
-    /// this node is the head (`head = true`) or a member of the chain.
-    /// Returns the addresses of the other members.
-    async fn route(&self, chain: ChainRef, head: bool) -> Result<Vec<String>, NodeError> {
+    /// Checks the routing of a chunk request: the lease, the table
+    /// version, and this node's role in the chain. Returns the addresses a
+    /// head forwards writes to (the other serving members and the syncing
+    /// ones).
+    pub(crate) async fn route(&self, chain: ChainRef, role: Role) -> Result<Vec<String>, NodeError> {
+        if !self.leased() {
+            return Err(NodeError::NoLease);
+        }
         let table = self.chains.read().await;
         if chain.version != table.version {
+            if chain.version > table.version {
+                // The client saw a newer table than ours: fetch it now
+                // rather than at the next heartbeat.
+                self.wake.notify_one();
+            }
             return Err(NodeError::StaleChainTable {
                 current: table.version,
             });
         }
         let c = table.chain(chain.id).ok_or(NodeError::NotMember)?;
-        let pos = c
-            .members
-            .iter()
-            .position(|m| m.id == self.id)
-            .ok_or(NodeError::NotMember)?;
-        if head && pos != 0 {
+        let pos = c.members.iter().position(|m| m.id == self.id);
+        let syncing = c.syncing.iter().any(|s| s.node.id == self.id);
+        let allowed = match role {
+            Role::Head => pos == Some(0),
+            Role::Replica => pos.is_some() || syncing,
+            Role::Serving => pos.is_some(),
+        };
+        if !allowed {
             return Err(NodeError::NotMember);
+        }
+        if role != Role::Head {
+            return Ok(vec![]);
         }
         Ok(c.members
             .iter()
             .filter(|m| m.id != self.id)
             .map(|m| m.address.clone())
+            .chain(c.syncing.iter().map(|s| s.node.address.clone()))
             .collect())
     }
 
-    fn slot(&self, key: &crate::proto::ChunkKey) -> &tokio::sync::Mutex<()> {
+    pub(crate) fn slot(&self, key: &crate::proto::ChunkKey) -> &tokio::sync::Mutex<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
@@ -240,8 +401,14 @@ impl Node {
         forward: impl FnOnce() -> NodeRequest,
         apply: impl FnOnce() -> Result<(), NodeError> + Send + 'static,
     ) -> Result<NodeResponse, NodeError> {
-        let others = self.route(chain, !forwarded).await?;
+        if key.chain != chain.id {
+            return Err(NodeError::Invalid("chunk routed through another chain".into()));
+        }
+        let role = if forwarded { Role::Replica } else { Role::Head };
+        let others = self.route(chain, role).await?;
+        let _inflight = self.begin_mutation(chain.version);
         if forwarded {
+            self.sync.touched(key);
             blocking(apply).await?;
             return Ok(NodeResponse::Done);
         }
@@ -253,6 +420,11 @@ impl Node {
     }
 
     pub async fn handle(self: Arc<Self>, req: NodeRequest) -> NodeResponse {
+        match &req {
+            NodeRequest::Write { data, .. } => self.io_throttle.take(data.len() as u64).await,
+            NodeRequest::Read { len, .. } => self.io_throttle.take(*len).await,
+            _ => {}
+        }
         match self.dispatch(req).await {
             Ok(r) => r,
             Err(e) => NodeResponse::Failed(e),
@@ -327,7 +499,10 @@ impl Node {
                 if len > crate::layout::MAX_CHUNK_SIZE {
                     return Err(NodeError::Invalid("read too large".into()));
                 }
-                self.route(chain, false).await?;
+                if key.chain != chain.id {
+                    return Err(NodeError::Invalid("chunk routed through another chain".into()));
+                }
+                self.route(chain, Role::Serving).await?;
                 let store = self.store.clone();
                 Ok(NodeResponse::Data(
                     blocking(move || store.read(&key, offset, len)).await?,
@@ -343,10 +518,12 @@ impl Node {
                 if !self.key.allows(&cap, &key.fs, key.inode, READ, t) {
                     return Err(NodeError::BadCapability);
                 }
-                self.route(chain, false).await?;
+                self.route(chain, Role::Serving).await?;
                 let store = self.store.clone();
                 tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, offset, len = data.len(), "repairing a copy");
-                blocking(move || store.write(&key, offset, &data, true)).await?;
+                // Only blocks still bad are rewritten: one written since the
+                // damage was seen is newer than the good copy.
+                blocking(move || store.repair_blocks(&key, offset, &data)).await?;
                 Ok(NodeResponse::Done)
             }
             NodeRequest::Fsync { cap, fs, inode } => {
@@ -372,6 +549,60 @@ impl Node {
                 let v = self.chains.read().await.version;
                 Ok(NodeResponse::Stats(self.stats(v)))
             }
+            NodeRequest::SyncBegin { cap, chain } => {
+                self.check_cluster_cap(&cap, "", t)?;
+                self.route(chain, Role::Replica).await?;
+                self.sync_begin(chain.id).await?;
+                Ok(NodeResponse::Done)
+            }
+            NodeRequest::SyncDigest { cap, chain, key } => {
+                self.check_cluster_cap(&cap, &key.fs, t)?;
+                self.route(chain, Role::Replica).await?;
+                // The head holds this chunk: keep it whether or not it is
+                // sent (an identical copy is not).
+                self.sync.touched(&key);
+                let store = self.store.clone();
+                Ok(NodeResponse::Digest(
+                    blocking(move || store.digest(&key)).await?,
+                ))
+            }
+            NodeRequest::SyncPut {
+                cap,
+                chain,
+                key,
+                raw,
+            } => {
+                self.check_cluster_cap(&cap, &key.fs, t)?;
+                if key.chain != chain.id {
+                    return Err(NodeError::Invalid("chunk routed through another chain".into()));
+                }
+                self.route(chain, Role::Replica).await?;
+                self.sync.touched(&key);
+                let store = self.store.clone();
+                blocking(move || store.put_raw(&key, raw.as_deref())).await?;
+                Ok(NodeResponse::Done)
+            }
+            NodeRequest::SyncEnd { cap, chain } => {
+                self.check_cluster_cap(&cap, "", t)?;
+                self.route(chain, Role::Replica).await?;
+                self.sync_end(chain.id).await?;
+                Ok(NodeResponse::Done)
+            }
+        }
+    }
+}
+
+impl Node {
+    fn check_cluster_cap(
+        &self,
+        cap: &crate::capability::Capability,
+        fs: &str,
+        t: i64,
+    ) -> Result<(), NodeError> {
+        if self.key.allows(cap, fs, crate::capability::ANY_INODE, ADMIN, t) {
+            Ok(())
+        } else {
+            Err(NodeError::BadCapability)
         }
     }
 }
@@ -394,6 +625,26 @@ fn heartbeat_once(cfg: &NodeConfig, hb: &Heartbeat) -> Result<HeartbeatReply, St
         )),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Sends one heartbeat and applies the reply (table, drops, lease).
+async fn heartbeat_round(node: &Arc<Node>, cfg: &NodeConfig, advertise: &str) -> Result<(), String> {
+    let version = node.chains.read().await.version;
+    let hb = Heartbeat {
+        id: node.id.clone(),
+        address: advertise.to_string(),
+        zone: cfg.zone.clone(),
+        capacity_bytes: cfg.capacity_bytes,
+        stats: node.stats(version),
+    };
+    let c = cfg.clone();
+    let sent = std::time::Instant::now();
+    let reply = tokio::task::spawn_blocking(move || heartbeat_once(&c, &hb))
+        .await
+        .map_err(|e| e.to_string())??;
+    node.renew_lease(sent, reply.lease_ms);
+    node.apply(reply).await;
+    Ok(())
 }
 
 /// Takes an exclusive lock on the data directory, so two node processes
@@ -432,6 +683,7 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
         id.clone(),
         store,
         CapabilityKey::from_cluster_token(&cfg.cluster_token),
+        cfg.rates,
     );
     let listener = TcpListener::bind(&cfg.listen)
         .await
@@ -444,49 +696,33 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
 
     // Register before serving traffic; a wrong token is fatal, an
     // unreachable control plane is retried.
-    let first = loop {
-        let hb = Heartbeat {
-            id: id.clone(),
-            address: advertise.clone(),
-            zone: cfg.zone.clone(),
-            capacity_bytes: cfg.capacity_bytes,
-            stats: node.stats(0),
-        };
-        let c = cfg.clone();
-        match tokio::task::spawn_blocking(move || heartbeat_once(&c, &hb)).await {
-            Ok(Ok(reply)) => break reply,
-            Ok(Err(e)) if e.contains("cluster token") => return Err(e),
-            Ok(Err(e)) => {
+    loop {
+        match heartbeat_round(&node, &cfg, &advertise).await {
+            Ok(()) => break,
+            Err(e) if e.contains("cluster token") => return Err(e),
+            Err(e) => {
                 tracing::warn!(error = %e, "control plane not reachable yet");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e.to_string()),
         }
-    };
-    node.apply(first).await;
+    }
     tracing::info!(node_id = %id, "registered with the control plane");
 
     let hb_node = node.clone();
     let hb_cfg = cfg.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(hb_cfg.heartbeat).await;
-            let version = hb_node.chains.read().await.version;
-            let hb = Heartbeat {
-                id: hb_node.id.clone(),
-                address: advertise.clone(),
-                zone: hb_cfg.zone.clone(),
-                capacity_bytes: hb_cfg.capacity_bytes,
-                stats: hb_node.stats(version),
-            };
-            let c = hb_cfg.clone();
-            match tokio::task::spawn_blocking(move || heartbeat_once(&c, &hb)).await {
-                Ok(Ok(reply)) => hb_node.apply(reply).await,
-                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
-                Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+            // Every interval, or at once when a request named a newer table.
+            tokio::select! {
+                _ = tokio::time::sleep(hb_cfg.heartbeat) => {}
+                _ = hb_node.wake.notified() => {}
+            }
+            if let Err(e) = heartbeat_round(&hb_node, &hb_cfg, &advertise).await {
+                tracing::warn!(error = %e, "heartbeat failed");
             }
         }
     });
+    crate::scrub::spawn(node.clone());
 
     let handler_node = node.clone();
     rpc::serve(listener, move |_peer, req: NodeRequest| {

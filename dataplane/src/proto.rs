@@ -71,12 +71,16 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     Ok((id, msg))
 }
 
-/// Where a chunk lives in the namespace of a node.
+/// Where a chunk lives in the namespace of a node. The chain is part of a
+/// chunk's identity: a file's layout fixes the chain of each of its chunks
+/// for good (only the chain's members change), and a node needs it to
+/// resync, rebalance, scrub and collect one chain's chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkKey {
     pub fs: String,
     pub inode: u64,
     pub index: u64,
+    pub chain: u32,
 }
 
 /// The chain a request was routed through, and the table version used.
@@ -139,6 +143,29 @@ pub enum NodeRequest {
     },
     /// Usage counters of this node.
     Stats,
+    /// Resync (head → syncing member): a copy session of one chain begins;
+    /// the member notes which of its chunks of the chain the head has not
+    /// vouched for yet. Capability: fs "" (the cluster), ADMIN.
+    SyncBegin { cap: Capability, chain: ChainRef },
+    /// The member's digest of one chunk (absent: None).
+    SyncDigest {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+    },
+    /// Replaces the member's copy of a chunk with the head's records
+    /// (None: the head has no such chunk).
+    SyncPut {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        #[serde(with = "serde_bytes")]
+        raw: Option<Vec<u8>>,
+    },
+    /// The session is complete: the member removes chunks of the chain the
+    /// head neither sent nor wrote since `SyncBegin` (deleted while it was
+    /// away).
+    SyncEnd { cap: Capability, chain: ChainRef },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +182,9 @@ pub enum NodeError {
     NoSpace,
     Io(String),
     Invalid(String),
+    /// The node has not heard from the control plane within its lease and
+    /// may already have been replaced: it serves nothing until it has.
+    NoLease,
 }
 
 impl std::fmt::Display for NodeError {
@@ -169,6 +199,7 @@ impl std::fmt::Display for NodeError {
             NodeError::NoSpace => f.write_str("no space left on the node"),
             NodeError::Io(e) => write!(f, "I/O error: {e}"),
             NodeError::Invalid(e) => write!(f, "invalid request: {e}"),
+            NodeError::NoLease => f.write_str("node lease expired (cut off from the control plane)"),
         }
     }
 }
@@ -184,6 +215,35 @@ pub struct FsUsage {
     pub write_ops: u64,
 }
 
+/// Progress of one resync the node runs as a chain head.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub chain: u32,
+    /// The member being filled.
+    pub target: String,
+    /// The table version that added it (names the session).
+    pub since: u64,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// Bytes actually sent (chunks the member lacked or had stale).
+    pub copied_bytes: u64,
+    pub finished: bool,
+    pub error: Option<String>,
+}
+
+/// The scrubber's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub passes: u64,
+    pub scrubbed_bytes: u64,
+    /// Unix seconds at the end of the last full pass (0: none yet).
+    pub last_pass_end: i64,
+    pub bad_blocks: u64,
+    pub repaired_blocks: u64,
+    /// Bad blocks no other member had a good copy of.
+    pub unrecoverable_blocks: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {
     pub node_id: String,
@@ -191,6 +251,13 @@ pub struct NodeStats {
     pub checksum_errors: u64,
     pub repairs: u64,
     pub file_systems: Vec<FsUsage>,
+    /// Bytes held per chain, as (chain, bytes).
+    #[serde(default)]
+    pub chain_bytes: Vec<(u32, u64)>,
+    #[serde(default)]
+    pub syncs: Vec<SyncReport>,
+    #[serde(default)]
+    pub scrub: ScrubReport,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,6 +265,7 @@ pub enum NodeResponse {
     Done,
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Stats(NodeStats),
+    Digest(Option<(u64, u32)>),
     Failed(NodeError),
 }
 

@@ -535,7 +535,7 @@ impl MetaService {
         if kind == Kind::Dir && sgid_dir {
             perm_bits |= 0o2000;
         }
-        let node = Inode {
+        let mut node = Inode {
             attr: Attr {
                 ino,
                 kind,
@@ -559,6 +559,22 @@ impl MetaService {
             chunk_size: p.chunk_size,
             chains: p.chains.clone(),
         };
+        if kind == Kind::File && !p.chains.is_empty() {
+            // A file keeps the directory's stripe width and chunk size but
+            // starts at a chain picked by its inode number, so the files of
+            // one directory spread over every chain of the file system
+            // (and over every node once chains are rebalanced).
+            let (_, _, all) = fs_layout(&mut tx, &s.fs).await?;
+            if !all.is_empty() {
+                node.chains = Layout::stripe(
+                    p.chunk_size,
+                    &all,
+                    p.chains.len() as u32,
+                    (ino as usize) % all.len(),
+                )
+                .chains;
+            }
+        }
         insert_inode(&mut tx, &s.fs, &node).await?;
         add_dentry(&mut tx, &s.fs, parent, name, ino, kind).await?;
         touch_dir(
