@@ -67,7 +67,10 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
             }
             let table = cp.chain_table().await?;
             let nodes = cp.nodes().await?;
-            println!("{}", serde_json::to_string_pretty(&status_json(&table, &nodes))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status_json(&table, &nodes))?
+            );
             Ok(())
         }
         NodeCommand::Drain { id, no_wait, store } => {
@@ -190,11 +193,9 @@ fn status_json(table: &ChainTable, nodes: &[Node]) -> serde_json::Value {
 fn bar(len: u64, msg: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len.max(1));
     pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(msg.to_string());
     pb

@@ -280,7 +280,17 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         let span = tracing::debug_span!("call", request_id = %id, action = %verified.action, access_key_id = %verified.access_key_id);
         let command =
             actions::parse_versioned(&verified.version, &verified.action, &verified.params)?;
-        actions::execute(&gw.cp, &verified.account_id, command).instrument(span).await
+        // In a task of its own: a client that hangs up must not cancel the
+        // action halfway through a database transaction.
+        let cp = gw.cp.clone();
+        let account = verified.account_id.clone();
+        tokio::spawn(async move { actions::execute(&cp, &account, command).await }.instrument(span))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApiError::ControlPlane(cpfs_controlplane::Error::Internal(
+                    e.to_string(),
+                )))
+            })
     }
     .await;
 

@@ -61,16 +61,25 @@ pub async fn heartbeat(
             )
         }
     };
-    let reply = async {
-        let chain_table = gw.cp.node_heartbeat(&hb).await?;
-        let dropped = gw.cp.dropped_file_systems().await?;
+    // In a task of its own: a node that gives up waiting closes the
+    // connection, and the handler future must not be dropped halfway
+    // through the heartbeat's transaction.
+    let cp = gw.cp.clone();
+    let id = hb.id.clone();
+    let reply = tokio::spawn(async move {
+        let chain_table = cp.node_heartbeat(&hb).await?;
+        let dropped = cp.dropped_file_systems().await?;
         Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
             chain_table,
             dropped,
-            lease_ms: gw.cp.policy.lease_ms(),
+            lease_ms: cp.policy.lease_ms(),
         })
+    });
+    let reply = match reply.await {
+        Ok(r) => r,
+        Err(e) => Err(cpfs_controlplane::Error::Internal(e.to_string())),
     };
-    match reply.await {
+    match reply {
         Ok(reply) => match serde_json::to_value(reply) {
             Ok(v) => json(StatusCode::OK, v),
             Err(e) => json(
@@ -79,7 +88,7 @@ pub async fn heartbeat(
             ),
         },
         Err(e) => {
-            tracing::warn!(node = %hb.id, error = %e, "heartbeat not recorded");
+            tracing::warn!(node = %id, error = %e, "heartbeat not recorded");
             json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({"Code": "ServiceUnavailable"}),

@@ -183,8 +183,7 @@ impl ControlPlane {
         .bind(fs_id)
         .fetch_all(&self.store.pool)
         .await?;
-        let live =
-            |n: &&Node| n.state == "Up" && now - n.last_seen_ms <= policy.failure_timeout_ms;
+        let live = |n: &&Node| n.state == "Up" && now - n.last_seen_ms <= policy.failure_timeout_ms;
         // Keep the nodes already chosen; choose new ones only for a first
         // placement, so an upgrade grows data where it already lives.
         let chosen: Vec<&Node> = if existing.is_empty() {
@@ -369,10 +368,12 @@ impl ControlPlane {
         // A draining node that holds nothing any more is drained.
         for n in nodes.iter().filter(|n| n.state == "Draining") {
             if !next.node_ids().contains(&n.id) {
-                sqlx::query("UPDATE nodes SET state = 'Drained' WHERE id = $1 AND state = 'Draining'")
-                    .bind(&n.id)
-                    .execute(&self.store.pool)
-                    .await?;
+                sqlx::query(
+                    "UPDATE nodes SET state = 'Drained' WHERE id = $1 AND state = 'Draining'",
+                )
+                .bind(&n.id)
+                .execute(&self.store.pool)
+                .await?;
                 tracing::info!(node_id = %n.id, "node drained: it holds no chain");
             }
         }
@@ -386,17 +387,16 @@ impl ControlPlane {
             }
         }
         let body = serde_json::to_string(&next).map_err(|e| Error::Internal(e.to_string()))?;
-        let inserted = sqlx::query(
-            "INSERT INTO chain_tables (version, body, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(next.version as i64)
-        .bind(body)
-        .bind(self.now())
-        .execute(&self.store.pool)
-        .await;
+        let inserted =
+            sqlx::query("INSERT INTO chain_tables (version, body, created_at) VALUES ($1, $2, $3)")
+                .bind(next.version as i64)
+                .bind(body)
+                .bind(self.now())
+                .execute(&self.store.pool)
+                .await;
         if let Err(e) = inserted {
             // Another control-plane process wrote this version first.
-            tracing::debug!(error = %e, "chain table step lost a race");
+            tracing::warn!(error = %e, "chain table not written (another planner won, or the database refused)");
             return self.chain_table().await;
         }
         tracing::info!(
@@ -415,7 +415,10 @@ impl ControlPlane {
     /// than the server's.
     pub async fn mark_draining(&self, id: &str) -> Result<()> {
         if !self.nodes().await?.iter().any(|x| x.id == id) {
-            return Err(Error::invalid("NodeId", format!("no node {id} is registered")));
+            return Err(Error::invalid(
+                "NodeId",
+                format!("no node {id} is registered"),
+            ));
         }
         sqlx::query(
             "UPDATE nodes SET state = 'Draining' WHERE id = $1 AND state NOT IN ('Draining', 'Drained')",

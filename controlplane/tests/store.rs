@@ -123,7 +123,10 @@ async fn lifecycle_on_every_backend() {
             assert_eq!(table.chains.len(), if i == 0 { 0 } else { 8 }, "{name}");
             if i == 2 {
                 assert!(
-                    table.chains.iter().any(|c| c.syncing.iter().any(|s| s.node.id == "n2")),
+                    table
+                        .chains
+                        .iter()
+                        .any(|c| c.syncing.iter().any(|s| s.node.id == "n2")),
                     "{name}: {table:?}"
                 );
             }

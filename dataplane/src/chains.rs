@@ -349,7 +349,11 @@ fn node_loads(t: &ChainTable, chain_bytes: &HashMap<u32, u64>) -> HashMap<String
     let mut load: HashMap<String, (u64, usize)> = HashMap::new();
     for c in &t.chains {
         let w = chain_bytes.get(&c.id).copied().unwrap_or(0);
-        let leaving: Vec<&String> = c.syncing.iter().filter_map(|s| s.replaces.as_ref()).collect();
+        let leaving: Vec<&String> = c
+            .syncing
+            .iter()
+            .filter_map(|s| s.replaces.as_ref())
+            .collect();
         let ids = c
             .members
             .iter()
@@ -456,7 +460,11 @@ mod tests {
         let t = ChainTable::build(1, &nodes(3), 2);
         assert_eq!(t.chains.len(), 3 * CHAINS_PER_NODE);
         for node in nodes(3) {
-            let held = t.chains.iter().filter(|c| c.members.contains(&node)).count();
+            let held = t
+                .chains
+                .iter()
+                .filter(|c| c.members.contains(&node))
+                .count();
             assert_eq!(held, 2 * CHAINS_PER_NODE);
             let heads = t.chains.iter().filter(|c| c.members[0] == node).count();
             assert_eq!(heads, CHAINS_PER_NODE);
@@ -530,12 +538,16 @@ mod tests {
         let t2 = t.next(&view(2, &[0, 1]));
         assert_eq!(t2, t, "with every node dead nothing can change");
         let t3 = t.next(&view(2, &[1]));
-        assert!(t3.chains.iter().all(|c| c.members.len() == 1
-            && c.members[0].id == "n0"
-            && c.syncing.is_empty()));
+        assert!(t3
+            .chains
+            .iter()
+            .all(|c| c.members.len() == 1 && c.members[0].id == "n0" && c.syncing.is_empty()));
         // n1 returns: it resyncs every chain as a syncing member.
         let t4 = t3.next(&view(2, &[]));
-        assert!(t4.chains.iter().all(|c| c.syncing.len() == 1 && c.syncing[0].node.id == "n1"));
+        assert!(t4
+            .chains
+            .iter()
+            .all(|c| c.syncing.len() == 1 && c.syncing[0].node.id == "n1"));
     }
 
     #[test]

@@ -518,11 +518,34 @@ impl ChunkStore {
         };
         let len = f.metadata().map_err(io)?.len();
         let raw = self.read_records(&f, 0, len / RECORD)?;
-        if raw.chunks(RECORD as usize).any(|r| decode_record(r).is_none()) {
+        if raw
+            .chunks(RECORD as usize)
+            .any(|r| decode_record(r).is_none())
+        {
             self.checksum_errors.fetch_add(1, Ordering::Relaxed);
             return Err(NodeError::Checksum);
         }
         Ok(Some(raw))
+    }
+
+    /// Block `b` of the chunk after verifying it; None when the chunk does
+    /// not exist or ends before the block.
+    pub fn read_block(&self, key: &ChunkKey, b: u64) -> Result<Option<Vec<u8>>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        if f.metadata().map_err(io)?.len() < (b + 1) * RECORD {
+            return Ok(None);
+        }
+        let rec = self.read_records(&f, b, 1)?;
+        match decode_record(&rec) {
+            Some(block) => Ok(Some(block.to_vec())),
+            None => {
+                self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                Err(NodeError::Checksum)
+            }
+        }
     }
 
     /// A digest of the chunk's records (CRC32C of the stored bytes), to
@@ -546,9 +569,13 @@ impl ChunkStore {
         }
         if let Some(raw) = raw {
             if !(raw.len() as u64).is_multiple_of(RECORD)
-                || raw.chunks(RECORD as usize).any(|r| decode_record(r).is_none())
+                || raw
+                    .chunks(RECORD as usize)
+                    .any(|r| decode_record(r).is_none())
             {
-                return Err(NodeError::Invalid("resync data is not whole, valid records".into()));
+                return Err(NodeError::Invalid(
+                    "resync data is not whole, valid records".into(),
+                ));
             }
         }
         let _guard = self
@@ -576,7 +603,8 @@ impl ChunkStore {
             }
         }
         let after = raw.map_or(0, |r| r.len() as u64);
-        c.stored.fetch_add(after / RECORD * BLOCK, Ordering::Relaxed);
+        c.stored
+            .fetch_add(after / RECORD * BLOCK, Ordering::Relaxed);
         c.stored.fetch_sub(
             (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
             Ordering::Relaxed,
@@ -624,7 +652,12 @@ impl ChunkStore {
     /// block-aligned `offset`), only the blocks that still fail their
     /// checksum here. A block written since the damage was found is newer
     /// than the copy and is left alone. Returns how many were rewritten.
-    pub fn repair_blocks(&self, key: &ChunkKey, offset: u64, data: &[u8]) -> Result<u64, NodeError> {
+    pub fn repair_blocks(
+        &self,
+        key: &ChunkKey,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, NodeError> {
         if !offset.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK) {
             return Err(NodeError::Invalid("repairs cover whole blocks".into()));
         }
@@ -646,7 +679,8 @@ impl ChunkStore {
             let block = &data[i * BLOCK as usize..(i + 1) * BLOCK as usize];
             let mut out = Vec::with_capacity(RECORD as usize);
             encode_record(block, &mut out);
-            f.write_all_at(&out, (first + i as u64) * RECORD).map_err(io)?;
+            f.write_all_at(&out, (first + i as u64) * RECORD)
+                .map_err(io)?;
             fixed += 1;
         }
         self.repairs.fetch_add(fixed, Ordering::Relaxed);

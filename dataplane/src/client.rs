@@ -57,7 +57,10 @@ fn backoff(attempt: u32) -> Duration {
 fn transient(e: &NodeError) -> bool {
     matches!(
         e,
-        NodeError::StaleChainTable { .. } | NodeError::NotMember | NodeError::NoLease | NodeError::Io(_)
+        NodeError::StaleChainTable { .. }
+            | NodeError::NotMember
+            | NodeError::NoLease
+            | NodeError::Io(_)
     )
 }
 

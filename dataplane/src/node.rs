@@ -319,7 +319,11 @@ impl Node {
     /// version, and this node's role in the chain. Returns the addresses a
     /// head forwards writes to (the other serving members and the syncing
     /// ones).
-    pub(crate) async fn route(&self, chain: ChainRef, role: Role) -> Result<Vec<String>, NodeError> {
+    pub(crate) async fn route(
+        &self,
+        chain: ChainRef,
+        role: Role,
+    ) -> Result<Vec<String>, NodeError> {
         if !self.leased() {
             return Err(NodeError::NoLease);
         }
@@ -402,7 +406,9 @@ impl Node {
         apply: impl FnOnce() -> Result<(), NodeError> + Send + 'static,
     ) -> Result<NodeResponse, NodeError> {
         if key.chain != chain.id {
-            return Err(NodeError::Invalid("chunk routed through another chain".into()));
+            return Err(NodeError::Invalid(
+                "chunk routed through another chain".into(),
+            ));
         }
         let role = if forwarded { Role::Replica } else { Role::Head };
         let others = self.route(chain, role).await?;
@@ -500,7 +506,9 @@ impl Node {
                     return Err(NodeError::Invalid("read too large".into()));
                 }
                 if key.chain != chain.id {
-                    return Err(NodeError::Invalid("chunk routed through another chain".into()));
+                    return Err(NodeError::Invalid(
+                        "chunk routed through another chain".into(),
+                    ));
                 }
                 self.route(chain, Role::Serving).await?;
                 let store = self.store.clone();
@@ -574,13 +582,33 @@ impl Node {
             } => {
                 self.check_cluster_cap(&cap, &key.fs, t)?;
                 if key.chain != chain.id {
-                    return Err(NodeError::Invalid("chunk routed through another chain".into()));
+                    return Err(NodeError::Invalid(
+                        "chunk routed through another chain".into(),
+                    ));
                 }
                 self.route(chain, Role::Replica).await?;
                 self.sync.touched(&key);
                 let store = self.store.clone();
                 blocking(move || store.put_raw(&key, raw.as_deref())).await?;
                 Ok(NodeResponse::Done)
+            }
+            NodeRequest::ReadBlock {
+                cap,
+                chain,
+                key,
+                block,
+            } => {
+                self.check_cluster_cap(&cap, &key.fs, t)?;
+                if key.chain != chain.id {
+                    return Err(NodeError::Invalid(
+                        "chunk routed through another chain".into(),
+                    ));
+                }
+                self.route(chain, Role::Serving).await?;
+                let store = self.store.clone();
+                Ok(NodeResponse::Block(
+                    blocking(move || store.read_block(&key, block)).await?,
+                ))
             }
             NodeRequest::SyncEnd { cap, chain } => {
                 self.check_cluster_cap(&cap, "", t)?;
@@ -599,7 +627,10 @@ impl Node {
         fs: &str,
         t: i64,
     ) -> Result<(), NodeError> {
-        if self.key.allows(cap, fs, crate::capability::ANY_INODE, ADMIN, t) {
+        if self
+            .key
+            .allows(cap, fs, crate::capability::ANY_INODE, ADMIN, t)
+        {
             Ok(())
         } else {
             Err(NodeError::BadCapability)
@@ -628,7 +659,11 @@ fn heartbeat_once(cfg: &NodeConfig, hb: &Heartbeat) -> Result<HeartbeatReply, St
 }
 
 /// Sends one heartbeat and applies the reply (table, drops, lease).
-async fn heartbeat_round(node: &Arc<Node>, cfg: &NodeConfig, advertise: &str) -> Result<(), String> {
+async fn heartbeat_round(
+    node: &Arc<Node>,
+    cfg: &NodeConfig,
+    advertise: &str,
+) -> Result<(), String> {
     let version = node.chains.read().await.version;
     let hb = Heartbeat {
         id: node.id.clone(),

@@ -162,6 +162,15 @@ pub enum NodeRequest {
         #[serde(with = "serde_bytes")]
         raw: Option<Vec<u8>>,
     },
+    /// One verified block of this node's copy, for repairing another copy
+    /// (None: the node has no such chunk, or the block lies past its end;
+    /// unlike `Read`, absence is not reported as zeros).
+    ReadBlock {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        block: u64,
+    },
     /// The session is complete: the member removes chunks of the chain the
     /// head neither sent nor wrote since `SyncBegin` (deleted while it was
     /// away).
@@ -199,7 +208,9 @@ impl std::fmt::Display for NodeError {
             NodeError::NoSpace => f.write_str("no space left on the node"),
             NodeError::Io(e) => write!(f, "I/O error: {e}"),
             NodeError::Invalid(e) => write!(f, "invalid request: {e}"),
-            NodeError::NoLease => f.write_str("node lease expired (cut off from the control plane)"),
+            NodeError::NoLease => {
+                f.write_str("node lease expired (cut off from the control plane)")
+            }
         }
     }
 }
@@ -266,6 +277,7 @@ pub enum NodeResponse {
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     Stats(NodeStats),
     Digest(Option<(u64, u32)>),
+    Block(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Failed(NodeError),
 }
 

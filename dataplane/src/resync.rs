@@ -270,8 +270,9 @@ impl Node {
             return Ok(false);
         }
         if skipped > 0 {
-            *progress.error.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("{skipped} chunks with unreadable blocks were not copied"));
+            *progress.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "{skipped} chunks with unreadable blocks were not copied"
+            ));
         }
         Ok(true)
     }
@@ -306,7 +307,11 @@ impl Node {
         if stale.is_empty() {
             return Ok(());
         }
-        tracing::info!(chain, chunks = stale.len(), "dropping chunks deleted while away");
+        tracing::info!(
+            chain,
+            chunks = stale.len(),
+            "dropping chunks deleted while away"
+        );
         let store = self.store.clone();
         blocking(move || {
             for k in stale {

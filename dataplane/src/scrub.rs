@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::layout::BLOCK;
 use crate::node::{blocking, Node};
-use crate::proto::{ChainRef, ChunkKey, NodeRequest, NodeResponse, ScrubReport};
+use crate::proto::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, ScrubReport};
 
 const CENSUS_EVERY: Duration = Duration::from_secs(5);
 
@@ -95,7 +95,10 @@ impl Node {
         if gone.is_empty() {
             return;
         }
-        tracing::info!(chunks = gone.len(), "collecting chunks of chains this node left");
+        tracing::info!(
+            chunks = gone.len(),
+            "collecting chunks of chains this node left"
+        );
         let store = self.store.clone();
         if let Err(e) = blocking(move || {
             for k in gone {
@@ -132,12 +135,19 @@ impl Node {
                 continue;
             }
             tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, blocks = bad.len(), "scrub found bad blocks");
-            self.scrub.bad.fetch_add(bad.len() as u64, Ordering::Relaxed);
+            self.scrub
+                .bad
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
             for b in bad {
-                if self.repair_block(&key, b).await {
-                    self.scrub.repaired.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.scrub.unrecoverable.fetch_add(1, Ordering::Relaxed);
+                match self.repair_block(&key, b).await {
+                    BlockRepair::Repaired => {
+                        self.scrub.repaired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    BlockRepair::NoGoodCopy => {
+                        tracing::error!(fs = %key.fs, inode = key.inode, chunk = key.index, block = b, "no good copy of a bad block");
+                        self.scrub.unrecoverable.fetch_add(1, Ordering::Relaxed);
+                    }
+                    BlockRepair::Later => {}
                 }
             }
         }
@@ -149,44 +159,71 @@ impl Node {
 
     /// Fetches block `b` from another serving member and rewrites it here
     /// if it is still bad.
-    async fn repair_block(&self, key: &ChunkKey, b: u64) -> bool {
-        let (version, others) = {
-            let t = self.chains.read().await;
-            let Some(c) = t.chain(key.chain) else {
-                return false;
+    async fn repair_block(&self, key: &ChunkKey, b: u64) -> BlockRepair {
+        // A few tries: a table change in the middle only delays the repair.
+        for _ in 0..5 {
+            let (version, others) = {
+                let t = self.chains.read().await;
+                let Some(c) = t.chain(key.chain) else {
+                    return BlockRepair::Later;
+                };
+                let others: Vec<String> = c
+                    .members
+                    .iter()
+                    .filter(|m| m.id != self.id)
+                    .map(|m| m.address.clone())
+                    .collect();
+                (t.version, others)
             };
-            let others: Vec<String> = c
-                .members
-                .iter()
-                .filter(|m| m.id != self.id)
-                .map(|m| m.address.clone())
-                .collect();
-            (t.version, others)
-        };
-        for addr in others {
-            let req = NodeRequest::Read {
-                cap: self.cluster_cap(&key.fs),
-                chain: ChainRef {
-                    id: key.chain,
-                    version,
-                },
-                key: key.clone(),
-                offset: b * BLOCK,
-                len: BLOCK,
-            };
-            let Ok(NodeResponse::Data(data)) = self.peers.get(&addr).call(req).await else {
-                continue;
-            };
-            let store = self.store.clone();
-            let k = key.clone();
-            match blocking(move || store.repair_blocks(&k, b * BLOCK, &data)).await {
-                Ok(_) => {
-                    tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, block = b, from = %addr, "scrub repaired a block");
-                    return true;
-                }
-                Err(e) => tracing::warn!(error = %e, "scrub repair failed"),
+            if others.is_empty() {
+                return BlockRepair::NoGoodCopy;
             }
+            let mut all_bad = true;
+            for addr in &others {
+                let req = NodeRequest::ReadBlock {
+                    cap: self.cluster_cap(&key.fs),
+                    chain: ChainRef {
+                        id: key.chain,
+                        version,
+                    },
+                    key: key.clone(),
+                    block: b,
+                };
+                let data = match self.peers.get(addr).call(req).await {
+                    Ok(NodeResponse::Block(Some(data))) => data,
+                    Ok(NodeResponse::Failed(NodeError::Checksum)) => continue,
+                    _ => {
+                        // Absent there, or not reachable: no verdict.
+                        all_bad = false;
+                        continue;
+                    }
+                };
+                let store = self.store.clone();
+                let k = key.clone();
+                match blocking(move || store.repair_blocks(&k, b * BLOCK, &data)).await {
+                    Ok(_) => {
+                        tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, block = b, from = %addr, "scrub repaired a block");
+                        return BlockRepair::Repaired;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scrub repair failed");
+                        all_bad = false;
+                    }
+                }
+            }
+            if all_bad {
+                return BlockRepair::NoGoodCopy;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        false
+        BlockRepair::Later
     }
+}
+
+enum BlockRepair {
+    Repaired,
+    /// Every other copy is bad too (or there is none).
+    NoGoodCopy,
+    /// The other members could not be asked now; the next pass retries.
+    Later,
 }

@@ -164,6 +164,7 @@ def test_scrubber_repairs_corrupted_chunk_files(cluster_factory, mounter_for):
     payload = os.urandom(3 << 20)
     (m.path / "scrubbed").write_bytes(payload)
     os.sync()
+    c.wait_settled()
     c.wait_replicas_consistent(c.nodes)
 
     # Flip one byte in two blocks of one node's copy of every chunk it holds.
@@ -186,6 +187,7 @@ def test_scrubber_repairs_corrupted_chunk_files(cluster_factory, mounter_for):
                  on_timeout=lambda: c.node_log(node))
     for p in files:
         assert p.read_bytes() == good[p], f"{p} was not restored"
+    c.wait_replicas_consistent(c.nodes)
     me = next(n for n in c.node_list() if n["Id"] == node.node_id)
     assert me["Scrub"]["BadBlocks"] >= damaged
     assert me["Scrub"]["UnrecoverableBlocks"] == 0
