@@ -191,6 +191,11 @@ SCHEMAS = {
         "Options": obj({k: {"type": B} for k in ["EnableOplock", "EnableABE", "EnableDataInsight", "VscAccessPointAccessOnly"]}),
         "AutoUpgradeConfig": obj({"enabled": {"type": B}, "capacityUsedRatio": {"type": I}, "step": {"type": I}, "time": {"type": I}}),
         "Ldap": obj({k: {"type": S} for k in ["BindDN", "SearchBase", "URI"]}),
+        # Extension: how well the data is protected now (failover, repair).
+        "DataRedundancy": obj({
+            "State": {"type": S, "enum": ["Healthy", "Repairing", "Degraded"]},
+            **{k: {"type": I} for k in ["Replicas", "Chains", "DegradedChains", "SyncingChains",
+                                        "RepairDoneBytes", "RepairTotalBytes", "RepairProgress"]}}),
     })),
     "MountTargets": wrap("MountTargets", "MountTarget", obj({
         **{k: {"type": S} for k in ["MountTargetDomain", "DualStackMountTargetDomain", "NetworkType", "VpcId", "VswId", "Status", "AccessGroup", "IPVersion"]},

@@ -429,3 +429,80 @@ impl ControlPlane {
         Ok(())
     }
 }
+
+/// How well a file system's data is protected right now: the chains it is
+/// laid over, how many of them lack a copy, and the resyncs filling them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redundancy {
+    /// `Healthy` (every chain has R serving copies), `Repairing` (copies
+    /// being filled), `Degraded` (a chain lacks a copy and none is filling).
+    pub state: &'static str,
+    pub replicas: usize,
+    pub chains: usize,
+    pub degraded_chains: usize,
+    pub syncing_chains: usize,
+    /// Bytes of the chains' resyncs done and to do (as the heads report).
+    pub repair_done_bytes: u64,
+    pub repair_total_bytes: u64,
+}
+
+impl ControlPlane {
+    /// Redundancy of each given file system (those with a layout).
+    pub async fn redundancy_of(
+        &self,
+        fs_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Redundancy>> {
+        let mut out = std::collections::HashMap::new();
+        if fs_ids.is_empty() {
+            return Ok(out);
+        }
+        let table = self.chain_table().await?;
+        let nodes = self.nodes().await?;
+        let r = table.replicas.max(1);
+        for fs in fs_ids {
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT chains FROM fs_layouts WHERE fs_id = $1")
+                    .bind(fs)
+                    .fetch_optional(&self.store.pool)
+                    .await?;
+            let Some((chains,)) = row else { continue };
+            let ids: Vec<u32> = serde_json::from_str(&chains).unwrap_or_default();
+            let mut red = Redundancy {
+                state: "Healthy",
+                replicas: r,
+                chains: ids.len(),
+                degraded_chains: 0,
+                syncing_chains: 0,
+                repair_done_bytes: 0,
+                repair_total_bytes: 0,
+            };
+            for c in table.chains.iter().filter(|c| ids.contains(&c.id)) {
+                if c.members.len() < r {
+                    red.degraded_chains += 1;
+                }
+                if !c.syncing.is_empty() {
+                    red.syncing_chains += 1;
+                }
+                for s in &c.syncing {
+                    let report = nodes
+                        .iter()
+                        .flat_map(|n| n.report.syncs.iter())
+                        .find(|x| x.chain == c.id && x.target == s.node.id && x.since == s.since);
+                    if let Some(x) = report {
+                        red.repair_done_bytes += x.done_bytes.min(x.total_bytes);
+                        red.repair_total_bytes += x.total_bytes;
+                    }
+                }
+            }
+            red.state = if red.degraded_chains > 0 && red.syncing_chains < red.degraded_chains {
+                "Degraded"
+            } else if red.degraded_chains > 0 || red.syncing_chains > 0 {
+                "Repairing"
+            } else {
+                "Healthy"
+            };
+            out.insert(fs.clone(), red);
+        }
+        Ok(out)
+    }
+}

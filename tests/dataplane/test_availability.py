@@ -265,3 +265,50 @@ def test_a_new_node_gets_an_even_share_and_a_drained_node_none(cluster_factory, 
     h.drop_caches()
     for name, digest in digests.items():
         assert hashlib.sha256((fresh.path / "spread" / name).read_bytes()).hexdigest() == digest, name
+
+
+def redundancy(server, fs):
+    return server.api("DescribeFileSystems", FileSystemId=fs.fs_id)["FileSystems"]["FileSystem"][0]["DataRedundancy"]
+
+
+def test_a_returning_node_resyncs_what_it_missed_before_serving(cluster_factory, mounter_for):
+    # Two nodes, R = 2: with one down there is nowhere to repair to, so the
+    # file system is Degraded until the node returns and catches up.
+    c = cluster_factory(nodes=2)
+    fs = h.create_filesystem(c.server)
+    mounter = mounter_for(c)
+    m = mounter.mount(fs.domain)
+    a, b = c.nodes
+    before = write_files(m.path, 8, 2 << 20, "before")
+    os.sync()
+    assert redundancy(c.server, fs)["State"] == "Healthy"
+
+    c.kill(b)
+    h.wait_until("the file system to be Degraded",
+                 lambda: redundancy(c.server, fs)["State"] == "Degraded", 30, interval_s=0.2)
+    # Writes go on with one copy, overwrites and deletions included.
+    missed = write_files(m.path, 8, 2 << 20, "missed")
+    (m.path / "before-000").write_bytes(b"rewritten while b was down")
+    before["before-000"] = hashlib.sha256(b"rewritten while b was down").hexdigest()
+    (m.path / "before-001").unlink()
+    del before["before-001"]
+    os.sync()
+
+    c.start(b)
+    st = c.wait_settled(what="the returned node to resync and serve")
+    assert all({x["id"] for x in ch["members"]} == {a.node_id, b.node_id} for ch in st["Table"]["chains"])
+    red = redundancy(c.server, fs)
+    assert red["State"] == "Healthy" and red["DegradedChains"] == 0 and red["Replicas"] == 2
+    c.wait_replicas_consistent(c.nodes)
+
+    # Only b is left: everything, including what it missed, reads from it.
+    c.kill(a)
+    h.wait_until("a to leave its chains", lambda: all(
+        {x["id"] for x in ch["members"]} == {b.node_id} for ch in c.status()["Table"]["chains"]), 30,
+        interval_s=0.2)
+    h.drop_caches()
+    fresh = mounter.mount(fs.domain)
+    for name, digest in {**before, **missed}.items():
+        got = (fresh.path / name).read_bytes()
+        assert hashlib.sha256(got).hexdigest() == digest, (name, len(got), got[:40])
+    assert not (fresh.path / "before-001").exists()

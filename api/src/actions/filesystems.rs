@@ -246,6 +246,7 @@ pub async fn execute(
             let ids: Vec<String> = list.iter().map(|f| f.id.clone()).collect();
             let tags = cp.tags_of(account, &ids).await?;
             let ldap = cp.ldap_configs_of(account, &ids).await?;
+            let redundancy = cp.redundancy_of(&ids).await?;
             let mut mts: HashMap<String, Vec<MountTarget>> = HashMap::new();
             for m in cp.mount_targets_of(account, &ids).await? {
                 mts.entry(m.fs_id.clone()).or_default().push(m);
@@ -253,12 +254,16 @@ pub async fn execute(
             let items: Vec<Value> = list
                 .iter()
                 .map(|f| {
-                    file_system_json(
+                    let mut v = file_system_json(
                         f,
                         mts.get(&f.id).map_or(&[][..], Vec::as_slice),
                         tags.get(&f.id).map_or(&[][..], Vec::as_slice),
                         ldap.get(&f.id),
-                    )
+                    );
+                    if let (Some(r), Some(map)) = (redundancy.get(&f.id), v.as_object_mut()) {
+                        map.insert("DataRedundancy".into(), redundancy_json(r));
+                    }
+                    v
                 })
                 .collect();
             Ok(object(json!({
@@ -307,6 +312,26 @@ pub async fn execute(
             Ok(Map::new())
         }
     }
+}
+
+/// This product's extension block: the protection of the file system's
+/// data (SDK models ignore fields they do not know).
+fn redundancy_json(r: &cpfs_controlplane::nodes::Redundancy) -> Value {
+    let progress = if r.repair_total_bytes == 0 {
+        100
+    } else {
+        r.repair_done_bytes * 100 / r.repair_total_bytes
+    };
+    json!({
+        "State": r.state,
+        "Replicas": r.replicas,
+        "Chains": r.chains,
+        "DegradedChains": r.degraded_chains,
+        "SyncingChains": r.syncing_chains,
+        "RepairDoneBytes": r.repair_done_bytes,
+        "RepairTotalBytes": r.repair_total_bytes,
+        "RepairProgress": progress,
+    })
 }
 
 fn tags_json(tags: &[(String, String)]) -> Value {
