@@ -317,11 +317,9 @@ pub async fn execute(
 /// This product's extension block: the protection of the file system's
 /// data (SDK models ignore fields they do not know).
 fn redundancy_json(r: &cpfs_controlplane::nodes::Redundancy) -> Value {
-    let progress = if r.repair_total_bytes == 0 {
-        100
-    } else {
-        r.repair_done_bytes * 100 / r.repair_total_bytes
-    };
+    let progress = (r.repair_done_bytes * 100)
+        .checked_div(r.repair_total_bytes)
+        .unwrap_or(100);
     json!({
         "State": r.state,
         "Replicas": r.replicas,
