@@ -27,7 +27,9 @@ use tokio::runtime::Handle;
 use crate::capability::Capability;
 use crate::client::DataClient;
 use crate::layout::Layout;
-use crate::metaproto::{errno, Attr, Caller, Kind, MetaOp, MetaReply, MetaRequest, SetAttr};
+use crate::metaproto::{
+    errno, Attr, Caller, Kind, MetaOp, MetaReply, MetaRequest, RequestId, SetAttr,
+};
 use crate::rpc::Client;
 
 const TTL: Duration = Duration::from_secs(1);
@@ -43,6 +45,10 @@ pub struct MetaClient {
     rpc: Client<MetaRequest, MetaReply>,
     domain: String,
     session: AtomicU64,
+    /// This client's half of every request id (see [`RequestId`]).
+    client: u64,
+    /// The other half, one per operation, kept across its retries.
+    seq: AtomicU64,
 }
 
 impl MetaClient {
@@ -51,6 +57,8 @@ impl MetaClient {
             rpc: Client::new(address),
             domain: domain.to_string(),
             session: AtomicU64::new(0),
+            client: rand::random(),
+            seq: AtomicU64::new(1),
         })
     }
 
@@ -65,6 +73,7 @@ impl MetaClient {
             op: MetaOp::Mount {
                 domain: self.domain.clone(),
             },
+            id: None,
         };
         match self.rpc.call(req).await {
             Ok(MetaReply::Mounted(m)) => {
@@ -82,16 +91,22 @@ impl MetaClient {
 
     /// One call; errors come back as an errno. While the service is
     /// unreachable (a restart) the call waits, up to [`META_OUTAGE`]: the
-    /// program sees a stall, not EIO.
+    /// program sees a stall, not EIO. Every attempt carries the same request
+    /// id, so an attempt whose answer was lost is not applied twice.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
         let deadline = tokio::time::Instant::now() + META_OUTAGE;
         let mut remounts = 0;
         let mut backoff = Duration::from_millis(50);
+        let id = RequestId {
+            client: self.client,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
         loop {
             let req = MetaRequest {
                 session: self.session.load(Ordering::Acquire),
                 caller: caller.clone(),
                 op: op.clone(),
+                id: Some(id),
             };
             match self.rpc.call(req).await {
                 Ok(MetaReply::Err {
@@ -1194,4 +1209,60 @@ pub fn parse_stripe(v: &[u8]) -> Option<(u64, u32)> {
         }
     }
     Some((cs?, w?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{encode_frame, read_frame};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// The first attempt reaches the service, which then dies before it
+    /// answers; the retry must carry the same request id (so the service
+    /// can tell it was applied), and the next operation a new one.
+    #[tokio::test]
+    async fn a_retry_carries_the_request_id_of_its_first_attempt() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let service = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Connection 1: take the request, drop the connection unanswered.
+            let (mut c, _) = listener.accept().await.unwrap();
+            let (_, req): (u64, MetaRequest) = read_frame(&mut c).await.unwrap();
+            seen.push(req.id);
+            drop(c);
+            // Connection 2: the retry, then the next operation, answered.
+            let (mut c, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                let (n, req): (u64, MetaRequest) = read_frame(&mut c).await.unwrap();
+                seen.push(req.id);
+                let frame = encode_frame(n, &MetaReply::Done).unwrap();
+                c.write_all(&frame).await.unwrap();
+            }
+            seen
+        });
+        let meta = MetaClient::new(&address, "test");
+        let who = Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        let unlink = || MetaOp::Unlink {
+            parent: 1,
+            name: b"f".to_vec(),
+        };
+        assert!(matches!(
+            meta.call(&who, unlink()).await,
+            Ok(MetaReply::Done)
+        ));
+        assert!(matches!(
+            meta.call(&who, unlink()).await,
+            Ok(MetaReply::Done)
+        ));
+        let seen = service.await.unwrap();
+        assert!(seen.iter().all(Option::is_some), "{seen:?}");
+        assert_eq!(seen[0], seen[1], "the retry changed its id");
+        assert_ne!(seen[1], seen[2], "two operations shared an id");
+    }
 }
