@@ -27,7 +27,9 @@ use tokio::runtime::Handle;
 use crate::capability::Capability;
 use crate::client::DataClient;
 use crate::layout::Layout;
-use crate::metaproto::{errno, Attr, Caller, Kind, MetaOp, MetaReply, MetaRequest, SetAttr};
+use crate::metaproto::{
+    errno, Attr, Caller, Kind, MetaOp, MetaReply, MetaRequest, RequestId, SetAttr,
+};
 use crate::rpc::Client;
 
 const TTL: Duration = Duration::from_secs(1);
@@ -43,6 +45,10 @@ pub struct MetaClient {
     rpc: Client<MetaRequest, MetaReply>,
     domain: String,
     session: AtomicU64,
+    /// This client's half of every request id (see [`RequestId`]).
+    client: u64,
+    /// The other half, one per operation, kept across its retries.
+    seq: AtomicU64,
 }
 
 impl MetaClient {
@@ -51,6 +57,8 @@ impl MetaClient {
             rpc: Client::new(address),
             domain: domain.to_string(),
             session: AtomicU64::new(0),
+            client: rand::random(),
+            seq: AtomicU64::new(1),
         })
     }
 
@@ -65,6 +73,7 @@ impl MetaClient {
             op: MetaOp::Mount {
                 domain: self.domain.clone(),
             },
+            id: None,
         };
         match self.rpc.call(req).await {
             Ok(MetaReply::Mounted(m)) => {
@@ -82,16 +91,22 @@ impl MetaClient {
 
     /// One call; errors come back as an errno. While the service is
     /// unreachable (a restart) the call waits, up to [`META_OUTAGE`]: the
-    /// program sees a stall, not EIO.
+    /// program sees a stall, not EIO. Every attempt carries the same request
+    /// id, so an attempt whose answer was lost is not applied twice.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
         let deadline = tokio::time::Instant::now() + META_OUTAGE;
         let mut remounts = 0;
         let mut backoff = Duration::from_millis(50);
+        let id = RequestId {
+            client: self.client,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
         loop {
             let req = MetaRequest {
                 session: self.session.load(Ordering::Acquire),
                 caller: caller.clone(),
                 op: op.clone(),
+                id: Some(id),
             };
             match self.rpc.call(req).await {
                 Ok(MetaReply::Err {
@@ -122,12 +137,59 @@ impl MetaClient {
     }
 }
 
+/// What this mount knows of a file it holds open, shared by all the file's
+/// handles. Knowledge per handle goes stale: the kernel sends the truncate
+/// of open(O_TRUNC) without a file handle, and a file may be open several
+/// times at once.
+struct OpenInode {
+    /// The size the metadata service has recorded, as this mount's opens,
+    /// extending writes and truncates left it: a write ending within it
+    /// needs no metadata call, and reads stop at it.
+    size: AtomicU64,
+    /// Held across each metadata call whose answer sets `size`, so that an
+    /// older answer (an open racing an extending write or a truncate) never
+    /// overwrites a newer one.
+    sizing: tokio::sync::Mutex<()>,
+}
+
+/// The inodes this mount holds open, with their number of open handles.
+type OpenInodes = Arc<Mutex<HashMap<u64, (Arc<OpenInode>, usize)>>>;
+
+/// Counts one more user of `ino`'s state; made on first use with size
+/// `known` (a user that finds it made keeps what it holds: it knows at least
+/// as much).
+fn pin(inodes: &OpenInodes, ino: u64, known: u64) -> Arc<OpenInode> {
+    let mut map = inodes.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = map.entry(ino).or_insert_with(|| {
+        (
+            Arc::new(OpenInode {
+                size: AtomicU64::new(known),
+                sizing: tokio::sync::Mutex::new(()),
+            }),
+            0,
+        )
+    });
+    entry.1 += 1;
+    entry.0.clone()
+}
+
+/// Drops one user of `ino`'s state; the last one forgets it, so the next
+/// open starts from what the metadata service says (close-to-open).
+fn unpin(inodes: &OpenInodes, ino: u64) {
+    let mut map = inodes.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(entry) = map.get_mut(&ino) {
+        entry.1 = entry.1.saturating_sub(1);
+        if entry.1 == 0 {
+            map.remove(&ino);
+        }
+    }
+}
+
 struct Handle_ {
     ino: u64,
     cap: Capability,
     layout: Layout,
-    /// The size the metadata service has recorded.
-    size: AtomicU64,
+    inode: Arc<OpenInode>,
     dirty: AtomicBool,
 }
 
@@ -138,6 +200,7 @@ pub struct CpfsFs {
     meta: Arc<MetaClient>,
     data: Arc<DataClient>,
     files: Arc<Mutex<HashMap<u64, Arc<Handle_>>>>,
+    inodes: OpenInodes,
     dirs: Arc<Mutex<HashMap<u64, Arc<DirListing>>>>,
     next_fh: AtomicU64,
     /// Size and mtime last shown to the kernel per inode (to know when a
@@ -250,6 +313,7 @@ impl CpfsFs {
             meta,
             data,
             files: Arc::default(),
+            inodes: Arc::default(),
             dirs: Arc::default(),
             next_fh: AtomicU64::new(1),
             shown: Arc::default(),
@@ -305,41 +369,104 @@ impl CpfsFs {
 /// Records a write's new end with the metadata service when it grows the
 /// file (capacity is checked there), and marks the handle dirty.
 async fn note_write(meta: &MetaClient, who: &Caller, h: &Handle_, end: u64) -> Result<(), i32> {
-    if end > h.size.load(Ordering::Acquire) {
-        match meta
-            .call(
-                who,
-                MetaOp::Written {
-                    ino: h.ino,
-                    size: end,
-                },
-            )
-            .await?
-        {
-            MetaReply::Attr(a) => {
-                h.size.fetch_max(a.size, Ordering::AcqRel);
+    let st = &h.inode;
+    if end > st.size.load(Ordering::Acquire) {
+        let _sizing = st.sizing.lock().await;
+        if end > st.size.load(Ordering::Acquire) {
+            match meta
+                .call(
+                    who,
+                    MetaOp::Written {
+                        ino: h.ino,
+                        size: end,
+                    },
+                )
+                .await?
+            {
+                MetaReply::Attr(a) => st.size.store(a.size, Ordering::Release),
+                _ => return Err(errno::EIO),
             }
-            _ => return Err(errno::EIO),
+            return Ok(());
         }
-    } else {
-        h.dirty.store(true, Ordering::Release);
     }
+    h.dirty.store(true, Ordering::Release);
     Ok(())
 }
 
-/// Pushes mtime for writes that did not grow the file.
+/// Pushes mtime for writes that did not grow the file. It names no size:
+/// every growth was recorded before its data moved (note_write), and a size
+/// known here may predate a truncate, which it would undo.
 async fn settle(meta: &MetaClient, who: &Caller, h: &Handle_) -> Result<(), i32> {
     if h.dirty.swap(false, Ordering::AcqRel) {
         meta.call(
             who,
             MetaOp::Written {
                 ino: h.ino,
-                size: h.size.load(Ordering::Acquire),
+                size: 0,
             },
         )
         .await?;
     }
     Ok(())
+}
+
+/// setattr's work: the change in the metadata service and, when the size
+/// shrinks, the cut of the data on the nodes (a later extension must read
+/// zeros, not the old bytes).
+async fn set_attr(
+    meta: &MetaClient,
+    data: &DataClient,
+    who: &Caller,
+    ino: u64,
+    set: SetAttr,
+    handle: Option<&Handle_>,
+    st: Option<&OpenInode>,
+) -> Result<Attr, i32> {
+    let size = set.size;
+    let _sizing = match st {
+        Some(st) => Some(st.sizing.lock().await),
+        None => None,
+    };
+    let old = match size {
+        Some(_) => match meta.call(who, MetaOp::GetAttr { ino }).await? {
+            MetaReply::Attr(a) => a.size,
+            _ => return Err(errno::EIO),
+        },
+        None => 0,
+    };
+    let a = match meta.call(who, MetaOp::SetAttr { ino, set }).await? {
+        MetaReply::Attr(a) => a,
+        _ => return Err(errno::EIO),
+    };
+    if let Some(st) = st {
+        st.size.store(a.size, Ordering::Release);
+    }
+    let Some(new) = size.filter(|new| *new < old) else {
+        return Ok(a);
+    };
+    let (cap, layout, release) = match handle {
+        Some(h) => (h.cap.clone(), h.layout.clone(), false),
+        None => match meta
+            .call(
+                who,
+                MetaOp::Open {
+                    ino,
+                    read: false,
+                    write: true,
+                },
+            )
+            .await?
+        {
+            MetaReply::Open(o) => (o.cap, o.layout, true),
+            _ => return Err(errno::EIO),
+        },
+    };
+    let r = data.truncate(&cap, &layout, ino, new, old).await;
+    if release {
+        let _ = meta.call(who, MetaOp::Release { ino }).await;
+    }
+    r.map_err(|e| e.errno())?;
+    Ok(a)
 }
 
 impl Filesystem for CpfsFs {
@@ -397,71 +524,41 @@ impl Filesystem for CpfsFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime_ns: atime.map(to_ns),
+            mtime_ns: mtime.map(to_ns),
+        };
         let meta = self.meta.clone();
         let data = self.data.clone();
         let who = caller(req);
         let handle = fh.and_then(|f| self.handle(f));
+        let inodes = self.inodes.clone();
         self.rt.spawn(async move {
-            let set = SetAttr {
-                mode,
-                uid,
-                gid,
-                size,
-                atime_ns: atime.map(to_ns),
-                mtime_ns: mtime.map(to_ns),
-            };
-            let old = if size.is_some() {
-                match meta.call(&who, MetaOp::GetAttr { ino }).await {
-                    Ok(MetaReply::Attr(a)) => a.size,
-                    _ => 0,
-                }
-            } else {
-                0
-            };
-            let a = match meta.call(&who, MetaOp::SetAttr { ino, set }).await {
-                Ok(MetaReply::Attr(a)) => a,
-                Ok(_) => return reply.error(errno::EIO),
-                Err(e) => return reply.error(e),
-            };
-            if let Some(new) = size {
-                if let Some(h) = &handle {
-                    h.size.store(new, Ordering::Release);
-                }
-                if new < old {
-                    // Cut the data on the nodes too (a later extension must read zeros).
-                    let opened = match &handle {
-                        Some(h) => Ok((h.cap.clone(), h.layout.clone(), false)),
-                        None => match meta
-                            .call(
-                                &who,
-                                MetaOp::Open {
-                                    ino,
-                                    read: false,
-                                    write: true,
-                                },
-                            )
-                            .await
-                        {
-                            Ok(MetaReply::Open(o)) => Ok((o.cap, o.layout, true)),
-                            Ok(_) => Err(errno::EIO),
-                            Err(e) => Err(e),
-                        },
-                    };
-                    match opened {
-                        Ok((cap, layout, release)) => {
-                            let r = data.truncate(&cap, &layout, ino, new, old).await;
-                            if release {
-                                let _ = meta.call(&who, MetaOp::Release { ino }).await;
-                            }
-                            if let Err(e) = r {
-                                return reply.error(e.errno());
-                            }
-                        }
-                        Err(e) => return reply.error(e),
-                    }
-                }
+            // A size change must reach every open handle of the inode
+            // (open(O_TRUNC) comes without one); the inode's state is pinned
+            // for the call, so an open racing it waits for its answer.
+            let st = size.map(|_| pin(&inodes, ino, 0));
+            let r = set_attr(
+                &meta,
+                &data,
+                &who,
+                ino,
+                set,
+                handle.as_deref(),
+                st.as_deref(),
+            )
+            .await;
+            if st.is_some() {
+                unpin(&inodes, ino);
             }
-            reply.attr(&TTL, &file_attr(&a))
+            match r {
+                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Err(e) => reply.error(e),
+            }
         });
     }
 
@@ -610,11 +707,21 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let files = self.files.clone();
+        let inodes = self.inodes.clone();
         let shown = self.shown.clone();
         let notifier = self.notifier.clone();
         let fh = self.fh();
         self.rt.spawn(async move {
-            match meta.call(&who, MetaOp::Open { ino, read, write }).await {
+            let st = pin(&inodes, ino, 0);
+            // The open's answer is the newest size only if no extending
+            // write or truncate of this mount ends between its call and here.
+            let sizing = st.sizing.lock().await;
+            let r = meta.call(&who, MetaOp::Open { ino, read, write }).await;
+            if let Ok(MetaReply::Open(o)) = &r {
+                st.size.store(o.attr.size, Ordering::Release);
+            }
+            drop(sizing);
+            match r {
                 Ok(MetaReply::Open(o)) => {
                     let fresh = (o.attr.size, o.attr.mtime_ns);
                     let before = shown
@@ -632,7 +739,7 @@ impl Filesystem for CpfsFs {
                         ino,
                         cap: o.cap,
                         layout: o.layout,
-                        size: AtomicU64::new(o.attr.size),
+                        inode: st,
                         dirty: AtomicBool::new(false),
                     };
                     files
@@ -641,8 +748,14 @@ impl Filesystem for CpfsFs {
                         .insert(fh, Arc::new(h));
                     reply.opened(fh, 0)
                 }
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
+                Ok(_) => {
+                    unpin(&inodes, ino);
+                    reply.error(errno::EIO)
+                }
+                Err(e) => {
+                    unpin(&inodes, ino);
+                    reply.error(e)
+                }
             }
         });
     }
@@ -660,6 +773,7 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let files = self.files.clone();
+        let inodes = self.inodes.clone();
         let shown = self.shown.clone();
         let fh = self.fh();
         let name = name.as_bytes().to_vec();
@@ -682,11 +796,12 @@ impl Filesystem for CpfsFs {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(a.ino, (a.size, a.mtime_ns));
+            let st = pin(&inodes, a.ino, a.size);
             let h = Handle_ {
                 ino: a.ino,
                 cap: o.cap,
                 layout: o.layout,
-                size: AtomicU64::new(0),
+                inode: st,
                 dirty: AtomicBool::new(false),
             };
             files
@@ -713,7 +828,7 @@ impl Filesystem for CpfsFs {
         };
         let data = self.data.clone();
         self.rt.spawn(async move {
-            let file_size = h.size.load(Ordering::Acquire);
+            let file_size = h.inode.size.load(Ordering::Acquire);
             let offset = offset.max(0) as u64;
             if offset >= file_size {
                 return reply.data(&[]);
@@ -798,9 +913,11 @@ impl Filesystem for CpfsFs {
         };
         let meta = self.meta.clone();
         let who = caller(req);
+        let inodes = self.inodes.clone();
         self.rt.spawn(async move {
             let r = settle(&meta, &who, &h).await;
             let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
+            unpin(&inodes, h.ino);
             match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1092,4 +1209,60 @@ pub fn parse_stripe(v: &[u8]) -> Option<(u64, u32)> {
         }
     }
     Some((cs?, w?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{encode_frame, read_frame};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// The first attempt reaches the service, which then dies before it
+    /// answers; the retry must carry the same request id (so the service
+    /// can tell it was applied), and the next operation a new one.
+    #[tokio::test]
+    async fn a_retry_carries_the_request_id_of_its_first_attempt() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let service = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Connection 1: take the request, drop the connection unanswered.
+            let (mut c, _) = listener.accept().await.unwrap();
+            let (_, req): (u64, MetaRequest) = read_frame(&mut c).await.unwrap();
+            seen.push(req.id);
+            drop(c);
+            // Connection 2: the retry, then the next operation, answered.
+            let (mut c, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                let (n, req): (u64, MetaRequest) = read_frame(&mut c).await.unwrap();
+                seen.push(req.id);
+                let frame = encode_frame(n, &MetaReply::Done).unwrap();
+                c.write_all(&frame).await.unwrap();
+            }
+            seen
+        });
+        let meta = MetaClient::new(&address, "test");
+        let who = Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        let unlink = || MetaOp::Unlink {
+            parent: 1,
+            name: b"f".to_vec(),
+        };
+        assert!(matches!(
+            meta.call(&who, unlink()).await,
+            Ok(MetaReply::Done)
+        ));
+        assert!(matches!(
+            meta.call(&who, unlink()).await,
+            Ok(MetaReply::Done)
+        ));
+        let seen = service.await.unwrap();
+        assert!(seen.iter().all(Option::is_some), "{seen:?}");
+        assert_eq!(seen[0], seen[1], "the retry changed its id");
+        assert_ne!(seen[1], seen[2], "two operations shared an id");
+    }
 }

@@ -222,11 +222,27 @@ pub enum MetaOp {
     ChainTable,
 }
 
+/// Names one operation of one client across all its retries. A client
+/// retries an operation whose answer it did not get (the connection broke,
+/// the service restarted), but the first attempt may have been applied: the
+/// service applies an operation that is not idempotent (create, mkdir,
+/// link, unlink, rename, xattr changes) once per id and answers a retry of
+/// an applied one as the first attempt succeeded, not with EEXIST or ENOENT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Chosen at random by the client when it starts.
+    pub client: u64,
+    /// Counts the client's operations.
+    pub seq: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetaRequest {
     pub session: u64,
     pub caller: Caller,
     pub op: MetaOp,
+    /// `None` asks for no protection against a repeated application.
+    pub id: Option<RequestId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

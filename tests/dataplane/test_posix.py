@@ -126,6 +126,38 @@ def test_o_trunc_empties(target_dir):
     assert read_file(p) == b""
 
 
+def test_rewrite_shorter_with_o_trunc(target_dir):
+    # The kernel sends open(O_TRUNC)'s truncate without a file handle; the
+    # open handle must still learn the file is empty, or the shorter write
+    # leaves the old size behind (seen as the old length, zero-filled).
+    p = target_dir / "f"
+    write_file(p, os.urandom(3 * MiB + 5))
+    for data in (b"short", os.urandom(MiB + 1), b""):
+        with open(p, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        assert os.stat(p).st_size == len(data)
+        assert read_file(p) == data
+
+
+def test_truncate_reaches_every_open_handle(target_dir):
+    p = target_dir / "f"
+    write_file(p, b"x" * 50000)
+    writer = os.open(p, os.O_RDWR)
+    reader = os.open(p, os.O_RDONLY)
+    try:
+        os.truncate(p, 0)                  # by path, not through either handle
+        assert os.pwrite(writer, b"abc", 0) == 3
+        assert os.pread(reader, 100, 0) == b"abc"
+        assert os.fstat(writer).st_size == 3
+    finally:
+        os.close(writer)
+        os.close(reader)
+    assert read_file(p) == b"abc"
+    assert os.stat(p).st_size == 3
+
+
 def test_read_past_eof_is_empty(target_dir):
     p = target_dir / "f"
     write_file(p, b"abc")

@@ -6,8 +6,8 @@ use cpfs_dataplane::capability::{READ, WRITE};
 use cpfs_dataplane::chains::ChainTable;
 use cpfs_dataplane::layout::{self, Layout};
 use cpfs_dataplane::metaproto::{
-    errno::*, Attr, Caller, DirEntry, FsStat, Kind, MetaReply, Mounted, OpenFile, SetAttr,
-    NAME_MAX, ROOT_INO,
+    errno::*, Attr, Caller, DirEntry, FsStat, Kind, MetaReply, Mounted, OpenFile, RequestId,
+    SetAttr, NAME_MAX, ROOT_INO,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -16,6 +16,12 @@ use crate::perm::{self, R, W, X};
 use crate::{fail, MetaService, Res, Session, CAPABILITY_SECS};
 
 const INO_BATCH: u64 = 1024;
+/// Not an errno a client ever sees: another attempt of the same request
+/// committed first, so this one is answered from that attempt's record.
+pub(crate) const APPLIED: i32 = -1;
+/// How long a request's outcome is kept. A client gives up on an operation
+/// after its outage wait plus one call timeout, well under a minute.
+const REQUEST_KEEP_SECS: i64 = 600;
 const MAX_XATTR_VALUE: usize = 64 * 1024;
 const MAX_READDIR: u32 = 4096;
 
@@ -247,6 +253,33 @@ async fn delete_dir_inode(c: &mut AnyConnection, fs: &str, ino: u64) -> Res<()> 
             .execute(&mut *c)
             .await,
     )?;
+    Ok(())
+}
+
+/// Claims request `id` for this transaction, first thing in it: a retry of
+/// an operation that was applied already must not fail the checks its first
+/// attempt changed the answer of (the name exists now, the source is gone).
+/// The claim commits with the change, naming the inode the operation made
+/// or linked (`ino`; 0: none); a rolled-back attempt leaves none. An attempt
+/// that finds the claim taken (it waits for a concurrent one to commit or
+/// roll back) fails with [`APPLIED`] and is answered from the record.
+async fn claim(c: &mut AnyConnection, fs: &str, id: Option<RequestId>, ino: u64) -> Res<()> {
+    let Some(id) = id else {
+        return Ok(());
+    };
+    let done = db(sqlx::query(
+        "INSERT INTO meta_requests (fs_id, client, seq, ino, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(fs)
+    .bind(id.client as i64)
+    .bind(id.seq as i64)
+    .bind(ino as i64)
+    .bind(t_secs())
+    .execute(&mut *c)
+    .await)?;
+    if done.rows_affected() == 0 {
+        return fail(APPLIED, "applied by an earlier attempt");
+    }
     Ok(())
 }
 
@@ -509,6 +542,7 @@ impl MetaService {
         parent: u64,
         name: &[u8],
         new: NewNode,
+        id: Option<RequestId>,
     ) -> Res<Attr> {
         let NewNode {
             kind,
@@ -525,6 +559,7 @@ impl MetaService {
         }
         let ino = self.new_ino(&s.fs).await?;
         let mut tx = self.tx().await?;
+        claim(&mut tx, &s.fs, id, ino).await?;
         let p = writable_dir(&mut tx, &s.fs, parent, who).await?;
         if child(&mut tx, &s.fs, parent, name).await?.is_some() {
             return fail(EEXIST, "exists");
@@ -605,9 +640,11 @@ impl MetaService {
         ino: u64,
         new_parent: u64,
         new_name: &[u8],
+        id: Option<RequestId>,
     ) -> Res<Attr> {
         check_name(new_name)?;
         let mut tx = self.tx().await?;
+        claim(&mut tx, &s.fs, id, ino).await?;
         let i = load(&mut tx, &s.fs, ino).await?;
         if i.attr.kind == Kind::Dir {
             return fail(EPERM, "hard links to directories are not allowed");
@@ -639,6 +676,7 @@ impl MetaService {
         parent: u64,
         name: &[u8],
         dir: bool,
+        id: Option<RequestId>,
     ) -> Res<()> {
         if name == b"." {
             return fail(EINVAL, "cannot remove .");
@@ -647,6 +685,7 @@ impl MetaService {
             return fail(ENAMETOOLONG, "name too long");
         }
         let mut tx = self.tx().await?;
+        claim(&mut tx, &s.fs, id, 0).await?;
         let p = writable_dir(&mut tx, &s.fs, parent, who).await?;
         let Some(ino) = child(&mut tx, &s.fs, parent, name).await? else {
             return fail(ENOENT, "no such entry");
@@ -685,6 +724,7 @@ impl MetaService {
         from: (u64, &[u8]),
         to: (u64, &[u8]),
         flags: u32,
+        id: Option<RequestId>,
     ) -> Res<()> {
         let ((parent, name), (new_parent, new_name)) = (from, to);
         check_name(new_name)?;
@@ -695,6 +735,7 @@ impl MetaService {
             return fail(EINVAL, "RENAME_EXCHANGE is not supported");
         }
         let mut tx = self.tx().await?;
+        claim(&mut tx, &s.fs, id, 0).await?;
         let sp = writable_dir(&mut tx, &s.fs, parent, who).await?;
         let dp = writable_dir(&mut tx, &s.fs, new_parent, who).await?;
         let Some(src_ino) = child(&mut tx, &s.fs, parent, name).await? else {
@@ -816,37 +857,21 @@ impl MetaService {
         })
     }
 
-    /// A new regular file, opened for writing (and reading) by its creator
-    /// whatever mode it was given, as open(O_CREAT) does.
-    pub(crate) async fn create_open(
+    /// Opens a regular file a create just made, for writing (and reading)
+    /// by its creator whatever mode it was given, as open(O_CREAT) does.
+    pub(crate) async fn open_created(
         &self,
         s: &Session,
         who: &Caller,
-        parent: u64,
-        name: &[u8],
-        perm: u32,
+        ino: u64,
         read: bool,
     ) -> Res<OpenFile> {
-        let attr = self
-            .create(
-                s,
-                who,
-                parent,
-                name,
-                NewNode {
-                    kind: Kind::File,
-                    perm,
-                    rdev: 0,
-                    target: None,
-                },
-            )
-            .await?;
         let mut c = self.conn().await?;
-        let i = load(&mut c, &s.fs, attr.ino).await?;
+        let i = load(&mut c, &s.fs, ino).await?;
         let rights = if read { READ | WRITE } else { WRITE };
-        self.opened(&s.fs, attr.ino);
+        self.opened(&s.fs, ino);
         Ok(OpenFile {
-            attr,
+            attr: i.attr.clone(),
             layout: Layout {
                 chunk_size: i.chunk_size,
                 chains: i.chains,
@@ -988,14 +1013,15 @@ impl MetaService {
         s: &Session,
         who: &Caller,
         ino: u64,
-        name: &[u8],
-        value: &[u8],
+        (name, value): (&[u8], &[u8]),
         flags: u32,
+        id: Option<RequestId>,
     ) -> Res<()> {
         if value.len() > MAX_XATTR_VALUE {
             return fail(7, "xattr value larger than 64 KiB"); // E2BIG
         }
         let mut tx = self.tx().await?;
+        claim(&mut tx, &s.fs, id, 0).await?;
         let i = load(&mut tx, &s.fs, ino).await?;
         Self::xattr_allowed(name, &i, who, true)?;
         let exists: Option<(i64,)> = db(sqlx::query_as(
@@ -1080,8 +1106,10 @@ impl MetaService {
         who: &Caller,
         ino: u64,
         name: &[u8],
+        id: Option<RequestId>,
     ) -> Res<()> {
         let mut tx = self.tx().await?;
+        claim(&mut tx, &s.fs, id, 0).await?;
         let i = load(&mut tx, &s.fs, ino).await?;
         Self::xattr_allowed(name, &i, who, true)?;
         let n = db(
@@ -1145,6 +1173,30 @@ impl MetaService {
             .await)?;
         db(tx.commit().await)?;
         Ok(())
+    }
+
+    /// The inode request `id` made or linked (0: none), when it was applied.
+    pub(crate) async fn applied(&self, s: &Session, id: RequestId) -> Res<Option<u64>> {
+        let mut c = self.conn().await?;
+        let row: Option<(i64,)> = db(sqlx::query_as(
+            "SELECT ino FROM meta_requests WHERE fs_id = $1 AND client = $2 AND seq = $3",
+        )
+        .bind(&s.fs)
+        .bind(id.client as i64)
+        .bind(id.seq as i64)
+        .fetch_optional(&mut *c)
+        .await)?;
+        Ok(row.map(|r| r.0 as u64))
+    }
+
+    /// Drops the records of requests nobody can still be retrying.
+    pub(crate) async fn forget_requests(&self) -> Res<u64> {
+        let mut c = self.conn().await?;
+        let r = db(sqlx::query("DELETE FROM meta_requests WHERE at < $1")
+            .bind(t_secs() - REQUEST_KEEP_SECS)
+            .execute(&mut *c)
+            .await)?;
+        Ok(r.rows_affected())
     }
 
     pub(crate) async fn chain_table(&self) -> Res<ChainTable> {
