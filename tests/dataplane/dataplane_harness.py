@@ -120,6 +120,21 @@ def stop_group(proc, deadline_s=STOP_DEADLINE_S):
     proc.wait(timeout=deadline_s)
 
 
+def group_alive(pgid):
+    """Whether any process of process group pgid is still running (zombies do not count)."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After the command: state, ppid, pgrp.
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 def _unescape_mountinfo(field_text):
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_text)
 
@@ -187,6 +202,50 @@ class Server:
     proc: subprocess.Popen
     stderr_path: Path
     args: list = field(default_factory=list)
+    env: dict = field(default_factory=dict)
+
+    def launch(self, log_mode="wb"):
+        """Start the server's command in its own process group (teardown also
+        reaches the `cpfs node` children); "ab" appends to an earlier run's logs."""
+        with open(self.workdir / "server.stdout", log_mode) as out, \
+                open(self.stderr_path, log_mode) as err:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                         env=self.env, cwd=str(self.workdir), start_new_session=True)
+
+    def wait_ready(self):
+        """Wait for /healthz; fails with the server's stderr when it dies or is not ready in time."""
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                pytest.fail(f"server exited with {rc} before it was ready\n"
+                            f"command: {' '.join(self.args)}\nstderr:\n{self.stderr_tail()}")
+            status = healthz(self.api_port)
+            if status == 200:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after {READY_DEADLINE_S:.0f} s "
+                            f"(last /healthz status: {status})\n"
+                            f"command: {' '.join(self.args)}\nstderr:\n{self.stderr_tail()}")
+            time.sleep(POLL_S)
+
+    def restart(self, sig=signal.SIGKILL, group=True, down_s=0.0):
+        """Stop the server with `sig` (to its whole process group, nodes included,
+        or to `cpfs serve` alone, whose nodes then die with it), wait until every
+        process of the group is gone, keep it down for `down_s` seconds (the
+        outage being tested, e.g. a slow start), start the same command on the
+        same data directory and wait until it answers."""
+        if group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            os.kill(self.proc.pid, sig)
+        self.proc.wait(timeout=STOP_DEADLINE_S + 10)
+        # The nodes (same group) die with serve; a restart must not race them.
+        wait_until("the old server's processes to exit", lambda: not group_alive(self.proc.pid),
+                   STOP_DEADLINE_S)
+        time.sleep(down_s)
+        self.launch(log_mode="ab")
+        self.wait_ready()
 
     @property
     def hostport(self):
@@ -233,21 +292,25 @@ class Server:
         return out
 
 
-def start_server(workdir, extra_args=(), extra_env=None):
+def start_server(workdir, extra_args=(), extra_env=None, fixed_meta_port=True):
     """Launch `cpfs serve` (own process group) with its data under workdir/data and
-    wait for /healthz; fails with its stderr when it dies or is not ready in time."""
+    wait for /healthz; fails with its stderr when it dies or is not ready in time.
+
+    fixed_meta_port=False leaves the metadata port to the server (any free one,
+    remembered in the data directory), as `cpfs serve` does by default."""
     binary = require_binary()
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True)
     api_port = free_port()
-    meta_port = free_port(taken={api_port})
+    meta_port = free_port(taken={api_port}) if fixed_meta_port else None
 
     args = [
         str(binary), "serve",
         "--data-dir", str(data_dir),
         "--listen", f"127.0.0.1:{api_port}",
-        "--meta-listen", f"127.0.0.1:{meta_port}",
     ]
+    if fixed_meta_port:
+        args += ["--meta-listen", f"127.0.0.1:{meta_port}"]
     db_url = os.environ.get("CPFS_TEST_DATABASE_URL")
     if db_url:
         args += ["--database-url", db_url]
@@ -259,30 +322,13 @@ def start_server(workdir, extra_args=(), extra_env=None):
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
 
-    stderr_path = workdir / "server.stderr"
-    with open(workdir / "server.stdout", "wb") as out, open(stderr_path, "wb") as err:
-        # Own process group: teardown also reaches the `cpfs node` children.
-        proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=env, cwd=str(workdir), start_new_session=True)
-    srv = Server(api_port, meta_port, workdir, data_dir, proc, stderr_path, args)
+    srv = Server(api_port, meta_port, workdir, data_dir, None, workdir / "server.stderr", args, env)
+    srv.launch()
     LIVE_SERVERS.append(srv)
     try:
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while True:
-            rc = proc.poll()
-            if rc is not None:
-                pytest.fail(f"server exited with {rc} before it was ready\n"
-                            f"command: {' '.join(args)}\nstderr:\n{srv.stderr_tail()}")
-            status = healthz(api_port)
-            if status == 200:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {READY_DEADLINE_S:.0f} s "
-                            f"(last /healthz status: {status})\n"
-                            f"command: {' '.join(args)}\nstderr:\n{srv.stderr_tail()}")
-            time.sleep(POLL_S)
+        srv.wait_ready()
     except BaseException:
-        stop_group(proc)
+        stop_group(srv.proc)
         LIVE_SERVERS.remove(srv)
         raise
     return srv
