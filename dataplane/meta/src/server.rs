@@ -566,7 +566,9 @@ mod tests {
                     id: "node-a".into(),
                     address: "127.0.0.1:1".into(),
                 }],
+                syncing: vec![],
             }],
+            replicas: 1,
         };
         sqlx::query("INSERT INTO chain_tables (version, body, created_at) VALUES (1, $1, 0)")
             .bind(serde_json::to_string(&table).unwrap())
