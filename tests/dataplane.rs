@@ -268,9 +268,15 @@ fn a_corrupt_copy_is_served_from_the_other_and_repaired() {
     {
         let fs_dir = node.path().join("chunks").join(&id);
         for inode in std::fs::read_dir(&fs_dir).into_iter().flatten().flatten() {
-            let chunk = inode.path().join("0");
-            if chunk.exists() {
-                copies.push(chunk);
+            // Chunk 0 of the inode, whatever chain it is on (`0.c<chain>`).
+            for chunk in std::fs::read_dir(inode.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if chunk.file_name().to_string_lossy().starts_with("0.c") {
+                    copies.push(chunk.path());
+                }
             }
         }
     }
