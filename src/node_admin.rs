@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use cpfs_controlplane::nodes::{wall_ms, Node};
+use cpfs_controlplane::nodes::{sync_progress, wall_ms, Node};
 use cpfs_controlplane::ControlPlane;
 use cpfs_dataplane::chains::ChainTable;
 use serde_json::json;
@@ -146,13 +146,9 @@ fn resync_progress(table: &ChainTable, nodes: &[Node]) -> (u64, u64) {
     let mut total = 0;
     for c in &table.chains {
         for s in &c.syncing {
-            let report = nodes
-                .iter()
-                .flat_map(|n| n.report.syncs.iter())
-                .find(|r| r.chain == c.id && r.target == s.node.id && r.since == s.since);
-            if let Some(r) = report {
-                done += r.done_bytes.min(r.total_bytes);
-                total += r.total_bytes;
+            if let Some((d, t)) = sync_progress(nodes, c.id, s) {
+                done += d;
+                total += t;
             }
         }
     }
@@ -185,15 +181,15 @@ fn status_json(table: &ChainTable, nodes: &[Node]) -> serde_json::Value {
         "Syncing": syncing,
         "ResyncDoneBytes": done,
         "ResyncTotalBytes": total,
-        "Settled": table.chains.iter().all(|c| c.members.len() >= r && c.syncing.is_empty()),
+        "Settled": table.settled(r),
         "Table": table,
     })
 }
 
-fn bar(len: u64, msg: &str) -> indicatif::ProgressBar {
+fn bar(len: u64, template: &str, msg: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len.max(1));
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+        indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -203,22 +199,25 @@ fn bar(len: u64, msg: &str) -> indicatif::ProgressBar {
 
 async fn wait_settled(cp: &ControlPlane, timeout: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let pb = bar(0, "resync");
+    let pb = bar(
+        0,
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+        "resync",
+    );
     loop {
         let table = cp.chain_table().await?;
-        let nodes = cp.nodes().await?;
-        let st = status_json(&table, &nodes);
-        if st["Settled"] == json!(true) {
+        let r = table.replicas.max(1);
+        if table.settled(r) {
             pb.finish_and_clear();
             return Ok(());
         }
-        let (done, total) = resync_progress(&table, &nodes);
+        let (done, total) = resync_progress(&table, &cp.nodes().await?);
         pb.set_length(total.max(1));
         pb.set_position(done);
         pb.set_message(format!(
             "{} degraded, {} syncing",
-            st["DegradedChains"].as_array().map_or(0, |a| a.len()),
-            st["Syncing"].as_array().map_or(0, |a| a.len())
+            table.chains.iter().filter(|c| c.members.len() < r).count(),
+            table.chains.iter().map(|c| c.syncing.len()).sum::<usize>()
         ));
         if tokio::time::Instant::now() > deadline {
             pb.abandon();
@@ -231,13 +230,11 @@ async fn wait_settled(cp: &ControlPlane, timeout: Duration) -> anyhow::Result<()
 async fn wait_drained(cp: &ControlPlane, id: &str) -> anyhow::Result<()> {
     let start = cp.chain_table().await?;
     let held = |t: &ChainTable| t.chains.iter().filter(|c| c.holds(id)).count() as u64;
-    let pb = indicatif::ProgressBar::new(held(&start).max(1));
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("drain {msg} [{bar:40}] {pos}/{len} chains")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let pb = bar(
+        held(&start),
+        "drain {msg} [{bar:40}] {pos}/{len} chains",
+        id,
     );
-    pb.set_message(id.to_string());
     loop {
         let nodes = cp.nodes().await?;
         let table = cp.chain_table().await?;

@@ -446,6 +446,20 @@ pub struct Redundancy {
     pub repair_total_bytes: u64,
 }
 
+/// (done, total) bytes of the copy filling `s` in `chain`, from the head's
+/// latest report of that session (None: not reported yet).
+pub fn sync_progress(
+    nodes: &[Node],
+    chain: u32,
+    s: &cpfs_dataplane::chains::Syncing,
+) -> Option<(u64, u64)> {
+    nodes
+        .iter()
+        .flat_map(|n| n.report.syncs.iter())
+        .find(|x| x.chain == chain && x.target == s.node.id && x.since == s.since)
+        .map(|x| (x.done_bytes.min(x.total_bytes), x.total_bytes))
+}
+
 impl ControlPlane {
     /// Redundancy of each given file system (those with a layout).
     pub async fn redundancy_of(
@@ -484,13 +498,9 @@ impl ControlPlane {
                     red.syncing_chains += 1;
                 }
                 for s in &c.syncing {
-                    let report = nodes
-                        .iter()
-                        .flat_map(|n| n.report.syncs.iter())
-                        .find(|x| x.chain == c.id && x.target == s.node.id && x.since == s.since);
-                    if let Some(x) = report {
-                        red.repair_done_bytes += x.done_bytes.min(x.total_bytes);
-                        red.repair_total_bytes += x.total_bytes;
+                    if let Some((done, total)) = sync_progress(&nodes, c.id, s) {
+                        red.repair_done_bytes += done;
+                        red.repair_total_bytes += total;
                     }
                 }
             }

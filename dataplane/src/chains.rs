@@ -455,6 +455,33 @@ mod tests {
         }
     }
 
+    /// Reports of every copy in `t` as finished.
+    fn every_sync_finished(t: &ChainTable) -> Vec<SyncFinished> {
+        t.chains
+            .iter()
+            .flat_map(|c| {
+                c.syncing.iter().map(|s| SyncFinished {
+                    chain: c.id,
+                    node: s.node.id.clone(),
+                    since: s.since,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs the planner, finishing every copy at once, until it rests.
+    fn run_to_rest(mut t: ChainTable, v: &mut ClusterView) -> ChainTable {
+        for _ in 0..50 {
+            let next = t.next(v);
+            if next == t {
+                break;
+            }
+            v.finished = every_sync_finished(&next);
+            t = next;
+        }
+        t
+    }
+
     #[test]
     fn every_node_heads_its_share_and_holds_r_times_as_many() {
         let t = ChainTable::build(1, &nodes(3), 2);
@@ -509,17 +536,7 @@ mod tests {
         assert!(!t2.settled(2));
         // The heads report the copies finished: syncing members serve.
         let mut v = view(3, &[1]);
-        v.finished = t2
-            .chains
-            .iter()
-            .flat_map(|c| {
-                c.syncing.iter().map(|s| SyncFinished {
-                    chain: c.id,
-                    node: s.node.id.clone(),
-                    since: s.since,
-                })
-            })
-            .collect();
+        v.finished = every_sync_finished(&t2);
         let t3 = t2.next(&v);
         assert!(t3.settled(2), "{t3:?}");
         // A report from an older session promotes nothing.
@@ -552,28 +569,10 @@ mod tests {
 
     #[test]
     fn a_new_node_takes_chains_until_bytes_are_even() {
-        let mut t = ChainTable::build(1, &nodes(3), 2);
+        let t = ChainTable::build(1, &nodes(3), 2);
         let mut v = view(4, &[]);
         v.chain_bytes = t.chains.iter().map(|c| (c.id, 100 << 20)).collect();
-        // Run the planner, finishing every copy at once, until it rests.
-        for _ in 0..50 {
-            let next = t.next(&v);
-            if next == t {
-                break;
-            }
-            v.finished = next
-                .chains
-                .iter()
-                .flat_map(|c| {
-                    c.syncing.iter().map(|s| SyncFinished {
-                        chain: c.id,
-                        node: s.node.id.clone(),
-                        since: s.since,
-                    })
-                })
-                .collect();
-            t = next;
-        }
+        let t = run_to_rest(t, &mut v);
         assert!(t.settled(2));
         let loads = node_loads(&t, &v.chain_bytes);
         let bytes: Vec<u64> = (0..4).map(|i| loads[&format!("n{i}")].0).collect();
@@ -585,26 +584,9 @@ mod tests {
 
     #[test]
     fn an_empty_cluster_spreads_chains_by_count() {
-        let mut t = ChainTable::build(1, &nodes(3), 2);
+        let t = ChainTable::build(1, &nodes(3), 2);
         let mut v = view(4, &[]);
-        for _ in 0..50 {
-            let next = t.next(&v);
-            if next == t {
-                break;
-            }
-            v.finished = next
-                .chains
-                .iter()
-                .flat_map(|c| {
-                    c.syncing.iter().map(|s| SyncFinished {
-                        chain: c.id,
-                        node: s.node.id.clone(),
-                        since: s.since,
-                    })
-                })
-                .collect();
-            t = next;
-        }
+        let t = run_to_rest(t, &mut v);
         let loads = node_loads(&t, &HashMap::new());
         let counts: Vec<usize> = (0..4).map(|i| loads[&format!("n{i}")].1).collect();
         assert!(counts.iter().all(|c| *c == 6), "{counts:?}");
@@ -612,27 +594,10 @@ mod tests {
 
     #[test]
     fn a_draining_node_is_emptied() {
-        let mut t = ChainTable::build(1, &nodes(3), 2);
+        let t = ChainTable::build(1, &nodes(3), 2);
         let mut v = view(3, &[]);
         v.nodes[2].draining = true;
-        for _ in 0..50 {
-            let next = t.next(&v);
-            if next == t {
-                break;
-            }
-            v.finished = next
-                .chains
-                .iter()
-                .flat_map(|c| {
-                    c.syncing.iter().map(|s| SyncFinished {
-                        chain: c.id,
-                        node: s.node.id.clone(),
-                        since: s.since,
-                    })
-                })
-                .collect();
-            t = next;
-        }
+        let t = run_to_rest(t, &mut v);
         assert!(t.chains.iter().all(|c| !c.holds("n2")));
         assert!(t.settled(2));
     }
