@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use cpfs_dataplane::client::{ChainSource, DataClient};
-use cpfs_dataplane::fuse::{CpfsFs, MetaClient, STRIPE_XATTR};
-use cpfs_dataplane::metaproto::{Caller, MetaOp, MetaReply};
+use cpfs_client::data::{ChainSource, DataClient};
+use cpfs_client::fuse::{CpfsFs, STRIPE_XATTR};
+use cpfs_client::meta::MetaClient;
+use cpfs_proto::meta::{Caller, MetaOp, MetaReply};
 
 #[derive(Args, Debug)]
 pub struct MountArgs {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use cpfs_controlplane::nodes::{sync_progress, wall_ms, Node};
 use cpfs_controlplane::ControlPlane;
-use cpfs_dataplane::chains::ChainTable;
+use cpfs_proto::chains::ChainTable;
 use serde_json::json;
 
 use crate::{config, serve};

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use cpfs_dataplane::node::{self, NodeConfig};
+use cpfs_node::{self as node, NodeConfig};
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct NodeArgs {

@@ -14,19 +14,16 @@ use cpfs_controlplane::accounts::{NewAccount, BOOTSTRAP_ACCOUNT};
 use cpfs_controlplane::nodes::PlacementPolicy;
 use cpfs_controlplane::reconciler::Reconciler;
 use cpfs_controlplane::{Clock, ControlPlane, FileClock, RegionConfig, Store, SystemClock};
-use cpfs_dataplane::capability::CapabilityKey;
+use cpfs_proto::capability::CapabilityKey;
 
 use crate::config::Settings;
 
 pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
-    let store = Store::open(&s.database_url).await.with_context(|| {
-        format!(
-            "opening database {}",
-            cpfs_controlplane::store::redact(&s.database_url)
-        )
-    })?;
+    let store = Store::open(&s.database_url)
+        .await
+        .with_context(|| format!("opening database {}", cpfs_store::redact(&s.database_url)))?;
     let region = RegionConfig {
         region_id: s.region.clone(),
         local_name: s.region.clone(),
@@ -260,6 +257,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let meta_address = meta_listener.local_addr()?.to_string();
     let meta = cpfs_meta::MetaService::new(
         cp.store.clone(),
+        std::sync::Arc::new(cp.clone()),
         CapabilityKey::from_cluster_token(&token),
         cpfs_meta::access::IdentitySettings {
             ldap_cache_ttl: s.ldap_cache_ttl,

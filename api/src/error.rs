@@ -129,7 +129,7 @@ impl ApiError {
                 }
                 .into(),
                 CpError::Unavailable(_) => "ServiceUnavailable".into(),
-                CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_) => {
+                CpError::Database(_) | CpError::Store(_) | CpError::Internal(_) => {
                     "InternalError".into()
                 }
             },
@@ -144,9 +144,7 @@ impl ApiError {
             ControlPlane(CpError::InvalidStatus { .. }) => 403,
             ControlPlane(CpError::Unavailable(_)) => 503,
             BodyTooLarge(_) => 413,
-            ControlPlane(CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_)) => {
-                500
-            }
+            ControlPlane(CpError::Database(_) | CpError::Store(_) | CpError::Internal(_)) => 500,
             _ => 400,
         }
     }
@@ -156,7 +154,7 @@ impl ApiError {
     pub fn public_message(&self) -> String {
         match self {
             ApiError::ControlPlane(
-                CpError::Database(_) | CpError::Migration(_) | CpError::Internal(_),
+                CpError::Database(_) | CpError::Store(_) | CpError::Internal(_),
             ) => "The request processing has failed due to some unknown error.".into(),
             other => other.to_string(),
         }

@@ -184,7 +184,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route(
-            cpfs_dataplane::node::HEARTBEAT_PATH,
+            cpfs_proto::heartbeat::HEARTBEAT_PATH,
             axum::routing::post(crate::internal::heartbeat),
         )
         .route(

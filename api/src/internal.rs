@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cpfs_dataplane::node::{Heartbeat, HeartbeatReply, TOKEN_HEADER};
+use cpfs_proto::heartbeat::{Heartbeat, HeartbeatReply, TOKEN_HEADER};
 use subtle::ConstantTimeEq;
 
 use crate::gateway::Gateway;

@@ -20,6 +20,12 @@ impl From<sqlx::Error> for BillingError {
     }
 }
 
+impl From<cpfs_store::StoreError> for BillingError {
+    fn from(e: cpfs_store::StoreError) -> Self {
+        BillingError::ControlPlane(cpfs_controlplane::Error::Store(e))
+    }
+}
+
 impl BillingError {
     pub fn invalid(name: &'static str, message: impl Into<String>) -> Self {
         BillingError::Invalid {

@@ -432,15 +432,9 @@ impl Billing {
         let Some(last) = m.events.last() else {
             return Ok(false);
         };
+        // Usage comes from the namespace's owner, at metering time.
+        let used = self.cp.used_bytes(&m.fs_id).await?.min(i64::MAX as u64) as i64;
         let mut tx = self.cp.store.begin_write().await?;
-        let used: i64 = sqlx::query("SELECT used_bytes FROM fs_counters WHERE fs_id = $1")
-            .bind(&m.fs_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get::<i64, _>("used_bytes"))
-            .transpose()?
-            .unwrap_or(0)
-            .max(0);
         let (read, written) = traffic_delta(&mut tx, &m.fs_id).await?;
         let inserted = sqlx::query(
             "INSERT INTO usage_hours (fs_id, hour, account_id, seconds, capacity_gib_seconds, bandwidth_mbps_seconds, used_bytes, bytes_read, bytes_written, metered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",

@@ -25,8 +25,8 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
-    #[error("migration error: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("store: {0}")]
+    Store(#[from] cpfs_store::StoreError),
 
     #[error("{0}")]
     Internal(String),
@@ -81,3 +81,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<cpfs_meta::lifecycle::LifecycleError> for Error {
+    fn from(e: cpfs_meta::lifecycle::LifecycleError) -> Self {
+        use cpfs_meta::lifecycle::LifecycleError as L;
+        let message = e.to_string();
+        match e {
+            L::NoChains => Error::Unavailable(message),
+            L::Database(d) => Error::Database(d),
+            L::Store(s) => Error::Store(s),
+            L::Corrupt { .. } => Error::Internal(message),
+        }
+    }
+}

@@ -168,7 +168,11 @@ pub const FS_COLUMNS: &str = "id, account_id, fs_type, protocol_type, storage_ty
 
 /// Columns as read: MeteredSize is the bytes of file data the metadata
 /// service counts.
-pub const FS_SELECT: &str = "id, account_id, fs_type, protocol_type, storage_type, description, status, region_id, zone_id, vpc_id, vswitch_id, capacity_gib, bandwidth_mbps, charge_type, created_at, expired_at, encrypt_type, options_json, auto_upgrade_json, CAST(COALESCE((SELECT c.used_bytes FROM fs_counters c WHERE c.fs_id = file_systems.id), 0) AS BIGINT) AS metered_size, status_reason";
+pub const FS_SELECT: &str = concat!(
+    "id, account_id, fs_type, protocol_type, storage_type, description, status, region_id, zone_id, vpc_id, vswitch_id, capacity_gib, bandwidth_mbps, charge_type, created_at, expired_at, encrypt_type, options_json, auto_upgrade_json, ",
+    cpfs_meta::metered_size_column!(),
+    ", status_reason"
+);
 
 /// Builds `$a, $b, ...` for an IN list starting at placeholder `start`.
 pub(crate) fn placeholders(start: usize, n: usize) -> String {

@@ -13,18 +13,18 @@ pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
 pub mod ldap;
+pub mod mount_policy;
 pub mod mount_targets;
+pub mod namespaces;
 pub mod nodes;
-pub mod provision;
 pub mod reconciler;
 pub mod spec;
-pub mod store;
 pub mod subscriptions;
 pub mod tags;
 
 pub use clock::{Clock, FileClock, ManualClock, SystemClock};
+pub use cpfs_store::Store;
 pub use error::{Error, Result};
-pub use store::Store;
 
 /// Everything an API call needs: the store, the clock and the operator's
 /// regional configuration.

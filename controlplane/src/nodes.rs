@@ -10,10 +10,28 @@
 //! capacity it is willing to promise, which the operator may set above its
 //! disk size; the file system's own Capacity is what bounds its data.
 
+use cpfs_proto::chains::ChainTable;
 use sqlx::Row;
 
 use crate::error::{Error, Result};
 use crate::ControlPlane;
+
+impl ControlPlane {
+    /// The newest chain table (empty before any node registered); a stored
+    /// table this build cannot read is an error, never an empty table.
+    pub async fn chain_table(&self) -> Result<ChainTable> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT body FROM chain_tables ORDER BY version DESC LIMIT 1")
+                .fetch_optional(&self.store.pool)
+                .await?;
+        match row {
+            None => Ok(ChainTable::default()),
+            Some((body,)) => {
+                ChainTable::from_stored(&body).map_err(|e| Error::Internal(e.to_string()))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -40,9 +58,9 @@ pub struct NodeReport {
     #[serde(default)]
     pub chain_bytes: Vec<(u32, u64)>,
     #[serde(default)]
-    pub syncs: Vec<cpfs_dataplane::proto::SyncReport>,
+    pub syncs: Vec<cpfs_proto::node::SyncReport>,
     #[serde(default)]
-    pub scrub: cpfs_dataplane::proto::ScrubReport,
+    pub scrub: cpfs_proto::node::ScrubReport,
 }
 
 /// Wall-clock milliseconds (liveness never uses the injected clock).
@@ -256,8 +274,8 @@ impl ControlPlane {
     /// here, so data already written stays where its chain says).
     pub async fn node_heartbeat(
         &self,
-        hb: &cpfs_dataplane::node::Heartbeat,
-    ) -> Result<cpfs_dataplane::chains::ChainTable> {
+        hb: &cpfs_proto::heartbeat::Heartbeat,
+    ) -> Result<ChainTable> {
         self.register_node(&NodeRegistration {
             id: hb.id.clone(),
             address: hb.address.clone(),
@@ -319,8 +337,8 @@ impl ControlPlane {
     /// failures, resync promotions, repair, drain and rebalance. Writes a
     /// new version when anything changed and returns the newest table.
     /// Called on every heartbeat and by the failure detector's ticker.
-    pub async fn update_chain_table(&self) -> Result<cpfs_dataplane::chains::ChainTable> {
-        use cpfs_dataplane::chains::{ClusterView, NodeView, SyncFinished};
+    pub async fn update_chain_table(&self) -> Result<ChainTable> {
+        use cpfs_proto::chains::{ClusterView, NodeView, SyncFinished};
         // One planner at a time in this process; across processes the
         // version's primary key makes a concurrent step fail, not fork.
         let _one = self.planner.lock().await;
@@ -386,7 +404,7 @@ impl ControlPlane {
                 tracing::warn!(node_id = %n.id, "node declared dead: removed from its chains");
             }
         }
-        let body = serde_json::to_string(&next).map_err(|e| Error::Internal(e.to_string()))?;
+        let body = next.to_stored();
         let inserted =
             sqlx::query("INSERT INTO chain_tables (version, body, created_at) VALUES ($1, $2, $3)")
                 .bind(next.version as i64)
@@ -451,7 +469,7 @@ pub struct Redundancy {
 pub fn sync_progress(
     nodes: &[Node],
     chain: u32,
-    s: &cpfs_dataplane::chains::Syncing,
+    s: &cpfs_proto::chains::Syncing,
 ) -> Option<(u64, u64)> {
     nodes
         .iter()
@@ -473,14 +491,9 @@ impl ControlPlane {
         let table = self.chain_table().await?;
         let nodes = self.nodes().await?;
         let r = table.replicas.max(1);
+        let layouts = cpfs_meta::lifecycle::layout_chains(&self.store, fs_ids).await?;
         for fs in fs_ids {
-            let row: Option<(String,)> =
-                sqlx::query_as("SELECT chains FROM fs_layouts WHERE fs_id = $1")
-                    .bind(fs)
-                    .fetch_optional(&self.store.pool)
-                    .await?;
-            let Some((chains,)) = row else { continue };
-            let ids: Vec<u32> = serde_json::from_str(&chains).unwrap_or_default();
+            let Some(ids) = layouts.get(fs) else { continue };
             let mut red = Redundancy {
                 state: "Healthy",
                 replicas: r,

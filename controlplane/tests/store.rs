@@ -109,7 +109,7 @@ async fn lifecycle_on_every_backend() {
 
         // Nodes arrive: placement reserves capacity x R, Running.
         for i in 0..3 {
-            let hb = cpfs_dataplane::node::Heartbeat {
+            let hb = cpfs_proto::heartbeat::Heartbeat {
                 id: format!("n{i}"),
                 address: format!("127.0.0.1:{}", 9000 + i),
                 zone: "z".into(),

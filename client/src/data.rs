@@ -1,0 +1,467 @@
+//! The client side of the data path: cuts file I/O into chunk pieces by the
+//! file's layout and sends them to the chains in parallel; writes go to the
+//! chain head (which replicates), reads to a member, spreading load, and a
+//! read whose copy fails its checksum is served by another member and the
+//! bad copy repaired. A stale chain table is refreshed and the piece retried.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::RwLock;
+
+use cpfs_proto::capability::Capability;
+use cpfs_proto::chains::ChainTable;
+use cpfs_proto::layout::{Layout, Piece, BLOCK};
+use cpfs_proto::node::NodePeers as Peers;
+use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse};
+
+/// Where a fresh chain table comes from (the metadata service).
+pub type ChainSource =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<ChainTable, String>> + Send>> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}")]
+    Node(NodeError),
+    #[error("no member of chain {0} answered: {1}")]
+    Unreachable(u32, String),
+    #[error("chain {0} is not in the chain table")]
+    NoChain(u32),
+}
+
+impl DataError {
+    /// The errno a file operation reports for this failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            DataError::Node(NodeError::NoSpace) => 28,       // ENOSPC
+            DataError::Node(NodeError::BadCapability) => 13, // EACCES
+            _ => 5,                                          // EIO
+        }
+    }
+}
+
+/// How long a piece of I/O keeps retrying through node failures before it
+/// fails with EIO: long enough for failure detection (3 s by default), the
+/// new chain table and a restarted `cpfs serve`, so programs see a stall.
+pub const FAILOVER_BUDGET: Duration = Duration::from_secs(45);
+
+/// Backoff between retries: quick at first (a table change is usually
+/// picked up in milliseconds), at most half a second.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((20u64 << attempt.min(5)).min(500))
+}
+
+/// Whether a node's answer means "try again, perhaps elsewhere".
+fn transient(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::StaleChainTable { .. }
+            | NodeError::NotMember
+            | NodeError::NoLease
+            | NodeError::Io(_)
+    )
+}
+
+pub struct DataClient {
+    peers: Peers,
+    table: RwLock<ChainTable>,
+    source: ChainSource,
+}
+
+impl DataClient {
+    pub fn new(table: ChainTable, source: ChainSource) -> Arc<DataClient> {
+        Arc::new(DataClient {
+            peers: Peers::default(),
+            table: RwLock::new(table),
+            source,
+        })
+    }
+
+    pub async fn chain_version(&self) -> u64 {
+        self.table.read().await.version
+    }
+
+    pub async fn set_table(&self, t: ChainTable) {
+        let mut cur = self.table.write().await;
+        if t.version >= cur.version {
+            *cur = t;
+        }
+    }
+
+    async fn refresh(&self) {
+        match (self.source)().await {
+            Ok(t) => {
+                let mut cur = self.table.write().await;
+                if t.version >= cur.version {
+                    *cur = t;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "chain table refresh failed"),
+        }
+    }
+
+    /// Members of a chain (head first) and the table version.
+    async fn members(&self, chain: u32) -> Result<(Vec<String>, u64), DataError> {
+        let t = self.table.read().await;
+        let c = t.chain(chain).ok_or(DataError::NoChain(chain))?;
+        Ok((
+            c.members.iter().map(|m| m.address.clone()).collect(),
+            t.version,
+        ))
+    }
+
+    /// Sends a request built for (address, chain ref); retries on a stale
+    /// table or an unreachable node with a refreshed table.
+    async fn to_head(
+        &self,
+        chain: u32,
+        build: impl Fn(ChainRef) -> NodeRequest,
+    ) -> Result<NodeResponse, DataError> {
+        let mut last = String::new();
+        let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            let (members, version) = self.members(chain).await?;
+            if let Some(head) = members.first() {
+                match self
+                    .peers
+                    .get(head)
+                    .call(build(ChainRef { id: chain, version }))
+                    .await
+                {
+                    Ok(NodeResponse::Failed(e)) if transient(&e) => last = e.to_string(),
+                    Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
+                    Ok(r) => return Ok(r),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            self.refresh().await;
+        }
+        Err(DataError::Unreachable(chain, last))
+    }
+
+    pub async fn write(
+        &self,
+        cap: &Capability,
+        layout: &Layout,
+        inode: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DataError> {
+        let pieces = layout.pieces(offset, data.len() as u64);
+        let mut set = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let bytes = data[p.buf_offset as usize..(p.buf_offset + p.len) as usize].to_vec();
+            set.push(self.write_piece(cap, inode, p, bytes));
+        }
+        for r in join_all(set).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn write_piece(
+        &self,
+        cap: &Capability,
+        inode: u64,
+        p: Piece,
+        data: Vec<u8>,
+    ) -> Result<(), DataError> {
+        let key = ChunkKey {
+            fs: cap.fs.clone(),
+            inode,
+            index: p.chunk,
+            chain: p.chain,
+        };
+        self.to_head(p.chain, |chain| NodeRequest::Write {
+            cap: cap.clone(),
+            chain,
+            key: key.clone(),
+            offset: p.offset,
+            data: data.clone(),
+            forwarded: false,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads `len` bytes at `offset` (the caller trims to the file size).
+    pub async fn read(
+        &self,
+        cap: &Capability,
+        layout: &Layout,
+        inode: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, DataError> {
+        let pieces = layout.pieces(offset, len);
+        let parts = join_all(pieces.iter().map(|p| self.read_piece(cap, inode, *p))).await;
+        let mut out = Vec::with_capacity(len as usize);
+        for part in parts {
+            out.extend_from_slice(&part?);
+        }
+        Ok(out)
+    }
+
+    async fn read_piece(
+        &self,
+        cap: &Capability,
+        inode: u64,
+        p: Piece,
+    ) -> Result<Vec<u8>, DataError> {
+        let key = ChunkKey {
+            fs: cap.fs.clone(),
+            inode,
+            index: p.chunk,
+            chain: p.chain,
+        };
+        let mut last = String::new();
+        let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            let (members, version) = self.members(p.chain).await?;
+            let chain = ChainRef {
+                id: p.chain,
+                version,
+            };
+            let n = members.len();
+            let mut bad: Vec<String> = Vec::new();
+            let mut stale = false;
+            // Start at a member chosen by chunk, so reads spread over copies.
+            for i in 0..n {
+                let addr = &members[(p.chunk as usize + i) % n];
+                let req = NodeRequest::Read {
+                    cap: cap.clone(),
+                    chain,
+                    key: key.clone(),
+                    offset: p.offset,
+                    len: p.len,
+                };
+                match self.peers.get(addr).call(req).await {
+                    Ok(NodeResponse::Data(d)) => {
+                        if !bad.is_empty() {
+                            self.repair(cap, chain, &key, p, addr, &bad).await;
+                        }
+                        return Ok(d);
+                    }
+                    Ok(NodeResponse::Failed(NodeError::Checksum)) => bad.push(addr.clone()),
+                    Ok(NodeResponse::Failed(
+                        NodeError::StaleChainTable { .. } | NodeError::NotMember,
+                    )) => {
+                        stale = true;
+                        break;
+                    }
+                    Ok(NodeResponse::Failed(e @ NodeError::BadCapability)) => {
+                        return Err(DataError::Node(e))
+                    }
+                    Ok(NodeResponse::Failed(e)) => last = e.to_string(),
+                    Ok(other) => last = format!("{other:?}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if !stale && !bad.is_empty() && bad.len() == n {
+                return Err(DataError::Node(NodeError::Checksum));
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            self.refresh().await;
+        }
+        Err(DataError::Unreachable(p.chain, last))
+    }
+
+    /// Rewrites the blocks of `p` on the members whose copy failed, with
+    /// the content of `good`.
+    async fn repair(
+        &self,
+        cap: &Capability,
+        chain: ChainRef,
+        key: &ChunkKey,
+        p: Piece,
+        good: &str,
+        bad: &[String],
+    ) {
+        let start = p.offset / BLOCK * BLOCK;
+        let end = (p.offset + p.len).div_ceil(BLOCK) * BLOCK;
+        let req = NodeRequest::Read {
+            cap: cap.clone(),
+            chain,
+            key: key.clone(),
+            offset: start,
+            len: end - start,
+        };
+        let Ok(NodeResponse::Data(blocks)) = self.peers.get(good).call(req).await else {
+            return;
+        };
+        for addr in bad {
+            let fix = NodeRequest::Repair {
+                cap: cap.clone(),
+                chain,
+                key: key.clone(),
+                offset: start,
+                data: blocks.clone(),
+            };
+            match self.peers.get(addr).call(fix).await {
+                Ok(NodeResponse::Done) => {
+                    tracing::info!(node = %addr, chunk = key.index, "bad copy repaired")
+                }
+                other => {
+                    tracing::warn!(node = %addr, chunk = key.index, result = ?other.map(|_| ()), "repair failed")
+                }
+            }
+        }
+    }
+
+    /// Cuts the file's data from `old_size` down to `new_size`.
+    pub async fn truncate(
+        &self,
+        cap: &Capability,
+        layout: &Layout,
+        inode: u64,
+        new_size: u64,
+        old_size: u64,
+    ) -> Result<(), DataError> {
+        if new_size >= old_size {
+            return Ok(());
+        }
+        let cs = layout.chunk_size;
+        let first = new_size / cs;
+        let last = (old_size - 1) / cs;
+        let mut ops = Vec::new();
+        for chunk in first..=last {
+            let keep = if chunk == first { new_size % cs } else { 0 };
+            let chain = layout.chain_of(chunk);
+            let key = ChunkKey {
+                fs: cap.fs.clone(),
+                inode,
+                index: chunk,
+                chain,
+            };
+            ops.push(async move {
+                self.to_head(chain, |c| NodeRequest::Truncate {
+                    cap: cap.clone(),
+                    chain: c,
+                    key: key.clone(),
+                    len: keep,
+                    forwarded: false,
+                })
+                .await
+                .map(|_| ())
+            });
+        }
+        for r in join_all(ops).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file's data durable on every node of its chains.
+    pub async fn fsync(
+        &self,
+        cap: &Capability,
+        layout: &Layout,
+        inode: u64,
+    ) -> Result<(), DataError> {
+        // Idempotent, so it is retried like a write: a node that restarts
+        // while the program waits is a stall, not EIO.
+        let mut last = String::new();
+        let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            let mut addrs: Vec<String> = Vec::new();
+            for c in &layout.chains {
+                let (m, _) = self.members(*c).await?;
+                for a in m {
+                    if !addrs.contains(&a) {
+                        addrs.push(a);
+                    }
+                }
+            }
+            let calls = addrs.iter().map(|a| {
+                let req = NodeRequest::Fsync {
+                    cap: cap.clone(),
+                    fs: cap.fs.clone(),
+                    inode,
+                };
+                let peer = self.peers.get(a);
+                async move { peer.call(req).await }
+            });
+            let mut all_done = true;
+            for r in join_all(calls).await {
+                match r {
+                    Ok(NodeResponse::Done) => {}
+                    Ok(NodeResponse::Failed(e)) if transient(&e) => {
+                        all_done = false;
+                        last = e.to_string();
+                    }
+                    Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
+                    Ok(other) => return Err(DataError::Unreachable(0, format!("{other:?}"))),
+                    Err(e) => {
+                        all_done = false;
+                        last = e.to_string();
+                    }
+                }
+            }
+            if all_done {
+                return Ok(());
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            self.refresh().await;
+        }
+        Err(DataError::Unreachable(0, last))
+    }
+
+    /// Sends an administrative request to every node of the table.
+    pub async fn broadcast(&self, req: NodeRequest) -> Result<(), String> {
+        let t = self.table.read().await.clone();
+        let mut addrs: Vec<String> = t
+            .chains
+            .iter()
+            .flat_map(|c| {
+                c.members
+                    .iter()
+                    .map(|m| m.address.clone())
+                    .chain(c.syncing.iter().map(|s| s.node.address.clone()))
+            })
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        for a in addrs {
+            match self.peers.get(&a).call(req.clone()).await {
+                Ok(NodeResponse::Done) => {}
+                other => return Err(format!("{a}: {other:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Polls futures concurrently in this task and returns their outputs in order.
+pub async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
+}

@@ -1,0 +1,66 @@
+//! What a mount knows of the files it holds open: per inode (shared by all
+//! of the file's handles) and per kernel file handle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use cpfs_proto::capability::Capability;
+use cpfs_proto::layout::Layout;
+
+/// What this mount knows of a file it holds open, shared by all the file's
+/// handles. Knowledge per handle goes stale: the kernel sends the truncate
+/// of open(O_TRUNC) without a file handle, and a file may be open several
+/// times at once.
+pub(crate) struct OpenInode {
+    /// The size the metadata service has recorded, as this mount's opens,
+    /// extending writes and truncates left it: a write ending within it
+    /// needs no metadata call, and reads stop at it.
+    pub(crate) size: AtomicU64,
+    /// Held across each metadata call whose answer sets `size`, so that an
+    /// older answer (an open racing an extending write or a truncate) never
+    /// overwrites a newer one.
+    pub(crate) sizing: tokio::sync::Mutex<()>,
+}
+
+/// The inodes this mount holds open, with their number of open handles.
+pub(crate) type OpenInodes = Arc<Mutex<HashMap<u64, (Arc<OpenInode>, usize)>>>;
+
+/// Counts one more user of `ino`'s state; made on first use with size
+/// `known` (a user that finds it made keeps what it holds: it knows at least
+/// as much).
+pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: u64) -> Arc<OpenInode> {
+    let mut map = inodes.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = map.entry(ino).or_insert_with(|| {
+        (
+            Arc::new(OpenInode {
+                size: AtomicU64::new(known),
+                sizing: tokio::sync::Mutex::new(()),
+            }),
+            0,
+        )
+    });
+    entry.1 += 1;
+    entry.0.clone()
+}
+
+/// Drops one user of `ino`'s state; the last one forgets it, so the next
+/// open starts from what the metadata service says (close-to-open).
+pub(crate) fn unpin(inodes: &OpenInodes, ino: u64) {
+    let mut map = inodes.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(entry) = map.get_mut(&ino) {
+        entry.1 = entry.1.saturating_sub(1);
+        if entry.1 == 0 {
+            map.remove(&ino);
+        }
+    }
+}
+
+/// One kernel file handle of a regular file.
+pub(crate) struct FileHandle {
+    pub(crate) ino: u64,
+    pub(crate) cap: Capability,
+    pub(crate) layout: Layout,
+    pub(crate) inode: Arc<OpenInode>,
+    pub(crate) dirty: AtomicBool,
+}

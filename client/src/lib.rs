@@ -1,0 +1,12 @@
+//! The CPFS client, as linked into `cpfs mount` (and into the metadata
+//! service, which drops data on the nodes through the same data client).
+//!
+//! - [`meta`]: the metadata client (session, retry across restarts,
+//!   exactly-once request ids).
+//! - [`data`]: the data client (striped reads and writes straight to the
+//!   chain heads, refreshing the chain table and retrying across failover).
+//! - [`fuse`]: the thin FUSE adapter from kernel requests to those two.
+
+pub mod data;
+pub mod fuse;
+pub mod meta;

@@ -1,0 +1,168 @@
+//! The metadata client of one mount: a session with the metadata service,
+//! remounted when the service restarted, and calls that ride out an outage
+//! (a restart of `cpfs serve`) as a stall instead of an error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpfs_proto::meta::{
+    errno, Caller, MetaClient as Connection, MetaOp, MetaReply, MetaRequest, Mounted, RequestId,
+};
+
+/// How long a metadata call waits for an unreachable service (a restart of
+/// `cpfs serve`) before it fails with EIO.
+const META_OUTAGE: Duration = Duration::from_secs(15);
+/// The metadata connection of one mount, remounting its session when the
+/// metadata service restarted.
+pub struct MetaClient {
+    rpc: Connection,
+    domain: String,
+    session: AtomicU64,
+    /// This client's half of every request id (see [`RequestId`]).
+    client: u64,
+    /// The other half, one per operation, kept across its retries.
+    seq: AtomicU64,
+}
+
+impl MetaClient {
+    pub fn new(address: &str, domain: &str) -> Arc<MetaClient> {
+        Arc::new(MetaClient {
+            rpc: Connection::new(address),
+            domain: domain.to_string(),
+            session: AtomicU64::new(0),
+            client: rand::random(),
+            seq: AtomicU64::new(1),
+        })
+    }
+
+    pub async fn mount(&self) -> Result<Mounted, (i32, String)> {
+        let req = MetaRequest {
+            session: 0,
+            caller: Caller {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            },
+            op: MetaOp::Mount {
+                domain: self.domain.clone(),
+            },
+            id: None,
+        };
+        match self.rpc.call(req).await {
+            Ok(MetaReply::Mounted(m)) => {
+                self.session.store(m.session, Ordering::Release);
+                Ok(m)
+            }
+            Ok(MetaReply::Err { errno, message }) => Err((errno, message)),
+            Ok(other) => Err((errno::EIO, format!("unexpected reply {other:?}"))),
+            Err(e) => Err((
+                errno::EIO,
+                format!("metadata service at {}: {e}", self.rpc.address()),
+            )),
+        }
+    }
+
+    /// One call; errors come back as an errno. While the service is
+    /// unreachable (a restart) the call waits, up to [`META_OUTAGE`]: the
+    /// program sees a stall, not EIO. Every attempt carries the same request
+    /// id, so an attempt whose answer was lost is not applied twice.
+    pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
+        let deadline = tokio::time::Instant::now() + META_OUTAGE;
+        let mut remounts = 0;
+        let mut backoff = Duration::from_millis(50);
+        let id = RequestId {
+            client: self.client,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        loop {
+            let req = MetaRequest {
+                session: self.session.load(Ordering::Acquire),
+                caller: caller.clone(),
+                op: op.clone(),
+                id: Some(id),
+            };
+            match self.rpc.call(req).await {
+                Ok(MetaReply::Err {
+                    errno: errno::ESTALE,
+                    ..
+                }) if remounts < 2 => {
+                    // The service restarted and forgot the session.
+                    remounts += 1;
+                    if self.mount().await.is_ok() {
+                        continue;
+                    }
+                }
+                Ok(MetaReply::Err { errno, message }) => {
+                    tracing::debug!(errno, message, "metadata refused");
+                    return Err(errno);
+                }
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata service unreachable; retrying");
+                }
+            }
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(errno::EIO);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpfs_proto::frame::{encode_frame, read_frame};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// The first attempt reaches the service, which then dies before it
+    /// answers; the retry must carry the same request id (so the service
+    /// can tell it was applied), and the next operation a new one.
+    #[tokio::test]
+    async fn a_retry_carries_the_request_id_of_its_first_attempt() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let service = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            // Connection 1: take the request, drop the connection unanswered.
+            let (mut c, _) = listener.accept().await.unwrap();
+            let (_, req): (u64, MetaRequest) = read_frame(&mut c).await.unwrap();
+            seen.push(req.id);
+            drop(c);
+            // Connection 2: the retry, then the next operation, answered.
+            let (mut c, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                let (n, req): (u64, MetaRequest) = read_frame(&mut c).await.unwrap();
+                seen.push(req.id);
+                let frame = encode_frame(n, &MetaReply::Done).unwrap();
+                c.write_all(&frame).await.unwrap();
+            }
+            seen
+        });
+        let meta = MetaClient::new(&address, "test");
+        let who = Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        let unlink = || MetaOp::Unlink {
+            parent: 1,
+            name: b"f".to_vec(),
+        };
+        assert!(matches!(
+            meta.call(&who, unlink()).await,
+            Ok(MetaReply::Done)
+        ));
+        assert!(matches!(
+            meta.call(&who, unlink()).await,
+            Ok(MetaReply::Done)
+        ));
+        let seen = service.await.unwrap();
+        assert!(seen.iter().all(Option::is_some), "{seen:?}");
+        assert_eq!(seen[0], seen[1], "the retry changed its id");
+        assert_ne!(seen[1], seen[2], "two operations shared an id");
+    }
+}

@@ -1,0 +1,134 @@
+//! The metadata service: the only owner of every file system's namespace
+//! (inodes, directory entries, extended attributes, counters, layouts) in
+//! the sqlx store, POSIX checks against the caller's identity, and
+//! capabilities for the nodes.
+//!
+//! - [`lifecycle`]: provisioning, dropping and measuring a namespace (the
+//!   reconciler's and billing's way in).
+//! - [`policy`]: what the control plane tells it about mount targets.
+//! - [`access`]: grants and identities (access rules, squashing, LDAP).
+//! - [`perm`]: POSIX permission checks.
+//! - `ns`: the namespace operations; [`server`]: the protocol handler.
+//!
+//! Every mutating operation is one transaction, so a crash leaves the
+//! namespace as it was before or after the operation, never between.
+
+pub mod access;
+pub mod lifecycle;
+mod ns;
+pub mod perm;
+pub mod policy;
+pub mod server;
+
+#[cfg(test)]
+mod exactly_once_tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cpfs_proto::capability::CapabilityKey;
+use cpfs_store::Store;
+
+pub use server::serve;
+
+/// A mounted client: which file system, bought how large.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub fs: String,
+    pub capacity_bytes: u64,
+    pub domain: String,
+    /// The client's address: access rules are matched against it.
+    pub peer: std::net::IpAddr,
+}
+
+pub struct MetaService {
+    pub store: Store,
+    /// Mount targets' rules and LDAP configurations (the control plane).
+    policies: Arc<dyn policy::PolicySource>,
+    pub key: CapabilityKey,
+    pub identity_settings: access::IdentitySettings,
+    access: access::AccessCache,
+    /// Counters of the metadata protocol's service shell.
+    pub service_stats: Arc<cpfs_proto::rpc::ServiceStats>,
+    sessions: std::sync::RwLock<HashMap<u64, Session>>,
+    /// Open handles per (fs, inode) across all clients: an unlinked inode
+    /// keeps its data while any client holds it open.
+    open: std::sync::Mutex<HashMap<(String, u64), u32>>,
+    /// Inode numbers handed out from ranges reserved in the store.
+    inos: tokio::sync::Mutex<HashMap<String, (u64, u64)>>,
+}
+
+/// An errno and what to log about it.
+pub type Failure = (i32, String);
+pub type Res<T> = Result<T, Failure>;
+
+pub fn fail<T>(errno: i32, msg: impl Into<String>) -> Res<T> {
+    Err((errno, msg.into()))
+}
+
+/// How long a capability lasts; clients refresh by reopening.
+pub const CAPABILITY_SECS: i64 = 3600;
+
+impl MetaService {
+    pub fn new(
+        store: Store,
+        policies: Arc<dyn policy::PolicySource>,
+        key: CapabilityKey,
+        identity_settings: access::IdentitySettings,
+    ) -> Arc<MetaService> {
+        Arc::new(MetaService {
+            store,
+            policies,
+            key,
+            identity_settings,
+            access: access::AccessCache::default(),
+            service_stats: Default::default(),
+            sessions: std::sync::RwLock::new(HashMap::new()),
+            open: std::sync::Mutex::new(HashMap::new()),
+            inos: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn session(&self, id: u64) -> Option<Session> {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn add_session(&self, s: Session) -> u64 {
+        let id = rand::random::<u64>() | 1;
+        self.sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, s);
+        id
+    }
+
+    fn opened(&self, fs: &str, ino: u64) {
+        *self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((fs.to_string(), ino))
+            .or_insert(0) += 1;
+    }
+
+    fn released(&self, fs: &str, ino: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&(fs.to_string(), ino)) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&(fs.to_string(), ino));
+            }
+        }
+    }
+
+    pub fn is_open(&self, fs: &str, ino: u64) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&(fs.to_string(), ino))
+    }
+}

@@ -1,0 +1,117 @@
+//! What the metadata service needs to know from the control plane to
+//! decide a mount's grant, asked through a trait so that this crate never
+//! reads the control plane's tables or links its crate: the binary hands
+//! the control plane in as the [`PolicySource`].
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+pub use cpfs_directory::LdapConfig;
+pub use ipnet::IpNet;
+
+/// How identities of one rule are squashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Squash {
+    None,
+    Root,
+    All,
+}
+
+impl Squash {
+    /// From the API's `UserAccessType` (`no_squash`, `root_squash`,
+    /// `all_squash`).
+    pub fn parse(s: &str) -> Squash {
+        match s {
+            "root_squash" => Squash::Root,
+            "all_squash" => Squash::All,
+            _ => Squash::None,
+        }
+    }
+}
+
+/// One access rule, as the metadata service applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub ipv4: Option<IpNet>,
+    pub ipv6: Option<IpNet>,
+    pub writable: bool,
+    pub squash: Squash,
+}
+
+impl Rule {
+    pub fn admits(&self, addr: IpAddr) -> bool {
+        let net = if addr.is_ipv4() { self.ipv4 } else { self.ipv6 };
+        net.is_some_and(|n| n.contains(&addr))
+    }
+}
+
+/// Parses `a.b.c.d/n`, a bare address (a host route) or an IPv6 equivalent.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Everything that decides what clients of one mount target may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPolicy {
+    pub fs: String,
+    pub mount_target_status: String,
+    pub fs_status: String,
+    pub capacity_bytes: u64,
+    pub access_group: String,
+    /// The group's rules, highest priority first; `None` for the default
+    /// group, which admits every address read-write without squashing.
+    pub rules: Option<Vec<Rule>>,
+    pub ldap: Option<LdapConfig>,
+}
+
+pub type PolicyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<MountPolicy>, String>> + Send + 'a>>;
+
+/// Where mount policies come from (the control plane in `cpfs serve`, a
+/// fixed table in tests).
+pub trait PolicySource: Send + Sync {
+    /// The policy of the mount target named `domain`; `Ok(None)` when there
+    /// is no such mount target, `Err` when the source could not answer.
+    fn mount_policy<'a>(&'a self, domain: &'a str) -> PolicyFuture<'a>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(net: &str) -> Rule {
+        Rule {
+            ipv4: parse_net(net),
+            ipv6: None,
+            writable: true,
+            squash: Squash::None,
+        }
+    }
+
+    #[test]
+    fn rules_admit_the_addresses_of_their_networks() {
+        let a: IpAddr = "192.168.1.7".parse().unwrap();
+        assert!(v4("192.168.1.0/24").admits(a));
+        assert!(!v4("192.168.2.0/24").admits(a));
+        assert!(v4("0.0.0.0/0").admits(a));
+        assert!(
+            v4("192.168.1.7").admits(a),
+            "a bare address is a host route"
+        );
+        assert!(!v4("192.168.1.8").admits(a));
+        let v6 = Rule {
+            ipv4: None,
+            ipv6: parse_net("fd00::/8"),
+            writable: true,
+            squash: Squash::None,
+        };
+        assert!(v6.admits("fd12::1".parse().unwrap()));
+        assert!(!v6.admits(a), "an IPv4 client never matches an IPv6 rule");
+        assert!(parse_net("10.0.0.0/33").is_none());
+        assert!(parse_net("nonsense").is_none());
+    }
+}

@@ -1,0 +1,516 @@
+//! Serving the metadata protocol, and the orphan collector.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpfs_client::data::DataClient;
+use cpfs_proto::capability::{ADMIN, ANY_INODE};
+use cpfs_proto::meta::{errno, Caller, Kind, MetaOp, MetaReply, MetaRequest, RequestId};
+use cpfs_proto::node::NodeRequest;
+use cpfs_proto::rpc::{self, ServiceLimits};
+use tokio::net::TcpListener;
+
+use crate::ns::{NewNode, APPLIED};
+use crate::{MetaService, Res, Session};
+
+fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
+    match r {
+        Ok(v) => ok(v),
+        Err((errno, message)) => MetaReply::Err { errno, message },
+    }
+}
+
+impl MetaService {
+    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: MetaRequest) -> MetaReply {
+        if let MetaOp::Mount { domain } = &req.op {
+            return reply(self.mount(domain, peer.ip()).await, |r| r);
+        }
+        let Some(s) = self.session(req.session) else {
+            return MetaReply::Err {
+                errno: errno::ESTALE,
+                message: "unknown session; mount again".into(),
+            };
+        };
+        // Bookkeeping that no identity may be refused: forgetting an open
+        // handle, and the data path's chain table.
+        if matches!(req.op, MetaOp::Release { .. } | MetaOp::ChainTable) {
+            return self.handle_as(s, req.caller, req.op, None).await;
+        }
+        let grant = match self.session_grant(&s).await {
+            Ok(g) => g,
+            Err((errno, message)) => return MetaReply::Err { errno, message },
+        };
+        if !grant.writable && mutates(&req.op) {
+            return MetaReply::Err {
+                errno: errno::EROFS,
+                message: format!("mount target {} is read-only for {}", s.domain, s.peer),
+            };
+        }
+        let who = match self.identity(&grant, req.caller).await {
+            Ok(who) => who,
+            Err((errno, message)) => {
+                tracing::debug!(fs = %s.fs, %message, "caller refused");
+                return MetaReply::Err { errno, message };
+            }
+        };
+        self.handle_as(s, who, req.op, req.id).await
+    }
+
+    /// Runs `op` for `who`, the identity the service decided on. An
+    /// operation that is not idempotent is applied once per request id: a
+    /// retry of one already applied gets the answer the first attempt got.
+    pub(crate) async fn handle_as(
+        self: Arc<Self>,
+        s: Session,
+        who: Caller,
+        op: MetaOp,
+        id: Option<RequestId>,
+    ) -> MetaReply {
+        let Some(id) = id.filter(|_| once_only(&op)) else {
+            return self.apply(s, who, op, None).await;
+        };
+        let again = op.clone();
+        match self
+            .clone()
+            .apply(s.clone(), who.clone(), op, Some(id))
+            .await
+        {
+            MetaReply::Err { errno: APPLIED, .. } => match self.applied(&s, id).await {
+                Ok(Some(ino)) => self.replay(&s, &who, &again, id, ino).await,
+                Ok(None) => MetaReply::Err {
+                    errno: errno::EIO,
+                    message: "request claimed but its record is gone".into(),
+                },
+                Err((errno, message)) => MetaReply::Err { errno, message },
+            },
+            r => r,
+        }
+    }
+
+    /// The answer to a retry of request `id`, which was applied already and
+    /// made or linked `ino`: what the first attempt answered, as the
+    /// namespace is now.
+    async fn replay(
+        &self,
+        s: &Session,
+        who: &Caller,
+        op: &MetaOp,
+        id: RequestId,
+        ino: u64,
+    ) -> MetaReply {
+        tracing::info!(fs = %s.fs, client = id.client, seq = id.seq, ino, "a retried request was applied before; answering from its record");
+        match op {
+            MetaOp::Create { read, .. } => {
+                reply(self.open_created(s, who, ino, *read).await, MetaReply::Open)
+            }
+            MetaOp::Mknod { .. }
+            | MetaOp::Mkdir { .. }
+            | MetaOp::Symlink { .. }
+            | MetaOp::Link { .. } => reply(self.getattr(s, ino).await, MetaReply::Entry),
+            _ => MetaReply::Done,
+        }
+    }
+
+    /// Applies `op` for `who`; `id`, when given, is recorded with the change.
+    async fn apply(
+        self: Arc<Self>,
+        s: Session,
+        who: Caller,
+        req_op: MetaOp,
+        id: Option<RequestId>,
+    ) -> MetaReply {
+        match req_op {
+            MetaOp::Mount { .. } => MetaReply::Err {
+                errno: errno::EINVAL,
+                message: "already mounted".into(),
+            },
+            MetaOp::Lookup { parent, name } => {
+                reply(self.lookup(&s, &who, parent, &name).await, MetaReply::Entry)
+            }
+            MetaOp::GetAttr { ino } => reply(self.getattr(&s, ino).await, MetaReply::Attr),
+            MetaOp::SetAttr { ino, set } => {
+                reply(self.setattr(&s, &who, ino, set).await, MetaReply::Attr)
+            }
+            MetaOp::Mknod {
+                parent,
+                name,
+                mode,
+                rdev,
+                umask,
+            } => {
+                let Some(kind) = Kind::from_mode(mode) else {
+                    return MetaReply::Err {
+                        errno: errno::EINVAL,
+                        message: "unknown file type".into(),
+                    };
+                };
+                if kind == Kind::Dir {
+                    return MetaReply::Err {
+                        errno: errno::EINVAL,
+                        message: "use mkdir".into(),
+                    };
+                }
+                if matches!(kind, Kind::CharDev | Kind::BlockDev) && who.uid != 0 {
+                    return MetaReply::Err {
+                        errno: errno::EPERM,
+                        message: "device nodes need root".into(),
+                    };
+                }
+                reply(
+                    self.create(
+                        &s,
+                        &who,
+                        parent,
+                        &name,
+                        NewNode {
+                            kind,
+                            perm: mode & !umask,
+                            rdev,
+                            target: None,
+                        },
+                        id,
+                    )
+                    .await,
+                    MetaReply::Entry,
+                )
+            }
+            MetaOp::Mkdir {
+                parent,
+                name,
+                mode,
+                umask,
+            } => reply(
+                self.create(
+                    &s,
+                    &who,
+                    parent,
+                    &name,
+                    NewNode {
+                        kind: Kind::Dir,
+                        perm: mode & !umask,
+                        rdev: 0,
+                        target: None,
+                    },
+                    id,
+                )
+                .await,
+                MetaReply::Entry,
+            ),
+            MetaOp::Symlink {
+                parent,
+                name,
+                target,
+            } => reply(
+                self.create(
+                    &s,
+                    &who,
+                    parent,
+                    &name,
+                    NewNode {
+                        kind: Kind::Symlink,
+                        perm: 0o777,
+                        rdev: 0,
+                        target: Some(target),
+                    },
+                    id,
+                )
+                .await,
+                MetaReply::Entry,
+            ),
+            MetaOp::Create {
+                parent,
+                name,
+                mode,
+                umask,
+                read,
+            } => {
+                let node = NewNode {
+                    kind: Kind::File,
+                    perm: mode & 0o7777 & !umask,
+                    rdev: 0,
+                    target: None,
+                };
+                match self.create(&s, &who, parent, &name, node, id).await {
+                    Ok(a) => reply(
+                        self.open_created(&s, &who, a.ino, read).await,
+                        MetaReply::Open,
+                    ),
+                    Err((errno, message)) => MetaReply::Err { errno, message },
+                }
+            }
+            MetaOp::Readlink { ino } => reply(self.readlink(&s, ino).await, MetaReply::Link),
+            MetaOp::Link {
+                ino,
+                new_parent,
+                new_name,
+            } => reply(
+                self.link(&s, &who, ino, new_parent, &new_name, id).await,
+                MetaReply::Entry,
+            ),
+            MetaOp::Unlink { parent, name } => reply(
+                self.unlink(&s, &who, parent, &name, false, id).await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::Rmdir { parent, name } => {
+                reply(self.unlink(&s, &who, parent, &name, true, id).await, |_| {
+                    MetaReply::Done
+                })
+            }
+            MetaOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                flags,
+            } => reply(
+                self.rename(
+                    &s,
+                    &who,
+                    (parent, &name),
+                    (new_parent, &new_name),
+                    flags,
+                    id,
+                )
+                .await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::Open { ino, read, write } => {
+                reply(self.open(&s, &who, ino, read, write).await, MetaReply::Open)
+            }
+            MetaOp::Release { ino } => {
+                self.release(&s, ino);
+                MetaReply::Done
+            }
+            MetaOp::Access { ino, mask } => {
+                reply(self.access(&s, &who, ino, mask).await, |_| MetaReply::Done)
+            }
+            MetaOp::ReadDir { ino, after, limit } => reply(
+                self.readdir(&s, &who, ino, after, limit).await,
+                |(entries, more)| MetaReply::Dir { entries, more },
+            ),
+            MetaOp::Written { ino, size } => {
+                reply(self.written(&s, ino, size).await, MetaReply::Attr)
+            }
+            MetaOp::StatFs => reply(self.statfs(&s).await, MetaReply::StatFs),
+            MetaOp::SetXattr {
+                ino,
+                name,
+                value,
+                flags,
+            } => reply(
+                self.setxattr(&s, &who, ino, (&name, &value), flags, id)
+                    .await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::GetXattr { ino, name } => {
+                reply(self.getxattr(&s, &who, ino, &name).await, MetaReply::Xattr)
+            }
+            MetaOp::ListXattr { ino } => {
+                reply(self.listxattr(&s, ino).await, MetaReply::XattrNames)
+            }
+            MetaOp::RemoveXattr { ino, name } => {
+                reply(self.removexattr(&s, &who, ino, &name, id).await, |_| {
+                    MetaReply::Done
+                })
+            }
+            MetaOp::GetStripe { ino } => reply(
+                self.get_stripe(&s, ino).await,
+                |(chunk_size, stripe_width)| MetaReply::Stripe {
+                    chunk_size,
+                    stripe_width,
+                },
+            ),
+            MetaOp::SetStripe {
+                ino,
+                chunk_size,
+                stripe_width,
+            } => reply(
+                self.set_stripe(&s, &who, ino, chunk_size, stripe_width)
+                    .await,
+                |_| MetaReply::Done,
+            ),
+            MetaOp::ChainTable => reply(self.chain_table().await, MetaReply::Chains),
+        }
+    }
+
+    /// Removes orphaned inodes (last link gone, no client holds them open):
+    /// their chunks on every node, then their rows.
+    pub async fn collect_orphans(self: &Arc<Self>, data: &DataClient) -> Res<usize> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT fs_id, ino FROM orphans ORDER BY since LIMIT 256")
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
+        let mut done = 0;
+        for (fs, ino) in rows {
+            let ino = ino as u64;
+            if self.is_open(&fs, ino) {
+                continue;
+            }
+            let cap = self.key.issue(
+                &fs,
+                ANY_INODE,
+                ADMIN,
+                crate::ns::now_ns() / 1_000_000_000 + 60,
+            );
+            if let Err(e) = data
+                .broadcast(NodeRequest::DropInode {
+                    cap,
+                    fs: fs.clone(),
+                    inode: ino,
+                })
+                .await
+            {
+                tracing::warn!(fs, ino, error = %e, "could not drop an orphan's chunks yet");
+                continue;
+            }
+            let mut tx = self
+                .store
+                .begin_write()
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
+            let size: Option<(i64,)> = sqlx::query_as(
+                "SELECT size FROM inodes WHERE fs_id = $1 AND ino = $2 AND kind = 1",
+            )
+            .bind(&fs)
+            .bind(ino as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| (errno::EIO, e.to_string()))?;
+            for sql in [
+                "DELETE FROM xattrs WHERE fs_id = $1 AND ino = $2",
+                "DELETE FROM inodes WHERE fs_id = $1 AND ino = $2",
+                "DELETE FROM orphans WHERE fs_id = $1 AND ino = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(&fs)
+                    .bind(ino as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| (errno::EIO, e.to_string()))?;
+            }
+            sqlx::query("UPDATE fs_counters SET used_bytes = used_bytes - $1, files = files - 1 WHERE fs_id = $2")
+                .bind(size.map_or(0, |s| s.0))
+                .bind(&fs)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
+            tx.commit().await.map_err(|e| (errno::EIO, e.to_string()))?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+/// Whether applying `op` twice differs from applying it once (the second
+/// create answers EEXIST, the second unlink ENOENT, ...): such operations are
+/// recorded by request id. Truncates, attribute and size changes are not: a
+/// repetition sets the same values again.
+fn once_only(op: &MetaOp) -> bool {
+    matches!(
+        op,
+        MetaOp::Create { .. }
+            | MetaOp::Mknod { .. }
+            | MetaOp::Mkdir { .. }
+            | MetaOp::Symlink { .. }
+            | MetaOp::Link { .. }
+            | MetaOp::Unlink { .. }
+            | MetaOp::Rmdir { .. }
+            | MetaOp::Rename { .. }
+            | MetaOp::SetXattr { .. }
+            | MetaOp::RemoveXattr { .. }
+    )
+}
+
+/// Whether `op` changes the file system (refused on a read-only mount).
+fn mutates(op: &MetaOp) -> bool {
+    match op {
+        MetaOp::Open { write, .. } => *write,
+        MetaOp::Access { mask, .. } => mask & crate::perm::W != 0,
+        MetaOp::SetAttr { .. }
+        | MetaOp::Mknod { .. }
+        | MetaOp::Mkdir { .. }
+        | MetaOp::Create { .. }
+        | MetaOp::Symlink { .. }
+        | MetaOp::Link { .. }
+        | MetaOp::Unlink { .. }
+        | MetaOp::Rmdir { .. }
+        | MetaOp::Rename { .. }
+        | MetaOp::Written { .. }
+        | MetaOp::SetXattr { .. }
+        | MetaOp::RemoveXattr { .. }
+        | MetaOp::SetStripe { .. } => true,
+        MetaOp::Mount { .. }
+        | MetaOp::Lookup { .. }
+        | MetaOp::GetAttr { .. }
+        | MetaOp::Readlink { .. }
+        | MetaOp::Release { .. }
+        | MetaOp::ReadDir { .. }
+        | MetaOp::StatFs
+        | MetaOp::GetXattr { .. }
+        | MetaOp::ListXattr { .. }
+        | MetaOp::GetStripe { .. }
+        | MetaOp::ChainTable => false,
+    }
+}
+
+/// Largest metadata request accepted: names, symlink targets and xattr
+/// values are small; a write of data never passes through here.
+pub const MAX_META_REQUEST: usize = 1 << 20;
+
+/// Serves metadata requests on `listener` and collects orphans, until the
+/// task is dropped or one of the two ends.
+pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
+    let limits = ServiceLimits {
+        name: "meta",
+        max_request: MAX_META_REQUEST,
+        // Directory listings and chain tables come back; both are bounded
+        // well below the protocol limit.
+        max_reply: cpfs_proto::frame::MAX_FRAME,
+        max_in_flight: 1024,
+    };
+    let handler = service.clone();
+    let listen = rpc::serve(
+        listener,
+        limits,
+        service.service_stats.clone(),
+        move |peer, req: MetaRequest| handler.clone().handle(peer, req),
+    );
+    tokio::select! {
+        _ = listen => {}
+        _ = collect_loop(service) => {}
+    }
+}
+
+/// Drops old request records, follows the chain table and removes the data
+/// of orphaned inodes (unlinked and no longer open), every 2 s.
+async fn collect_loop(gc: Arc<MetaService>) {
+    let source_svc = gc.clone();
+    let source: cpfs_client::data::ChainSource = Arc::new(move || {
+        let s = source_svc.clone();
+        Box::pin(async move { s.chain_table().await.map_err(|e| e.1) })
+    });
+    let table = gc.chain_table().await.unwrap_or_default();
+    let data = DataClient::new(table, source);
+    let mut rounds = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rounds += 1;
+        if rounds.is_multiple_of(30) {
+            if let Err(e) = gc.forget_requests().await {
+                tracing::warn!(error = %e.1, "dropping old request records failed");
+            }
+        }
+        if let Ok(t) = gc.chain_table().await {
+            if t.version > data.chain_version().await {
+                data.set_table(t).await;
+            }
+        }
+        match gc.collect_orphans(&data).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "orphaned inodes collected"),
+            Err(e) => tracing::warn!(error = %e.1, "orphan collection failed"),
+        }
+    }
+}

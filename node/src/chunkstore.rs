@@ -1,0 +1,819 @@
+//! Chunks on a node's local disk.
+//!
+//! One file per chunk: `chunks/<fs>/<inode>/<index>.c<chain>` (format 2:
+//! the chain in the name lets a node find one chain's chunks to resync,
+//! rebalance or collect them). The file is a run of
+//! records, each a 4 KiB block followed by the CRC32C of that block. A write
+//! builds every record it touches in memory (reading the old content of a
+//! partly covered block) and puts them on disk with one `pwrite`, so a
+//! killed process leaves each record either old or new, never half; a torn
+//! sector after power loss fails its checksum and is repaired from another
+//! copy. An all-zero record is a hole (never written): it reads as zeros.
+//! Every read verifies every block it touches.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cpfs_proto::layout::BLOCK;
+use cpfs_proto::node::{ChunkKey, FsUsage, NodeError};
+
+const CRC: u64 = 4;
+const RECORD: u64 = BLOCK + CRC;
+const LOCK_STRIPES: usize = 1024;
+const MAX_OPEN_FILES: usize = 4096;
+/// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
+/// named by index only) predates chain-scoped chunks and is refused: its
+/// chunks cannot be assigned to chains without the metadata service.
+const FORMAT: &str = "2";
+
+/// A chunk file's name: `<index>.c<chain>`.
+fn chunk_name(index: u64, chain: u32) -> String {
+    format!("{index}.c{chain}")
+}
+
+fn parse_chunk_name(name: &str) -> Option<(u64, u32)> {
+    let (index, chain) = name.split_once(".c")?;
+    Some((index.parse().ok()?, chain.parse().ok()?))
+}
+
+#[derive(Default)]
+struct Counters {
+    stored: AtomicU64,
+    read: AtomicU64,
+    written: AtomicU64,
+    read_ops: AtomicU64,
+    write_ops: AtomicU64,
+}
+
+pub struct ChunkStore {
+    root: PathBuf,
+    files: Mutex<HashMap<ChunkKey, Arc<File>>>,
+    /// Readers and writers of one chunk exclude each other, so a read never
+    /// sees a record halfway through a concurrent write.
+    locks: Vec<RwLock<()>>,
+    usage: RwLock<HashMap<String, Arc<Counters>>>,
+    pub checksum_errors: AtomicU64,
+    pub repairs: AtomicU64,
+}
+
+fn io(e: std::io::Error) -> NodeError {
+    if e.raw_os_error() == Some(28) || e.kind() == ErrorKind::StorageFull {
+        NodeError::NoSpace
+    } else {
+        NodeError::Io(e.to_string())
+    }
+}
+
+/// File-system ids become directory names: only `[a-z0-9-]` is allowed.
+pub fn valid_fs(fs: &str) -> bool {
+    !fs.is_empty()
+        && fs.len() <= 64
+        && fs
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn encode_record(block: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(block);
+    out.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
+}
+
+/// The block of a record, or None when its checksum fails. A hole is zeros.
+fn decode_record(rec: &[u8]) -> Option<&[u8]> {
+    let (block, crc) = rec.split_at(BLOCK as usize);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if stored == crc32c::crc32c(block) || (stored == 0 && block.iter().all(|b| *b == 0)) {
+        Some(block)
+    } else {
+        None
+    }
+}
+
+impl ChunkStore {
+    /// Opens the store under `root`, counting what it already holds.
+    pub fn open(root: &Path) -> std::io::Result<ChunkStore> {
+        let chunks = root.join("chunks");
+        std::fs::create_dir_all(&chunks)?;
+        let format_file = root.join("chunk-format");
+        match std::fs::read_to_string(&format_file) {
+            Ok(f) if f.trim() == FORMAT => {}
+            Ok(f) => {
+                return Err(std::io::Error::other(format!(
+                    "{} says chunk format {}, this node reads format {FORMAT}",
+                    format_file.display(),
+                    f.trim()
+                )))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if std::fs::read_dir(&chunks)?.next().is_some() {
+                    return Err(std::io::Error::other(format!(
+                        "{} holds chunks of format 1 (before chains were part of chunk names); start the node on an empty directory",
+                        chunks.display()
+                    )));
+                }
+                std::fs::write(&format_file, FORMAT)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let store = ChunkStore {
+            root: chunks,
+            files: Mutex::new(HashMap::new()),
+            locks: (0..LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
+            usage: RwLock::new(HashMap::new()),
+            checksum_errors: AtomicU64::new(0),
+            repairs: AtomicU64::new(0),
+        };
+        for fs in std::fs::read_dir(&store.root)? {
+            let fs = fs?;
+            let name = fs.file_name().to_string_lossy().to_string();
+            let mut total = 0u64;
+            for inode in std::fs::read_dir(fs.path())? {
+                for chunk in std::fs::read_dir(inode?.path())? {
+                    total += chunk?.metadata()?.len();
+                }
+            }
+            store
+                .counters(&name)
+                .stored
+                .store(total / RECORD * BLOCK, Ordering::Relaxed);
+        }
+        Ok(store)
+    }
+
+    fn counters(&self, fs: &str) -> Arc<Counters> {
+        if let Some(c) = self.usage.read().unwrap_or_else(|p| p.into_inner()).get(fs) {
+            return c.clone();
+        }
+        self.usage
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(fs.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn lock_for(&self, key: &ChunkKey) -> &RwLock<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.locks[(h.finish() as usize) % LOCK_STRIPES]
+    }
+
+    fn inode_dir(&self, fs: &str, inode: u64) -> PathBuf {
+        self.root.join(fs).join(inode.to_string())
+    }
+
+    pub fn chunk_path(&self, key: &ChunkKey) -> PathBuf {
+        self.inode_dir(&key.fs, key.inode)
+            .join(chunk_name(key.index, key.chain))
+    }
+
+    fn file(&self, key: &ChunkKey, create: bool) -> Result<Option<Arc<File>>, NodeError> {
+        if !valid_fs(&key.fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        if let Some(f) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Ok(Some(f.clone()));
+        }
+        let path = self.chunk_path(key);
+        let opened = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                std::fs::create_dir_all(self.inode_dir(&key.fs, key.inode)).map_err(io)?;
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(io)?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let f = Arc::new(opened);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() >= MAX_OPEN_FILES {
+            files.clear();
+        }
+        files.insert(key.clone(), f.clone());
+        Ok(Some(f))
+    }
+
+    fn read_records(&self, f: &File, first: u64, count: u64) -> Result<Vec<u8>, NodeError> {
+        let mut buf = vec![0u8; (count * RECORD) as usize];
+        let mut done = 0usize;
+        while done < buf.len() {
+            match f.read_at(&mut buf[done..], first * RECORD + done as u64) {
+                Ok(0) => break, // beyond the end: holes
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` of the chunk. `whole_blocks` (repairs)
+    /// replaces blocks without reading them, which is how a corrupt block
+    /// is overwritten.
+    pub fn write(
+        &self,
+        key: &ChunkKey,
+        offset: u64,
+        data: &[u8],
+        whole_blocks: bool,
+    ) -> Result<(), NodeError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let f = self
+            .file(key, true)?
+            .ok_or_else(|| NodeError::Io("chunk vanished".into()))?;
+        let first = offset / BLOCK;
+        let last = (offset + data.len() as u64 - 1) / BLOCK;
+        let count = last - first + 1;
+        if whole_blocks
+            && (!offset.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK))
+        {
+            return Err(NodeError::Invalid("repairs cover whole blocks".into()));
+        }
+        let head_partial = !offset.is_multiple_of(BLOCK);
+        let tail_partial = !(offset + data.len() as u64).is_multiple_of(BLOCK);
+        let mut blocks = vec![0u8; (count * BLOCK) as usize];
+        if !whole_blocks && (head_partial || tail_partial) {
+            // Old content of the partly covered edge blocks.
+            for b in [first, last] {
+                if (b == first && head_partial) || (b == last && tail_partial) {
+                    let rec = self.read_records(&f, b, 1)?;
+                    let block = decode_record(&rec).ok_or_else(|| {
+                        self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                        NodeError::Checksum
+                    })?;
+                    let at = ((b - first) * BLOCK) as usize;
+                    blocks[at..at + BLOCK as usize].copy_from_slice(block);
+                }
+            }
+        }
+        let start = (offset - first * BLOCK) as usize;
+        blocks[start..start + data.len()].copy_from_slice(data);
+        let mut out = Vec::with_capacity((count * RECORD) as usize);
+        for block in blocks.chunks(BLOCK as usize) {
+            encode_record(block, &mut out);
+        }
+        let before = f.metadata().map_err(io)?.len();
+        f.write_all_at(&out, first * RECORD).map_err(io)?;
+        let after = before.max((first + count) * RECORD);
+        let c = self.counters(&key.fs);
+        c.stored
+            .fetch_add((after - before) / RECORD * BLOCK, Ordering::Relaxed);
+        c.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+        c.write_ops.fetch_add(1, Ordering::Relaxed);
+        if whole_blocks {
+            self.repairs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `offset` of the chunk, verifying every block.
+    pub fn read(&self, key: &ChunkKey, offset: u64, len: u64) -> Result<Vec<u8>, NodeError> {
+        let c = self.counters(&key.fs);
+        c.read_ops.fetch_add(1, Ordering::Relaxed);
+        c.read.fetch_add(len, Ordering::Relaxed);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(vec![0u8; len as usize]);
+        };
+        let first = offset / BLOCK;
+        let last = (offset + len - 1) / BLOCK;
+        let raw = self.read_records(&f, first, last - first + 1)?;
+        let mut out = Vec::with_capacity(len as usize);
+        for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
+            let block = decode_record(rec).ok_or_else(|| {
+                self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, block = first + i as u64, "checksum mismatch");
+                NodeError::Checksum
+            })?;
+            let b = first + i as u64;
+            let from = if b == first {
+                (offset % BLOCK) as usize
+            } else {
+                0
+            };
+            let to = if b == last {
+                ((offset + len - 1) % BLOCK + 1) as usize
+            } else {
+                BLOCK as usize
+            };
+            out.extend_from_slice(&block[from..to]);
+        }
+        Ok(out)
+    }
+
+    /// Keeps the first `len` bytes of the chunk (0 removes it).
+    pub fn truncate(&self, key: &ChunkKey, len: u64) -> Result<(), NodeError> {
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(());
+        };
+        let before = f.metadata().map_err(io)?.len();
+        let c = self.counters(&key.fs);
+        if len == 0 {
+            self.files
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+            std::fs::remove_file(self.chunk_path(key)).map_err(io)?;
+            c.stored.fetch_sub(
+                (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            return Ok(());
+        }
+        let keep_blocks = len.div_ceil(BLOCK);
+        if !len.is_multiple_of(BLOCK) && before >= keep_blocks * RECORD {
+            // Zero the tail of the last kept block.
+            let b = keep_blocks - 1;
+            let rec = self.read_records(&f, b, 1)?;
+            let mut block = decode_record(&rec).ok_or(NodeError::Checksum)?.to_vec();
+            block[(len % BLOCK) as usize..].fill(0);
+            let mut out = Vec::with_capacity(RECORD as usize);
+            encode_record(&block, &mut out);
+            f.write_all_at(&out, b * RECORD).map_err(io)?;
+        }
+        if before > keep_blocks * RECORD {
+            f.set_len(keep_blocks * RECORD).map_err(io)?;
+            let freed = (before - keep_blocks * RECORD) / RECORD * BLOCK;
+            c.stored.fetch_sub(
+                freed.min(c.stored.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(())
+    }
+
+    /// fdatasync of every chunk of the inode, and of its directory (new
+    /// chunk files must be findable after a crash too).
+    pub fn fsync_inode(&self, fs: &str, inode: u64) -> Result<(), NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        let dir = self.inode_dir(fs, inode);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            File::open(entry.path())
+                .and_then(|f| f.sync_data())
+                .map_err(io)?;
+        }
+        for d in [
+            dir.as_path(),
+            self.root.join(fs).as_path(),
+            self.root.as_path(),
+        ] {
+            File::open(d).and_then(|f| f.sync_all()).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn forget_open(&self, fs: &str, inode: Option<u64>) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| !(k.fs == fs && inode.is_none_or(|i| i == k.inode)));
+    }
+
+    fn remove_dir_counted(&self, fs: &str, dir: &Path) -> Result<(), NodeError> {
+        let mut freed = 0u64;
+        if let Ok(walk) = std::fs::read_dir(dir) {
+            for e in walk.flatten() {
+                if let Ok(m) = e.metadata() {
+                    if m.is_dir() {
+                        if let Ok(inner) = std::fs::read_dir(e.path()) {
+                            freed += inner
+                                .flatten()
+                                .filter_map(|x| x.metadata().ok())
+                                .map(|m| m.len())
+                                .sum::<u64>();
+                        }
+                    } else {
+                        freed += m.len();
+                    }
+                }
+            }
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let c = self.counters(fs);
+        let freed = freed / RECORD * BLOCK;
+        c.stored.fetch_sub(
+            freed.min(c.stored.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    pub fn drop_inode(&self, fs: &str, inode: u64) -> Result<(), NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        self.forget_open(fs, Some(inode));
+        self.remove_dir_counted(fs, &self.inode_dir(fs, inode))
+    }
+
+    pub fn drop_fs(&self, fs: &str) -> Result<(), NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        self.forget_open(fs, None);
+        match std::fs::remove_dir_all(self.root.join(fs)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        self.usage
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(fs);
+        Ok(())
+    }
+
+    /// Every chunk this node holds, with its file length in bytes of data
+    /// (records × 4 KiB). A walk of the directory tree: callers run it in
+    /// the background, not per request.
+    pub fn list_chunks(&self) -> Vec<(ChunkKey, u64)> {
+        let mut out = Vec::new();
+        let Ok(fss) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
+        for fs in fss.flatten() {
+            let fs_name = fs.file_name().to_string_lossy().to_string();
+            if !valid_fs(&fs_name) {
+                continue;
+            }
+            let Ok(inodes) = std::fs::read_dir(fs.path()) else {
+                continue;
+            };
+            for inode in inodes.flatten() {
+                let Ok(ino) = inode.file_name().to_string_lossy().parse::<u64>() else {
+                    continue;
+                };
+                let Ok(chunks) = std::fs::read_dir(inode.path()) else {
+                    continue;
+                };
+                for chunk in chunks.flatten() {
+                    let name = chunk.file_name().to_string_lossy().to_string();
+                    let Some((index, chain)) = parse_chunk_name(&name) else {
+                        continue;
+                    };
+                    let len = chunk.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push((
+                        ChunkKey {
+                            fs: fs_name.clone(),
+                            inode: ino,
+                            index,
+                            chain,
+                        },
+                        len / RECORD * BLOCK,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// The chunk's stored records (blocks and checksums) after verifying
+    /// every one; None when the chunk does not exist. What a resync copies.
+    pub fn read_raw(&self, key: &ChunkKey) -> Result<Option<Vec<u8>>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        let len = f.metadata().map_err(io)?.len();
+        let raw = self.read_records(&f, 0, len / RECORD)?;
+        if raw
+            .chunks(RECORD as usize)
+            .any(|r| decode_record(r).is_none())
+        {
+            self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(NodeError::Checksum);
+        }
+        Ok(Some(raw))
+    }
+
+    /// Block `b` of the chunk after verifying it; None when the chunk does
+    /// not exist or ends before the block.
+    pub fn read_block(&self, key: &ChunkKey, b: u64) -> Result<Option<Vec<u8>>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        if f.metadata().map_err(io)?.len() < (b + 1) * RECORD {
+            return Ok(None);
+        }
+        let rec = self.read_records(&f, b, 1)?;
+        match decode_record(&rec) {
+            Some(block) => Ok(Some(block.to_vec())),
+            None => {
+                self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+                Err(NodeError::Checksum)
+            }
+        }
+    }
+
+    /// A digest of the chunk's records (CRC32C of the stored bytes), to
+    /// tell whether two copies are the same without moving the data.
+    pub fn digest(&self, key: &ChunkKey) -> Result<Option<(u64, u32)>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        let len = f.metadata().map_err(io)?.len();
+        let raw = self.read_records(&f, 0, len / RECORD)?;
+        Ok(Some((len, crc32c::crc32c(&raw))))
+    }
+
+    /// Replaces the whole chunk with `raw` records (a resync copy), after
+    /// checking every record; `None` removes it. Written to a temporary
+    /// file and renamed, so a crash leaves the old copy or the new one.
+    pub fn put_raw(&self, key: &ChunkKey, raw: Option<&[u8]>) -> Result<(), NodeError> {
+        if !valid_fs(&key.fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        if let Some(raw) = raw {
+            if !(raw.len() as u64).is_multiple_of(RECORD)
+                || raw
+                    .chunks(RECORD as usize)
+                    .any(|r| decode_record(r).is_none())
+            {
+                return Err(NodeError::Invalid(
+                    "resync data is not whole, valid records".into(),
+                ));
+            }
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let path = self.chunk_path(key);
+        let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        let c = self.counters(&key.fs);
+        match raw {
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            },
+            Some(raw) => {
+                std::fs::create_dir_all(self.inode_dir(&key.fs, key.inode)).map_err(io)?;
+                let tmp = path.with_extension("resync");
+                std::fs::write(&tmp, raw).map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
+            }
+        }
+        let after = raw.map_or(0, |r| r.len() as u64);
+        c.stored
+            .fetch_add(after / RECORD * BLOCK, Ordering::Relaxed);
+        c.stored.fetch_sub(
+            (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Blocks of the chunk whose checksum fails (what the scrubber looks
+    /// for). Reads the chunk in pieces so one scrub never holds the chunk
+    /// lock for long.
+    pub fn bad_blocks(&self, key: &ChunkKey) -> Result<Vec<u64>, NodeError> {
+        let len = {
+            let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+            let Some(f) = self.file(key, false)? else {
+                return Ok(vec![]);
+            };
+            f.metadata().map_err(io)?.len()
+        };
+        let blocks = len / RECORD;
+        let mut bad = Vec::new();
+        let step = 64u64;
+        let mut b = 0;
+        while b < blocks {
+            let n = step.min(blocks - b);
+            let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+            let Some(f) = self.file(key, false)? else {
+                break;
+            };
+            let raw = self.read_records(&f, b, n)?;
+            for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
+                if decode_record(rec).is_none() {
+                    bad.push(b + i as u64);
+                }
+            }
+            b += n;
+        }
+        if !bad.is_empty() {
+            self.checksum_errors
+                .fetch_add(bad.len() as u64, Ordering::Relaxed);
+        }
+        Ok(bad)
+    }
+
+    /// Rewrites, from `data` (good copies of whole blocks starting at the
+    /// block-aligned `offset`), only the blocks that still fail their
+    /// checksum here. A block written since the damage was found is newer
+    /// than the copy and is left alone. Returns how many were rewritten.
+    pub fn repair_blocks(
+        &self,
+        key: &ChunkKey,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, NodeError> {
+        if !offset.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK) {
+            return Err(NodeError::Invalid("repairs cover whole blocks".into()));
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(0);
+        };
+        let first = offset / BLOCK;
+        let count = data.len() as u64 / BLOCK;
+        let raw = self.read_records(&f, first, count)?;
+        let mut fixed = 0;
+        for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
+            if decode_record(rec).is_some() {
+                continue;
+            }
+            let block = &data[i * BLOCK as usize..(i + 1) * BLOCK as usize];
+            let mut out = Vec::with_capacity(RECORD as usize);
+            encode_record(block, &mut out);
+            f.write_all_at(&out, (first + i as u64) * RECORD)
+                .map_err(io)?;
+            fixed += 1;
+        }
+        self.repairs.fetch_add(fixed, Ordering::Relaxed);
+        Ok(fixed)
+    }
+
+    pub fn usage(&self) -> Vec<FsUsage> {
+        let map = self.usage.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<FsUsage> = map
+            .iter()
+            .map(|(fs, c)| FsUsage {
+                fs: fs.clone(),
+                bytes_stored: c.stored.load(Ordering::Relaxed),
+                bytes_read: c.read.load(Ordering::Relaxed),
+                bytes_written: c.written.load(Ordering::Relaxed),
+                read_ops: c.read_ops.load(Ordering::Relaxed),
+                write_ops: c.write_ops.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by(|a, b| a.fs.cmp(&b.fs));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> ChunkKey {
+        ChunkKey {
+            fs: "cpfs-test".into(),
+            inode: 7,
+            index: i,
+            chain: 3,
+        }
+    }
+
+    #[test]
+    fn writes_read_back_with_holes_as_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.read(&key(0), 0, 10).unwrap(),
+            vec![0; 10],
+            "absent chunk is a hole"
+        );
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        s.write(&key(0), 5000, &data, false).unwrap();
+        assert_eq!(s.read(&key(0), 5000, 10_000).unwrap(), data);
+        assert_eq!(s.read(&key(0), 0, 5000).unwrap(), vec![0; 5000]);
+        // Overwrite a few bytes in the middle of a block: the rest stays.
+        s.write(&key(0), 6000, b"xyz", false).unwrap();
+        let back = s.read(&key(0), 5000, 10_000).unwrap();
+        assert_eq!(&back[1000..1003], b"xyz");
+        assert_eq!(back[999], data[999]);
+        assert_eq!(back[1003], data[1003]);
+        // Past the end of the file: zeros.
+        assert_eq!(s.read(&key(0), 1 << 20, 100).unwrap(), vec![0; 100]);
+    }
+
+    #[test]
+    fn corruption_is_detected_and_repair_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        let data = vec![0xabu8; 3 * 4096];
+        s.write(&key(1), 0, &data, false).unwrap();
+        // Flip a byte of block 1 on disk.
+        let path = s.chunk_path(&key(1));
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[(RECORD + 100) as usize] ^= 0xff;
+        std::fs::write(&path, raw).unwrap();
+        s.files.lock().unwrap().clear();
+        assert_eq!(
+            s.read(&key(1), 0, 4096).unwrap(),
+            vec![0xab; 4096],
+            "block 0 is fine"
+        );
+        assert_eq!(s.read(&key(1), 4096, 10), Err(NodeError::Checksum));
+        assert_eq!(s.checksum_errors.load(Ordering::Relaxed), 1);
+        // A partial write onto the bad block cannot merge with it.
+        assert_eq!(
+            s.write(&key(1), 4096 + 10, b"x", false),
+            Err(NodeError::Checksum)
+        );
+        s.write(&key(1), 4096, &vec![0xab; 4096], true).unwrap();
+        assert_eq!(s.read(&key(1), 0, 3 * 4096).unwrap(), data);
+        assert_eq!(s.repairs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn truncate_and_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ChunkStore::open(dir.path()).unwrap();
+        s.write(&key(2), 0, &vec![1u8; 10_000], false).unwrap();
+        assert_eq!(s.usage()[0].bytes_stored, 3 * 4096);
+        s.truncate(&key(2), 5000).unwrap();
+        let back = s.read(&key(2), 0, 8192).unwrap();
+        assert_eq!(&back[..5000], &vec![1u8; 5000][..]);
+        assert_eq!(&back[5000..], &vec![0u8; 3192][..]);
+        assert_eq!(s.usage()[0].bytes_stored, 2 * 4096);
+        s.fsync_inode("cpfs-test", 7).unwrap();
+        // Reopening counts what is on disk.
+        let again = ChunkStore::open(dir.path()).unwrap();
+        assert_eq!(again.usage()[0].bytes_stored, 2 * 4096);
+        s.drop_inode("cpfs-test", 7).unwrap();
+        assert_eq!(s.read(&key(2), 0, 10).unwrap(), vec![0; 10]);
+        assert_eq!(s.usage()[0].bytes_stored, 0);
+        assert!(
+            s.read(
+                &ChunkKey {
+                    fs: "../etc".into(),
+                    inode: 1,
+                    index: 0,
+                    chain: 0,
+                },
+                0,
+                1
+            )
+            .is_err()
+                || !valid_fs("../etc")
+        );
+        assert!(s
+            .write(
+                &ChunkKey {
+                    fs: "../etc".into(),
+                    inode: 1,
+                    index: 0,
+                    chain: 0,
+                },
+                0,
+                b"x",
+                false
+            )
+            .is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! The node's side of the heartbeat: report usage, take back the chain
+//! table, dropped file systems and the lease. One HTTP client per node, so
+//! heartbeats reuse their connection instead of opening one a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cpfs_proto::heartbeat::{Heartbeat, HeartbeatReply, HEARTBEAT_PATH, TOKEN_HEADER};
+
+use crate::config::NodeConfig;
+use crate::server::Node;
+
+/// Why a heartbeat failed: a refused token is fatal at registration, the
+/// rest is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("the control plane refused the cluster token")]
+    Refused,
+    #[error("control plane answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("control plane unreachable: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+pub struct Heartbeater {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    zone: String,
+    capacity_bytes: u64,
+    advertise: String,
+}
+
+impl Heartbeater {
+    pub fn new(cfg: &NodeConfig, advertise: &str) -> Result<Heartbeater, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(Heartbeater {
+            http,
+            url: format!("{}{HEARTBEAT_PATH}", cfg.controlplane.trim_end_matches('/')),
+            token: cfg.cluster_token.clone(),
+            zone: cfg.zone.clone(),
+            capacity_bytes: cfg.capacity_bytes,
+            advertise: advertise.to_string(),
+        })
+    }
+
+    async fn send(&self, hb: &Heartbeat) -> Result<HeartbeatReply, HeartbeatError> {
+        let resp = self
+            .http
+            .post(&self.url)
+            .header(TOKEN_HEADER, &self.token)
+            .json(hb)
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(resp.json::<HeartbeatReply>().await?),
+            401 => Err(HeartbeatError::Refused),
+            status => Err(HeartbeatError::Status {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Sends one heartbeat and applies the reply (table, drops, lease).
+    pub async fn round(&self, node: &Arc<Node>) -> Result<(), HeartbeatError> {
+        let version = node.chains.read().await.version;
+        let hb = Heartbeat {
+            id: node.id.clone(),
+            address: self.advertise.clone(),
+            zone: self.zone.clone(),
+            capacity_bytes: self.capacity_bytes,
+            stats: node.stats(version),
+        };
+        let sent = Instant::now();
+        let reply = self.send(&hb).await?;
+        node.renew_lease(sent, reply.lease_ms);
+        node.apply(reply).await;
+        Ok(())
+    }
+
+    /// Heartbeats every `interval`, or at once when a request named a
+    /// newer table, until the task is dropped.
+    pub async fn run(self, node: Arc<Node>, interval: Duration) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = node.wake.notified() => {}
+            }
+            if let Err(e) = self.round(&node).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+        }
+    }
+}

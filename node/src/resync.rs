@@ -1,0 +1,326 @@
+//! Resync: how a syncing member of a chain gets the chain's chunks.
+//!
+//! The head drives it. For every chunk it holds of the chain it compares
+//! digests with the member and sends the records when they differ, holding
+//! the chunk's ordering slot so the copy and the writes it forwards reach
+//! the member in order. A member that returns after an absence therefore
+//! receives only what it missed. At the end the member drops chunks of the
+//! chain that the head neither sent nor wrote meanwhile (files deleted
+//! while it was away). The head reports progress on its heartbeats and the
+//! control plane promotes the member once the head reports it finished.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::blocking::blocking;
+use crate::server::Node;
+use cpfs_proto::chains::{ChainTable, NodeAddr};
+use cpfs_proto::node::NodeClient;
+use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, SyncReport};
+
+#[derive(Default)]
+struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    copied: AtomicU64,
+    finished: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+/// (chain, member being filled, session).
+type Session = (u32, String, u64);
+
+#[derive(Default)]
+pub struct SyncState {
+    /// Head side: the sessions this node runs.
+    running: Mutex<HashMap<Session, Arc<Progress>>>,
+    /// Member side: chunks of a chain held when a session began that the
+    /// head has not vouched for yet.
+    pending: Mutex<HashMap<u32, HashSet<ChunkKey>>>,
+}
+
+impl SyncState {
+    /// A chunk the head sent or wrote during a session: keep it.
+    pub(crate) fn touched(&self, key: &ChunkKey) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = p.get_mut(&key.chain) {
+            set.remove(key);
+        }
+    }
+
+    pub(crate) fn reports(&self) -> Vec<SyncReport> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<SyncReport> = running
+            .iter()
+            .map(|((chain, target, since), p)| SyncReport {
+                chain: *chain,
+                target: target.clone(),
+                since: *since,
+                done_bytes: p.done.load(Ordering::Relaxed),
+                total_bytes: p.total.load(Ordering::Relaxed),
+                copied_bytes: p.copied.load(Ordering::Relaxed),
+                finished: p.finished.load(Ordering::Relaxed),
+                error: p.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| (a.chain, &a.target).cmp(&(b.chain, &b.target)));
+        out
+    }
+}
+
+/// Retries of one call to the member while tables settle.
+const CALL_TRIES: u32 = 50;
+
+impl Node {
+    /// Starts a session for every syncing member of a chain this node
+    /// heads, and forgets sessions the table no longer asks for.
+    pub(crate) fn start_resyncs(self: &Arc<Self>, table: &ChainTable) {
+        let mut wanted: Vec<Session> = Vec::new();
+        for c in &table.chains {
+            if c.head().is_some_and(|h| h.id == self.id) {
+                for s in &c.syncing {
+                    wanted.push((c.id, s.node.id.clone(), s.since));
+                }
+            }
+        }
+        let mut running = self.sync.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|k, _| wanted.contains(k));
+        for session in wanted {
+            if running.contains_key(&session) {
+                continue;
+            }
+            let progress = Arc::new(Progress::default());
+            running.insert(session.clone(), progress.clone());
+            let node = self.clone();
+            let span = tracing::info_span!("resync", chain = session.0, target = %session.1, since = session.2);
+            tokio::spawn(node.run_session(session, progress).instrument(span));
+        }
+    }
+
+    /// The member's current address while the session is still wanted.
+    async fn session_target(&self, session: &Session) -> Option<(NodeAddr, u64)> {
+        let t = self.chains.read().await;
+        let c = t.chain(session.0)?;
+        if c.head()?.id != self.id {
+            return None;
+        }
+        c.syncing
+            .iter()
+            .find(|s| s.node.id == session.1 && s.since == session.2)
+            .map(|s| (s.node.clone(), t.version))
+    }
+
+    async fn run_session(self: Arc<Self>, session: Session, progress: Arc<Progress>) {
+        // Writes routed with a table older than the session may not have
+        // been forwarded to the member; wait until they are done (bounded
+        // by the call timeout) so that the listing below includes them.
+        for _ in 0..400 {
+            match self.oldest_inflight() {
+                Some(v) if v < session.2 => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => break,
+            }
+        }
+        loop {
+            if self.session_target(&session).await.is_none() {
+                return;
+            }
+            match self.sync_pass(&session, &progress).await {
+                Ok(true) => {
+                    progress.finished.store(true, Ordering::Relaxed);
+                    tracing::info!(
+                        bytes = progress.total.load(Ordering::Relaxed),
+                        copied = progress.copied.load(Ordering::Relaxed),
+                        "resync finished"
+                    );
+                    // Wake the heartbeat so the control plane hears it now.
+                    self.wake.notify_one();
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "resync pass failed; retrying");
+                    *progress.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends `build(chain ref)` to the member, riding out table changes.
+    async fn call_member(
+        &self,
+        session: &Session,
+        build: impl Fn(ChainRef) -> NodeRequest,
+    ) -> Result<Option<NodeResponse>, String> {
+        let mut last = String::new();
+        for _ in 0..CALL_TRIES {
+            let Some((target, version)) = self.session_target(session).await else {
+                return Ok(None);
+            };
+            let peer: Arc<NodeClient> = self.peers.get(&target.address);
+            let req = build(ChainRef {
+                id: session.0,
+                version,
+            });
+            match peer.call(req).await {
+                Ok(NodeResponse::Failed(
+                    e @ (NodeError::StaleChainTable { .. }
+                    | NodeError::NotMember
+                    | NodeError::NoLease
+                    | NodeError::Io(_)),
+                )) => last = e.to_string(),
+                Ok(NodeResponse::Failed(e)) => return Err(e.to_string()),
+                Ok(r) => return Ok(Some(r)),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("member did not answer: {last}"))
+    }
+
+    /// One pass over the chain. Ok(false): the session was abandoned.
+    async fn sync_pass(&self, session: &Session, progress: &Progress) -> Result<bool, String> {
+        let cap = self.cluster_cap("");
+        if self
+            .call_member(session, |chain| NodeRequest::SyncBegin {
+                cap: cap.clone(),
+                chain,
+            })
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let store = self.store.clone();
+        let chain_id = session.0;
+        let mut keys: Vec<(ChunkKey, u64)> = blocking(move || Ok(store.list_chunks()))
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(k, _)| k.chain == chain_id)
+            .collect();
+        keys.sort_by(|a, b| (&a.0.fs, a.0.inode, a.0.index).cmp(&(&b.0.fs, b.0.inode, b.0.index)));
+        progress
+            .total
+            .store(keys.iter().map(|(_, l)| *l).sum(), Ordering::Relaxed);
+        progress.done.store(0, Ordering::Relaxed);
+        let mut skipped = 0u64;
+        for (key, len) in keys {
+            self.repair_throttle.take(len).await;
+            let _slot = self.slot(&key).lock().await;
+            let store = self.store.clone();
+            let k = key.clone();
+            let local = blocking(move || store.digest(&k))
+                .await
+                .map_err(|e| e.to_string())?;
+            let cap = self.cluster_cap(&key.fs);
+            let remote = match self
+                .call_member(session, |chain| NodeRequest::SyncDigest {
+                    cap: cap.clone(),
+                    chain,
+                    key: key.clone(),
+                })
+                .await?
+            {
+                None => return Ok(false),
+                Some(NodeResponse::Digest(d)) => d,
+                Some(other) => return Err(format!("unexpected answer {other:?}")),
+            };
+            if local != remote {
+                let store = self.store.clone();
+                let k = key.clone();
+                let raw = match blocking(move || store.read_raw(&k)).await {
+                    Ok(raw) => raw,
+                    Err(NodeError::Checksum) => {
+                        // Left to the scrubber, which repairs it from another
+                        // copy if there is one; the rest of the chain goes on.
+                        tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, "chunk has bad blocks; not copied");
+                        skipped += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
+                let sent = raw.as_ref().map_or(0, |r| r.len() as u64);
+                if self
+                    .call_member(session, |chain| NodeRequest::SyncPut {
+                        cap: cap.clone(),
+                        chain,
+                        key: key.clone(),
+                        raw: raw.clone(),
+                    })
+                    .await?
+                    .is_none()
+                {
+                    return Ok(false);
+                }
+                progress.copied.fetch_add(sent, Ordering::Relaxed);
+            }
+            progress.done.fetch_add(len, Ordering::Relaxed);
+        }
+        if self
+            .call_member(session, |chain| NodeRequest::SyncEnd {
+                cap: cap.clone(),
+                chain,
+            })
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        if skipped > 0 {
+            *progress.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                "{skipped} chunks with unreadable blocks were not copied"
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Member side: a session begins; note the chain's chunks held now.
+    pub(crate) async fn sync_begin(&self, chain: u32) -> Result<(), NodeError> {
+        let store = self.store.clone();
+        let held: HashSet<ChunkKey> = blocking(move || Ok(store.list_chunks()))
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.chain == chain)
+            .collect();
+        self.sync
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chain, held);
+        Ok(())
+    }
+
+    /// Member side: the session is complete; drop what the head did not
+    /// vouch for.
+    pub(crate) async fn sync_end(&self, chain: u32) -> Result<(), NodeError> {
+        let stale = self
+            .sync
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&chain)
+            .unwrap_or_default();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            chain,
+            chunks = stale.len(),
+            "dropping chunks deleted while away"
+        );
+        let store = self.store.clone();
+        blocking(move || {
+            for k in stale {
+                store.put_raw(&k, None)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,156 @@
+//! The frame codec shared by the node and metadata protocols.
+//!
+//! A frame is `u32 length | u8 version | u64 request id | body`, the body a
+//! bincode message and the length counting everything after itself.
+//! Requests and replies carry the id, so one TCP connection carries many
+//! requests at once and replies may come back in any order.
+//!
+//! The version byte is checked on every frame: bincode is not
+//! self-describing, so a peer speaking another version would otherwise be
+//! decoded into garbage instead of being refused with a clear message.
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The wire version this build speaks. Bump it whenever a message of the
+/// node or metadata protocol changes shape.
+pub const WIRE_VERSION: u8 = 2;
+
+/// Largest frame accepted (a 64 MiB chunk write plus headers).
+pub const MAX_FRAME: usize = (64 << 20) + 4096;
+
+/// Bytes of the header after the length prefix: version and request id.
+const HEADER: usize = 1 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("peer speaks wire version {got}, this build speaks {WIRE_VERSION}")]
+    Version { got: u8 },
+    #[error("undecodable message: {0}")]
+    Decode(String),
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Encodes one frame (header and body) into a buffer, refusing messages
+/// larger than `limit` before allocating for them.
+pub fn encode_frame_within<T: Serialize>(
+    id: u64,
+    msg: &T,
+    limit: usize,
+) -> Result<Vec<u8>, WireError> {
+    let size =
+        bincode::serialized_size(msg).map_err(|e| WireError::Decode(e.to_string()))? as usize;
+    if size + HEADER > limit {
+        return Err(WireError::TooLarge(size + HEADER));
+    }
+    let mut out = Vec::with_capacity(4 + HEADER + size);
+    out.extend_from_slice(&((size + HEADER) as u32).to_le_bytes());
+    out.push(WIRE_VERSION);
+    out.extend_from_slice(&id.to_le_bytes());
+    bincode::serialize_into(&mut out, msg).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok(out)
+}
+
+/// [`encode_frame_within`] the protocol-wide [`MAX_FRAME`].
+pub fn encode_frame<T: Serialize>(id: u64, msg: &T) -> Result<Vec<u8>, WireError> {
+    encode_frame_within(id, msg, MAX_FRAME)
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    id: u64,
+    msg: &T,
+) -> Result<(), WireError> {
+    let frame = encode_frame(id, msg)?;
+    w.write_all(&frame).await?;
+    Ok(())
+}
+
+/// Reads one frame of at most `limit` bytes; a longer length prefix is
+/// refused before anything is allocated for it.
+pub async fn read_frame_within<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    limit: usize,
+) -> Result<(u64, T), WireError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if !(HEADER..=limit).contains(&len) {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    if buf[0] != WIRE_VERSION {
+        return Err(WireError::Version { got: buf[0] });
+    }
+    let id = u64::from_le_bytes(
+        buf[1..HEADER]
+            .try_into()
+            .map_err(|_| WireError::Decode("short frame".into()))?,
+    );
+    let msg = bincode::deserialize(&buf[HEADER..]).map_err(|e| WireError::Decode(e.to_string()))?;
+    Ok((id, msg))
+}
+
+/// [`read_frame_within`] the protocol-wide [`MAX_FRAME`].
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<(u64, T), WireError> {
+    read_frame_within(r, MAX_FRAME).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeResponse;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_bound_their_size() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frame(&mut a, 42, &NodeResponse::Data(vec![1, 2, 3]))
+            .await
+            .unwrap();
+        let (id, msg): (u64, NodeResponse) = read_frame(&mut b).await.unwrap();
+        assert_eq!(id, 42);
+        assert!(matches!(msg, NodeResponse::Data(d) if d == vec![1, 2, 3]));
+        // A hostile length prefix is refused before allocating.
+        a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+        let r: Result<(u64, NodeResponse), _> = read_frame(&mut b).await;
+        assert!(matches!(r, Err(WireError::TooLarge(_))));
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_another_version_is_refused_by_name() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let mut frame = encode_frame(7, &NodeResponse::Data(vec![9])).unwrap();
+        frame[4] = WIRE_VERSION.wrapping_add(1);
+        a.write_all(&frame).await.unwrap();
+        let r: Result<(u64, NodeResponse), _> = read_frame(&mut b).await;
+        match r {
+            Err(WireError::Version { got }) => assert_eq!(got, WIRE_VERSION.wrapping_add(1)),
+            other => panic!("expected a version error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_smaller_limit_refuses_what_the_protocol_limit_allows() {
+        let big = NodeResponse::Data(vec![0; 4096]);
+        assert!(matches!(
+            encode_frame_within(1, &big, 1024),
+            Err(WireError::TooLarge(_))
+        ));
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        write_frame(&mut a, 1, &big).await.unwrap();
+        let r: Result<(u64, NodeResponse), _> = read_frame_within(&mut b, 1024).await;
+        assert!(matches!(r, Err(WireError::TooLarge(_))));
+    }
+}

@@ -1,0 +1,332 @@
+//! Messages between clients and the metadata service (same framing as the
+//! node protocol). Every request names its session and the caller's
+//! identity; the service decides what that identity may do.
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::Capability;
+use crate::chains::ChainTable;
+use crate::layout::Layout;
+
+pub const ROOT_INO: u64 = 1;
+pub const NAME_MAX: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    CharDev,
+    BlockDev,
+    Socket,
+}
+
+impl Kind {
+    pub fn code(self) -> i64 {
+        match self {
+            Kind::File => 1,
+            Kind::Dir => 2,
+            Kind::Symlink => 3,
+            Kind::Fifo => 4,
+            Kind::CharDev => 5,
+            Kind::BlockDev => 6,
+            Kind::Socket => 7,
+        }
+    }
+
+    pub fn from_code(c: i64) -> Kind {
+        match c {
+            2 => Kind::Dir,
+            3 => Kind::Symlink,
+            4 => Kind::Fifo,
+            5 => Kind::CharDev,
+            6 => Kind::BlockDev,
+            7 => Kind::Socket,
+            _ => Kind::File,
+        }
+    }
+
+    /// From the `S_IFMT` bits of a mode.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & 0o170000 {
+            0o100000 | 0 => Kind::File,
+            0o040000 => Kind::Dir,
+            0o120000 => Kind::Symlink,
+            0o010000 => Kind::Fifo,
+            0o020000 => Kind::CharDev,
+            0o060000 => Kind::BlockDev,
+            0o140000 => Kind::Socket,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    /// Permission bits and setuid/setgid/sticky (no type bits).
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub rdev: u32,
+}
+
+/// Who is asking (after squashing, the metadata service decides).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    /// `Some(None)` means "now".
+    pub atime_ns: Option<Option<i64>>,
+    pub mtime_ns: Option<Option<i64>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetaOp {
+    /// Starts a session on a mount target (first call of a mount).
+    Mount {
+        domain: String,
+    },
+    Lookup {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    GetAttr {
+        ino: u64,
+    },
+    SetAttr {
+        ino: u64,
+        set: SetAttr,
+    },
+    /// Creates a node of any kind (files, fifos, devices, sockets).
+    Mknod {
+        parent: u64,
+        name: Vec<u8>,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    },
+    Mkdir {
+        parent: u64,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+    },
+    /// Creates a regular file and opens it, in one round trip.
+    Create {
+        parent: u64,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        read: bool,
+    },
+    Symlink {
+        parent: u64,
+        name: Vec<u8>,
+        target: Vec<u8>,
+    },
+    Readlink {
+        ino: u64,
+    },
+    Link {
+        ino: u64,
+        new_parent: u64,
+        new_name: Vec<u8>,
+    },
+    Unlink {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Rmdir {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    /// `flags`: RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2.
+    Rename {
+        parent: u64,
+        name: Vec<u8>,
+        new_parent: u64,
+        new_name: Vec<u8>,
+        flags: u32,
+    },
+    /// Opens a file: checks access, returns its layout and a capability.
+    Open {
+        ino: u64,
+        read: bool,
+        write: bool,
+    },
+    /// The file is no longer open on this client.
+    Release {
+        ino: u64,
+    },
+    /// Checks `mask` (R=4, W=2, X=1) for the caller.
+    Access {
+        ino: u64,
+        mask: u32,
+    },
+    /// Entries of a directory after `after` (a name), up to `limit`.
+    ReadDir {
+        ino: u64,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
+    /// After writes: the size is at least `size`; mtime/ctime become now.
+    /// Fails with ENOSPC when the file system's capacity would be exceeded.
+    Written {
+        ino: u64,
+        size: u64,
+    },
+    StatFs,
+    SetXattr {
+        ino: u64,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: u32,
+    },
+    GetXattr {
+        ino: u64,
+        name: Vec<u8>,
+    },
+    ListXattr {
+        ino: u64,
+    },
+    RemoveXattr {
+        ino: u64,
+        name: Vec<u8>,
+    },
+    /// The layout new files of a directory get, or a file's own layout.
+    GetStripe {
+        ino: u64,
+    },
+    SetStripe {
+        ino: u64,
+        chunk_size: u64,
+        stripe_width: u32,
+    },
+    ChainTable,
+}
+
+/// Names one operation of one client across all its retries. A client
+/// retries an operation whose answer it did not get (the connection broke,
+/// the service restarted), but the first attempt may have been applied: the
+/// service applies an operation that is not idempotent (create, mkdir,
+/// link, unlink, rename, xattr changes) once per id and answers a retry of
+/// an applied one as the first attempt succeeded, not with EEXIST or ENOENT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Chosen at random by the client when it starts.
+    pub client: u64,
+    /// Counts the client's operations.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaRequest {
+    pub session: u64,
+    pub caller: Caller,
+    pub op: MetaOp,
+    /// `None` asks for no protection against a repeated application.
+    pub id: Option<RequestId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenFile {
+    pub attr: Attr,
+    pub layout: Layout,
+    pub cap: Capability,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mounted {
+    pub session: u64,
+    pub fs: String,
+    pub root: Attr,
+    pub chain_table: ChainTable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FsStat {
+    pub capacity_bytes: u64,
+    pub used_bytes: u64,
+    pub files: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MetaReply {
+    Mounted(Mounted),
+    Attr(Attr),
+    Entry(Attr),
+    Link(Vec<u8>),
+    Open(OpenFile),
+    Dir {
+        entries: Vec<DirEntry>,
+        more: bool,
+    },
+    StatFs(FsStat),
+    Xattr(Vec<u8>),
+    XattrNames(Vec<Vec<u8>>),
+    Stripe {
+        chunk_size: u64,
+        stripe_width: u32,
+    },
+    Chains(ChainTable),
+    Done,
+    /// A POSIX errno, and a message for the log.
+    Err {
+        errno: i32,
+        message: String,
+    },
+}
+
+pub mod errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EIO: i32 = 5;
+    pub const EACCES: i32 = 13;
+    pub const EEXIST: i32 = 17;
+    pub const EXDEV: i32 = 18;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const EFBIG: i32 = 27;
+    pub const ENOSPC: i32 = 28;
+    pub const EROFS: i32 = 30;
+    pub const EMLINK: i32 = 31;
+    pub const ERANGE: i32 = 34;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOTEMPTY: i32 = 39;
+    pub const ENODATA: i32 = 61;
+    pub const ESTALE: i32 = 116;
+}
+
+impl crate::rpc::Outcome for MetaReply {
+    fn failed(&self) -> bool {
+        matches!(self, MetaReply::Err { .. })
+    }
+}
+
+/// A connection to the metadata service.
+pub type MetaClient = crate::rpc::Client<MetaRequest, MetaReply>;

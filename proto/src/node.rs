@@ -1,0 +1,227 @@
+//! The node protocol: what clients, other nodes and the metadata service
+//! ask of a data node, and what it answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::Capability;
+
+/// Where a chunk lives in the namespace of a node. The chain is part of a
+/// chunk's identity: a file's layout fixes the chain of each of its chunks
+/// for good (only the chain's members change), and a node needs it to
+/// resync, rebalance, scrub and collect one chain's chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkKey {
+    pub fs: String,
+    pub inode: u64,
+    pub index: u64,
+    pub chain: u32,
+}
+
+/// The chain a request was routed through, and the table version used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainRef {
+    pub id: u32,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeRequest {
+    /// Writes `data` at `offset` in the chunk. Sent to the chain head, which
+    /// applies it and forwards it (`forwarded = true`) to the other members.
+    Write {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        forwarded: bool,
+    },
+    /// Reads `len` bytes at `offset`; holes read as zeros.
+    Read {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        offset: u64,
+        len: u64,
+    },
+    /// Cuts the chunk to `len` bytes (0 removes it). Through the head, like writes.
+    Truncate {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        len: u64,
+        forwarded: bool,
+    },
+    /// Replaces whole blocks of one copy with good data (after a checksum
+    /// failure on this node); not forwarded.
+    Repair {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Makes every written chunk of the inode durable.
+    Fsync {
+        cap: Capability,
+        fs: String,
+        inode: u64,
+    },
+    /// Removes every chunk of an inode (file deleted).
+    DropInode {
+        cap: Capability,
+        fs: String,
+        inode: u64,
+    },
+    /// Usage counters of this node.
+    Stats,
+    /// Resync (head → syncing member): a copy session of one chain begins;
+    /// the member notes which of its chunks of the chain the head has not
+    /// vouched for yet. Capability: fs "" (the cluster), ADMIN.
+    SyncBegin { cap: Capability, chain: ChainRef },
+    /// The member's digest of one chunk (absent: None).
+    SyncDigest {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+    },
+    /// Replaces the member's copy of a chunk with the head's records
+    /// (None: the head has no such chunk).
+    SyncPut {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        #[serde(with = "serde_bytes")]
+        raw: Option<Vec<u8>>,
+    },
+    /// One verified block of this node's copy, for repairing another copy
+    /// (None: the node has no such chunk, or the block lies past its end;
+    /// unlike `Read`, absence is not reported as zeros).
+    ReadBlock {
+        cap: Capability,
+        chain: ChainRef,
+        key: ChunkKey,
+        block: u64,
+    },
+    /// The session is complete: the member removes chunks of the chain the
+    /// head neither sent nor wrote since `SyncBegin` (deleted while it was
+    /// away).
+    SyncEnd { cap: Capability, chain: ChainRef },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeError {
+    /// The request was routed with an older chain table; refresh and retry.
+    StaleChainTable {
+        current: u64,
+    },
+    /// This node is not (or no longer) where that chain's request goes.
+    NotMember,
+    BadCapability,
+    /// The stored copy failed its checksum; read another member.
+    Checksum,
+    NoSpace,
+    Io(String),
+    Invalid(String),
+    /// The node has not heard from the control plane within its lease and
+    /// may already have been replaced: it serves nothing until it has.
+    NoLease,
+}
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeError::StaleChainTable { current } => {
+                write!(f, "stale chain table (node has version {current})")
+            }
+            NodeError::NotMember => f.write_str("not a member of that chain"),
+            NodeError::BadCapability => f.write_str("capability refused"),
+            NodeError::Checksum => f.write_str("checksum mismatch"),
+            NodeError::NoSpace => f.write_str("no space left on the node"),
+            NodeError::Io(e) => write!(f, "I/O error: {e}"),
+            NodeError::Invalid(e) => write!(f, "invalid request: {e}"),
+            NodeError::NoLease => {
+                f.write_str("node lease expired (cut off from the control plane)")
+            }
+        }
+    }
+}
+
+/// Per-file-system usage a node reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsUsage {
+    pub fs: String,
+    pub bytes_stored: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub read_ops: u64,
+    pub write_ops: u64,
+}
+
+/// Progress of one resync the node runs as a chain head.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub chain: u32,
+    /// The member being filled.
+    pub target: String,
+    /// The table version that added it (names the session).
+    pub since: u64,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// Bytes actually sent (chunks the member lacked or had stale).
+    pub copied_bytes: u64,
+    pub finished: bool,
+    pub error: Option<String>,
+}
+
+/// The scrubber's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubReport {
+    pub passes: u64,
+    pub scrubbed_bytes: u64,
+    /// Unix seconds at the end of the last full pass (0: none yet).
+    pub last_pass_end: i64,
+    pub bad_blocks: u64,
+    pub repaired_blocks: u64,
+    /// Bad blocks no other member had a good copy of.
+    pub unrecoverable_blocks: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub node_id: String,
+    pub chain_version: u64,
+    pub checksum_errors: u64,
+    pub repairs: u64,
+    pub file_systems: Vec<FsUsage>,
+    /// Bytes held per chain, as (chain, bytes).
+    #[serde(default)]
+    pub chain_bytes: Vec<(u32, u64)>,
+    #[serde(default)]
+    pub syncs: Vec<SyncReport>,
+    #[serde(default)]
+    pub scrub: ScrubReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeResponse {
+    Done,
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Stats(NodeStats),
+    Digest(Option<(u64, u32)>),
+    Block(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    Failed(NodeError),
+}
+
+impl crate::rpc::Outcome for NodeResponse {
+    fn failed(&self) -> bool {
+        matches!(self, NodeResponse::Failed(_))
+    }
+}
+
+/// A connection to one node.
+pub type NodeClient = crate::rpc::Client<NodeRequest, NodeResponse>;
+/// Connections to many nodes, by address.
+pub type NodePeers = crate::rpc::Pool<NodeRequest, NodeResponse>;

@@ -1,0 +1,224 @@
+//! The calling half: a multiplexed connection. Callers share one TCP stream
+//! per peer; a writer task sends frames, a reader task routes replies by
+//! request id to the waiting caller. On any connection error every waiter
+//! gets the error and the next call reconnects.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::frame::{encode_frame, read_frame, WireError};
+use tokio::io::AsyncWriteExt;
+
+/// How long one call may take before it fails (a dead peer must not hang a
+/// caller forever).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Pending<Resp> = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Resp, String>>>>>;
+
+struct Live<Req, Resp> {
+    outbox: mpsc::Sender<(u64, Req)>,
+    pending: Pending<Resp>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub struct Client<Req, Resp> {
+    address: String,
+    next_id: AtomicU64,
+    live: Mutex<Option<Live<Req, Resp>>>,
+    _p: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Client<Req, Resp>
+where
+    Req: Serialize + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+{
+    pub fn new(address: impl Into<String>) -> Self {
+        Client {
+            address: address.into(),
+            next_id: AtomicU64::new(1),
+            live: Mutex::new(None),
+            _p: PhantomData,
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    async fn connection(&self) -> Result<(mpsc::Sender<(u64, Req)>, Pending<Resp>), WireError> {
+        let mut live = self.live.lock().await;
+        if let Some(l) = live.as_ref() {
+            if l.alive.load(Ordering::Acquire) {
+                return Ok((l.outbox.clone(), l.pending.clone()));
+            }
+        }
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.address))
+                .await
+                .map_err(|_| {
+                    WireError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connect timed out",
+                    ))
+                })??;
+        stream.set_nodelay(true)?;
+        let (mut rd, wr) = stream.into_split();
+        let (tx, mut rx) = mpsc::channel::<(u64, Req)>(1024);
+        let pending: Pending<Resp> = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+
+        let fail_all = {
+            let pending = pending.clone();
+            let alive = alive.clone();
+            move |why: String| {
+                alive.store(false, Ordering::Release);
+                let waiters: Vec<_> = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .drain()
+                    .collect();
+                for (_, w) in waiters {
+                    let _ = w.send(Err(why.clone()));
+                }
+            }
+        };
+        let fail_w = fail_all.clone();
+        tokio::spawn(async move {
+            let mut wr = tokio::io::BufWriter::with_capacity(256 * 1024, wr);
+            while let Some((id, req)) = rx.recv().await {
+                // Encode everything already queued, then write and flush
+                // once: small requests share a syscall.
+                let mut batch = Vec::new();
+                let mut next = Some((id, req));
+                while let Some((id, req)) = next.take() {
+                    match encode_frame(id, &req) {
+                        Ok(frame) => batch.extend_from_slice(&frame),
+                        Err(e) => {
+                            fail_w(e.to_string());
+                            return;
+                        }
+                    }
+                    if batch.len() < (4 << 20) {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if let Err(e) = wr.write_all(&batch).await {
+                    fail_w(e.to_string());
+                    return;
+                }
+                if let Err(e) = wr.flush().await {
+                    fail_w(e.to_string());
+                    return;
+                }
+            }
+        });
+        let pending_r = pending.clone();
+        tokio::spawn(async move {
+            loop {
+                match read_frame::<_, Resp>(&mut rd).await {
+                    Ok((id, resp)) => {
+                        let waiter = pending_r
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(Ok(resp));
+                        }
+                    }
+                    Err(e) => {
+                        fail_all(e.to_string());
+                        return;
+                    }
+                }
+            }
+        });
+        *live = Some(Live {
+            outbox: tx.clone(),
+            pending: pending.clone(),
+            alive,
+        });
+        Ok((tx, pending))
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn call(&self, req: Req) -> Result<Resp, WireError> {
+        let (outbox, pending) = self.connection().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if outbox.send((id, req)).await.is_err() {
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            self.reset().await;
+            return Err(WireError::Closed);
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(Ok(resp))) => Ok(resp),
+            Ok(Ok(Err(why))) => {
+                self.reset().await;
+                Err(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    why,
+                )))
+            }
+            Ok(Err(_)) => Err(WireError::Closed),
+            Err(_) => {
+                pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                self.reset().await;
+                Err(WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "call timed out",
+                )))
+            }
+        }
+    }
+
+    async fn reset(&self) {
+        *self.live.lock().await = None;
+    }
+}
+
+/// Connections to peers, one multiplexed client per address, made on first
+/// use and kept (a broken one reconnects on its next call).
+pub struct Pool<Req, Resp> {
+    map: std::sync::Mutex<HashMap<String, Arc<Client<Req, Resp>>>>,
+}
+
+impl<Req, Resp> Default for Pool<Req, Resp> {
+    fn default() -> Self {
+        Pool {
+            map: Default::default(),
+        }
+    }
+}
+
+impl<Req, Resp> Pool<Req, Resp>
+where
+    Req: Serialize + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+{
+    pub fn get(&self, address: &str) -> Arc<Client<Req, Resp>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(address.to_string())
+            .or_insert_with(|| Arc::new(Client::new(address)))
+            .clone()
+    }
+}

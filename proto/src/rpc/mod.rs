@@ -1,0 +1,9 @@
+//! Request/reply over the frame codec: [`client`] is the calling half
+//! (multiplexed connections and a pool of them), [`server`] the one shell
+//! every binary listener runs in.
+
+pub mod client;
+pub mod server;
+
+pub use client::{Client, Pool, CALL_TIMEOUT};
+pub use server::{serve, Outcome, ServiceLimits, ServiceStats};

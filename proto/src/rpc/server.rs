@@ -1,0 +1,181 @@
+//! The serving half: one shell for every binary listener (data nodes, the
+//! metadata service). It owns what every such service needs and none
+//! should write again: accepting connections, decoding frames within the
+//! service's own size limit, a bound on requests in flight per connection
+//! (a client that floods one connection waits for its own replies instead
+//! of queueing work without end), a tracing span per request carrying the
+//! request id of its frame, and counters of requests, failures and time.
+//!
+//! The handler decides authentication (nodes verify a capability in every
+//! request, the metadata service a session), so a request is decoded, then
+//! handed over, then answered; replies go back in completion order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::Instrument;
+
+use crate::frame::{encode_frame_within, read_frame_within, WireError};
+
+/// What distinguishes one service's listener from another's.
+#[derive(Debug, Clone)]
+pub struct ServiceLimits {
+    /// Name in logs and spans ("node", "meta").
+    pub name: &'static str,
+    /// Largest request frame accepted; larger ones close the connection
+    /// before anything is allocated for them.
+    pub max_request: usize,
+    /// Largest reply frame sent.
+    pub max_reply: usize,
+    /// Requests handled at once per connection; reading stops until one
+    /// finishes.
+    pub max_in_flight: usize,
+}
+
+/// Counters a service shell keeps, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    /// Requests whose handler said they failed (see [`Outcome`]).
+    pub failures: AtomicU64,
+    /// Connections closed for a bad frame (too large, wrong version,
+    /// undecodable).
+    pub refused_frames: AtomicU64,
+    /// Sum of handler times, in microseconds.
+    pub busy_micros: AtomicU64,
+}
+
+/// Lets the shell count failures without knowing the reply type.
+pub trait Outcome {
+    fn failed(&self) -> bool;
+}
+
+/// Serves `listener` until the task is dropped: every connection is read by
+/// one task, every request handled by its own task (given the peer's
+/// address, which access rules need).
+pub async fn serve<Req, Resp, H, F>(
+    listener: TcpListener,
+    limits: ServiceLimits,
+    stats: Arc<ServiceStats>,
+    handler: H,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Outcome + Send + 'static,
+    H: Fn(SocketAddr, Req) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    let limits = Arc::new(limits);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(service = limits.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("conn", service = limits.name, %peer);
+        tokio::spawn(
+            connection(stream, peer, limits.clone(), stats.clone(), handler.clone())
+                .instrument(span),
+        );
+    }
+}
+
+async fn connection<Req, Resp, H, F>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: Arc<ServiceLimits>,
+    stats: Arc<ServiceStats>,
+    handler: H,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Outcome + Send + 'static,
+    H: Fn(SocketAddr, Req) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<(u64, Resp)>(limits.max_in_flight.max(1));
+    let writer = tokio::spawn(write_replies(wr, rx, limits.clone()));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    loop {
+        // Wait for room before reading the next frame, so a flood of
+        // requests is held back by TCP, not buffered here.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        match read_frame_within::<_, Req>(&mut rd, limits.max_request).await {
+            Ok((id, req)) => {
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                let tx = tx.clone();
+                let handler = handler.clone();
+                let stats = stats.clone();
+                let span = tracing::debug_span!("request", service = limits.name, %peer, id);
+                tokio::spawn(
+                    async move {
+                        let started = Instant::now();
+                        let resp = handler(peer, req).await;
+                        let took = started.elapsed();
+                        stats
+                            .busy_micros
+                            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                        if resp.failed() {
+                            stats.failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::trace!(micros = took.as_micros() as u64, "answered");
+                        let _ = tx.send((id, resp)).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(WireError::Closed) => break,
+            Err(e) => {
+                stats.refused_frames.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "connection dropped");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn write_replies<Resp: Serialize>(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<(u64, Resp)>,
+    limits: Arc<ServiceLimits>,
+) {
+    let mut wr = tokio::io::BufWriter::with_capacity(256 * 1024, wr);
+    while let Some((id, resp)) = rx.recv().await {
+        // Encode every reply already waiting, then write and flush once:
+        // small replies share a syscall.
+        let mut batch = Vec::new();
+        let mut next = Some((id, resp));
+        while let Some((id, resp)) = next.take() {
+            match encode_frame_within(id, &resp, limits.max_reply) {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reply not encodable");
+                    return;
+                }
+            }
+            if batch.len() < (4 << 20) {
+                next = rx.try_recv().ok();
+            }
+        }
+        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The sqlx store: SQLite by default, PostgreSQL at scale, one code path.
+//!
+//! Queries use `$N` placeholders, which both SQLite and PostgreSQL accept,
+//! and only portable types (BIGINT, TEXT) so that one `AnyPool` serves both.
+//!
+//! Only `cpfs serve` changes the schema ([`Store::open`]); operator
+//! commands and tools open with [`Store::open_current`], which refuses a
+//! database whose schema is older or newer than this build.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// What can go wrong opening or using the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database url scheme (want sqlite: or postgres:): {0}")]
+    Scheme(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("the database schema is at version {found}, this build needs {wanted}: {hint}")]
+    SchemaMismatch {
+        found: i64,
+        wanted: i64,
+        hint: &'static str,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating when needed) the database at `url` and brings its
+    /// schema up to date. `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database at `url` without changing its schema, and refuses
+    /// it unless the schema is exactly what this build expects: a CLI of
+    /// another version must never migrate a production store.
+    pub async fn open_current(url: &str) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        let wanted = store
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or(0);
+        let found: i64 = sqlx::query_scalar::<_, i64>(
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap_or(0);
+        if found != wanted {
+            return Err(StoreError::SchemaMismatch {
+                found,
+                wanted,
+                hint: if found < wanted {
+                    "start `cpfs serve` of this version first; it brings the schema up to date"
+                } else {
+                    "this command is older than the server; use the server's version"
+                },
+            });
+        }
+        Ok(store)
+    }
+
+    async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Scheme(redact(url)));
+        };
+        if backend == Backend::Sqlite {
+            // The Any driver does not create files; do it with the SQLite
+            // driver's own options, which also switch on WAL (readers never
+            // block the writer).
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            let conn = sqlx::ConnectOptions::connect(&opts).await?;
+            sqlx::Connection::close(conn).await?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // NORMAL in WAL mode: a commit survives a crash or
+                        // kill -9 of any process; after a power loss the last
+                        // commits before the WAL's next sync may be lost (the
+                        // guarantee of MooseFS's periodically flushed
+                        // changelog). FULL would fsync every namespace
+                        // operation and cap creates at the disk's sync rate.
+                        // busy_timeout: writers queue instead of failing.
+                        conn.execute(
+                            "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then
+    /// writes fails with SQLITE_BUSY, without waiting, when another writer
+    /// committed in between; an immediate one queues behind the busy timeout.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Hides the password in a database URL before it reaches a log or an error.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
