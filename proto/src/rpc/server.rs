@@ -58,9 +58,11 @@ pub trait Outcome {
     fn failed(&self) -> bool;
 }
 
-/// Serves `listener` until the task is dropped: every connection is read by
-/// one task, every request handled by its own task (given the peer's
-/// address, which access rules need).
+/// Serves `listener` until the future is dropped: every connection is read
+/// by one task, every request handled by its own task (given the peer's
+/// address, which access rules need). Those tasks belong to this future:
+/// dropping it (a shutdown, or a test killing a node) ends every
+/// connection and every request in flight, as a process exit would.
 pub async fn serve<Req, Resp, H, F>(
     listener: TcpListener,
     limits: ServiceLimits,
@@ -73,8 +75,14 @@ pub async fn serve<Req, Resp, H, F>(
     F: Future<Output = Resp> + Send + 'static,
 {
     let limits = Arc::new(limits);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(service = limits.name, error = %e, "accept failed");
@@ -85,7 +93,7 @@ pub async fn serve<Req, Resp, H, F>(
         let _ = stream.set_nodelay(true);
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", service = limits.name, %peer);
-        tokio::spawn(
+        connections.spawn(
             connection(stream, peer, limits.clone(), stats.clone(), handler.clone())
                 .instrument(span),
         );
@@ -106,9 +114,13 @@ async fn connection<Req, Resp, H, F>(
 {
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<(u64, Resp)>(limits.max_in_flight.max(1));
-    let writer = tokio::spawn(write_replies(wr, rx, limits.clone()));
+    let mut writer = tokio::task::JoinSet::new();
+    writer.spawn(write_replies(wr, rx, limits.clone()));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    // Requests of this connection; dropped (aborted) with it.
+    let mut requests = tokio::task::JoinSet::new();
     loop {
+        while requests.try_join_next().is_some() {}
         // Wait for room before reading the next frame, so a flood of
         // requests is held back by TCP, not buffered here.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -121,7 +133,7 @@ async fn connection<Req, Resp, H, F>(
                 let handler = handler.clone();
                 let stats = stats.clone();
                 let span = tracing::debug_span!("request", service = limits.name, %peer, id);
-                tokio::spawn(
+                requests.spawn(
                     async move {
                         let started = Instant::now();
                         let resp = handler(peer, req).await;
@@ -147,8 +159,10 @@ async fn connection<Req, Resp, H, F>(
             }
         }
     }
+    // The client closed its side: answer what is in flight, then close.
+    while requests.join_next().await.is_some() {}
     drop(tx);
-    let _ = writer.await;
+    let _ = writer.join_next().await;
 }
 
 async fn write_replies<Resp: Serialize>(
