@@ -18,31 +18,35 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileType, Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use tokio::runtime::Handle;
 
-use cpfs_proto::meta::{errno, Attr, Caller, MetaOp, MetaReply, SetAttr};
+use cpfs_proto::meta::{errno, MetaOp, MetaReply, SetAttr};
 
 use crate::data::DataClient;
 use crate::meta::MetaClient;
 
 mod attr;
 mod caller;
+mod dirs;
 mod open_files;
+mod simple_ops;
+mod sizes;
+mod xattr;
 
 pub use attr::file_attr;
-use attr::{file_type, to_ns};
+use attr::to_ns;
 use caller::caller;
-use open_files::{pin, unpin, FileHandle, OpenInode, OpenInodes};
+use dirs::DirListing;
+use open_files::{pin, unpin, FileHandle, OpenInodes};
+use sizes::{note_write, set_attr, settle};
+pub use xattr::parse_stripe;
+use xattr::xattr_reply;
 
 const TTL: Duration = Duration::from_secs(1);
-/// The virtual extended attribute `cpfs stripe` reads and writes.
-pub const STRIPE_XATTR: &str = "user.cpfs.stripe";
-
-type DirListing = Vec<(u64, FileType, Vec<u8>)>;
+pub use xattr::STRIPE_XATTR;
 
 pub struct CpfsFs {
     rt: Handle,
@@ -90,140 +94,6 @@ impl CpfsFs {
     fn fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
-
-    fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {
-        let meta = self.meta.clone();
-        let who = caller(req);
-        let shown = self.shown.clone();
-        self.rt.spawn(async move {
-            match meta.call(&who, op).await {
-                Ok(MetaReply::Entry(a)) => {
-                    shown
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(a.ino, (a.size, a.mtime_ns));
-                    reply.entry(&TTL, &file_attr(&a), 0)
-                }
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-
-    fn empty_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEmpty) {
-        let meta = self.meta.clone();
-        let who = caller(req);
-        self.rt.spawn(async move {
-            match meta.call(&who, op).await {
-                Ok(MetaReply::Done) => reply.ok(),
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
-            }
-        });
-    }
-}
-
-/// Records a write's new end with the metadata service when it grows the
-/// file (capacity is checked there), and marks the handle dirty.
-async fn note_write(meta: &MetaClient, who: &Caller, h: &FileHandle, end: u64) -> Result<(), i32> {
-    let st = &h.inode;
-    if end > st.size.load(Ordering::Acquire) {
-        let _sizing = st.sizing.lock().await;
-        if end > st.size.load(Ordering::Acquire) {
-            match meta
-                .call(
-                    who,
-                    MetaOp::Written {
-                        ino: h.ino,
-                        size: end,
-                    },
-                )
-                .await?
-            {
-                MetaReply::Attr(a) => st.size.store(a.size, Ordering::Release),
-                _ => return Err(errno::EIO),
-            }
-            return Ok(());
-        }
-    }
-    h.dirty.store(true, Ordering::Release);
-    Ok(())
-}
-
-/// Pushes mtime for writes that did not grow the file. It names no size:
-/// every growth was recorded before its data moved (note_write), and a size
-/// known here may predate a truncate, which it would undo.
-async fn settle(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i32> {
-    if h.dirty.swap(false, Ordering::AcqRel) {
-        meta.call(
-            who,
-            MetaOp::Written {
-                ino: h.ino,
-                size: 0,
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// setattr's work: the change in the metadata service and, when the size
-/// shrinks, the cut of the data on the nodes (a later extension must read
-/// zeros, not the old bytes).
-async fn set_attr(
-    meta: &MetaClient,
-    data: &DataClient,
-    who: &Caller,
-    ino: u64,
-    set: SetAttr,
-    handle: Option<&FileHandle>,
-    st: Option<&OpenInode>,
-) -> Result<Attr, i32> {
-    let size = set.size;
-    let _sizing = match st {
-        Some(st) => Some(st.sizing.lock().await),
-        None => None,
-    };
-    let old = match size {
-        Some(_) => match meta.call(who, MetaOp::GetAttr { ino }).await? {
-            MetaReply::Attr(a) => a.size,
-            _ => return Err(errno::EIO),
-        },
-        None => 0,
-    };
-    let a = match meta.call(who, MetaOp::SetAttr { ino, set }).await? {
-        MetaReply::Attr(a) => a,
-        _ => return Err(errno::EIO),
-    };
-    if let Some(st) = st {
-        st.size.store(a.size, Ordering::Release);
-    }
-    let Some(new) = size.filter(|new| *new < old) else {
-        return Ok(a);
-    };
-    let (cap, layout, release) = match handle {
-        Some(h) => (h.cap.clone(), h.layout.clone(), false),
-        None => match meta
-            .call(
-                who,
-                MetaOp::Open {
-                    ino,
-                    read: false,
-                    write: true,
-                },
-            )
-            .await?
-        {
-            MetaReply::Open(o) => (o.cap, o.layout, true),
-            _ => return Err(errno::EIO),
-        },
-    };
-    let r = data.truncate(&cap, &layout, ino, new, old).await;
-    if release {
-        let _ = meta.call(who, MetaOp::Release { ino }).await;
-    }
-    r.map_err(|e| e.errno())?;
-    Ok(a)
 }
 
 impl Filesystem for CpfsFs {
@@ -707,55 +577,15 @@ impl Filesystem for CpfsFs {
         let dirs = self.dirs.clone();
         let fh = self.fh();
         self.rt.spawn(async move {
-            let parent = match meta
-                .call(
-                    &who,
-                    MetaOp::Lookup {
-                        parent: ino,
-                        name: b"..".to_vec(),
-                    },
-                )
-                .await
-            {
-                Ok(MetaReply::Entry(a)) => a.ino,
-                _ => ino,
-            };
-            let mut listing: DirListing = vec![
-                (ino, FileType::Directory, b".".to_vec()),
-                (parent, FileType::Directory, b"..".to_vec()),
-            ];
-            let mut after = None;
-            loop {
-                match meta
-                    .call(
-                        &who,
-                        MetaOp::ReadDir {
-                            ino,
-                            after: after.clone(),
-                            limit: 4096,
-                        },
-                    )
-                    .await
-                {
-                    Ok(MetaReply::Dir { entries, more }) => {
-                        after = entries.last().map(|e| e.name.clone());
-                        listing.extend(
-                            entries
-                                .into_iter()
-                                .map(|e| (e.ino, file_type(e.kind), e.name)),
-                        );
-                        if !more {
-                            break;
-                        }
-                    }
-                    Ok(_) => return reply.error(errno::EIO),
-                    Err(e) => return reply.error(e),
+            match dirs::list(&meta, &who, ino).await {
+                Ok(listing) => {
+                    dirs.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(fh, Arc::new(listing));
+                    reply.opened(fh, 0)
                 }
+                Err(e) => reply.error(e),
             }
-            dirs.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(fh, Arc::new(listing));
-            reply.opened(fh, 0)
         });
     }
 
@@ -941,29 +771,4 @@ impl Filesystem for CpfsFs {
             reply,
         );
     }
-}
-
-fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
-    if size == 0 {
-        reply.size(value.len() as u32)
-    } else if (size as usize) < value.len() {
-        reply.error(errno::ERANGE)
-    } else {
-        reply.data(value)
-    }
-}
-
-/// `chunk_size=N,stripe_width=W` (either may be omitted... both required here).
-pub fn parse_stripe(v: &[u8]) -> Option<(u64, u32)> {
-    let text = std::str::from_utf8(v).ok()?;
-    let (mut cs, mut w) = (None, None);
-    for part in text.trim().split(',') {
-        let (k, val) = part.split_once('=')?;
-        match k.trim() {
-            "chunk_size" => cs = val.trim().parse().ok(),
-            "stripe_width" => w = val.trim().parse().ok(),
-            _ => return None,
-        }
-    }
-    Some((cs?, w?))
 }

@@ -1,0 +1,117 @@
+//! Sizes and times of written files reaching the metadata service.
+
+use std::sync::atomic::Ordering;
+
+use cpfs_proto::meta::{errno, Attr, Caller, MetaOp, MetaReply, SetAttr};
+
+use super::open_files::{FileHandle, OpenInode};
+use crate::data::DataClient;
+use crate::meta::MetaClient;
+
+/// Records a write's new end with the metadata service when it grows the
+/// file (capacity is checked there), and marks the handle dirty.
+pub(crate) async fn note_write(
+    meta: &MetaClient,
+    who: &Caller,
+    h: &FileHandle,
+    end: u64,
+) -> Result<(), i32> {
+    let st = &h.inode;
+    if end > st.size.load(Ordering::Acquire) {
+        let _sizing = st.sizing.lock().await;
+        if end > st.size.load(Ordering::Acquire) {
+            match meta
+                .call(
+                    who,
+                    MetaOp::Written {
+                        ino: h.ino,
+                        size: end,
+                    },
+                )
+                .await?
+            {
+                MetaReply::Attr(a) => st.size.store(a.size, Ordering::Release),
+                _ => return Err(errno::EIO),
+            }
+            return Ok(());
+        }
+    }
+    h.dirty.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Pushes mtime for writes that did not grow the file. It names no size:
+/// every growth was recorded before its data moved (note_write), and a size
+/// known here may predate a truncate, which it would undo.
+pub(crate) async fn settle(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i32> {
+    if h.dirty.swap(false, Ordering::AcqRel) {
+        meta.call(
+            who,
+            MetaOp::Written {
+                ino: h.ino,
+                size: 0,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// setattr's work: the change in the metadata service and, when the size
+/// shrinks, the cut of the data on the nodes (a later extension must read
+/// zeros, not the old bytes).
+pub(crate) async fn set_attr(
+    meta: &MetaClient,
+    data: &DataClient,
+    who: &Caller,
+    ino: u64,
+    set: SetAttr,
+    handle: Option<&FileHandle>,
+    st: Option<&OpenInode>,
+) -> Result<Attr, i32> {
+    let size = set.size;
+    let _sizing = match st {
+        Some(st) => Some(st.sizing.lock().await),
+        None => None,
+    };
+    let old = match size {
+        Some(_) => match meta.call(who, MetaOp::GetAttr { ino }).await? {
+            MetaReply::Attr(a) => a.size,
+            _ => return Err(errno::EIO),
+        },
+        None => 0,
+    };
+    let a = match meta.call(who, MetaOp::SetAttr { ino, set }).await? {
+        MetaReply::Attr(a) => a,
+        _ => return Err(errno::EIO),
+    };
+    if let Some(st) = st {
+        st.size.store(a.size, Ordering::Release);
+    }
+    let Some(new) = size.filter(|new| *new < old) else {
+        return Ok(a);
+    };
+    let (cap, layout, release) = match handle {
+        Some(h) => (h.cap.clone(), h.layout.clone(), false),
+        None => match meta
+            .call(
+                who,
+                MetaOp::Open {
+                    ino,
+                    read: false,
+                    write: true,
+                },
+            )
+            .await?
+        {
+            MetaReply::Open(o) => (o.cap, o.layout, true),
+            _ => return Err(errno::EIO),
+        },
+    };
+    let r = data.truncate(&cap, &layout, ino, new, old).await;
+    if release {
+        let _ = meta.call(who, MetaOp::Release { ino }).await;
+    }
+    r.map_err(|e| e.errno())?;
+    Ok(a)
+}

@@ -1,0 +1,109 @@
+use super::*;
+
+fn key(i: u64) -> ChunkKey {
+    ChunkKey {
+        fs: "cpfs-test".into(),
+        inode: 7,
+        index: i,
+        chain: 3,
+    }
+}
+
+#[test]
+fn writes_read_back_with_holes_as_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s.read(&key(0), 0, 10).unwrap(),
+        vec![0; 10],
+        "absent chunk is a hole"
+    );
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    s.write(&key(0), 5000, &data, false).unwrap();
+    assert_eq!(s.read(&key(0), 5000, 10_000).unwrap(), data);
+    assert_eq!(s.read(&key(0), 0, 5000).unwrap(), vec![0; 5000]);
+    // Overwrite a few bytes in the middle of a block: the rest stays.
+    s.write(&key(0), 6000, b"xyz", false).unwrap();
+    let back = s.read(&key(0), 5000, 10_000).unwrap();
+    assert_eq!(&back[1000..1003], b"xyz");
+    assert_eq!(back[999], data[999]);
+    assert_eq!(back[1003], data[1003]);
+    // Past the end of the file: zeros.
+    assert_eq!(s.read(&key(0), 1 << 20, 100).unwrap(), vec![0; 100]);
+}
+
+#[test]
+fn corruption_is_detected_and_repair_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    let data = vec![0xabu8; 3 * 4096];
+    s.write(&key(1), 0, &data, false).unwrap();
+    // Flip a byte of block 1 on disk.
+    let path = s.chunk_path(&key(1));
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[(RECORD + 100) as usize] ^= 0xff;
+    std::fs::write(&path, raw).unwrap();
+    s.files.lock().unwrap().clear();
+    assert_eq!(
+        s.read(&key(1), 0, 4096).unwrap(),
+        vec![0xab; 4096],
+        "block 0 is fine"
+    );
+    assert_eq!(s.read(&key(1), 4096, 10), Err(NodeError::Checksum));
+    assert_eq!(s.checksum_errors.load(Ordering::Relaxed), 1);
+    // A partial write onto the bad block cannot merge with it.
+    assert_eq!(
+        s.write(&key(1), 4096 + 10, b"x", false),
+        Err(NodeError::Checksum)
+    );
+    s.write(&key(1), 4096, &vec![0xab; 4096], true).unwrap();
+    assert_eq!(s.read(&key(1), 0, 3 * 4096).unwrap(), data);
+    assert_eq!(s.repairs.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn truncate_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    s.write(&key(2), 0, &vec![1u8; 10_000], false).unwrap();
+    assert_eq!(s.usage()[0].bytes_stored, 3 * 4096);
+    s.truncate(&key(2), 5000).unwrap();
+    let back = s.read(&key(2), 0, 8192).unwrap();
+    assert_eq!(&back[..5000], &vec![1u8; 5000][..]);
+    assert_eq!(&back[5000..], &vec![0u8; 3192][..]);
+    assert_eq!(s.usage()[0].bytes_stored, 2 * 4096);
+    s.fsync_inode("cpfs-test", 7).unwrap();
+    // Reopening counts what is on disk.
+    let again = ChunkStore::open(dir.path()).unwrap();
+    assert_eq!(again.usage()[0].bytes_stored, 2 * 4096);
+    s.drop_inode("cpfs-test", 7).unwrap();
+    assert_eq!(s.read(&key(2), 0, 10).unwrap(), vec![0; 10]);
+    assert_eq!(s.usage()[0].bytes_stored, 0);
+    assert!(
+        s.read(
+            &ChunkKey {
+                fs: "../etc".into(),
+                inode: 1,
+                index: 0,
+                chain: 0,
+            },
+            0,
+            1
+        )
+        .is_err()
+            || !valid_fs("../etc")
+    );
+    assert!(s
+        .write(
+            &ChunkKey {
+                fs: "../etc".into(),
+                inode: 1,
+                index: 0,
+                chain: 0,
+            },
+            0,
+            b"x",
+            false
+        )
+        .is_err());
+}
