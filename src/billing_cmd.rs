@@ -99,7 +99,7 @@ pub enum ReportFormat {
 
 async fn open(common: Common) -> anyhow::Result<(Settings, cpfs_billing::Billing)> {
     let settings = Settings::load_billing(common.store, common.billing)?;
-    let cp = crate::serve::open_control_plane(&settings).await?;
+    let cp = crate::serve::open_control_plane_for_operator(&settings).await?;
     let billing = crate::serve::billing(&cp, &settings)?;
     Ok((settings, billing))
 }

@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
             command: AccountCommand::Create { name, store },
         } => {
             let settings = config::Settings::load_store(store)?;
-            let cp = serve::open_control_plane(&settings).await?;
+            let cp = serve::open_control_plane_for_operator(&settings).await?;
             let account = cp.create_account(&name, None).await?;
             println!("{}", serde_json::to_string_pretty(&account)?);
             Ok(())

@@ -88,7 +88,7 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
 
 async fn open(store: config::StoreArgs) -> anyhow::Result<ControlPlane> {
     let settings = config::Settings::load_store(store)?;
-    serve::open_control_plane(&settings).await
+    serve::open_control_plane_for_operator(&settings).await
 }
 
 fn node_json(n: &Node, table: &ChainTable) -> serde_json::Value {

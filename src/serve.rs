@@ -18,12 +18,29 @@ use cpfs_proto::capability::CapabilityKey;
 
 use crate::config::Settings;
 
+/// Opens the control plane for `cpfs serve`, bringing the schema up to
+/// date (the only place that does).
 pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
     let store = Store::open(&s.database_url)
         .await
         .with_context(|| format!("opening database {}", cpfs_store::redact(&s.database_url)))?;
+    control_plane_on(store, s)
+}
+
+/// Opens the control plane for an operator command (`cpfs account`,
+/// `cpfs node list|status|drain`, `cpfs billing`): the schema must already
+/// be exactly this build's, so a CLI of another version never migrates a
+/// production store.
+pub async fn open_control_plane_for_operator(s: &Settings) -> anyhow::Result<ControlPlane> {
+    let store = Store::open_current(&s.database_url)
+        .await
+        .with_context(|| format!("opening database {}", cpfs_store::redact(&s.database_url)))?;
+    control_plane_on(store, s)
+}
+
+fn control_plane_on(store: Store, s: &Settings) -> anyhow::Result<ControlPlane> {
     let region = RegionConfig {
         region_id: s.region.clone(),
         local_name: s.region.clone(),
