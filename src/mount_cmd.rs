@@ -64,14 +64,27 @@ fn is_mounted(dir: &Path) -> bool {
     })
 }
 
-fn meta_address(controlplane: &str, domain: &str) -> anyhow::Result<String> {
+async fn meta_address(controlplane: &str, domain: &str) -> anyhow::Result<String> {
     let url = format!("{}/internal/v1/mount", controlplane.trim_end_matches('/'));
-    let resp = ureq::get(&url)
-        .query("domain", domain)
+    let resp = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .call()
+        .build()?
+        .get(&url)
+        .query(&[("domain", domain)])
+        .send()
+        .await
         .with_context(|| format!("reaching the control plane at {controlplane}"))?;
-    let v: serde_json::Value = resp.into_json()?;
+    let status = resp.status();
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("the control plane answered HTTP {status} without JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the control plane refused the mount target {domain}: HTTP {status} {}",
+            v["Code"].as_str().unwrap_or("")
+        );
+    }
     v["MetaAddress"]
         .as_str()
         .filter(|a| !a.is_empty())
@@ -88,7 +101,7 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
     if args.daemon {
         return daemonize(&args);
     }
-    let address = meta_address(&args.controlplane, &args.domain)?;
+    let address = meta_address(&args.controlplane, &args.domain).await?;
     let meta = MetaClient::new(&address, &args.domain);
     let mounted = meta.mount().await.map_err(|(errno, msg)| match errno {
         2 => anyhow::anyhow!(
