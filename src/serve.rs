@@ -244,11 +244,18 @@ fn supervise_node(i: usize, s: &Settings, token: String) {
 /// Plans the chain table twice a second besides on heartbeats, so a dead
 /// node is replaced within the timeout even when no other node speaks.
 async fn failure_detector(cp: cpfs_controlplane::ControlPlane) {
+    const EVERY: Duration = Duration::from_millis(500);
+    cp.liveness.register("chain planner", EVERY);
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Err(e) = cp.update_chain_table().await {
+        tokio::time::sleep(EVERY).await;
+        let outcome = cp.update_chain_table().await;
+        if let Err(e) = &outcome {
             tracing::warn!(error = %e, "chain table step failed");
         }
+        cp.liveness.pass(
+            "chain planner",
+            outcome.map(|_| ()).map_err(|e| e.to_string()),
+        );
     }
 }
 

@@ -310,3 +310,34 @@ fn config_file_env_and_flags_stack_in_that_order() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("regoin"));
 }
+
+/// /healthz lists the process's background loops and their passes; the
+/// readiness probes of every suite rely on its 200.
+#[test]
+fn healthz_reports_every_background_loop() {
+    let server = Server::start(&[]);
+    let url = format!("http://127.0.0.1:{}/healthz", server.port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = ureq::get(&url).call().expect("healthz answers 200");
+        let v: serde_json::Value = r.into_json().unwrap();
+        assert_eq!(v["Status"], "ok", "{v}");
+        let loops = v["Loops"].as_array().unwrap();
+        let passes = |name: &str| {
+            loops
+                .iter()
+                .find(|l| l["Name"] == name)
+                .and_then(|l| l["Passes"].as_u64())
+        };
+        // Each loop registers when its task first runs, then passes.
+        let all = ["reconciler", "chain planner", "billing"].map(passes);
+        if all.iter().all(|p| p.unwrap_or(0) >= 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a loop is missing or never finished a pass: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -181,7 +181,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/", any(rpc))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(
             cpfs_proto::heartbeat::HEARTBEAT_PATH,
@@ -192,6 +192,28 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(crate::internal::mount_info),
         )
         .with_state(gw)
+}
+
+/// 200 while every background loop of the process finishes its passes,
+/// 503 when one has stopped; the body lists each loop.
+async fn healthz(State(gw): State<Arc<Gateway>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (alive, loops) = gw.cp.liveness.report();
+    let status = if alive {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "Status": if alive { "ok" } else { "degraded" },
+        "Loops": loops,
+    });
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> String {

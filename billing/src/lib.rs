@@ -90,9 +90,15 @@ impl Billing {
     /// whatever hours passed while the server was down), then one every
     /// `interval`.
     pub async fn run(self, interval: Duration) {
+        self.cp.liveness.register("billing", interval);
         loop {
             let through = self.cp.now() - SETTLE_SECS;
-            match self.pass(through).await {
+            let outcome = self.pass(through).await;
+            let tick = match &outcome {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
                 Ok(r)
                     if r.hours_metered > 0
                         || r.orders_charged > 0
@@ -111,6 +117,7 @@ impl Billing {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "billing pass failed; will retry"),
             }
+            self.cp.liveness.pass("billing", tick);
             tokio::time::sleep(interval).await;
         }
     }

@@ -13,6 +13,7 @@ pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
 pub mod ldap;
+pub mod liveness;
 pub mod mount_policy;
 pub mod mount_targets;
 pub mod namespaces;
@@ -45,6 +46,9 @@ pub struct ControlPlane {
     pub started: std::time::Instant,
     /// Serialises chain-table planning steps of this process.
     pub planner: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The background loops of this process and when each last finished a
+    /// pass (`/healthz`).
+    pub liveness: std::sync::Arc<liveness::Liveness>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -83,6 +87,7 @@ impl ControlPlane {
             ldap_bind_password: None,
             started: std::time::Instant::now(),
             planner: Default::default(),
+            liveness: Default::default(),
         }
     }
 

@@ -51,11 +51,16 @@ impl Reconciler {
 
     /// Runs until the task is dropped.
     pub async fn run(mut self) {
+        self.cp.liveness.register("reconciler", RESYNC);
         loop {
             let wait = match self.pass().await {
-                Ok(wait) => wait,
+                Ok(wait) => {
+                    self.cp.liveness.pass("reconciler", Ok(()));
+                    wait
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reconciler pass failed");
+                    self.cp.liveness.pass("reconciler", Err(e.to_string()));
                     Duration::from_secs(1)
                 }
             };
