@@ -107,3 +107,16 @@ fn truncate_and_usage() {
         )
         .is_err());
 }
+
+#[test]
+fn copies_of_one_length_with_other_content_have_other_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    s.write(&key(3), 0, &vec![1u8; 2 * 4096], false).unwrap();
+    s.write(&key(4), 0, &vec![2u8; 2 * 4096], false).unwrap();
+    s.write(&key(5), 0, &vec![1u8; 2 * 4096], false).unwrap();
+    let d = |k| s.digest(&key(k)).unwrap().unwrap();
+    assert_ne!(d(3), d(4), "the digest ignores the content");
+    assert_eq!(d(3), d(5));
+    assert_eq!(s.digest(&key(6)).unwrap(), None);
+}

@@ -21,6 +21,13 @@ use tokio::io::AsyncWriteExt;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Pending<Resp> = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Resp, String>>>>>;
+/// What a call needs of a live connection: its outbox, its waiters, and
+/// whether it is still up.
+type Conn<Req, Resp> = (
+    mpsc::Sender<(u64, Req)>,
+    Pending<Resp>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 struct Live<Req, Resp> {
     outbox: mpsc::Sender<(u64, Req)>,
@@ -53,11 +60,11 @@ where
         &self.address
     }
 
-    async fn connection(&self) -> Result<(mpsc::Sender<(u64, Req)>, Pending<Resp>), WireError> {
+    async fn connection(&self) -> Result<Conn<Req, Resp>, WireError> {
         let mut live = self.live.lock().await;
         if let Some(l) = live.as_ref() {
             if l.alive.load(Ordering::Acquire) {
-                return Ok((l.outbox.clone(), l.pending.clone()));
+                return Ok((l.outbox.clone(), l.pending.clone(), l.alive.clone()));
             }
         }
         let stream =
@@ -143,20 +150,33 @@ where
         *live = Some(Live {
             outbox: tx.clone(),
             pending: pending.clone(),
-            alive,
+            alive: alive.clone(),
         });
-        Ok((tx, pending))
+        Ok((tx, pending, alive))
     }
 
     /// Sends one request and waits for its reply.
     pub async fn call(&self, req: Req) -> Result<Resp, WireError> {
-        let (outbox, pending) = self.connection().await?;
+        let (outbox, pending, alive) = self.connection().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, tx);
+        // The connection may have failed between handing it out and the
+        // waiter's registration; its failure then drained the waiters
+        // before this one arrived and nobody would ever answer it (the
+        // call would wait for CALL_TIMEOUT). Failing marks the connection
+        // dead before draining, so checking after registering is enough.
+        if !alive.load(Ordering::Acquire) {
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            self.reset().await;
+            return Err(WireError::Closed);
+        }
         if outbox.send((id, req)).await.is_err() {
             pending
                 .lock()
