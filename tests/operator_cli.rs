@@ -26,16 +26,20 @@ async fn operator_commands_refuse_a_schema_they_did_not_expect() {
     let url = url_of(dir.path());
     let data_dir = dir.path().to_str().unwrap();
 
+    let account_create = |name: &str| {
+        cpfs(&[
+            "account",
+            "create",
+            name,
+            "--data-dir",
+            data_dir,
+            "--database-url",
+            &url,
+        ])
+    };
+
     // A database no `cpfs serve` has opened: refused, not migrated.
-    let (ok, _, err) = cpfs(&[
-        "account",
-        "create",
-        "early",
-        "--data-dir",
-        data_dir,
-        "--database-url",
-        &url,
-    ]);
+    let (ok, _, err) = account_create("early");
     assert!(!ok, "account create on an unmigrated database succeeded");
     assert!(err.contains("start `cpfs serve`"), "{err}");
     let store = cpfs_store::Store::open_current(&url).await;
@@ -46,15 +50,7 @@ async fn operator_commands_refuse_a_schema_they_did_not_expect() {
 
     // Migrated by the server's path: the command works.
     cpfs_store::Store::open(&url).await.unwrap();
-    let (ok, out, err) = cpfs(&[
-        "account",
-        "create",
-        "ops",
-        "--data-dir",
-        data_dir,
-        "--database-url",
-        &url,
-    ]);
+    let (ok, out, err) = account_create("ops");
     assert!(ok, "{err}");
     assert!(out.contains("AccessKeyId"), "{out}");
 

@@ -94,10 +94,7 @@ impl Billing {
         loop {
             let through = self.cp.now() - SETTLE_SECS;
             let outcome = self.pass(through).await;
-            let tick = match &outcome {
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            };
+            let tick = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
             match outcome {
                 Ok(r)
                     if r.hours_metered > 0

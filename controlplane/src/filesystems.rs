@@ -175,12 +175,7 @@ pub const FS_SELECT: &str = concat!(
 );
 
 /// Builds `$a, $b, ...` for an IN list starting at placeholder `start`.
-pub(crate) fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub(crate) use cpfs_store::placeholders;
 
 impl ControlPlane {
     /// Records a new file system as Pending and returns its id; the

@@ -30,9 +30,9 @@ impl ControlPlane {
                 rules
                     .iter()
                     .map(|r| Rule {
-                        ipv4: parse_net(&r.source_cidr).filter(|_| !r.source_cidr.is_empty()),
-                        ipv6: parse_net(&r.ipv6_source_cidr)
-                            .filter(|_| !r.ipv6_source_cidr.is_empty()),
+                        // An empty CIDR parses as nothing: no network.
+                        ipv4: parse_net(&r.source_cidr),
+                        ipv6: parse_net(&r.ipv6_source_cidr),
                         writable: r.rw_access != "RDONLY",
                         squash: Squash::parse(&r.user_access),
                     })

@@ -10,7 +10,7 @@ use cpfs_proto::capability::{Capability, CapabilityKey};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::layout::MIN_CHUNK_SIZE;
 use cpfs_proto::meta::{Caller, MetaOp, MetaReply, OpenFile, ROOT_INO};
-use cpfs_proto::node::ChunkKey;
+use cpfs_proto::node::{ChainRef, ChunkKey, NodeRequest};
 
 use crate::meta::{MetaServer, DOMAIN};
 use crate::node::TestNode;
@@ -236,6 +236,39 @@ impl Cluster {
             inode: file.attr.ino,
             index,
             chain: file.layout.chain_of(index),
+        }
+    }
+
+    /// A read of the first block of chunk `index`, routed with the current
+    /// table, to send to a node directly.
+    pub fn block_read(&self, file: &OpenFile, index: u64) -> NodeRequest {
+        let key = self.chunk_key(file, index);
+        NodeRequest::Read {
+            cap: file.cap.clone(),
+            chain: ChainRef {
+                id: key.chain,
+                version: self.table().version,
+            },
+            key,
+            offset: 0,
+            len: 4096,
+        }
+    }
+
+    /// A client write of `byte` over the first block of chunk `index`,
+    /// routed with the current table, to send to a node directly.
+    pub fn block_write(&self, file: &OpenFile, index: u64, byte: u8) -> NodeRequest {
+        let key = self.chunk_key(file, index);
+        NodeRequest::Write {
+            cap: file.cap.clone(),
+            chain: ChainRef {
+                id: key.chain,
+                version: self.table().version,
+            },
+            key,
+            offset: 0,
+            data: vec![byte; 4096],
+            forwarded: false,
         }
     }
 

@@ -70,11 +70,7 @@ impl MetaServer {
         let store = Store::open(&url).await?;
         let listener = crate::bind(0)?;
         let listen = listener.local_addr()?;
-        let proxy = if proxied {
-            Some(Proxy::start(listen)?)
-        } else {
-            None
-        };
+        let proxy = proxied.then(|| Proxy::start(listen)).transpose()?;
         let mut m = MetaServer {
             _dir: dir,
             url,

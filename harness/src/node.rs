@@ -43,11 +43,7 @@ impl TestNode {
         let dir = tempfile::Builder::new().prefix("cpfs-node-").tempdir()?;
         let listener = crate::bind(0)?;
         let listen = listener.local_addr()?;
-        let proxy = if proxied {
-            Some(Proxy::start(listen)?)
-        } else {
-            None
-        };
+        let proxy = proxied.then(|| Proxy::start(listen)).transpose()?;
         let mut n = TestNode {
             id,
             dir,

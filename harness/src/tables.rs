@@ -181,18 +181,7 @@ impl Cluster {
     /// (The planner may start new moves in the same step, e.g. a
     /// rebalance onto a fresh node; those members are left syncing.)
     pub async fn promote_synced(&mut self) -> anyhow::Result<()> {
-        let finished: Vec<SyncFinished> = self
-            .table
-            .chains
-            .iter()
-            .flat_map(|c| {
-                c.syncing.iter().map(|s| SyncFinished {
-                    chain: c.id,
-                    node: s.node.id.clone(),
-                    since: s.since,
-                })
-            })
-            .collect();
+        let finished = self.table.syncing_as_finished();
         let t = self.plan(finished.clone());
         for f in &finished {
             let serving = t

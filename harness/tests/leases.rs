@@ -7,40 +7,9 @@ use std::time::Duration;
 
 use cpfs_harness::{check_bytes, pattern, wait_for, Cluster};
 use cpfs_proto::layout::MIN_CHUNK_SIZE;
-use cpfs_proto::meta::OpenFile;
-use cpfs_proto::node::{ChainRef, NodeClient, NodeError, NodeRequest, NodeResponse};
+use cpfs_proto::node::{NodeClient, NodeError, NodeResponse};
 
 const CHUNK: u64 = MIN_CHUNK_SIZE;
-
-/// A read of chunk 0's first block, sent to `node` with the current table.
-fn read0(c: &Cluster, f: &OpenFile) -> NodeRequest {
-    let key = c.chunk_key(f, 0);
-    NodeRequest::Read {
-        cap: f.cap.clone(),
-        chain: ChainRef {
-            id: key.chain,
-            version: c.table().version,
-        },
-        key,
-        offset: 0,
-        len: 4096,
-    }
-}
-
-fn write0(c: &Cluster, f: &OpenFile, byte: u8) -> NodeRequest {
-    let key = c.chunk_key(f, 0);
-    NodeRequest::Write {
-        cap: f.cap.clone(),
-        chain: ChainRef {
-            id: key.chain,
-            version: c.table().version,
-        },
-        key,
-        offset: 0,
-        data: vec![byte; 4096],
-        forwarded: false,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_lease_expired_refuses_until_it_is_renewed() {
@@ -68,20 +37,20 @@ async fn a_node_whose_lease_expired_refuses_until_it_is_renewed() {
 
     // A short lease: served while it runs...
     c.grant_lease(head, Duration::from_millis(500)).unwrap();
-    match node.call(read0(&c, &f)).await.unwrap() {
+    match node.call(c.block_read(&f, 0)).await.unwrap() {
         NodeResponse::Data(d) => check_bytes("leased read", &d, &data[..4096]).unwrap(),
         other => panic!("a leased node refused: {other:?}"),
     }
     // ...and refused once it lapses, reads and writes alike.
     wait_for("the lease to lapse", Duration::from_secs(10), || async {
         matches!(
-            node.call(read0(&c, &f)).await,
+            node.call(c.block_read(&f, 0)).await,
             Ok(NodeResponse::Failed(NodeError::NoLease))
         )
     })
     .await
     .unwrap();
-    let w = node.call(write0(&c, &f, 0xaa)).await.unwrap();
+    let w = node.call(c.block_write(&f, 0, 0xaa)).await.unwrap();
     assert!(
         matches!(w, NodeResponse::Failed(NodeError::NoLease)),
         "{w:?}"
@@ -108,7 +77,7 @@ async fn a_node_whose_lease_expired_refuses_until_it_is_renewed() {
 
     c.grant_lease(head, Duration::from_secs(3600)).unwrap();
     write.await.unwrap().unwrap();
-    match node.call(read0(&c, &f)).await.unwrap() {
+    match node.call(c.block_read(&f, 0)).await.unwrap() {
         NodeResponse::Data(d) => check_bytes("renewed read", &d, &new[..4096]).unwrap(),
         other => panic!("a renewed node refused: {other:?}"),
     }

@@ -119,18 +119,8 @@ async fn reads_go_to_serving_members_and_never_to_a_syncing_one() {
         .collect();
     c.install_table(t).await.unwrap();
 
-    let key = c.chunk_key(&f, 0);
     let refused = NodeClient::new(b.address.clone())
-        .call(NodeRequest::Read {
-            cap: f.cap.clone(),
-            chain: ChainRef {
-                id: key.chain,
-                version: c.table().version,
-            },
-            key,
-            offset: 0,
-            len: 4096,
-        })
+        .call(c.block_read(&f, 0))
         .await
         .unwrap();
     assert!(

@@ -124,10 +124,9 @@ pub async fn layout_chains(
     if fs_ids.is_empty() {
         return Ok(out);
     }
-    let marks: Vec<String> = (1..=fs_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT fs_id, chains FROM fs_layouts WHERE fs_id IN ({})",
-        marks.join(", ")
+        cpfs_store::placeholders(1, fs_ids.len())
     );
     let mut q = sqlx::query_as::<_, (String, String)>(&sql);
     for id in fs_ids {

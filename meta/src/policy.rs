@@ -113,5 +113,6 @@ mod tests {
         assert!(!v6.admits(a), "an IPv4 client never matches an IPv6 rule");
         assert!(parse_net("10.0.0.0/33").is_none());
         assert!(parse_net("nonsense").is_none());
+        assert!(parse_net("").is_none(), "an empty CIDR is no network");
     }
 }

@@ -142,6 +142,21 @@ pub struct ClusterView {
 }
 
 impl ChainTable {
+    /// The reports heads send when every syncing member of this table is
+    /// filled: what a test or tool playing the heads feeds the planner.
+    pub fn syncing_as_finished(&self) -> Vec<SyncFinished> {
+        self.chains
+            .iter()
+            .flat_map(|c| {
+                c.syncing.iter().map(|s| SyncFinished {
+                    chain: c.id,
+                    node: s.node.id.clone(),
+                    since: s.since,
+                })
+            })
+            .collect()
+    }
+
     pub fn chain(&self, id: u32) -> Option<&Chain> {
         self.chains.iter().find(|c| c.id == id)
     }
@@ -531,20 +546,6 @@ mod tests {
         }
     }
 
-    /// Reports of every copy in `t` as finished.
-    fn every_sync_finished(t: &ChainTable) -> Vec<SyncFinished> {
-        t.chains
-            .iter()
-            .flat_map(|c| {
-                c.syncing.iter().map(|s| SyncFinished {
-                    chain: c.id,
-                    node: s.node.id.clone(),
-                    since: s.since,
-                })
-            })
-            .collect()
-    }
-
     /// Runs the planner, finishing every copy at once, until it rests.
     fn run_to_rest(mut t: ChainTable, v: &mut ClusterView) -> ChainTable {
         for _ in 0..50 {
@@ -552,7 +553,7 @@ mod tests {
             if next == t {
                 break;
             }
-            v.finished = every_sync_finished(&next);
+            v.finished = next.syncing_as_finished();
             t = next;
         }
         t
@@ -612,7 +613,7 @@ mod tests {
         assert!(!t2.settled(2));
         // The heads report the copies finished: syncing members serve.
         let mut v = view(3, &[1]);
-        v.finished = every_sync_finished(&t2);
+        v.finished = t2.syncing_as_finished();
         let t3 = t2.next(&v);
         assert!(t3.settled(2), "{t3:?}");
         // A report from an older session promotes nothing.

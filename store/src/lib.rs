@@ -157,6 +157,15 @@ impl Store {
     }
 }
 
+/// `$start, $start+1, …` for `n` values of an `IN (…)` list (both
+/// databases take `$N` placeholders).
+pub fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Hides the password in a database URL before it reaches a log or an error.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -179,6 +188,12 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_number_from_start() {
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(placeholders(1, 0), "");
+    }
 
     #[test]
     fn redacts_passwords() {

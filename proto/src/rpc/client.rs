@@ -169,15 +169,7 @@ where
         // before this one arrived and nobody would ever answer it (the
         // call would wait for CALL_TIMEOUT). Failing marks the connection
         // dead before draining, so checking after registering is enough.
-        if !alive.load(Ordering::Acquire) {
-            pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            self.reset().await;
-            return Err(WireError::Closed);
-        }
-        if outbox.send((id, req)).await.is_err() {
+        if !alive.load(Ordering::Acquire) || outbox.send((id, req)).await.is_err() {
             pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
