@@ -15,6 +15,7 @@ use cpfs_controlplane::nodes::PlacementPolicy;
 use cpfs_controlplane::reconciler::Reconciler;
 use cpfs_controlplane::{Clock, ControlPlane, FileClock, RegionConfig, Store, SystemClock};
 use cpfs_proto::capability::CapabilityKey;
+use cpfs_runtime::{Shutdown, Supervisor};
 
 use crate::config::Settings;
 
@@ -183,79 +184,89 @@ async fn bind_meta(s: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(listener)
 }
 
-/// Runs `cpfs node` for embedded node `i` and restarts it when it exits.
-/// The child is killed with this process (PR_SET_PDEATHSIG), so a restarted
+/// Runs `cpfs node` for embedded node `i` and restarts it when it exits,
+/// until the future is dropped (which kills the child). The child is also
+/// killed with this process (PR_SET_PDEATHSIG), so a restarted
 /// `cpfs serve` never finds a stray node holding a data directory.
-fn supervise_node(i: usize, s: &Settings, token: String) {
+async fn supervise_node(i: usize, s: &Settings, token: String) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let dir = s.data_dir.join("nodes").join(format!("node-{i}"));
     let controlplane = format!("http://{}", s.listen);
     let zone = s.zones[(i - 1) % s.zones.len()].clone();
-    tokio::spawn(async move {
-        loop {
-            let exe = match std::env::current_exe() {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot find the cpfs executable for the nodes");
-                    return;
-                }
-            };
-            let mut cmd = tokio::process::Command::new(exe);
-            cmd.args([
-                "node",
-                "--listen",
-                "127.0.0.1:0",
-                "--zone",
-                &zone,
-                "--controlplane",
-                &controlplane,
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .env("CPFS_CLUSTER_TOKEN", &token)
-            .kill_on_drop(true);
-            // SAFETY: prctl only sets a flag of the child process; it runs
-            // between fork and exec and touches no shared memory.
-            unsafe {
-                cmd.as_std_mut().pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            match cmd.spawn() {
-                Ok(mut child) => {
-                    tracing::info!(node = i, pid = child.id().unwrap_or(0), "data node started");
-                    match child.wait().await {
-                        Ok(status) => {
-                            tracing::warn!(node = i, %status, "data node exited; restarting")
-                        }
-                        Err(e) => {
-                            tracing::warn!(node = i, error = %e, "data node lost; restarting")
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(node = i, error = %e, "data node failed to start"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find the cpfs executable for the nodes: {e}"))?;
+    let mut restarts = cpfs_runtime::retry::delays(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        let started = std::time::Instant::now();
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--zone",
+            &zone,
+            "--controlplane",
+            &controlplane,
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("CPFS_CLUSTER_TOKEN", &token)
+        .kill_on_drop(true);
+        // SAFETY: prctl only sets a flag of the child process; it runs
+        // between fork and exec and touches no shared memory.
+        unsafe {
+            cmd.as_std_mut().pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
         }
-    });
+        match cmd.spawn() {
+            Ok(mut child) => {
+                tracing::info!(node = i, pid = child.id().unwrap_or(0), "data node started");
+                match child.wait().await {
+                    Ok(status) => tracing::warn!(node = i, %status, "data node exited; restarting"),
+                    Err(e) => tracing::warn!(node = i, error = %e, "data node lost; restarting"),
+                }
+            }
+            Err(e) => tracing::error!(node = i, error = %e, "data node failed to start"),
+        }
+        // A node that ran for a while restarts at once; one that keeps
+        // failing at start is restarted ever more slowly.
+        if started.elapsed() > Duration::from_secs(60) {
+            restarts = cpfs_runtime::retry::delays(Duration::from_secs(1), Duration::from_secs(30));
+        }
+        tokio::time::sleep(restarts.next().unwrap_or(Duration::from_secs(30))).await;
+    }
 }
 
-/// Plans the chain table twice a second besides on heartbeats, so a dead
-/// node is replaced within the timeout even when no other node speaks.
-async fn failure_detector(cp: cpfs_controlplane::ControlPlane) {
-    const EVERY: Duration = Duration::from_millis(500);
-    cp.liveness.register("chain planner", EVERY);
-    loop {
-        tokio::time::sleep(EVERY).await;
-        let outcome = cp.update_chain_table().await;
-        if let Err(e) = &outcome {
-            tracing::warn!(error = %e, "chain table step failed");
-        }
-        cp.liveness.pass(
-            "chain planner",
-            outcome.map(|_| ()).map_err(|e| e.to_string()),
-        );
+/// Every embedded node under one task: dropping it (at shutdown) kills
+/// them all.
+async fn supervise_nodes(s: Settings, token: String) -> Result<(), String> {
+    let mut nodes = tokio::task::JoinSet::new();
+    for i in 1..=s.nodes {
+        let (s, token) = (s.clone(), token.clone());
+        nodes.spawn(async move { supervise_node(i, &s, token).await });
+    }
+    match nodes.join_next().await {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => Err(e.to_string()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves HTTP until shutdown, then lets requests in flight finish.
+async fn serve_http(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    handle: axum_server::Handle,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    tokio::select! {
+        r = server => r.map_err(|e| e.to_string()),
+        _ = async {
+            shutdown.requested().await;
+            handle.graceful_shutdown(Some(Duration::from_secs(5)));
+            std::future::pending::<()>().await
+        } => Ok(()),
     }
 }
 
@@ -288,12 +299,50 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             ldap_bind_password: s.ldap_bind_password.clone(),
         },
     );
-    tokio::spawn(cpfs_meta::serve(meta, meta_listener));
+    let mut tasks = Supervisor::new(cp.liveness.clone());
+    tasks.stop_on_signals();
+    let listening = meta.clone();
+    tasks.spawn("metadata service", async move {
+        cpfs_meta::serve(listening, meta_listener).await;
+        Err("the listener stopped".to_string())
+    });
     tracing::info!(listen = %meta_address, "metadata service listening");
+    let collector = cpfs_meta::Collector::new(meta);
+    tasks.every(
+        "orphan collector",
+        cpfs_meta::Collector::PERIOD,
+        move || {
+            let c = collector.clone();
+            async move { c.pass().await }
+        },
+    );
 
-    tokio::spawn(Reconciler::new(cp.clone(), policy).run());
-    tokio::spawn(failure_detector(cp.clone()));
-    tokio::spawn(billing.run(Duration::from_secs(s.billing_interval_secs)));
+    let reconciler = Reconciler::new(cp.clone(), policy);
+    tasks.spawn_until(cpfs_controlplane::reconciler::LOOP_NAME, |shutdown| {
+        reconciler.run(shutdown)
+    });
+    // The chain table is planned twice a second besides on heartbeats, so
+    // a dead node is replaced within the timeout even when no other node
+    // speaks.
+    let planner = cp.clone();
+    tasks.every("chain planner", Duration::from_millis(500), move || {
+        let cp = planner.clone();
+        async move {
+            cp.update_chain_table()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    });
+    let billing = Arc::new(billing);
+    tasks.every(
+        "billing",
+        Duration::from_secs(s.billing_interval_secs),
+        move || {
+            let b = billing.clone();
+            async move { b.scheduled_pass().await }
+        },
+    );
 
     let gateway = Gateway::new(
         cp.clone(),
@@ -319,59 +368,43 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         .acceptor(axum_server::accept::NoDelayAcceptor::new())
         .handle(handle.clone())
         .serve(app.clone().into_make_service());
-
-    // Nodes start once the API (where they register) is bound.
-    for i in 1..=s.nodes {
-        supervise_node(i, &s, token.clone());
-    }
-
-    let https = match (&s.tls, s.https_listen) {
-        (Some((cert, key)), Some(addr)) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "loading TLS certificate {} and key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let listener =
-                std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
-            listener.set_nonblocking(true)?;
-            tracing::info!(listen = %addr, "API listening (https)");
-            Some(
-                axum_server::from_tcp_rustls(listener, tls)
-                    .handle(handle.clone())
-                    .serve(app.into_make_service()),
-            )
-        }
-        _ => None,
-    };
-
-    let shutdown = handle.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-        shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+    let http_handle = handle.clone();
+    tasks.spawn_until("api (http)", |shutdown| {
+        serve_http(http, http_handle, shutdown)
     });
 
-    match https {
-        Some(https) => {
-            let (a, b) = tokio::join!(http, https);
-            a?;
-            b?;
-        }
-        None => http.await?,
+    if let (Some((cert, key)), Some(addr)) = (&s.tls, s.https_listen) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            .await
+            .with_context(|| {
+                format!(
+                    "loading TLS certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        listener.set_nonblocking(true)?;
+        tracing::info!(listen = %addr, "API listening (https)");
+        let https = axum_server::from_tcp_rustls(listener, tls)
+            .handle(handle.clone())
+            .serve(app.into_make_service());
+        tasks.spawn_until("api (https)", |shutdown| {
+            serve_http(https, handle, shutdown)
+        });
     }
+
+    // Nodes start once the API (where they register) is bound.
+    if s.nodes > 0 {
+        tasks.spawn("data nodes", supervise_nodes(s.clone(), token));
+    }
+
+    tasks
+        .run(Duration::from_secs(10))
+        .await
+        .map_err(|why| anyhow::anyhow!("cpfs serve stopped: {why}"))?;
+    tracing::info!("stopped");
     Ok(())
 }

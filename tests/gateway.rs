@@ -330,7 +330,7 @@ fn healthz_reports_every_background_loop() {
                 .and_then(|l| l["Passes"].as_u64())
         };
         // Each loop registers when its task first runs, then passes.
-        let all = ["reconciler", "chain planner", "billing"].map(passes);
+        let all = ["reconciler", "chain planner", "billing", "orphan collector"].map(passes);
         if all.iter().all(|p| p.unwrap_or(0) >= 1) {
             break;
         }
@@ -340,4 +340,83 @@ fn healthz_reports_every_background_loop() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The processes `pid` started (its children), from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// SIGTERM stops every loop, listener and embedded node of `cpfs serve`,
+/// and the process exits successfully instead of being killed mid-pass.
+#[test]
+fn serve_shuts_down_gracefully_on_sigterm() {
+    let mut server = Server::start(&["--nodes", "2"]);
+    let pid = server.child.as_ref().unwrap().id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let nodes = loop {
+        let nodes = children_of(pid);
+        if nodes.len() >= 2 {
+            break nodes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nodes never started: {nodes:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let child = server.child.as_mut().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cpfs serve did not stop:\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}:\n{}", server.log());
+    let log = server.log();
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !nodes.iter().all(|p| gone(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a node outlived cpfs serve: {nodes:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.child = None;
 }

@@ -18,7 +18,6 @@ pub mod report;
 pub mod times;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cpfs_controlplane::ControlPlane;
 
@@ -86,36 +85,26 @@ impl Billing {
         })
     }
 
-    /// The background loop of `cpfs serve`: a pass at start (which fills
-    /// whatever hours passed while the server was down), then one every
-    /// `interval`.
-    pub async fn run(self, interval: Duration) {
-        self.cp.liveness.register("billing", interval);
-        loop {
-            let through = self.cp.now() - SETTLE_SECS;
-            let outcome = self.pass(through).await;
-            let tick = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
-            match outcome {
-                Ok(r)
-                    if r.hours_metered > 0
-                        || r.orders_charged > 0
-                        || !r.stopped.is_empty()
-                        || !r.released.is_empty() =>
-                {
-                    tracing::info!(
-                        through = %cpfs_controlplane::clock::format_utc(through),
-                        hours = r.hours_metered,
-                        orders = r.orders_charged,
-                        stopped = r.stopped.len(),
-                        released = r.released.len(),
-                        "billing pass"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "billing pass failed; will retry"),
-            }
-            self.cp.liveness.pass("billing", tick);
-            tokio::time::sleep(interval).await;
+    /// One pass of the background loop of `cpfs serve` (run at start,
+    /// which fills whatever hours passed while the server was down, then
+    /// every billing interval): bills every settled hour up to now.
+    pub async fn scheduled_pass(&self) -> std::result::Result<(), String> {
+        let through = self.cp.now() - SETTLE_SECS;
+        let r = self.pass(through).await.map_err(|e| e.to_string())?;
+        if r.hours_metered > 0
+            || r.orders_charged > 0
+            || !r.stopped.is_empty()
+            || !r.released.is_empty()
+        {
+            tracing::info!(
+                through = %cpfs_controlplane::clock::format_utc(through),
+                hours = r.hours_metered,
+                orders = r.orders_charged,
+                stopped = r.stopped.len(),
+                released = r.released.len(),
+                "billing pass"
+            )
         }
+        Ok(())
     }
 }

@@ -13,7 +13,6 @@ pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
 pub mod ldap;
-pub mod liveness;
 pub mod mount_policy;
 pub mod mount_targets;
 pub mod namespaces;
@@ -48,7 +47,7 @@ pub struct ControlPlane {
     pub planner: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The background loops of this process and when each last finished a
     /// pass (`/healthz`).
-    pub liveness: std::sync::Arc<liveness::Liveness>,
+    pub liveness: std::sync::Arc<cpfs_runtime::Liveness>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).

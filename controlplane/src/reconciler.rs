@@ -3,9 +3,10 @@
 //! should be. Each step is one transaction guarded by the status it expects,
 //! so a crash between steps (even `kill -9`) only means the step runs again.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
+use cpfs_runtime::{Shutdown, WorkQueue};
 use sqlx::Row;
 use tracing::Instrument;
 
@@ -14,30 +15,42 @@ use crate::filesystems::{FileSystem, FS_SELECT};
 use crate::nodes::PlacementPolicy;
 use crate::ControlPlane;
 
-/// What a step asks of the loop next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Done; nothing to do until desired state changes.
-    AwaitChange,
-    /// Try again after this long (a dependency is not ready, or an error).
-    RequeueAfter(Duration),
-}
+pub use cpfs_runtime::Next;
 
-/// Periodic pass even without a change, to catch work that a missed
-/// notification or a crashed peer left behind.
+/// Converged objects are looked at again this often even without a change
+/// notification, to catch work a missed notification or a crashed peer
+/// left behind.
 const RESYNC: Duration = Duration::from_secs(2);
+/// A failing object is retried after 100 ms, then ever more slowly, up to
+/// this (per object: the others keep converging at full speed).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The name the reconciler reports under on `/healthz`.
+pub const LOOP_NAME: &str = "reconciler";
+
+/// The objects the reconciler drives, each one key of its work queue. A
+/// key holds the desired state it was read with, so a change to that state
+/// (an upgrade, a deletion, the file system of a mount target starting) is
+/// a new key, due at once even while the old one was backing off.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Object {
+    FileSystem {
+        id: String,
+        status: String,
+        capacity_gib: i64,
+        bandwidth_mbps: i64,
+    },
+    MountTarget {
+        domain: String,
+        status: String,
+        fs_status: String,
+    },
+}
 
 pub struct Reconciler {
     cp: ControlPlane,
     policy: PlacementPolicy,
-    /// Consecutive failures per resource: the one retry policy.
-    failures: HashMap<String, u32>,
-}
-
-fn backoff(failures: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1u64 << failures.min(10));
-    Duration::from_millis(ms).min(MAX_BACKOFF)
+    queue: WorkQueue<Object>,
 }
 
 impl Reconciler {
@@ -45,87 +58,120 @@ impl Reconciler {
         Reconciler {
             cp,
             policy,
-            failures: HashMap::new(),
+            queue: WorkQueue::new(RESYNC, FIRST_BACKOFF, MAX_BACKOFF),
         }
     }
 
-    /// Runs until the task is dropped.
-    pub async fn run(mut self) {
-        self.cp.liveness.register("reconciler", RESYNC);
-        loop {
-            let wait = match self.pass().await {
-                Ok(wait) => {
-                    self.cp.liveness.pass("reconciler", Ok(()));
-                    wait
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reconciler pass failed");
-                    self.cp.liveness.pass("reconciler", Err(e.to_string()));
-                    Duration::from_secs(1)
-                }
-            };
+    /// Runs until shutdown: a pass over the due objects, then a sleep until
+    /// the next one is due or desired state changes.
+    pub async fn run(mut self, shutdown: Shutdown) -> std::result::Result<(), String> {
+        self.cp.liveness.register(LOOP_NAME, RESYNC);
+        while !shutdown.is_requested() {
+            let now = Instant::now();
+            let outcome = self.pass_at(now).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(error = %e, "reconciler pass failed");
+            }
+            self.cp.liveness.pass(
+                LOOP_NAME,
+                outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+            );
+            // A pass that could not even list the objects waits a second.
+            let wait = outcome.unwrap_or(Duration::from_secs(1));
             tokio::select! {
-                _ = self.cp.changed.notified() => {}
+                _ = shutdown.requested() => {}
+                _ = self.cp.changed.notified() => self.queue.changed(),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        Ok(())
     }
 
-    /// One pass over everything that is not converged. Returns how long the
-    /// loop may sleep before the next pass.
+    /// One pass now (what tests drive).
     pub async fn pass(&mut self) -> Result<Duration> {
-        let mut wait = RESYNC;
+        self.pass_at(Instant::now()).await
+    }
+
+    /// Reconciles every object not yet converged whose turn has come at
+    /// `now`. Returns how long the loop may sleep before one is due.
+    pub async fn pass_at(&mut self, now: Instant) -> Result<Duration> {
         let rows = sqlx::query(&format!(
             "SELECT {FS_SELECT} FROM file_systems WHERE status IN ('Pending', 'Extending', 'Deleting') ORDER BY created_at"
         ))
         .fetch_all(&self.cp.store.pool)
         .await?;
-        for row in &rows {
-            let fs = FileSystem::from_row(row)?;
-            let span =
-                tracing::info_span!("reconcile_fs", fs_id = %fs.id, status = fs.status.as_str());
-            let outcome = self.reconcile_file_system(&fs).instrument(span).await;
-            wait = wait.min(self.settle(&fs.id, outcome).await);
-        }
         let mts = sqlx::query(
             "SELECT m.domain, m.status, f.status AS fs_status FROM mount_targets m JOIN file_systems f ON f.id = m.fs_id WHERE m.status IN ('Pending', 'Deleting')",
         )
         .fetch_all(&self.cp.store.pool)
         .await?;
+        let mut present = HashSet::new();
+        for row in &rows {
+            let fs = FileSystem::from_row(row)?;
+            let key = Object::FileSystem {
+                id: fs.id.clone(),
+                status: fs.status.as_str().to_string(),
+                capacity_gib: fs.capacity_gib,
+                bandwidth_mbps: fs.bandwidth_mbps,
+            };
+            present.insert(key.clone());
+            if !self.queue.is_due(&key, now) {
+                continue;
+            }
+            let span =
+                tracing::info_span!("reconcile_fs", fs_id = %fs.id, status = fs.status.as_str());
+            let outcome = self.reconcile_file_system(&fs).instrument(span).await;
+            self.settle(key, outcome, now).await;
+        }
         for row in &mts {
             let domain: String = row.try_get("domain")?;
             let status: String = row.try_get("status")?;
             let fs_status: String = row.try_get("fs_status")?;
+            let key = Object::MountTarget {
+                domain: domain.clone(),
+                status: status.clone(),
+                fs_status: fs_status.clone(),
+            };
+            present.insert(key.clone());
+            if !self.queue.is_due(&key, now) {
+                continue;
+            }
             let span = tracing::info_span!("reconcile_mount_target", %domain, %status);
             let outcome = self
                 .reconcile_mount_target(&domain, &status, &fs_status)
                 .instrument(span)
                 .await;
-            wait = wait.min(self.settle(&domain, outcome).await);
+            self.settle(key, outcome, now).await;
         }
-        Ok(wait)
+        self.queue.retain(&present);
+        Ok(self.queue.next_wake(now))
     }
 
-    async fn settle(&mut self, key: &str, outcome: Result<Next>) -> Duration {
-        match outcome {
-            Ok(Next::AwaitChange) => {
-                self.failures.remove(key);
-                RESYNC
-            }
-            Ok(Next::RequeueAfter(d)) => d,
-            Err(e) => {
-                let n = self.failures.entry(key.to_string()).or_insert(0);
-                *n += 1;
-                tracing::warn!(resource = key, failures = *n, error = %e, "reconcile step failed; will retry");
-                // Make the reason visible to operators (DescribeFileSystems
-                // does not show it, the log and the row do).
-                let _ = sqlx::query("UPDATE file_systems SET status_reason = $1 WHERE id = $2")
-                    .bind(e.to_string())
-                    .bind(key)
-                    .execute(&self.cp.store.pool)
-                    .await;
-                backoff(*n)
-            }
+    /// The one error policy: the object backs off on its own, and the
+    /// reason lands on the object's own row for operators to read.
+    async fn settle(&mut self, key: Object, outcome: Result<Next>, now: Instant) {
+        let Some(failures) = self.queue.settle(key.clone(), &outcome, now) else {
+            return;
+        };
+        let Err(e) = outcome else { return };
+        let (sql, id) = match &key {
+            Object::FileSystem { id, .. } => (
+                "UPDATE file_systems SET status_reason = $1 WHERE id = $2",
+                id,
+            ),
+            Object::MountTarget { domain, .. } => (
+                "UPDATE mount_targets SET status_reason = $1 WHERE domain = $2",
+                domain,
+            ),
+        };
+        tracing::warn!(object = ?key, failures, error = %e, "reconcile step failed; backing off");
+        if let Err(write) = sqlx::query(sql)
+            .bind(e.to_string())
+            .bind(id)
+            .execute(&self.cp.store.pool)
+            .await
+        {
+            tracing::warn!(object = ?key, error = %write, "could not record the failure reason");
         }
     }
 
@@ -199,7 +245,7 @@ impl Reconciler {
     ) -> Result<Next> {
         match status {
             "Pending" if fs_status == "Running" || fs_status == "Extending" => {
-                sqlx::query("UPDATE mount_targets SET status = 'Active' WHERE domain = $1 AND status = 'Pending'")
+                sqlx::query("UPDATE mount_targets SET status = 'Active', status_reason = '' WHERE domain = $1 AND status = 'Pending'")
                     .bind(domain)
                     .execute(&self.cp.store.pool)
                     .await?;
@@ -217,17 +263,5 @@ impl Reconciler {
             }
             _ => Ok(Next::AwaitChange),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        assert_eq!(backoff(1), Duration::from_millis(200));
-        assert!(backoff(3) > backoff(2));
-        assert_eq!(backoff(30), MAX_BACKOFF);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cpfs_controlplane::filesystems::{ChargeType, FileSystemFilter, NewFileSystem, Status};
 use cpfs_controlplane::nodes::{PlacementPolicy, GIB};
@@ -133,7 +134,17 @@ async fn lifecycle_on_every_backend() {
         }
         let table = cp.chain_table().await.unwrap();
         assert!(table.chains.iter().all(|c| c.members.len() == 2), "{name}");
+        // The failed file system backs off on its own (at least 100 ms)...
         rec.pass().await.unwrap();
+        assert_eq!(
+            cp.file_system(&alice, &a).await.unwrap().status,
+            Status::Pending,
+            "{name}: retried at once despite its backoff"
+        );
+        // ...and is placed once its turn comes.
+        rec.pass_at(Instant::now() + Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(
             cp.file_system(&alice, &a).await.unwrap().status,
             Status::Running,
@@ -252,6 +263,121 @@ async fn client_tokens_and_status_rules() {
         assert_eq!(
             cp.create_access_rule(&acct, "grp", rule).await.unwrap(),
             2,
+            "{name}"
+        );
+    }
+}
+
+async fn add_nodes(cp: &ControlPlane, n: usize) {
+    for i in 0..n {
+        let hb = cpfs_proto::heartbeat::Heartbeat {
+            id: format!("n{i}"),
+            address: format!("127.0.0.1:{}", 9000 + i),
+            zone: "z".into(),
+            capacity_bytes: 100_000 * GIB as u64,
+            stats: Default::default(),
+        };
+        cp.node_heartbeat(&hb).await.unwrap();
+    }
+}
+
+/// Injects a database failure: changing the status of mount target
+/// `domain` is refused by a trigger, as a broken row or a constraint would.
+async fn refuse_status_change(name: &str, cp: &ControlPlane, domain: &str) {
+    let statements: Vec<String> = if name == "sqlite" {
+        vec![format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON mount_targets WHEN NEW.domain = '{domain}' BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )]
+    } else {
+        vec![
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql".into(),
+            format!("CREATE TRIGGER refuse BEFORE UPDATE OF status ON mount_targets FOR EACH ROW WHEN (NEW.domain = '{domain}') EXECUTE FUNCTION refuse()"),
+        ]
+    };
+    for sql in statements {
+        sqlx::query(&sql).execute(&cp.store.pool).await.unwrap();
+    }
+}
+
+async fn mount_target_row(cp: &ControlPlane, domain: &str) -> (String, String) {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT status, status_reason FROM mount_targets WHERE domain = $1")
+        .bind(domain)
+        .fetch_one(&cp.store.pool)
+        .await
+        .unwrap();
+    (row.get("status"), row.get("status_reason"))
+}
+
+#[tokio::test]
+async fn a_failing_object_backs_off_alone_with_its_reason_on_its_own_row() {
+    for (name, cp, _keep) in backends().await {
+        let acct = cp.create_account("dave", None).await.unwrap().account_id;
+        add_nodes(&cp, 3).await;
+        let mut rec = Reconciler::new(cp.clone(), PlacementPolicy::default());
+        let a = cp
+            .create_file_system(&acct, new_fs(2048, vec![]))
+            .await
+            .unwrap();
+        rec.pass().await.unwrap();
+        assert_eq!(
+            cp.file_system(&acct, &a).await.unwrap().status,
+            Status::Running,
+            "{name}"
+        );
+
+        let domain = cp
+            .create_mount_target(
+                &acct,
+                cpfs_controlplane::mount_targets::NewMountTarget {
+                    fs_id: a.clone(),
+                    network_type: "Vpc".into(),
+                    vpc_id: "vpc".into(),
+                    vswitch_id: "vsw".into(),
+                    access_group: None,
+                    dry_run: false,
+                },
+            )
+            .await
+            .unwrap();
+        refuse_status_change(&name, &cp, &domain).await;
+        let t0 = Instant::now();
+        rec.pass_at(t0).await.unwrap();
+        let (status, reason) = mount_target_row(&cp, &domain).await;
+        assert_eq!(status, "Pending", "{name}");
+        assert!(
+            reason.contains("injected failure"),
+            "{name}: reason {reason:?}"
+        );
+        assert_eq!(
+            cp.file_system(&acct, &a).await.unwrap().status_reason,
+            "",
+            "{name}"
+        );
+
+        // Another object converges while the mount target backs off.
+        let b = cp
+            .create_file_system(&acct, new_fs(2048, vec![]))
+            .await
+            .unwrap();
+        rec.pass_at(t0 + Duration::from_millis(1)).await.unwrap();
+        assert_eq!(
+            cp.file_system(&acct, &b).await.unwrap().status,
+            Status::Running,
+            "{name}"
+        );
+
+        // The fault goes away: the next retry succeeds and clears the reason.
+        let drop = if name == "sqlite" {
+            "DROP TRIGGER refuse"
+        } else {
+            "DROP TRIGGER refuse ON mount_targets"
+        };
+        sqlx::query(drop).execute(&cp.store.pool).await.unwrap();
+        rec.pass_at(t0 + Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            mount_target_row(&cp, &domain).await,
+            ("Active".into(), String::new()),
             "{name}"
         );
     }

@@ -98,7 +98,24 @@ impl MetaServer {
             self.key.clone(),
             IdentitySettings::default(),
         );
-        let task = Task::spawn(cpfs_meta::serve(service.clone(), listener));
+        // The service as `cpfs serve` runs it: the listener, and the orphan
+        // collector beside it.
+        let collector = cpfs_meta::Collector::new(service.clone());
+        let listen = cpfs_meta::serve(service.clone(), listener);
+        let task = Task::spawn(async move {
+            let collect = async {
+                loop {
+                    tokio::time::sleep(cpfs_meta::Collector::PERIOD).await;
+                    if let Err(e) = collector.pass().await {
+                        tracing::warn!(error = %e, "orphan collection failed");
+                    }
+                }
+            };
+            tokio::select! {
+                _ = listen => {}
+                _ = collect => {}
+            }
+        });
         self.live = Some((service, task));
         Ok(())
     }

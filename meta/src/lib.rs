@@ -29,7 +29,7 @@ use std::sync::Arc;
 use cpfs_proto::capability::CapabilityKey;
 use cpfs_store::Store;
 
-pub use server::serve;
+pub use server::{serve, Collector};
 
 /// A mounted client: which file system, bought how large.
 #[derive(Debug, Clone)]

@@ -459,8 +459,8 @@ fn mutates(op: &MetaOp) -> bool {
 /// values are small; a write of data never passes through here.
 pub const MAX_META_REQUEST: usize = 1 << 20;
 
-/// Serves metadata requests on `listener` and collects orphans, until the
-/// task is dropped or one of the two ends.
+/// Serves metadata requests on `listener` until the task is dropped. The
+/// orphan collector ([`Collector`]) runs beside it as its own loop.
 pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
     let limits = ServiceLimits {
         name: "meta",
@@ -471,46 +471,71 @@ pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
         max_in_flight: 1024,
     };
     let handler = service.clone();
-    let listen = rpc::serve(
+    rpc::serve(
         listener,
         limits,
         service.service_stats.clone(),
         move |peer, req: MetaRequest| handler.clone().handle(peer, req),
-    );
-    tokio::select! {
-        _ = listen => {}
-        _ = collect_loop(service) => {}
-    }
+    )
+    .await
 }
 
-/// Drops old request records, follows the chain table and removes the data
-/// of orphaned inodes (unlinked and no longer open), every 2 s.
-async fn collect_loop(gc: Arc<MetaService>) {
-    let source_svc = gc.clone();
-    let source: cpfs_client::data::ChainSource = Arc::new(move || {
-        let s = source_svc.clone();
-        Box::pin(async move { s.chain_table().await.map_err(|e| e.1) })
-    });
-    let table = gc.chain_table().await.unwrap_or_default();
-    let data = DataClient::new(table, source);
-    let mut rounds = 0u64;
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        rounds += 1;
-        if rounds.is_multiple_of(30) {
-            if let Err(e) = gc.forget_requests().await {
-                tracing::warn!(error = %e.1, "dropping old request records failed");
-            }
+/// Background upkeep of the namespace, one pass every [`Collector::PERIOD`]:
+/// follows the chain table, removes the data of orphaned inodes (unlinked
+/// and no longer open) and, every minute, old request records.
+pub struct Collector {
+    service: Arc<MetaService>,
+    data: Arc<DataClient>,
+    passes: std::sync::atomic::AtomicU64,
+}
+
+impl Collector {
+    pub const PERIOD: Duration = Duration::from_secs(2);
+    /// Request records are dropped every this many passes.
+    const FORGET_EVERY: u64 = 30;
+
+    pub fn new(service: Arc<MetaService>) -> Arc<Collector> {
+        let source_svc = service.clone();
+        let source: cpfs_client::data::ChainSource = Arc::new(move || {
+            let s = source_svc.clone();
+            Box::pin(async move { s.chain_table().await.map_err(|e| e.1) })
+        });
+        // The table is fetched on the first pass.
+        let data = DataClient::new(Default::default(), source);
+        Arc::new(Collector {
+            service,
+            data,
+            passes: Default::default(),
+        })
+    }
+
+    /// One pass; the error says which step failed.
+    pub async fn pass(&self) -> Result<(), String> {
+        let n = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let table = self
+            .service
+            .chain_table()
+            .await
+            .map_err(|e| format!("reading the chain table: {}", e.1))?;
+        if table.version > self.data.chain_version().await {
+            self.data.set_table(table).await;
         }
-        if let Ok(t) = gc.chain_table().await {
-            if t.version > data.chain_version().await {
-                data.set_table(t).await;
-            }
+        if n.is_multiple_of(Self::FORGET_EVERY) {
+            self.service
+                .forget_requests()
+                .await
+                .map_err(|e| format!("dropping old request records: {}", e.1))?;
         }
-        match gc.collect_orphans(&data).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "orphaned inodes collected"),
-            Err(e) => tracing::warn!(error = %e.1, "orphan collection failed"),
+        match self.service.collect_orphans(&self.data).await {
+            Ok(0) => Ok(()),
+            Ok(n) => {
+                tracing::info!(removed = n, "orphaned inodes collected");
+                Ok(())
+            }
+            Err(e) => Err(format!("collecting orphans: {}", e.1)),
         }
     }
 }
