@@ -1,21 +1,18 @@
-//! `cpfs billing ...`: operator commands over the same store as `serve`
-//! (they may run while the server runs; everything billing writes is
-//! idempotent).
+//! `cpfs billing ...`: operator commands, run by the server's own billing
+//! (its clock, price book and retention) through the admin API. They may
+//! run while the server's own passes run: everything billing writes is
+//! idempotent.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Subcommand, ValueEnum};
+use serde_json::json;
 
-use crate::config::{BillingArgs, Settings, StoreArgs};
+use crate::admin_client::{AdminArgs, AdminClient};
 
-#[derive(Args, Debug)]
-pub struct Common {
-    #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub billing: BillingArgs,
-}
+/// How every billing command finds the server.
+pub type Common = AdminArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum BillingCommand {
@@ -97,46 +94,13 @@ pub enum ReportFormat {
     Csv,
 }
 
-async fn open(common: Common) -> anyhow::Result<(Settings, cpfs_billing::Billing)> {
-    let settings = Settings::load_billing(common.store, common.billing)?;
-    let cp = crate::serve::open_control_plane_for_operator(&settings).await?;
-    let billing = crate::serve::billing(&cp, &settings)?;
-    Ok((settings, billing))
-}
-
-fn plan_json(p: &cpfs_billing::plans::Plan, now: i64) -> serde_json::Value {
-    use cpfs_controlplane::clock::format_utc;
-    serde_json::json!({
-        "PlanId": p.id,
-        "AccountId": p.account_id,
-        "SizeGiB": p.size_gib,
-        "Months": p.months,
-        "TotalGiBHours": cpfs_billing::plans::gib_hours(p.total_gib_seconds),
-        "RemainingGiBHours": cpfs_billing::plans::gib_hours(p.remaining_gib_seconds),
-        "EffectiveTime": format_utc(p.effective_at),
-        "ExpiryTime": format_utc(p.expires_at),
-        "Status": p.status(now),
-        "Remark": p.remark,
-    })
-}
-
 pub async fn run(cmd: BillingCommand) -> anyhow::Result<()> {
     match cmd {
         BillingCommand::Meter { through, common } => {
-            let (_, billing) = open(common).await?;
-            let now = billing.cp.now();
-            let through = match through {
-                Some(t) => cpfs_billing::times::parse_time("through", &t)?,
-                None => now,
-            };
-            if through > now {
-                anyhow::bail!(
-                    "--through {} is in the future (now is {}); only time that has passed is billed",
-                    cpfs_controlplane::clock::format_utc(through),
-                    cpfs_controlplane::clock::format_utc(now)
-                );
-            }
-            let report = billing.pass(through).await?;
+            let api = AdminClient::from_args(common)?;
+            let report = api
+                .post(&["billing", "meter"], json!({ "Through": through }))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         BillingCommand::Report {
@@ -145,12 +109,16 @@ pub async fn run(cmd: BillingCommand) -> anyhow::Result<()> {
             output,
             common,
         } => {
-            let (_, billing) = open(common).await?;
-            let st = cpfs_billing::report::statement(&billing.cp, &month, &billing.book.currency)
-                .await?;
+            let api = AdminClient::from_args(common)?;
             let text = match format {
-                ReportFormat::Json => serde_json::to_string_pretty(&st.to_json())? + "\n",
-                ReportFormat::Csv => st.to_csv(),
+                ReportFormat::Json => {
+                    let v = api.get(&["billing", "statements", &month], &[]).await?;
+                    serde_json::to_string_pretty(&v)? + "\n"
+                }
+                ReportFormat::Csv => {
+                    api.get_text(&["billing", "statements", &month], &[("format", "csv")])
+                        .await?
+                }
             };
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -169,37 +137,28 @@ pub async fn run(cmd: BillingCommand) -> anyhow::Result<()> {
                     common,
                 },
         } => {
-            let (_, billing) = open(common).await?;
-            let start = start
-                .map(|s| cpfs_billing::times::parse_time("start", &s))
-                .transpose()?;
-            let plan = billing
-                .add_plan(&account, size_gib, months, start, &remark)
+            let api = AdminClient::from_args(common)?;
+            let plan = api
+                .post(
+                    &["billing", "plans"],
+                    json!({
+                        "Account": account,
+                        "SizeGiB": size_gib,
+                        "Months": months,
+                        "Start": start,
+                        "Remark": remark,
+                    }),
+                )
                 .await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&plan_json(&plan, billing.cp.now()))?
-            );
+            println!("{}", serde_json::to_string_pretty(&plan)?);
         }
         BillingCommand::Plan {
             command: PlanCommand::List { account, common },
         } => {
-            let (_, billing) = open(common).await?;
-            let account_id = match account {
-                Some(a) => Some(
-                    cpfs_billing::plans::resolve_account(&billing.cp, &a)
-                        .await?
-                        .with_context(|| format!("no account with id or name {a}"))?,
-                ),
-                None => None,
-            };
-            let now = billing.cp.now();
-            let plans: Vec<serde_json::Value> = billing
-                .plans(account_id.as_deref())
-                .await?
-                .iter()
-                .map(|p| plan_json(p, now))
-                .collect();
+            let api = AdminClient::from_args(common)?;
+            let query: Vec<(&str, &str)> =
+                account.iter().map(|a| ("account", a.as_str())).collect();
+            let plans = api.get(&["billing", "plans"], &query).await?;
             println!("{}", serde_json::to_string_pretty(&plans)?);
         }
         BillingCommand::Renew {
@@ -207,27 +166,18 @@ pub async fn run(cmd: BillingCommand) -> anyhow::Result<()> {
             months,
             common,
         } => {
-            let (_, billing) = open(common).await?;
-            let owner = billing.cp.file_system_owner(&fs_id).await?;
-            let r = billing
-                .cp
-                .renew_file_system(&owner, &fs_id, months, None)
+            let api = AdminClient::from_args(common)?;
+            let r = api
+                .post(
+                    &["billing", "renewals"],
+                    json!({"FileSystemId": fs_id, "Months": months}),
+                )
                 .await?;
-            // Charge the renewal now rather than on the server's next pass.
-            billing.charge_orders(billing.cp.now()).await?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "FileSystemId": r.fs_id,
-                    "OrderId": r.order_id(),
-                    "ExpiredTime": cpfs_controlplane::clock::format_utc(r.expired_at),
-                    "Resumed": r.resumed,
-                }))?
-            );
+            println!("{}", serde_json::to_string_pretty(&r)?);
         }
         BillingCommand::PriceBook { common } => {
-            let (_, billing) = open(common).await?;
-            print!("{}", billing.book.source);
+            let api = AdminClient::from_args(common)?;
+            print!("{}", api.get_text(&["billing", "price-book"], &[]).await?);
         }
     }
     Ok(())

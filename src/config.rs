@@ -269,15 +269,6 @@ impl Settings {
             ..ServeArgs::default()
         })
     }
-
-    /// The store and the billing settings (for `cpfs billing ...`).
-    pub fn load_billing(store: StoreArgs, billing: BillingArgs) -> anyhow::Result<Settings> {
-        Settings::load(ServeArgs {
-            store,
-            billing,
-            ..ServeArgs::default()
-        })
-    }
 }
 
 fn sqlite_url(data_dir: &Path) -> String {

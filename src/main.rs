@@ -1,6 +1,7 @@
 //! `cpfs`: one executable for every role. The member crates hold the logic;
 //! this file only parses the command line and wires them together.
 
+mod admin_client;
 mod billing_cmd;
 mod config;
 mod mount_cmd;
@@ -61,7 +62,7 @@ enum AccountCommand {
         /// Account name (letters, digits, '-', '_', '.')
         name: String,
         #[command(flatten)]
-        store: config::StoreArgs,
+        server: admin_client::AdminArgs,
     },
 }
 
@@ -85,11 +86,12 @@ async fn main() -> anyhow::Result<()> {
             serve::run(settings).await
         }
         Command::Account {
-            command: AccountCommand::Create { name, store },
+            command: AccountCommand::Create { name, server },
         } => {
-            let settings = config::Settings::load_store(store)?;
-            let cp = serve::open_control_plane_for_operator(&settings).await?;
-            let account = cp.create_account(&name, None).await?;
+            let api = admin_client::AdminClient::from_args(server)?;
+            let account = api
+                .post(&["accounts"], serde_json::json!({ "Name": name }))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&account)?);
             Ok(())
         }

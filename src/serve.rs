@@ -30,17 +30,6 @@ pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
     control_plane_on(store, s)
 }
 
-/// Opens the control plane for an operator command (`cpfs account`,
-/// `cpfs node list|status|drain`, `cpfs billing`): the schema must already
-/// be exactly this build's, so a CLI of another version never migrates a
-/// production store.
-pub async fn open_control_plane_for_operator(s: &Settings) -> anyhow::Result<ControlPlane> {
-    let store = Store::open_current(&s.database_url)
-        .await
-        .with_context(|| format!("opening database {}", cpfs_store::redact(&s.database_url)))?;
-    control_plane_on(store, s)
-}
-
 fn control_plane_on(store: Store, s: &Settings) -> anyhow::Result<ControlPlane> {
     let region = RegionConfig {
         region_id: s.region.clone(),
@@ -135,12 +124,25 @@ async fn bootstrap(cp: &ControlPlane, s: &Settings) -> anyhow::Result<()> {
 /// The secret nodes prove themselves with: `CPFS_CLUSTER_TOKEN`, else the
 /// one kept in the data directory (generated on first start).
 fn cluster_token(s: &Settings) -> anyhow::Result<String> {
-    if let Ok(t) = std::env::var("CPFS_CLUSTER_TOKEN") {
+    secret(s, "CPFS_CLUSTER_TOKEN", "cluster-token")
+}
+
+/// The secret operator commands present to the admin API:
+/// `CPFS_ADMIN_TOKEN`, else the one kept in the data directory (generated
+/// on first start). Not the cluster token: nodes hold that one.
+fn admin_token(s: &Settings) -> anyhow::Result<String> {
+    secret(s, "CPFS_ADMIN_TOKEN", crate::admin_client::TOKEN_FILE)
+}
+
+/// A secret from `var`, else from `DATA_DIR/file`, else a new random one
+/// written there readable by the owner only.
+fn secret(s: &Settings, var: &str, file: &str) -> anyhow::Result<String> {
+    if let Ok(t) = std::env::var(var) {
         if !t.is_empty() {
             return Ok(t);
         }
     }
-    let path = s.data_dir.join("cluster-token");
+    let path = s.data_dir.join(file);
     if let Ok(t) = std::fs::read_to_string(&path) {
         if !t.trim().is_empty() {
             return Ok(t.trim().to_string());
@@ -148,8 +150,22 @@ fn cluster_token(s: &Settings) -> anyhow::Result<String> {
     }
     let token = hex::encode(rand::random::<[u8; 32]>());
     write_private(&path, &token)?;
-    tracing::info!(path = %path.display(), "cluster token generated");
+    tracing::info!(path = %path.display(), "{file} generated");
     Ok(token)
+}
+
+/// Records where the API listens, so operator commands on this machine find
+/// it from the data directory alone.
+fn record_endpoint(s: &Settings, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let path = s.data_dir.join(crate::admin_client::ENDPOINT_FILE);
+    std::fs::write(&path, format!("http://{host}:{}\n", addr.port()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Binds the metadata service. With port 0 ("any") it takes the port it had
@@ -274,6 +290,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
     let token = cluster_token(&s)?;
+    let admin = admin_token(&s)?;
     let policy = PlacementPolicy {
         replicas: s.replicas,
         expected_nodes: s.nodes,
@@ -335,11 +352,12 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         }
     });
     let billing = Arc::new(billing);
+    let metering = billing.clone();
     tasks.every(
         "billing",
         Duration::from_secs(s.billing_interval_secs),
         move || {
-            let b = billing.clone();
+            let b = metering.clone();
             async move { b.scheduled_pass().await }
         },
     );
@@ -355,12 +373,15 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
             ..GatewayConfig::default()
         },
     );
-    let app = cpfs_api::router(gateway);
+    let admin = cpfs_api::admin::AdminState::new(cp.clone(), billing, admin)
+        .context("the admin token is empty")?;
+    let app = cpfs_api::router(gateway).merge(cpfs_api::admin::router(admin));
     let handle = axum_server::Handle::new();
 
     let listener =
         std::net::TcpListener::bind(s.listen).with_context(|| format!("binding {}", s.listen))?;
     listener.set_nonblocking(true)?;
+    record_endpoint(&s, listener.local_addr()?)?;
     tracing::info!(listen = %s.listen, data_dir = %s.data_dir.display(), "API listening (http)");
     // TCP_NODELAY: a reply written in two segments must not wait for the
     // client's delayed ACK.

@@ -26,13 +26,10 @@ fn bss(client: &common::Client, action: &str, params: &[(&str, &str)]) -> (u16, 
     (status, serde_json::from_str(&body).unwrap())
 }
 
-fn cli(server: &Server, clock: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
         .args(args)
-        .args(server.store_args())
-        .arg("--clock-file")
-        .arg(clock)
-        .args(["--retention-days", "1"])
+        .args(server.admin_args())
         .output()
         .unwrap();
     (
@@ -107,27 +104,26 @@ fn bss_on_the_gateway_and_the_operator_commands() {
 
     let (ok, _, err) = cli(
         &server,
-        &clock,
         &["billing", "meter", "--through", "2026-12-01T00:00:00Z"],
     );
     assert!(!ok && err.contains("future"), "{err}");
-    let (ok, out, err) = cli(&server, &clock, &["billing", "meter"]);
+    let (ok, out, err) = cli(&server, &["billing", "meter"]);
     assert!(ok, "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["orders_charged"], 1);
-    let (_, out, _) = cli(&server, &clock, &["billing", "meter"]);
+    let (_, out, _) = cli(&server, &["billing", "meter"]);
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["orders_charged"], 0, "an order is charged once");
 
     // Expired: stopped (mounts are refused while not Running), data kept.
     std::fs::write(&clock, (T0 + 31 * DAY + 120).to_string()).unwrap();
-    let (ok, out, err) = cli(&server, &clock, &["billing", "meter"]);
+    let (ok, out, err) = cli(&server, &["billing", "meter"]);
     assert!(ok, "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["stopped"], serde_json::json!([fs]));
     assert_eq!(c.describe_fs(&fs).unwrap()["Status"], "Stopped");
     // The operator renews it: running again, charged as a renewal.
-    let (ok, out, err) = cli(&server, &clock, &["billing", "renew", &fs, "--months", "1"]);
+    let (ok, out, err) = cli(&server, &["billing", "renew", &fs, "--months", "1"]);
     assert!(ok, "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["Resumed"], true);
@@ -136,7 +132,7 @@ fn bss_on_the_gateway_and_the_operator_commands() {
     // Statements: the purchase in October, the renewal in November; the
     // JSON and CSV totals agree with QueryBill.
     for (month, item_code) in [("2026-10", "subscription"), ("2026-11", "renewal")] {
-        let (ok, out, err) = cli(&server, &clock, &["billing", "report", "--month", month]);
+        let (ok, out, err) = cli(&server, &["billing", "report", "--month", month]);
         assert!(ok, "{err}");
         let rep: Value = serde_json::from_str(&out).unwrap();
         let lines = &rep["Accounts"][0]["Instances"][0]["Lines"];
@@ -149,7 +145,6 @@ fn bss_on_the_gateway_and_the_operator_commands() {
         assert_eq!(sdk, rep["PretaxAmount"].as_str().unwrap());
         let (ok, csv, _) = cli(
             &server,
-            &clock,
             &["billing", "report", "--month", month, "--format", "csv"],
         );
         assert!(ok);

@@ -503,7 +503,7 @@ fn accounts_see_only_their_own_resources() {
     // `cpfs account create` against the same store as the running server.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cpfs"));
     cmd.args(["account", "create", "bob"]);
-    let store_args = server.store_args();
+    let store_args = server.admin_args();
     cmd.args(store_args);
     let out = cmd.output().unwrap();
     assert!(
@@ -565,7 +565,7 @@ fn accounts_see_only_their_own_resources() {
     let mut again = Command::new(env!("CARGO_BIN_EXE_cpfs"));
     again
         .args(["account", "create", "bob"])
-        .args(server.store_args());
+        .args(server.admin_args());
     assert!(!again.output().unwrap().status.success());
 }
 

@@ -1,8 +1,13 @@
-//! Operator commands never change the schema: only `cpfs serve` migrates,
-//! and a command refuses a database of another schema version with a
-//! message that says what to do.
+//! Operator commands (`cpfs account|node|billing`) go through the running
+//! server's admin API, authenticated by the admin token, and never open the
+//! database themselves.
 
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+
+use common::Server;
 
 fn cpfs(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
@@ -16,60 +21,126 @@ fn cpfs(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn url_of(dir: &std::path::Path) -> String {
-    format!("sqlite://{}", dir.join("ops.db").display())
+fn data_dir(server: &Server) -> String {
+    server.admin_args()[1].clone()
 }
 
-#[tokio::test]
-async fn operator_commands_refuse_a_schema_they_did_not_expect() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = url_of(dir.path());
-    let data_dir = dir.path().to_str().unwrap();
-
-    let account_create = |name: &str| {
-        cpfs(&[
-            "account",
-            "create",
-            name,
-            "--data-dir",
-            data_dir,
-            "--database-url",
-            &url,
-        ])
-    };
-
-    // A database no `cpfs serve` has opened: refused, not migrated.
-    let (ok, _, err) = account_create("early");
-    assert!(!ok, "account create on an unmigrated database succeeded");
-    assert!(err.contains("start `cpfs serve`"), "{err}");
-    let store = cpfs_store::Store::open_current(&url).await;
-    assert!(
-        store.is_err(),
-        "the operator command migrated the schema it refused"
+#[test]
+fn operator_commands_use_the_admin_api_with_its_token() {
+    let mut server = Server::start(&[]);
+    let dir = data_dir(&server);
+    let token_file = std::path::Path::new(&dir).join("admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin token is readable by others");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let cluster =
+        std::fs::read_to_string(std::path::Path::new(&dir).join("cluster-token")).unwrap();
+    assert_ne!(
+        token.trim(),
+        cluster.trim(),
+        "nodes must not hold the admin token"
     );
 
-    // Migrated by the server's path: the command works.
-    cpfs_store::Store::open(&url).await.unwrap();
-    let (ok, out, err) = account_create("ops");
+    // The data directory is enough on the server's machine.
+    let (ok, out, err) = cpfs(&["account", "create", "ops", "--data-dir", &dir]);
     assert!(ok, "{err}");
-    assert!(out.contains("AccessKeyId"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["AccessKeyId"].is_string() && v["AccessKeySecret"].is_string(),
+        "{v}"
+    );
 
-    // A schema newer than this build (a later server migrated it): refused.
-    let store = cpfs_store::Store::open(&url).await.unwrap();
-    sqlx::query(
-        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (99999, 'from the future', CURRENT_TIMESTAMP, TRUE, X'00', 0)",
-    )
-    .execute(&store.pool)
-    .await
-    .unwrap();
+    // Or an endpoint and a token from anywhere; a wrong token is refused.
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    let (ok, out, err) = cpfs(&[
+        "node",
+        "list",
+        "--endpoint",
+        &endpoint,
+        "--admin-token",
+        token.trim(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .is_array());
     let (ok, _, err) = cpfs(&[
         "node",
         "list",
-        "--data-dir",
-        data_dir,
-        "--database-url",
-        &url,
+        "--endpoint",
+        &endpoint,
+        "--admin-token",
+        "wrong",
     ]);
-    assert!(!ok, "node list on a newer schema succeeded");
-    assert!(err.contains("older than the server"), "{err}");
+    assert!(!ok);
+    assert!(err.contains("Unauthorized"), "{err}");
+
+    // Bad input is a clear error, not a 500.
+    let (ok, _, err) = cpfs(&["account", "create", "no spaces/allowed", "--data-dir", &dir]);
+    assert!(!ok);
+    assert!(err.contains("InvalidParameter"), "{err}");
+    let (ok, _, err) = cpfs(&[
+        "node",
+        "drain",
+        "no-such-node",
+        "--no-wait",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("InvalidParameter") || err.contains("NotFound"),
+        "{err}"
+    );
+
+    // With the server gone the command says so, and creates no database.
+    server.kill9();
+    let db = std::path::Path::new(&dir).join("cpfs.db");
+    let before = std::fs::metadata(&db).ok().map(|m| m.len());
+    let (ok, _, err) = cpfs(&["account", "create", "late", "--data-dir", &dir]);
+    assert!(!ok);
+    assert!(err.contains("cannot reach the server"), "{err}");
+    assert_eq!(std::fs::metadata(&db).ok().map(|m| m.len()), before);
+}
+
+/// The token is checked before anything is spent: a request without it
+/// is refused however large its body, and with it a malformed body is a
+/// 400 naming the problem.
+#[test]
+fn the_admin_api_authenticates_before_reading_the_body() {
+    let server = Server::start(&[]);
+    let dir = data_dir(&server);
+    let token = std::fs::read_to_string(std::path::Path::new(&dir).join("admin-token")).unwrap();
+    let url = format!("http://127.0.0.1:{}/admin/v1/accounts", server.port);
+
+    let big = vec![b'x'; 8 << 20];
+    let r = ureq::post(&url).send_bytes(&big);
+    match r {
+        Err(ureq::Error::Status(code, resp)) => {
+            assert_eq!(code, 401);
+            let v: serde_json::Value = resp.into_json().unwrap();
+            assert_eq!(v["Code"], "Unauthorized");
+        }
+        // The server may answer and close before the client has sent it all.
+        Err(ureq::Error::Transport(_)) => {}
+        Ok(r) => panic!("accepted without a token: {}", r.status()),
+    }
+    let r = ureq::get(&format!("http://127.0.0.1:{}/admin/v1/nodes", server.port))
+        .set("Authorization", "Bearer ")
+        .call();
+    assert!(
+        matches!(r, Err(ureq::Error::Status(401, _))),
+        "an empty token passed"
+    );
+
+    let r = ureq::post(&url)
+        .set("Authorization", &format!("Bearer {}", token.trim()))
+        .send_string("{not json");
+    match r {
+        Err(ureq::Error::Status(400, resp)) => {
+            let v: serde_json::Value = resp.into_json().unwrap();
+            assert_eq!(v["Code"], "InvalidParameter", "{v}");
+        }
+        other => panic!("malformed body: {other:?}"),
+    }
 }

@@ -3,6 +3,7 @@
 //! against the control plane, and answered in the Alibaba envelope.
 
 pub mod actions;
+pub mod admin;
 pub mod encode;
 pub mod error;
 pub mod gateway;

@@ -3,9 +3,8 @@
 //! Queries use `$N` placeholders, which both SQLite and PostgreSQL accept,
 //! and only portable types (BIGINT, TEXT) so that one `AnyPool` serves both.
 //!
-//! Only `cpfs serve` changes the schema ([`Store::open`]); operator
-//! commands and tools open with [`Store::open_current`], which refuses a
-//! database whose schema is older or newer than this build.
+//! Only `cpfs serve` opens the store, and it brings the schema up to date
+//! ([`Store::open`]); operator commands go through its admin API instead.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,12 +22,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("the database schema is at version {found}, this build needs {wanted}: {hint}")]
-    SchemaMismatch {
-        found: i64,
-        wanted: i64,
-        hint: &'static str,
-    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -54,37 +47,6 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store> {
         let store = Store::connect(url).await?;
         store.migrate().await?;
-        Ok(store)
-    }
-
-    /// Opens the database at `url` without changing its schema, and refuses
-    /// it unless the schema is exactly what this build expects: a CLI of
-    /// another version must never migrate a production store.
-    pub async fn open_current(url: &str) -> Result<Store> {
-        let store = Store::connect(url).await?;
-        let wanted = store
-            .migrator()
-            .iter()
-            .map(|m| m.version)
-            .max()
-            .unwrap_or(0);
-        let found: i64 = sqlx::query_scalar::<_, i64>(
-            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&store.pool)
-        .await
-        .unwrap_or(0);
-        if found != wanted {
-            return Err(StoreError::SchemaMismatch {
-                found,
-                wanted,
-                hint: if found < wanted {
-                    "start `cpfs serve` of this version first; it brings the schema up to date"
-                } else {
-                    "this command is older than the server; use the server's version"
-                },
-            });
-        }
         Ok(store)
     }
 

@@ -144,11 +144,13 @@ impl Server {
         }
     }
 
-    /// The flags that name this server's store (for `cpfs account`/`node`).
-    pub fn store_args(&self) -> Vec<String> {
+    /// The flags that find this server for an operator command
+    /// (`cpfs account|node|billing`): its data directory, where it records
+    /// its API address and admin token.
+    pub fn admin_args(&self) -> Vec<String> {
         let mut out = Vec::new();
         for pair in self.args.windows(2) {
-            if pair[0] == "--data-dir" || pair[0] == "--database-url" {
+            if pair[0] == "--data-dir" {
                 out.extend(pair.iter().cloned());
             }
         }
@@ -159,7 +161,7 @@ impl Server {
     pub fn node_list(&self) -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
             .args(["node", "list"])
-            .args(self.store_args())
+            .args(self.admin_args())
             .output()
             .unwrap();
         assert!(

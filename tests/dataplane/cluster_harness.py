@@ -81,10 +81,8 @@ class Cluster:
 
     # -- the registry and chain table (through the CLI) --------------------
     def cli(self, *args, timeout=120):
+        # The server's data directory holds its API address and admin token.
         cmd = [str(h.require_binary()), "node", *args, "--data-dir", str(self.server.data_dir)]
-        db = os.environ.get("CPFS_TEST_DATABASE_URL")
-        if db:
-            cmd += ["--database-url", db]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         assert r.returncode == 0, f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr}"
         return r

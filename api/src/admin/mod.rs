@@ -1,0 +1,170 @@
+//! The operator's API on the API port: `cpfs account|node|billing` call
+//! these routes instead of opening the database, so a CLI of any version
+//! works against a running server through one versioned interface, and
+//! only `cpfs serve` ever touches (or migrates) the store.
+//!
+//! Every route needs `Authorization: Bearer <admin token>` (the token `cpfs
+//! serve` keeps in `DATA_DIR/admin-token`, or `CPFS_ADMIN_TOKEN`). The token
+//! is checked in constant time before the body is read or any query runs.
+//! It is not the cluster token: a data node holds that one and must not be
+//! able to create accounts.
+
+mod accounts;
+mod billing;
+mod nodes;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cpfs_billing::Billing;
+use cpfs_controlplane::ControlPlane;
+use subtle::ConstantTimeEq;
+
+/// Where the routes live; a later incompatible shape gets `/admin/v2`.
+pub const PREFIX: &str = "/admin/v1";
+/// Admin requests are small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
+
+pub struct AdminState {
+    pub cp: ControlPlane,
+    pub billing: Arc<Billing>,
+    token: String,
+}
+
+impl AdminState {
+    /// `token` must be non-empty; an empty one would let anyone in.
+    pub fn new(cp: ControlPlane, billing: Arc<Billing>, token: String) -> Option<Arc<Self>> {
+        (!token.is_empty()).then(|| Arc::new(AdminState { cp, billing, token }))
+    }
+}
+
+/// An admin call's failure, as `{"Code": ..., "Message": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("missing or wrong admin token")]
+    Unauthorized,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Details go to the server's log, not to the caller.
+    #[error("internal error; the server log has the details")]
+    Internal,
+}
+
+impl From<cpfs_controlplane::Error> for AdminError {
+    fn from(e: cpfs_controlplane::Error) -> Self {
+        use cpfs_controlplane::Error as E;
+        match e {
+            E::NotFound { .. } => AdminError::NotFound(e.to_string()),
+            E::InvalidParameter { .. } => AdminError::Invalid(e.to_string()),
+            E::AlreadyExists { .. } | E::InvalidStatus { .. } => {
+                AdminError::Conflict(e.to_string())
+            }
+            E::Unavailable(_) | E::Database(_) | E::Store(_) | E::Internal(_) => {
+                tracing::error!(error = %e, "admin call failed");
+                AdminError::Internal
+            }
+        }
+    }
+}
+
+impl From<cpfs_billing::BillingError> for AdminError {
+    fn from(e: cpfs_billing::BillingError) -> Self {
+        use cpfs_billing::BillingError as E;
+        match e {
+            E::ControlPlane(e) => e.into(),
+            E::InvalidNumber(_) | E::Invalid { .. } => AdminError::Invalid(e.to_string()),
+            E::PriceBook(_) => {
+                tracing::error!(error = %e, "admin call failed");
+                AdminError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            AdminError::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidParameter"),
+            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            AdminError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            AdminError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        };
+        json(
+            status,
+            &serde_json::json!({"Code": code, "Message": self.to_string()}),
+        )
+    }
+}
+
+pub(crate) type AdminResult = Result<Response, AdminError>;
+
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+pub(crate) fn ok(v: serde_json::Value) -> AdminResult {
+    Ok(json(StatusCode::OK, &v))
+}
+
+/// Parses a JSON request body into `T`, naming what is wrong.
+pub(crate) fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(bytes).map_err(|e| AdminError::Invalid(format!("request body: {e}")))
+}
+
+async fn authenticate(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(state.token.as_bytes())) {
+        tracing::warn!(path = %request.uri().path(), "admin call with a missing or wrong token");
+        return AdminError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+/// The admin routes, authenticated; merged into the gateway's router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    let p = |path: &str| format!("{PREFIX}{path}");
+    Router::new()
+        .route(&p("/accounts"), post(accounts::create))
+        .route(&p("/nodes"), get(nodes::list))
+        .route(&p("/nodes/status"), get(nodes::status))
+        .route(&p("/nodes/{id}/drain"), post(nodes::drain))
+        .route(&p("/billing/meter"), post(billing::meter))
+        .route(&p("/billing/statements/{month}"), get(billing::statement))
+        .route(
+            &p("/billing/plans"),
+            get(billing::plans).post(billing::add_plan),
+        )
+        .route(&p("/billing/renewals"), post(billing::renew))
+        .route(&p("/billing/price-book"), get(billing::price_book))
+        // Layers run outside in: the token is checked before the body
+        // limit lets a body be read.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .with_state(state)
+}
