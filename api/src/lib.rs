@@ -3,13 +3,13 @@
 //! against the control plane, and answered in the Alibaba envelope.
 
 pub mod actions;
-pub mod encode;
+mod cluster_routes;
 pub mod error;
 pub mod gateway;
-mod internal;
 pub mod keys;
 pub mod nonce;
 pub mod params;
+pub mod percent;
 pub mod render;
 pub mod signature;
 
