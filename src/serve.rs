@@ -311,7 +311,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         cp.store.clone(),
         std::sync::Arc::new(cp.clone()),
         CapabilityKey::from_cluster_token(&token),
-        cpfs_meta::access::IdentitySettings {
+        cpfs_meta::identity::IdentitySettings {
             ldap_cache_ttl: s.ldap_cache_ttl,
             ldap_bind_password: s.ldap_bind_password.clone(),
         },

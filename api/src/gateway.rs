@@ -18,11 +18,11 @@ use tracing::Instrument;
 
 use crate::actions::bss::BSS_VERSION;
 use crate::actions::{self, NAS_VERSION};
-use crate::encode::form_decode;
+use crate::cluster_routes;
 use crate::error::ApiError;
 use crate::keys::KeyCache;
 use crate::nonce::NonceCache;
-use crate::params::Params;
+use crate::params::{form_decode, Params};
 use crate::render::{render, Format};
 use crate::signature::{self, RawRequest};
 
@@ -179,19 +179,17 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
+    let cluster = cluster_routes::router(cluster_routes::Cluster {
+        cp: gw.cp.clone(),
+        cluster_token: gw.config.cluster_token.clone(),
+        meta_address: gw.config.meta_address.clone(),
+    });
     Router::new()
         .route("/", any(rpc))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route(
-            cpfs_proto::heartbeat::HEARTBEAT_PATH,
-            axum::routing::post(crate::internal::heartbeat),
-        )
-        .route(
-            crate::internal::MOUNT_PATH,
-            get(crate::internal::mount_info),
-        )
         .with_state(gw)
+        .merge(cluster)
 }
 
 /// 200 while every background loop of the process finishes its passes,

@@ -4,13 +4,13 @@
 
 pub mod actions;
 pub mod admin;
-pub mod encode;
+mod cluster_routes;
 pub mod error;
 pub mod gateway;
-mod internal;
 pub mod keys;
 pub mod nonce;
 pub mod params;
+pub mod percent;
 pub mod render;
 pub mod signature;
 

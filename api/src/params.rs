@@ -13,6 +13,13 @@ pub const MAX_VALUE_LEN: usize = 16 * 1024;
 /// Items of one `Name.N` list.
 pub const MAX_LIST_ITEMS: usize = 100;
 
+/// Decodes an `application/x-www-form-urlencoded` string (`+` is a space).
+pub fn form_decode(s: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(s.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
     map: BTreeMap<String, String>,
@@ -271,5 +278,17 @@ mod tests {
         assert!(big.is_err());
         let many = Params::from_pairs((0..=MAX_PARAMS).map(|i| (format!("p{i}"), String::new())));
         assert!(many.is_err());
+    }
+
+    #[test]
+    fn form_decoding_turns_plus_into_space() {
+        assert_eq!(
+            form_decode("a=1+2&b=%2B&c="),
+            vec![
+                ("a".to_string(), "1 2".to_string()),
+                ("b".to_string(), "+".to_string()),
+                ("c".to_string(), String::new())
+            ]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! taken from the project's API reference) must verify byte for byte.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use cpfs_api::encode::form_decode;
+use cpfs_api::params::form_decode;
 use cpfs_api::signature::{claim, parse_timestamp, RawRequest};
 use serde_json::Value;
 

@@ -10,6 +10,7 @@
 
 pub mod bills;
 pub mod error;
+mod items;
 pub mod meter;
 pub mod money;
 pub mod plans;

@@ -10,7 +10,7 @@
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{BillingError, Result};
-use crate::meter::{insert_item, NewItem};
+use crate::items::{insert_item, per_hour, NewItem};
 use crate::money::Money;
 use crate::Billing;
 
@@ -40,7 +40,7 @@ impl Plan {
 
 /// GiB-hours as a decimal string (`1.5`).
 pub fn gib_hours(gib_seconds: i64) -> String {
-    crate::meter::per_hour(gib_seconds)
+    per_hour(gib_seconds)
 }
 
 /// Offsets up to `gib_seconds` of capacity in `hour` against the account's

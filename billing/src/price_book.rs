@@ -101,7 +101,7 @@ impl PriceBook {
                 },
             );
         }
-        for needed in cpfs_controlplane::spec::StorageType::ALL {
+        for needed in cpfs_controlplane::tiers::StorageType::ALL {
             if !editions.contains_key(*needed) {
                 return Err(BillingError::PriceBook(format!(
                     "no prices for edition {needed} (every StorageType needs [editions.{needed}])"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cpfs_billing::bills::{load_items, BillItem, ItemFilter};
 use cpfs_billing::{Billing, Money, PriceBook};
 use cpfs_controlplane::filesystems::{ChargeType, NewFileSystem};
-use cpfs_controlplane::spec::StorageType;
+use cpfs_controlplane::tiers::StorageType;
 use cpfs_controlplane::{ControlPlane, ManualClock, RegionConfig, Store};
 use sqlx::Row;
 

@@ -1,14 +1,14 @@
 //! The history of every file system as billing needs it: creation,
 //! upgrades, renewals, stops and deletion, each with the capacity,
 //! bandwidth and term in force afterwards. An event is written in the same
-//! transaction as the change it records, so billing never sees a change
-//! without its event or the reverse; the rows outlive the file system.
+//! transaction as the change it records (`FileSystem::record_event`), so
+//! billing never sees a change without its event or the reverse; the rows
+//! outlive the file system.
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::error::Result;
-use crate::filesystems::FileSystem;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -86,43 +86,6 @@ impl FsEvent {
             description: r.try_get("description")?,
         })
     }
-}
-
-/// Appends an event describing `fs` as it is after the change; returns its
-/// sequence number.
-pub async fn record(
-    tx: &mut Transaction<'_, Any>,
-    fs: &FileSystem,
-    kind: EventKind,
-    at: i64,
-    months: i64,
-) -> Result<i64> {
-    let seq: i64 = sqlx::query(
-        "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS seq FROM fs_events WHERE fs_id = $1",
-    )
-    .bind(&fs.id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("seq")?;
-    sqlx::query(&format!(
-        "INSERT INTO fs_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-    ))
-    .bind(&fs.id)
-    .bind(seq)
-    .bind(&fs.account_id)
-    .bind(at)
-    .bind(kind.as_str())
-    .bind(&fs.storage_type)
-    .bind(fs.capacity_gib)
-    .bind(fs.bandwidth_mbps)
-    .bind(&fs.charge_type)
-    .bind(fs.expired_at)
-    .bind(months)
-    .bind(&fs.zone_id)
-    .bind(&fs.description)
-    .execute(&mut **tx)
-    .await?;
-    Ok(seq)
 }
 
 impl crate::ControlPlane {

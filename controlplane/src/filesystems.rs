@@ -1,12 +1,13 @@
 //! File systems: desired state written by the API, moved along by the
 //! reconciler.
 
+use cpfs_store::placeholders;
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Error, ResourceKind, Result};
-use crate::events::{self, EventKind};
-use crate::spec::{self, Spec, StorageType};
+use crate::events::{EventKind, EVENT_COLUMNS};
+use crate::tiers::{self, Spec, StorageType};
 use crate::{clock, idempotency, ids, tags, ControlPlane};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +151,46 @@ impl FileSystem {
     /// The IOPS limits of the file system's edition and tier.
     pub fn spec(&self) -> Spec {
         let storage = StorageType::parse(&self.storage_type).unwrap_or(StorageType::Standard);
-        spec::spec_of(storage, self.capacity_gib, self.bandwidth_mbps)
+        tiers::spec_of(storage, self.capacity_gib, self.bandwidth_mbps)
+    }
+
+    /// Appends an event describing the file system as it is after the
+    /// change (in the change's transaction); returns its sequence number.
+    /// The event is written here rather than in `events` so that `events`,
+    /// which billing reads, does not depend on this module.
+    pub(crate) async fn record_event(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        kind: EventKind,
+        at: i64,
+        months: i64,
+    ) -> Result<i64> {
+        let seq: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(seq), 0) + 1 AS BIGINT) AS seq FROM fs_events WHERE fs_id = $1",
+        )
+        .bind(&self.id)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("seq")?;
+        sqlx::query(&format!(
+            "INSERT INTO fs_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .bind(&self.id)
+        .bind(seq)
+        .bind(&self.account_id)
+        .bind(at)
+        .bind(kind.as_str())
+        .bind(&self.storage_type)
+        .bind(self.capacity_gib)
+        .bind(self.bandwidth_mbps)
+        .bind(&self.charge_type)
+        .bind(self.expired_at)
+        .bind(months)
+        .bind(&self.zone_id)
+        .bind(&self.description)
+        .execute(&mut **tx)
+        .await?;
+        Ok(seq)
     }
 }
 
@@ -174,15 +214,12 @@ pub const FS_SELECT: &str = concat!(
     ", status_reason"
 );
 
-/// Builds `$a, $b, ...` for an IN list starting at placeholder `start`.
-pub(crate) use cpfs_store::placeholders;
-
 impl ControlPlane {
     /// Records a new file system as Pending and returns its id; the
     /// reconciler provisions it. DryRun validates only and returns "".
     pub async fn create_file_system(&self, account_id: &str, req: NewFileSystem) -> Result<String> {
         let storage = req.storage_type;
-        let spec = spec::resolve(storage, req.capacity_gib, req.bandwidth_mbps)?;
+        let spec = tiers::resolve(storage, req.capacity_gib, req.bandwidth_mbps)?;
         let zone_id = match &req.zone_id {
             Some(z) if self.region.zones.iter().any(|known| known == z) => z.clone(),
             Some(z) => {
@@ -265,7 +302,9 @@ impl ControlPlane {
             ChargeType::Subscription => i64::from(req.duration_months.unwrap_or(0)),
             ChargeType::PayAsYouGo => 0,
         };
-        events::record(&mut tx, &created, EventKind::Create, now, months).await?;
+        created
+            .record_event(&mut tx, EventKind::Create, now, months)
+            .await?;
         if let Some(token) = &req.client_token {
             idempotency::record(&mut tx, account_id, "CreateFileSystem", token, &id, now).await?;
         }
@@ -288,6 +327,22 @@ impl ControlPlane {
             Some(r) => FileSystem::from_row(&r),
             None => Err(Error::not_found(ResourceKind::FileSystem, fs_id)),
         }
+    }
+
+    /// Fails with NotFound unless every id is a file system of the account
+    /// that is not being deleted.
+    pub(crate) async fn check_file_systems_exist(
+        &self,
+        account_id: &str,
+        ids: &[String],
+    ) -> Result<()> {
+        for id in ids {
+            let fs = self.file_system(account_id, id).await?;
+            if fs.status == Status::Deleting {
+                return Err(Error::not_found(ResourceKind::FileSystem, id.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// A page of the account's file systems, oldest first, and the total.
@@ -431,7 +486,7 @@ impl ControlPlane {
             ));
         }
         let storage = StorageType::parse(&fs.storage_type).unwrap_or(StorageType::Standard);
-        let next = spec::resolve_upgrade(storage, fs.spec(), capacity_gib, bandwidth_mbps)?;
+        let next = tiers::resolve_upgrade(storage, fs.spec(), capacity_gib, bandwidth_mbps)?;
         if dry_run {
             return Ok(());
         }
@@ -447,7 +502,9 @@ impl ControlPlane {
         .execute(&mut *tx)
         .await?;
         let upgraded = fs_in(&mut tx, account_id, fs_id).await?;
-        events::record(&mut tx, &upgraded, EventKind::Upgrade, now, 0).await?;
+        upgraded
+            .record_event(&mut tx, EventKind::Upgrade, now, 0)
+            .await?;
         if let Some(token) = client_token {
             idempotency::record(&mut tx, account_id, "UpgradeFileSystem", token, fs_id, now)
                 .await?;
@@ -482,7 +539,7 @@ impl ControlPlane {
         .await?;
         // Billing stops at this moment (a stopped subscription already
         // stopped accruing; the event closes its history).
-        events::record(&mut tx, &fs, EventKind::Delete, now, 0).await?;
+        fs.record_event(&mut tx, EventKind::Delete, now, 0).await?;
         tx.commit().await?;
         tracing::info!(fs_id, "file system deletion requested");
         self.poke();

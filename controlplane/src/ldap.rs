@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 pub use cpfs_directory::{probe, DirectoryError, Identity, LdapConfig, MAX_DN};
+use cpfs_store::placeholders;
 use sqlx::Row;
 
 use crate::error::{Error, ResourceKind, Result};
-use crate::filesystems::placeholders;
 use crate::ControlPlane;
 
 /// From a row with the columns `uri`, `search_base` and `bind_dn`.

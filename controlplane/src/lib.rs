@@ -4,7 +4,7 @@
 //!
 //! API handlers call the typed operations here; they never touch SQL.
 
-pub mod access;
+pub mod access_groups;
 pub mod accounts;
 pub mod clock;
 pub mod error;
@@ -18,9 +18,9 @@ pub mod mount_targets;
 pub mod namespaces;
 pub mod nodes;
 pub mod reconciler;
-pub mod spec;
 pub mod subscriptions;
 pub mod tags;
+pub mod tiers;
 
 pub use clock::{Clock, FileClock, ManualClock, SystemClock};
 pub use cpfs_store::Store;

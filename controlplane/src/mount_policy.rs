@@ -5,7 +5,7 @@
 
 use cpfs_meta::policy::{parse_net, MountPolicy, PolicyFuture, PolicySource, Rule, Squash};
 
-use crate::access::{rules_of, DEFAULT_GROUP};
+use crate::access_groups::{rules_of, DEFAULT_GROUP};
 use crate::error::Result;
 use crate::ldap::ldap_config_of;
 use crate::ControlPlane;

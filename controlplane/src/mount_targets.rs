@@ -1,11 +1,12 @@
 //! Mount targets: the network endpoints clients mount a file system through.
 
+use cpfs_store::placeholders;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::access::DEFAULT_GROUP;
+use crate::access_groups::DEFAULT_GROUP;
 use crate::error::{Error, ResourceKind, Result};
-use crate::filesystems::{placeholders, Status as FsStatus};
+use crate::filesystems::Status as FsStatus;
 use crate::{ids, ControlPlane};
 
 /// Mount targets one file system may have.

@@ -11,7 +11,7 @@
 use sqlx::Row;
 
 use crate::error::{Error, ResourceKind, Result};
-use crate::events::{self, EventKind};
+use crate::events::EventKind;
 use crate::filesystems::{fs_in, FileSystem, Status, FS_SELECT};
 use crate::{clock, idempotency, ControlPlane};
 
@@ -107,8 +107,9 @@ impl ControlPlane {
         .execute(&mut *tx)
         .await?;
         let renewed = fs_in(&mut tx, account_id, fs_id).await?;
-        let seq =
-            events::record(&mut tx, &renewed, EventKind::Renew, now, i64::from(months)).await?;
+        let seq = renewed
+            .record_event(&mut tx, EventKind::Renew, now, i64::from(months))
+            .await?;
         let renewal = Renewal {
             fs_id: fs_id.to_string(),
             seq,
@@ -201,7 +202,7 @@ impl ControlPlane {
             return Ok(false);
         }
         let now_fs = fs_in(&mut tx, &fs.account_id, &fs.id).await?;
-        events::record(&mut tx, &now_fs, kind, at, 0).await?;
+        now_fs.record_event(&mut tx, kind, at, 0).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
+use cpfs_store::placeholders;
 use sqlx::{Any, Row, Transaction};
 
-use crate::error::{Error, ResourceKind, Result};
-use crate::filesystems::placeholders;
+use crate::error::{Error, Result};
 use crate::ControlPlane;
 
 pub const FILESYSTEM: &str = "filesystem";
@@ -140,16 +140,6 @@ impl ControlPlane {
         Ok(out)
     }
 
-    async fn check_resources_exist(&self, account_id: &str, ids: &[String]) -> Result<()> {
-        for id in ids {
-            let fs = self.file_system(account_id, id).await?;
-            if fs.status == crate::filesystems::Status::Deleting {
-                return Err(Error::not_found(ResourceKind::FileSystem, id.clone()));
-            }
-        }
-        Ok(())
-    }
-
     pub async fn tag_resources(
         &self,
         account_id: &str,
@@ -159,7 +149,8 @@ impl ControlPlane {
     ) -> Result<()> {
         check_resource_type(resource_type)?;
         validate_tags(tags)?;
-        self.check_resources_exist(account_id, resource_ids).await?;
+        self.check_file_systems_exist(account_id, resource_ids)
+            .await?;
         let mut tx = self.store.begin_write().await?;
         for id in resource_ids {
             put_tags(&mut tx, account_id, resource_type, id, tags).await?;
@@ -177,7 +168,8 @@ impl ControlPlane {
         keys: Option<&[String]>,
     ) -> Result<()> {
         check_resource_type(resource_type)?;
-        self.check_resources_exist(account_id, resource_ids).await?;
+        self.check_file_systems_exist(account_id, resource_ids)
+            .await?;
         let mut tx = self.store.begin_write().await?;
         for id in resource_ids {
             match keys {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cpfs_controlplane::filesystems::{ChargeType, FileSystemFilter, NewFileSystem, Status};
 use cpfs_controlplane::nodes::{PlacementPolicy, GIB};
 use cpfs_controlplane::reconciler::Reconciler;
-use cpfs_controlplane::spec::StorageType;
+use cpfs_controlplane::tiers::StorageType;
 use cpfs_controlplane::{ControlPlane, Error, ManualClock, RegionConfig, Store};
 
 async fn backends() -> Vec<(String, ControlPlane, Option<tempfile::TempDir>)> {
@@ -250,7 +250,7 @@ async fn client_tokens_and_status_rules() {
         cp.create_access_group(&acct, "grp", "Vpc", "", "standard")
             .await
             .unwrap();
-        let rule = cpfs_controlplane::access::RuleChange {
+        let rule = cpfs_controlplane::access_groups::RuleChange {
             source_cidr: Some("10.0.0.0/8".into()),
             ..Default::default()
         };

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cpfs_meta::access::IdentitySettings;
+use cpfs_meta::identity::IdentitySettings;
 use cpfs_meta::policy::{MountPolicy, PolicyFuture, PolicySource};
 use cpfs_meta::MetaService;
 use cpfs_proto::capability::CapabilityKey;

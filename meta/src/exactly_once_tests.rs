@@ -101,7 +101,7 @@ async fn service(url: &str) -> (Arc<MetaService>, Session) {
         store,
         Arc::new(NoMountTargets),
         CapabilityKey::from_cluster_token("test"),
-        crate::access::IdentitySettings {
+        crate::identity::IdentitySettings {
             ldap_cache_ttl: Duration::from_secs(60),
             ldap_bind_password: None,
         },

@@ -6,14 +6,15 @@
 //! - [`lifecycle`]: provisioning, dropping and measuring a namespace (the
 //!   reconciler's and billing's way in).
 //! - [`policy`]: what the control plane tells it about mount targets.
-//! - [`access`]: grants and identities (access rules, squashing, LDAP).
+//! - [`identity`]: who a caller may act as: the mount grant (access
+//!   rules, squashing) and the identity (LDAP).
 //! - [`perm`]: POSIX permission checks.
 //! - `ns`: the namespace operations; [`server`]: the protocol handler.
 //!
 //! Every mutating operation is one transaction, so a crash leaves the
 //! namespace as it was before or after the operation, never between.
 
-pub mod access;
+pub mod identity;
 pub mod lifecycle;
 mod ns;
 pub mod perm;
@@ -46,8 +47,8 @@ pub struct MetaService {
     /// Mount targets' rules and LDAP configurations (the control plane).
     policies: Arc<dyn policy::PolicySource>,
     pub key: CapabilityKey,
-    pub identity_settings: access::IdentitySettings,
-    access: access::AccessCache,
+    pub identity_settings: identity::IdentitySettings,
+    access: identity::AccessCache,
     /// Counters of the metadata protocol's service shell.
     pub service_stats: Arc<cpfs_proto::rpc::ServiceStats>,
     sessions: std::sync::RwLock<HashMap<u64, Session>>,
@@ -74,14 +75,14 @@ impl MetaService {
         store: Store,
         policies: Arc<dyn policy::PolicySource>,
         key: CapabilityKey,
-        identity_settings: access::IdentitySettings,
+        identity_settings: identity::IdentitySettings,
     ) -> Arc<MetaService> {
         Arc::new(MetaService {
             store,
             policies,
             key,
             identity_settings,
-            access: access::AccessCache::default(),
+            access: identity::AccessCache::default(),
             service_stats: Default::default(),
             sessions: std::sync::RwLock::new(HashMap::new()),
             open: std::sync::Mutex::new(HashMap::new()),

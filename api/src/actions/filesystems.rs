@@ -7,7 +7,7 @@ use cpfs_controlplane::clock::format_utc;
 use cpfs_controlplane::filesystems::{ChargeType, FileSystem, FileSystemFilter, NewFileSystem};
 use cpfs_controlplane::ldap::LdapConfig;
 use cpfs_controlplane::mount_targets::MountTarget;
-use cpfs_controlplane::spec::StorageType;
+use cpfs_controlplane::tiers::StorageType;
 use cpfs_controlplane::ControlPlane;
 use serde_json::{json, Map, Value};
 

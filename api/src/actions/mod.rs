@@ -3,7 +3,7 @@
 //! plane. Handlers stay thin: parse, call one control-plane operation, shape
 //! the reply.
 
-mod access;
+mod access_groups;
 pub mod bss;
 mod filesystems;
 mod ldap;
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::params::Params;
 
-pub use access::AccessCommand;
+pub use access_groups::AccessCommand;
 pub use filesystems::FsCommand;
 pub use ldap::LdapCommand;
 pub use mount_targets::MountTargetCommand;
@@ -116,7 +116,7 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = mount_targets::parse(action, p)? {
         return Ok(Command::MountTarget(c));
     }
-    if let Some(c) = access::parse(action, p)? {
+    if let Some(c) = access_groups::parse(action, p)? {
         return Ok(Command::Access(c));
     }
     if let Some(c) = tags::parse(action, p)? {
@@ -147,7 +147,7 @@ pub async fn execute(
         Command::Bss(c) => bss::execute(cp, account_id, c).await,
         Command::FileSystem(c) => filesystems::execute(cp, account_id, c).await,
         Command::MountTarget(c) => mount_targets::execute(cp, account_id, c).await,
-        Command::Access(c) => access::execute(cp, account_id, c).await,
+        Command::Access(c) => access_groups::execute(cp, account_id, c).await,
         Command::Tag(c) => tags::execute(cp, account_id, c).await,
         Command::Region(c) => regions::execute(cp, c).await,
         Command::Ldap(c) => ldap::execute(cp, account_id, c).await,

@@ -78,7 +78,7 @@ pub async fn execute(
             // Only cpfs file systems are offered; other types list no
             // instance types, as a zone without that product does.
             let instance_types: Vec<Value> = if fs_type == "cpfs" {
-                cpfs_controlplane::spec::StorageType::ALL
+                cpfs_controlplane::tiers::StorageType::ALL
                     .iter()
                     .map(|s| json!({"StorageType": s, "ProtocolType": "cpfs"}))
                     .collect()

@@ -5,8 +5,8 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
 use super::{Claim, RawRequest, Version};
-use crate::encode::percent_encode;
 use crate::error::ApiError;
+use crate::percent;
 
 fn param<'a>(req: &'a RawRequest<'_>, name: &str) -> Option<&'a str> {
     req.query
@@ -31,7 +31,7 @@ pub fn canonical_query(params: &[(&str, &str)]) -> String {
     sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(b.1)));
     sorted
         .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -40,8 +40,8 @@ pub fn string_to_sign(method: &str, params: &[(&str, &str)]) -> String {
     format!(
         "{}&{}&{}",
         method.to_ascii_uppercase(),
-        percent_encode("/"),
-        percent_encode(&canonical_query(params))
+        percent::encode("/"),
+        percent::encode(&canonical_query(params))
     )
 }
 

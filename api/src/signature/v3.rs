@@ -7,8 +7,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{Claim, RawRequest, Version};
-use crate::encode::percent_encode;
 use crate::error::ApiError;
+use crate::percent;
 
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
@@ -72,7 +72,7 @@ pub fn canonical_query(query: &[(String, String)]) -> String {
     sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()).then(a.1.cmp(&b.1)));
     sorted
         .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .map(|(k, v)| format!("{}={}", percent::encode(k), percent::encode(v)))
         .collect::<Vec<_>>()
         .join("&")
 }

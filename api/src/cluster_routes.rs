@@ -1,5 +1,7 @@
-//! Internal paths on the API port: data-node heartbeats (authenticated by
-//! the cluster token) and mount discovery for `cpfs mount`.
+//! Routes on the API port that serve the cluster rather than API callers:
+//! data-node heartbeats (authenticated by the cluster token) and mount
+//! discovery for `cpfs mount`. They carry no API signature, so they get a
+//! state of their own with only what they need, not the gateway's.
 
 use std::sync::Arc;
 
@@ -7,13 +9,31 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cpfs_proto::heartbeat::{Heartbeat, HeartbeatReply, TOKEN_HEADER};
+use axum::routing::{get, post};
+use axum::Router;
+use cpfs_controlplane::ControlPlane;
+use cpfs_proto::heartbeat::{Heartbeat, HeartbeatReply, HEARTBEAT_PATH, TOKEN_HEADER};
 use subtle::ConstantTimeEq;
 
-use crate::gateway::Gateway;
-
-pub const MOUNT_PATH: &str = "/internal/v1/mount";
+const MOUNT_PATH: &str = "/internal/v1/mount";
 const MAX_HEARTBEAT: usize = 4 << 20;
+
+pub(crate) struct Cluster {
+    pub cp: ControlPlane,
+    /// None: node traffic refused.
+    pub cluster_token: Option<String>,
+    /// Where clients reach the metadata service.
+    pub meta_address: String,
+}
+
+/// The heartbeat and mount-discovery routes, ready to merge into the
+/// gateway's router.
+pub(crate) fn router(cluster: Cluster) -> Router {
+    Router::new()
+        .route(HEARTBEAT_PATH, post(heartbeat))
+        .route(MOUNT_PATH, get(mount_info))
+        .with_state(Arc::new(cluster))
+}
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response {
     (
@@ -24,12 +44,12 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response {
         .into_response()
 }
 
-pub async fn heartbeat(
-    State(gw): State<Arc<Gateway>>,
+async fn heartbeat(
+    State(cluster): State<Arc<Cluster>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(expected) = gw.config.cluster_token.as_deref() else {
+    let Some(expected) = cluster.cluster_token.as_deref() else {
         return json(
             StatusCode::FORBIDDEN,
             serde_json::json!({"Code": "NodesDisabled"}),
@@ -64,7 +84,7 @@ pub async fn heartbeat(
     // In a task of its own: a node that gives up waiting closes the
     // connection, and the handler future must not be dropped halfway
     // through the heartbeat's transaction.
-    let cp = gw.cp.clone();
+    let cp = cluster.cp.clone();
     let id = hb.id.clone();
     let reply = tokio::spawn(async move {
         let chain_table = cp.node_heartbeat(&hb).await?;
@@ -98,13 +118,13 @@ pub async fn heartbeat(
 }
 
 #[derive(serde::Deserialize)]
-pub struct MountQuery {
+struct MountQuery {
     domain: String,
 }
 
 /// Where to find the metadata service for a mount target. The mount itself
 /// is authorised by the metadata service.
-pub async fn mount_info(State(gw): State<Arc<Gateway>>, Query(q): Query<MountQuery>) -> Response {
+async fn mount_info(State(cluster): State<Arc<Cluster>>, Query(q): Query<MountQuery>) -> Response {
     if q.domain.len() > 256 {
         return json(
             StatusCode::BAD_REQUEST,
@@ -113,6 +133,6 @@ pub async fn mount_info(State(gw): State<Arc<Gateway>>, Query(q): Query<MountQue
     }
     json(
         StatusCode::OK,
-        serde_json::json!({"MetaAddress": gw.config.meta_address, "MountTargetDomain": q.domain}),
+        serde_json::json!({"MetaAddress": cluster.meta_address, "MountTargetDomain": q.domain}),
     )
 }

@@ -1,6 +1,6 @@
 //! Access groups and access rules.
 
-use cpfs_controlplane::access::RuleChange;
+use cpfs_controlplane::access_groups::RuleChange;
 use cpfs_controlplane::clock::format_utc;
 use cpfs_controlplane::ControlPlane;
 use serde_json::{json, Map, Value};

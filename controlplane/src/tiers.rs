@@ -1,6 +1,6 @@
 //! The capacity × bandwidth grid this product sells, and the IOPS limits of
 //! each tier. The numbers are the published CPFS performance table (the
-//! product overview's table, kept beside this file as `spec-table.csv`).
+//! product overview's table, kept beside this file as `tier-table.csv`).
 //!
 //! Units: a table "TB" is 1024 GiB; 1 Gbit/s is 125 MB/s. 1.5 Gbit/s is
 //! 187.5 MB/s, sold as 187 MB/s because Bandwidth is an integer and a tier
@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 
-const TABLE: &str = include_str!("spec-table.csv");
+const TABLE: &str = include_str!("tier-table.csv");
 
 pub const GIB_PER_TB: i64 = 1024;
 
