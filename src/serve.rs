@@ -375,7 +375,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     );
     let admin = cpfs_api::admin::AdminState::new(cp.clone(), billing, admin)
         .context("the admin token is empty")?;
-    let app = cpfs_api::router(gateway).merge(cpfs_api::admin::router(admin));
+    let app = cpfs_api::app(gateway, Some(admin));
     let handle = axum_server::Handle::new();
 
     let listener =
@@ -388,7 +388,10 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let http = axum_server::from_tcp(listener)
         .acceptor(axum_server::accept::NoDelayAcceptor::new())
         .handle(handle.clone())
-        .serve(app.clone().into_make_service());
+        .serve(
+            app.clone()
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        );
     let http_handle = handle.clone();
     tasks.spawn_until("api (http)", |shutdown| {
         serve_http(http, http_handle, shutdown)
@@ -411,7 +414,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
         tracing::info!(listen = %addr, "API listening (https)");
         let https = axum_server::from_tcp_rustls(listener, tls)
             .handle(handle.clone())
-            .serve(app.into_make_service());
+            .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
         tasks.spawn_until("api (https)", |shutdown| {
             serve_http(https, handle, shutdown)
         });

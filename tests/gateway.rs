@@ -420,3 +420,65 @@ fn serve_shuts_down_gracefully_on_sigterm() {
     }
     server.child = None;
 }
+
+/// An address that keeps failing authentication is refused before its
+/// requests cost a key lookup or a signature check; the burst is allowed,
+/// and an address that authenticates is never slowed by this limit.
+#[test]
+fn an_address_that_keeps_failing_authentication_is_refused_early() {
+    let server = Server::start(&[]);
+    let good = server.client();
+    for _ in 0..300 {
+        good.ok("DescribeRegions", &[]);
+    }
+    let stranger = Client::new(server.port, "LTAI-nobody", "whatever1");
+    let mut failures = 0;
+    let throttled = loop {
+        let (status, v) = stranger.call("DescribeRegions", &[]);
+        if v["Code"] == "Throttling.User" {
+            break (status, v);
+        }
+        assert_eq!(v["Code"], "InvalidAccessKeyId.NotFound", "{v}");
+        failures += 1;
+        assert!(failures < 1000, "never limited");
+    };
+    assert!(failures >= 100, "limited after only {failures} failures");
+    assert_eq!(throttled.0, 400, "{:?}", throttled.1);
+    // Per address: the good key from the same address waits too.
+    let (_, v) = good.call("DescribeRegions", &[]);
+    assert_eq!(v["Code"], "Throttling.User", "{v}");
+}
+
+/// Heartbeats prove the cluster token before their body is read, and the
+/// body limit is the heartbeat's own (4 MiB), not the framework default.
+#[test]
+fn heartbeats_are_authenticated_before_their_body_is_read() {
+    let server = Server::start(&["--nodes", "0"]);
+    let data_dir = server.admin_args()[1].clone();
+    let token =
+        std::fs::read_to_string(std::path::Path::new(&data_dir).join("cluster-token")).unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        server.port,
+        cpfs_proto::heartbeat::HEARTBEAT_PATH
+    );
+    let send = |token: Option<&str>, size: usize| {
+        let mut req = ureq::post(&url);
+        if let Some(t) = token {
+            req = req.set(cpfs_proto::heartbeat::TOKEN_HEADER, t.trim());
+        }
+        match req.send_bytes(&vec![b'{'; size]) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            // Refused before the whole body was sent.
+            Err(ureq::Error::Transport(_)) => 0,
+        }
+    };
+    assert!(matches!(send(None, 3 << 20), 401 | 0));
+    assert_eq!(
+        send(Some(&token), 3 << 20),
+        400,
+        "a 3 MiB heartbeat is parsed, not refused by size"
+    );
+    assert!(matches!(send(Some(&token), 5 << 20), 413 | 0));
+}

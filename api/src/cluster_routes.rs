@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -47,7 +46,7 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response {
 async fn heartbeat(
     State(cluster): State<Arc<Cluster>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(expected) = cluster.cluster_token.as_deref() else {
         return json(
@@ -66,12 +65,13 @@ async fn heartbeat(
             serde_json::json!({"Code": "InvalidClusterToken"}),
         );
     }
-    if body.len() > MAX_HEARTBEAT {
+    // Read only once the token is proven, and no more than a heartbeat.
+    let Ok(body) = axum::body::to_bytes(body, MAX_HEARTBEAT).await else {
         return json(
             StatusCode::PAYLOAD_TOO_LARGE,
             serde_json::json!({"Code": "TooLarge"}),
         );
-    }
+    };
     let hb: Heartbeat = match serde_json::from_slice(&body) {
         Ok(h) => h,
         Err(e) => {

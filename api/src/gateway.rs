@@ -18,9 +18,11 @@ use tracing::Instrument;
 
 use crate::actions::bss::BSS_VERSION;
 use crate::actions::{self, NAS_VERSION};
+use crate::address_limit::FailedAuthLimit;
 use crate::cluster_routes;
 use crate::error::ApiError;
 use crate::keys::KeyCache;
+use crate::layers::HttpLimits;
 use crate::nonce::NonceCache;
 use crate::params::{form_decode, Params};
 use crate::render::{render, Format};
@@ -43,6 +45,11 @@ pub struct GatewayConfig {
     /// rather than the control plane's (which a test clock file may move
     /// through months while SDKs sign with the real time).
     pub signatures_use_wall_clock: bool,
+    /// Failed authentications an address may make per second (a burst of
+    /// five times that) before it is refused without being looked at.
+    pub failed_auth_per_address: u32,
+    /// Tower layers around every route: concurrency, deadline, body size.
+    pub http: HttpLimits,
 }
 
 impl Default for GatewayConfig {
@@ -54,6 +61,8 @@ impl Default for GatewayConfig {
             cluster_token: None,
             meta_address: String::new(),
             signatures_use_wall_clock: false,
+            failed_auth_per_address: 20,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -64,6 +73,7 @@ pub struct Gateway {
     nonces: NonceCache,
     keys: KeyCache,
     limiter: DefaultKeyedRateLimiter<String>,
+    failed_auth: FailedAuthLimit,
     /// Calls answered, by (action, code); exported on /metrics.
     counters: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -86,6 +96,10 @@ impl Gateway {
         Arc::new(Gateway {
             cp,
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            failed_auth: FailedAuthLimit::new(
+                config.failed_auth_per_address,
+                config.failed_auth_per_address.saturating_mul(5),
+            ),
             config,
             nonces: NonceCache::default(),
             keys: KeyCache::default(),
@@ -178,18 +192,33 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The gateway's routes (signed calls, health, metrics, the cluster's
+/// routes) without the admin API, inside the HTTP layers.
 pub fn router(gw: Arc<Gateway>) -> Router {
+    app(gw, None)
+}
+
+/// Every route of the API port, the admin API included when given, inside
+/// the HTTP layers (`layers.rs`). Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so that failed
+/// authentication is limited per address.
+pub fn app(gw: Arc<Gateway>, admin: Option<Arc<crate::admin::AdminState>>) -> Router {
     let cluster = cluster_routes::router(cluster_routes::Cluster {
         cp: gw.cp.clone(),
         cluster_token: gw.config.cluster_token.clone(),
         meta_address: gw.config.meta_address.clone(),
     });
-    Router::new()
+    let limits = gw.config.http.clone();
+    let mut routes = Router::new()
         .route("/", any(rpc))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(gw)
-        .merge(cluster)
+        .merge(cluster);
+    if let Some(admin) = admin {
+        routes = routes.merge(crate::admin::router(admin));
+    }
+    crate::layers::apply(routes, &limits)
 }
 
 /// 200 while every background loop of the process finishes its passes,
@@ -251,12 +280,23 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();
     let id = request_id();
     let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let mut format = Format::Json;
     let mut action = String::new();
     // BssOpenApi replies (and errors) have their own envelope; known before
     // authentication so that even a refused call answers in its shape.
     let mut bss = false;
     let outcome: Result<Map<String, Value>, ApiError> = async {
+        if let Some(ip) = peer {
+            gw.failed_auth
+                .admit(ip, Instant::now())
+                .map_err(|wait| ApiError::Throttling {
+                    retry_after_ms: wait.as_millis().max(1) as u64,
+                })?;
+        }
         if parts.method != Method::GET && parts.method != Method::POST {
             return Err(ApiError::UnsupportedHttpMethod(parts.method.to_string()));
         }
@@ -296,7 +336,17 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             query: &query,
             form: &form,
         };
-        let verified = gw.authenticate(&raw, params).await?;
+        let verified = match gw.authenticate(&raw, params).await {
+            Ok(v) => v,
+            Err(e) => {
+                // A throttled key did authenticate; anything else counts
+                // against the address.
+                if let (Some(ip), false) = (peer, matches!(e, ApiError::Throttling { .. })) {
+                    gw.failed_auth.failed(ip, Instant::now());
+                }
+                return Err(e);
+            }
+        };
         let span = tracing::debug_span!("call", request_id = %id, action = %verified.action, access_key_id = %verified.access_key_id);
         let command =
             actions::parse_versioned(&verified.version, &verified.action, &verified.params)?;

@@ -3,11 +3,13 @@
 //! against the control plane, and answered in the Alibaba envelope.
 
 pub mod actions;
+pub mod address_limit;
 pub mod admin;
 mod cluster_routes;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod layers;
 pub mod nonce;
 pub mod params;
 pub mod percent;
@@ -15,4 +17,4 @@ pub mod render;
 pub mod signature;
 
 pub use error::ApiError;
-pub use gateway::{router, Gateway, GatewayConfig};
+pub use gateway::{app, router, Gateway, GatewayConfig};
