@@ -5,7 +5,10 @@
   the client, the metadata service never links the control plane, and the
   protocol crate links none of ours;
 - only the metadata service's crate writes the namespace tables;
-- no source file over 800 lines outside tests.
+- no source file over 800 lines outside tests;
+- no cycle between the top-level modules of a crate (`crate::a` naming
+  `crate::b` and `crate::b` naming `crate::a`, directly or around a loop;
+  test code is left out).
 
 Run from anywhere: python3 scripts/check_structure.py. Exits 1 on a breach.
 """
@@ -42,6 +45,81 @@ def crate_graph():
     }
 
 
+def module_of(src: pathlib.Path, path: pathlib.Path):
+    """The top-level module a file belongs to, or None for the crate root."""
+    rel = path.relative_to(src)
+    if len(rel.parts) == 1:
+        return None if rel.name in ("lib.rs", "main.rs") else rel.stem
+    return rel.parts[0]
+
+
+def non_test_text(path: pathlib.Path) -> str:
+    """The file up to its first `#[cfg(test)]` (test modules sit last)."""
+    text = path.read_text()
+    return text.split("#[cfg(test)]", 1)[0]
+
+
+def module_cycles():
+    """Cycles among each crate's top-level modules, as readable strings."""
+    found = []
+    for src in sorted(ROOT.glob("*/src")) + [ROOT / "src"]:
+        if src.parts[-2] == "target" or not src.is_dir():
+            continue
+        modules = {}
+        for path in src.rglob("*.rs"):
+            if path.name.endswith("tests.rs"):
+                continue
+            m = module_of(src, path)
+            if m is not None:
+                modules.setdefault(m, []).append(path)
+        edges = {m: set() for m in modules}
+        for m, paths in modules.items():
+            for path in paths:
+                text = non_test_text(path)
+                # `crate::x` and `crate::{x, y::z}` both name their modules.
+                for target in re.findall(r"\bcrate::(\w+)", text):
+                    if target in modules and target != m:
+                        edges[m].add(target)
+                for group in re.findall(r"\bcrate::\{([^}]*)\}", text):
+                    for target in re.findall(r"(?:^|,)\s*(\w+)", group):
+                        if target in modules and target != m:
+                            edges[m].add(target)
+        for cycle in strongly_connected(edges):
+            if len(cycle) > 1:
+                found.append(f"{src.parent.name}: modules {' <-> '.join(sorted(cycle))} form a cycle")
+    return found
+
+
+def strongly_connected(edges):
+    """Tarjan's algorithm, iterative enough for a crate's few modules."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            out.append(comp)
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return out
+
+
 def main():
     problems = []
     graph = crate_graph()
@@ -70,6 +148,8 @@ def main():
         lines = len(path.read_text().splitlines())
         if lines > MAX_LINES:
             problems.append(f"{rel} has {lines} lines (over {MAX_LINES})")
+
+    problems.extend(module_cycles())
 
     for p in problems:
         print(f"structure: {p}")

@@ -25,7 +25,10 @@ step "the same tests on PostgreSQL"
 CPFS_TEST_DATABASE_URL="$PG_URL" CPFS_REQUIRE_POSTGRES=1 cargo test --workspace
 
 step "official SDK compatibility suite (SQLite, then PostgreSQL)"
-cargo build --bin cpfs
+# `cargo test` built target/debug/cpfs for the integration tests; building
+# it again with `cargo build` would unify features without the
+# dev-dependencies and recompile much of the tree for nothing.
+test -x target/debug/cpfs
 .venv/bin/pytest -q tests/sdk
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/sdk
 

@@ -20,13 +20,9 @@ impl ControlPlane {
     /// The newest chain table (empty before any node registered); a stored
     /// table this build cannot read is an error, never an empty table.
     pub async fn chain_table(&self) -> Result<ChainTable> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT body FROM chain_tables ORDER BY version DESC LIMIT 1")
-                .fetch_optional(&self.store.pool)
-                .await?;
-        match row {
+        match cpfs_store::latest_chain_table_body(&self.store.pool).await? {
             None => Ok(ChainTable::default()),
-            Some((body,)) => {
+            Some(body) => {
                 ChainTable::from_stored(&body).map_err(|e| Error::Internal(e.to_string()))
             }
         }

@@ -119,6 +119,22 @@ impl Store {
     }
 }
 
+/// The stored body of the newest chain table, if any. The control plane
+/// writes chain tables and both it and the metadata service read them;
+/// this is the one query (callers decode with `ChainTable::from_stored`).
+pub async fn latest_chain_table_body<'c, E>(
+    executor: E,
+) -> std::result::Result<Option<String>, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT body FROM chain_tables ORDER BY version DESC LIMIT 1")
+            .fetch_optional(executor)
+            .await?;
+    Ok(row.map(|(body,)| body))
+}
+
 /// `$start, $start+1, …` for `n` values of an `IN (…)` list (both
 /// databases take `$N` placeholders).
 pub fn placeholders(start: usize, n: usize) -> String {

@@ -298,13 +298,8 @@ pub(super) async fn fs_layout(c: &mut AnyConnection, fs: &str) -> Res<(u64, u32,
 }
 
 pub(crate) async fn latest_chain_table(c: &mut AnyConnection) -> Res<ChainTable> {
-    let row: Option<(String,)> = db(sqlx::query_as(
-        "SELECT body FROM chain_tables ORDER BY version DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *c)
-    .await)?;
-    match row {
+    match db(cpfs_store::latest_chain_table_body(&mut *c).await)? {
         None => Ok(ChainTable::default()),
-        Some((body,)) => ChainTable::from_stored(&body).map_err(|e| (EIO, e.to_string())),
+        Some(body) => ChainTable::from_stored(&body).map_err(|e| (EIO, e.to_string())),
     }
 }
