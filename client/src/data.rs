@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cpfs_runtime::retry;
 use tokio::sync::RwLock;
 
 use cpfs_proto::capability::Capability;
@@ -47,10 +48,15 @@ impl DataError {
 /// new chain table and a restarted `cpfs serve`, so programs see a stall.
 pub const FAILOVER_BUDGET: Duration = Duration::from_secs(45);
 
-/// Backoff between retries: quick at first (a table change is usually
-/// picked up in milliseconds), at most half a second.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((20u64 << attempt.min(5)).min(500))
+/// Delays between retries of one piece of I/O, with the shared policy:
+/// quick at first (a table change is usually picked up in milliseconds),
+/// doubling to half a second, jittered so the clients of a failed node do
+/// not retry in step.
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_CAP: Duration = Duration::from_millis(500);
+
+fn retry_delays() -> retry::ExponentialBackoff {
+    retry::delays(RETRY_FIRST, RETRY_CAP)
 }
 
 /// Whether a node's answer means "try again, perhaps elsewhere".
@@ -121,7 +127,7 @@ impl DataClient {
     ) -> Result<NodeResponse, DataError> {
         let mut last = String::new();
         let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
-        let mut attempt = 0;
+        let mut delays = retry_delays();
         while tokio::time::Instant::now() < deadline {
             let (members, version) = self.members(chain).await?;
             if let Some(head) = members.first() {
@@ -137,8 +143,7 @@ impl DataClient {
                     Err(e) => last = e.to_string(),
                 }
             }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
+            tokio::time::sleep(delays.next().unwrap_or(RETRY_CAP)).await;
             self.refresh().await;
         }
         Err(DataError::Unreachable(chain, last))
@@ -221,7 +226,7 @@ impl DataClient {
         };
         let mut last = String::new();
         let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
-        let mut attempt = 0;
+        let mut delays = retry_delays();
         while tokio::time::Instant::now() < deadline {
             let (members, version) = self.members(p.chain).await?;
             let chain = ChainRef {
@@ -266,8 +271,7 @@ impl DataClient {
             if !stale && !bad.is_empty() && bad.len() == n {
                 return Err(DataError::Node(NodeError::Checksum));
             }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
+            tokio::time::sleep(delays.next().unwrap_or(RETRY_CAP)).await;
             self.refresh().await;
         }
         Err(DataError::Unreachable(p.chain, last))
@@ -369,7 +373,7 @@ impl DataClient {
         // while the program waits is a stall, not EIO.
         let mut last = String::new();
         let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
-        let mut attempt = 0;
+        let mut delays = retry_delays();
         while tokio::time::Instant::now() < deadline {
             let mut addrs: Vec<String> = Vec::new();
             for c in &layout.chains {
@@ -408,8 +412,7 @@ impl DataClient {
             if all_done {
                 return Ok(());
             }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt += 1;
+            tokio::time::sleep(delays.next().unwrap_or(RETRY_CAP)).await;
             self.refresh().await;
         }
         Err(DataError::Unreachable(0, last))
@@ -461,7 +464,6 @@ pub async fn join_all<F: Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Ou
         }
     })
     .await;
-    out.into_iter()
-        .map(|o| o.expect("every future completed"))
-        .collect()
+    // poll_fn returned, so every slot is filled: nothing is dropped here.
+    out.into_iter().flatten().collect()
 }

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cpfs_runtime::retry;
+
 use cpfs_proto::meta::{
     errno, Caller, MetaClient as Connection, MetaOp, MetaReply, MetaRequest, Mounted, RequestId,
 };
@@ -13,6 +15,12 @@ use cpfs_proto::meta::{
 /// How long a metadata call waits for an unreachable service (a restart of
 /// `cpfs serve`) before it fails with EIO.
 const META_OUTAGE: Duration = Duration::from_secs(15);
+/// Delays between its attempts, with the shared policy: from 50 ms,
+/// doubling to a second, jittered so the mounts of a restarted service do
+/// not come back in step.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_CAP: Duration = Duration::from_secs(1);
+
 /// The metadata connection of one mount, remounting its session when the
 /// metadata service restarted.
 pub struct MetaClient {
@@ -70,7 +78,7 @@ impl MetaClient {
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
         let deadline = tokio::time::Instant::now() + META_OUTAGE;
         let mut remounts = 0;
-        let mut backoff = Duration::from_millis(50);
+        let mut delays = retry::delays(RETRY_FIRST, RETRY_CAP);
         let id = RequestId {
             client: self.client,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
@@ -102,11 +110,11 @@ impl MetaClient {
                     tracing::warn!(error = %e, "metadata service unreachable; retrying");
                 }
             }
+            let backoff = delays.next().unwrap_or(RETRY_CAP);
             if tokio::time::Instant::now() + backoff > deadline {
                 return Err(errno::EIO);
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 }

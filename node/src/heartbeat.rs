@@ -67,9 +67,9 @@ impl Heartbeater {
 
     /// Sends one heartbeat and applies the reply (table, drops, lease).
     pub async fn round(&self, node: &Arc<Node>) -> Result<(), HeartbeatError> {
-        let version = node.chains.read().await.version;
+        let version = node.chain_version().await;
         let hb = Heartbeat {
-            id: node.id.clone(),
+            id: node.id().to_string(),
             address: self.advertise.clone(),
             zone: self.zone.clone(),
             capacity_bytes: self.capacity_bytes,
@@ -83,12 +83,14 @@ impl Heartbeater {
     }
 
     /// Heartbeats every `interval`, or at once when a request named a
-    /// newer table, until the task is dropped.
+    /// newer table, until the task is dropped. Not a periodic pass of the
+    /// supervisor: a wake-up cuts the interval short, and a failed round is
+    /// only logged (the lease lapses by itself if they keep failing).
     pub async fn run(self, node: Arc<Node>, interval: Duration) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = node.wake.notified() => {}
+                _ = node.wake().notified() => {}
             }
             if let Err(e) = self.round(&node).await {
                 tracing::warn!(error = %e, "heartbeat failed");

@@ -8,16 +8,20 @@
 //! chain that the head neither sent nor wrote meanwhile (files deleted
 //! while it was away). The head reports progress on its heartbeats and the
 //! control plane promotes the member once the head reports it finished.
+//!
+//! [`Resync`] holds both sides' bookkeeping and works on the node's shared
+//! [`NodeState`]; the request handler calls it, never the other way round.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cpfs_runtime::retry;
 use tracing::Instrument;
 
 use crate::blocking::blocking;
-use crate::server::Node;
+use crate::state::NodeState;
 use cpfs_proto::chains::{ChainTable, NodeAddr};
 use cpfs_proto::node::NodeClient;
 use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, SyncReport};
@@ -34,8 +38,10 @@ struct Progress {
 /// (chain, member being filled, session).
 type Session = (u32, String, u64);
 
+/// A node's resync bookkeeping, both sides: the sessions it runs as a
+/// head, and as a member the chunks a head has not vouched for yet.
 #[derive(Default)]
-pub struct SyncState {
+pub struct Resync {
     /// Head side: the sessions this node runs.
     running: Mutex<HashMap<Session, Arc<Progress>>>,
     /// Member side: chunks of a chain held when a session began that the
@@ -43,7 +49,7 @@ pub struct SyncState {
     pending: Mutex<HashMap<u32, HashSet<ChunkKey>>>,
 }
 
-impl SyncState {
+impl Resync {
     /// A chunk the head sent or wrote during a session: keep it.
     pub(crate) fn touched(&self, key: &ChunkKey) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,20 +80,26 @@ impl SyncState {
 
 /// Retries of one call to the member while tables settle.
 const CALL_TRIES: u32 = 50;
+/// The pause between those retries (the shared policy with this as both
+/// first delay and cap: a table change settles in a heartbeat or two, so
+/// waiting longer would only slow the copy).
+const CALL_RETRY: Duration = Duration::from_millis(100);
+/// The pause before a failed pass is tried again (first delay and cap).
+const PASS_RETRY: Duration = Duration::from_secs(1);
 
-impl Node {
+impl Resync {
     /// Starts a session for every syncing member of a chain this node
     /// heads, and forgets sessions the table no longer asks for.
-    pub(crate) fn start_resyncs(self: &Arc<Self>, table: &ChainTable) {
+    pub(crate) fn start(&self, node: &Arc<NodeState>, table: &ChainTable) {
         let mut wanted: Vec<Session> = Vec::new();
         for c in &table.chains {
-            if c.head().is_some_and(|h| h.id == self.id) {
+            if c.head().is_some_and(|h| h.id == node.id) {
                 for s in &c.syncing {
                     wanted.push((c.id, s.node.id.clone(), s.since));
                 }
             }
         }
-        let mut running = self.sync.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.retain(|k, _| wanted.contains(k));
         for session in wanted {
             if running.contains_key(&session) {
@@ -95,40 +107,103 @@ impl Node {
             }
             let progress = Arc::new(Progress::default());
             running.insert(session.clone(), progress.clone());
-            let node = self.clone();
             let span = tracing::info_span!("resync", chain = session.0, target = %session.1, since = session.2);
-            tokio::spawn(node.run_session(session, progress).instrument(span));
+            let head = HeadSession {
+                node: node.clone(),
+                session,
+                progress,
+            };
+            // Not a supervised task: sessions come and go with the table,
+            // and one ends by itself once the table stops asking for it.
+            tokio::spawn(head.run().instrument(span));
         }
     }
 
+    /// Member side: a session begins; note the chain's chunks held now.
+    pub(crate) async fn begin(&self, node: &NodeState, chain: u32) -> Result<(), NodeError> {
+        let store = node.store.clone();
+        let held: HashSet<ChunkKey> = blocking(move || Ok(store.list_chunks()))
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.chain == chain)
+            .collect();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(chain, held);
+        Ok(())
+    }
+
+    /// Member side: the session is complete; drop what the head did not
+    /// vouch for.
+    pub(crate) async fn end(&self, node: &NodeState, chain: u32) -> Result<(), NodeError> {
+        let stale = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&chain)
+            .unwrap_or_default();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            chain,
+            chunks = stale.len(),
+            "dropping chunks deleted while away"
+        );
+        let store = node.store.clone();
+        blocking(move || {
+            for k in stale {
+                store.put_raw(&k, None)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The head's side of one session, run as its own task.
+struct HeadSession {
+    node: Arc<NodeState>,
+    session: Session,
+    progress: Arc<Progress>,
+}
+
+impl HeadSession {
     /// The member's current address while the session is still wanted.
-    async fn session_target(&self, session: &Session) -> Option<(NodeAddr, u64)> {
-        let t = self.chains.read().await;
-        let c = t.chain(session.0)?;
-        if c.head()?.id != self.id {
+    async fn target(&self) -> Option<(NodeAddr, u64)> {
+        let t = self.node.chains.read().await;
+        let c = t.chain(self.session.0)?;
+        if c.head()?.id != self.node.id {
             return None;
         }
         c.syncing
             .iter()
-            .find(|s| s.node.id == session.1 && s.since == session.2)
+            .find(|s| s.node.id == self.session.1 && s.since == self.session.2)
             .map(|s| (s.node.clone(), t.version))
     }
 
-    async fn run_session(self: Arc<Self>, session: Session, progress: Arc<Progress>) {
+    async fn run(self) {
         // Writes routed with a table older than the session may not have
         // been forwarded to the member; wait until they are done (bounded
         // by the call timeout) so that the listing below includes them.
+        // A poll for a condition, not a retry: a fixed period.
         for _ in 0..400 {
-            match self.oldest_inflight() {
-                Some(v) if v < session.2 => tokio::time::sleep(Duration::from_millis(100)).await,
+            match self.node.oldest_inflight() {
+                Some(v) if v < self.session.2 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
                 _ => break,
             }
         }
+        let mut retries = retry::delays(PASS_RETRY, PASS_RETRY);
+        let progress = &self.progress;
         loop {
-            if self.session_target(&session).await.is_none() {
+            if self.target().await.is_none() {
                 return;
             }
-            match self.sync_pass(&session, &progress).await {
+            match self.pass().await {
                 Ok(true) => {
                     progress.finished.store(true, Ordering::Relaxed);
                     tracing::info!(
@@ -137,14 +212,14 @@ impl Node {
                         "resync finished"
                     );
                     // Wake the heartbeat so the control plane hears it now.
-                    self.wake.notify_one();
+                    self.node.wake.notify_one();
                     return;
                 }
                 Ok(false) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "resync pass failed; retrying");
                     *progress.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(retries.next().unwrap_or(PASS_RETRY)).await;
                 }
             }
         }
@@ -153,17 +228,17 @@ impl Node {
     /// Sends `build(chain ref)` to the member, riding out table changes.
     async fn call_member(
         &self,
-        session: &Session,
         build: impl Fn(ChainRef) -> NodeRequest,
     ) -> Result<Option<NodeResponse>, String> {
         let mut last = String::new();
+        let mut delays = retry::delays(CALL_RETRY, CALL_RETRY);
         for _ in 0..CALL_TRIES {
-            let Some((target, version)) = self.session_target(session).await else {
+            let Some((target, version)) = self.target().await else {
                 return Ok(None);
             };
-            let peer: Arc<NodeClient> = self.peers.get(&target.address);
+            let peer: Arc<NodeClient> = self.node.peers.get(&target.address);
             let req = build(ChainRef {
-                id: session.0,
+                id: self.session.0,
                 version,
             });
             match peer.call(req).await {
@@ -177,16 +252,18 @@ impl Node {
                 Ok(r) => return Ok(Some(r)),
                 Err(e) => last = e.to_string(),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(delays.next().unwrap_or(CALL_RETRY)).await;
         }
         Err(format!("member did not answer: {last}"))
     }
 
     /// One pass over the chain. Ok(false): the session was abandoned.
-    async fn sync_pass(&self, session: &Session, progress: &Progress) -> Result<bool, String> {
-        let cap = self.cluster_cap("");
+    async fn pass(&self) -> Result<bool, String> {
+        let node = &self.node;
+        let progress = &self.progress;
+        let cap = node.cluster_cap("");
         if self
-            .call_member(session, |chain| NodeRequest::SyncBegin {
+            .call_member(|chain| NodeRequest::SyncBegin {
                 cap: cap.clone(),
                 chain,
             })
@@ -195,8 +272,8 @@ impl Node {
         {
             return Ok(false);
         }
-        let store = self.store.clone();
-        let chain_id = session.0;
+        let store = node.store.clone();
+        let chain_id = self.session.0;
         let mut keys: Vec<(ChunkKey, u64)> = blocking(move || Ok(store.list_chunks()))
             .await
             .map_err(|e| e.to_string())?
@@ -210,16 +287,16 @@ impl Node {
         progress.done.store(0, Ordering::Relaxed);
         let mut skipped = 0u64;
         for (key, len) in keys {
-            self.repair_throttle.take(len).await;
-            let _slot = self.slot(&key).lock().await;
-            let store = self.store.clone();
+            node.repair_throttle.take(len).await;
+            let _slot = node.slot(&key).lock().await;
+            let store = node.store.clone();
             let k = key.clone();
             let local = blocking(move || store.digest(&k))
                 .await
                 .map_err(|e| e.to_string())?;
-            let cap = self.cluster_cap(&key.fs);
+            let cap = node.cluster_cap(&key.fs);
             let remote = match self
-                .call_member(session, |chain| NodeRequest::SyncDigest {
+                .call_member(|chain| NodeRequest::SyncDigest {
                     cap: cap.clone(),
                     chain,
                     key: key.clone(),
@@ -231,7 +308,7 @@ impl Node {
                 Some(other) => return Err(format!("unexpected answer {other:?}")),
             };
             if local != remote {
-                let store = self.store.clone();
+                let store = node.store.clone();
                 let k = key.clone();
                 let raw = match blocking(move || store.read_raw(&k)).await {
                     Ok(raw) => raw,
@@ -246,7 +323,7 @@ impl Node {
                 };
                 let sent = raw.as_ref().map_or(0, |r| r.len() as u64);
                 if self
-                    .call_member(session, |chain| NodeRequest::SyncPut {
+                    .call_member(|chain| NodeRequest::SyncPut {
                         cap: cap.clone(),
                         chain,
                         key: key.clone(),
@@ -262,7 +339,7 @@ impl Node {
             progress.done.fetch_add(len, Ordering::Relaxed);
         }
         if self
-            .call_member(session, |chain| NodeRequest::SyncEnd {
+            .call_member(|chain| NodeRequest::SyncEnd {
                 cap: cap.clone(),
                 chain,
             })
@@ -277,50 +354,5 @@ impl Node {
             ));
         }
         Ok(true)
-    }
-
-    /// Member side: a session begins; note the chain's chunks held now.
-    pub(crate) async fn sync_begin(&self, chain: u32) -> Result<(), NodeError> {
-        let store = self.store.clone();
-        let held: HashSet<ChunkKey> = blocking(move || Ok(store.list_chunks()))
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.chain == chain)
-            .collect();
-        self.sync
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(chain, held);
-        Ok(())
-    }
-
-    /// Member side: the session is complete; drop what the head did not
-    /// vouch for.
-    pub(crate) async fn sync_end(&self, chain: u32) -> Result<(), NodeError> {
-        let stale = self
-            .sync
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&chain)
-            .unwrap_or_default();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            chain,
-            chunks = stale.len(),
-            "dropping chunks deleted while away"
-        );
-        let store = self.store.clone();
-        blocking(move || {
-            for k in stale {
-                store.put_raw(&k, None)?;
-            }
-            Ok(())
-        })
-        .await
     }
 }

@@ -7,20 +7,35 @@
 //! - every `scrub_interval`, a scrub pass at a bounded rate: every block of
 //!   every chunk the node serves is read and checked, and bad blocks are
 //!   rewritten from another serving member's good copy.
+//!
+//! Both are passes of [`Scrub`] over the node's shared [`NodeState`]; the
+//! process runs them on its supervisor (`lib.rs`), the node's stats read
+//! the counters kept here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
+use cpfs_runtime::{retry, Shutdown};
+
 use crate::blocking::blocking;
-use crate::server::Node;
+use crate::state::NodeState;
 use cpfs_proto::layout::BLOCK;
 use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, ScrubReport};
 
-const CENSUS_EVERY: Duration = Duration::from_secs(5);
+/// Period of the census (from the end of one pass to the next).
+pub const CENSUS_EVERY: Duration = Duration::from_secs(5);
+/// Tries to fetch a good copy of a bad block before leaving it to the next
+/// pass.
+const REPAIR_TRIES: u32 = 5;
+/// The pause between those tries: the shared policy with this as first
+/// delay and cap, since a table change in the middle settles within a
+/// heartbeat and a longer wait would only hold up the pass.
+const REPAIR_RETRY: Duration = Duration::from_millis(200);
 
+/// The census's result and the scrubber's counters, as stats report them.
 #[derive(Default)]
-pub struct ScrubState {
+pub struct Scrub {
     chain_bytes: Mutex<Vec<(u32, u64)>>,
     passes: AtomicU64,
     scrubbed: AtomicU64,
@@ -30,7 +45,7 @@ pub struct ScrubState {
     unrecoverable: AtomicU64,
 }
 
-impl ScrubState {
+impl Scrub {
     pub(crate) fn chain_bytes(&self) -> Vec<(u32, u64)> {
         self.chain_bytes
             .lock()
@@ -48,82 +63,65 @@ impl ScrubState {
             unrecoverable_blocks: self.unrecoverable.load(Ordering::Relaxed),
         }
     }
-}
 
-/// Keeps the per-chain byte census fresh (heartbeats report it; the
-/// planner moves chains by it).
-pub async fn census_loop(node: Arc<Node>) {
-    loop {
-        node.census().await;
-        tokio::time::sleep(CENSUS_EVERY).await;
-    }
-}
-
-/// Scrubs every block once per `scrub_interval`.
-pub async fn scrub_loop(node: Arc<Node>) {
-    loop {
-        tokio::time::sleep(node.rates.scrub_interval).await;
-        node.scrub_pass().await;
-    }
-}
-
-impl Node {
-    async fn census(&self) {
-        let store = self.store.clone();
-        let Ok(chunks) = blocking(move || Ok(store.list_chunks())).await else {
-            return;
-        };
+    /// Counts bytes per chain (heartbeats report it; the planner moves
+    /// chains by it) and collects chunks of chains the node left.
+    pub(crate) async fn census(&self, node: &NodeState) -> Result<(), String> {
+        let store = node.store.clone();
+        let chunks = blocking(move || Ok(store.list_chunks()))
+            .await
+            .map_err(|e| format!("listing chunks: {e}"))?;
         let mut per_chain: std::collections::BTreeMap<u32, u64> = Default::default();
         for (k, len) in &chunks {
             *per_chain.entry(k.chain).or_default() += len;
         }
-        *self
-            .scrub
-            .chain_bytes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = per_chain.into_iter().collect();
+        *self.chain_bytes.lock().unwrap_or_else(|e| e.into_inner()) =
+            per_chain.into_iter().collect();
 
         // The table cannot change while the read guard is held, so a chain
         // this node joins is never collected under a forwarded write.
-        let table = self.chains.read().await;
+        let table = node.chains.read().await;
         if table.version == 0 {
-            return;
+            return Ok(());
         }
         let gone: Vec<ChunkKey> = chunks
             .into_iter()
             .map(|(k, _)| k)
-            .filter(|k| table.chain(k.chain).is_some_and(|c| !c.holds(&self.id)))
+            .filter(|k| table.chain(k.chain).is_some_and(|c| !c.holds(&node.id)))
             .collect();
         if gone.is_empty() {
-            return;
+            return Ok(());
         }
         tracing::info!(
             chunks = gone.len(),
             "collecting chunks of chains this node left"
         );
-        let store = self.store.clone();
-        if let Err(e) = blocking(move || {
+        let store = node.store.clone();
+        let collected = blocking(move || {
             for k in gone {
                 store.put_raw(&k, None)?;
             }
             Ok(())
         })
-        .await
-        {
-            tracing::warn!(error = %e, "collecting chunks failed");
-        }
+        .await;
         drop(table);
+        collected.map_err(|e| format!("collecting chunks: {e}"))
     }
 
-    /// Reads every block this node serves, repairing bad ones.
-    pub(crate) async fn scrub_pass(&self) {
-        let store = self.store.clone();
-        let Ok(chunks) = blocking(move || Ok(store.list_chunks())).await else {
-            return;
-        };
+    /// Reads every block this node serves, repairing bad ones. Stops
+    /// between two chunks once `stop` is requested (a shutdown does not
+    /// wait for an hour-long pass); such a pass is not counted.
+    pub(crate) async fn pass(&self, node: &NodeState, stop: &Shutdown) -> Result<(), String> {
+        let store = node.store.clone();
+        let chunks = blocking(move || Ok(store.list_chunks()))
+            .await
+            .map_err(|e| format!("listing chunks: {e}"))?;
         for (key, len) in chunks {
-            self.scrub_throttle.take(len).await;
-            let store = self.store.clone();
+            if stop.is_requested() {
+                return Ok(());
+            }
+            node.scrub_throttle.take(len).await;
+            let store = node.store.clone();
             let k = key.clone();
             let bad = match blocking(move || store.bad_blocks(&k)).await {
                 Ok(b) => b,
@@ -132,94 +130,93 @@ impl Node {
                     continue;
                 }
             };
-            self.scrub.scrubbed.fetch_add(len, Ordering::Relaxed);
+            self.scrubbed.fetch_add(len, Ordering::Relaxed);
             if bad.is_empty() {
                 continue;
             }
             tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, blocks = bad.len(), "scrub found bad blocks");
-            self.scrub
-                .bad
-                .fetch_add(bad.len() as u64, Ordering::Relaxed);
+            self.bad.fetch_add(bad.len() as u64, Ordering::Relaxed);
             for b in bad {
-                match self.repair_block(&key, b).await {
+                match repair_block(node, &key, b).await {
                     BlockRepair::Repaired => {
-                        self.scrub.repaired.fetch_add(1, Ordering::Relaxed);
+                        self.repaired.fetch_add(1, Ordering::Relaxed);
                     }
                     BlockRepair::NoGoodCopy => {
                         tracing::error!(fs = %key.fs, inode = key.inode, chunk = key.index, block = b, "no good copy of a bad block");
-                        self.scrub.unrecoverable.fetch_add(1, Ordering::Relaxed);
+                        self.unrecoverable.fetch_add(1, Ordering::Relaxed);
                     }
                     BlockRepair::Later => {}
                 }
             }
         }
-        self.scrub.passes.fetch_add(1, Ordering::Relaxed);
-        self.scrub
-            .last_pass_end
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.last_pass_end
             .store(crate::blocking::now().max(0) as u64, Ordering::Relaxed);
+        Ok(())
     }
+}
 
-    /// Fetches block `b` from another serving member and rewrites it here
-    /// if it is still bad.
-    async fn repair_block(&self, key: &ChunkKey, b: u64) -> BlockRepair {
-        // A few tries: a table change in the middle only delays the repair.
-        for _ in 0..5 {
-            let (version, others) = {
-                let t = self.chains.read().await;
-                let Some(c) = t.chain(key.chain) else {
-                    return BlockRepair::Later;
-                };
-                let others: Vec<String> = c
-                    .members
-                    .iter()
-                    .filter(|m| m.id != self.id)
-                    .map(|m| m.address.clone())
-                    .collect();
-                (t.version, others)
+/// Fetches block `b` from another serving member and rewrites it here if
+/// it is still bad.
+async fn repair_block(node: &NodeState, key: &ChunkKey, b: u64) -> BlockRepair {
+    // A few tries: a table change in the middle only delays the repair.
+    let mut delays = retry::delays(REPAIR_RETRY, REPAIR_RETRY);
+    for _ in 0..REPAIR_TRIES {
+        let (version, others) = {
+            let t = node.chains.read().await;
+            let Some(c) = t.chain(key.chain) else {
+                return BlockRepair::Later;
             };
-            if others.is_empty() {
-                return BlockRepair::NoGoodCopy;
-            }
-            let mut all_bad = true;
-            for addr in &others {
-                let req = NodeRequest::ReadBlock {
-                    cap: self.cluster_cap(&key.fs),
-                    chain: ChainRef {
-                        id: key.chain,
-                        version,
-                    },
-                    key: key.clone(),
-                    block: b,
-                };
-                let data = match self.peers.get(addr).call(req).await {
-                    Ok(NodeResponse::Block(Some(data))) => data,
-                    Ok(NodeResponse::Failed(NodeError::Checksum)) => continue,
-                    _ => {
-                        // Absent there, or not reachable: no verdict.
-                        all_bad = false;
-                        continue;
-                    }
-                };
-                let store = self.store.clone();
-                let k = key.clone();
-                match blocking(move || store.repair_blocks(&k, b * BLOCK, &data)).await {
-                    Ok(_) => {
-                        tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, block = b, from = %addr, "scrub repaired a block");
-                        return BlockRepair::Repaired;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "scrub repair failed");
-                        all_bad = false;
-                    }
+            let others: Vec<String> = c
+                .members
+                .iter()
+                .filter(|m| m.id != node.id)
+                .map(|m| m.address.clone())
+                .collect();
+            (t.version, others)
+        };
+        if others.is_empty() {
+            return BlockRepair::NoGoodCopy;
+        }
+        let mut all_bad = true;
+        for addr in &others {
+            let req = NodeRequest::ReadBlock {
+                cap: node.cluster_cap(&key.fs),
+                chain: ChainRef {
+                    id: key.chain,
+                    version,
+                },
+                key: key.clone(),
+                block: b,
+            };
+            let data = match node.peers.get(addr).call(req).await {
+                Ok(NodeResponse::Block(Some(data))) => data,
+                Ok(NodeResponse::Failed(NodeError::Checksum)) => continue,
+                _ => {
+                    // Absent there, or not reachable: no verdict.
+                    all_bad = false;
+                    continue;
+                }
+            };
+            let store = node.store.clone();
+            let k = key.clone();
+            match blocking(move || store.repair_blocks(&k, b * BLOCK, &data)).await {
+                Ok(_) => {
+                    tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, block = b, from = %addr, "scrub repaired a block");
+                    return BlockRepair::Repaired;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "scrub repair failed");
+                    all_bad = false;
                 }
             }
-            if all_bad {
-                return BlockRepair::NoGoodCopy;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        BlockRepair::Later
+        if all_bad {
+            return BlockRepair::NoGoodCopy;
+        }
+        tokio::time::sleep(delays.next().unwrap_or(REPAIR_RETRY)).await;
     }
+    BlockRepair::Later
 }
 
 enum BlockRepair {

@@ -2,23 +2,29 @@
 //! orders and forwards writes as a chain head, and keeps in touch with the
 //! control plane (registration and heartbeats carry usage out and the
 //! chain table back).
+//!
+//! [`Node`] puts the parts together: the shared [`NodeState`], the resync
+//! sessions and member bookkeeping ([`Resync`]) and the scrubber's census
+//! and counters ([`Scrub`]). Requests are dispatched here; resync and scrub
+//! only see the state, never this module.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cpfs_proto::capability::{Capability, CapabilityKey, ADMIN, ANY_INODE, READ, WRITE};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::frame::MAX_FRAME;
 use cpfs_proto::heartbeat::HeartbeatReply;
-use cpfs_proto::node::{ChainRef, NodeError, NodePeers, NodeRequest, NodeResponse, NodeStats};
+use cpfs_proto::node::{ChainRef, NodeError, NodeRequest, NodeResponse, NodeStats};
 use cpfs_proto::rpc::{self, ServiceLimits, ServiceStats};
+use cpfs_runtime::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::RwLock;
 
 use crate::blocking::{blocking, now};
 use crate::chunkstore::ChunkStore;
 use crate::config::Rates;
+use crate::resync::Resync;
+use crate::scrub::Scrub;
+use crate::state::{NodeState, Role};
 use crate::throttle::Throttle;
 
 /// Serves the node protocol on `listener` until the task is dropped.
@@ -38,97 +44,47 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     .await
 }
 
+/// A data node: what its parts share, its resyncs and its scrubber, and
+/// the request handler over them.
 pub struct Node {
-    pub id: String,
-    pub(crate) store: Arc<ChunkStore>,
-    pub(crate) key: CapabilityKey,
-    pub(crate) chains: RwLock<ChainTable>,
-    pub(crate) peers: NodePeers,
+    state: Arc<NodeState>,
+    resync: Resync,
+    scrub: Scrub,
     /// Counters of the node protocol's service shell.
     pub service_stats: Arc<ServiceStats>,
-    /// Per-chunk ordering at the head: a write holds its chunk's slot while
-    /// it is applied locally and on every other member, so all copies see
-    /// writes to a chunk in the same order (resync copies take it too).
-    order: Vec<tokio::sync::Mutex<()>>,
-    /// Until when the node may serve (None: not leased yet, or no leases).
-    lease: std::sync::Mutex<Lease>,
-    /// Wakes the heartbeat loop early (a request named a newer table).
-    pub(crate) wake: tokio::sync::Notify,
-    /// Mutations in flight per chain-table version: a resync waits for
-    /// those routed with an older table before it lists the chain.
-    inflight: std::sync::Mutex<HashMap<u64, usize>>,
-    pub(crate) sync: crate::resync::SyncState,
-    pub(crate) scrub: crate::scrub::ScrubState,
-    pub(crate) rates: Rates,
     io_throttle: Throttle,
-    pub(crate) repair_throttle: Throttle,
-    pub(crate) scrub_throttle: Throttle,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Lease {
-    /// No heartbeat answered yet.
-    None,
-    Until(std::time::Instant),
-    /// The control plane grants no leases (older control plane).
-    Forever,
-}
-
-/// What a request needs this node to be in the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// The head (client writes).
-    Head,
-    /// Any member, serving or syncing (forwarded writes, resync copies).
-    Replica,
-    /// A serving member (reads).
-    Serving,
-}
-
-/// Counts a mutation in flight for its table version until dropped.
-struct InFlight<'a> {
-    node: &'a Node,
-    version: u64,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut m = self.node.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.version) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.version);
-            }
-        }
-    }
 }
 
 impl Node {
     pub fn open(id: String, store: ChunkStore, key: CapabilityKey, rates: Rates) -> Arc<Node> {
         Arc::new(Node {
-            id,
-            store: Arc::new(store),
-            key,
-            chains: RwLock::new(ChainTable::default()),
-            peers: NodePeers::default(),
+            state: Arc::new(NodeState::new(id, store, key, rates)),
+            resync: Resync::default(),
+            scrub: Scrub::default(),
             service_stats: Default::default(),
-            order: (0..1024).map(|_| tokio::sync::Mutex::new(())).collect(),
-            lease: std::sync::Mutex::new(Lease::None),
-            wake: tokio::sync::Notify::new(),
-            inflight: std::sync::Mutex::new(HashMap::new()),
-            sync: Default::default(),
-            scrub: Default::default(),
-            rates,
             io_throttle: Throttle::new(rates.max_bandwidth),
-            repair_throttle: Throttle::new(rates.repair),
-            scrub_throttle: Throttle::new(rates.scrub),
         })
     }
 
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    /// The version of the chain table this node routes with.
+    pub async fn chain_version(&self) -> u64 {
+        self.state.chains.read().await.version
+    }
+
+    /// Notified when the heartbeat should not wait for its interval (a
+    /// request named a newer table, a resync finished).
+    pub(crate) fn wake(&self) -> &tokio::sync::Notify {
+        &self.state.wake
+    }
+
     /// Takes a newer table and starts the resyncs it asks of this node.
-    pub async fn set_chain_table(self: &Arc<Self>, table: ChainTable) {
+    pub async fn set_chain_table(&self, table: ChainTable) {
         {
-            let mut current = self.chains.write().await;
+            let mut current = self.state.chains.write().await;
             if table.version <= current.version {
                 return;
             }
@@ -139,61 +95,20 @@ impl Node {
             );
             *current = table.clone();
         }
-        self.start_resyncs(&table);
+        self.resync.start(&self.state, &table);
     }
 
     /// Extends the lease from a heartbeat sent at `sent` and answered.
     pub fn renew_lease(&self, sent: std::time::Instant, lease_ms: u64) {
-        let mut l = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-        *l = if lease_ms == 0 {
-            Lease::Forever
-        } else {
-            Lease::Until(sent + Duration::from_millis(lease_ms))
-        };
-    }
-
-    fn leased(&self) -> bool {
-        match *self.lease.lock().unwrap_or_else(|p| p.into_inner()) {
-            Lease::None => false,
-            Lease::Forever => true,
-            Lease::Until(t) => std::time::Instant::now() < t,
-        }
-    }
-
-    /// Capability nodes present to each other for cluster-internal calls.
-    pub(crate) fn cluster_cap(&self, fs: &str) -> Capability {
-        self.key.issue(fs, ANY_INODE, ADMIN | READ, now() + 300)
-    }
-
-    /// The oldest table version with mutations still in flight.
-    pub(crate) fn oldest_inflight(&self) -> Option<u64> {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .min()
-            .copied()
-    }
-
-    fn begin_mutation(&self, version: u64) -> InFlight<'_> {
-        *self
-            .inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(version)
-            .or_default() += 1;
-        InFlight {
-            node: self,
-            version,
-        }
+        self.state.renew_lease(sent, lease_ms);
     }
 
     /// Applies a heartbeat reply: the chain table, and deleted file systems.
-    pub async fn apply(self: &Arc<Self>, reply: HeartbeatReply) {
+    pub async fn apply(&self, reply: HeartbeatReply) {
         self.set_chain_table(reply.chain_table).await;
-        let held: Vec<String> = self.store.usage().into_iter().map(|u| u.fs).collect();
+        let held: Vec<String> = self.state.store.usage().into_iter().map(|u| u.fs).collect();
         for fs in reply.dropped.into_iter().filter(|f| held.contains(f)) {
-            let store = self.store.clone();
+            let store = self.state.store.clone();
             let name = fs.clone();
             match blocking(move || store.drop_fs(&name)).await {
                 Ok(()) => tracing::info!(fs = %fs, "deleted file system dropped"),
@@ -204,82 +119,39 @@ impl Node {
         }
     }
 
+    /// One census pass: bytes per chain, and the collection of chunks of
+    /// chains this node left (see [`crate::scrub`]).
+    pub async fn census(&self) -> Result<(), String> {
+        self.scrub.census(&self.state).await
+    }
+
+    /// One scrub pass over every chunk, ending early once `stop` is
+    /// requested.
+    pub async fn scrub_pass(&self, stop: &Shutdown) -> Result<(), String> {
+        self.scrub.pass(&self.state, stop).await
+    }
+
     pub fn stats(&self, chain_version: u64) -> NodeStats {
+        let store = &self.state.store;
         NodeStats {
             chain_bytes: self.scrub.chain_bytes(),
-            syncs: self.sync.reports(),
+            syncs: self.resync.reports(),
             scrub: self.scrub.report(),
-            node_id: self.id.clone(),
+            node_id: self.state.id.clone(),
             chain_version,
-            checksum_errors: self
-                .store
+            checksum_errors: store
                 .checksum_errors
                 .load(std::sync::atomic::Ordering::Relaxed),
-            repairs: self
-                .store
-                .repairs
-                .load(std::sync::atomic::Ordering::Relaxed),
-            file_systems: self.store.usage(),
+            repairs: store.repairs.load(std::sync::atomic::Ordering::Relaxed),
+            file_systems: store.usage(),
         }
-    }
-
-    /// Checks the routing of a chunk request: the lease, the table
-    /// version, and this node's role in the chain. Returns the addresses a
-    /// head forwards writes to (the other serving members and the syncing
-    /// ones).
-    pub(crate) async fn route(
-        &self,
-        chain: ChainRef,
-        role: Role,
-    ) -> Result<Vec<String>, NodeError> {
-        if !self.leased() {
-            return Err(NodeError::NoLease);
-        }
-        let table = self.chains.read().await;
-        if chain.version != table.version {
-            if chain.version > table.version {
-                // The client saw a newer table than ours: fetch it now
-                // rather than at the next heartbeat.
-                self.wake.notify_one();
-            }
-            return Err(NodeError::StaleChainTable {
-                current: table.version,
-            });
-        }
-        let c = table.chain(chain.id).ok_or(NodeError::NotMember)?;
-        let pos = c.members.iter().position(|m| m.id == self.id);
-        let syncing = c.syncing.iter().any(|s| s.node.id == self.id);
-        let allowed = match role {
-            Role::Head => pos == Some(0),
-            Role::Replica => pos.is_some() || syncing,
-            Role::Serving => pos.is_some(),
-        };
-        if !allowed {
-            return Err(NodeError::NotMember);
-        }
-        if role != Role::Head {
-            return Ok(vec![]);
-        }
-        Ok(c.members
-            .iter()
-            .filter(|m| m.id != self.id)
-            .map(|m| m.address.clone())
-            .chain(c.syncing.iter().map(|s| s.node.address.clone()))
-            .collect())
-    }
-
-    pub(crate) fn slot(&self, key: &cpfs_proto::node::ChunkKey) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.order[(h.finish() as usize) % self.order.len()]
     }
 
     /// Sends `req` to every address and succeeds when all succeed.
     async fn forward(&self, others: Vec<String>, req: NodeRequest) -> Result<(), NodeError> {
         let mut set = tokio::task::JoinSet::new();
         for addr in others {
-            let peer = self.peers.get(&addr);
+            let peer = self.state.peers.get(&addr);
             let req = req.clone();
             set.spawn(async move { (addr, peer.call(req).await) });
         }
@@ -319,14 +191,14 @@ impl Node {
             ));
         }
         let role = if forwarded { Role::Replica } else { Role::Head };
-        let others = self.route(chain, role).await?;
-        let _inflight = self.begin_mutation(chain.version);
+        let others = self.state.route(chain, role).await?;
+        let _inflight = self.state.begin_mutation(chain.version);
         if forwarded {
-            self.sync.touched(key);
+            self.resync.touched(key);
             blocking(apply).await?;
             return Ok(NodeResponse::Done);
         }
-        let _slot = self.slot(key).lock().await;
+        let _slot = self.state.slot(key).lock().await;
         let (local, remote) = tokio::join!(blocking(apply), self.forward(others, forward()));
         local?;
         remote?;
@@ -356,10 +228,10 @@ impl Node {
                 data,
                 forwarded,
             } => {
-                if !self.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
+                if !self.state.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
-                let store = self.store.clone();
+                let store = self.state.store.clone();
                 // Shared, so a replica (which forwards nothing) copies no data.
                 let data = Arc::new(data);
                 let (k, d) = (key.clone(), data.clone());
@@ -383,10 +255,10 @@ impl Node {
                 len,
                 forwarded,
             } => {
-                if !self.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
+                if !self.state.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
-                let store = self.store.clone();
+                let store = self.state.store.clone();
                 let k = key.clone();
                 let forward = move || NodeRequest::Truncate {
                     cap,
@@ -407,7 +279,7 @@ impl Node {
                 offset,
                 len,
             } => {
-                if !self.key.allows(&cap, &key.fs, key.inode, READ, t) {
+                if !self.state.key.allows(&cap, &key.fs, key.inode, READ, t) {
                     return Err(NodeError::BadCapability);
                 }
                 if len > cpfs_proto::layout::MAX_CHUNK_SIZE {
@@ -418,8 +290,8 @@ impl Node {
                         "chunk routed through another chain".into(),
                     ));
                 }
-                self.route(chain, Role::Serving).await?;
-                let store = self.store.clone();
+                self.state.route(chain, Role::Serving).await?;
+                let store = self.state.store.clone();
                 Ok(NodeResponse::Data(
                     blocking(move || store.read(&key, offset, len)).await?,
                 ))
@@ -431,11 +303,11 @@ impl Node {
                 offset,
                 data,
             } => {
-                if !self.key.allows(&cap, &key.fs, key.inode, READ, t) {
+                if !self.state.key.allows(&cap, &key.fs, key.inode, READ, t) {
                     return Err(NodeError::BadCapability);
                 }
-                self.route(chain, Role::Serving).await?;
-                let store = self.store.clone();
+                self.state.route(chain, Role::Serving).await?;
+                let store = self.state.store.clone();
                 tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, offset, len = data.len(), "repairing a copy");
                 // Only blocks still bad are rewritten: one written since the
                 // damage was seen is newer than the good copy.
@@ -444,40 +316,40 @@ impl Node {
             }
             NodeRequest::Fsync { cap, fs, inode } => {
                 // Any open file may be synced, whether opened to read or write.
-                if !self.key.allows(&cap, &fs, inode, READ, t)
-                    && !self.key.allows(&cap, &fs, inode, WRITE, t)
+                if !self.state.key.allows(&cap, &fs, inode, READ, t)
+                    && !self.state.key.allows(&cap, &fs, inode, WRITE, t)
                 {
                     return Err(NodeError::BadCapability);
                 }
-                let store = self.store.clone();
+                let store = self.state.store.clone();
                 blocking(move || store.fsync_inode(&fs, inode)).await?;
                 Ok(NodeResponse::Done)
             }
             NodeRequest::DropInode { cap, fs, inode } => {
-                if !self.key.allows(&cap, &fs, inode, ADMIN, t) {
+                if !self.state.key.allows(&cap, &fs, inode, ADMIN, t) {
                     return Err(NodeError::BadCapability);
                 }
-                let store = self.store.clone();
+                let store = self.state.store.clone();
                 blocking(move || store.drop_inode(&fs, inode)).await?;
                 Ok(NodeResponse::Done)
             }
             NodeRequest::Stats => {
-                let v = self.chains.read().await.version;
+                let v = self.state.chains.read().await.version;
                 Ok(NodeResponse::Stats(self.stats(v)))
             }
             NodeRequest::SyncBegin { cap, chain } => {
                 self.check_cluster_cap(&cap, "", t)?;
-                self.route(chain, Role::Replica).await?;
-                self.sync_begin(chain.id).await?;
+                self.state.route(chain, Role::Replica).await?;
+                self.resync.begin(&self.state, chain.id).await?;
                 Ok(NodeResponse::Done)
             }
             NodeRequest::SyncDigest { cap, chain, key } => {
                 self.check_cluster_cap(&cap, &key.fs, t)?;
-                self.route(chain, Role::Replica).await?;
+                self.state.route(chain, Role::Replica).await?;
                 // The head holds this chunk: keep it whether or not it is
                 // sent (an identical copy is not).
-                self.sync.touched(&key);
-                let store = self.store.clone();
+                self.resync.touched(&key);
+                let store = self.state.store.clone();
                 Ok(NodeResponse::Digest(
                     blocking(move || store.digest(&key)).await?,
                 ))
@@ -494,9 +366,9 @@ impl Node {
                         "chunk routed through another chain".into(),
                     ));
                 }
-                self.route(chain, Role::Replica).await?;
-                self.sync.touched(&key);
-                let store = self.store.clone();
+                self.state.route(chain, Role::Replica).await?;
+                self.resync.touched(&key);
+                let store = self.state.store.clone();
                 blocking(move || store.put_raw(&key, raw.as_deref())).await?;
                 Ok(NodeResponse::Done)
             }
@@ -512,16 +384,16 @@ impl Node {
                         "chunk routed through another chain".into(),
                     ));
                 }
-                self.route(chain, Role::Serving).await?;
-                let store = self.store.clone();
+                self.state.route(chain, Role::Serving).await?;
+                let store = self.state.store.clone();
                 Ok(NodeResponse::Block(
                     blocking(move || store.read_block(&key, block)).await?,
                 ))
             }
             NodeRequest::SyncEnd { cap, chain } => {
                 self.check_cluster_cap(&cap, "", t)?;
-                self.route(chain, Role::Replica).await?;
-                self.sync_end(chain.id).await?;
+                self.state.route(chain, Role::Replica).await?;
+                self.resync.end(&self.state, chain.id).await?;
                 Ok(NodeResponse::Done)
             }
         }
@@ -530,7 +402,7 @@ impl Node {
 
 impl Node {
     fn check_cluster_cap(&self, cap: &Capability, fs: &str, t: i64) -> Result<(), NodeError> {
-        if self.key.allows(cap, fs, ANY_INODE, ADMIN, t) {
+        if self.state.key.allows(cap, fs, ANY_INODE, ADMIN, t) {
             Ok(())
         } else {
             Err(NodeError::BadCapability)

@@ -79,7 +79,26 @@ impl Supervisor {
     /// Runs `pass` at once and then every `period` (counted from the end of
     /// the previous pass) until shutdown, recording each outcome on
     /// `/healthz`.
-    pub fn every<F, Fut>(&mut self, name: &'static str, period: Duration, mut pass: F)
+    pub fn every<F, Fut>(&mut self, name: &'static str, period: Duration, pass: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.periodic(name, period, false, pass);
+    }
+
+    /// As [`Supervisor::every`], but the first pass too waits a period:
+    /// for work that should not run at start (a data node's scrub, which
+    /// would compete with the resync a restart brings).
+    pub fn every_after<F, Fut>(&mut self, name: &'static str, period: Duration, pass: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.periodic(name, period, true, pass);
+    }
+
+    fn periodic<F, Fut>(&mut self, name: &'static str, period: Duration, wait: bool, mut pass: F)
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -88,9 +107,9 @@ impl Supervisor {
         let liveness = self.liveness.clone();
         let shutdown = self.shutdown.clone();
         self.spawn(name, async move {
-            let mut first = true;
+            let mut wait = wait;
             loop {
-                if !std::mem::take(&mut first) {
+                if std::mem::replace(&mut wait, true) {
                     tokio::select! {
                         _ = shutdown.requested() => return Ok(()),
                         _ = tokio::time::sleep(period) => {}
@@ -262,6 +281,24 @@ mod tests {
         // The listener saw shutdown before being dropped, or was dropped at
         // its await: either way it is no longer running.
         assert!(stopped.load(Ordering::SeqCst) <= 1);
+    }
+
+    #[tokio::test]
+    async fn every_after_waits_a_period_before_the_first_pass() {
+        let liveness = Arc::new(Liveness::default());
+        let mut sup = Supervisor::new(liveness.clone());
+        sup.every_after("scrub", Duration::from_secs(3600), || async {
+            panic!("the first pass ran at start")
+        });
+        let shutdown = sup.shutdown();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shutdown.request();
+        });
+        // Shutdown during the first wait ends the loop at once, no pass run.
+        sup.run(Duration::from_secs(5)).await.unwrap();
+        let (_, loops) = liveness.report();
+        assert_eq!((loops[0].passes, loops[0].failures), (0, 0), "{loops:?}");
     }
 
     #[tokio::test]
