@@ -54,9 +54,10 @@ def module_of(src: pathlib.Path, path: pathlib.Path):
 
 
 def non_test_text(path: pathlib.Path) -> str:
-    """The file up to its first `#[cfg(test)]` (test modules sit last)."""
-    text = path.read_text()
-    return text.split("#[cfg(test)]", 1)[0]
+    """The file up to its first `#[cfg(test)]` (test modules sit last),
+    without comments (doc links name modules without depending on them)."""
+    text = path.read_text().split("#[cfg(test)]", 1)[0]
+    return "\n".join(re.sub(r"//.*", "", line) for line in text.splitlines())
 
 
 def module_cycles():
