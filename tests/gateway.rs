@@ -482,3 +482,39 @@ fn heartbeats_are_authenticated_before_their_body_is_read() {
     );
     assert!(matches!(send(Some(&token), 5 << 20), 413 | 0));
 }
+
+/// The chunk-layout route a node migrating format-1 chunks asks: cluster
+/// token first, then a bounded list of inodes; unknown inodes are absent.
+#[test]
+fn chunk_layouts_need_the_cluster_token_and_a_bounded_request() {
+    let server = Server::start(&["--nodes", "0"]);
+    let data_dir = server.admin_args()[1].clone();
+    let token =
+        std::fs::read_to_string(std::path::Path::new(&data_dir).join("cluster-token")).unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        server.port,
+        cpfs_proto::heartbeat::CHUNK_LAYOUTS_PATH
+    );
+    let ask = |token: &str, inodes: Vec<u64>| {
+        let body = serde_json::json!({"fs": "cpfs-0000000000000000", "inodes": inodes});
+        match ureq::post(&url)
+            .set(cpfs_proto::heartbeat::TOKEN_HEADER, token)
+            .send_json(body)
+        {
+            Ok(r) => (r.status(), r.into_json::<serde_json::Value>().unwrap()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(ask("wrong", vec![1]).0, 401);
+    let (status, v) = ask(token.trim(), vec![1, 2, 3]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["chains"],
+        serde_json::json!({}),
+        "no such file system: nothing known"
+    );
+    let too_many: Vec<u64> = (0..=cpfs_proto::heartbeat::MAX_LAYOUT_INODES as u64).collect();
+    assert_eq!(ask(token.trim(), too_many).0, 400);
+}

@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use cpfs_controlplane::ControlPlane;
-use cpfs_proto::heartbeat::{Heartbeat, HeartbeatReply, HEARTBEAT_PATH, TOKEN_HEADER};
+use cpfs_proto::heartbeat::{
+    ChunkLayoutsReply, ChunkLayoutsRequest, Heartbeat, HeartbeatReply, CHUNK_LAYOUTS_PATH,
+    HEARTBEAT_PATH, MAX_LAYOUT_INODES, TOKEN_HEADER,
+};
 use subtle::ConstantTimeEq;
 
 const MOUNT_PATH: &str = "/internal/v1/mount";
@@ -30,6 +33,7 @@ pub(crate) struct Cluster {
 pub(crate) fn router(cluster: Cluster) -> Router {
     Router::new()
         .route(HEARTBEAT_PATH, post(heartbeat))
+        .route(CHUNK_LAYOUTS_PATH, post(chunk_layouts))
         .route(MOUNT_PATH, get(mount_info))
         .with_state(Arc::new(cluster))
 }
@@ -43,16 +47,14 @@ fn json(status: StatusCode, v: serde_json::Value) -> Response {
         .into_response()
 }
 
-async fn heartbeat(
-    State(cluster): State<Arc<Cluster>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
+/// Checks the cluster token in constant time: the refusal to send when it
+/// is missing or wrong.
+fn refusal(cluster: &Cluster, headers: &HeaderMap) -> Option<Response> {
     let Some(expected) = cluster.cluster_token.as_deref() else {
-        return json(
+        return Some(json(
             StatusCode::FORBIDDEN,
             serde_json::json!({"Code": "NodesDisabled"}),
-        );
+        ));
     };
     let given = headers
         .get(TOKEN_HEADER)
@@ -60,10 +62,71 @@ async fn heartbeat(
         .unwrap_or_default();
     if !bool::from(given.ct_eq(expected.as_bytes())) {
         tracing::warn!("a node presented a wrong cluster token");
-        return json(
+        return Some(json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"Code": "InvalidClusterToken"}),
+        ));
+    }
+    None
+}
+
+/// The chains of the files a node migrating its chunk files from format 1
+/// found (`cpfs_node::chunkstore::migrate`).
+async fn chunk_layouts(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if let Some(refused) = refusal(&cluster, &headers) {
+        return refused;
+    }
+    // Read only once the token is proven: a request is a list of inodes.
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"Code": "TooLarge"}),
         );
+    };
+    let req: ChunkLayoutsRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"Code": "InvalidRequest", "Message": e.to_string()}),
+            )
+        }
+    };
+    if req.inodes.len() > MAX_LAYOUT_INODES || req.fs.len() > 64 {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Code": "InvalidRequest", "Message": format!("at most {MAX_LAYOUT_INODES} inodes of one file system")}),
+        );
+    }
+    match cluster.cp.file_chains(&req.fs, &req.inodes).await {
+        Ok(chains) => match serde_json::to_value(ChunkLayoutsReply { chains }) {
+            Ok(v) => json(StatusCode::OK, v),
+            Err(_) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"Code": "InternalError"}),
+            ),
+        },
+        Err(e) => {
+            tracing::warn!(fs = %req.fs, error = %e, "chunk layouts not read");
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"Code": "ServiceUnavailable"}),
+            )
+        }
+    }
+}
+
+async fn heartbeat(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if let Some(refused) = refusal(&cluster, &headers) {
+        return refused;
     }
     // Read only once the token is proven, and no more than a heartbeat.
     let Ok(body) = axum::body::to_bytes(body, MAX_HEARTBEAT).await else {

@@ -23,6 +23,16 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The chain stripe of each of `inodes` of `fs` still in the namespace
+    /// (for a node migrating its chunk files).
+    pub async fn file_chains(
+        &self,
+        fs: &str,
+        inodes: &[u64],
+    ) -> Result<std::collections::BTreeMap<u64, Vec<u32>>> {
+        Ok(lifecycle::file_chains(&self.store, fs, inodes).await?)
+    }
+
     /// Bytes of file data in the file system (sizes of its files).
     pub async fn used_bytes(&self, fs_id: &str) -> Result<u64> {
         Ok(lifecycle::used_bytes(&self.store, fs_id).await?)

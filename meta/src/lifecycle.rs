@@ -141,3 +141,33 @@ pub async fn layout_chains(
     }
     Ok(out)
 }
+
+/// The chain stripe of each of `inodes` of `fs` (inodes that no longer
+/// exist are absent), in one query: a data node migrating its chunk files
+/// from format 1 asks for these to name each chunk's chain.
+pub async fn file_chains(
+    store: &Store,
+    fs: &str,
+    inodes: &[u64],
+) -> Result<std::collections::BTreeMap<u64, Vec<u32>>, LifecycleError> {
+    let mut out = std::collections::BTreeMap::new();
+    if inodes.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT ino, chains FROM inodes WHERE fs_id = $1 AND ino IN ({})",
+        cpfs_store::placeholders(2, inodes.len())
+    );
+    let mut q = sqlx::query_as::<_, (i64, String)>(&sql).bind(fs);
+    for ino in inodes {
+        q = q.bind(*ino as i64);
+    }
+    for (ino, chains) in q.fetch_all(&store.pool).await? {
+        let ids = serde_json::from_str(&chains).map_err(|e| LifecycleError::Corrupt {
+            what: format!("chains of inode {ino} of {fs}"),
+            reason: e.to_string(),
+        })?;
+        out.insert(ino as u64, ids);
+    }
+    Ok(out)
+}

@@ -22,6 +22,81 @@ pub enum HeartbeatError {
     Transport(#[from] reqwest::Error),
 }
 
+/// Asks the control plane for the chain stripes of files, for the chunk
+/// format migration (`chunkstore::migrate`), with the cluster token.
+pub struct LayoutClient {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl LayoutClient {
+    pub fn new(cfg: &NodeConfig) -> Result<LayoutClient, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(LayoutClient {
+            http,
+            url: format!(
+                "{}{}",
+                cfg.controlplane.trim_end_matches('/'),
+                cpfs_proto::heartbeat::CHUNK_LAYOUTS_PATH
+            ),
+            token: cfg.cluster_token.clone(),
+        })
+    }
+
+    async fn ask(
+        &self,
+        req: &cpfs_proto::heartbeat::ChunkLayoutsRequest,
+    ) -> Result<cpfs_proto::heartbeat::ChunkLayoutsReply, HeartbeatError> {
+        let resp = self
+            .http
+            .post(&self.url)
+            .header(TOKEN_HEADER, &self.token)
+            .json(req)
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(resp.json().await?),
+            401 => Err(HeartbeatError::Refused),
+            status => Err(HeartbeatError::Status {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// The chains of each of `inodes` the metadata service knows; retried
+    /// while the control plane is unreachable or busy (a node migrating at
+    /// start may come up before it), not when it refuses the token.
+    pub async fn chains(
+        &self,
+        fs: String,
+        inodes: Vec<u64>,
+    ) -> Result<std::collections::BTreeMap<u64, Vec<u32>>, String> {
+        let req = cpfs_proto::heartbeat::ChunkLayoutsRequest { fs, inodes };
+        let mut delays =
+            cpfs_runtime::retry::delays(Duration::from_millis(500), Duration::from_secs(10));
+        loop {
+            match self.ask(&req).await {
+                Ok(reply) => return Ok(reply.chains),
+                Err(e @ HeartbeatError::Refused) => return Err(e.to_string()),
+                Err(
+                    e @ HeartbeatError::Status {
+                        status: 400..=499, ..
+                    },
+                ) => return Err(e.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "asking for chunk layouts; retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
+                }
+            }
+        }
+    }
+}
+
 pub struct Heartbeater {
     http: reqwest::Client,
     url: String,

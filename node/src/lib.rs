@@ -77,6 +77,23 @@ where
     let _lock = config::lock_data_dir(&cfg.data_dir).await?;
     let id = node_id(&cfg.data_dir)
         .map_err(|e| format!("node id in {}: {e}", cfg.data_dir.display()))?;
+    let found = chunkstore::migrate::detect(&cfg.data_dir)
+        .map_err(|e| format!("chunk store in {}: {e}", cfg.data_dir.display()))?;
+    if found == chunkstore::migrate::Found::Format1 {
+        tracing::warn!(data_dir = %cfg.data_dir.display(), "chunks of format 1 found; migrating them to chain-scoped names");
+        let layouts = heartbeat::LayoutClient::new(&cfg)?;
+        let migration = chunkstore::migrate::format_1_to_2(
+            &cfg.data_dir,
+            cpfs_proto::heartbeat::MAX_LAYOUT_INODES,
+            |fs, inodes| layouts.chains(fs, inodes),
+        );
+        let shutdown = tasks.shutdown();
+        let report = tokio::select! {
+            r = migration => r.map_err(|e| format!("migrating chunk format 1: {e}"))?,
+            _ = shutdown.requested() => return Ok(()),
+        };
+        tracing::info!(?report, "chunk format migrated");
+    }
     let store = ChunkStore::open(&cfg.data_dir)
         .map_err(|e| format!("chunk store in {}: {e}", cfg.data_dir.display()))?;
     let node = Node::open(

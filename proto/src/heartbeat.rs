@@ -34,3 +34,22 @@ pub struct HeartbeatReply {
     #[serde(default)]
     pub lease_ms: u64,
 }
+
+/// Where a node asks which chains the files of its old (format 1) chunk
+/// files are striped over, to migrate them to chain-scoped names.
+pub const CHUNK_LAYOUTS_PATH: &str = "/internal/v1/nodes/chunk-layouts";
+/// Inodes asked about in one request.
+pub const MAX_LAYOUT_INODES: usize = 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkLayoutsRequest {
+    pub fs: String,
+    pub inodes: Vec<u64>,
+}
+
+/// The chains of each inode the metadata service knows; an inode it does
+/// not know (removed since) is absent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChunkLayoutsReply {
+    pub chains: std::collections::BTreeMap<u64, Vec<u32>>,
+}

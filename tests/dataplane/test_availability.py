@@ -312,3 +312,47 @@ def test_a_returning_node_resyncs_what_it_missed_before_serving(cluster_factory,
         got = (fresh.path / name).read_bytes()
         assert hashlib.sha256(got).hexdigest() == digest, (name, len(got), got[:40])
     assert not (fresh.path / "before-001").exists()
+
+
+def test_nodes_on_chunk_format_1_migrate_when_they_start(cluster_factory, mounter_for):
+    """Chunk files named by index only (format 1, before chains were part of
+    their names) are renamed to their chains when `cpfs node` starts, from
+    the stripes the metadata service knows: every node goes back to format
+    1, and the data reads back exactly from a fresh mount."""
+    c = cluster_factory(nodes=2)
+    fs = h.create_filesystem(c.server)
+    m = mounter_for(c).mount(fs.domain)
+    files = {f"f{i}": os.urandom((1 << 20) + i * 4097) for i in range(4)}
+    for name, data in files.items():
+        (m.path / name).write_bytes(data)
+    os.sync()
+    c.wait_settled()
+    c.wait_replicas_consistent(c.nodes)
+
+    names = {}
+    for node in c.nodes:
+        c.kill(node)
+        current = sorted(p for p in (node.data_dir / "chunks").rglob("*.c*") if p.is_file())
+        assert current, f"node {node.index} holds no chunk"
+        names[node.index] = [p.relative_to(node.data_dir) for p in current]
+        for p in current:
+            p.rename(p.with_name(p.name.split(".c")[0]))
+        (node.data_dir / "chunk-format").unlink()
+
+    for node in c.nodes:
+        c.start(node)
+    for node in c.nodes:
+        h.wait_until(f"node {node.index} migrated and serving",
+                     lambda: (node.data_dir / "chunk-format").exists()
+                     and any(n["Id"] == node.node_id and n["SecondsSinceHeartbeat"] < 2
+                             for n in c.node_list()),
+                     60, interval_s=0.2, on_timeout=lambda: c.node_log(node))
+        assert (node.data_dir / "chunk-format").read_text().strip() == "2"
+        for rel in names[node.index]:
+            assert (node.data_dir / rel).is_file(), f"{rel} did not get its chain back"
+        assert "chunk format migrated" in c.node_log(node, lines=200)
+
+    h.drop_caches()
+    fresh = mounter_for(c).mount(fs.domain)
+    for name, data in files.items():
+        assert (fresh.path / name).read_bytes() == data, f"{name} differs after the migration"

@@ -23,14 +23,16 @@ use cpfs_proto::layout::BLOCK;
 use cpfs_proto::node::{ChunkKey, FsUsage, NodeError};
 
 mod copies;
+pub mod migrate;
 
 const CRC: u64 = 4;
 const RECORD: u64 = BLOCK + CRC;
 const LOCK_STRIPES: usize = 1024;
 const MAX_OPEN_FILES: usize = 4096;
 /// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
-/// named by index only) predates chain-scoped chunks and is refused: its
-/// chunks cannot be assigned to chains without the metadata service.
+/// named by index only) predates chain-scoped chunks: `cpfs node` migrates
+/// it before opening the store ([`migrate`]), asking the metadata service
+/// for each file's chains; the store itself only opens the current format.
 const FORMAT: &str = "2";
 
 /// A chunk file's name: `<index>.c<chain>`.
@@ -114,7 +116,7 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if std::fs::read_dir(&chunks)?.next().is_some() {
                     return Err(std::io::Error::other(format!(
-                        "{} holds chunks of format 1 (before chains were part of chunk names); start the node on an empty directory",
+                        "{} holds chunks of format 1 (before chains were part of chunk names); `cpfs node` migrates them when it starts",
                         chunks.display()
                     )));
                 }
