@@ -319,9 +319,20 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let mut tasks = Supervisor::new(cp.liveness.clone());
     tasks.stop_on_signals();
     let listening = meta.clone();
-    tasks.spawn("metadata service", async move {
-        cpfs_meta::serve(listening, meta_listener).await;
-        Err("the listener stopped".to_string())
+    // Drains on shutdown: requests in flight are answered and committed.
+    tasks.spawn_until("metadata service", move |shutdown| async move {
+        let stop = shutdown.clone();
+        cpfs_meta::serve_until(
+            listening,
+            meta_listener,
+            async move { stop.requested().await },
+        )
+        .await;
+        if shutdown.is_requested() {
+            Ok(())
+        } else {
+            Err("the listener stopped".to_string())
+        }
     });
     tracing::info!(listen = %meta_address, "metadata service listening");
     let collector = cpfs_meta::Collector::new(meta);

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use cpfs_proto::capability::CapabilityKey;
 use cpfs_store::Store;
 
-pub use server::{serve, Collector};
+pub use server::{serve, serve_until, Collector};
 
 /// A mounted client: which file system, bought how large.
 #[derive(Debug, Clone)]

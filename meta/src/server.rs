@@ -462,6 +462,17 @@ pub const MAX_META_REQUEST: usize = 1 << 20;
 /// Serves metadata requests on `listener` until the task is dropped. The
 /// orphan collector ([`Collector`]) runs beside it as its own loop.
 pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
+    serve_until(service, listener, std::future::pending()).await
+}
+
+/// As [`serve`], draining when `stop` resolves: requests in flight are
+/// answered (and committed), no new ones are read, connections close;
+/// clients retry against the next server.
+pub async fn serve_until(
+    service: Arc<MetaService>,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
     let limits = ServiceLimits {
         name: "meta",
         max_request: MAX_META_REQUEST,
@@ -471,11 +482,12 @@ pub async fn serve(service: Arc<MetaService>, listener: TcpListener) {
         max_in_flight: 1024,
     };
     let handler = service.clone();
-    rpc::serve(
+    rpc::serve_until(
         listener,
         limits,
         service.service_stats.clone(),
         move |peer, req: MetaRequest| handler.clone().handle(peer, req),
+        stop,
     )
     .await
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpfs_proto::capability::CapabilityKey;
-use cpfs_runtime::{retry, Supervisor};
+use cpfs_runtime::{retry, Shutdown, Supervisor};
 use tokio::net::TcpListener;
 
 pub use config::{node_id, NodeConfig, Rates};
@@ -63,13 +63,16 @@ pub async fn run(cfg: NodeConfig) -> Result<(), String> {
 /// As [`run`], on a supervisor the caller made (and may stop through its
 /// [`Supervisor::shutdown`] handle) instead of one stopped by signals.
 pub async fn run_on(tasks: Supervisor, cfg: NodeConfig) -> Result<(), String> {
-    run_with(tasks, cfg, server::serve).await
+    run_with(tasks, cfg, |node, listener, shutdown| {
+        server::serve_until(node, listener, async move { shutdown.requested().await })
+    })
+    .await
 }
 
 /// [`run_on`] with the listener's loop given, so a test can make it die.
 async fn run_with<S, F>(mut tasks: Supervisor, cfg: NodeConfig, serve: S) -> Result<(), String>
 where
-    S: FnOnce(Arc<Node>, TcpListener) -> F,
+    S: FnOnce(Arc<Node>, TcpListener, Shutdown) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     // Held until every task has stopped, so a node started next on this
@@ -102,6 +105,7 @@ where
         CapabilityKey::from_cluster_token(&cfg.cluster_token),
         cfg.rates,
     );
+    node.supervise_resyncs(tasks.spawner());
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| format!("binding {}: {e}", cfg.listen))?;
@@ -140,10 +144,18 @@ where
         let (node, stop) = (scrubbing.clone(), stop.clone());
         async move { node.scrub_pass(&stop).await }
     });
-    let serving = serve(node, listener);
-    tasks.spawn("listener", async move {
-        serving.await;
-        Err("the listener stopped".into())
+    // On shutdown the listener drains (requests in flight are answered)
+    // within the grace period instead of being dropped mid-request.
+    tasks.spawn_until("listener", move |shutdown| {
+        let serving = serve(node, listener, shutdown.clone());
+        async move {
+            serving.await;
+            if shutdown.is_requested() {
+                Ok(())
+            } else {
+                Err("the listener stopped".into())
+            }
+        }
     });
     tasks
         .run(GRACE)

@@ -47,9 +47,16 @@ pub struct Resync {
     /// Member side: chunks of a chain held when a session began that the
     /// head has not vouched for yet.
     pending: Mutex<HashMap<u32, HashSet<ChunkKey>>>,
+    /// Where head sessions run: the node's supervisor, once attached.
+    spawner: std::sync::OnceLock<cpfs_runtime::Spawner>,
 }
 
 impl Resync {
+    /// Runs the sessions this node heads on `spawner` from now on.
+    pub(crate) fn attach(&self, spawner: cpfs_runtime::Spawner) {
+        let _ = self.spawner.set(spawner);
+    }
+
     /// A chunk the head sent or wrote during a session: keep it.
     pub(crate) fn touched(&self, key: &ChunkKey) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,9 +120,19 @@ impl Resync {
                 session,
                 progress,
             };
-            // Not a supervised task: sessions come and go with the table,
-            // and one ends by itself once the table stops asking for it.
-            tokio::spawn(head.run().instrument(span));
+            // Sessions come and go with the table, and one ends by itself
+            // once the table stops asking for it; they still belong to the
+            // node's supervisor, which stops them with the process.
+            let task = head.run().instrument(span);
+            match self.spawner.get() {
+                Some(spawner) => {
+                    spawner.spawn("resync", task);
+                }
+                // A node driven directly (tests, tools) has no supervisor.
+                None => {
+                    tokio::spawn(task);
+                }
+            }
         }
     }
 

@@ -29,6 +29,16 @@ use crate::throttle::Throttle;
 
 /// Serves the node protocol on `listener` until the task is dropped.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
+    serve_until(node, listener, std::future::pending()).await
+}
+
+/// As [`serve`], draining when `stop` resolves: requests in flight are
+/// answered, no new ones are read, then connections close.
+pub async fn serve_until(
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send,
+) {
     let limits = ServiceLimits {
         name: "node",
         max_request: MAX_FRAME,
@@ -38,9 +48,13 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
         max_in_flight: 256,
     };
     let stats = node.service_stats.clone();
-    rpc::serve(listener, limits, stats, move |_peer, req: NodeRequest| {
-        node.clone().handle(req)
-    })
+    rpc::serve_until(
+        listener,
+        limits,
+        stats,
+        move |_peer, req: NodeRequest| node.clone().handle(req),
+        stop,
+    )
     .await
 }
 
@@ -68,6 +82,12 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.state.id
+    }
+
+    /// Runs the resync sessions this node heads on its process's
+    /// supervisor (without one they are plain tasks).
+    pub fn supervise_resyncs(&self, spawner: cpfs_runtime::Spawner) {
+        self.resync.attach(spawner);
     }
 
     /// The version of the chain table this node routes with.

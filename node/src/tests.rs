@@ -162,7 +162,7 @@ async fn a_dying_listener_stops_the_node_with_its_reason() {
     let ended = run_with(
         Supervisor::new(Arc::default()),
         config(dir.path(), &url),
-        |_node, listener| async move { drop(listener) },
+        |_node, listener, _| async move { drop(listener) },
     );
     let err = tokio::time::timeout(Duration::from_secs(10), ended)
         .await
@@ -174,7 +174,7 @@ async fn a_dying_listener_stops_the_node_with_its_reason() {
     let panicked = run_with(
         Supervisor::new(Arc::default()),
         config(dir.path(), &url),
-        |_node, _listener| async move { panic!("accept loop broke") },
+        |_node, _listener, _| async move { panic!("accept loop broke") },
     );
     let err = tokio::time::timeout(Duration::from_secs(10), panicked)
         .await

@@ -17,5 +17,5 @@ pub mod supervisor;
 pub mod workqueue;
 
 pub use liveness::Liveness;
-pub use supervisor::{Shutdown, Supervisor};
+pub use supervisor::{Shutdown, Spawner, Supervisor};
 pub use workqueue::{Next, WorkQueue};

@@ -9,11 +9,13 @@
 //!   before shutdown brings the process down with its reason, instead of
 //!   leaving a service with a hole in it running.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -39,11 +41,39 @@ impl Shutdown {
     }
 }
 
+type Transient = (&'static str, Pin<Box<dyn Future<Output = ()> + Send>>);
+
 pub struct Supervisor {
     tasks: JoinSet<Result<(), String>>,
     names: HashMap<tokio::task::Id, &'static str>,
+    /// Tasks added through a [`Spawner`]: their end is normal.
+    transient: HashSet<tokio::task::Id>,
+    incoming: mpsc::UnboundedReceiver<Transient>,
+    spawner: Spawner,
     shutdown: Shutdown,
     liveness: Arc<Liveness>,
+}
+
+/// Adds tasks to a supervisor, also while it runs: work that comes and goes
+/// (a resync session per syncing chain member) but must still belong to
+/// the process, be dropped at shutdown and be waited for. Such a task
+/// ending is normal, not a reason to stop.
+#[derive(Clone)]
+pub struct Spawner {
+    tx: mpsc::UnboundedSender<Transient>,
+    shutdown: Shutdown,
+}
+
+impl Spawner {
+    /// Hands `task` to the supervisor; false (and the task dropped) once
+    /// the process is stopping.
+    pub fn spawn(
+        &self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        !self.shutdown.is_requested() && self.tx.send((name, Box::pin(task))).is_ok()
+    }
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {
@@ -60,12 +90,25 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 impl Supervisor {
     /// A supervisor reporting its loops to `liveness`.
     pub fn new(liveness: Arc<Liveness>) -> Self {
+        let shutdown = Shutdown::default();
+        let (tx, incoming) = mpsc::unbounded_channel();
         Supervisor {
             tasks: JoinSet::new(),
             names: HashMap::new(),
-            shutdown: Shutdown::default(),
+            transient: HashSet::new(),
+            incoming,
+            spawner: Spawner {
+                tx,
+                shutdown: shutdown.clone(),
+            },
+            shutdown,
             liveness,
         }
+    }
+
+    /// A handle that adds tasks to this supervisor, before or while it runs.
+    pub fn spawner(&self) -> Spawner {
+        self.spawner.clone()
     }
 
     pub fn shutdown(&self) -> Shutdown {
@@ -186,9 +229,32 @@ impl Supervisor {
         while !self.shutdown.is_requested() {
             tokio::select! {
                 _ = self.shutdown.requested() => {}
+                Some((name, task)) = self.incoming.recv() => {
+                    let shutdown = self.shutdown.clone();
+                    let handle = self.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = task => {}
+                            _ = shutdown.requested() => {}
+                        }
+                        Ok(())
+                    });
+                    self.names.insert(handle.id(), name);
+                    self.transient.insert(handle.id());
+                }
                 Some(ended) = self.tasks.join_next_with_id() => {
                     if self.shutdown.is_requested() {
                         break;
+                    }
+                    let id = match &ended {
+                        Ok((id, _)) => *id,
+                        Err(e) => e.id(),
+                    };
+                    if self.transient.remove(&id) {
+                        let name = self.names.remove(&id).unwrap_or("task");
+                        if let Err(e) = ended {
+                            tracing::warn!(task = name, reason = %panic_message(e), "a transient task failed");
+                        }
+                        continue;
                     }
                     let (name, why) = match ended {
                         Ok((id, Ok(()))) => (self.name(id), "ended".to_string()),
@@ -299,6 +365,46 @@ mod tests {
         sup.run(Duration::from_secs(5)).await.unwrap();
         let (_, loops) = liveness.report();
         assert_eq!((loops[0].passes, loops[0].failures), (0, 0), "{loops:?}");
+    }
+
+    #[tokio::test]
+    async fn transient_tasks_may_end_and_are_stopped_with_the_rest() {
+        struct Dropped(Arc<AtomicU32>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let sup = Supervisor::new(Arc::default());
+        let spawner = sup.spawner();
+        let shutdown = sup.shutdown();
+        let (finished, dropped) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (f, d) = (finished.clone(), dropped.clone());
+        // One ends by itself (not a reason to stop), one runs until shutdown.
+        assert!(spawner.spawn("short", async move {
+            f.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert!(spawner.spawn("long", async move {
+            let _guard = Dropped(d);
+            std::future::pending::<()>().await
+        }));
+        let watch = finished.clone();
+        let stopper = spawner.clone();
+        let checker = tokio::spawn(async move {
+            while watch.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            shutdown.request();
+            assert!(!stopper.spawn("late", async {}), "taken while stopping");
+        });
+        sup.run(Duration::from_secs(5)).await.unwrap();
+        checker.await.unwrap();
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            1,
+            "the long task was stopped"
+        );
     }
 
     #[tokio::test]

@@ -6,4 +6,4 @@ pub mod client;
 pub mod server;
 
 pub use client::{Client, Pool, CALL_TIMEOUT};
-pub use server::{serve, Outcome, ServiceLimits, ServiceStats};
+pub use server::{serve, serve_until, Outcome, ServiceLimits, ServiceStats};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
 use crate::frame::{encode_frame_within, read_frame_within, WireError};
@@ -61,8 +61,8 @@ pub trait Outcome {
 /// Serves `listener` until the future is dropped: every connection is read
 /// by one task, every request handled by its own task (given the peer's
 /// address, which access rules need). Those tasks belong to this future:
-/// dropping it (a shutdown, or a test killing a node) ends every
-/// connection and every request in flight, as a process exit would.
+/// dropping it (a test killing a node) ends every connection and every
+/// request in flight, as a process exit would.
 pub async fn serve<Req, Resp, H, F>(
     listener: TcpListener,
     limits: ServiceLimits,
@@ -74,10 +74,32 @@ pub async fn serve<Req, Resp, H, F>(
     H: Fn(SocketAddr, Req) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
+    serve_until(listener, limits, stats, handler, std::future::pending()).await
+}
+
+/// As [`serve`], and drains when `stop` resolves: no new connection is
+/// accepted and no new request read, the requests in flight are answered,
+/// then every connection closes and this returns. A client sees its
+/// answers, then a closed connection it retries elsewhere.
+pub async fn serve_until<Req, Resp, H, F>(
+    listener: TcpListener,
+    limits: ServiceLimits,
+    stats: Arc<ServiceStats>,
+    handler: H,
+    stop: impl Future<Output = ()> + Send,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Outcome + Send + 'static,
+    H: Fn(SocketAddr, Req) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
     let limits = Arc::new(limits);
     let mut connections = tokio::task::JoinSet::new();
+    let (draining, drain) = watch::channel(false);
+    tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
+            _ = &mut stop => break,
             a = listener.accept() => a,
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
@@ -94,10 +116,20 @@ pub async fn serve<Req, Resp, H, F>(
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", service = limits.name, %peer);
         connections.spawn(
-            connection(stream, peer, limits.clone(), stats.clone(), handler.clone())
-                .instrument(span),
+            connection(
+                stream,
+                peer,
+                limits.clone(),
+                stats.clone(),
+                handler.clone(),
+                drain.clone(),
+            )
+            .instrument(span),
         );
     }
+    drop(listener);
+    let _ = draining.send(true);
+    while connections.join_next().await.is_some() {}
 }
 
 async fn connection<Req, Resp, H, F>(
@@ -106,6 +138,7 @@ async fn connection<Req, Resp, H, F>(
     limits: Arc<ServiceLimits>,
     stats: Arc<ServiceStats>,
     handler: H,
+    mut drain: watch::Receiver<bool>,
 ) where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Outcome + Send + 'static,
@@ -123,10 +156,20 @@ async fn connection<Req, Resp, H, F>(
         while requests.try_join_next().is_some() {}
         // Wait for room before reading the next frame, so a flood of
         // requests is held back by TCP, not buffered here.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+        // A drain stops reading: a frame cut off here is one the client
+        // never got an answer to, and retries.
+        let permit = tokio::select! {
+            p = in_flight.clone().acquire_owned() => p,
+            _ = drain.wait_for(|d| *d) => break,
+        };
+        let Ok(permit) = permit else {
             break;
         };
-        match read_frame_within::<_, Req>(&mut rd, limits.max_request).await {
+        let frame = tokio::select! {
+            f = read_frame_within::<_, Req>(&mut rd, limits.max_request) => f,
+            _ = drain.wait_for(|d| *d) => break,
+        };
+        match frame {
             Ok((id, req)) => {
                 stats.requests.fetch_add(1, Ordering::Relaxed);
                 let tx = tx.clone();
@@ -159,7 +202,8 @@ async fn connection<Req, Resp, H, F>(
             }
         }
     }
-    // The client closed its side: answer what is in flight, then close.
+    // The client closed its side, or the service drains: answer what is
+    // in flight, then close.
     while requests.join_next().await.is_some() {}
     drop(tx);
     let _ = writer.join_next().await;
@@ -191,5 +235,77 @@ async fn write_replies<Resp: Serialize>(
         if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Client;
+    use serde::Deserialize;
+    use tokio::sync::{oneshot, Notify};
+
+    #[derive(Serialize, Deserialize)]
+    struct Ping(u32);
+    #[derive(Serialize, Deserialize)]
+    struct Pong(u32);
+    impl Outcome for Pong {
+        fn failed(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drain_answers_requests_in_flight_and_takes_no_new_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (e, r) = (entered.clone(), release.clone());
+        let handler = move |_peer, Ping(n): Ping| {
+            let (e, r) = (e.clone(), r.clone());
+            async move {
+                e.notify_one();
+                r.notified().await;
+                Pong(n)
+            }
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let limits = ServiceLimits {
+            name: "test",
+            max_request: 1024,
+            max_reply: 1024,
+            max_in_flight: 4,
+        };
+        let server = tokio::spawn(serve_until(
+            listener,
+            limits,
+            Arc::default(),
+            handler,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let client = Arc::new(Client::<Ping, Pong>::new(addr.to_string()));
+        let caller = client.clone();
+        let call = tokio::spawn(async move { caller.call(Ping(7)).await });
+        entered.notified().await;
+
+        stop.send(()).unwrap();
+        // The listener closes at once: new connections are refused.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            assert!(Instant::now() < deadline, "still accepting while draining");
+            tokio::task::yield_now().await;
+        }
+        assert!(!server.is_finished(), "returned with a request in flight");
+
+        // The request in flight is answered, then the shell returns.
+        release.notify_one();
+        let reply = call.await.unwrap().unwrap();
+        assert_eq!(reply.0, 7);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the drained shell returns")
+            .unwrap();
     }
 }
