@@ -70,6 +70,33 @@ fn refusal(cluster: &Cluster, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
+/// A node's JSON request: the cluster token first, then at most `limit`
+/// bytes of body (read only once the token is proven), then the parse.
+/// The refusal to send when any of them fails.
+async fn authenticated_json<T: serde::de::DeserializeOwned>(
+    cluster: &Cluster,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    invalid_code: &str,
+) -> Result<T, Response> {
+    if let Some(refused) = refusal(cluster, headers) {
+        return Err(refused);
+    }
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return Err(json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"Code": "TooLarge"}),
+        ));
+    };
+    serde_json::from_slice(&body).map_err(|e| {
+        json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Code": invalid_code, "Message": e.to_string()}),
+        )
+    })
+}
+
 /// The chains of the files a node migrating its chunk files from format 1
 /// found (`cpfs_node::chunkstore::migrate`).
 async fn chunk_layouts(
@@ -77,25 +104,12 @@ async fn chunk_layouts(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if let Some(refused) = refusal(&cluster, &headers) {
-        return refused;
-    }
-    // Read only once the token is proven: a request is a list of inodes.
-    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            serde_json::json!({"Code": "TooLarge"}),
-        );
-    };
-    let req: ChunkLayoutsRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return json(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"Code": "InvalidRequest", "Message": e.to_string()}),
-            )
-        }
-    };
+    // A request is a list of inodes.
+    let req: ChunkLayoutsRequest =
+        match authenticated_json(&cluster, &headers, body, 64 * 1024, "InvalidRequest").await {
+            Ok(r) => r,
+            Err(refused) => return refused,
+        };
     if req.inodes.len() > MAX_LAYOUT_INODES || req.fs.len() > 64 {
         return json(
             StatusCode::BAD_REQUEST,
@@ -125,25 +139,12 @@ async fn heartbeat(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if let Some(refused) = refusal(&cluster, &headers) {
-        return refused;
-    }
-    // Read only once the token is proven, and no more than a heartbeat.
-    let Ok(body) = axum::body::to_bytes(body, MAX_HEARTBEAT).await else {
-        return json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            serde_json::json!({"Code": "TooLarge"}),
-        );
-    };
-    let hb: Heartbeat = match serde_json::from_slice(&body) {
-        Ok(h) => h,
-        Err(e) => {
-            return json(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"Code": "InvalidHeartbeat", "Message": e.to_string()}),
-            )
-        }
-    };
+    let hb: Heartbeat =
+        match authenticated_json(&cluster, &headers, body, MAX_HEARTBEAT, "InvalidHeartbeat").await
+        {
+            Ok(h) => h,
+            Err(refused) => return refused,
+        };
     // In a task of its own: a node that gives up waiting closes the
     // connection, and the handler future must not be dropped halfway
     // through the heartbeat's transaction.

@@ -22,6 +22,30 @@ pub enum HeartbeatError {
     Transport(#[from] reqwest::Error),
 }
 
+/// One JSON call to the control plane with the cluster token: a refused
+/// token and any other answer than success are told apart.
+async fn post_json<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &Req,
+) -> Result<Resp, HeartbeatError> {
+    let resp = http
+        .post(url)
+        .header(TOKEN_HEADER, token)
+        .json(body)
+        .send()
+        .await?;
+    match resp.status().as_u16() {
+        200..=299 => Ok(resp.json().await?),
+        401 => Err(HeartbeatError::Refused),
+        status => Err(HeartbeatError::Status {
+            status,
+            body: resp.text().await.unwrap_or_default(),
+        }),
+    }
+}
+
 /// Asks the control plane for the chain stripes of files, for the chunk
 /// format migration (`chunkstore::migrate`), with the cluster token.
 pub struct LayoutClient {
@@ -51,21 +75,7 @@ impl LayoutClient {
         &self,
         req: &cpfs_proto::heartbeat::ChunkLayoutsRequest,
     ) -> Result<cpfs_proto::heartbeat::ChunkLayoutsReply, HeartbeatError> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .header(TOKEN_HEADER, &self.token)
-            .json(req)
-            .send()
-            .await?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(resp.json().await?),
-            401 => Err(HeartbeatError::Refused),
-            status => Err(HeartbeatError::Status {
-                status,
-                body: resp.text().await.unwrap_or_default(),
-            }),
-        }
+        post_json(&self.http, &self.url, &self.token, req).await
     }
 
     /// The chains of each of `inodes` the metadata service knows; retried
@@ -123,21 +133,7 @@ impl Heartbeater {
     }
 
     async fn send(&self, hb: &Heartbeat) -> Result<HeartbeatReply, HeartbeatError> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .header(TOKEN_HEADER, &self.token)
-            .json(hb)
-            .send()
-            .await?;
-        match resp.status().as_u16() {
-            200..=299 => Ok(resp.json::<HeartbeatReply>().await?),
-            401 => Err(HeartbeatError::Refused),
-            status => Err(HeartbeatError::Status {
-                status,
-                body: resp.text().await.unwrap_or_default(),
-            }),
-        }
+        post_json(&self.http, &self.url, &self.token, hb).await
     }
 
     /// Sends one heartbeat and applies the reply (table, drops, lease).
