@@ -84,7 +84,7 @@ def task_clock_ms(path):
 
 def clean(report, limit):
     """perf report's rows without comments and trailing padding."""
-    rows = [l.rstrip().rstrip("-").rstrip() for l in report.splitlines()]
+    rows = [re.sub(r"[\s-]+$", "", l) for l in report.splitlines()]
     return "\n".join(r for r in rows if r and not r.startswith("#"))[:limit]
 
 
