@@ -211,7 +211,8 @@ async fn supervise_node(i: usize, s: &Settings, token: String) -> Result<(), Str
     let zone = s.zones[(i - 1) % s.zones.len()].clone();
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find the cpfs executable for the nodes: {e}"))?;
-    let mut restarts = cpfs_runtime::retry::delays(Duration::from_secs(1), Duration::from_secs(30));
+    let policy = || cpfs_runtime::retry::delays(Duration::from_secs(1), Duration::from_secs(30));
+    let mut restarts = policy();
     loop {
         let started = std::time::Instant::now();
         let mut cmd = tokio::process::Command::new(&exe);
@@ -246,10 +247,10 @@ async fn supervise_node(i: usize, s: &Settings, token: String) -> Result<(), Str
             }
             Err(e) => tracing::error!(node = i, error = %e, "data node failed to start"),
         }
-        // A node that ran for a while restarts at once; one that keeps
-        // failing at start is restarted ever more slowly.
+        // A node that ran for a while is restarted after the first delay
+        // again; one that keeps failing at start ever more slowly.
         if started.elapsed() > Duration::from_secs(60) {
-            restarts = cpfs_runtime::retry::delays(Duration::from_secs(1), Duration::from_secs(30));
+            restarts = policy();
         }
         tokio::time::sleep(restarts.next().unwrap_or(Duration::from_secs(30))).await;
     }

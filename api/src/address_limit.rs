@@ -14,6 +14,24 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+/// A keyed limiter of `per_second` sustained and `burst` at once (both at
+/// least 1): the per-key limit of signed calls and this one share it.
+pub fn keyed_limiter<K: Clone + Eq + std::hash::Hash>(
+    per_second: u32,
+    burst: u32,
+) -> DefaultKeyedRateLimiter<K> {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// How long from now until a refused key may go again.
+pub fn wait_from_now(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> Duration {
+    not_until.wait_time_from(governor::clock::Clock::now(
+        &governor::clock::DefaultClock::default(),
+    ))
+}
+
 /// Addresses tracked at most; beyond it the oldest blocks are dropped
 /// first (an attacker with many addresses gets no more than it would with
 /// few).
@@ -27,10 +45,8 @@ pub struct FailedAuthLimit {
 impl FailedAuthLimit {
     /// `per_second` failures sustained per address, `burst` at once.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         FailedAuthLimit {
-            failures: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            failures: keyed_limiter(per_second, burst),
             blocked: Mutex::new(HashMap::new()),
         }
     }
@@ -49,9 +65,7 @@ impl FailedAuthLimit {
         let Err(not_until) = self.failures.check_key(&ip) else {
             return;
         };
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
+        let wait = wait_from_now(&not_until);
         let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
         if blocked.len() >= MAX_TRACKED {
             blocked.retain(|_, until| *until > now);

@@ -2,7 +2,6 @@
 //! renders, logs and counts every call.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use cpfs_controlplane::ControlPlane;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::DefaultKeyedRateLimiter;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::actions::bss::BSS_VERSION;
 use crate::actions::{self, NAS_VERSION};
-use crate::address_limit::FailedAuthLimit;
+use crate::address_limit::{keyed_limiter, wait_from_now, FailedAuthLimit};
 use crate::cluster_routes;
 use crate::error::ApiError;
 use crate::keys::KeyCache;
@@ -91,11 +90,9 @@ pub struct VerifiedRequest {
 
 impl Gateway {
     pub fn new(cp: ControlPlane, config: GatewayConfig) -> Arc<Gateway> {
-        let rate = NonZeroU32::new(config.rate_limit_per_key.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.rate_limit_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         Arc::new(Gateway {
             cp,
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            limiter: keyed_limiter(config.rate_limit_per_key, config.rate_limit_burst),
             failed_auth: FailedAuthLimit::new(
                 config.failed_auth_per_address,
                 config.failed_auth_per_address.saturating_mul(5),
@@ -137,9 +134,7 @@ impl Gateway {
         };
         claim.check_time(now)?;
         if let Err(not_until) = self.limiter.check_key(&key.access_key_id) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
+            let wait = wait_from_now(&not_until);
             return Err(ApiError::Throttling {
                 retry_after_ms: wait.as_millis().max(1) as u64,
             });

@@ -57,6 +57,11 @@ pub fn detect(root: &Path) -> std::io::Result<Found> {
     }
 }
 
+/// An I/O failure of the migration, naming the step and the path.
+fn io(what: &str, path: &Path, e: std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
 /// What a migration did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -78,7 +83,6 @@ where
     F: FnMut(String, Vec<u64>) -> Fut,
     Fut: Future<Output = Result<BTreeMap<u64, Vec<u32>>, String>>,
 {
-    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
     let chunks = root.join("chunks");
     let mut report = Report::default();
     let mut file_systems: Vec<PathBuf> = Vec::new();
@@ -127,7 +131,6 @@ fn migrate_inode(
     stripe: Option<&Vec<u32>>,
     report: &mut Report,
 ) -> Result<(), String> {
-    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
     for entry in std::fs::read_dir(dir).map_err(|e| io("listing", dir, e))? {
         let entry = entry.map_err(|e| io("listing", dir, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
