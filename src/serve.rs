@@ -287,9 +287,17 @@ async fn serve_http(
     }
 }
 
-pub async fn run(s: Settings) -> anyhow::Result<()> {
+pub async fn run(mut s: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.data_dir)
         .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
+    // The API's port is taken first, before any listener or node binds an
+    // ephemeral port that could land on it. With port 0 the port the
+    // system chose is what the region, the nodes and the endpoint file
+    // name from here on.
+    let listener =
+        std::net::TcpListener::bind(s.listen).with_context(|| format!("binding {}", s.listen))?;
+    listener.set_nonblocking(true)?;
+    s.listen = listener.local_addr()?;
     let token = cluster_token(&s)?;
     let admin = admin_token(&s)?;
     let policy = PlacementPolicy {
@@ -390,10 +398,7 @@ pub async fn run(s: Settings) -> anyhow::Result<()> {
     let app = cpfs_api::app(gateway, Some(admin));
     let handle = axum_server::Handle::new();
 
-    let listener =
-        std::net::TcpListener::bind(s.listen).with_context(|| format!("binding {}", s.listen))?;
-    listener.set_nonblocking(true)?;
-    record_endpoint(&s, listener.local_addr()?)?;
+    record_endpoint(&s, s.listen)?;
     tracing::info!(listen = %s.listen, data_dir = %s.data_dir.display(), "API listening (http)");
     // TCP_NODELAY: a reply written in two segments must not wait for the
     // client's delayed ACK.

@@ -68,7 +68,9 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Server {
             child: None,
-            port: free_port(),
+            // 0 until the first start, which lets the server choose its
+            // port (no window in which another process takes it).
+            port: 0,
             dir,
             args,
             env: vec![
@@ -92,6 +94,10 @@ impl Server {
             .append(true)
             .open(self.dir.join("serve.out"))
             .unwrap();
+        let endpoint_file = self.endpoint_file();
+        if self.port == 0 {
+            let _ = std::fs::remove_file(&endpoint_file);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_cpfs"))
             .args(&self.args)
             .arg("--listen")
@@ -103,7 +109,45 @@ impl Server {
             .spawn()
             .expect("cpfs binary starts");
         self.child = Some(child);
+        if self.port == 0 {
+            self.port = self.wait_port(&endpoint_file);
+        }
         self.wait_ready();
+    }
+
+    fn endpoint_file(&self) -> PathBuf {
+        let data = self
+            .args
+            .windows(2)
+            .find(|p| p[0] == "--data-dir")
+            .map(|p| PathBuf::from(&p[1]))
+            .unwrap_or_else(|| self.dir.join("data"));
+        data.join("api-endpoint")
+    }
+
+    /// The port a server started on port 0 chose, from the endpoint file
+    /// it writes for operator commands.
+    fn wait_port(&mut self, file: &Path) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if let Some(port) = text
+                .trim()
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+            {
+                return port;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("cpfs serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server wrote no endpoint:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What the server logged (stderr).
