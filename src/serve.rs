@@ -324,7 +324,8 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
             ldap_cache_ttl: s.ldap_cache_ttl,
             ldap_bind_password: s.ldap_bind_password.clone(),
         },
-    );
+    )
+    .context("starting the metadata service")?;
     let mut tasks = Supervisor::new(cp.liveness.clone());
     tasks.stop_on_signals();
     let listening = meta.clone();

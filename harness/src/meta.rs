@@ -97,7 +97,7 @@ impl MetaServer {
             }),
             self.key.clone(),
             IdentitySettings::default(),
-        );
+        )?;
         // The service as `cpfs serve` runs it: the listener, and the orphan
         // collector beside it.
         let collector = cpfs_meta::Collector::new(service.clone());

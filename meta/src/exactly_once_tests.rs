@@ -26,14 +26,15 @@ impl PolicySource for NoMountTargets {
     }
 }
 
-struct Backend {
-    name: &'static str,
-    svc: Arc<MetaService>,
-    s: Session,
+pub(crate) struct Backend {
+    pub name: &'static str,
+    pub svc: Arc<MetaService>,
+    pub s: Session,
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
-async fn backends() -> Vec<Backend> {
+pub(crate) async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("meta.db").display());
     let (svc, s) = service(&url).await;
@@ -41,6 +42,7 @@ async fn backends() -> Vec<Backend> {
         name: "sqlite",
         svc,
         s,
+        url,
         _dir: Some(dir),
     }];
     match std::env::var("CPFS_TEST_DATABASE_URL") {
@@ -63,6 +65,7 @@ async fn backends() -> Vec<Backend> {
                 name: "postgres",
                 svc,
                 s,
+                url,
                 _dir: None,
             });
         }
@@ -97,7 +100,12 @@ async fn service(url: &str) -> (Arc<MetaService>, Session) {
     crate::lifecycle::provision(&store, FS, &table, 0)
         .await
         .unwrap();
-    let svc = MetaService::new(
+    (open(store), session())
+}
+
+/// A metadata service on `store` (provisioned already).
+pub(crate) fn open(store: Store) -> Arc<MetaService> {
+    MetaService::new(
         store,
         Arc::new(NoMountTargets),
         CapabilityKey::from_cluster_token("test"),
@@ -105,14 +113,17 @@ async fn service(url: &str) -> (Arc<MetaService>, Session) {
             ldap_cache_ttl: Duration::from_secs(60),
             ldap_bind_password: None,
         },
-    );
-    let s = Session {
+    )
+    .unwrap()
+}
+
+fn session() -> Session {
+    Session {
         fs: FS.into(),
         capacity_bytes: 1 << 30,
         domain: "test".into(),
         peer: "127.0.0.1".parse().unwrap(),
-    };
-    (svc, s)
+    }
 }
 
 fn id(seq: u64) -> Option<RequestId> {
@@ -120,7 +131,7 @@ fn id(seq: u64) -> Option<RequestId> {
 }
 
 impl Backend {
-    async fn run(&self, op: MetaOp, id: Option<RequestId>) -> MetaReply {
+    pub async fn run(&self, op: MetaOp, id: Option<RequestId>) -> MetaReply {
         let root = Caller {
             uid: 0,
             gid: 0,
@@ -323,12 +334,10 @@ async fn concurrent_attempts_of_one_request_apply_it_once() {
 async fn records_are_forgotten_once_no_retry_can_come() {
     for b in backends().await {
         assert_eq!(b.errno(create("f"), id(1)).await, 0);
-        assert_eq!(b.svc.forget_requests().await.unwrap(), 0, "{}", b.name);
-        sqlx::query("UPDATE meta_requests SET at = at - 3600")
-            .execute(&b.svc.store.pool)
-            .await
-            .unwrap();
-        assert_eq!(b.svc.forget_requests().await.unwrap(), 1, "{}", b.name);
+        let now = crate::ns::t_secs();
+        assert_eq!(b.svc.forget_requests(now).await.unwrap(), 0, "{}", b.name);
+        let later = now + crate::ns::REQUEST_KEEP_SECS + 1;
+        assert_eq!(b.svc.forget_requests(later).await.unwrap(), 1, "{}", b.name);
         let gone = b.svc.applied(&b.s, RequestId { client: 7, seq: 1 });
         assert_eq!(gone.await.unwrap(), None, "{}", b.name);
     }

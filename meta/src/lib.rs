@@ -9,12 +9,18 @@
 //! - [`identity`]: who a caller may act as: the mount grant (access
 //!   rules, squashing) and the identity (LDAP).
 //! - [`perm`]: POSIX permission checks.
-//! - `ns`: the namespace operations; [`server`]: the protocol handler.
+//! - `ns`: the namespace of each file system in memory and the operations
+//!   on it; `journal`: how its changes reach the store, group-committed;
+//!   [`server`]: the protocol handler.
 //!
-//! Every mutating operation is one transaction, so a crash leaves the
-//! namespace as it was before or after the operation, never between.
+//! An operation is answered once its changes are committed, and each
+//! operation's rows commit in one transaction with its request record, so
+//! a crash leaves the namespace as it was before or after the operation,
+//! never between; after a restart the namespace is loaded from the store.
 
 pub mod identity;
+mod inode;
+mod journal;
 pub mod lifecycle;
 mod ns;
 pub mod perm;
@@ -23,6 +29,8 @@ pub mod server;
 
 #[cfg(test)]
 mod exactly_once_tests;
+#[cfg(test)]
+mod reload_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,8 +63,15 @@ pub struct MetaService {
     /// Open handles per (fs, inode) across all clients: an unlinked inode
     /// keeps its data while any client holds it open.
     open: std::sync::Mutex<HashMap<(String, u64), u32>>,
-    /// Inode numbers handed out from ranges reserved in the store.
-    inos: tokio::sync::Mutex<HashMap<String, (u64, u64)>>,
+    /// The namespaces of the file systems in use.
+    shards: ns::shard::Shards,
+}
+
+/// Why the metadata service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
 }
 
 /// An errno and what to log about it.
@@ -76,8 +91,10 @@ impl MetaService {
         policies: Arc<dyn policy::PolicySource>,
         key: CapabilityKey,
         identity_settings: identity::IdentitySettings,
-    ) -> Arc<MetaService> {
-        Arc::new(MetaService {
+    ) -> Result<Arc<MetaService>, MetaError> {
+        let journal = journal::Journal::start(&store)?;
+        Ok(Arc::new(MetaService {
+            shards: ns::shard::Shards::new(store.pool.clone(), journal),
             store,
             policies,
             key,
@@ -86,8 +103,7 @@ impl MetaService {
             service_stats: Default::default(),
             sessions: std::sync::RwLock::new(HashMap::new()),
             open: std::sync::Mutex::new(HashMap::new()),
-            inos: tokio::sync::Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     pub fn session(&self, id: u64) -> Option<Session> {

@@ -245,18 +245,17 @@ impl MetaService {
                 new_parent,
                 new_name,
             } => reply(
-                self.link(&s, &who, ino, new_parent, &new_name, id).await,
+                self.link(&s, &who, ino, (new_parent, &new_name), id).await,
                 MetaReply::Entry,
             ),
             MetaOp::Unlink { parent, name } => reply(
-                self.unlink(&s, &who, parent, &name, false, id).await,
+                self.unlink(&s, &who, (parent, &name), false, id).await,
                 |_| MetaReply::Done,
             ),
-            MetaOp::Rmdir { parent, name } => {
-                reply(self.unlink(&s, &who, parent, &name, true, id).await, |_| {
-                    MetaReply::Done
-                })
-            }
+            MetaOp::Rmdir { parent, name } => reply(
+                self.unlink(&s, &who, (parent, &name), true, id).await,
+                |_| MetaReply::Done,
+            ),
             MetaOp::Rename {
                 parent,
                 name,
@@ -334,70 +333,68 @@ impl MetaService {
         }
     }
 
-    /// Removes orphaned inodes (last link gone, no client holds them open):
-    /// their chunks on every node, then their rows.
-    pub async fn collect_orphans(self: &Arc<Self>, data: &DataClient) -> Res<usize> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT fs_id, ino FROM orphans ORDER BY since LIMIT 256")
-                .fetch_all(&self.store.pool)
-                .await
-                .map_err(|e| (errno::EIO, e.to_string()))?;
-        let mut done = 0;
-        for (fs, ino) in rows {
-            let ino = ino as u64;
-            if self.is_open(&fs, ino) {
-                continue;
-            }
-            let cap = self.key.issue(
-                &fs,
-                ANY_INODE,
-                ADMIN,
-                crate::ns::now_ns() / 1_000_000_000 + 60,
-            );
-            if let Err(e) = data
-                .broadcast(NodeRequest::DropInode {
-                    cap,
-                    fs: fs.clone(),
-                    inode: ino,
-                })
-                .await
-            {
-                tracing::warn!(fs, ino, error = %e, "could not drop an orphan's chunks yet");
-                continue;
-            }
-            let mut tx = self
-                .store
-                .begin_write()
-                .await
-                .map_err(|e| (errno::EIO, e.to_string()))?;
-            let size: Option<(i64,)> = sqlx::query_as(
-                "SELECT size FROM inodes WHERE fs_id = $1 AND ino = $2 AND kind = 1",
-            )
-            .bind(&fs)
-            .bind(ino as i64)
-            .fetch_optional(&mut *tx)
+    /// Forgets the shards of file systems whose namespace was dropped (the
+    /// file system was deleted); how many.
+    pub async fn unload_dropped(&self) -> Res<usize> {
+        let live: Vec<(String,)> = sqlx::query_as("SELECT fs_id FROM fs_counters")
+            .fetch_all(&self.store.pool)
             .await
             .map_err(|e| (errno::EIO, e.to_string()))?;
-            for sql in [
-                "DELETE FROM xattrs WHERE fs_id = $1 AND ino = $2",
-                "DELETE FROM inodes WHERE fs_id = $1 AND ino = $2",
-                "DELETE FROM orphans WHERE fs_id = $1 AND ino = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(&fs)
-                    .bind(ino as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| (errno::EIO, e.to_string()))?;
+        let live: std::collections::HashSet<String> = live.into_iter().map(|r| r.0).collect();
+        let mut gone = 0;
+        for shard in self.shards.loaded() {
+            let fs = shard.with(|st| st.fs.clone());
+            if !live.contains(fs.as_ref()) {
+                self.shards.unload(&fs);
+                gone += 1;
             }
-            sqlx::query("UPDATE fs_counters SET used_bytes = used_bytes - $1, files = files - 1 WHERE fs_id = $2")
-                .bind(size.map_or(0, |s| s.0))
-                .bind(&fs)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| (errno::EIO, e.to_string()))?;
-            tx.commit().await.map_err(|e| (errno::EIO, e.to_string()))?;
-            done += 1;
+        }
+        Ok(gone)
+    }
+
+    /// Removes orphaned inodes (last link gone, no client holds them open):
+    /// their chunks on every node, then their rows. File systems with
+    /// orphans in the store are loaded first, so none waits for a mount.
+    pub async fn collect_orphans(self: &Arc<Self>, data: &DataClient) -> Res<usize> {
+        let with_orphans: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT fs_id FROM orphans")
+            .fetch_all(&self.store.pool)
+            .await
+            .map_err(|e| (errno::EIO, e.to_string()))?;
+        for (fs,) in with_orphans {
+            self.shards.get(&fs).await?;
+        }
+        let mut done = 0;
+        for shard in self.shards.loaded() {
+            let (fs, orphans): (Arc<str>, Vec<u64>) = shard.with(|st| {
+                (
+                    st.fs.clone(),
+                    st.orphans.keys().take(256).copied().collect(),
+                )
+            });
+            for ino in orphans {
+                if self.is_open(&fs, ino) {
+                    continue;
+                }
+                let cap = self.key.issue(
+                    &fs,
+                    ANY_INODE,
+                    ADMIN,
+                    crate::ns::now_ns() / 1_000_000_000 + 60,
+                );
+                if let Err(e) = data
+                    .broadcast(NodeRequest::DropInode {
+                        cap,
+                        fs: fs.to_string(),
+                        inode: ino,
+                    })
+                    .await
+                {
+                    tracing::warn!(%fs, ino, error = %e, "could not drop an orphan's chunks yet");
+                    continue;
+                }
+                self.shards.write(&fs, |st| st.purge(ino)).await?;
+                done += 1;
+            }
         }
         Ok(done)
     }
@@ -537,9 +534,13 @@ impl Collector {
         }
         if n.is_multiple_of(Self::FORGET_EVERY) {
             self.service
-                .forget_requests()
+                .forget_requests(crate::ns::t_secs())
                 .await
                 .map_err(|e| format!("dropping old request records: {}", e.1))?;
+            self.service
+                .unload_dropped()
+                .await
+                .map_err(|e| format!("unloading deleted file systems: {}", e.1))?;
         }
         match self.service.collect_orphans(&self.data).await {
             Ok(0) => Ok(()),

@@ -39,6 +39,9 @@ pub enum Backend {
 pub struct Store {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The database file, on SQLite: the metadata journal opens its own
+    /// connection to it.
+    pub sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -59,6 +62,7 @@ impl Store {
         } else {
             return Err(StoreError::Scheme(redact(url)));
         };
+        let mut sqlite_file = None;
         if backend == Backend::Sqlite {
             // The Any driver does not create files; do it with the SQLite
             // driver's own options, which also switch on WAL (readers never
@@ -66,6 +70,7 @@ impl Store {
             let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            sqlite_file = Some(opts.get_filename().to_path_buf());
             let conn = sqlx::ConnectOptions::connect(&opts).await?;
             sqlx::Connection::close(conn).await?;
         }
@@ -92,7 +97,11 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            sqlite_file,
+        })
     }
 
     fn migrator(&self) -> &'static Migrator {

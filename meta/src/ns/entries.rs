@@ -1,60 +1,59 @@
-//! Names: mounting, lookup, attributes, creating, linking, unlinking and
-//! renaming.
+//! Names: lookup, attributes, creating, linking, unlinking and renaming,
+//! on a file system's namespace in memory. Each operation checks all that
+//! POSIX requires first and changes the namespace only once nothing can
+//! fail any more.
 
 use cpfs_proto::layout::Layout;
-use cpfs_proto::meta::{
-    errno::*, Attr, Caller, Kind, MetaReply, Mounted, RequestId, SetAttr, NAME_MAX, ROOT_INO,
-};
-use sqlx::AnyConnection;
+use cpfs_proto::meta::{errno::*, Attr, Caller, Kind, RequestId, SetAttr, NAME_MAX, ROOT_INO};
 
+use crate::inode::Inode;
 use crate::perm::{self, W, X};
-use crate::{fail, MetaService, Res, Session};
+use crate::{fail, Res};
 
-use super::*;
+use super::state::FsState;
+use super::{check_name, NewNode, APPLIED};
 
-impl MetaService {
-    pub(crate) async fn mount(&self, domain: &str, peer: std::net::IpAddr) -> Res<MetaReply> {
-        // The access group decides whether this address may mount at all.
-        let grant = self.fresh_grant(domain, peer).await?;
-        let fs = grant.fs.clone();
-        let mut c = self.conn().await?;
-        let root = load(&mut c, &fs, ROOT_INO).await?;
-        let chain_table = latest_chain_table(&mut c).await?;
-        let session = self.add_session(Session {
-            fs: fs.clone(),
-            capacity_bytes: grant.capacity_bytes,
-            domain: domain.to_string(),
-            peer,
-        });
-        tracing::info!(
-            fs = %fs,
-            domain,
-            %peer,
-            writable = grant.writable,
-            squash = ?grant.squash,
-            ldap = grant.ldap.is_some(),
-            "client mounted"
-        );
-        Ok(MetaReply::Mounted(Mounted {
-            session,
-            fs,
-            root: root.attr,
-            chain_table,
-        }))
+impl FsState {
+    /// Fails with [`APPLIED`] when request `id` was applied already.
+    pub(super) fn not_applied(&self, id: Option<RequestId>) -> Res<()> {
+        match id {
+            Some(id) if self.request(id.client, id.seq).is_some() => {
+                fail(APPLIED, "applied by an earlier attempt")
+            }
+            _ => Ok(()),
+        }
     }
 
-    pub(crate) async fn lookup(
-        &self,
-        s: &Session,
-        who: &Caller,
-        parent: u64,
-        name: &[u8],
-    ) -> Res<Attr> {
+    pub(super) fn record(&mut self, id: Option<RequestId>, ino: u64, t_ns: i64) {
+        if let Some(id) = id {
+            self.record_request(id.client, id.seq, ino, t_ns / 1_000_000_000);
+        }
+    }
+
+    /// A directory the caller may add to or remove from.
+    pub(super) fn writable_dir(&self, ino: u64, who: &Caller) -> Res<&Inode> {
+        let d = self.inode(ino)?;
+        if d.attr.kind != Kind::Dir {
+            return fail(ENOTDIR, "not a directory");
+        }
+        perm::check(&d.attr, who, W | X).map_err(|e| (e, "directory not writable".to_string()))?;
+        Ok(d)
+    }
+
+    fn touch_dir(&mut self, ino: u64, nlink_delta: i32, t: i64) -> Res<()> {
+        self.update_inode(ino, |d| {
+            d.attr.mtime_ns = t;
+            d.attr.ctime_ns = t;
+            d.attr.nlink = d.attr.nlink.saturating_add_signed(nlink_delta);
+        })
+        .map(|_| ())
+    }
+
+    pub fn lookup(&self, who: &Caller, parent: u64, name: &[u8]) -> Res<Attr> {
         if name.len() > NAME_MAX {
             return fail(ENAMETOOLONG, "name too long");
         }
-        let mut c = self.conn().await?;
-        let p = load(&mut c, &s.fs, parent).await?;
+        let p = self.inode(parent)?;
         if p.attr.kind != Kind::Dir {
             return fail(ENOTDIR, "not a directory");
         }
@@ -62,31 +61,34 @@ impl MetaService {
         let ino = match name {
             b"." => parent,
             b".." => p.parent,
-            _ => match child(&mut c, &s.fs, parent, name).await? {
-                Some(i) => i,
+            _ => match self.child(parent, name) {
+                Some((i, _)) => i,
                 None => return fail(ENOENT, "no such entry"),
             },
         };
-        Ok(load(&mut c, &s.fs, ino).await?.attr)
+        self.attr(ino)
     }
 
-    pub(crate) async fn getattr(&self, s: &Session, ino: u64) -> Res<Attr> {
-        let mut c = self.conn().await?;
-        Ok(load(&mut c, &s.fs, ino).await?.attr)
+    /// The new used-bytes figure after a file goes from `old` to `new`
+    /// bytes, refusing growth beyond `capacity`.
+    pub(super) fn grown(&self, capacity: u64, old: u64, new: u64) -> Res<u64> {
+        let used = self.counters.used_bytes;
+        if new > old && used.saturating_add(new - old) > capacity {
+            return fail(ENOSPC, "file system capacity reached");
+        }
+        Ok((used + new).saturating_sub(old))
     }
 
-    pub(crate) async fn setattr(
-        &self,
-        s: &Session,
+    pub fn setattr(
+        &mut self,
         who: &Caller,
         ino: u64,
         set: SetAttr,
+        capacity: u64,
+        t: i64,
     ) -> Res<Attr> {
-        let mut tx = self.tx().await?;
-        let cur = load(&mut tx, &s.fs, ino).await?;
-        let mut a = cur.attr.clone();
+        let mut a = self.attr(ino)?;
         let owner = who.uid == 0 || who.uid == a.uid;
-        let t = now_ns();
         if let Some(mode) = set.mode {
             if !owner {
                 return fail(EPERM, "only the owner may chmod");
@@ -111,6 +113,7 @@ impl MetaService {
                 a.perm &= !0o6000;
             }
         }
+        let mut used = None;
         if let Some(size) = set.size {
             match a.kind {
                 Kind::Dir => return fail(EISDIR, "truncate of a directory"),
@@ -119,7 +122,7 @@ impl MetaService {
             }
             perm::check(&a, who, W)
                 .map_err(|e| (e, "truncate needs write permission".to_string()))?;
-            self.account_growth(&mut tx, s, a.size, size).await?;
+            used = Some(self.grown(capacity, a.size, size)?);
             a.size = size;
             a.mtime_ns = t;
         }
@@ -141,60 +144,20 @@ impl MetaService {
             }
         }
         a.ctime_ns = t;
-        db(sqlx::query("UPDATE inodes SET perm = $1, uid = $2, gid = $3, size = $4, atime_ns = $5, mtime_ns = $6, ctime_ns = $7 WHERE fs_id = $8 AND ino = $9")
-            .bind(a.perm as i64)
-            .bind(a.uid as i64)
-            .bind(a.gid as i64)
-            .bind(a.size as i64)
-            .bind(a.atime_ns)
-            .bind(a.mtime_ns)
-            .bind(a.ctime_ns)
-            .bind(&s.fs)
-            .bind(ino as i64)
-            .execute(&mut *tx)
-            .await)?;
-        db(tx.commit().await)?;
-        Ok(a)
-    }
-
-    /// Adds `new - old` to the file system's used bytes, refusing growth
-    /// beyond its capacity.
-    pub(crate) async fn account_growth(
-        &self,
-        c: &mut AnyConnection,
-        s: &Session,
-        old: u64,
-        new: u64,
-    ) -> Res<()> {
-        if new > old {
-            let (used,): (i64,) = db(sqlx::query_as(
-                "SELECT used_bytes FROM fs_counters WHERE fs_id = $1",
-            )
-            .bind(&s.fs)
-            .fetch_one(&mut *c)
-            .await)?;
-            if used as u64 + (new - old) > s.capacity_bytes {
-                return fail(ENOSPC, "file system capacity reached");
-            }
+        if let Some(used) = used {
+            self.count(|c| c.used_bytes = used);
         }
-        db(
-            sqlx::query("UPDATE fs_counters SET used_bytes = used_bytes + $1 WHERE fs_id = $2")
-                .bind(new as i64 - old as i64)
-                .bind(&s.fs)
-                .execute(&mut *c)
-                .await,
-        )?;
-        Ok(())
+        self.update_inode(ino, |i| i.attr = a)
     }
 
-    pub(crate) async fn create(
-        &self,
-        s: &Session,
+    pub fn create(
+        &mut self,
         who: &Caller,
         parent: u64,
         name: &[u8],
         new: NewNode,
         id: Option<RequestId>,
+        t: i64,
     ) -> Res<Attr> {
         let NewNode {
             kind,
@@ -209,19 +172,18 @@ impl MetaService {
         {
             return fail(EINVAL, "symlink target must be 1-4096 bytes");
         }
-        let ino = self.new_ino(&s.fs).await?;
-        let mut tx = self.tx().await?;
-        claim(&mut tx, &s.fs, id, ino).await?;
-        let p = writable_dir(&mut tx, &s.fs, parent, who).await?;
-        if child(&mut tx, &s.fs, parent, name).await?.is_some() {
+        self.not_applied(id)?;
+        let p = self.writable_dir(parent, who)?;
+        if self.child(parent, name).is_some() {
             return fail(EEXIST, "exists");
         }
-        let t = now_ns();
         let sgid_dir = p.attr.perm & 0o2000 != 0;
+        let (p_gid, p_chunk, p_chains) = (p.attr.gid, p.chunk_size, p.chains.clone());
         let mut perm_bits = perm_bits & 0o7777;
         if kind == Kind::Dir && sgid_dir {
             perm_bits |= 0o2000;
         }
+        let ino = self.new_ino();
         let mut node = Inode {
             attr: Attr {
                 ino,
@@ -233,7 +195,7 @@ impl MetaService {
                 },
                 nlink: if kind == Kind::Dir { 2 } else { 1 },
                 uid: who.uid,
-                gid: if sgid_dir { p.attr.gid } else { who.gid },
+                gid: if sgid_dir { p_gid } else { who.gid },
                 size: target.as_ref().map_or(0, |t| t.len() as u64),
                 atime_ns: t,
                 mtime_ns: t,
@@ -243,92 +205,97 @@ impl MetaService {
             parent,
             target,
             // Files and directories inherit the directory's layout.
-            chunk_size: p.chunk_size,
-            chains: p.chains.clone(),
+            chunk_size: p_chunk,
+            chains: p_chains,
         };
-        if kind == Kind::File && !p.chains.is_empty() {
+        if kind == Kind::File && !node.chains.is_empty() && !self.chains.is_empty() {
             // A file keeps the directory's stripe width and chunk size but
             // starts at a chain picked by its inode number, so the files of
             // one directory spread over every chain of the file system
             // (and over every node once chains are rebalanced).
-            let (_, _, all) = fs_layout(&mut tx, &s.fs).await?;
-            if !all.is_empty() {
-                node.chains = Layout::stripe(
-                    p.chunk_size,
-                    &all,
-                    p.chains.len() as u32,
-                    (ino as usize) % all.len(),
-                )
-                .chains;
-            }
+            let all = &self.chains;
+            node.chains = Layout::stripe(
+                p_chunk,
+                all,
+                node.chains.len() as u32,
+                (ino as usize) % all.len(),
+            )
+            .chains;
         }
-        insert_inode(&mut tx, &s.fs, &node).await?;
-        add_dentry(&mut tx, &s.fs, parent, name, ino, kind).await?;
-        touch_dir(
-            &mut tx,
-            &s.fs,
-            parent,
-            if kind == Kind::Dir { 1 } else { 0 },
-            t,
-        )
-        .await?;
-        db(tx.commit().await)?;
-        Ok(node.attr)
+        let attr = node.attr.clone();
+        self.put_inode(node);
+        self.count(|c| c.files += 1);
+        self.add_entry(parent, name, ino, kind);
+        self.touch_dir(parent, if kind == Kind::Dir { 1 } else { 0 }, t)?;
+        self.record(id, ino, t);
+        Ok(attr)
     }
 
-    pub(crate) async fn readlink(&self, s: &Session, ino: u64) -> Res<Vec<u8>> {
-        let mut c = self.conn().await?;
-        let i = load(&mut c, &s.fs, ino).await?;
-        match (i.attr.kind, i.target) {
-            (Kind::Symlink, Some(t)) => Ok(t),
+    pub fn readlink(&self, ino: u64) -> Res<Vec<u8>> {
+        let i = self.inode(ino)?;
+        match (i.attr.kind, &i.target) {
+            (Kind::Symlink, Some(t)) => Ok(t.clone()),
             _ => fail(EINVAL, "not a symlink"),
         }
     }
 
-    pub(crate) async fn link(
-        &self,
-        s: &Session,
+    pub fn link(
+        &mut self,
         who: &Caller,
         ino: u64,
-        new_parent: u64,
-        new_name: &[u8],
+        (new_parent, new_name): (u64, &[u8]),
         id: Option<RequestId>,
+        t: i64,
     ) -> Res<Attr> {
         check_name(new_name)?;
-        let mut tx = self.tx().await?;
-        claim(&mut tx, &s.fs, id, ino).await?;
-        let i = load(&mut tx, &s.fs, ino).await?;
-        if i.attr.kind == Kind::Dir {
+        self.not_applied(id)?;
+        let kind = self.inode(ino)?.attr.kind;
+        if kind == Kind::Dir {
             return fail(EPERM, "hard links to directories are not allowed");
         }
-        writable_dir(&mut tx, &s.fs, new_parent, who).await?;
-        if child(&mut tx, &s.fs, new_parent, new_name).await?.is_some() {
+        self.writable_dir(new_parent, who)?;
+        if self.child(new_parent, new_name).is_some() {
             return fail(EEXIST, "exists");
         }
-        let t = now_ns();
-        add_dentry(&mut tx, &s.fs, new_parent, new_name, ino, i.attr.kind).await?;
-        db(sqlx::query(
-            "UPDATE inodes SET nlink = nlink + 1, ctime_ns = $1 WHERE fs_id = $2 AND ino = $3",
-        )
-        .bind(t)
-        .bind(&s.fs)
-        .bind(ino as i64)
-        .execute(&mut *tx)
-        .await)?;
-        touch_dir(&mut tx, &s.fs, new_parent, 0, t).await?;
-        let out = load(&mut tx, &s.fs, ino).await?.attr;
-        db(tx.commit().await)?;
+        self.add_entry(new_parent, new_name, ino, kind);
+        let out = self.update_inode(ino, |i| {
+            i.attr.nlink += 1;
+            i.attr.ctime_ns = t;
+        })?;
+        self.touch_dir(new_parent, 0, t)?;
+        self.record(id, ino, t);
         Ok(out)
     }
 
-    pub(crate) async fn unlink(
-        &self,
-        s: &Session,
+    /// Drops one link of a non-directory; the last one makes it an orphan
+    /// whose data goes once nobody holds it open.
+    fn drop_link(&mut self, ino: u64, t: i64) -> Res<()> {
+        let left = self
+            .update_inode(ino, |i| {
+                i.attr.nlink = i.attr.nlink.saturating_sub(1);
+                i.attr.ctime_ns = t;
+            })?
+            .nlink;
+        if left == 0 {
+            self.set_orphan(ino, Some(t / 1_000_000_000));
+        }
+        Ok(())
+    }
+
+    fn remove_dir(&mut self, parent: u64, name: &[u8], ino: u64, t: i64) -> Res<()> {
+        self.remove_entry(parent, name);
+        self.remove_inode(ino);
+        self.count(|c| c.files = c.files.saturating_sub(1));
+        self.touch_dir(parent, -1, t)
+    }
+
+    pub fn unlink(
+        &mut self,
         who: &Caller,
-        parent: u64,
-        name: &[u8],
+        (parent, name): (u64, &[u8]),
         dir: bool,
         id: Option<RequestId>,
+        t: i64,
     ) -> Res<()> {
         if name == b"." {
             return fail(EINVAL, "cannot remove .");
@@ -336,47 +303,44 @@ impl MetaService {
         if name.len() > NAME_MAX {
             return fail(ENAMETOOLONG, "name too long");
         }
-        let mut tx = self.tx().await?;
-        claim(&mut tx, &s.fs, id, 0).await?;
-        let p = writable_dir(&mut tx, &s.fs, parent, who).await?;
-        let Some(ino) = child(&mut tx, &s.fs, parent, name).await? else {
+        self.not_applied(id)?;
+        let p = self.writable_dir(parent, who)?;
+        let Some((ino, _)) = self.child(parent, name) else {
             return fail(ENOENT, "no such entry");
         };
-        let victim = load(&mut tx, &s.fs, ino).await?;
+        let victim = self.inode(ino)?;
         perm::may_delete(&p.attr, &victim.attr, who)
             .map_err(|e| (e, "sticky directory".to_string()))?;
-        let t = now_ns();
+        let is_dir = victim.attr.kind == Kind::Dir;
         if dir {
-            if victim.attr.kind != Kind::Dir {
+            if !is_dir {
                 return fail(ENOTDIR, "not a directory");
             }
-            if !is_empty_dir(&mut tx, &s.fs, ino).await? {
+            if !self.is_empty_dir(ino) {
                 return fail(ENOTEMPTY, "directory not empty");
             }
-            remove_dentry(&mut tx, &s.fs, parent, name).await?;
-            delete_dir_inode(&mut tx, &s.fs, ino).await?;
-            touch_dir(&mut tx, &s.fs, parent, -1, t).await?;
+            self.remove_dir(parent, name, ino, t)?;
         } else {
-            if victim.attr.kind == Kind::Dir {
+            if is_dir {
                 return fail(EISDIR, "is a directory");
             }
-            remove_dentry(&mut tx, &s.fs, parent, name).await?;
-            unlink_inode(&mut tx, &s.fs, ino, t).await?;
-            touch_dir(&mut tx, &s.fs, parent, 0, t).await?;
+            self.remove_entry(parent, name);
+            self.drop_link(ino, t)?;
+            self.touch_dir(parent, 0, t)?;
         }
-        db(tx.commit().await)?;
+        self.record(id, 0, t);
         Ok(())
     }
 
     /// Moves `from` (parent, name) to `to` (parent, name).
-    pub(crate) async fn rename(
-        &self,
-        s: &Session,
+    pub fn rename(
+        &mut self,
         who: &Caller,
         from: (u64, &[u8]),
         to: (u64, &[u8]),
         flags: u32,
         id: Option<RequestId>,
+        t: i64,
     ) -> Res<()> {
         let ((parent, name), (new_parent, new_name)) = (from, to);
         check_name(new_name)?;
@@ -386,79 +350,73 @@ impl MetaService {
         if flags & 2 != 0 {
             return fail(EINVAL, "RENAME_EXCHANGE is not supported");
         }
-        let mut tx = self.tx().await?;
-        claim(&mut tx, &s.fs, id, 0).await?;
-        let sp = writable_dir(&mut tx, &s.fs, parent, who).await?;
-        let dp = writable_dir(&mut tx, &s.fs, new_parent, who).await?;
-        let Some(src_ino) = child(&mut tx, &s.fs, parent, name).await? else {
+        self.not_applied(id)?;
+        let sp = self.writable_dir(parent, who)?.attr.clone();
+        let dp = self.writable_dir(new_parent, who)?.attr.clone();
+        let Some((src_ino, src_kind)) = self.child(parent, name) else {
             return fail(ENOENT, "no such entry");
         };
-        let src = load(&mut tx, &s.fs, src_ino).await?;
-        perm::may_delete(&sp.attr, &src.attr, who)
-            .map_err(|e| (e, "sticky directory".to_string()))?;
-        if src.attr.kind == Kind::Dir && parent != new_parent {
+        let src = self.attr(src_ino)?;
+        perm::may_delete(&sp, &src, who).map_err(|e| (e, "sticky directory".to_string()))?;
+        let src_is_dir = src_kind == Kind::Dir;
+        if src_is_dir && parent != new_parent {
             // A directory may not move into its own subtree.
             let mut up = new_parent;
             while up != ROOT_INO {
                 if up == src_ino {
                     return fail(EINVAL, "cannot move a directory into itself");
                 }
-                up = load(&mut tx, &s.fs, up).await?.parent;
+                up = self.inode(up)?.parent;
             }
         }
-        let t = now_ns();
-        if let Some(dst_ino) = child(&mut tx, &s.fs, new_parent, new_name).await? {
+        // Every check of the target comes before the first change.
+        let mut replaced = None;
+        if let Some((dst_ino, dst_kind)) = self.child(new_parent, new_name) {
             if dst_ino == src_ino {
+                self.record(id, 0, t);
                 return Ok(());
             }
             if flags & 1 != 0 {
                 return fail(EEXIST, "target exists (RENAME_NOREPLACE)");
             }
-            let dst = load(&mut tx, &s.fs, dst_ino).await?;
-            perm::may_delete(&dp.attr, &dst.attr, who)
-                .map_err(|e| (e, "sticky directory".to_string()))?;
-            match (src.attr.kind == Kind::Dir, dst.attr.kind == Kind::Dir) {
+            let dst = self.attr(dst_ino)?;
+            perm::may_delete(&dp, &dst, who).map_err(|e| (e, "sticky directory".to_string()))?;
+            match (src_is_dir, dst_kind == Kind::Dir) {
                 (true, false) => {
                     return fail(ENOTDIR, "cannot replace a non-directory with a directory")
                 }
                 (false, true) => {
                     return fail(EISDIR, "cannot replace a directory with a non-directory")
                 }
-                (true, true) => {
-                    if !is_empty_dir(&mut tx, &s.fs, dst_ino).await? {
-                        return fail(ENOTEMPTY, "target directory not empty");
-                    }
-                    remove_dentry(&mut tx, &s.fs, new_parent, new_name).await?;
-                    delete_dir_inode(&mut tx, &s.fs, dst_ino).await?;
-                    touch_dir(&mut tx, &s.fs, new_parent, -1, t).await?;
+                (true, true) if !self.is_empty_dir(dst_ino) => {
+                    return fail(ENOTEMPTY, "target directory not empty")
                 }
-                (false, false) => {
-                    remove_dentry(&mut tx, &s.fs, new_parent, new_name).await?;
-                    unlink_inode(&mut tx, &s.fs, dst_ino, t).await?;
-                }
+                _ => {}
             }
+            replaced = Some((dst_ino, dst_kind == Kind::Dir));
         }
-        remove_dentry(&mut tx, &s.fs, parent, name).await?;
-        add_dentry(&mut tx, &s.fs, new_parent, new_name, src_ino, src.attr.kind).await?;
-        let moved_dir = src.attr.kind == Kind::Dir && parent != new_parent;
-        db(sqlx::query(
-            "UPDATE inodes SET ctime_ns = $1, parent = $2 WHERE fs_id = $3 AND ino = $4",
-        )
-        .bind(t)
-        .bind(if src.attr.kind == Kind::Dir {
-            new_parent as i64
-        } else {
-            src.parent as i64
-        })
-        .bind(&s.fs)
-        .bind(src_ino as i64)
-        .execute(&mut *tx)
-        .await)?;
-        touch_dir(&mut tx, &s.fs, parent, if moved_dir { -1 } else { 0 }, t).await?;
+        match replaced {
+            Some((dst_ino, true)) => self.remove_dir(new_parent, new_name, dst_ino, t)?,
+            Some((dst_ino, false)) => {
+                self.remove_entry(new_parent, new_name);
+                self.drop_link(dst_ino, t)?;
+            }
+            None => {}
+        }
+        self.remove_entry(parent, name);
+        self.add_entry(new_parent, new_name, src_ino, src_kind);
+        self.update_inode(src_ino, |i| {
+            i.attr.ctime_ns = t;
+            if src_is_dir {
+                i.parent = new_parent;
+            }
+        })?;
+        let moved_dir = src_is_dir && parent != new_parent;
+        self.touch_dir(parent, if moved_dir { -1 } else { 0 }, t)?;
         if parent != new_parent {
-            touch_dir(&mut tx, &s.fs, new_parent, if moved_dir { 1 } else { 0 }, t).await?;
+            self.touch_dir(new_parent, if moved_dir { 1 } else { 0 }, t)?;
         }
-        db(tx.commit().await)?;
+        self.record(id, 0, t);
         Ok(())
     }
 }

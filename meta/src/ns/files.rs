@@ -1,189 +1,156 @@
-//! Open files and listings: open, release, access, readdir, sizes written,
-//! statfs.
+//! Open files, listings, sizes written, statfs and the removal of orphans,
+//! on a file system's namespace in memory.
 
-use cpfs_proto::capability::{READ, WRITE};
-use cpfs_proto::layout::Layout;
-use cpfs_proto::meta::{errno::*, Attr, Caller, DirEntry, FsStat, Kind, OpenFile};
+use cpfs_proto::layout::{self, Layout};
+use cpfs_proto::meta::{errno::*, Attr, Caller, DirEntry, Kind};
 
+use crate::inode::Inode;
 use crate::perm::{self, R, W};
-use crate::{fail, MetaService, Res, Session, CAPABILITY_SECS};
+use crate::{fail, Res};
 
-use super::*;
+use super::state::FsState;
+use super::MAX_READDIR;
 
-impl MetaService {
-    pub(crate) async fn open(
-        &self,
-        s: &Session,
-        who: &Caller,
-        ino: u64,
-        read: bool,
-        write: bool,
-    ) -> Res<OpenFile> {
-        let mut c = self.conn().await?;
-        let i = load(&mut c, &s.fs, ino).await?;
+impl FsState {
+    /// Checks that `who` may open `ino` so, and moves its atime as relatime
+    /// does. The inode as opened.
+    pub fn open(&mut self, who: &Caller, ino: u64, read: bool, write: bool, t: i64) -> Res<Inode> {
+        let i = self.inode(ino)?;
         if i.attr.kind == Kind::Dir && write {
             return fail(EISDIR, "is a directory");
         }
         let mask = if read { R } else { 0 } | if write { W } else { 0 };
         perm::check(&i.attr, who, mask).map_err(|e| (e, "open permission".to_string()))?;
-        let mut attr = i.attr.clone();
-        if read {
-            // relatime: atime moves when it is older than mtime/ctime or a day.
-            let t = now_ns();
-            if attr.atime_ns <= attr.mtime_ns
-                || attr.atime_ns <= attr.ctime_ns
-                || t - attr.atime_ns > 86_400_000_000_000
-            {
-                attr.atime_ns = t;
-                db(
-                    sqlx::query("UPDATE inodes SET atime_ns = $1 WHERE fs_id = $2 AND ino = $3")
-                        .bind(t)
-                        .bind(&s.fs)
-                        .bind(ino as i64)
-                        .execute(&mut *c)
-                        .await,
-                )?;
-            }
+        let a = &i.attr;
+        // relatime: atime moves when it is older than mtime/ctime or a day.
+        if read
+            && (a.atime_ns <= a.mtime_ns
+                || a.atime_ns <= a.ctime_ns
+                || t - a.atime_ns > 86_400_000_000_000)
+        {
+            self.update_inode(ino, |i| i.attr.atime_ns = t)?;
         }
-        let rights = if write { READ | WRITE } else { READ };
-        let expires = t_secs() + CAPABILITY_SECS;
-        self.opened(&s.fs, ino);
-        Ok(OpenFile {
-            attr,
-            layout: Layout {
-                chunk_size: i.chunk_size,
-                chains: i.chains,
-            },
-            cap: self.key.issue_for(who.uid, &s.fs, ino, rights, expires),
-        })
+        Ok(self.inode(ino)?.clone())
     }
 
-    /// Opens a regular file a create just made, for writing (and reading)
-    /// by its creator whatever mode it was given, as open(O_CREAT) does.
-    pub(crate) async fn open_created(
-        &self,
-        s: &Session,
-        who: &Caller,
-        ino: u64,
-        read: bool,
-    ) -> Res<OpenFile> {
-        let mut c = self.conn().await?;
-        let i = load(&mut c, &s.fs, ino).await?;
-        let rights = if read { READ | WRITE } else { WRITE };
-        self.opened(&s.fs, ino);
-        Ok(OpenFile {
-            attr: i.attr.clone(),
-            layout: Layout {
-                chunk_size: i.chunk_size,
-                chains: i.chains,
-            },
-            cap: self.key.issue_for(
-                who.uid,
-                &s.fs,
-                i.attr.ino,
-                rights,
-                t_secs() + CAPABILITY_SECS,
-            ),
-        })
-    }
-
-    pub(crate) fn release(&self, s: &Session, ino: u64) {
-        self.released(&s.fs, ino);
-    }
-
-    pub(crate) async fn access(&self, s: &Session, who: &Caller, ino: u64, mask: u32) -> Res<()> {
-        let mut c = self.conn().await?;
-        let i = load(&mut c, &s.fs, ino).await?;
+    pub fn access(&self, who: &Caller, ino: u64, mask: u32) -> Res<()> {
+        let i = self.inode(ino)?;
         perm::check(&i.attr, who, mask & 7).map_err(|e| (e, "access".to_string()))
     }
 
-    pub(crate) async fn readdir(
+    pub fn readdir(
         &self,
-        s: &Session,
         who: &Caller,
         ino: u64,
-        after: Option<Vec<u8>>,
+        after: Option<&[u8]>,
         limit: u32,
     ) -> Res<(Vec<DirEntry>, bool)> {
-        let mut c = self.conn().await?;
-        let d = load(&mut c, &s.fs, ino).await?;
+        let d = self.inode(ino)?;
         if d.attr.kind != Kind::Dir {
             return fail(ENOTDIR, "not a directory");
         }
         perm::check(&d.attr, who, R).map_err(|e| (e, "read permission".to_string()))?;
-        let limit = limit.clamp(1, MAX_READDIR) as i64;
-        let rows: Vec<(Vec<u8>, i64, i64)> = match after {
-            Some(a) => db(sqlx::query_as("SELECT name, ino, kind FROM dentries WHERE fs_id = $1 AND parent = $2 AND name > $3 ORDER BY name LIMIT $4")
-                .bind(&s.fs)
-                .bind(ino as i64)
-                .bind(a)
-                .bind(limit + 1)
-                .fetch_all(&mut *c)
-                .await)?,
-            None => db(sqlx::query_as("SELECT name, ino, kind FROM dentries WHERE fs_id = $1 AND parent = $2 ORDER BY name LIMIT $3")
-                .bind(&s.fs)
-                .bind(ino as i64)
-                .bind(limit + 1)
-                .fetch_all(&mut *c)
-                .await)?,
-        };
-        let more = rows.len() as i64 > limit;
-        let entries = rows
-            .into_iter()
-            .take(limit as usize)
-            .map(|(name, ino, kind)| DirEntry {
-                name,
-                ino: ino as u64,
-                kind: Kind::from_code(kind),
+        let limit = limit.clamp(1, MAX_READDIR) as usize;
+        let mut entries: Vec<DirEntry> = self
+            .entries(ino, after, limit + 1)
+            .map(|(name, (ino, kind))| DirEntry {
+                name: name.clone(),
+                ino: *ino,
+                kind: *kind,
             })
             .collect();
+        let more = entries.len() > limit;
+        entries.truncate(limit);
         Ok((entries, more))
     }
 
-    pub(crate) async fn written(&self, s: &Session, ino: u64, size: u64) -> Res<Attr> {
-        let mut tx = self.tx().await?;
-        let mut i = load(&mut tx, &s.fs, ino).await?;
+    /// A client wrote `ino` up to `size` bytes.
+    pub fn written(&mut self, ino: u64, size: u64, capacity: u64, t: i64) -> Res<Attr> {
+        let i = self.inode(ino)?;
         if i.attr.kind != Kind::File {
             return fail(EINVAL, "not a regular file");
         }
-        let t = now_ns();
-        if size > i.attr.size {
-            self.account_growth(&mut tx, s, i.attr.size, size).await?;
-            i.attr.size = size;
+        let old = i.attr.size;
+        if size > old {
+            let used = self.grown(capacity, old, size)?;
+            self.count(|c| c.used_bytes = used);
         }
-        i.attr.mtime_ns = t;
-        i.attr.ctime_ns = t;
-        // Writing clears setuid/setgid, as a local file system does.
-        let clear = if i.attr.perm & 0o010 != 0 {
-            0o6000
-        } else {
-            0o4000
-        };
-        i.attr.perm &= !clear;
-        db(sqlx::query("UPDATE inodes SET size = $1, mtime_ns = $2, ctime_ns = $2, perm = $3 WHERE fs_id = $4 AND ino = $5")
-            .bind(i.attr.size as i64)
-            .bind(t)
-            .bind(i.attr.perm as i64)
-            .bind(&s.fs)
-            .bind(ino as i64)
-            .execute(&mut *tx)
-            .await)?;
-        db(tx.commit().await)?;
-        Ok(i.attr)
+        self.update_inode(ino, |i| {
+            i.attr.size = i.attr.size.max(size);
+            i.attr.mtime_ns = t;
+            i.attr.ctime_ns = t;
+            // Writing clears setuid/setgid, as a local file system does.
+            let clear = if i.attr.perm & 0o010 != 0 {
+                0o6000
+            } else {
+                0o4000
+            };
+            i.attr.perm &= !clear;
+        })
     }
 
-    pub(crate) async fn statfs(&self, s: &Session) -> Res<FsStat> {
-        let mut c = self.conn().await?;
-        let (used, files): (i64, i64) = db(sqlx::query_as(
-            "SELECT used_bytes, files FROM fs_counters WHERE fs_id = $1",
-        )
-        .bind(&s.fs)
-        .fetch_one(&mut *c)
-        .await)?;
-        Ok(FsStat {
-            capacity_bytes: s.capacity_bytes,
-            used_bytes: used.max(0) as u64,
-            files: files.max(0) as u64,
-        })
+    /// Removes orphan `ino` (its data is gone from every node): its inode,
+    /// attributes and the bytes and file it counted for.
+    pub fn purge(&mut self, ino: u64) -> Res<()> {
+        if !self.orphans.contains_key(&ino) {
+            return Ok(());
+        }
+        let size = match self.inode(ino) {
+            Ok(i) if i.attr.kind == Kind::File => i.attr.size,
+            _ => 0,
+        };
+        let known = self.inode(ino).is_ok();
+        if known {
+            self.remove_inode(ino);
+        }
+        self.set_orphan(ino, None);
+        self.count(|c| {
+            c.used_bytes = c.used_bytes.saturating_sub(size);
+            if known {
+                c.files = c.files.saturating_sub(1);
+            }
+        });
+        Ok(())
+    }
+
+    pub fn get_stripe(&self, ino: u64) -> Res<(u64, u32)> {
+        let i = self.inode(ino)?;
+        Ok((i.chunk_size, i.chains.len() as u32))
+    }
+
+    pub fn set_stripe(
+        &mut self,
+        who: &Caller,
+        ino: u64,
+        (chunk_size, width): (u64, u32),
+        t: i64,
+    ) -> Res<()> {
+        layout::validate(chunk_size, width).map_err(|m| (EINVAL, m))?;
+        let i = self.inode(ino)?;
+        if who.uid != 0 && who.uid != i.attr.uid {
+            return fail(EPERM, "only the owner may set the stripe");
+        }
+        match i.attr.kind {
+            Kind::Dir => {}
+            Kind::File if i.attr.size == 0 => {}
+            Kind::File => {
+                return fail(
+                    EINVAL,
+                    "the stripe of a file can be set only while it is empty",
+                )
+            }
+            _ => return fail(EINVAL, "stripes apply to files and directories"),
+        }
+        if self.chains.is_empty() {
+            return fail(EIO, "no chains");
+        }
+        let all = &self.chains;
+        let chains = Layout::stripe(chunk_size, all, width, (ino as usize) % all.len()).chains;
+        self.update_inode(ino, |i| {
+            i.chunk_size = chunk_size;
+            i.chains = chains;
+            i.attr.ctime_ns = t;
+        })?;
+        Ok(())
     }
 }

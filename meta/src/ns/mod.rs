@@ -1,31 +1,36 @@
-//! Namespace operations. Each takes the session's file system and the
-//! caller, checks what POSIX requires, and applies the change in one
-//! transaction.
+//! Namespace operations. Each file system's namespace lives in memory in
+//! its shard (`state`, `shard`); an operation checks what POSIX requires
+//! against the caller, changes the namespace under the shard's lock, and is
+//! answered once the journal committed its rows.
 //!
-//! - `rows`: reading and writing inode, dentry and counter rows;
-//! - `entries`: mount, lookup, attributes, create, link, unlink, rename;
-//! - `files`: open, release, readdir, sizes, statfs;
-//! - `xattrs`: extended attributes and the stripe of a directory.
+//! - `state`: the namespace in memory, loading it, recording changed rows;
+//! - `shard`: loaded shards, their locks, waiting for the journal;
+//! - `entries`: lookup, attributes, create, link, unlink, rename;
+//! - `files`: open, readdir, sizes, stripes, orphans;
+//! - `xattrs`: extended attributes.
 
 mod entries;
 mod files;
-mod rows;
+pub(crate) mod shard;
+mod state;
 mod xattrs;
 
-pub(crate) use rows::*;
-
+use cpfs_proto::capability::{READ, WRITE};
 use cpfs_proto::chains::ChainTable;
-use cpfs_proto::meta::{errno::*, Attr, Kind, RequestId};
+use cpfs_proto::layout::Layout;
+use cpfs_proto::meta::{
+    errno::*, Attr, Caller, DirEntry, FsStat, Kind, OpenFile, RequestId, SetAttr, NAME_MAX,
+};
 
-use crate::{MetaService, Res, Session};
+use crate::inode::Inode;
+use crate::{fail, MetaService, Res, Session, CAPABILITY_SECS};
 
-const INO_BATCH: u64 = 1024;
 /// Not an errno a client ever sees: another attempt of the same request
-/// committed first, so this one is answered from that attempt's record.
+/// was applied first, so this one is answered from that attempt's record.
 pub(crate) const APPLIED: i32 = -1;
 /// How long a request's outcome is kept. A client gives up on an operation
 /// after its outage wait plus one call timeout, well under a minute.
-const REQUEST_KEEP_SECS: i64 = 600;
+pub(crate) const REQUEST_KEEP_SECS: i64 = 600;
 const MAX_XATTR_VALUE: usize = 64 * 1024;
 const MAX_READDIR: u32 = 4096;
 
@@ -38,15 +43,6 @@ pub(crate) struct NewNode {
     pub target: Option<Vec<u8>>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Inode {
-    pub attr: Attr,
-    pub parent: u64,
-    pub target: Option<Vec<u8>>,
-    pub chunk_size: u64,
-    pub chains: Vec<u32>,
-}
-
 pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -54,88 +50,334 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-pub(super) fn db<T>(r: Result<T, sqlx::Error>) -> Res<T> {
-    r.map_err(|e| {
-        if let sqlx::Error::Database(d) = &e {
-            if d.is_unique_violation() {
-                return (EEXIST, "already exists".into());
-            }
-        }
-        tracing::warn!(error = %e, "metadata store error");
-        (EIO, format!("metadata store: {e}"))
-    })
+pub(crate) fn t_secs() -> i64 {
+    now_ns() / 1_000_000_000
 }
 
+fn check_name(name: &[u8]) -> Res<()> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return fail(EINVAL, "invalid name");
+    }
+    if name.len() > NAME_MAX {
+        return fail(ENAMETOOLONG, "name longer than 255 bytes");
+    }
+    Ok(())
+}
+
+/// The thin async side: which shard, which time, which capacity.
 impl MetaService {
-    pub(crate) async fn conn(&self) -> Res<sqlx::pool::PoolConnection<sqlx::Any>> {
-        db(self.store.pool.acquire().await)
+    pub(crate) async fn mount(
+        &self,
+        domain: &str,
+        peer: std::net::IpAddr,
+    ) -> Res<cpfs_proto::meta::MetaReply> {
+        // The access group decides whether this address may mount at all.
+        let grant = self.fresh_grant(domain, peer).await?;
+        let fs = grant.fs.clone();
+        let root = self.root(&fs).await?;
+        let chain_table = self.chain_table().await?;
+        let session = self.add_session(Session {
+            fs: fs.clone(),
+            capacity_bytes: grant.capacity_bytes,
+            domain: domain.to_string(),
+            peer,
+        });
+        tracing::info!(
+            fs = %fs,
+            domain,
+            %peer,
+            writable = grant.writable,
+            squash = ?grant.squash,
+            ldap = grant.ldap.is_some(),
+            "client mounted"
+        );
+        Ok(cpfs_proto::meta::MetaReply::Mounted(
+            cpfs_proto::meta::Mounted {
+                session,
+                fs,
+                root,
+                chain_table,
+            },
+        ))
     }
 
-    pub(crate) async fn tx(&self) -> Res<sqlx::Transaction<'static, sqlx::Any>> {
-        self.store
-            .begin_write()
+    pub(crate) async fn root(&self, fs: &str) -> Res<Attr> {
+        self.shards
+            .read(fs, |st| st.attr(cpfs_proto::meta::ROOT_INO))
             .await
-            .map_err(|e| (EIO, e.to_string()))
     }
 
-    pub(crate) async fn new_ino(&self, fs: &str) -> Res<u64> {
-        let mut map = self.inos.lock().await;
-        let entry = map.entry(fs.to_string()).or_insert((0, 0));
-        if entry.0 >= entry.1 {
-            let mut tx = self.tx().await?;
-            db(
-                sqlx::query("UPDATE fs_counters SET next_ino = next_ino + $1 WHERE fs_id = $2")
-                    .bind(INO_BATCH as i64)
-                    .bind(fs)
-                    .execute(&mut *tx)
-                    .await,
-            )?;
-            let (end,): (i64,) = db(sqlx::query_as(
-                "SELECT next_ino FROM fs_counters WHERE fs_id = $1",
-            )
-            .bind(fs)
-            .fetch_one(&mut *tx)
-            .await)?;
-            db(tx.commit().await)?;
-            *entry = (end as u64 - INO_BATCH, end as u64);
+    pub(crate) async fn lookup(
+        &self,
+        s: &Session,
+        who: &Caller,
+        parent: u64,
+        name: &[u8],
+    ) -> Res<Attr> {
+        self.shards
+            .read(&s.fs, |st| st.lookup(who, parent, name))
+            .await
+    }
+
+    pub(crate) async fn getattr(&self, s: &Session, ino: u64) -> Res<Attr> {
+        self.shards.read(&s.fs, |st| st.attr(ino)).await
+    }
+
+    pub(crate) async fn setattr(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        set: SetAttr,
+    ) -> Res<Attr> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.setattr(who, ino, set, s.capacity_bytes, t))
+            .await
+    }
+
+    pub(crate) async fn create(
+        &self,
+        s: &Session,
+        who: &Caller,
+        parent: u64,
+        name: &[u8],
+        new: NewNode,
+        id: Option<RequestId>,
+    ) -> Res<Attr> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.create(who, parent, name, new, id, t))
+            .await
+    }
+
+    pub(crate) async fn readlink(&self, s: &Session, ino: u64) -> Res<Vec<u8>> {
+        self.shards.read(&s.fs, |st| st.readlink(ino)).await
+    }
+
+    pub(crate) async fn link(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        to: (u64, &[u8]),
+        id: Option<RequestId>,
+    ) -> Res<Attr> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.link(who, ino, to, id, t))
+            .await
+    }
+
+    pub(crate) async fn unlink(
+        &self,
+        s: &Session,
+        who: &Caller,
+        entry: (u64, &[u8]),
+        dir: bool,
+        id: Option<RequestId>,
+    ) -> Res<()> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.unlink(who, entry, dir, id, t))
+            .await
+    }
+
+    pub(crate) async fn rename(
+        &self,
+        s: &Session,
+        who: &Caller,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        flags: u32,
+        id: Option<RequestId>,
+    ) -> Res<()> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.rename(who, from, to, flags, id, t))
+            .await
+    }
+
+    pub(crate) async fn open(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        read: bool,
+        write: bool,
+    ) -> Res<OpenFile> {
+        let t = now_ns();
+        let i = self
+            .shards
+            .write(&s.fs, |st| st.open(who, ino, read, write, t))
+            .await?;
+        let rights = if write { READ | WRITE } else { READ };
+        Ok(self.opened_file(s, who, i, rights))
+    }
+
+    /// Opens a regular file a create just made, for writing (and reading)
+    /// by its creator whatever mode it was given, as open(O_CREAT) does.
+    pub(crate) async fn open_created(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        read: bool,
+    ) -> Res<OpenFile> {
+        let i = self.shards.read(&s.fs, |st| st.inode(ino).cloned()).await?;
+        let rights = if read { READ | WRITE } else { WRITE };
+        Ok(self.opened_file(s, who, i, rights))
+    }
+
+    fn opened_file(&self, s: &Session, who: &Caller, i: Inode, rights: u8) -> OpenFile {
+        self.opened(&s.fs, i.attr.ino);
+        OpenFile {
+            cap: self.key.issue_for(
+                who.uid,
+                &s.fs,
+                i.attr.ino,
+                rights,
+                t_secs() + CAPABILITY_SECS,
+            ),
+            attr: i.attr,
+            layout: Layout {
+                chunk_size: i.chunk_size,
+                chains: i.chains,
+            },
         }
-        let ino = entry.0;
-        entry.0 += 1;
-        Ok(ino)
     }
-}
 
-impl MetaService {
+    pub(crate) fn release(&self, s: &Session, ino: u64) {
+        self.released(&s.fs, ino);
+    }
+
+    pub(crate) async fn access(&self, s: &Session, who: &Caller, ino: u64, mask: u32) -> Res<()> {
+        self.shards
+            .read(&s.fs, |st| st.access(who, ino, mask))
+            .await
+    }
+
+    pub(crate) async fn readdir(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Res<(Vec<DirEntry>, bool)> {
+        self.shards
+            .read(&s.fs, |st| st.readdir(who, ino, after.as_deref(), limit))
+            .await
+    }
+
+    pub(crate) async fn written(&self, s: &Session, ino: u64, size: u64) -> Res<Attr> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.written(ino, size, s.capacity_bytes, t))
+            .await
+    }
+
+    pub(crate) async fn statfs(&self, s: &Session) -> Res<FsStat> {
+        let c = self.shards.read(&s.fs, |st| Ok(st.counters)).await?;
+        Ok(FsStat {
+            capacity_bytes: s.capacity_bytes,
+            used_bytes: c.used_bytes,
+            files: c.files,
+        })
+    }
+
+    pub(crate) async fn setxattr(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        attr: (&[u8], &[u8]),
+        flags: u32,
+        id: Option<RequestId>,
+    ) -> Res<()> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.setxattr(who, ino, attr, flags, id, t))
+            .await
+    }
+
+    pub(crate) async fn getxattr(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        name: &[u8],
+    ) -> Res<Vec<u8>> {
+        self.shards
+            .read(&s.fs, |st| st.getxattr(who, ino, name))
+            .await
+    }
+
+    pub(crate) async fn listxattr(&self, s: &Session, ino: u64) -> Res<Vec<Vec<u8>>> {
+        self.shards.read(&s.fs, |st| st.listxattr(ino)).await
+    }
+
+    pub(crate) async fn removexattr(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        name: &[u8],
+        id: Option<RequestId>,
+    ) -> Res<()> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.removexattr(who, ino, name, id, t))
+            .await
+    }
+
+    pub(crate) async fn get_stripe(&self, s: &Session, ino: u64) -> Res<(u64, u32)> {
+        self.shards.read(&s.fs, |st| st.get_stripe(ino)).await
+    }
+
+    pub(crate) async fn set_stripe(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        chunk_size: u64,
+        width: u32,
+    ) -> Res<()> {
+        let t = now_ns();
+        self.shards
+            .write(&s.fs, |st| st.set_stripe(who, ino, (chunk_size, width), t))
+            .await
+    }
+
     /// The inode request `id` made or linked (0: none), when it was applied.
     pub(crate) async fn applied(&self, s: &Session, id: RequestId) -> Res<Option<u64>> {
-        let mut c = self.conn().await?;
-        let row: Option<(i64,)> = db(sqlx::query_as(
-            "SELECT ino FROM meta_requests WHERE fs_id = $1 AND client = $2 AND seq = $3",
-        )
-        .bind(&s.fs)
-        .bind(id.client as i64)
-        .bind(id.seq as i64)
-        .fetch_optional(&mut *c)
-        .await)?;
-        Ok(row.map(|r| r.0 as u64))
+        self.shards
+            .read(&s.fs, |st| Ok(st.request(id.client, id.seq)))
+            .await
     }
 
-    /// Drops the records of requests nobody can still be retrying.
-    pub(crate) async fn forget_requests(&self) -> Res<u64> {
-        let mut c = self.conn().await?;
-        let r = db(sqlx::query("DELETE FROM meta_requests WHERE at < $1")
-            .bind(t_secs() - REQUEST_KEEP_SECS)
-            .execute(&mut *c)
-            .await)?;
-        Ok(r.rows_affected())
+    /// Drops the records of requests nobody can still be retrying at
+    /// `now` (seconds), in every loaded file system; how many.
+    pub(crate) async fn forget_requests(&self, now: i64) -> Res<u64> {
+        let mut gone = 0;
+        for shard in self.shards.loaded() {
+            let fs = shard.with(|st| st.fs.clone());
+            gone += self
+                .shards
+                .write(&fs, |st| Ok(st.forget_requests(now - REQUEST_KEEP_SECS)))
+                .await?;
+        }
+        Ok(gone)
     }
 
     pub(crate) async fn chain_table(&self) -> Res<ChainTable> {
-        let mut c = self.conn().await?;
-        latest_chain_table(&mut c).await
+        let body = cpfs_store::latest_chain_table_body(&self.store.pool)
+            .await
+            .map_err(|e| (EIO, format!("metadata store: {e}")))?;
+        match body {
+            None => Ok(ChainTable::default()),
+            Some(body) => ChainTable::from_stored(&body).map_err(|e| (EIO, e.to_string())),
+        }
     }
-}
-
-pub(super) fn t_secs() -> i64 {
-    now_ns() / 1_000_000_000
 }

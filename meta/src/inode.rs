@@ -1,0 +1,15 @@
+//! An inode as the namespace keeps it, in memory and in the `inodes` table.
+
+use cpfs_proto::meta::Attr;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Inode {
+    pub attr: Attr,
+    /// For a directory, its parent (`..`); for other kinds, the directory
+    /// it was created in (informational).
+    pub parent: u64,
+    /// Symlink target.
+    pub target: Option<Vec<u8>>,
+    pub chunk_size: u64,
+    pub chains: Vec<u32>,
+}

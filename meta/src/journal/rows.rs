@@ -1,0 +1,132 @@
+//! The row images an operation produces, and a batch of them with only the
+//! last image of each row kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cpfs_proto::meta::Kind;
+
+use crate::inode::Inode;
+
+use super::Entry;
+
+/// A file system's counters row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub next_ino: u64,
+    pub used_bytes: u64,
+    pub files: u64,
+}
+
+/// One row after an operation: its new image, or `None` when it is gone.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    Inode(u64, Option<Inode>),
+    Dentry(u64, Vec<u8>, Option<(u64, Kind)>),
+    Xattr(u64, Vec<u8>, Option<Vec<u8>>),
+    Orphan(u64, Option<i64>),
+    Counters(Counters),
+    /// A request's outcome: (client, seq) made or linked `ino` at `at`.
+    Request {
+        client: u64,
+        seq: u64,
+        ino: u64,
+        at: i64,
+    },
+    /// Request records older than `before` (seconds) are dropped.
+    ForgetRequests {
+        before: i64,
+    },
+}
+
+/// Which row a change is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Inode(u64),
+    Dentry(u64, Vec<u8>),
+    Xattr(u64, Vec<u8>),
+    Orphan(u64),
+    Counters,
+    Request(u64, u64),
+}
+
+/// The rows of a batch of entries, each at its last image. There are no
+/// foreign keys between namespace rows, so the rows can be written in any
+/// order once each holds its final image.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// Per file system: row → last change.
+    pub rows: Vec<(Arc<str>, Vec<Change>)>,
+    pub forget: Vec<(Arc<str>, i64)>,
+}
+
+impl Batch {
+    pub fn coalesce(entries: &[Entry]) -> Batch {
+        let mut per_fs: HashMap<Arc<str>, HashMap<Key, Change>> = HashMap::new();
+        let mut forget = Vec::new();
+        for e in entries {
+            let rows = per_fs.entry(e.fs.clone()).or_default();
+            for c in &e.changes {
+                let key = match c {
+                    Change::Inode(ino, _) => Key::Inode(*ino),
+                    Change::Dentry(p, name, _) => Key::Dentry(*p, name.clone()),
+                    Change::Xattr(ino, name, _) => Key::Xattr(*ino, name.clone()),
+                    Change::Orphan(ino, _) => Key::Orphan(*ino),
+                    Change::Counters(_) => Key::Counters,
+                    Change::Request { client, seq, .. } => Key::Request(*client, *seq),
+                    Change::ForgetRequests { before } => {
+                        forget.push((e.fs.clone(), *before));
+                        continue;
+                    }
+                };
+                rows.insert(key, c.clone());
+            }
+        }
+        Batch {
+            rows: per_fs
+                .into_iter()
+                .map(|(fs, rows)| (fs, rows.into_values().collect()))
+                .collect(),
+            forget,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forget.is_empty() && self.rows.iter().all(|(_, r)| r.is_empty())
+    }
+}
+
+/// The statements both stores run, with `$n` placeholders (SQLite reads
+/// them as numbered parameters).
+pub(crate) mod statements {
+    pub const UPSERT_INODE: &str = "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+        ON CONFLICT (fs_id, ino) DO UPDATE SET kind = excluded.kind, perm = excluded.perm, uid = excluded.uid, gid = excluded.gid, \
+        nlink = excluded.nlink, size = excluded.size, atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns, \
+        ctime_ns = excluded.ctime_ns, rdev = excluded.rdev, parent = excluded.parent, target = excluded.target, \
+        chunk_size = excluded.chunk_size, chains = excluded.chains";
+    pub const DELETE_INODE: &str = "DELETE FROM inodes WHERE fs_id = $1 AND ino = $2";
+    pub const UPSERT_DENTRY: &str =
+        "INSERT INTO dentries (fs_id, parent, name, ino, kind) VALUES ($1, $2, $3, $4, $5) \
+        ON CONFLICT (fs_id, parent, name) DO UPDATE SET ino = excluded.ino, kind = excluded.kind";
+    pub const DELETE_DENTRY: &str =
+        "DELETE FROM dentries WHERE fs_id = $1 AND parent = $2 AND name = $3";
+    pub const UPSERT_XATTR: &str =
+        "INSERT INTO xattrs (fs_id, ino, name, value) VALUES ($1, $2, $3, $4) \
+        ON CONFLICT (fs_id, ino, name) DO UPDATE SET value = excluded.value";
+    pub const DELETE_XATTR: &str = "DELETE FROM xattrs WHERE fs_id = $1 AND ino = $2 AND name = $3";
+    pub const UPSERT_ORPHAN: &str = "INSERT INTO orphans (fs_id, ino, since) VALUES ($1, $2, $3) \
+        ON CONFLICT (fs_id, ino) DO UPDATE SET since = excluded.since";
+    pub const DELETE_ORPHAN: &str = "DELETE FROM orphans WHERE fs_id = $1 AND ino = $2";
+    pub const UPDATE_COUNTERS: &str =
+        "UPDATE fs_counters SET next_ino = $2, used_bytes = $3, files = $4 WHERE fs_id = $1";
+    pub const UPSERT_REQUEST: &str =
+        "INSERT INTO meta_requests (fs_id, client, seq, ino, at) VALUES ($1, $2, $3, $4, $5) \
+        ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, at = excluded.at";
+    pub const FORGET_REQUESTS: &str = "DELETE FROM meta_requests WHERE fs_id = $1 AND at < $2";
+}
+
+/// A chain list as the `chains` column stores it.
+pub(crate) fn chains_text(chains: &[u32]) -> String {
+    serde_json::to_string(chains).unwrap_or_else(|_| "[]".into())
+}

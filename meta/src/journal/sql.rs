@@ -1,0 +1,120 @@
+//! The PostgreSQL writer: a transaction on the store's pool per batch. The
+//! driver is asynchronous on the connection's socket, so there is no
+//! thread hand-off per statement; a batch's statements are one round trip
+//! each and share one commit.
+
+use cpfs_store::Store;
+
+use super::rows::{chains_text, statements as st, Batch, Change};
+use super::Writer;
+
+pub(crate) struct SqlWriter {
+    store: Store,
+}
+
+impl SqlWriter {
+    pub fn new(store: Store) -> SqlWriter {
+        SqlWriter { store }
+    }
+
+    async fn write_now(&self, batch: &Batch) -> Result<(), sqlx::Error> {
+        let mut tx = self
+            .store
+            .begin_write()
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        for (fs, before) in &batch.forget {
+            sqlx::query(st::FORGET_REQUESTS)
+                .bind(fs.as_ref())
+                .bind(*before)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (fs, rows) in &batch.rows {
+            let fs = fs.as_ref();
+            for c in rows {
+                let q = match c {
+                    Change::Inode(ino, Some(i)) => {
+                        let a = &i.attr;
+                        sqlx::query(st::UPSERT_INODE)
+                            .bind(fs)
+                            .bind(*ino as i64)
+                            .bind(a.kind.code())
+                            .bind(a.perm as i64)
+                            .bind(a.uid as i64)
+                            .bind(a.gid as i64)
+                            .bind(a.nlink as i64)
+                            .bind(a.size as i64)
+                            .bind(a.atime_ns)
+                            .bind(a.mtime_ns)
+                            .bind(a.ctime_ns)
+                            .bind(a.rdev as i64)
+                            .bind(i.parent as i64)
+                            .bind(i.target.clone())
+                            .bind(i.chunk_size as i64)
+                            .bind(chains_text(&i.chains))
+                    }
+                    Change::Inode(ino, None) => {
+                        sqlx::query(st::DELETE_INODE).bind(fs).bind(*ino as i64)
+                    }
+                    Change::Dentry(parent, name, Some((ino, kind))) => {
+                        sqlx::query(st::UPSERT_DENTRY)
+                            .bind(fs)
+                            .bind(*parent as i64)
+                            .bind(name.clone())
+                            .bind(*ino as i64)
+                            .bind(kind.code())
+                    }
+                    Change::Dentry(parent, name, None) => sqlx::query(st::DELETE_DENTRY)
+                        .bind(fs)
+                        .bind(*parent as i64)
+                        .bind(name.clone()),
+                    Change::Xattr(ino, name, Some(value)) => sqlx::query(st::UPSERT_XATTR)
+                        .bind(fs)
+                        .bind(*ino as i64)
+                        .bind(name.clone())
+                        .bind(value.clone()),
+                    Change::Xattr(ino, name, None) => sqlx::query(st::DELETE_XATTR)
+                        .bind(fs)
+                        .bind(*ino as i64)
+                        .bind(name.clone()),
+                    Change::Orphan(ino, Some(since)) => sqlx::query(st::UPSERT_ORPHAN)
+                        .bind(fs)
+                        .bind(*ino as i64)
+                        .bind(*since),
+                    Change::Orphan(ino, None) => {
+                        sqlx::query(st::DELETE_ORPHAN).bind(fs).bind(*ino as i64)
+                    }
+                    Change::Counters(c) => sqlx::query(st::UPDATE_COUNTERS)
+                        .bind(fs)
+                        .bind(c.next_ino as i64)
+                        .bind(c.used_bytes as i64)
+                        .bind(c.files as i64),
+                    Change::Request {
+                        client,
+                        seq,
+                        ino,
+                        at,
+                    } => sqlx::query(st::UPSERT_REQUEST)
+                        .bind(fs)
+                        .bind(*client as i64)
+                        .bind(*seq as i64)
+                        .bind(*ino as i64)
+                        .bind(*at),
+                    Change::ForgetRequests { .. } => continue,
+                };
+                q.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await
+    }
+}
+
+impl Writer for SqlWriter {
+    async fn write(&mut self, batch: &Batch) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write_now(batch).await.map_err(|e| e.to_string())
+    }
+}

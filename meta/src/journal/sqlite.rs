@@ -1,0 +1,150 @@
+//! The SQLite writer: its own connection (rusqlite), on the journal's own
+//! thread, with cached prepared statements. A batch is one `BEGIN
+//! IMMEDIATE … COMMIT`.
+
+use rusqlite::{params, Connection};
+
+use super::rows::{chains_text, statements as st, Batch, Change};
+use super::{JournalError, Writer};
+
+pub(crate) struct SqliteWriter {
+    conn: Connection,
+}
+
+/// A cached statement. SQLite numbers `$N` parameters by first appearance,
+/// not by N; `?N` is bound to position N, as PostgreSQL reads `$N`.
+fn prepare<'c>(
+    tx: &'c rusqlite::Transaction<'_>,
+    sql: &str,
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    tx.prepare_cached(&sql.replace('$', "?"))
+}
+
+impl SqliteWriter {
+    pub fn open(file: &std::path::Path) -> Result<SqliteWriter, JournalError> {
+        if file.as_os_str().is_empty() || file == std::path::Path::new(":memory:") {
+            return Err(JournalError::Open(
+                "the metadata journal needs a database file, not an in-memory database".into(),
+            ));
+        }
+        let conn = Connection::open(file).map_err(|e| JournalError::Open(e.to_string()))?;
+        // The same durability as the control plane's pool: WAL with
+        // synchronous=NORMAL survives a kill -9 of any process; writers
+        // queue behind the busy timeout.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(|e| JournalError::Open(e.to_string()))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(SqliteWriter { conn })
+    }
+
+    fn write_now(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        let tx =
+            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
+        for (fs, before) in &batch.forget {
+            prepare(&tx, st::FORGET_REQUESTS)?.execute(params![fs.as_ref(), before])?;
+        }
+        for (fs, rows) in &batch.rows {
+            let fs = fs.as_ref();
+            for c in rows {
+                match c {
+                    Change::Inode(ino, Some(i)) => {
+                        let a = &i.attr;
+                        prepare(&tx, st::UPSERT_INODE)?.execute(params![
+                            fs,
+                            *ino as i64,
+                            a.kind.code(),
+                            a.perm as i64,
+                            a.uid as i64,
+                            a.gid as i64,
+                            a.nlink as i64,
+                            a.size as i64,
+                            a.atime_ns,
+                            a.mtime_ns,
+                            a.ctime_ns,
+                            a.rdev as i64,
+                            i.parent as i64,
+                            i.target,
+                            i.chunk_size as i64,
+                            chains_text(&i.chains),
+                        ])?;
+                    }
+                    Change::Inode(ino, None) => {
+                        prepare(&tx, st::DELETE_INODE)?.execute(params![fs, *ino as i64])?;
+                    }
+                    Change::Dentry(parent, name, Some((ino, kind))) => {
+                        prepare(&tx, st::UPSERT_DENTRY)?.execute(params![
+                            fs,
+                            *parent as i64,
+                            name,
+                            *ino as i64,
+                            kind.code()
+                        ])?;
+                    }
+                    Change::Dentry(parent, name, None) => {
+                        prepare(&tx, st::DELETE_DENTRY)?.execute(params![
+                            fs,
+                            *parent as i64,
+                            name
+                        ])?;
+                    }
+                    Change::Xattr(ino, name, Some(value)) => {
+                        prepare(&tx, st::UPSERT_XATTR)?.execute(params![
+                            fs,
+                            *ino as i64,
+                            name,
+                            value
+                        ])?;
+                    }
+                    Change::Xattr(ino, name, None) => {
+                        prepare(&tx, st::DELETE_XATTR)?.execute(params![fs, *ino as i64, name])?;
+                    }
+                    Change::Orphan(ino, Some(since)) => {
+                        prepare(&tx, st::UPSERT_ORPHAN)?.execute(params![
+                            fs,
+                            *ino as i64,
+                            since
+                        ])?;
+                    }
+                    Change::Orphan(ino, None) => {
+                        prepare(&tx, st::DELETE_ORPHAN)?.execute(params![fs, *ino as i64])?;
+                    }
+                    Change::Counters(c) => {
+                        prepare(&tx, st::UPDATE_COUNTERS)?.execute(params![
+                            fs,
+                            c.next_ino as i64,
+                            c.used_bytes as i64,
+                            c.files as i64
+                        ])?;
+                    }
+                    Change::Request {
+                        client,
+                        seq,
+                        ino,
+                        at,
+                    } => {
+                        prepare(&tx, st::UPSERT_REQUEST)?.execute(params![
+                            fs,
+                            *client as i64,
+                            *seq as i64,
+                            *ino as i64,
+                            at
+                        ])?;
+                    }
+                    Change::ForgetRequests { .. } => {}
+                }
+            }
+        }
+        tx.commit()
+    }
+}
+
+impl Writer for SqliteWriter {
+    async fn write(&mut self, batch: &Batch) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write_now(batch).map_err(|e| e.to_string())
+    }
+}

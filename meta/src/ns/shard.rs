@@ -1,0 +1,206 @@
+//! Shards: each file system's namespace in memory, loaded on first use,
+//! changed under its lock, and made durable through the journal before an
+//! answer leaves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cpfs_proto::meta::errno::EIO;
+
+use super::state::FsState;
+use crate::journal::Journal;
+use crate::{fail, Res};
+
+pub(crate) struct Shard {
+    state: Mutex<FsState>,
+    generation: u64,
+    /// The last journal entry this shard submitted.
+    last_seq: AtomicU64,
+    /// A change of this incarnation was lost (or an operation failed half
+    /// way): the shard is reloaded from the store before it is used again.
+    poisoned: AtomicBool,
+}
+
+/// Every loaded shard of this metadata server.
+pub(crate) struct Shards {
+    pool: sqlx::AnyPool,
+    pub journal: Arc<Journal>,
+    map: RwLock<HashMap<String, Arc<Shard>>>,
+    /// One load at a time: two callers of an unloaded file system must not
+    /// build two shards.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl Shards {
+    pub fn new(pool: sqlx::AnyPool, journal: Arc<Journal>) -> Shards {
+        Shards {
+            pool,
+            journal,
+            map: RwLock::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self, fs: &str) -> Option<Arc<Shard>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fs)
+            .filter(|s| !s.poisoned.load(Ordering::Acquire))
+            .cloned()
+    }
+
+    /// The shard of `fs`, loading it from the store when needed.
+    pub async fn get(&self, fs: &str) -> Res<Arc<Shard>> {
+        if let Some(s) = self.cached(fs) {
+            return Ok(s);
+        }
+        let _one = self.loading.lock().await;
+        if let Some(s) = self.cached(fs) {
+            return Ok(s);
+        }
+        let old = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(fs)
+            .cloned();
+        if let Some(old) = old {
+            // What the old incarnation submitted is settled (committed or
+            // refused) before the store is read again.
+            let _ = self
+                .journal
+                .durable(old.last_seq.load(Ordering::Acquire))
+                .await;
+            tracing::warn!(fs, "reloading the namespace from the store after a failure");
+        }
+        let state = FsState::load(&self.pool, fs).await?;
+        let shard = Arc::new(Shard {
+            state: Mutex::new(state),
+            generation: self.journal.generation(),
+            last_seq: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+        });
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fs.to_string(), shard.clone());
+        Ok(shard)
+    }
+
+    /// The shards loaded now.
+    pub fn loaded(&self) -> Vec<Arc<Shard>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets the shard of `fs` (its file system was deleted).
+    pub fn unload(&self, fs: &str) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(fs);
+    }
+
+    /// Applies `f` to the namespace of `fs` and answers once its changes
+    /// are committed. `f` checks everything before it changes anything:
+    /// an error leaves the namespace as it was.
+    pub async fn write<T>(&self, fs: &str, f: impl FnOnce(&mut FsState) -> Res<T>) -> Res<T> {
+        let shard = self.get(fs).await?;
+        shard.write(&self.journal, f).await
+    }
+
+    /// Reads the namespace of `fs` with `f`, once every change it may have
+    /// seen is committed.
+    pub async fn read<T>(&self, fs: &str, f: impl FnOnce(&FsState) -> Res<T>) -> Res<T> {
+        let shard = self.get(fs).await?;
+        shard.read(&self.journal, f).await
+    }
+}
+
+impl Shard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poison(&self, why: &str) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!(why, "namespace shard discarded; it is reloaded on next use");
+        }
+    }
+
+    pub async fn write<T>(
+        &self,
+        journal: &Journal,
+        f: impl FnOnce(&mut FsState) -> Res<T>,
+    ) -> Res<T> {
+        let (out, wait) = {
+            let mut st = self.lock();
+            if self.poisoned.load(Ordering::Acquire) {
+                return fail(EIO, "namespace is being reloaded; retry");
+            }
+            let out = f(&mut st);
+            let changes = st.take_changes();
+            match out {
+                Err(e) => {
+                    if !changes.is_empty() {
+                        self.poison("an operation failed after changing the namespace");
+                    }
+                    (Err(e), None)
+                }
+                Ok(v) if changes.is_empty() => (Ok(v), None),
+                Ok(v) => {
+                    let (seq, wait) = journal.submit(&st.fs, self.generation, changes);
+                    self.last_seq.store(seq, Ordering::Release);
+                    (Ok(v), Some(wait))
+                }
+            }
+        };
+        match wait {
+            // Nothing changed: the answer may still rest on changes not
+            // yet committed.
+            None => self.settled(journal).await?,
+            Some(wait) => match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.poison(&e);
+                    return fail(EIO, format!("metadata store: {e}"));
+                }
+                Err(_) => {
+                    self.poison("journal stopped");
+                    return fail(EIO, "metadata store: the journal stopped");
+                }
+            },
+        }
+        out
+    }
+
+    pub async fn read<T>(&self, journal: &Journal, f: impl FnOnce(&FsState) -> Res<T>) -> Res<T> {
+        let out = f(&self.lock());
+        self.settled(journal).await?;
+        out
+    }
+
+    /// Waits until what this shard submitted so far is committed.
+    async fn settled(&self, journal: &Journal) -> Res<()> {
+        journal
+            .durable(self.last_seq.load(Ordering::Acquire))
+            .await
+            .map_err(|e| (EIO, e.to_string()))?;
+        if self.poisoned.load(Ordering::Acquire) {
+            return fail(EIO, "namespace is being reloaded; retry");
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the state under the lock, without waiting for the
+    /// journal (bookkeeping that reads only what it will itself commit).
+    pub fn with<T>(&self, f: impl FnOnce(&FsState) -> T) -> T {
+        f(&self.lock())
+    }
+}

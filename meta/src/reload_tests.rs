@@ -1,0 +1,233 @@
+//! What the journal committed is what a restarted metadata service loads:
+//! names, attributes, extended attributes, orphans, counters, the next
+//! inode number and request records, on SQLite and PostgreSQL.
+
+use cpfs_proto::meta::{Attr, FsStat, MetaOp, MetaReply, RequestId, SetAttr, ROOT_INO};
+use cpfs_store::Store;
+
+use crate::exactly_once_tests::{backends, open, Backend};
+
+/// Everything a client can see of the namespace, walked from the root.
+async fn snapshot(b: &Backend) -> (Vec<(String, Attr, Vec<(Vec<u8>, Vec<u8>)>)>, FsStat) {
+    let mut out = Vec::new();
+    let mut dirs = vec![(ROOT_INO, String::new())];
+    while let Some((dir, path)) = dirs.pop() {
+        let entries = match b
+            .run(
+                MetaOp::ReadDir {
+                    ino: dir,
+                    after: None,
+                    limit: 1000,
+                },
+                None,
+            )
+            .await
+        {
+            MetaReply::Dir { entries, .. } => entries,
+            other => panic!("{}: readdir: {other:?}", b.name),
+        };
+        for e in entries {
+            let p = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+            let MetaReply::Attr(a) = b.run(MetaOp::GetAttr { ino: e.ino }, None).await else {
+                panic!("{}: getattr {p}", b.name)
+            };
+            let mut xattrs = Vec::new();
+            if let MetaReply::XattrNames(names) =
+                b.run(MetaOp::ListXattr { ino: e.ino }, None).await
+            {
+                for name in names {
+                    if let MetaReply::Xattr(v) = b
+                        .run(
+                            MetaOp::GetXattr {
+                                ino: e.ino,
+                                name: name.clone(),
+                            },
+                            None,
+                        )
+                        .await
+                    {
+                        xattrs.push((name, v));
+                    }
+                }
+            }
+            if a.kind == cpfs_proto::meta::Kind::Dir {
+                dirs.push((a.ino, p.clone()));
+            }
+            out.push((p, a, xattrs));
+        }
+    }
+    out.sort_by(|x, y| x.0.cmp(&y.0));
+    let MetaReply::StatFs(st) = b.run(MetaOp::StatFs, None).await else {
+        panic!("{}: statfs", b.name)
+    };
+    (out, st)
+}
+
+fn id(seq: u64) -> Option<RequestId> {
+    Some(RequestId { client: 9, seq })
+}
+
+async fn entry(b: &Backend, op: MetaOp, seq: u64) -> Attr {
+    match b.run(op, id(seq)).await {
+        MetaReply::Entry(a) | MetaReply::Attr(a) => a,
+        MetaReply::Open(o) => o.attr,
+        other => panic!("{}: {other:?}", b.name),
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_service_loads_exactly_what_was_committed() {
+    for mut b in backends().await {
+        let n = b.name;
+        let d = entry(
+            &b,
+            MetaOp::Mkdir {
+                parent: ROOT_INO,
+                name: b"d".to_vec(),
+                mode: 0o755,
+                umask: 0,
+            },
+            1,
+        )
+        .await;
+        let f = entry(
+            &b,
+            MetaOp::Create {
+                parent: d.ino,
+                name: b"f".to_vec(),
+                mode: 0o640,
+                umask: 0,
+                read: true,
+            },
+            2,
+        )
+        .await;
+        entry(
+            &b,
+            MetaOp::Written {
+                ino: f.ino,
+                size: 12345,
+            },
+            3,
+        )
+        .await;
+        entry(
+            &b,
+            MetaOp::Symlink {
+                parent: ROOT_INO,
+                name: b"s".to_vec(),
+                target: b"d/f".to_vec(),
+            },
+            4,
+        )
+        .await;
+        entry(
+            &b,
+            MetaOp::Link {
+                ino: f.ino,
+                new_parent: ROOT_INO,
+                new_name: b"hard".to_vec(),
+            },
+            5,
+        )
+        .await;
+        let g = entry(
+            &b,
+            MetaOp::Create {
+                parent: ROOT_INO,
+                name: b"gone".to_vec(),
+                mode: 0o600,
+                umask: 0,
+                read: true,
+            },
+            6,
+        )
+        .await;
+        entry(
+            &b,
+            MetaOp::Written {
+                ino: g.ino,
+                size: 4096,
+            },
+            7,
+        )
+        .await;
+        let set = SetAttr {
+            mode: Some(0o600),
+            ..Default::default()
+        };
+        entry(&b, MetaOp::SetAttr { ino: f.ino, set }, 8).await;
+        let xattr = MetaOp::SetXattr {
+            ino: d.ino,
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+            flags: 0,
+        };
+        assert!(matches!(b.run(xattr, id(9)).await, MetaReply::Done), "{n}");
+        let rename = MetaOp::Rename {
+            parent: ROOT_INO,
+            name: b"hard".to_vec(),
+            new_parent: d.ino,
+            new_name: b"h2".to_vec(),
+            flags: 0,
+        };
+        assert!(
+            matches!(b.run(rename, id(10)).await, MetaReply::Done),
+            "{n}"
+        );
+        let unlink = MetaOp::Unlink {
+            parent: ROOT_INO,
+            name: b"gone".to_vec(),
+        };
+        assert!(
+            matches!(b.run(unlink.clone(), id(11)).await, MetaReply::Done),
+            "{n}"
+        );
+        let before = snapshot(&b).await;
+
+        // A new service on the same database, as after kill -9.
+        b.svc = open(Store::open(&b.url).await.unwrap());
+        let after = snapshot(&b).await;
+        assert_eq!(
+            format!("{:?}", before.0),
+            format!("{:?}", after.0),
+            "{n}: the tree changed"
+        );
+        assert_eq!(
+            format!("{:?}", before.1),
+            format!("{:?}", after.1),
+            "{n}: the counters changed"
+        );
+        assert_eq!(
+            after.1.used_bytes,
+            12345 + 4096,
+            "{n}: used bytes (the orphan still counts; a symlink does not)"
+        );
+
+        // The retry of an operation applied before the restart is answered
+        // as applied, not applied again.
+        assert!(
+            matches!(b.run(unlink, id(11)).await, MetaReply::Done),
+            "{n}"
+        );
+        // New inodes never reuse a number.
+        let newest = before.0.iter().map(|e| e.1.ino).max().unwrap().max(g.ino);
+        let h = entry(
+            &b,
+            MetaOp::Create {
+                parent: ROOT_INO,
+                name: b"new".to_vec(),
+                mode: 0o600,
+                umask: 0,
+                read: true,
+            },
+            12,
+        )
+        .await;
+        assert!(
+            h.ino > newest,
+            "{n}: inode {} reused (newest was {newest})",
+            h.ino
+        );
+    }
+}
