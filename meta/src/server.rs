@@ -288,6 +288,14 @@ impl MetaService {
                 self.readdir(&s, &who, ino, after, limit).await,
                 |(entries, more)| MetaReply::Dir { entries, more },
             ),
+            MetaOp::ReadDirPlus { ino, after, limit } => reply(
+                self.readdir_plus(&s, &who, ino, after, limit).await,
+                |(entries, searchable, more)| MetaReply::DirPlus {
+                    entries,
+                    searchable,
+                    more,
+                },
+            ),
             MetaOp::Written { ino, size } => {
                 reply(self.written(&s, ino, size).await, MetaReply::Attr)
             }
@@ -444,6 +452,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::Readlink { .. }
         | MetaOp::Release { .. }
         | MetaOp::ReadDir { .. }
+        | MetaOp::ReadDirPlus { .. }
         | MetaOp::StatFs
         | MetaOp::GetXattr { .. }
         | MetaOp::ListXattr { .. }

@@ -220,6 +220,13 @@ pub enum MetaOp {
         stripe_width: u32,
     },
     ChainTable,
+    /// As `ReadDir`, with each entry's attributes (what the kernel's
+    /// READDIRPLUS wants: a listing and the lookups of its names at once).
+    ReadDirPlus {
+        ino: u64,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
 }
 
 /// Names one operation of one client across all its retries. A client
@@ -293,6 +300,14 @@ pub enum MetaReply {
         stripe_width: u32,
     },
     Chains(ChainTable),
+    /// Entries with their attributes. `searchable`: the caller may look
+    /// the names up (search permission on the directory); when not, the
+    /// client must not let the kernel keep the entries.
+    DirPlus {
+        entries: Vec<(DirEntry, Attr)>,
+        searchable: bool,
+        more: bool,
+    },
     Done,
     /// A POSIX errno, and a message for the log.
     Err {

@@ -638,6 +638,21 @@ def test_nobody_reads_0644_but_not_0600(target_dir, errno_as):
     assert errno_as("os.stat(a[0])", priv) == 0      # stat needs no read permission
 
 
+def test_a_listable_but_unsearchable_directory_lists_names_only(target_dir, errno_as):
+    """Read without search permission: the listing (which comes with each
+    entry's attributes, readdirplus) shows the names, but no entry can be
+    reached, not even right after the listing handed its attributes over."""
+    d = target_dir / "r-only"
+    d.mkdir()
+    write_file(d / "f", b"x", 0o644)
+    os.chmod(d, 0o744)
+    assert errno_as("assert os.listdir(a[0]) == ['f'], os.listdir(a[0])", d) == 0
+    assert errno_as("os.listdir(a[0]); os.stat(os.path.join(a[0], 'f'))", d) == errno.EACCES
+    assert errno_as("os.listdir(a[0]); open(os.path.join(a[0], 'f')).read()", d) == errno.EACCES
+    os.chmod(d, 0o755)
+    assert errno_as("os.listdir(a[0]); assert open(os.path.join(a[0], 'f')).read() == 'x'", d) == 0
+
+
 def test_nobody_chown_and_chmod_are_eperm(target_dir, errno_as, nobody):
     NOBODY_UID, NOBODY_GID = nobody
     mine = target_dir / "nobodys"

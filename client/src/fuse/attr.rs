@@ -54,3 +54,25 @@ pub fn file_attr(a: &Attr) -> FileAttr {
         flags: 0,
     }
 }
+
+/// Attributes carrying only an inode number and a type (for `.` and `..`
+/// in a READDIRPLUS reply, where the kernel reads nothing else).
+pub(crate) fn bare(ino: u64, kind: FileType) -> FileAttr {
+    FileAttr {
+        ino,
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 1 << 20,
+        flags: 0,
+    }
+}

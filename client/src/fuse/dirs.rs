@@ -1,15 +1,31 @@
 //! Directory listings: read whole at opendir (in pages from the metadata
-//! service) and served to readdir from memory, so offsets stay stable while
-//! the directory changes.
+//! service, with each entry's attributes) and served to readdir and
+//! readdirplus from memory, so offsets stay stable while the directory
+//! changes.
 
-use cpfs_proto::meta::{errno, Caller, MetaOp, MetaReply};
+use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
 use fuser::FileType;
 
 use super::attr::file_type;
 use crate::meta::MetaClient;
 
-/// A directory as read at opendir: `.`, `..` and every entry.
-pub(crate) type DirListing = Vec<(u64, FileType, Vec<u8>)>;
+/// One entry as read at opendir.
+pub(crate) struct Listed {
+    pub ino: u64,
+    pub kind: FileType,
+    pub name: Vec<u8>,
+    /// Its attributes then (`None` for `.` and `..`, whose attributes the
+    /// kernel ignores in a READDIRPLUS reply).
+    pub attr: Option<Attr>,
+}
+
+/// A directory as read at opendir: `.`, `..` and every entry, and whether
+/// the caller may look the entries up (only then may the kernel keep the
+/// entries readdirplus hands it).
+pub(crate) struct DirListing {
+    pub entries: Vec<Listed>,
+    pub searchable: bool,
+}
 
 /// Reads the listing of directory `ino`.
 pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<DirListing, i32> {
@@ -26,16 +42,22 @@ pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<Di
         Ok(MetaReply::Entry(a)) => a.ino,
         _ => ino,
     };
-    let mut listing: DirListing = vec![
-        (ino, FileType::Directory, b".".to_vec()),
-        (parent, FileType::Directory, b"..".to_vec()),
-    ];
+    let dot = |ino, name: &[u8]| Listed {
+        ino,
+        kind: file_type(Kind::Dir),
+        name: name.to_vec(),
+        attr: None,
+    };
+    let mut listing = DirListing {
+        entries: vec![dot(ino, b"."), dot(parent, b"..")],
+        searchable: false,
+    };
     let mut after = None;
     loop {
         match meta
             .call(
                 who,
-                MetaOp::ReadDir {
+                MetaOp::ReadDirPlus {
                     ino,
                     after: after.clone(),
                     limit: 4096,
@@ -43,13 +65,21 @@ pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<Di
             )
             .await
         {
-            Ok(MetaReply::Dir { entries, more }) => {
-                after = entries.last().map(|e| e.name.clone());
-                listing.extend(
-                    entries
-                        .into_iter()
-                        .map(|e| (e.ino, file_type(e.kind), e.name)),
-                );
+            Ok(MetaReply::DirPlus {
+                entries,
+                searchable,
+                more,
+            }) => {
+                after = entries.last().map(|e| e.0.name.clone());
+                listing.searchable = searchable;
+                listing
+                    .entries
+                    .extend(entries.into_iter().map(|(e, a)| Listed {
+                        ino: e.ino,
+                        kind: file_type(e.kind),
+                        name: e.name,
+                        attr: Some(a),
+                    }));
                 if !more {
                     break;
                 }

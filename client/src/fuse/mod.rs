@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
 };
 use tokio::runtime::Handle;
 
@@ -100,6 +101,9 @@ impl Filesystem for CpfsFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(4 << 20);
+        // Listings come with attributes (readdirplus), always: the service
+        // sends them with every page anyway.
+        let _ = config.add_capabilities(fuser::consts::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -606,8 +610,70 @@ impl Filesystem for CpfsFs {
         else {
             return reply.error(libc::EBADF);
         };
-        for (i, (ino, kind, name)) in listing.iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(*ino, (i + 1) as i64, *kind, OsStr::from_bytes(name)) {
+        for (i, e) in listing
+            .entries
+            .iter()
+            .enumerate()
+            .skip(offset.max(0) as usize)
+        {
+            if reply.add(e.ino, (i + 1) as i64, e.kind, OsStr::from_bytes(&e.name)) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    /// The listing with each entry's attributes: the kernel fills its
+    /// dentry and attribute caches from it, so `ls -l` or `rm -r` need no
+    /// lookup per name.
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(listing) = self
+            .dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+        else {
+            return reply.error(libc::EBADF);
+        };
+        // Entries the caller may not look up go out with no validity, so
+        // the kernel asks (and is refused) before it uses one.
+        let ttl = if listing.searchable {
+            TTL
+        } else {
+            Duration::ZERO
+        };
+        for (i, e) in listing
+            .entries
+            .iter()
+            .enumerate()
+            .skip(offset.max(0) as usize)
+        {
+            let attr = match &e.attr {
+                Some(a) => file_attr(a),
+                // `.` and `..`: the kernel reads only the inode number.
+                None => attr::bare(e.ino, e.kind),
+            };
+            let ttl = if e.attr.is_some() {
+                ttl
+            } else {
+                Duration::ZERO
+            };
+            if reply.add(
+                e.ino,
+                (i + 1) as i64,
+                OsStr::from_bytes(&e.name),
+                &ttl,
+                &attr,
+                0,
+            ) {
                 break;
             }
         }

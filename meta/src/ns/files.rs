@@ -5,7 +5,7 @@ use cpfs_proto::layout::{self, Layout};
 use cpfs_proto::meta::{errno::*, Attr, Caller, DirEntry, Kind};
 
 use crate::inode::Inode;
-use crate::perm::{self, R, W};
+use crate::perm::{self, R, W, X};
 use crate::{fail, Res};
 
 use super::state::FsState;
@@ -62,6 +62,26 @@ impl FsState {
         let more = entries.len() > limit;
         entries.truncate(limit);
         Ok((entries, more))
+    }
+
+    /// As [`FsState::readdir`], with each entry's attributes, and whether
+    /// `who` may look the entries up.
+    #[allow(clippy::type_complexity)]
+    pub fn readdir_plus(
+        &self,
+        who: &Caller,
+        ino: u64,
+        after: Option<&[u8]>,
+        limit: u32,
+    ) -> Res<(Vec<(DirEntry, Attr)>, bool, bool)> {
+        let (entries, more) = self.readdir(who, ino, after, limit)?;
+        let searchable = perm::allowed(&self.inode(ino)?.attr, who, X);
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let a = self.attr(e.ino)?;
+            out.push((e, a));
+        }
+        Ok((out, searchable, more))
     }
 
     /// A client wrote `ino` up to `size` bytes.

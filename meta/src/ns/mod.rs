@@ -271,6 +271,22 @@ impl MetaService {
             .await
     }
 
+    #[allow(clippy::type_complexity)]
+    pub(crate) async fn readdir_plus(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Res<(Vec<(DirEntry, Attr)>, bool, bool)> {
+        self.shards
+            .read(&s.fs, |st| {
+                st.readdir_plus(who, ino, after.as_deref(), limit)
+            })
+            .await
+    }
+
     pub(crate) async fn written(&self, s: &Session, ino: u64, size: u64) -> Res<Attr> {
         let t = now_ns();
         self.shards
