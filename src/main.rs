@@ -4,6 +4,7 @@
 mod admin_client;
 mod billing_cmd;
 mod config;
+mod meta_cmd;
 mod mount_cmd;
 mod node_admin;
 mod node_cmd;
@@ -40,6 +41,14 @@ enum Command {
         command: Option<node_admin::NodeCommand>,
         #[command(flatten)]
         run: node_cmd::NodeArgs,
+    },
+    /// Run a metadata server (`cpfs meta --data-dir DIR --database-url URL ...`), or list them (`cpfs meta list`)
+    #[command(args_conflicts_with_subcommands = true)]
+    Meta {
+        #[command(subcommand)]
+        command: Option<meta_cmd::MetaCommand>,
+        #[command(flatten)]
+        run: meta_cmd::MetaArgs,
     },
     /// Mount a file system through FUSE: cpfs mount MOUNT_TARGET_DOMAIN DIR
     Mount(mount_cmd::MountArgs),
@@ -96,6 +105,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Node { command: None, run } => node_cmd::run(run).await,
+        Command::Meta { command: None, run } => meta_cmd::run(run).await,
+        Command::Meta {
+            command: Some(command),
+            ..
+        } => meta_cmd::list(command).await,
         Command::Mount(args) => mount_cmd::mount(args).await,
         Command::Stripe { command } => mount_cmd::stripe(command),
         Command::Billing { command } => billing_cmd::run(command).await,

@@ -102,7 +102,16 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
         return daemonize(&args);
     }
     let address = meta_address(&args.controlplane, &args.domain).await?;
-    let meta = MetaClient::new(&address, &args.domain);
+    let (controlplane, domain) = (args.controlplane.clone(), args.domain.clone());
+    let locate: cpfs_client::meta::Locator = Arc::new(move || {
+        let (controlplane, domain) = (controlplane.clone(), domain.clone());
+        Box::pin(async move {
+            meta_address(&controlplane, &domain)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        })
+    });
+    let meta = MetaClient::located(&address, &args.domain, Some(locate));
     let mounted = meta.mount().await.map_err(|(errno, msg)| match errno {
         2 => anyhow::anyhow!(
             "no mount target {} (check DescribeMountTargets): {msg}",

@@ -315,7 +315,8 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
 
     // The metadata service, on its own port.
     let meta_listener = bind_meta(&s).await?;
-    let meta_address = meta_listener.local_addr()?.to_string();
+    let meta_listener_address = meta_listener.local_addr()?;
+    let meta_address = crate::meta_cmd::advertised(meta_listener_address, None);
     let meta = cpfs_meta::MetaService::new(
         cp.store.clone(),
         std::sync::Arc::new(cp.clone()),
@@ -328,31 +329,17 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
     .context("starting the metadata service")?;
     let mut tasks = Supervisor::new(cp.liveness.clone());
     tasks.stop_on_signals();
-    let listening = meta.clone();
-    // Drains on shutdown: requests in flight are answered and committed.
-    tasks.spawn_until("metadata service", move |shutdown| async move {
-        let stop = shutdown.clone();
-        cpfs_meta::serve_until(
-            listening,
-            meta_listener,
-            async move { stop.requested().await },
-        )
-        .await;
-        if shutdown.is_requested() {
-            Ok(())
-        } else {
-            Err("the listener stopped".to_string())
-        }
-    });
+    // One metadata server runs here by default; it takes its file systems
+    // from the control plane under a lease like any `cpfs meta`, so more
+    // servers can join (and take over when this process dies).
     tracing::info!(listen = %meta_address, "metadata service listening");
-    let collector = cpfs_meta::Collector::new(meta);
-    tasks.every(
-        "orphan collector",
-        cpfs_meta::Collector::PERIOD,
-        move || {
-            let c = collector.clone();
-            async move { c.pass().await }
-        },
+    crate::meta_cmd::spawn_server(
+        &mut tasks,
+        meta,
+        meta_listener,
+        Arc::new(crate::meta_cmd::InProcess(cp.clone())),
+        crate::meta_cmd::server_id(&s.data_dir)?,
+        crate::meta_cmd::advertised(meta_listener_address, None),
     );
 
     let reconciler = Reconciler::new(cp.clone(), policy);

@@ -12,8 +12,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use cpfs_controlplane::ControlPlane;
 use cpfs_proto::heartbeat::{
-    ChunkLayoutsReply, ChunkLayoutsRequest, Heartbeat, HeartbeatReply, CHUNK_LAYOUTS_PATH,
-    HEARTBEAT_PATH, MAX_LAYOUT_INODES, TOKEN_HEADER,
+    ChunkLayoutsReply, ChunkLayoutsRequest, Heartbeat, HeartbeatReply, MetaHeartbeat,
+    CHUNK_LAYOUTS_PATH, HEARTBEAT_PATH, MAX_LAYOUT_INODES, META_HEARTBEAT_PATH, TOKEN_HEADER,
 };
 use subtle::ConstantTimeEq;
 
@@ -24,7 +24,8 @@ pub(crate) struct Cluster {
     pub cp: ControlPlane,
     /// None: node traffic refused.
     pub cluster_token: Option<String>,
-    /// Where clients reach the metadata service.
+    /// Where clients reach the metadata service when no metadata server
+    /// has an assignment yet (a start before the first heartbeat).
     pub meta_address: String,
 }
 
@@ -34,6 +35,7 @@ pub(crate) fn router(cluster: Cluster) -> Router {
     Router::new()
         .route(HEARTBEAT_PATH, post(heartbeat))
         .route(CHUNK_LAYOUTS_PATH, post(chunk_layouts))
+        .route(META_HEARTBEAT_PATH, post(meta_heartbeat))
         .route(MOUNT_PATH, get(mount_info))
         .with_state(Arc::new(cluster))
 }
@@ -195,8 +197,64 @@ async fn mount_info(State(cluster): State<Arc<Cluster>>, Query(q): Query<MountQu
             serde_json::json!({"Code": "InvalidParameter.MountTargetDomain"}),
         );
     }
+    // The server that owns the mount target's file system now; when none
+    // does (yet), the default one, which answers "moved" until the
+    // assignment is made and the client asks again.
+    let address = match cluster.cp.meta_address_for(&q.domain).await {
+        Ok(Some(a)) => a,
+        Ok(None) => cluster.meta_address.clone(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metadata server of a mount target not read");
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"Code": "ServiceUnavailable"}),
+            );
+        }
+    };
     json(
         StatusCode::OK,
-        serde_json::json!({"MetaAddress": cluster.meta_address, "MountTargetDomain": q.domain}),
+        serde_json::json!({"MetaAddress": address, "MountTargetDomain": q.domain}),
     )
+}
+
+/// A metadata server's heartbeat: its lease and what it owns.
+async fn meta_heartbeat(
+    State(cluster): State<Arc<Cluster>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let hb: MetaHeartbeat =
+        match authenticated_json(&cluster, &headers, body, 4096, "InvalidHeartbeat").await {
+            Ok(h) => h,
+            Err(refused) => return refused,
+        };
+    if hb.id.is_empty() || hb.id.len() > 64 || hb.address.len() > 256 {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Code": "InvalidHeartbeat", "Message": "id of 1-64 bytes, address of at most 256"}),
+        );
+    }
+    // Its own task: a dropped connection must not cut the transaction.
+    let cp = cluster.cp.clone();
+    let reply = tokio::spawn(async move { cp.meta_heartbeat(&hb).await }).await;
+    match reply {
+        Ok(Ok(reply)) => match serde_json::to_value(reply) {
+            Ok(v) => json(StatusCode::OK, v),
+            Err(_) => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"Code": "InternalError"}),
+            ),
+        },
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metadata heartbeat not recorded");
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"Code": "ServiceUnavailable"}),
+            )
+        }
+        Err(_) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"Code": "InternalError"}),
+        ),
+    }
 }

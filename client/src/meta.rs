@@ -1,9 +1,13 @@
-//! The metadata client of one mount: a session with the metadata service,
-//! remounted when the service restarted, and calls that ride out an outage
-//! (a restart of `cpfs serve`) as a stall instead of an error.
+//! The metadata client of one mount: a session with the metadata server
+//! that owns the file system, remounted when that server restarted, moved
+//! to the new owner when the file system moved (the control plane says
+//! where), and calls that ride out an outage or a failover as a stall
+//! instead of an error.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cpfs_runtime::retry;
@@ -21,10 +25,15 @@ const META_OUTAGE: Duration = Duration::from_secs(15);
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_CAP: Duration = Duration::from_secs(1);
 
+/// Asks the control plane where the file system's metadata server is now.
+pub type Locator =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 /// The metadata connection of one mount, remounting its session when the
-/// metadata service restarted.
+/// metadata service restarted or the file system moved.
 pub struct MetaClient {
-    rpc: Connection,
+    rpc: RwLock<Arc<Connection>>,
+    locate: Option<Locator>,
     domain: String,
     session: AtomicU64,
     /// This client's half of every request id (see [`RequestId`]).
@@ -35,8 +44,15 @@ pub struct MetaClient {
 
 impl MetaClient {
     pub fn new(address: &str, domain: &str) -> Arc<MetaClient> {
+        Self::located(address, domain, None)
+    }
+
+    /// A client that follows the file system when it moves to another
+    /// metadata server, asking `locate` where it went.
+    pub fn located(address: &str, domain: &str, locate: Option<Locator>) -> Arc<MetaClient> {
         Arc::new(MetaClient {
-            rpc: Connection::new(address),
+            rpc: RwLock::new(Arc::new(Connection::new(address))),
+            locate,
             domain: domain.to_string(),
             session: AtomicU64::new(0),
             client: rand::random(),
@@ -44,7 +60,52 @@ impl MetaClient {
         })
     }
 
+    fn rpc(&self) -> Arc<Connection> {
+        self.rpc.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks where the file system is served now and, when that changed,
+    /// talks to the new server from here on.
+    async fn relocate(&self) {
+        let Some(locate) = &self.locate else {
+            return;
+        };
+        match locate().await {
+            Ok(address) if address != self.rpc().address() => {
+                tracing::info!(%address, "the file system is served elsewhere now; following it");
+                *self.rpc.write().unwrap_or_else(|p| p.into_inner()) =
+                    Arc::new(Connection::new(&address));
+                self.session.store(0, Ordering::Release);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the control plane where the file system is")
+            }
+        }
+    }
+
+    /// Mounts (opens a session), waiting up to [`META_OUTAGE`] while the
+    /// service is unreachable or the file system is between servers.
     pub async fn mount(&self) -> Result<Mounted, (i32, String)> {
+        let deadline = tokio::time::Instant::now() + META_OUTAGE;
+        let mut delays = retry::delays(RETRY_FIRST, RETRY_CAP);
+        loop {
+            let failure = match self.mount_once().await {
+                Ok(m) => return Ok(m),
+                Err((errno::EMOVED, why)) | Err((errno::EIO, why)) => (errno::EIO, why),
+                Err(refused) => return Err(refused),
+            };
+            let backoff = delays.next().unwrap_or(RETRY_CAP);
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(failure);
+            }
+            tokio::time::sleep(backoff).await;
+            self.relocate().await;
+        }
+    }
+
+    async fn mount_once(&self) -> Result<Mounted, (i32, String)> {
+        let rpc = self.rpc();
         let req = MetaRequest {
             session: 0,
             caller: Caller {
@@ -57,7 +118,7 @@ impl MetaClient {
             },
             id: None,
         };
-        match self.rpc.call(req).await {
+        match rpc.call(req).await {
             Ok(MetaReply::Mounted(m)) => {
                 self.session.store(m.session, Ordering::Release);
                 Ok(m)
@@ -66,7 +127,7 @@ impl MetaClient {
             Ok(other) => Err((errno::EIO, format!("unexpected reply {other:?}"))),
             Err(e) => Err((
                 errno::EIO,
-                format!("metadata service at {}: {e}", self.rpc.address()),
+                format!("metadata service at {}: {e}", rpc.address()),
             )),
         }
     }
@@ -90,14 +151,25 @@ impl MetaClient {
                 op: op.clone(),
                 id: Some(id),
             };
-            match self.rpc.call(req).await {
+            match self.rpc().call(req).await {
                 Ok(MetaReply::Err {
                     errno: errno::ESTALE,
                     ..
                 }) if remounts < 2 => {
                     // The service restarted and forgot the session.
                     remounts += 1;
-                    if self.mount().await.is_ok() {
+                    if self.mount_once().await.is_ok() {
+                        continue;
+                    }
+                }
+                Ok(MetaReply::Err {
+                    errno: errno::EMOVED,
+                    ..
+                }) => {
+                    // The file system moved (or is moving): ask where, and
+                    // open a session there.
+                    self.relocate().await;
+                    if self.mount_once().await.is_ok() {
                         continue;
                     }
                 }
@@ -108,6 +180,7 @@ impl MetaClient {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "metadata service unreachable; retrying");
+                    self.relocate().await;
                 }
             }
             let backoff = delays.next().unwrap_or(RETRY_CAP);

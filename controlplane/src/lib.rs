@@ -13,6 +13,7 @@ pub mod filesystems;
 pub mod idempotency;
 pub mod ids;
 pub mod ldap;
+pub mod meta_servers;
 pub mod mount_policy;
 pub mod mount_targets;
 pub mod namespaces;

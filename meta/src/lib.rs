@@ -23,6 +23,7 @@ mod inode;
 mod journal;
 pub mod lifecycle;
 mod ns;
+pub mod ownership;
 pub mod perm;
 pub mod policy;
 pub mod server;
@@ -104,6 +105,16 @@ impl MetaService {
             sessions: std::sync::RwLock::new(HashMap::new()),
             open: std::sync::Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// From now on this server serves only the file systems the control
+    /// plane assigns it, under a lease ([`ownership::LeaseKeeper`] renews
+    /// it). Until the first heartbeat it serves none.
+    pub fn serve_by_lease(&self) -> Arc<ownership::Ownership> {
+        self.shards
+            .ownership
+            .get_or_init(|| Arc::new(ownership::Ownership::default()))
+            .clone()
     }
 
     pub fn session(&self, id: u64) -> Option<Session> {

@@ -369,7 +369,12 @@ impl MetaService {
             .await
             .map_err(|e| (errno::EIO, e.to_string()))?;
         for (fs,) in with_orphans {
-            self.shards.get(&fs).await?;
+            match self.shards.get(&fs).await {
+                Ok(_) => {}
+                // Another server's: it collects them.
+                Err((errno::EMOVED, _)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut done = 0;
         for shard in self.shards.loaded() {
@@ -400,8 +405,11 @@ impl MetaService {
                     tracing::warn!(%fs, ino, error = %e, "could not drop an orphan's chunks yet");
                     continue;
                 }
-                self.shards.write(&fs, |st| st.purge(ino)).await?;
-                done += 1;
+                match self.shards.write(&fs, |st| st.purge(ino)).await {
+                    Ok(()) => done += 1,
+                    Err((errno::EMOVED, _)) => break,
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(done)

@@ -53,3 +53,31 @@ pub struct ChunkLayoutsRequest {
 pub struct ChunkLayoutsReply {
     pub chains: std::collections::BTreeMap<u64, Vec<u32>>,
 }
+
+/// Where a metadata server reports itself and learns which file systems it
+/// owns.
+pub const META_HEARTBEAT_PATH: &str = "/internal/v1/meta/heartbeat";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaHeartbeat {
+    pub id: String,
+    /// Where clients reach it (host:port).
+    pub address: String,
+}
+
+/// A file system a metadata server owns, and the owner's epoch (checked in
+/// every commit of its journal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    pub fs: String,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaHeartbeatReply {
+    pub owned: Vec<Owned>,
+    /// How long after sending the heartbeat the server may serve them:
+    /// shorter than the failure timeout after which they move, so a server
+    /// cut off from the control plane stops before another one starts.
+    pub lease_ms: u64,
+}

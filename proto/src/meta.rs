@@ -335,6 +335,10 @@ pub mod errno {
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const ESTALE: i32 = 116;
+    /// Not an errno a program ever sees: this server does not own the
+    /// file system (it moved, or the lease lapsed); the client asks the
+    /// control plane where it is now and retries there.
+    pub const EMOVED: i32 = -2;
 }
 
 impl crate::rpc::Outcome for MetaReply {

@@ -2,6 +2,8 @@
 //! with V1-signed requests.
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -151,6 +151,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(&p("/nodes"), get(nodes::list))
         .route(&p("/nodes/status"), get(nodes::status))
         .route(&p("/nodes/{id}/drain"), post(nodes::drain))
+        .route(&p("/meta-servers"), get(nodes::meta_servers))
         .route(&p("/billing/meter"), post(billing::meter))
         .route(&p("/billing/statements/{month}"), get(billing::statement))
         .route(

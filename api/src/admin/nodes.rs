@@ -1,5 +1,6 @@
-//! `cpfs node list | status | drain`: the data-node registry and the chain
-//! table as operators see them.
+//! `cpfs node list | status | drain` and `cpfs meta list`: the data-node
+//! registry, the chain table and the metadata servers as operators see
+//! them.
 
 use std::sync::Arc;
 
@@ -21,6 +22,29 @@ pub async fn list(State(s): State<Arc<AdminState>>) -> AdminResult {
             .map(|n| node_json(n, &table))
             .collect();
     ok(json!(nodes))
+}
+
+/// Every metadata server, whether it is live, and the file systems it owns.
+pub async fn meta_servers(State(s): State<Arc<AdminState>>) -> AdminResult {
+    let servers: Vec<serde_json::Value> =
+        s.cp.meta_servers()
+            .await?
+            .into_iter()
+            .map(|m| {
+                json!({
+                    "Id": m.id,
+                    "Address": m.address,
+                    "State": if m.live { "Up" } else { "Down" },
+                    "SecondsSinceHeartbeat": m.silent_ms.max(0) as f64 / 1000.0,
+                    "FileSystems": m.file_systems.iter().map(|a| json!({
+                        "FileSystemId": a.fs_id,
+                        "Epoch": a.epoch,
+                        "State": if a.pending { "Moving" } else { "Serving" },
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+    ok(json!(servers))
 }
 
 /// Redundancy of the cluster: chains short of R copies, resyncs and their

@@ -3,10 +3,14 @@
 //! readdirplus from memory, so offsets stay stable while the directory
 //! changes.
 
-use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
-use fuser::FileType;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 
-use super::attr::file_type;
+use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
+use fuser::{FileType, ReplyDirectory, ReplyDirectoryPlus};
+
+use super::attr::{self, file_attr, file_type};
 use crate::meta::MetaClient;
 
 /// One entry as read at opendir.
@@ -89,4 +93,58 @@ pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<Di
         }
     }
     Ok(listing)
+}
+
+/// Answers READDIR from `offset` with as many entries as fit.
+pub(crate) fn reply_plain(listing: &DirListing, offset: i64, mut reply: ReplyDirectory) {
+    for (i, e) in listing
+        .entries
+        .iter()
+        .enumerate()
+        .skip(offset.max(0) as usize)
+    {
+        if reply.add(e.ino, (i + 1) as i64, e.kind, OsStr::from_bytes(&e.name)) {
+            break;
+        }
+    }
+    reply.ok()
+}
+
+/// Answers READDIRPLUS from `offset`: entries with their attributes, valid
+/// for `ttl`. Entries the caller may not look up go out with no validity,
+/// so the kernel asks (and is refused) before it uses one.
+pub(crate) fn reply_plus(
+    listing: &DirListing,
+    offset: i64,
+    ttl: Duration,
+    mut reply: ReplyDirectoryPlus,
+) {
+    let ttl = if listing.searchable {
+        ttl
+    } else {
+        Duration::ZERO
+    };
+    for (i, e) in listing
+        .entries
+        .iter()
+        .enumerate()
+        .skip(offset.max(0) as usize)
+    {
+        let (attr, ttl) = match &e.attr {
+            Some(a) => (file_attr(a), ttl),
+            // `.` and `..`: the kernel reads only the inode number.
+            None => (attr::bare(e.ino, e.kind), Duration::ZERO),
+        };
+        if reply.add(
+            e.ino,
+            (i + 1) as i64,
+            OsStr::from_bytes(&e.name),
+            &ttl,
+            &attr,
+            0,
+        ) {
+            break;
+        }
+    }
+    reply.ok()
 }

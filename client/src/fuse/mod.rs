@@ -599,7 +599,7 @@ impl Filesystem for CpfsFs {
         _ino: u64,
         fh: u64,
         offset: i64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let Some(listing) = self
             .dirs
@@ -610,17 +610,7 @@ impl Filesystem for CpfsFs {
         else {
             return reply.error(libc::EBADF);
         };
-        for (i, e) in listing
-            .entries
-            .iter()
-            .enumerate()
-            .skip(offset.max(0) as usize)
-        {
-            if reply.add(e.ino, (i + 1) as i64, e.kind, OsStr::from_bytes(&e.name)) {
-                break;
-            }
-        }
-        reply.ok()
+        dirs::reply_plain(&listing, offset, reply)
     }
 
     /// The listing with each entry's attributes: the kernel fills its
@@ -632,7 +622,7 @@ impl Filesystem for CpfsFs {
         _ino: u64,
         fh: u64,
         offset: i64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
         let Some(listing) = self
             .dirs
@@ -643,41 +633,7 @@ impl Filesystem for CpfsFs {
         else {
             return reply.error(libc::EBADF);
         };
-        // Entries the caller may not look up go out with no validity, so
-        // the kernel asks (and is refused) before it uses one.
-        let ttl = if listing.searchable {
-            TTL
-        } else {
-            Duration::ZERO
-        };
-        for (i, e) in listing
-            .entries
-            .iter()
-            .enumerate()
-            .skip(offset.max(0) as usize)
-        {
-            let attr = match &e.attr {
-                Some(a) => file_attr(a),
-                // `.` and `..`: the kernel reads only the inode number.
-                None => attr::bare(e.ino, e.kind),
-            };
-            let ttl = if e.attr.is_some() {
-                ttl
-            } else {
-                Duration::ZERO
-            };
-            if reply.add(
-                e.ino,
-                (i + 1) as i64,
-                OsStr::from_bytes(&e.name),
-                &ttl,
-                &attr,
-                0,
-            ) {
-                break;
-            }
-        }
-        reply.ok()
+        dirs::reply_plus(&listing, offset, TTL, reply)
     }
 
     fn releasedir(

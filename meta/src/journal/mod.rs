@@ -44,6 +44,9 @@ pub(crate) struct Entry {
     /// The shard's incarnation: after a failed commit the shard is
     /// reloaded from the store, and entries of the old one are refused.
     pub generation: u64,
+    /// The owner's epoch the changes were made under, checked in the
+    /// commit (`None`: not served by lease).
+    pub epoch: Option<u64>,
     pub changes: Vec<Change>,
     pub done: oneshot::Sender<Result<(), String>>,
 }
@@ -66,12 +69,14 @@ struct Queue {
     tx: mpsc::UnboundedSender<Entry>,
 }
 
-/// What a writer needs to do: write the batch's rows in one transaction.
+/// What a writer needs to do: write the batch's rows in one transaction,
+/// except those of file systems whose owner epoch in the store is no
+/// longer the batch's (another server owns them now); it answers those.
 pub(crate) trait Writer: Send + 'static {
     fn write(
         &mut self,
         rows: &rows::Batch,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Vec<Arc<str>>, String>> + Send;
 }
 
 impl Journal {
@@ -122,7 +127,7 @@ impl Journal {
     pub(crate) fn submit(
         &self,
         fs: &Arc<str>,
-        generation: u64,
+        (generation, epoch): (u64, Option<u64>),
         changes: Vec<Change>,
     ) -> (u64, oneshot::Receiver<Result<(), String>>) {
         let (done, wait) = oneshot::channel();
@@ -135,6 +140,7 @@ impl Journal {
             seq,
             fs: fs.clone(),
             generation,
+            epoch,
             changes,
             done,
         });
@@ -192,21 +198,29 @@ async fn run<W: Writer>(
         for attempt in 0..COMMIT_ATTEMPTS {
             outcome = writer.write(&rows).await;
             match &outcome {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(attempt, error = %e, entries = accepted.len(), "journal commit failed");
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                 }
             }
         }
-        if outcome.is_err() {
-            for e in &accepted {
+        let fenced = outcome.clone().unwrap_or_default();
+        for e in &accepted {
+            if outcome.is_err() || fenced.contains(&e.fs) {
                 let g = failed.entry(e.fs.clone()).or_insert(0);
                 *g = (*g).max(e.generation);
             }
         }
         for e in accepted {
-            let _ = e.done.send(outcome.clone());
+            let r = match &outcome {
+                Err(why) => Err(why.clone()),
+                Ok(fenced) if fenced.contains(&e.fs) => {
+                    Err("another metadata server owns this file system now".to_string())
+                }
+                Ok(_) => Ok(()),
+            };
+            let _ = e.done.send(r);
         }
         committed.send_replace(last);
     }

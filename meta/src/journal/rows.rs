@@ -58,13 +58,19 @@ pub(crate) struct Batch {
     /// Per file system: row → last change.
     pub rows: Vec<(Arc<str>, Vec<Change>)>,
     pub forget: Vec<(Arc<str>, i64)>,
+    /// The owner epoch each file system's changes were made under.
+    pub epochs: Vec<(Arc<str>, u64)>,
 }
 
 impl Batch {
     pub fn coalesce(entries: &[Entry]) -> Batch {
         let mut per_fs: HashMap<Arc<str>, HashMap<Key, Change>> = HashMap::new();
         let mut forget = Vec::new();
+        let mut epochs: HashMap<Arc<str>, u64> = HashMap::new();
         for e in entries {
+            if let Some(epoch) = e.epoch {
+                epochs.insert(e.fs.clone(), epoch);
+            }
             let rows = per_fs.entry(e.fs.clone()).or_default();
             for c in &e.changes {
                 let key = match c {
@@ -88,7 +94,13 @@ impl Batch {
                 .map(|(fs, rows)| (fs, rows.into_values().collect()))
                 .collect(),
             forget,
+            epochs: epochs.into_iter().collect(),
         }
+    }
+
+    /// Whether `fs`'s rows are to be written (it is not fenced off).
+    pub fn keeps(fenced: &[Arc<str>], fs: &Arc<str>) -> bool {
+        !fenced.contains(fs)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,6 +136,7 @@ pub(crate) mod statements {
         "INSERT INTO meta_requests (fs_id, client, seq, ino, at) VALUES ($1, $2, $3, $4, $5) \
         ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, at = excluded.at";
     pub const FORGET_REQUESTS: &str = "DELETE FROM meta_requests WHERE fs_id = $1 AND at < $2";
+    pub const OWNER_EPOCH: &str = "SELECT epoch FROM meta_assignments WHERE fs_id = $1";
 }
 
 /// A chain list as the `chains` column stores it.

@@ -3,6 +3,8 @@
 //! thread hand-off per statement; a batch's statements are one round trip
 //! each and share one commit.
 
+use std::sync::Arc;
+
 use cpfs_store::Store;
 
 use super::rows::{chains_text, statements as st, Batch, Change};
@@ -17,20 +19,32 @@ impl SqlWriter {
         SqlWriter { store }
     }
 
-    async fn write_now(&self, batch: &Batch) -> Result<(), sqlx::Error> {
+    async fn write_now(&self, batch: &Batch) -> Result<Vec<Arc<str>>, sqlx::Error> {
         let mut tx = self
             .store
             .begin_write()
             .await
             .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        for (fs, before) in &batch.forget {
+        // FOR SHARE: a reassignment (an UPDATE of the row) waits for this
+        // commit, and this commit sees any reassignment committed before.
+        let mut fenced = Vec::new();
+        for (fs, epoch) in &batch.epochs {
+            let stored: Option<(i64,)> = sqlx::query_as(&format!("{} FOR SHARE", st::OWNER_EPOCH))
+                .bind(fs.as_ref())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if stored.map(|s| s.0) != Some(*epoch as i64) {
+                fenced.push(fs.clone());
+            }
+        }
+        for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(&fenced, &f.0)) {
             sqlx::query(st::FORGET_REQUESTS)
                 .bind(fs.as_ref())
                 .bind(*before)
                 .execute(&mut *tx)
                 .await?;
         }
-        for (fs, rows) in &batch.rows {
+        for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(&fenced, &r.0)) {
             let fs = fs.as_ref();
             for c in rows {
                 let q = match c {
@@ -106,14 +120,15 @@ impl SqlWriter {
                 q.execute(&mut *tx).await?;
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        Ok(fenced)
     }
 }
 
 impl Writer for SqlWriter {
-    async fn write(&mut self, batch: &Batch) -> Result<(), String> {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.write_now(batch).await.map_err(|e| e.to_string())
     }

@@ -2,7 +2,9 @@
 //! thread, with cached prepared statements. A batch is one `BEGIN
 //! IMMEDIATE … COMMIT`.
 
-use rusqlite::{params, Connection};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::{chains_text, statements as st, Batch, Change};
 use super::{JournalError, Writer};
@@ -39,13 +41,23 @@ impl SqliteWriter {
         Ok(SqliteWriter { conn })
     }
 
-    fn write_now(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+    fn write_now(&mut self, batch: &Batch) -> rusqlite::Result<Vec<Arc<str>>> {
         let tx =
             rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
-        for (fs, before) in &batch.forget {
+        // Under the write lock: no reassignment can commit in between.
+        let mut fenced = Vec::new();
+        for (fs, epoch) in &batch.epochs {
+            let stored: Option<i64> = prepare(&tx, st::OWNER_EPOCH)?
+                .query_row(params![fs.as_ref()], |r| r.get(0))
+                .optional()?;
+            if stored != Some(*epoch as i64) {
+                fenced.push(fs.clone());
+            }
+        }
+        for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(&fenced, &f.0)) {
             prepare(&tx, st::FORGET_REQUESTS)?.execute(params![fs.as_ref(), before])?;
         }
-        for (fs, rows) in &batch.rows {
+        for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(&fenced, &r.0)) {
             let fs = fs.as_ref();
             for c in rows {
                 match c {
@@ -136,14 +148,15 @@ impl SqliteWriter {
                 }
             }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(fenced)
     }
 }
 
 impl Writer for SqliteWriter {
-    async fn write(&mut self, batch: &Batch) -> Result<(), String> {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.write_now(batch).map_err(|e| e.to_string())
     }

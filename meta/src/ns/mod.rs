@@ -379,10 +379,16 @@ impl MetaService {
         let mut gone = 0;
         for shard in self.shards.loaded() {
             let fs = shard.with(|st| st.fs.clone());
-            gone += self
+            match self
                 .shards
                 .write(&fs, |st| Ok(st.forget_requests(now - REQUEST_KEEP_SECS)))
-                .await?;
+                .await
+            {
+                Ok(n) => gone += n,
+                // Moved away meanwhile: its new owner forgets them.
+                Err((EMOVED, _)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(gone)
     }

@@ -6,15 +6,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cpfs_proto::meta::errno::EIO;
+use cpfs_proto::meta::errno::{EIO, EMOVED};
 
 use super::state::FsState;
 use crate::journal::Journal;
+use crate::ownership::Ownership;
 use crate::{fail, Res};
 
 pub(crate) struct Shard {
     state: Mutex<FsState>,
     generation: u64,
+    /// The owner's epoch it was loaded under (`None`: not served by lease).
+    epoch: Option<u64>,
     /// The last journal entry this shard submitted.
     last_seq: AtomicU64,
     /// A change of this incarnation was lost (or an operation failed half
@@ -30,6 +33,8 @@ pub(crate) struct Shards {
     /// One load at a time: two callers of an unloaded file system must not
     /// build two shards.
     loading: tokio::sync::Mutex<()>,
+    /// Set when this server serves only what the control plane assigns it.
+    pub ownership: std::sync::OnceLock<Arc<Ownership>>,
 }
 
 impl Shards {
@@ -39,25 +44,39 @@ impl Shards {
             journal,
             map: RwLock::new(HashMap::new()),
             loading: tokio::sync::Mutex::new(()),
+            ownership: std::sync::OnceLock::new(),
         }
     }
 
-    fn cached(&self, fs: &str) -> Option<Arc<Shard>> {
+    fn cached(&self, fs: &str, epoch: Option<u64>) -> Option<Arc<Shard>> {
         self.map
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(fs)
-            .filter(|s| !s.poisoned.load(Ordering::Acquire))
+            .filter(|s| !s.poisoned.load(Ordering::Acquire) && s.epoch == epoch)
             .cloned()
+    }
+
+    /// The epoch under which this server may serve `fs` (`None` when it
+    /// serves everything), or "moved".
+    fn may_serve(&self, fs: &str) -> Res<Option<u64>> {
+        match self.ownership.get() {
+            None => Ok(None),
+            Some(o) => match o.epoch(fs) {
+                Some(e) => Ok(Some(e)),
+                None => fail(EMOVED, format!("{fs} is not served here")),
+            },
+        }
     }
 
     /// The shard of `fs`, loading it from the store when needed.
     pub async fn get(&self, fs: &str) -> Res<Arc<Shard>> {
-        if let Some(s) = self.cached(fs) {
+        let epoch = self.may_serve(fs)?;
+        if let Some(s) = self.cached(fs, epoch) {
             return Ok(s);
         }
         let _one = self.loading.lock().await;
-        if let Some(s) = self.cached(fs) {
+        if let Some(s) = self.cached(fs, epoch) {
             return Ok(s);
         }
         let old = self
@@ -79,6 +98,7 @@ impl Shards {
         let shard = Arc::new(Shard {
             state: Mutex::new(state),
             generation: self.journal.generation(),
+            epoch,
             last_seq: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
         });
@@ -155,7 +175,8 @@ impl Shard {
                 }
                 Ok(v) if changes.is_empty() => (Ok(v), None),
                 Ok(v) => {
-                    let (seq, wait) = journal.submit(&st.fs, self.generation, changes);
+                    let (seq, wait) =
+                        journal.submit(&st.fs, (self.generation, self.epoch), changes);
                     self.last_seq.store(seq, Ordering::Release);
                     (Ok(v), Some(wait))
                 }
