@@ -39,4 +39,8 @@ CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/billing
 step "POSIX, data and fio tests on a real FUSE mount"
 .venv/bin/pytest -q tests/dataplane
 
+step "the POSIX, restart and availability suites on PostgreSQL"
+CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/dataplane/test_posix.py \
+  tests/dataplane/test_restart.py tests/dataplane/test_availability.py
+
 step "all tests passed"

@@ -16,7 +16,7 @@ $POSIX_TARGET when that is set (then no server is started at all).
 Environment:
   CPFS_BIN       the binary (default <repo>/target/debug/cpfs)
   POSIX_TARGET   run test_posix.py against this local directory instead
-  CPFS_TEST_DATABASE_URL   when set, the server runs on that database
+  CPFS_TEST_DATABASE_URL   when set, each server runs on a fresh database beside it
 
 Every wait has a deadline; every mount is unmounted and every process this
 suite started is killed on teardown, also after a failure. Missing FUSE

@@ -69,6 +69,15 @@ def require_binary():
     return binary
 
 
+def fresh_postgres_database(url):
+    """An empty database beside the one `url` names, for one server: each
+    server is its own cluster (its own cluster token, metadata servers and
+    file systems), as it is on SQLite."""
+    name = f"cpfs_dp_{uuid.uuid4().hex}"
+    subprocess.run(["psql", url, "-qc", f"CREATE DATABASE {name}"], check=True)
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
 def free_port(taken=()):
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -204,6 +213,14 @@ class Server:
     args: list = field(default_factory=list)
     env: dict = field(default_factory=dict)
 
+    def database_url(self):
+        """The PostgreSQL database this server runs on (None: SQLite)."""
+        args = list(self.args)
+        for flag, value in zip(args, args[1:]):
+            if flag == "--database-url":
+                return value
+        return None
+
     def launch(self, log_mode="wb"):
         """Start the server's command in its own process group (teardown also
         reaches the `cpfs node` children); "ab" appends to an earlier run's logs."""
@@ -313,7 +330,7 @@ def start_server(workdir, extra_args=(), extra_env=None, fixed_meta_port=True):
         args += ["--meta-listen", f"127.0.0.1:{meta_port}"]
     db_url = os.environ.get("CPFS_TEST_DATABASE_URL")
     if db_url:
-        args += ["--database-url", db_url]
+        args += ["--database-url", fresh_postgres_database(db_url)]
     args += [str(a) for a in extra_args]
     env = dict(os.environ)
     env.update(extra_env or {})

@@ -347,7 +347,7 @@ def test_root_squash_maps_root_to_nobody(srv, ldap_fs, mounts):
 
 def set_fs_status(srv, fs_id, status):
     """What billing's expiry does to a file system, done directly in the store."""
-    url = os.environ.get("CPFS_TEST_DATABASE_URL")
+    url = srv.database_url()
     sql = f"UPDATE file_systems SET status = '{status}' WHERE id = '{fs_id}'"
     if url:
         subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex};
 
+use super::writer::FrameWriter;
 use crate::frame::{encode_frame, read_frame, WireError};
-use tokio::io::AsyncWriteExt;
 
 /// How long one call may take before it fails (a dead peer must not hang a
 /// caller forever).
@@ -23,14 +24,14 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 type Pending<Resp> = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Resp, String>>>>>;
 /// What a call needs of a live connection: its outbox, its waiters, and
 /// whether it is still up.
-type Conn<Req, Resp> = (
-    mpsc::Sender<(u64, Req)>,
+type Conn<Resp> = (
+    Arc<FrameWriter<OwnedWriteHalf>>,
     Pending<Resp>,
     Arc<std::sync::atomic::AtomicBool>,
 );
 
-struct Live<Req, Resp> {
-    outbox: mpsc::Sender<(u64, Req)>,
+struct Live<Resp> {
+    outbox: Arc<FrameWriter<OwnedWriteHalf>>,
     pending: Pending<Resp>,
     alive: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -38,7 +39,7 @@ struct Live<Req, Resp> {
 pub struct Client<Req, Resp> {
     address: String,
     next_id: AtomicU64,
-    live: Mutex<Option<Live<Req, Resp>>>,
+    live: Mutex<Option<Live<Resp>>>,
     _p: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -60,10 +61,10 @@ where
         &self.address
     }
 
-    async fn connection(&self) -> Result<Conn<Req, Resp>, WireError> {
+    async fn connection(&self) -> Result<Conn<Resp>, WireError> {
         let mut live = self.live.lock().await;
         if let Some(l) = live.as_ref() {
-            if l.alive.load(Ordering::Acquire) {
+            if l.alive.load(Ordering::Acquire) && !l.outbox.is_broken() {
                 return Ok((l.outbox.clone(), l.pending.clone(), l.alive.clone()));
             }
         }
@@ -78,7 +79,7 @@ where
                 })??;
         stream.set_nodelay(true)?;
         let (mut rd, wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<(u64, Req)>(1024);
+        let tx = Arc::new(FrameWriter::new(wr));
         let pending: Pending<Resp> = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
 
@@ -97,36 +98,6 @@ where
                 }
             }
         };
-        let fail_w = fail_all.clone();
-        tokio::spawn(async move {
-            let mut wr = tokio::io::BufWriter::with_capacity(256 * 1024, wr);
-            while let Some((id, req)) = rx.recv().await {
-                // Encode everything already queued, then write and flush
-                // once: small requests share a syscall.
-                let mut batch = Vec::new();
-                let mut next = Some((id, req));
-                while let Some((id, req)) = next.take() {
-                    match encode_frame(id, &req) {
-                        Ok(frame) => batch.extend_from_slice(&frame),
-                        Err(e) => {
-                            fail_w(e.to_string());
-                            return;
-                        }
-                    }
-                    if batch.len() < (4 << 20) {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                if let Err(e) = wr.write_all(&batch).await {
-                    fail_w(e.to_string());
-                    return;
-                }
-                if let Err(e) = wr.flush().await {
-                    fail_w(e.to_string());
-                    return;
-                }
-            }
-        });
         let pending_r = pending.clone();
         tokio::spawn(async move {
             loop {
@@ -169,7 +140,17 @@ where
         // before this one arrived and nobody would ever answer it (the
         // call would wait for CALL_TIMEOUT). Failing marks the connection
         // dead before draining, so checking after registering is enough.
-        if !alive.load(Ordering::Acquire) || outbox.send((id, req)).await.is_err() {
+        let frame = match encode_frame(id, &req) {
+            Ok(f) => f,
+            Err(e) => {
+                pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                return Err(e);
+            }
+        };
+        if !alive.load(Ordering::Acquire) || !outbox.send(&frame).await {
             pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

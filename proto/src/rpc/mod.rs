@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod server;
+pub mod writer;
 
 pub use client::{Client, Pool, CALL_TIMEOUT};
 pub use server::{serve, serve_until, Outcome, ServiceLimits, ServiceStats};

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
+use super::writer::FrameWriter;
 use crate::frame::{encode_frame_within, read_frame_within, WireError};
 
 /// What distinguishes one service's listener from another's.
@@ -146,9 +146,7 @@ async fn connection<Req, Resp, H, F>(
     F: Future<Output = Resp> + Send + 'static,
 {
     let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<(u64, Resp)>(limits.max_in_flight.max(1));
-    let mut writer = tokio::task::JoinSet::new();
-    writer.spawn(write_replies(wr, rx, limits.clone()));
+    let writer = Arc::new(FrameWriter::new(wr));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     // Requests of this connection; dropped (aborted) with it.
     let mut requests = tokio::task::JoinSet::new();
@@ -172,11 +170,12 @@ async fn connection<Req, Resp, H, F>(
         match frame {
             Ok((id, req)) => {
                 stats.requests.fetch_add(1, Ordering::Relaxed);
-                let tx = tx.clone();
+                let writer = writer.clone();
                 let handler = handler.clone();
                 let stats = stats.clone();
+                let limits = limits.clone();
                 let span = tracing::debug_span!("request", service = limits.name, %peer, id);
-                requests.spawn(
+                let mut answer = Box::pin(
                     async move {
                         let started = Instant::now();
                         let resp = handler(peer, req).await;
@@ -188,11 +187,24 @@ async fn connection<Req, Resp, H, F>(
                             stats.failures.fetch_add(1, Ordering::Relaxed);
                         }
                         tracing::trace!(micros = took.as_micros() as u64, "answered");
-                        let _ = tx.send((id, resp)).await;
+                        match encode_frame_within(id, &resp, limits.max_reply) {
+                            Ok(frame) => {
+                                writer.send(&frame).await;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "reply not encodable"),
+                        }
                         drop(permit);
                     }
                     .instrument(span),
                 );
+                // Most answers are ready at once (a lookup in memory): run
+                // the request here and spare it a task and a hand-off. One
+                // that waits (a commit, a disk, another node) continues as
+                // a task of its own, polled again there.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                if answer.as_mut().poll(&mut cx).is_pending() {
+                    requests.spawn(answer);
+                }
             }
             Err(WireError::Closed) => break,
             Err(e) => {
@@ -205,37 +217,7 @@ async fn connection<Req, Resp, H, F>(
     // The client closed its side, or the service drains: answer what is
     // in flight, then close.
     while requests.join_next().await.is_some() {}
-    drop(tx);
-    let _ = writer.join_next().await;
-}
-
-async fn write_replies<Resp: Serialize>(
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(u64, Resp)>,
-    limits: Arc<ServiceLimits>,
-) {
-    let mut wr = tokio::io::BufWriter::with_capacity(256 * 1024, wr);
-    while let Some((id, resp)) = rx.recv().await {
-        // Encode every reply already waiting, then write and flush once:
-        // small replies share a syscall.
-        let mut batch = Vec::new();
-        let mut next = Some((id, resp));
-        while let Some((id, resp)) = next.take() {
-            match encode_frame_within(id, &resp, limits.max_reply) {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reply not encodable");
-                    return;
-                }
-            }
-            if batch.len() < (4 << 20) {
-                next = rx.try_recv().ok();
-            }
-        }
-        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
-            return;
-        }
-    }
+    writer.shutdown().await;
 }
 
 #[cfg(test)]
