@@ -40,7 +40,7 @@ impl Ownership {
 
     /// Takes the owned set of a heartbeat reply, valid until `until`; the
     /// file systems lost or re-assigned since (their shards must go).
-    fn renew(&self, owned: Vec<Owned>, until: Instant) -> Vec<String> {
+    pub(crate) fn renew(&self, owned: Vec<Owned>, until: Instant) -> Vec<String> {
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         let lapsed = st.valid_until.is_none_or(|t| Instant::now() >= t);
         let next: HashMap<String, u64> = owned.into_iter().map(|o| (o.fs, o.epoch)).collect();

@@ -1,6 +1,8 @@
 //! What the journal committed is what a restarted metadata service loads:
 //! names, attributes, extended attributes, orphans, counters, the next
-//! inode number and request records, on SQLite and PostgreSQL.
+//! inode number and request records, on SQLite and PostgreSQL; and a server
+//! whose file system went to another owner writes nothing more (fencing by
+//! epoch).
 
 use cpfs_proto::meta::{Attr, FsStat, MetaOp, MetaReply, RequestId, SetAttr, ROOT_INO};
 use cpfs_store::Store;
@@ -229,5 +231,62 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             "{n}: inode {} reused (newest was {newest})",
             h.ino
         );
+    }
+}
+
+/// A server that still believes in its lease after the control plane gave
+/// its file system to another (a newer epoch) gets nothing into the store.
+#[tokio::test]
+async fn a_server_whose_file_system_was_reassigned_writes_nothing_more() {
+    use cpfs_proto::heartbeat::Owned;
+    for b in backends().await {
+        let n = b.name;
+        let fs = b.s.fs.clone();
+        sqlx::query(
+            "INSERT INTO meta_assignments (fs_id, server_id, epoch, since_ms) VALUES ($1, 'a', 1, 0)",
+        )
+        .bind(&fs)
+        .execute(&b.svc.store.pool)
+        .await
+        .unwrap();
+        let lease = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        b.svc.serve_by_lease().renew(
+            vec![Owned {
+                fs: fs.clone(),
+                epoch: 1,
+            }],
+            lease,
+        );
+        let create = |name: &str| MetaOp::Create {
+            parent: ROOT_INO,
+            name: name.as_bytes().to_vec(),
+            mode: 0o644,
+            umask: 0,
+            read: true,
+        };
+        assert!(
+            matches!(b.run(create("kept"), id(1)).await, MetaReply::Open(_)),
+            "{n}"
+        );
+        sqlx::query("UPDATE meta_assignments SET epoch = 2, server_id = 'b' WHERE fs_id = $1")
+            .bind(&fs)
+            .execute(&b.svc.store.pool)
+            .await
+            .unwrap();
+        match b.run(create("lost"), id(2)).await {
+            MetaReply::Err { errno, .. } => assert_eq!(errno, cpfs_proto::meta::errno::EIO, "{n}"),
+            other => panic!("{n}: a fenced create answered {other:?}"),
+        }
+        for (name, want) in [("kept", 1i64), ("lost", 0)] {
+            let (count,): (i64,) = sqlx::query_as(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM dentries WHERE fs_id = $1 AND name = $2",
+            )
+            .bind(&fs)
+            .bind(name.as_bytes())
+            .fetch_one(&b.svc.store.pool)
+            .await
+            .unwrap();
+            assert_eq!(count, want, "{n}: rows of {name}");
+        }
     }
 }
