@@ -1,150 +1,17 @@
-//! The PostgreSQL writer: a batch is one message of the simple query
-//! protocol holding every statement, which PostgreSQL runs as one implicit
-//! transaction: one round trip and one commit per batch, however many rows
-//! (a statement per row over the extended protocol would cost a round trip
-//! each). Values are written as literals: integers as digits, bytes as
-//! `decode('<hex>', 'hex')`, text with its quotes doubled, so nothing a
-//! client names can change the statements.
+//! The PostgreSQL writer: a transaction on the store's pool per batch. The
+//! driver is asynchronous on the connection's socket, so there is no
+//! thread hand-off per statement; a batch's statements are one round trip
+//! each and share one commit.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use cpfs_store::Store;
 
-use super::rows::{chains_text, Batch, Change};
+use super::rows::{chains_text, statements as st, Batch, Change};
 use super::Writer;
 
 pub(crate) struct SqlWriter {
     store: Store,
-}
-
-/// `'text'` with its quotes doubled.
-fn text(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn bytes(b: &[u8]) -> String {
-    format!("decode('{}', 'hex')", hex::encode(b))
-}
-
-fn opt_bytes(b: &Option<Vec<u8>>) -> String {
-    b.as_deref().map_or_else(|| "NULL".to_string(), bytes)
-}
-
-/// The statements of `batch` without the file systems in `fenced`.
-fn statements(batch: &Batch, fenced: &[Arc<str>]) -> String {
-    let mut sql = String::new();
-    for (fs, epoch) in batch.epochs.iter().filter(|e| Batch::keeps(fenced, &e.0)) {
-        let _ = writeln!(sql, "SELECT cpfs_owner_is({}, {});", text(fs), epoch);
-    }
-    for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(fenced, &f.0)) {
-        let _ = writeln!(
-            sql,
-            "DELETE FROM meta_requests WHERE fs_id = {} AND at < {before};",
-            text(fs)
-        );
-    }
-    for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(fenced, &r.0)) {
-        let fs = text(fs);
-        for c in rows {
-            let _ = match c {
-                Change::Inode(ino, Some(i)) => {
-                    let a = &i.attr;
-                    writeln!(
-                        sql,
-                        "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains) \
-                         VALUES ({fs}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
-                         ON CONFLICT (fs_id, ino) DO UPDATE SET kind = excluded.kind, perm = excluded.perm, uid = excluded.uid, gid = excluded.gid, \
-                         nlink = excluded.nlink, size = excluded.size, atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns, \
-                         ctime_ns = excluded.ctime_ns, rdev = excluded.rdev, parent = excluded.parent, target = excluded.target, \
-                         chunk_size = excluded.chunk_size, chains = excluded.chains;",
-                        *ino as i64,
-                        a.kind.code(),
-                        a.perm as i64,
-                        a.uid as i64,
-                        a.gid as i64,
-                        a.nlink as i64,
-                        a.size as i64,
-                        a.atime_ns,
-                        a.mtime_ns,
-                        a.ctime_ns,
-                        a.rdev as i64,
-                        i.parent as i64,
-                        opt_bytes(&i.target),
-                        i.chunk_size as i64,
-                        text(&chains_text(&i.chains)),
-                    )
-                }
-                Change::Inode(ino, None) => writeln!(
-                    sql,
-                    "DELETE FROM inodes WHERE fs_id = {fs} AND ino = {};",
-                    *ino as i64
-                ),
-                Change::Dentry(parent, name, Some((ino, kind))) => writeln!(
-                    sql,
-                    "INSERT INTO dentries (fs_id, parent, name, ino, kind) VALUES ({fs}, {}, {}, {}, {}) \
-                     ON CONFLICT (fs_id, parent, name) DO UPDATE SET ino = excluded.ino, kind = excluded.kind;",
-                    *parent as i64,
-                    bytes(name),
-                    *ino as i64,
-                    kind.code()
-                ),
-                Change::Dentry(parent, name, None) => writeln!(
-                    sql,
-                    "DELETE FROM dentries WHERE fs_id = {fs} AND parent = {} AND name = {};",
-                    *parent as i64,
-                    bytes(name)
-                ),
-                Change::Xattr(ino, name, Some(value)) => writeln!(
-                    sql,
-                    "INSERT INTO xattrs (fs_id, ino, name, value) VALUES ({fs}, {}, {}, {}) \
-                     ON CONFLICT (fs_id, ino, name) DO UPDATE SET value = excluded.value;",
-                    *ino as i64,
-                    bytes(name),
-                    bytes(value)
-                ),
-                Change::Xattr(ino, name, None) => writeln!(
-                    sql,
-                    "DELETE FROM xattrs WHERE fs_id = {fs} AND ino = {} AND name = {};",
-                    *ino as i64,
-                    bytes(name)
-                ),
-                Change::Orphan(ino, Some(since)) => writeln!(
-                    sql,
-                    "INSERT INTO orphans (fs_id, ino, since) VALUES ({fs}, {}, {since}) \
-                     ON CONFLICT (fs_id, ino) DO UPDATE SET since = excluded.since;",
-                    *ino as i64
-                ),
-                Change::Orphan(ino, None) => writeln!(
-                    sql,
-                    "DELETE FROM orphans WHERE fs_id = {fs} AND ino = {};",
-                    *ino as i64
-                ),
-                Change::Counters(c) => writeln!(
-                    sql,
-                    "UPDATE fs_counters SET next_ino = {}, used_bytes = {}, files = {} WHERE fs_id = {fs};",
-                    c.next_ino as i64,
-                    c.used_bytes as i64,
-                    c.files as i64
-                ),
-                Change::Request {
-                    client,
-                    seq,
-                    ino,
-                    at,
-                } => writeln!(
-                    sql,
-                    "INSERT INTO meta_requests (fs_id, client, seq, ino, at) VALUES ({fs}, {}, {}, {}, {at}) \
-                     ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, at = excluded.at;",
-                    *client as i64,
-                    *seq as i64,
-                    *ino as i64
-                ),
-                Change::ForgetRequests { .. } => Ok(()),
-            };
-        }
-    }
-    sql
 }
 
 impl SqlWriter {
@@ -152,39 +19,109 @@ impl SqlWriter {
         SqlWriter { store }
     }
 
-    /// The file systems of the batch whose owner epoch changed.
-    async fn fenced(&self, batch: &Batch) -> Result<Vec<Arc<str>>, sqlx::Error> {
-        let mut out = Vec::new();
-        for (fs, epoch) in &batch.epochs {
-            let stored: Option<(i64,)> =
-                sqlx::query_as("SELECT epoch FROM meta_assignments WHERE fs_id = $1")
-                    .bind(fs.as_ref())
-                    .fetch_optional(&self.store.pool)
-                    .await?;
-            if stored.map(|s| s.0) != Some(*epoch as i64) {
-                out.push(fs.clone());
-            }
-        }
-        Ok(out)
-    }
-
     async fn write_now(&self, batch: &Batch) -> Result<Vec<Arc<str>>, sqlx::Error> {
-        match sqlx::raw_sql(&statements(batch, &[]))
-            .execute(&self.store.pool)
+        let mut tx = self
+            .store
+            .begin_write()
             .await
-        {
-            Ok(_) => Ok(Vec::new()),
-            Err(e) if e.to_string().contains("cpfs-fenced") => {
-                // Some file system moved: write the others' rows.
-                let fenced = self.fenced(batch).await?;
-                let rest = statements(batch, &fenced);
-                if !rest.is_empty() {
-                    sqlx::raw_sql(&rest).execute(&self.store.pool).await?;
-                }
-                Ok(fenced)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        // FOR SHARE: a reassignment (an UPDATE of the row) waits for this
+        // commit, and this commit sees any reassignment committed before.
+        let mut fenced = Vec::new();
+        for (fs, epoch) in &batch.epochs {
+            let stored: Option<(i64,)> = sqlx::query_as(&format!("{} FOR SHARE", st::OWNER_EPOCH))
+                .bind(fs.as_ref())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if stored.map(|s| s.0) != Some(*epoch as i64) {
+                fenced.push(fs.clone());
             }
-            Err(e) => Err(e),
         }
+        for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(&fenced, &f.0)) {
+            sqlx::query(st::FORGET_REQUESTS)
+                .bind(fs.as_ref())
+                .bind(*before)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(&fenced, &r.0)) {
+            let fs = fs.as_ref();
+            for c in rows {
+                let q = match c {
+                    Change::Inode(ino, Some(i)) => {
+                        let a = &i.attr;
+                        sqlx::query(st::UPSERT_INODE)
+                            .bind(fs)
+                            .bind(*ino as i64)
+                            .bind(a.kind.code())
+                            .bind(a.perm as i64)
+                            .bind(a.uid as i64)
+                            .bind(a.gid as i64)
+                            .bind(a.nlink as i64)
+                            .bind(a.size as i64)
+                            .bind(a.atime_ns)
+                            .bind(a.mtime_ns)
+                            .bind(a.ctime_ns)
+                            .bind(a.rdev as i64)
+                            .bind(i.parent as i64)
+                            .bind(i.target.clone())
+                            .bind(i.chunk_size as i64)
+                            .bind(chains_text(&i.chains))
+                    }
+                    Change::Inode(ino, None) => {
+                        sqlx::query(st::DELETE_INODE).bind(fs).bind(*ino as i64)
+                    }
+                    Change::Dentry(parent, name, Some((ino, kind))) => {
+                        sqlx::query(st::UPSERT_DENTRY)
+                            .bind(fs)
+                            .bind(*parent as i64)
+                            .bind(name.clone())
+                            .bind(*ino as i64)
+                            .bind(kind.code())
+                    }
+                    Change::Dentry(parent, name, None) => sqlx::query(st::DELETE_DENTRY)
+                        .bind(fs)
+                        .bind(*parent as i64)
+                        .bind(name.clone()),
+                    Change::Xattr(ino, name, Some(value)) => sqlx::query(st::UPSERT_XATTR)
+                        .bind(fs)
+                        .bind(*ino as i64)
+                        .bind(name.clone())
+                        .bind(value.clone()),
+                    Change::Xattr(ino, name, None) => sqlx::query(st::DELETE_XATTR)
+                        .bind(fs)
+                        .bind(*ino as i64)
+                        .bind(name.clone()),
+                    Change::Orphan(ino, Some(since)) => sqlx::query(st::UPSERT_ORPHAN)
+                        .bind(fs)
+                        .bind(*ino as i64)
+                        .bind(*since),
+                    Change::Orphan(ino, None) => {
+                        sqlx::query(st::DELETE_ORPHAN).bind(fs).bind(*ino as i64)
+                    }
+                    Change::Counters(c) => sqlx::query(st::UPDATE_COUNTERS)
+                        .bind(fs)
+                        .bind(c.next_ino as i64)
+                        .bind(c.used_bytes as i64)
+                        .bind(c.files as i64),
+                    Change::Request {
+                        client,
+                        seq,
+                        ino,
+                        at,
+                    } => sqlx::query(st::UPSERT_REQUEST)
+                        .bind(fs)
+                        .bind(*client as i64)
+                        .bind(*seq as i64)
+                        .bind(*ino as i64)
+                        .bind(*at),
+                    Change::ForgetRequests { .. } => continue,
+                };
+                q.execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(fenced)
     }
 }
 
