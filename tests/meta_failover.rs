@@ -71,18 +71,8 @@ impl Drop for MetaServer {
 }
 
 fn meta_list(server: &Server) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
-        .args(["meta", "list"])
-        .args(server.admin_args())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
+    server
+        .operator(&["meta", "list"])
         .as_array()
         .cloned()
         .unwrap()

@@ -205,8 +205,14 @@ impl Server {
 
     /// `cpfs node list` against this server's store.
     pub fn node_list(&self) -> Value {
+        self.operator(&["node", "list"])
+    }
+
+    /// The JSON an operator command (`cpfs node list`, `cpfs meta list`,
+    /// ...) prints for this server.
+    pub fn operator(&self, command: &[&str]) -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
-            .args(["node", "list"])
+            .args(command)
             .args(self.admin_args())
             .output()
             .unwrap();

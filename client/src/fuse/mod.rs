@@ -92,6 +92,15 @@ impl CpfsFs {
             .cloned()
     }
 
+    /// The listing read at opendir behind a directory handle.
+    fn listing(&self, fh: u64) -> Option<Arc<DirListing>> {
+        self.dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&fh)
+            .cloned()
+    }
+
     fn fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -601,16 +610,10 @@ impl Filesystem for CpfsFs {
         offset: i64,
         reply: ReplyDirectory,
     ) {
-        let Some(listing) = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-        else {
-            return reply.error(libc::EBADF);
-        };
-        dirs::reply_plain(&listing, offset, reply)
+        match self.listing(fh) {
+            Some(listing) => dirs::reply_plain(&listing, offset, reply),
+            None => reply.error(libc::EBADF),
+        }
     }
 
     /// The listing with each entry's attributes: the kernel fills its
@@ -624,16 +627,10 @@ impl Filesystem for CpfsFs {
         offset: i64,
         reply: ReplyDirectoryPlus,
     ) {
-        let Some(listing) = self
-            .dirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&fh)
-            .cloned()
-        else {
-            return reply.error(libc::EBADF);
-        };
-        dirs::reply_plus(&listing, offset, TTL, reply)
+        match self.listing(fh) {
+            Some(listing) => dirs::reply_plus(&listing, offset, TTL, reply),
+            None => reply.error(libc::EBADF),
+        }
     }
 
     fn releasedir(
