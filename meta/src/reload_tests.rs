@@ -235,7 +235,8 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
 }
 
 /// A server that still believes in its lease after the control plane gave
-/// its file system to another (a newer epoch) gets nothing into the store.
+/// its file system to another (a newer epoch) gets nothing into the store,
+/// and answers "moved" so that the client retries at the new owner.
 #[tokio::test]
 async fn a_server_whose_file_system_was_reassigned_writes_nothing_more() {
     use cpfs_proto::heartbeat::Owned;
@@ -274,7 +275,10 @@ async fn a_server_whose_file_system_was_reassigned_writes_nothing_more() {
             .await
             .unwrap();
         match b.run(create("lost"), id(2)).await {
-            MetaReply::Err { errno, .. } => assert_eq!(errno, cpfs_proto::meta::errno::EIO, "{n}"),
+            // "Moved": the client retries where the file system went.
+            MetaReply::Err { errno, .. } => {
+                assert_eq!(errno, cpfs_proto::meta::errno::EMOVED, "{n}")
+            }
             other => panic!("{n}: a fenced create answered {other:?}"),
         }
         for (name, want) in [("kept", 1i64), ("lost", 0)] {

@@ -51,6 +51,11 @@ pub(crate) struct Entry {
     pub done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Why an entry was refused when its file system has another owner now:
+/// not a failure of the store, so the operation is answered "moved" and
+/// the client retries it where the file system went.
+pub(crate) const FENCED: &str = "another metadata server owns this file system now";
+
 /// The most entries one transaction takes.
 const MAX_BATCH: usize = 4096;
 /// A failing commit is tried this many times (a busy database, a
@@ -215,9 +220,7 @@ async fn run<W: Writer>(
         for e in accepted {
             let r = match &outcome {
                 Err(why) => Err(why.clone()),
-                Ok(fenced) if fenced.contains(&e.fs) => {
-                    Err("another metadata server owns this file system now".to_string())
-                }
+                Ok(fenced) if fenced.contains(&e.fs) => Err(FENCED.to_string()),
                 Ok(_) => Ok(()),
             };
             let _ = e.done.send(r);

@@ -190,6 +190,11 @@ impl Shard {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     self.poison(&e);
+                    if e == crate::journal::FENCED {
+                        // Nothing of it was written: the client asks where
+                        // the file system is now and retries there.
+                        return fail(EMOVED, e);
+                    }
                     return fail(EIO, format!("metadata store: {e}"));
                 }
                 Err(_) => {
