@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,20 @@ class Cluster:
         h.wait_until(what, settled, SETTLE_S, interval_s=0.5,
                      on_timeout=lambda: f"last status: {last.get('st')}\n{self.server.stderr_tail(30)}")
         return self.status()
+
+    def wait_table_stable(self, quiet_s=3.0):
+        """Until the chain table has stayed the same, settled, for `quiet_s`
+        seconds: nodes report their bytes with each heartbeat and the planner
+        then moves chains toward even bytes, after the table first settled."""
+        seen = {"version": None, "since": time.monotonic()}
+
+        def stable():
+            st = self.status()
+            if st["ChainTableVersion"] != seen["version"] or not st["Settled"]:
+                seen["version"], seen["since"] = st["ChainTableVersion"], time.monotonic()
+                return False
+            return time.monotonic() - seen["since"] >= quiet_s
+        h.wait_until("the chain table to stay unchanged", stable, SETTLE_S, interval_s=0.25)
 
     # -- what is on the nodes' disks -----------------------------------------
     def chunk_files(self, node):

@@ -165,6 +165,9 @@ def test_scrubber_repairs_corrupted_chunk_files(cluster_factory, mounter_for):
     (m.path / "scrubbed").write_bytes(payload)
     os.sync()
     c.wait_settled()
+    # No chain moves (toward even bytes) while the copies are damaged: a
+    # move would drop the damaged copy instead of repairing it.
+    c.wait_table_stable()
     c.wait_replicas_consistent(c.nodes)
 
     # Flip one byte in two blocks of one node's copy of every chunk it holds.
