@@ -133,12 +133,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
     let Some(url) = args.database_url else {
         anyhow::bail!("cpfs meta needs --database-url: the store cpfs serve uses (postgres://…)");
     };
-    let token = std::env::var("CPFS_CLUSTER_TOKEN").unwrap_or_default();
-    if token.is_empty() {
-        anyhow::bail!(
-            "CPFS_CLUSTER_TOKEN is not set: give the metadata server the cluster token of its control plane (cpfs serve keeps it in DATA_DIR/cluster-token)"
-        );
-    }
+    let token = crate::node_cmd::cluster_token_from_env("the metadata server")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let id = server_id(&dir)?;
     let store = Store::open(&url)

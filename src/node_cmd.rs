@@ -44,16 +44,23 @@ pub struct NodeArgs {
     pub scrub_interval: u64,
 }
 
+/// The cluster token a process started apart from `cpfs serve` (a node, a
+/// metadata server) proves itself with, from `CPFS_CLUSTER_TOKEN`.
+pub fn cluster_token_from_env(who: &str) -> anyhow::Result<String> {
+    let token = std::env::var("CPFS_CLUSTER_TOKEN").unwrap_or_default();
+    if token.is_empty() {
+        anyhow::bail!(
+            "CPFS_CLUSTER_TOKEN is not set: give {who} the cluster token of its control plane (cpfs serve keeps it in DATA_DIR/cluster-token)"
+        );
+    }
+    Ok(token)
+}
+
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let Some(data_dir) = args.data_dir else {
         anyhow::bail!("cpfs node needs --data-dir DIR");
     };
-    let token = std::env::var("CPFS_CLUSTER_TOKEN").unwrap_or_default();
-    if token.is_empty() {
-        anyhow::bail!(
-            "CPFS_CLUSTER_TOKEN is not set: give the node the cluster token of its control plane (cpfs serve keeps it in DATA_DIR/cluster-token)"
-        );
-    }
+    let token = cluster_token_from_env("the node")?;
     let cfg = NodeConfig {
         data_dir,
         listen: args.listen,

@@ -181,13 +181,14 @@ impl ControlPlane {
     /// The address of the metadata server that serves the file system of
     /// mount target `domain` now, if any.
     pub async fn meta_address_for(&self, domain: &str) -> Result<Option<String>> {
+        let now = wall_ms();
         let row: Option<(String,)> = sqlx::query_as(
             "SELECT s.address FROM mount_targets m JOIN meta_assignments a ON a.fs_id = m.fs_id \
              JOIN meta_servers s ON s.id = a.server_id WHERE m.domain = $1 AND a.since_ms <= $2 AND s.last_seen_ms >= $3",
         )
         .bind(domain)
-        .bind(wall_ms())
-        .bind(wall_ms() - self.policy.failure_timeout_ms)
+        .bind(now)
+        .bind(now - self.policy.failure_timeout_ms)
         .fetch_optional(&self.store.pool)
         .await?;
         Ok(row.map(|r| r.0))

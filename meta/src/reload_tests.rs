@@ -65,6 +65,17 @@ async fn snapshot(b: &Backend) -> (Vec<(String, Attr, Vec<(Vec<u8>, Vec<u8>)>)>,
     (out, st)
 }
 
+/// Creating and opening `name` in `parent` with `mode` (no umask).
+fn create_op(parent: u64, name: &[u8], mode: u32) -> MetaOp {
+    MetaOp::Create {
+        parent,
+        name: name.to_vec(),
+        mode,
+        umask: 0,
+        read: true,
+    }
+}
+
 fn id(seq: u64) -> Option<RequestId> {
     Some(RequestId { client: 9, seq })
 }
@@ -92,18 +103,7 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             1,
         )
         .await;
-        let f = entry(
-            &b,
-            MetaOp::Create {
-                parent: d.ino,
-                name: b"f".to_vec(),
-                mode: 0o640,
-                umask: 0,
-                read: true,
-            },
-            2,
-        )
-        .await;
+        let f = entry(&b, create_op(d.ino, b"f", 0o640), 2).await;
         entry(
             &b,
             MetaOp::Written {
@@ -133,18 +133,7 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             5,
         )
         .await;
-        let g = entry(
-            &b,
-            MetaOp::Create {
-                parent: ROOT_INO,
-                name: b"gone".to_vec(),
-                mode: 0o600,
-                umask: 0,
-                read: true,
-            },
-            6,
-        )
-        .await;
+        let g = entry(&b, create_op(ROOT_INO, b"gone", 0o600), 6).await;
         entry(
             &b,
             MetaOp::Written {
@@ -214,18 +203,7 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
         );
         // New inodes never reuse a number.
         let newest = before.0.iter().map(|e| e.1.ino).max().unwrap().max(g.ino);
-        let h = entry(
-            &b,
-            MetaOp::Create {
-                parent: ROOT_INO,
-                name: b"new".to_vec(),
-                mode: 0o600,
-                umask: 0,
-                read: true,
-            },
-            12,
-        )
-        .await;
+        let h = entry(&b, create_op(ROOT_INO, b"new", 0o600), 12).await;
         assert!(
             h.ino > newest,
             "{n}: inode {} reused (newest was {newest})",
@@ -258,13 +236,7 @@ async fn a_server_whose_file_system_was_reassigned_writes_nothing_more() {
             }],
             lease,
         );
-        let create = |name: &str| MetaOp::Create {
-            parent: ROOT_INO,
-            name: name.as_bytes().to_vec(),
-            mode: 0o644,
-            umask: 0,
-            read: true,
-        };
+        let create = |name: &str| create_op(ROOT_INO, name.as_bytes(), 0o644);
         assert!(
             matches!(b.run(create("kept"), id(1)).await, MetaReply::Open(_)),
             "{n}"
