@@ -159,6 +159,7 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
         // each operation as well.
         fuser::MountOption::DefaultPermissions,
     ];
+    tokio::spawn(fs.invalidator().run());
     let session = fuser::Session::new(fs, &args.dir, &options)
         .with_context(|| format!("mounting on {}", args.dir.display()))?;
     let _ = notifier.set(session.notifier());

@@ -27,6 +27,7 @@ pub mod ownership;
 pub mod perm;
 pub mod policy;
 pub mod server;
+pub mod watch;
 
 #[cfg(test)]
 mod exactly_once_tests;
@@ -61,6 +62,8 @@ pub struct MetaService {
     /// Counters of the metadata protocol's service shell.
     pub service_stats: Arc<cpfs_proto::rpc::ServiceStats>,
     sessions: std::sync::RwLock<HashMap<u64, Session>>,
+    /// What each session has seen, and what others changed of it.
+    pub watchers: watch::Watchers,
     /// Open handles per (fs, inode) across all clients: an unlinked inode
     /// keeps its data while any client holds it open.
     open: std::sync::Mutex<HashMap<(String, u64), u32>>,
@@ -103,6 +106,7 @@ impl MetaService {
             access: identity::AccessCache::default(),
             service_stats: Default::default(),
             sessions: std::sync::RwLock::new(HashMap::new()),
+            watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
         }))
     }
@@ -127,6 +131,7 @@ impl MetaService {
 
     fn add_session(&self, s: Session) -> u64 {
         let id = rand::random::<u64>() | 1;
+        self.watchers.add(id, &s.fs);
         self.sessions
             .write()
             .unwrap_or_else(|p| p.into_inner())

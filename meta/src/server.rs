@@ -41,6 +41,10 @@ impl MetaService {
             Ok(g) => g,
             Err((errno, message)) => return MetaReply::Err { errno, message },
         };
+        if let MetaOp::Watch { wait_ms } = req.op {
+            let wait = Duration::from_millis(u64::from(wait_ms));
+            return self.watchers.wait(req.session, &s.fs, wait).await;
+        }
         if !grant.writable && mutates(&req.op) {
             return MetaReply::Err {
                 errno: errno::EROFS,
@@ -54,7 +58,18 @@ impl MetaService {
                 return MetaReply::Err { errno, message };
             }
         };
-        self.handle_as(s, who, req.op, req.id).await
+        let session = req.session;
+        let fs = s.fs.clone();
+        let changes = crate::watch::changes_of(&req.op);
+        let op = (!changes.is_empty() || interesting(&req.op)).then(|| req.op.clone());
+        let reply = self.clone().handle_as(s, who, req.op, req.id).await;
+        if let Some(op) = op {
+            self.watchers.note(session, &op, &reply);
+            if !matches!(reply, MetaReply::Err { .. }) {
+                self.watchers.publish(&fs, session, &changes);
+            }
+        }
+        reply
     }
 
     /// Runs `op` for `who`, the identity the service decided on. An
@@ -338,6 +353,11 @@ impl MetaService {
                 |_| MetaReply::Done,
             ),
             MetaOp::ChainTable => reply(self.chain_table().await, MetaReply::Chains),
+            // Answered in `handle`, where the session is known.
+            MetaOp::Watch { .. } => MetaReply::Err {
+                errno: errno::EINVAL,
+                message: "watch is not an operation on the namespace".into(),
+            },
         }
     }
 
@@ -436,6 +456,23 @@ fn once_only(op: &MetaOp) -> bool {
     )
 }
 
+/// Whether the answer to `op` tells the client about inodes its kernel
+/// may cache (so changes to them must reach it).
+fn interesting(op: &MetaOp) -> bool {
+    matches!(
+        op,
+        MetaOp::Lookup { .. }
+            | MetaOp::GetAttr { .. }
+            | MetaOp::Open { .. }
+            | MetaOp::ReadDir { .. }
+            | MetaOp::ReadDirPlus { .. }
+            | MetaOp::Readlink { .. }
+            | MetaOp::Access { .. }
+            | MetaOp::GetXattr { .. }
+            | MetaOp::ListXattr { .. }
+    )
+}
+
 /// Whether `op` changes the file system (refused on a read-only mount).
 fn mutates(op: &MetaOp) -> bool {
     match op {
@@ -465,6 +502,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::GetXattr { .. }
         | MetaOp::ListXattr { .. }
         | MetaOp::GetStripe { .. }
+        | MetaOp::Watch { .. }
         | MetaOp::ChainTable => false,
     }
 }
@@ -496,6 +534,12 @@ pub async fn serve_until(
         max_in_flight: 1024,
     };
     let handler = service.clone();
+    let closing = service.clone();
+    // Outstanding Watches would hold the drain for their whole wait.
+    let stop = async move {
+        stop.await;
+        closing.watchers.close();
+    };
     rpc::serve_until(
         listener,
         limits,

@@ -227,6 +227,25 @@ pub enum MetaOp {
         after: Option<Vec<u8>>,
         limit: u32,
     },
+    /// Waits up to `wait_ms` (the service caps it) for changes other
+    /// clients made to what this session has seen, and returns them (see
+    /// [`Change`]). A mount keeps one of these outstanding.
+    Watch {
+        wait_ms: u32,
+    },
+}
+
+/// A change another client made, for this client's kernel caches. The
+/// service sends a session the changes to inodes it named or was told
+/// about (looked up, listed, created, opened), asynchronously: a change is
+/// on its way when the client that made it gets its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// The name in `parent` was created, removed or renamed: what the
+    /// kernel holds for it (a positive or a negative entry) is stale.
+    Entry { parent: u64, name: Vec<u8> },
+    /// The inode's attributes changed; `data`: its contents too.
+    Inode { ino: u64, data: bool },
 }
 
 /// Names one operation of one client across all its retries. A client
@@ -307,6 +326,13 @@ pub enum MetaReply {
         entries: Vec<(DirEntry, Attr)>,
         searchable: bool,
         more: bool,
+    },
+    /// What a [`MetaOp::Watch`] waited for. `lost`: changes were dropped
+    /// (the session is new, or it fell too far behind): whatever the
+    /// client cached may be stale.
+    Changes {
+        changes: Vec<Change>,
+        lost: bool,
     },
     Done,
     /// A POSIX errno, and a message for the log.

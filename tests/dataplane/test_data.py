@@ -285,6 +285,43 @@ def test_two_mounts_close_to_open(mount, mounter):
         assert f.read() == b"written by B"
 
 
+# How long B's kernel would keep an entry or attributes if nobody told it
+# otherwise (client/src/fuse/mod.rs, TTL); the service's notice must come
+# well before.
+KERNEL_TTL_S = 10
+NOTICE_S = 3
+
+
+def test_changes_in_one_mount_reach_the_kernel_caches_of_the_other(mount, mounter):
+    assert NOTICE_S < KERNEL_TTL_S, "the test could pass on the TTL alone"
+    a = mount
+    b = mounter.mount(a.domain)
+    d = "invalidation"
+    os.mkdir(a.path / d)
+    (a.path / d / "f").write_bytes(b"f")
+    os.chmod(a.path / d / "f", 0o644)
+    # B's kernel now holds: no name "new" (a negative entry), the entry
+    # "f" and f's attributes.
+    assert not (b.path / d / "new").exists()
+    assert stat.S_IMODE(os.stat(b.path / d / "f").st_mode) == 0o644
+
+    (a.path / d / "new").write_bytes(b"created by A")
+    wait_until("B to see the name A created", lambda: (b.path / d / "new").exists(), NOTICE_S)
+    assert (b.path / d / "new").read_bytes() == b"created by A"
+
+    os.chmod(a.path / d / "f", 0o600)
+    wait_until("B to see the mode A set",
+               lambda: stat.S_IMODE(os.stat(b.path / d / "f").st_mode) == 0o600, NOTICE_S)
+
+    os.rename(a.path / d / "f", a.path / d / "g")
+    wait_until("B to lose the name A renamed away", lambda: not (b.path / d / "f").exists(), NOTICE_S)
+    assert (b.path / d / "g").read_bytes() == b"f"
+
+    os.unlink(a.path / d / "new")
+    wait_until("B to lose the name A removed", lambda: not (b.path / d / "new").exists(), NOTICE_S)
+    assert sorted(os.listdir(b.path / d)) == ["g"]
+
+
 # ---------------------------------------------------------------------------
 # A corrupted chunk replica
 # ---------------------------------------------------------------------------

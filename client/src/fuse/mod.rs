@@ -32,6 +32,7 @@ use crate::meta::MetaClient;
 mod attr;
 mod caller;
 mod dirs;
+mod invalidate;
 mod open_files;
 mod simple_ops;
 mod sizes;
@@ -41,12 +42,15 @@ pub use attr::file_attr;
 use attr::to_ns;
 use caller::caller;
 use dirs::DirListing;
+pub use invalidate::Invalidator;
 use open_files::{pin, unpin, FileHandle, OpenInodes};
 use sizes::{note_write, set_attr, settle};
 pub use xattr::parse_stripe;
-use xattr::xattr_reply;
 
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may keep entries (also negative ones) and
+/// attributes: long, because the service tells this mount when another
+/// client changes them (see [`Invalidator`]).
+const TTL: Duration = Duration::from_secs(10);
 pub use xattr::STRIPE_XATTR;
 
 pub struct CpfsFs {
@@ -101,6 +105,16 @@ impl CpfsFs {
             .cloned()
     }
 
+    /// The task that keeps this mount's kernel caches true to what other
+    /// clients change; spawn it before the FUSE session starts.
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator {
+            meta: self.meta.clone(),
+            notifier: self.notifier.clone(),
+            shown: self.shown.clone(),
+        }
+    }
+
     fn fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -117,14 +131,13 @@ impl Filesystem for CpfsFs {
     }
 
     fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        self.entry_op(
-            req,
-            MetaOp::Lookup {
-                parent,
-                name: name.as_bytes().to_vec(),
-            },
-            reply,
-        );
+        let op = MetaOp::Lookup {
+            parent,
+            name: name.as_bytes().to_vec(),
+        };
+        // "No such name" is kept by the kernel too (a negative entry): the
+        // service invalidates it when another client creates the name.
+        self.entry_op_with(req, op, reply, true);
     }
 
     fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
@@ -523,6 +536,10 @@ impl Filesystem for CpfsFs {
         let Some(h) = self.handle(fh) else {
             return reply.ok();
         };
+        if !h.dirty.load(Ordering::Acquire) {
+            // Nothing to push: answered here, without waking the runtime.
+            return reply.ok();
+        }
         let meta = self.meta.clone();
         let who = caller(req);
         self.rt.spawn(async move {
@@ -554,14 +571,27 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let inodes = self.inodes.clone();
+        if !h.dirty.load(Ordering::Acquire) {
+            // Nothing to push: the closing program need not wait for the
+            // runtime (see below for why the release itself need not).
+            unpin(&inodes, h.ino);
+            reply.ok();
+            self.rt.spawn(async move {
+                let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
+            });
+            return;
+        }
         self.rt.spawn(async move {
             let r = settle(&meta, &who, &h).await;
-            let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
             unpin(&inodes, h.ino);
             match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
+            // Nothing the closing program waits for: the service only
+            // counts the handle (an unlinked file's data stays until the
+            // count reaches zero, a moment later than it could).
+            let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
         });
     }
 
@@ -718,55 +748,11 @@ impl Filesystem for CpfsFs {
         size: u32,
         reply: ReplyXattr,
     ) {
-        // The kernel asks for security.capability before every write;
-        // security.* attributes are not stored (setxattr refuses them), so
-        // the answer is known here without a round trip.
-        if name.as_bytes().starts_with(b"security.") {
-            return reply.error(errno::ENODATA);
-        }
-        let meta = self.meta.clone();
-        let who = caller(req);
-        let stripe = name.as_bytes() == STRIPE_XATTR.as_bytes();
-        let op = if stripe {
-            MetaOp::GetStripe { ino }
-        } else {
-            MetaOp::GetXattr {
-                ino,
-                name: name.as_bytes().to_vec(),
-            }
-        };
-        self.rt.spawn(async move {
-            let value = match meta.call(&who, op).await {
-                Ok(MetaReply::Xattr(v)) => v,
-                Ok(MetaReply::Stripe {
-                    chunk_size,
-                    stripe_width,
-                }) => format!("{{\"chunk_size\":{chunk_size},\"stripe_width\":{stripe_width}}}")
-                    .into_bytes(),
-                Ok(_) => return reply.error(errno::EIO),
-                Err(e) => return reply.error(e),
-            };
-            xattr_reply(reply, size, &value)
-        });
+        self.getxattr_op(req, ino, name, size, reply)
     }
 
     fn listxattr(&mut self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        let meta = self.meta.clone();
-        let who = caller(req);
-        self.rt.spawn(async move {
-            match meta.call(&who, MetaOp::ListXattr { ino }).await {
-                Ok(MetaReply::XattrNames(names)) => {
-                    let mut out = Vec::new();
-                    for n in names {
-                        out.extend_from_slice(&n);
-                        out.push(0);
-                    }
-                    xattr_reply(reply, size, &out)
-                }
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.listxattr_op(req, ino, size, reply)
     }
 
     fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {

@@ -9,6 +9,18 @@ use super::{file_attr, CpfsFs, TTL};
 
 impl CpfsFs {
     pub(super) fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {
+        self.entry_op_with(req, op, reply, false)
+    }
+
+    /// As `entry_op`; `negative`: an ENOENT answer is given to the kernel as
+    /// an entry for no inode, which it keeps for the TTL.
+    pub(super) fn entry_op_with(
+        &self,
+        req: &Request<'_>,
+        op: MetaOp,
+        reply: ReplyEntry,
+        negative: bool,
+    ) {
         let meta = self.meta.clone();
         let who = caller(req);
         let shown = self.shown.clone();
@@ -22,6 +34,7 @@ impl CpfsFs {
                     reply.entry(&TTL, &file_attr(&a), 0)
                 }
                 Ok(_) => reply.error(errno::EIO),
+                Err(errno::ENOENT) if negative => reply.entry(&TTL, &no_such_entry(), 0),
                 Err(e) => reply.error(e),
             }
         });
@@ -37,5 +50,27 @@ impl CpfsFs {
                 Err(e) => reply.error(e),
             }
         });
+    }
+}
+
+/// What the kernel takes as "no such name" to keep: an entry for inode 0.
+fn no_such_entry() -> fuser::FileAttr {
+    let t = std::time::UNIX_EPOCH;
+    fuser::FileAttr {
+        ino: 0,
+        size: 0,
+        blocks: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }

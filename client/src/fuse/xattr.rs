@@ -1,8 +1,14 @@
 //! Extended-attribute replies, and the virtual attribute that sets a
 //! directory's stripe.
 
-use cpfs_proto::meta::errno;
-use fuser::ReplyXattr;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use cpfs_proto::meta::{errno, MetaOp, MetaReply};
+use fuser::{ReplyXattr, Request};
+
+use super::caller::caller;
+use super::CpfsFs;
 
 /// The virtual extended attribute `cpfs stripe` reads and writes.
 pub const STRIPE_XATTR: &str = "user.cpfs.stripe";
@@ -30,4 +36,65 @@ pub fn parse_stripe(v: &[u8]) -> Option<(u64, u32)> {
         }
     }
     Some((cs?, w?))
+}
+
+impl CpfsFs {
+    pub(super) fn getxattr_op(
+        &self,
+        req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        // The kernel asks for security.capability before every write;
+        // security.* attributes are not stored (setxattr refuses them), so
+        // the answer is known here without a round trip.
+        if name.as_bytes().starts_with(b"security.") {
+            return reply.error(errno::ENODATA);
+        }
+        let meta = self.meta.clone();
+        let who = caller(req);
+        let stripe = name.as_bytes() == STRIPE_XATTR.as_bytes();
+        let op = if stripe {
+            MetaOp::GetStripe { ino }
+        } else {
+            MetaOp::GetXattr {
+                ino,
+                name: name.as_bytes().to_vec(),
+            }
+        };
+        self.rt.spawn(async move {
+            let value = match meta.call(&who, op).await {
+                Ok(MetaReply::Xattr(v)) => v,
+                Ok(MetaReply::Stripe {
+                    chunk_size,
+                    stripe_width,
+                }) => format!("{{\"chunk_size\":{chunk_size},\"stripe_width\":{stripe_width}}}")
+                    .into_bytes(),
+                Ok(_) => return reply.error(errno::EIO),
+                Err(e) => return reply.error(e),
+            };
+            xattr_reply(reply, size, &value)
+        });
+    }
+
+    pub(super) fn listxattr_op(&self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let meta = self.meta.clone();
+        let who = caller(req);
+        self.rt.spawn(async move {
+            match meta.call(&who, MetaOp::ListXattr { ino }).await {
+                Ok(MetaReply::XattrNames(names)) => {
+                    let mut out = Vec::new();
+                    for n in names {
+                        out.extend_from_slice(&n);
+                        out.push(0);
+                    }
+                    xattr_reply(reply, size, &out)
+                }
+                Ok(_) => reply.error(errno::EIO),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
 }

@@ -1,0 +1,466 @@
+//! Telling mounted clients what other clients changed, so that their
+//! kernels may cache entries and attributes for long (see
+//! `client/src/fuse/invalidate.rs` for the other end).
+//!
+//! Each session has a watcher: the inodes the session has seen (named in
+//! one of its requests or answers) and a queue of changes to those, made
+//! by other sessions of the same file system. A client keeps a
+//! [`MetaOp::Watch`](cpfs_proto::meta::MetaOp::Watch) outstanding, which
+//! returns as soon as its queue is not empty.
+//!
+//! Delivery is asynchronous, after the change is committed: waiting for
+//! every other client to acknowledge before answering would stall two
+//! clients creating in one directory on each other's kernel locks. What a
+//! client may miss is bounded instead: a queue that overflows, or a
+//! session that is new (a remount, a failover), is reported as `lost`, and
+//! the client drops what it cached of every inode.
+//!
+//! Everything here is bounded: the inodes per session (beyond
+//! [`MAX_INTEREST`] a session simply gets every change of its file
+//! system), the queue ([`MAX_QUEUE`]), and the watchers themselves (one
+//! that has not polled for [`IDLE`] is dropped).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cpfs_proto::meta::{Change, MetaOp, MetaReply};
+use tokio::sync::Notify;
+
+/// Inodes remembered per session before it is sent everything.
+pub const MAX_INTEREST: usize = 1 << 20;
+/// Changes queued for one session before they count as lost.
+pub const MAX_QUEUE: usize = 8192;
+/// The longest a Watch waits before it returns empty.
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+/// A watcher that has not polled for this long belongs to a client that
+/// went away (or never watches): it is dropped.
+pub const IDLE: Duration = Duration::from_secs(60);
+
+struct Watcher {
+    fs: Arc<str>,
+    interest: HashSet<u64>,
+    /// The interest overflowed: every change of the file system counts.
+    everything: bool,
+    queue: Vec<Change>,
+    lost: bool,
+    wake: Arc<Notify>,
+    /// When a Watch last returned (or the session mounted).
+    polled: Instant,
+    waiting: bool,
+}
+
+impl Watcher {
+    fn wants(&self, change: &Change) -> bool {
+        self.everything
+            || match change {
+                Change::Entry { parent, .. } => self.interest.contains(parent),
+                Change::Inode { ino, .. } => self.interest.contains(ino),
+            }
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        !self.waiting && now.duration_since(self.polled) > IDLE
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<u64, Watcher>,
+    by_fs: HashMap<Arc<str>, HashSet<u64>>,
+}
+
+impl Registry {
+    fn remove(&mut self, session: u64) {
+        if let Some(w) = self.sessions.remove(&session) {
+            if let Some(set) = self.by_fs.get_mut(&w.fs) {
+                set.remove(&session);
+                if set.is_empty() {
+                    self.by_fs.remove(&w.fs);
+                }
+            }
+        }
+    }
+}
+
+/// The watchers of every session of this server.
+#[derive(Default)]
+pub struct Watchers {
+    registry: Mutex<Registry>,
+    closed: AtomicBool,
+}
+
+impl Watchers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session of `fs`. Its first Watch reports `lost`: whatever a
+    /// client cached under an earlier session may be stale.
+    pub fn add(&self, session: u64, fs: &str) {
+        let fs: Arc<str> = Arc::from(fs);
+        let mut r = self.lock();
+        r.by_fs.entry(fs.clone()).or_default().insert(session);
+        r.sessions.insert(
+            session,
+            Watcher {
+                fs,
+                interest: HashSet::new(),
+                everything: false,
+                queue: Vec::new(),
+                lost: true,
+                wake: Arc::new(Notify::new()),
+                polled: Instant::now(),
+                waiting: false,
+            },
+        );
+    }
+
+    /// Records the inodes `session` named in `op` or was told about in
+    /// `reply`: the kernel of that client may cache them.
+    pub fn note(&self, session: u64, op: &MetaOp, reply: &MetaReply) {
+        let mut r = self.lock();
+        let Some(w) = r.sessions.get_mut(&session) else {
+            return;
+        };
+        if w.everything {
+            return;
+        }
+        let mut add = |ino: u64| {
+            w.interest.insert(ino);
+        };
+        for ino in named(op) {
+            add(ino);
+        }
+        match reply {
+            MetaReply::Attr(a) | MetaReply::Entry(a) => add(a.ino),
+            MetaReply::Open(o) => add(o.attr.ino),
+            MetaReply::DirPlus { entries, .. } => {
+                for (_, a) in entries {
+                    add(a.ino);
+                }
+            }
+            MetaReply::Dir { entries, .. } => {
+                for e in entries {
+                    add(e.ino);
+                }
+            }
+            _ => {}
+        }
+        if w.interest.len() > MAX_INTEREST {
+            w.interest = HashSet::new();
+            w.everything = true;
+        }
+    }
+
+    /// Queues `changes`, made by `origin`, for the other sessions of `fs`
+    /// that have seen what they touch, and wakes their Watch.
+    pub fn publish(&self, fs: &str, origin: u64, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut r = self.lock();
+        let Some(sessions) = r.by_fs.get(fs) else {
+            return;
+        };
+        let sessions: Vec<u64> = sessions.iter().copied().filter(|s| *s != origin).collect();
+        let mut gone = Vec::new();
+        for session in sessions {
+            let Some(w) = r.sessions.get_mut(&session) else {
+                continue;
+            };
+            if w.idle(now) {
+                gone.push(session);
+                continue;
+            }
+            let before = w.queue.len();
+            for c in changes {
+                if w.lost {
+                    break;
+                }
+                if w.wants(c) {
+                    if w.queue.len() >= MAX_QUEUE {
+                        w.queue.clear();
+                        w.lost = true;
+                    } else {
+                        w.queue.push(c.clone());
+                    }
+                }
+            }
+            if w.queue.len() != before || w.lost {
+                w.wake.notify_one();
+            }
+        }
+        for session in gone {
+            r.remove(session);
+        }
+    }
+
+    /// What changed for `session` since its last Watch, waiting up to
+    /// `wait` for something to. A session unknown here (idle too long, or
+    /// the server restarted) is registered again, and told it lost changes.
+    pub async fn wait(&self, session: u64, fs: &str, wait: Duration) -> MetaReply {
+        let wake = {
+            let mut r = self.lock();
+            if !r.sessions.contains_key(&session) {
+                drop(r);
+                self.add(session, fs);
+                r = self.lock();
+            }
+            let Some(w) = r.sessions.get_mut(&session) else {
+                return MetaReply::Changes {
+                    changes: vec![],
+                    lost: true,
+                };
+            };
+            if !w.queue.is_empty() || w.lost || self.closed.load(Ordering::Acquire) {
+                w.polled = Instant::now();
+                return take(w);
+            }
+            w.waiting = true;
+            w.wake.clone()
+        };
+        let _ = tokio::time::timeout(wait.min(MAX_WAIT), wake.notified()).await;
+        let mut r = self.lock();
+        match r.sessions.get_mut(&session) {
+            Some(w) => {
+                w.waiting = false;
+                w.polled = Instant::now();
+                take(w)
+            }
+            None => MetaReply::Changes {
+                changes: vec![],
+                lost: true,
+            },
+        }
+    }
+
+    /// The server is shutting down: every Watch returns now, so that the
+    /// drain does not wait for them.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for w in self.lock().sessions.values() {
+            w.wake.notify_one();
+        }
+    }
+
+    /// How many sessions are watched (for tests and status).
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn take(w: &mut Watcher) -> MetaReply {
+    let lost = std::mem::take(&mut w.lost);
+    MetaReply::Changes {
+        changes: std::mem::take(&mut w.queue),
+        lost,
+    }
+}
+
+/// The inodes a request names (its parent directories and targets).
+fn named(op: &MetaOp) -> impl Iterator<Item = u64> {
+    let (a, b) = match op {
+        MetaOp::Lookup { parent, .. }
+        | MetaOp::Mknod { parent, .. }
+        | MetaOp::Mkdir { parent, .. }
+        | MetaOp::Create { parent, .. }
+        | MetaOp::Symlink { parent, .. }
+        | MetaOp::Unlink { parent, .. }
+        | MetaOp::Rmdir { parent, .. } => (Some(*parent), None),
+        MetaOp::Rename {
+            parent, new_parent, ..
+        } => (Some(*parent), Some(*new_parent)),
+        MetaOp::Link {
+            ino, new_parent, ..
+        } => (Some(*ino), Some(*new_parent)),
+        MetaOp::GetAttr { ino }
+        | MetaOp::SetAttr { ino, .. }
+        | MetaOp::Readlink { ino }
+        | MetaOp::Open { ino, .. }
+        | MetaOp::Access { ino, .. }
+        | MetaOp::ReadDir { ino, .. }
+        | MetaOp::ReadDirPlus { ino, .. }
+        | MetaOp::Written { ino, .. }
+        | MetaOp::GetXattr { ino, .. }
+        | MetaOp::ListXattr { ino } => (Some(*ino), None),
+        _ => (None, None),
+    };
+    a.into_iter().chain(b)
+}
+
+/// What applying `op` (successfully) changed, as other clients' kernels
+/// see it: names in directories, and the attributes (or contents) of
+/// inodes, among them the directories whose times and sizes moved.
+pub fn changes_of(op: &MetaOp) -> Vec<Change> {
+    let entry = |parent: u64, name: &[u8]| Change::Entry {
+        parent,
+        name: name.to_vec(),
+    };
+    let inode = |ino: u64, data: bool| Change::Inode { ino, data };
+    match op {
+        MetaOp::Mknod { parent, name, .. }
+        | MetaOp::Mkdir { parent, name, .. }
+        | MetaOp::Create { parent, name, .. }
+        | MetaOp::Symlink { parent, name, .. }
+        | MetaOp::Unlink { parent, name }
+        | MetaOp::Rmdir { parent, name } => vec![entry(*parent, name), inode(*parent, false)],
+        MetaOp::Link {
+            ino,
+            new_parent,
+            new_name,
+        } => vec![
+            entry(*new_parent, new_name),
+            inode(*new_parent, false),
+            inode(*ino, false),
+        ],
+        MetaOp::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            ..
+        } => {
+            let mut v = vec![entry(*parent, name), entry(*new_parent, new_name)];
+            v.push(inode(*parent, false));
+            if new_parent != parent {
+                v.push(inode(*new_parent, false));
+            }
+            v
+        }
+        MetaOp::SetAttr { ino, set } => vec![inode(*ino, set.size.is_some())],
+        MetaOp::Written { ino, .. } => vec![inode(*ino, true)],
+        MetaOp::SetXattr { ino, .. }
+        | MetaOp::RemoveXattr { ino, .. }
+        | MetaOp::SetStripe { ino, .. } => vec![inode(*ino, false)],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(parent: u64) -> MetaOp {
+        MetaOp::Lookup {
+            parent,
+            name: b"x".to_vec(),
+        }
+    }
+
+    fn create(parent: u64, name: &[u8]) -> MetaOp {
+        MetaOp::Mkdir {
+            parent,
+            name: name.to_vec(),
+            mode: 0o755,
+            umask: 0,
+        }
+    }
+
+    async fn poll(w: &Watchers, session: u64) -> (Vec<Change>, bool) {
+        match w.wait(session, "fs", Duration::ZERO).await {
+            MetaReply::Changes { changes, lost } => (changes, lost),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_gets_the_changes_of_others_to_what_it_has_seen() {
+        let w = Watchers::default();
+        w.add(1, "fs");
+        w.add(2, "fs");
+        w.add(3, "other-fs");
+        // A new session is told it may have missed changes, once.
+        assert_eq!(poll(&w, 1).await, (vec![], true));
+        assert_eq!(poll(&w, 1).await, (vec![], false));
+        let _ = poll(&w, 2).await;
+        let _ = poll(&w, 3).await;
+        // Session 1 looked into directory 7, not into 8.
+        w.note(1, &lookup(7), &MetaReply::Done);
+        w.publish("fs", 2, &changes_of(&create(7, b"a")));
+        w.publish("fs", 2, &changes_of(&create(8, b"b")));
+        let (changes, lost) = poll(&w, 1).await;
+        assert!(!lost);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Entry {
+                    parent: 7,
+                    name: b"a".to_vec()
+                },
+                Change::Inode {
+                    ino: 7,
+                    data: false
+                }
+            ]
+        );
+        // Its own changes, and other file systems', are not sent back.
+        w.publish("fs", 1, &changes_of(&create(7, b"c")));
+        w.note(3, &lookup(7), &MetaReply::Done);
+        w.publish("fs", 2, &changes_of(&create(7, b"d")));
+        assert_eq!(poll(&w, 1).await.0.len(), 2);
+        assert_eq!(poll(&w, 3).await, (vec![], false));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_watch_wakes_on_a_change_and_an_overflow_counts_as_lost() {
+        let w = Arc::new(Watchers::default());
+        w.add(1, "fs");
+        let _ = poll(&w, 1).await;
+        w.note(1, &lookup(7), &MetaReply::Done);
+        let waiter = {
+            let w = w.clone();
+            tokio::spawn(async move { w.wait(1, "fs", Duration::from_secs(30)).await })
+        };
+        while !w.lock().sessions.get(&1).is_some_and(|x| x.waiting) {
+            tokio::task::yield_now().await;
+        }
+        w.publish("fs", 2, &changes_of(&create(7, b"a")));
+        match tokio::time::timeout(Duration::from_secs(5), waiter).await {
+            Ok(Ok(MetaReply::Changes { changes, lost })) => {
+                assert_eq!(changes.len(), 2);
+                assert!(!lost);
+            }
+            other => panic!("the watch did not wake: {other:?}"),
+        }
+        for i in 0..MAX_QUEUE {
+            w.publish("fs", 2, &changes_of(&create(7, format!("{i}").as_bytes())));
+        }
+        assert_eq!(poll(&w, 1).await, (vec![], true));
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_watch_at_once() {
+        let w = Arc::new(Watchers::default());
+        w.add(1, "fs");
+        let _ = poll(&w, 1).await;
+        let waiter = {
+            let w = w.clone();
+            tokio::spawn(async move { w.wait(1, "fs", Duration::from_secs(30)).await })
+        };
+        while !w.lock().sessions.get(&1).is_some_and(|x| x.waiting) {
+            tokio::task::yield_now().await;
+        }
+        w.close();
+        let r = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(matches!(r, Ok(Ok(MetaReply::Changes { .. }))), "{r:?}");
+    }
+
+    #[test]
+    fn too_many_inodes_turn_into_every_change() {
+        let w = Watchers::default();
+        w.add(1, "fs");
+        for ino in 0..=MAX_INTEREST as u64 {
+            w.note(1, &lookup(ino + 10), &MetaReply::Done);
+        }
+        let r = w.lock();
+        let x = &r.sessions[&1];
+        assert!(x.everything && x.interest.is_empty());
+    }
+}
