@@ -14,9 +14,11 @@ use tokio::sync::RwLock;
 
 use cpfs_proto::capability::Capability;
 use cpfs_proto::chains::ChainTable;
-use cpfs_proto::layout::{Layout, Piece, BLOCK};
+use cpfs_proto::layout::{Layout, LayoutError, Piece, BLOCK};
 use cpfs_proto::node::NodePeers as Peers;
-use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse};
+use cpfs_proto::node::{
+    ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, MAX_LISTED_CHUNKS,
+};
 
 /// Where a fresh chain table comes from (the metadata service).
 pub type ChainSource =
@@ -30,6 +32,8 @@ pub enum DataError {
     Unreachable(u32, String),
     #[error("chain {0} is not in the chain table")]
     NoChain(u32),
+    #[error("{0}")]
+    Layout(#[from] LayoutError),
 }
 
 impl DataError {
@@ -38,6 +42,9 @@ impl DataError {
         match self {
             DataError::Node(NodeError::NoSpace) => 28,       // ENOSPC
             DataError::Node(NodeError::BadCapability) => 13, // EACCES
+            DataError::Node(NodeError::OutOfRange { .. }) => 27, // EFBIG
+            DataError::Node(NodeError::Invalid(_)) => 22,    // EINVAL
+            DataError::Layout(LayoutError::Overflow { .. }) => 27, // EFBIG
             _ => 5,                                          // EIO
         }
     }
@@ -47,6 +54,9 @@ impl DataError {
 /// fails with EIO: long enough for failure detection (3 s by default), the
 /// new chain table and a restarted `cpfs serve`, so programs see a stall.
 pub const FAILOVER_BUDGET: Duration = Duration::from_secs(45);
+
+/// Chunks a truncate cuts at once.
+const TRUNCATE_BATCH: usize = 64;
 
 /// Delays between retries of one piece of I/O, with the shared policy:
 /// quick at first (a table change is usually picked up in milliseconds),
@@ -157,7 +167,7 @@ impl DataClient {
         offset: u64,
         data: &[u8],
     ) -> Result<(), DataError> {
-        let pieces = layout.pieces(offset, data.len() as u64);
+        let pieces = layout.pieces(offset, data.len() as u64)?;
         let mut set = Vec::with_capacity(pieces.len());
         for p in pieces {
             let bytes = data[p.buf_offset as usize..(p.buf_offset + p.len) as usize].to_vec();
@@ -203,7 +213,7 @@ impl DataClient {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, DataError> {
-        let pieces = layout.pieces(offset, len);
+        let pieces = layout.pieces(offset, len)?;
         let parts = join_all(pieces.iter().map(|p| self.read_piece(cap, inode, *p))).await;
         let mut out = Vec::with_capacity(len as usize);
         for part in parts {
@@ -319,7 +329,10 @@ impl DataClient {
         }
     }
 
-    /// Cuts the file's data from `old_size` down to `new_size`.
+    /// Cuts the file's data from `old_size` down to `new_size`: the chunk
+    /// holding the new end, and every chunk past it up to the old end that
+    /// exists (asked of each chain's head), never one request per chunk of
+    /// the range, which for a sparse file could be billions.
     pub async fn truncate(
         &self,
         cap: &Capability,
@@ -331,35 +344,82 @@ impl DataClient {
         if new_size >= old_size {
             return Ok(());
         }
+        layout.check()?;
         let cs = layout.chunk_size;
         let first = new_size / cs;
         let last = (old_size - 1) / cs;
-        let mut ops = Vec::new();
-        for chunk in first..=last {
-            let keep = if chunk == first { new_size % cs } else { 0 };
-            let chain = layout.chain_of(chunk);
-            let key = ChunkKey {
-                fs: cap.fs.clone(),
-                inode,
-                index: chunk,
-                chain,
-            };
-            ops.push(async move {
-                self.to_head(chain, |c| NodeRequest::Truncate {
-                    cap: cap.clone(),
-                    chain: c,
-                    key: key.clone(),
-                    len: keep,
-                    forwarded: false,
-                })
-                .await
-                .map(|_| ())
-            });
+        let mut chunks = vec![first];
+        let mut chains = layout.chains.clone();
+        chains.sort_unstable();
+        chains.dedup();
+        for chain in chains {
+            for index in self.existing_chunks(cap, inode, chain, first + 1).await? {
+                if index <= last && layout.chain_of(index) == chain {
+                    chunks.push(index);
+                }
+            }
         }
-        for r in join_all(ops).await {
-            r?;
+        // In bounded batches: a file may hold many chunks.
+        for batch in chunks.chunks(TRUNCATE_BATCH) {
+            let ops = batch.iter().map(|&chunk| {
+                let keep = if chunk == first { new_size % cs } else { 0 };
+                let chain = layout.chain_of(chunk);
+                let key = ChunkKey {
+                    fs: cap.fs.clone(),
+                    inode,
+                    index: chunk,
+                    chain,
+                };
+                async move {
+                    self.to_head(chain, |c| NodeRequest::Truncate {
+                        cap: cap.clone(),
+                        chain: c,
+                        key: key.clone(),
+                        len: keep,
+                        forwarded: false,
+                    })
+                    .await
+                    .map(|_| ())
+                }
+            });
+            for r in join_all(ops).await {
+                r?;
+            }
         }
         Ok(())
+    }
+
+    /// Indexes of the chunks of `inode` the head of `chain` holds, from
+    /// `from` up (every copy of a chain has what its head has).
+    async fn existing_chunks(
+        &self,
+        cap: &Capability,
+        inode: u64,
+        chain: u32,
+        from: u64,
+    ) -> Result<Vec<u64>, DataError> {
+        let mut out = Vec::new();
+        let mut from = Some(from);
+        while let Some(at) = from {
+            let page = self
+                .to_head(chain, |c| NodeRequest::ListChunks {
+                    cap: cap.clone(),
+                    chain: c,
+                    fs: cap.fs.clone(),
+                    inode,
+                    from: at,
+                })
+                .await?;
+            let NodeResponse::Chunks(page) = page else {
+                return Err(DataError::Unreachable(chain, format!("{page:?}")));
+            };
+            from = match page.last() {
+                Some(&l) if page.len() >= MAX_LISTED_CHUNKS && l >= at => l.checked_add(1),
+                _ => None,
+            };
+            out.extend(page);
+        }
+        Ok(out)
     }
 
     /// Makes the file's data durable on every node of its chains.

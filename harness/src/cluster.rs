@@ -38,6 +38,7 @@ pub struct ClusterBuilder {
     proxy_meta: bool,
     fs: String,
     token: String,
+    max_bandwidth: u64,
 }
 
 impl Default for ClusterBuilder {
@@ -52,6 +53,7 @@ impl Default for ClusterBuilder {
             proxy_meta: false,
             fs: "cpfs-harness".into(),
             token: "harness-cluster-token".into(),
+            max_bandwidth: 0,
         }
     }
 }
@@ -95,6 +97,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Client I/O of every node limited to `bytes_per_sec`, as
+    /// `cpfs node --max-bandwidth` does (default: unlimited).
+    pub fn max_bandwidth(mut self, bytes_per_sec: u64) -> Self {
+        self.max_bandwidth = bytes_per_sec;
+        self
+    }
+
     /// Puts a [`crate::Proxy`] in front of the metadata service.
     pub fn proxy_meta(mut self) -> Self {
         self.proxy_meta = true;
@@ -107,6 +116,7 @@ impl ClusterBuilder {
         // Copies are not throttled: tests wait for them.
         let rates = Rates {
             repair: 0,
+            max_bandwidth: self.max_bandwidth,
             ..Rates::default()
         };
         let mut nodes = Vec::with_capacity(self.nodes);

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 pub use cluster::{check_bytes, pattern, Cluster, ClusterBuilder, ROOT};
 pub use meta::{MetaServer, DOMAIN};
-pub use node::TestNode;
+pub use node::{stats_request, TestNode};
 pub use proxy::Proxy;
 
 /// How often [`wait_for`] looks again: short, so tests stay fast, long

@@ -8,11 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpfs_node::{Node, Rates};
-use cpfs_proto::capability::CapabilityKey;
+use cpfs_proto::capability::{CapabilityKey, ADMIN, ANY_INODE};
 use cpfs_proto::chains::{ChainTable, NodeAddr};
 use cpfs_proto::node::{NodeClient, NodeRequest, NodeResponse, NodeStats};
 
 use crate::{Proxy, Task};
+
+/// A `Stats` request as the cluster sends it: with a cluster capability
+/// (file system "", ADMIN), which no client holds.
+pub fn stats_request(key: &CapabilityKey) -> NodeRequest {
+    NodeRequest::Stats {
+        cap: key.issue("", ANY_INODE, ADMIN, i64::MAX),
+    }
+}
 
 /// A node, alive or killed. Killing it ends its service task, which owns
 /// every connection and request of the node, so peers see what they would
@@ -115,7 +123,7 @@ impl TestNode {
     pub async fn stats(&self) -> anyhow::Result<NodeStats> {
         self.running()?;
         let client = NodeClient::new(self.listen.to_string());
-        match client.call(NodeRequest::Stats).await? {
+        match client.call(stats_request(&self.key)).await? {
             NodeResponse::Stats(s) => Ok(s),
             other => anyhow::bail!("node {} answered Stats with {other:?}", self.id),
         }

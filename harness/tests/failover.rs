@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cpfs_harness::{check_bytes, pattern, wait_for, Cluster};
 use cpfs_proto::layout::MIN_CHUNK_SIZE;
-use cpfs_proto::node::{NodeClient, NodeRequest};
+use cpfs_proto::node::NodeClient;
 
 const CHUNK: u64 = MIN_CHUNK_SIZE;
 
@@ -139,7 +139,10 @@ async fn every_call_to_a_node_that_hangs_up_fails_at_once() {
     c.partition(0).unwrap();
     let node = NodeClient::new(c.node(0).addr().to_string());
     for i in 0..1000 {
-        let call = tokio::time::timeout(Duration::from_secs(5), node.call(NodeRequest::Stats));
+        let call = tokio::time::timeout(
+            Duration::from_secs(5),
+            node.call(cpfs_harness::stats_request(c.key())),
+        );
         match call.await {
             Ok(Err(_)) => {}
             Ok(Ok(r)) => panic!("call {i} through a cut proxy was answered: {r:?}"),

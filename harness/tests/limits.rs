@@ -6,18 +6,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cpfs_harness::raw::{self, Outcome, RawConn};
-use cpfs_harness::{check_bytes, pattern, Cluster, ROOT};
+use cpfs_harness::{check_bytes, pattern, stats_request, Cluster, ROOT};
 use cpfs_meta::server::MAX_META_REQUEST;
+use cpfs_proto::capability::CapabilityKey;
 use cpfs_proto::frame::{MAX_FRAME, WIRE_VERSION};
 use cpfs_proto::meta::{MetaOp, MetaReply, MetaRequest, ROOT_INO};
-use cpfs_proto::node::{NodeRequest, NodeResponse};
+use cpfs_proto::node::NodeResponse;
 
 /// Long enough for a refusal to arrive, short enough that a server
 /// waiting for more bytes shows up as [`Outcome::Silent`] quickly.
 const ANSWER: Duration = Duration::from_secs(2);
 
-async fn stats_reply(conn: &mut RawConn, id: u64) {
-    conn.send_frame(WIRE_VERSION, id, &NodeRequest::Stats)
+async fn stats_reply(conn: &mut RawConn, key: &CapabilityKey, id: u64) {
+    conn.send_frame(WIRE_VERSION, id, &stats_request(key))
         .await
         .unwrap();
     let (got, reply): (u64, NodeResponse) = conn.reply(ANSWER).await.unwrap();
@@ -39,7 +40,7 @@ async fn a_frame_over_the_node_limit_is_refused_from_its_length_alone() {
     let node = c.node(0);
     let stats = node.node().unwrap().service_stats.clone();
     let mut bystander = RawConn::connect(node.listen_addr()).await.unwrap();
-    stats_reply(&mut bystander, 1).await;
+    stats_reply(&mut bystander, c.key(), 1).await;
 
     // A length within the limit and no body: the node waits for the body.
     // (So the refusals below are decided by the length, not the silence.)
@@ -61,7 +62,7 @@ async fn a_frame_over_the_node_limit_is_refused_from_its_length_alone() {
     assert_eq!(stats.refused_frames.load(Ordering::Relaxed), refused + 2);
 
     // Everyone else is served as before.
-    stats_reply(&mut bystander, 2).await;
+    stats_reply(&mut bystander, c.key(), 2).await;
     check_bytes(
         "read",
         &c.read(&f, 0, data.len() as u64).await.unwrap(),
@@ -83,13 +84,13 @@ async fn a_frame_of_another_wire_version_is_refused() {
 
     // The very frame, with this build's version, is answered...
     let mut ok = RawConn::connect(node.listen_addr()).await.unwrap();
-    stats_reply(&mut ok, 7).await;
+    stats_reply(&mut ok, c.key(), 7).await;
 
     // ...and with any other version the connection is closed unanswered.
     let refused = stats.refused_frames.load(Ordering::Relaxed);
     for version in [WIRE_VERSION.wrapping_add(1), WIRE_VERSION.wrapping_sub(1)] {
         let mut conn = RawConn::connect(node.listen_addr()).await.unwrap();
-        let frame = raw::frame(version, 7, &NodeRequest::Stats).unwrap();
+        let frame = raw::frame(version, 7, &stats_request(c.key())).unwrap();
         assert_eq!(
             conn.send_then_outcome(&frame, ANSWER).await,
             Outcome::Closed,
@@ -97,7 +98,7 @@ async fn a_frame_of_another_wire_version_is_refused() {
         );
     }
     assert_eq!(stats.refused_frames.load(Ordering::Relaxed), refused + 2);
-    stats_reply(&mut ok, 8).await;
+    stats_reply(&mut ok, c.key(), 8).await;
 }
 
 /// A metadata request whose frame is `size` bytes or a little more.

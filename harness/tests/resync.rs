@@ -79,7 +79,6 @@ async fn a_returning_member_gets_what_it_missed_and_drops_what_was_deleted() {
 /// A chunk of the largest size the layout allows reaches the returning
 /// member like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 14: a full 64 MiB chunk with its checksums (67174400 bytes of records) does not fit in MAX_FRAME; the head's resync fails with 'member did not answer: connection: frame of 67174531 bytes exceeds the limit' and never finishes"]
 async fn a_full_size_chunk_is_resynced() {
     let mut c = Cluster::builder()
         .nodes(2)

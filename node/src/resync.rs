@@ -22,9 +22,10 @@ use tracing::Instrument;
 
 use crate::blocking::blocking;
 use crate::state::NodeState;
+use cpfs_proto::capability::Capability;
 use cpfs_proto::chains::{ChainTable, NodeAddr};
-use cpfs_proto::node::NodeClient;
 use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, SyncReport};
+use cpfs_proto::node::{NodeClient, SYNC_PIECE_RECORDS};
 
 #[derive(Default)]
 struct Progress {
@@ -172,12 +173,22 @@ impl Resync {
         let store = node.store.clone();
         blocking(move || {
             for k in stale {
-                store.put_raw(&k, None)?;
+                store.remove_chunk(&k)?;
             }
             Ok(())
         })
         .await
     }
+}
+
+/// What became of one chunk's copy.
+enum Copied {
+    /// Sent, this many bytes of records.
+    Sent(u64),
+    /// The head's copy has bad blocks: not sent.
+    BadBlocks,
+    /// The session is no longer wanted.
+    Abandoned,
 }
 
 /// The head's side of one session, run as its own task.
@@ -274,6 +285,70 @@ impl HeadSession {
         Err(format!("member did not answer: {last}"))
     }
 
+    /// Sends the head's copy of one chunk to the member in pieces of
+    /// [`SYNC_PIECE_RECORDS`], each read from disk as it is sent: a full
+    /// 64 MiB chunk and its checksums exceed the frame limit, and no chunk
+    /// is held whole in memory. The caller holds the chunk's ordering slot,
+    /// so no write reaches the chunk between pieces.
+    async fn copy(&self, key: &ChunkKey, cap: &Capability) -> Result<Copied, String> {
+        let store = self.node.store.clone();
+        let k = key.clone();
+        let records = blocking(move || store.records(&k))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(records) = records else {
+            let put = self
+                .call_member(|chain| NodeRequest::SyncPut {
+                    cap: cap.clone(),
+                    chain,
+                    key: key.clone(),
+                    first: 0,
+                    raw: None,
+                    last: true,
+                })
+                .await?;
+            return Ok(if put.is_none() {
+                Copied::Abandoned
+            } else {
+                Copied::Sent(0)
+            });
+        };
+        let mut first = 0;
+        let mut sent = 0;
+        loop {
+            let count = SYNC_PIECE_RECORDS.min(records - first);
+            let store = self.node.store.clone();
+            let k = key.clone();
+            let raw = match blocking(move || store.read_raw(&k, first, count)).await {
+                Ok(raw) => raw.unwrap_or_default(),
+                Err(NodeError::Checksum) => return Ok(Copied::BadBlocks),
+                Err(e) => return Err(e.to_string()),
+            };
+            let last = first + count >= records;
+            let len = raw.len() as u64;
+            let raw = Some(raw);
+            if self
+                .call_member(|chain| NodeRequest::SyncPut {
+                    cap: cap.clone(),
+                    chain,
+                    key: key.clone(),
+                    first,
+                    raw: raw.clone(),
+                    last,
+                })
+                .await?
+                .is_none()
+            {
+                return Ok(Copied::Abandoned);
+            }
+            sent += len;
+            first += count;
+            if last {
+                return Ok(Copied::Sent(sent));
+            }
+        }
+    }
+
     /// One pass over the chain. Ok(false): the session was abandoned.
     async fn pass(&self) -> Result<bool, String> {
         let node = &self.node;
@@ -325,33 +400,18 @@ impl HeadSession {
                 Some(other) => return Err(format!("unexpected answer {other:?}")),
             };
             if local != remote {
-                let store = node.store.clone();
-                let k = key.clone();
-                let raw = match blocking(move || store.read_raw(&k)).await {
-                    Ok(raw) => raw,
-                    Err(NodeError::Checksum) => {
+                match self.copy(&key, &cap).await? {
+                    Copied::Sent(sent) => {
+                        progress.copied.fetch_add(sent, Ordering::Relaxed);
+                    }
+                    Copied::BadBlocks => {
                         // Left to the scrubber, which repairs it from another
                         // copy if there is one; the rest of the chain goes on.
                         tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, "chunk has bad blocks; not copied");
                         skipped += 1;
-                        continue;
                     }
-                    Err(e) => return Err(e.to_string()),
-                };
-                let sent = raw.as_ref().map_or(0, |r| r.len() as u64);
-                if self
-                    .call_member(|chain| NodeRequest::SyncPut {
-                        cap: cap.clone(),
-                        chain,
-                        key: key.clone(),
-                        raw: raw.clone(),
-                    })
-                    .await?
-                    .is_none()
-                {
-                    return Ok(false);
+                    Copied::Abandoned => return Ok(false),
                 }
-                progress.copied.fetch_add(sent, Ordering::Relaxed);
             }
             progress.done.fetch_add(len, Ordering::Relaxed);
         }

@@ -99,7 +99,7 @@ impl Scrub {
         let store = node.store.clone();
         let collected = blocking(move || {
             for k in gone {
-                store.put_raw(&k, None)?;
+                store.remove_chunk(&k)?;
             }
             Ok(())
         })

@@ -14,7 +14,9 @@ use cpfs_proto::capability::{Capability, CapabilityKey, ADMIN, ANY_INODE, READ, 
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::frame::MAX_FRAME;
 use cpfs_proto::heartbeat::HeartbeatReply;
-use cpfs_proto::node::{ChainRef, NodeError, NodeRequest, NodeResponse, NodeStats};
+use cpfs_proto::node::{
+    check_range, ChainRef, NodeError, NodeRequest, NodeResponse, NodeStats, MAX_LISTED_CHUNKS,
+};
 use cpfs_proto::rpc::{self, ServiceLimits, ServiceStats};
 use cpfs_runtime::Shutdown;
 use tokio::net::TcpListener;
@@ -226,11 +228,6 @@ impl Node {
     }
 
     pub async fn handle(self: Arc<Self>, req: NodeRequest) -> NodeResponse {
-        match &req {
-            NodeRequest::Write { data, .. } => self.io_throttle.take(data.len() as u64).await,
-            NodeRequest::Read { len, .. } => self.io_throttle.take(*len).await,
-            _ => {}
-        }
         match self.dispatch(req).await {
             Ok(r) => r,
             Err(e) => NodeResponse::Failed(e),
@@ -251,6 +248,10 @@ impl Node {
                 if !self.state.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
+                check_range(offset, data.len() as u64)?;
+                // Charged once the request is known to be genuine and
+                // bounded: a forged one costs the other clients nothing.
+                self.io_throttle.take(data.len() as u64).await;
                 let store = self.state.store.clone();
                 // Shared, so a replica (which forwards nothing) copies no data.
                 let data = Arc::new(data);
@@ -278,6 +279,7 @@ impl Node {
                 if !self.state.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
                     return Err(NodeError::BadCapability);
                 }
+                check_range(len, 0)?;
                 let store = self.state.store.clone();
                 let k = key.clone();
                 let forward = move || NodeRequest::Truncate {
@@ -302,15 +304,15 @@ impl Node {
                 if !self.state.key.allows(&cap, &key.fs, key.inode, READ, t) {
                     return Err(NodeError::BadCapability);
                 }
-                if len > cpfs_proto::layout::MAX_CHUNK_SIZE {
-                    return Err(NodeError::Invalid("read too large".into()));
-                }
+                check_range(offset, len)?;
                 if key.chain != chain.id {
                     return Err(NodeError::Invalid(
                         "chunk routed through another chain".into(),
                     ));
                 }
                 self.state.route(chain, Role::Serving).await?;
+                // After the checks, and by the validated length.
+                self.io_throttle.take(len).await;
                 let store = self.state.store.clone();
                 Ok(NodeResponse::Data(
                     blocking(move || store.read(&key, offset, len)).await?,
@@ -326,6 +328,7 @@ impl Node {
                 if !self.state.key.allows(&cap, &key.fs, key.inode, READ, t) {
                     return Err(NodeError::BadCapability);
                 }
+                check_range(offset, data.len() as u64)?;
                 self.state.route(chain, Role::Serving).await?;
                 let store = self.state.store.clone();
                 tracing::info!(fs = %key.fs, inode = key.inode, chunk = key.index, offset, len = data.len(), "repairing a copy");
@@ -353,9 +356,30 @@ impl Node {
                 blocking(move || store.drop_inode(&fs, inode)).await?;
                 Ok(NodeResponse::Done)
             }
-            NodeRequest::Stats => {
+            NodeRequest::Stats { cap } => {
+                // It names every tenant's file systems: the cluster's only.
+                self.check_cluster_cap(&cap, "", t)?;
                 let v = self.state.chains.read().await.version;
                 Ok(NodeResponse::Stats(self.stats(v)))
+            }
+            NodeRequest::ListChunks {
+                cap,
+                chain,
+                fs,
+                inode,
+                from,
+            } => {
+                if !self.state.key.allows(&cap, &fs, inode, WRITE, t) {
+                    return Err(NodeError::BadCapability);
+                }
+                self.state.route(chain, Role::Serving).await?;
+                let store = self.state.store.clone();
+                Ok(NodeResponse::Chunks(
+                    blocking(move || {
+                        store.list_inode(&fs, inode, chain.id, from, MAX_LISTED_CHUNKS)
+                    })
+                    .await?,
+                ))
             }
             NodeRequest::SyncBegin { cap, chain } => {
                 self.check_cluster_cap(&cap, "", t)?;
@@ -378,7 +402,9 @@ impl Node {
                 cap,
                 chain,
                 key,
+                first,
                 raw,
+                last,
             } => {
                 self.check_cluster_cap(&cap, &key.fs, t)?;
                 if key.chain != chain.id {
@@ -389,7 +415,11 @@ impl Node {
                 self.state.route(chain, Role::Replica).await?;
                 self.resync.touched(&key);
                 let store = self.state.store.clone();
-                blocking(move || store.put_raw(&key, raw.as_deref())).await?;
+                blocking(move || match raw {
+                    Some(raw) => store.put_raw(&key, first, &raw, last),
+                    None => store.remove_chunk(&key),
+                })
+                .await?;
                 Ok(NodeResponse::Done)
             }
             NodeRequest::ReadBlock {

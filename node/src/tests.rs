@@ -124,7 +124,14 @@ async fn a_node_stops_cleanly_when_shutdown_is_requested() {
     .await;
     let address = heard.lock().unwrap().last.as_ref().unwrap().address.clone();
     let stats = cpfs_proto::node::NodeClient::new(address.clone())
-        .call(cpfs_proto::node::NodeRequest::Stats)
+        .call(cpfs_proto::node::NodeRequest::Stats {
+            cap: cpfs_proto::capability::CapabilityKey::from_cluster_token("token").issue(
+                "",
+                cpfs_proto::capability::ANY_INODE,
+                cpfs_proto::capability::ADMIN,
+                i64::MAX,
+            ),
+        })
         .await
         .unwrap();
     assert!(

@@ -42,16 +42,47 @@ pub fn validate(chunk_size: u64, stripe_width: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Why a range of a file cannot be cut into pieces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// `offset + len` does not fit a file offset: refused, never wrapped.
+    #[error("offset {offset} + length {len} overflows")]
+    Overflow { offset: u64, len: u64 },
+    /// A layout no metadata service hands out (no chains, a chunk size
+    /// outside the allowed range): dividing by it would panic or loop.
+    #[error("invalid layout: {0}")]
+    Invalid(String),
+}
+
 impl Layout {
+    /// Chain of chunk `chunk`. The layout must be valid ([`Layout::check`]).
     pub fn chain_of(&self, chunk: u64) -> u32 {
         self.chains[(chunk % self.chains.len() as u64) as usize]
     }
 
+    /// Whether the layout can be used to cut I/O: a chunk size a layout
+    /// allows and at least one chain.
+    pub fn check(&self) -> Result<(), LayoutError> {
+        if self.chains.is_empty() {
+            return Err(LayoutError::Invalid("no chains".into()));
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err(LayoutError::Invalid(format!(
+                "chunk size {}",
+                self.chunk_size
+            )));
+        }
+        Ok(())
+    }
+
     /// Splits `[offset, offset + len)` of the file into per-chunk pieces.
-    pub fn pieces(&self, offset: u64, len: u64) -> Vec<Piece> {
+    pub fn pieces(&self, offset: u64, len: u64) -> Result<Vec<Piece>, LayoutError> {
+        self.check()?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(LayoutError::Overflow { offset, len })?;
         let mut out = Vec::new();
         let mut pos = offset;
-        let end = offset + len;
         while pos < end {
             let chunk = pos / self.chunk_size;
             let in_chunk = pos % self.chunk_size;
@@ -65,7 +96,7 @@ impl Layout {
             });
             pos += n;
         }
-        out
+        Ok(out)
     }
 
     /// Stripe of `width` chains starting at `start` among `available`.
@@ -88,7 +119,7 @@ mod tests {
             chunk_size: 1 << 20,
             chains: vec![5, 6, 7],
         };
-        let p = l.pieces((1 << 20) - 10, (2 << 20) + 20);
+        let p = l.pieces((1 << 20) - 10, (2 << 20) + 20).unwrap();
         assert_eq!(p.len(), 4);
         assert_eq!(
             (p[0].chunk, p[0].chain, p[0].offset, p[0].len),
@@ -100,7 +131,39 @@ mod tests {
         );
         assert_eq!((p[3].chunk, p[3].chain, p[3].len), (3, 5, 10));
         assert_eq!(p.iter().map(|x| x.len).sum::<u64>(), (2 << 20) + 20);
-        assert!(l.pieces(5, 0).is_empty());
+        assert!(l.pieces(5, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ranges_past_the_largest_offset_and_bad_layouts_are_refused() {
+        let l = Layout {
+            chunk_size: 1 << 20,
+            chains: vec![5],
+        };
+        assert_eq!(
+            l.pieces(u64::MAX - 10, 11),
+            Err(LayoutError::Overflow {
+                offset: u64::MAX - 10,
+                len: 11
+            })
+        );
+        assert_eq!(
+            l.pieces(1 << 63, 1 << 63).unwrap_err().to_string(),
+            format!("offset {} + length {} overflows", 1u64 << 63, 1u64 << 63)
+        );
+        // The last byte of the largest offset is still a piece.
+        let last = l.pieces(u64::MAX - 1, 1).unwrap();
+        assert_eq!((last[0].chunk, last[0].len), (u64::MAX / (1 << 20), 1));
+        let empty = Layout {
+            chunk_size: 1 << 20,
+            chains: vec![],
+        };
+        assert!(matches!(empty.pieces(0, 1), Err(LayoutError::Invalid(_))));
+        let zero = Layout {
+            chunk_size: 0,
+            chains: vec![1],
+        };
+        assert!(matches!(zero.pieces(0, 1), Err(LayoutError::Invalid(_))));
     }
 
     #[test]

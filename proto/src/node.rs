@@ -5,6 +5,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::capability::Capability;
 
+/// Records (4 KiB blocks with their checksums) in one resync piece: 1 MiB
+/// of data, so a piece is a small fraction of the frame limit.
+pub const SYNC_PIECE_RECORDS: u64 = 256;
+
+/// Most chunk indexes in one [`NodeResponse::Chunks`] answer.
+pub const MAX_LISTED_CHUNKS: usize = 4096;
+
+/// Checks that `[offset, offset + len)` lies inside a chunk of the largest
+/// size a layout allows, before a node does any I/O or allocation for it.
+/// A node does not know each file's layout; the largest chunk size bounds
+/// what one request may make it read, write or allocate, and what it
+/// stores is counted and reported (see `FsUsage::bytes_stored`).
+pub fn check_range(offset: u64, len: u64) -> Result<u64, NodeError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= crate::layout::MAX_CHUNK_SIZE => Ok(end),
+        _ => Err(NodeError::OutOfRange { offset, len }),
+    }
+}
+
 /// Where a chunk lives in the namespace of a node. The chain is part of a
 /// chunk's identity: a file's layout fixes the chain of each of its chunks
 /// for good (only the chain's members change), and a node needs it to
@@ -75,8 +94,22 @@ pub enum NodeRequest {
         fs: String,
         inode: u64,
     },
-    /// Usage counters of this node.
-    Stats,
+    /// Usage counters of this node. They name every file system the node
+    /// holds, so only the cluster may ask: capability of fs "" (the
+    /// cluster), ADMIN, as resync uses.
+    Stats { cap: Capability },
+    /// Indexes of the chunks of an inode this node holds on `chain`, from
+    /// `from` up, in ascending order and at most [`MAX_LISTED_CHUNKS`] of
+    /// them (ask again from the last one + 1 for more). A truncate asks
+    /// the chain heads, so it cuts only chunks that exist instead of
+    /// sending one request per chunk of the range. Capability: WRITE.
+    ListChunks {
+        cap: Capability,
+        chain: ChainRef,
+        fs: String,
+        inode: u64,
+        from: u64,
+    },
     /// Resync (head → syncing member): a copy session of one chain begins;
     /// the member notes which of its chunks of the chain the head has not
     /// vouched for yet. Capability: fs "" (the cluster), ADMIN.
@@ -87,14 +120,21 @@ pub enum NodeRequest {
         chain: ChainRef,
         key: ChunkKey,
     },
-    /// Replaces the member's copy of a chunk with the head's records
-    /// (None: the head has no such chunk).
+    /// One piece of the head's records of a chunk, starting at record
+    /// `first`; pieces come in order from record 0 and the member's copy
+    /// is replaced when the `last` one arrives, so a crash in between
+    /// leaves the old copy. A chunk moves in pieces of at most
+    /// [`SYNC_PIECE_RECORDS`] records, far under the frame limit that a
+    /// whole 64 MiB chunk and its checksums exceed. `raw: None`: the head
+    /// has no such chunk (the member removes its copy).
     SyncPut {
         cap: Capability,
         chain: ChainRef,
         key: ChunkKey,
+        first: u64,
         #[serde(with = "serde_bytes")]
         raw: Option<Vec<u8>>,
+        last: bool,
     },
     /// One verified block of this node's copy, for repairing another copy
     /// (None: the node has no such chunk, or the block lies past its end;
@@ -125,6 +165,12 @@ pub enum NodeError {
     NoSpace,
     Io(String),
     Invalid(String),
+    /// An offset or length past the largest chunk (or one whose sum
+    /// overflows): refused before any I/O.
+    OutOfRange {
+        offset: u64,
+        len: u64,
+    },
     /// The node has not heard from the control plane within its lease and
     /// may already have been replaced: it serves nothing until it has.
     NoLease,
@@ -142,6 +188,11 @@ impl std::fmt::Display for NodeError {
             NodeError::NoSpace => f.write_str("no space left on the node"),
             NodeError::Io(e) => write!(f, "I/O error: {e}"),
             NodeError::Invalid(e) => write!(f, "invalid request: {e}"),
+            NodeError::OutOfRange { offset, len } => write!(
+                f,
+                "offset {offset} + length {len} lies past the largest chunk ({} bytes)",
+                crate::layout::MAX_CHUNK_SIZE
+            ),
             NodeError::NoLease => {
                 f.write_str("node lease expired (cut off from the control plane)")
             }
@@ -212,6 +263,8 @@ pub enum NodeResponse {
     Stats(NodeStats),
     Digest(Option<(u64, u32)>),
     Block(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// Chunk indexes, for [`NodeRequest::ListChunks`].
+    Chunks(Vec<u64>),
     Failed(NodeError),
 }
 

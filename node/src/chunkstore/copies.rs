@@ -2,6 +2,15 @@
 //! records for resync, digests, and block-level scrub and repair.
 
 use super::*;
+use cpfs_proto::node::SYNC_PIECE_RECORDS;
+
+/// Where a resync builds a chunk's new copy: beside it, under a name no
+/// chunk has (`<index>.c<chain>.resync` does not parse as a chunk name).
+fn resync_path(chunk: &Path) -> PathBuf {
+    let mut name = chunk.as_os_str().to_owned();
+    name.push(".resync");
+    PathBuf::from(name)
+}
 
 impl ChunkStore {
     /// Every chunk this node holds, with its file length in bytes of data
@@ -32,7 +41,11 @@ impl ChunkStore {
                     let Some((index, chain)) = parse_chunk_name(&name) else {
                         continue;
                     };
-                    let len = chunk.metadata().map(|m| m.len()).unwrap_or(0);
+                    let len = chunk
+                        .metadata()
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                        .min(MAX_RECORDS * RECORD);
                     out.push((
                         ChunkKey {
                             fs: fs_name.clone(),
@@ -48,15 +61,67 @@ impl ChunkStore {
         out
     }
 
-    /// The chunk's stored records (blocks and checksums) after verifying
-    /// every one; None when the chunk does not exist. What a resync copies.
-    pub fn read_raw(&self, key: &ChunkKey) -> Result<Option<Vec<u8>>, NodeError> {
+    /// Indexes of the chunks of `inode` held on `chain`, from `from` up,
+    /// ascending, at most `max` of them.
+    pub fn list_inode(
+        &self,
+        fs: &str,
+        inode: u64,
+        chain: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u64>, NodeError> {
+        if !valid_fs(fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
+        }
+        let entries = match std::fs::read_dir(self.inode_dir(fs, inode)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
+        };
+        let mut out: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| parse_chunk_name(&e.file_name().to_string_lossy()))
+            .filter(|(index, c)| *c == chain && *index >= from)
+            .map(|(index, _)| index)
+            .collect();
+        out.sort_unstable();
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Records of the chunk a copy holds: its whole records, up to the
+    /// largest chunk; None when the chunk does not exist.
+    pub fn records(&self, key: &ChunkKey) -> Result<Option<u64>, NodeError> {
         let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
         let Some(f) = self.file(key, false)? else {
             return Ok(None);
         };
-        let len = f.metadata().map_err(io)?.len();
-        let raw = self.read_records(&f, 0, len / RECORD)?;
+        Ok(Some(
+            (f.metadata().map_err(io)?.len() / RECORD).min(MAX_RECORDS),
+        ))
+    }
+
+    /// Stored records `[first, first + count)` of the chunk (blocks and
+    /// checksums, cut at its end) after verifying every one; None when the
+    /// chunk does not exist. What a resync copies, a piece at a time, so
+    /// no chunk is ever held whole in memory.
+    pub fn read_raw(
+        &self,
+        key: &ChunkKey,
+        first: u64,
+        count: u64,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
+        let Some(f) = self.file(key, false)? else {
+            return Ok(None);
+        };
+        let have = (f.metadata().map_err(io)?.len() / RECORD).min(MAX_RECORDS);
+        let end = first.saturating_add(count).min(have);
+        if first >= end {
+            return Ok(Some(Vec::new()));
+        }
+        let raw = self.read_records(&f, first, end - first)?;
         if raw
             .chunks(RECORD as usize)
             .any(|r| decode_record(r).is_none())
@@ -74,7 +139,7 @@ impl ChunkStore {
         let Some(f) = self.file(key, false)? else {
             return Ok(None);
         };
-        if f.metadata().map_err(io)?.len() < (b + 1) * RECORD {
+        if b >= MAX_RECORDS || f.metadata().map_err(io)?.len() < (b + 1) * RECORD {
             return Ok(None);
         }
         let rec = self.read_records(&f, b, 1)?;
@@ -94,36 +159,110 @@ impl ChunkStore {
     /// followed by its own CRC32C, and a CRC run over such a record always
     /// ends in the same residue, so a CRC of the records would depend on
     /// their number alone and call every two copies of one length equal.
+    ///
+    /// Read a piece at a time, up to the largest chunk (the length is of
+    /// the records digested, so copies compare as they are copied).
     pub fn digest(&self, key: &ChunkKey) -> Result<Option<(u64, u32)>, NodeError> {
         let _guard = self.lock_for(key).read().unwrap_or_else(|p| p.into_inner());
         let Some(f) = self.file(key, false)? else {
             return Ok(None);
         };
-        let len = f.metadata().map_err(io)?.len();
-        let raw = self.read_records(&f, 0, len / RECORD)?;
-        let crc = raw.chunks(RECORD as usize).fold(0, |crc, rec| {
-            crc32c::crc32c_append(crc, &rec[..BLOCK as usize])
-        });
+        let len = f.metadata().map_err(io)?.len().min(MAX_RECORDS * RECORD);
+        let records = len / RECORD;
+        let mut crc = 0;
+        let mut at = 0;
+        while at < records {
+            let n = SYNC_PIECE_RECORDS.min(records - at);
+            let raw = self.read_records(&f, at, n)?;
+            crc = raw.chunks(RECORD as usize).fold(crc, |crc, rec| {
+                crc32c::crc32c_append(crc, &rec[..BLOCK as usize])
+            });
+            at += n;
+        }
         Ok(Some((len, crc)))
     }
 
-    /// Replaces the whole chunk with `raw` records (a resync copy), after
-    /// checking every record; `None` removes it. Written to a temporary
-    /// file and renamed, so a crash leaves the old copy or the new one.
-    pub fn put_raw(&self, key: &ChunkKey, raw: Option<&[u8]>) -> Result<(), NodeError> {
+    /// Takes one piece of a resync copy: records `raw` at record `first`
+    /// of the new copy, built in a temporary file beside the chunk; the
+    /// `last` piece replaces the chunk with it by a rename, so a crash
+    /// leaves the old copy or the new one. Pieces must come in order from
+    /// record 0; every record is checked and none may lie past the largest
+    /// chunk.
+    pub fn put_raw(
+        &self,
+        key: &ChunkKey,
+        first: u64,
+        raw: &[u8],
+        last: bool,
+    ) -> Result<(), NodeError> {
         if !valid_fs(&key.fs) {
             return Err(NodeError::Invalid("bad file system id".into()));
         }
-        if let Some(raw) = raw {
-            if !(raw.len() as u64).is_multiple_of(RECORD)
-                || raw
-                    .chunks(RECORD as usize)
-                    .any(|r| decode_record(r).is_none())
-            {
-                return Err(NodeError::Invalid(
-                    "resync data is not whole, valid records".into(),
-                ));
+        let count = raw.len() as u64 / RECORD;
+        if !(raw.len() as u64).is_multiple_of(RECORD)
+            || raw
+                .chunks(RECORD as usize)
+                .any(|r| decode_record(r).is_none())
+        {
+            return Err(NodeError::Invalid(
+                "resync data is not whole, valid records".into(),
+            ));
+        }
+        if first.checked_add(count).is_none_or(|end| end > MAX_RECORDS) {
+            return Err(NodeError::OutOfRange {
+                offset: first.saturating_mul(BLOCK),
+                len: count * BLOCK,
+            });
+        }
+        let _guard = self
+            .lock_for(key)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let path = self.chunk_path(key);
+        let tmp = resync_path(&path);
+        let piece = if first == 0 {
+            std::fs::create_dir_all(self.inode_dir(&key.fs, key.inode)).map_err(io)?;
+            File::create(&tmp).map_err(io)?
+        } else {
+            match OpenOptions::new().write(true).open(&tmp) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(NodeError::Invalid(
+                        "resync piece without the pieces before it".into(),
+                    ))
+                }
+                Err(e) => return Err(io(e)),
             }
+        };
+        if piece.metadata().map_err(io)?.len() != first * RECORD {
+            return Err(NodeError::Invalid("resync pieces out of order".into()));
+        }
+        piece.write_all_at(raw, first * RECORD).map_err(io)?;
+        if !last {
+            return Ok(());
+        }
+        let before = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let after = piece.metadata().map_err(io)?.len();
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        let c = self.counters(&key.fs);
+        c.stored
+            .fetch_add(after / RECORD * BLOCK, Ordering::Relaxed);
+        c.stored.fetch_sub(
+            (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Removes the chunk (a resync found the head has none) and any
+    /// unfinished resync copy of it.
+    pub fn remove_chunk(&self, key: &ChunkKey) -> Result<(), NodeError> {
+        if !valid_fs(&key.fs) {
+            return Err(NodeError::Invalid("bad file system id".into()));
         }
         let _guard = self
             .lock_for(key)
@@ -135,23 +274,14 @@ impl ChunkStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
-        let c = self.counters(&key.fs);
-        match raw {
-            None => match std::fs::remove_file(&path) {
+        for p in [resync_path(&path), path] {
+            match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(io(e)),
-            },
-            Some(raw) => {
-                std::fs::create_dir_all(self.inode_dir(&key.fs, key.inode)).map_err(io)?;
-                let tmp = path.with_extension("resync");
-                std::fs::write(&tmp, raw).map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
             }
         }
-        let after = raw.map_or(0, |r| r.len() as u64);
-        c.stored
-            .fetch_add(after / RECORD * BLOCK, Ordering::Relaxed);
+        let c = self.counters(&key.fs);
         c.stored.fetch_sub(
             (before / RECORD * BLOCK).min(c.stored.load(Ordering::Relaxed)),
             Ordering::Relaxed,
@@ -170,7 +300,7 @@ impl ChunkStore {
             };
             f.metadata().map_err(io)?.len()
         };
-        let blocks = len / RECORD;
+        let blocks = (len / RECORD).min(MAX_RECORDS);
         let mut bad = Vec::new();
         let step = 64u64;
         let mut b = 0;
@@ -205,6 +335,7 @@ impl ChunkStore {
         offset: u64,
         data: &[u8],
     ) -> Result<u64, NodeError> {
+        check_range(offset, data.len() as u64)?;
         if !offset.is_multiple_of(BLOCK) || !(data.len() as u64).is_multiple_of(BLOCK) {
             return Err(NodeError::Invalid("repairs cover whole blocks".into()));
         }

@@ -19,14 +19,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cpfs_proto::layout::BLOCK;
-use cpfs_proto::node::{ChunkKey, FsUsage, NodeError};
+use cpfs_proto::layout::{BLOCK, MAX_CHUNK_SIZE};
+use cpfs_proto::node::{check_range, ChunkKey, FsUsage, NodeError};
 
 mod copies;
 pub mod migrate;
 
 const CRC: u64 = 4;
 const RECORD: u64 = BLOCK + CRC;
+/// Records in the largest chunk a layout allows. Nothing past it is read,
+/// written, digested, copied or scrubbed: a chunk file longer than that
+/// (written before offsets were bounded) is cut to it when the store
+/// opens, and ignored past it meanwhile.
+const MAX_RECORDS: u64 = MAX_CHUNK_SIZE / BLOCK;
 const LOCK_STRIPES: usize = 1024;
 const MAX_OPEN_FILES: usize = 4096;
 /// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
@@ -138,7 +143,22 @@ impl ChunkStore {
             let mut total = 0u64;
             for inode in std::fs::read_dir(fs.path())? {
                 for chunk in std::fs::read_dir(inode?.path())? {
-                    total += chunk?.metadata()?.len();
+                    let chunk = chunk?;
+                    if parse_chunk_name(&chunk.file_name().to_string_lossy()).is_none() {
+                        continue; // an unfinished resync copy, replaced by the next
+                    }
+                    let mut len = chunk.metadata()?.len();
+                    if len > MAX_RECORDS * RECORD {
+                        // Unreachable through any request, and a hazard
+                        // to every pass that reads whole chunks.
+                        tracing::warn!(path = %chunk.path().display(), len, "chunk file past the largest chunk size; cutting it");
+                        OpenOptions::new()
+                            .write(true)
+                            .open(chunk.path())?
+                            .set_len(MAX_RECORDS * RECORD)?;
+                        len = MAX_RECORDS * RECORD;
+                    }
+                    total += len;
                 }
             }
             store
@@ -214,7 +234,15 @@ impl ChunkStore {
         Ok(Some(f))
     }
 
+    /// Records `[first, first + count)`; callers bound them by
+    /// [`MAX_RECORDS`], checked here too so a slip cannot allocate wildly.
     fn read_records(&self, f: &File, first: u64, count: u64) -> Result<Vec<u8>, NodeError> {
+        if first.saturating_add(count) > MAX_RECORDS {
+            return Err(NodeError::OutOfRange {
+                offset: first.saturating_mul(BLOCK),
+                len: count.saturating_mul(BLOCK),
+            });
+        }
         let mut buf = vec![0u8; (count * RECORD) as usize];
         let mut done = 0usize;
         while done < buf.len() {
@@ -238,6 +266,7 @@ impl ChunkStore {
         data: &[u8],
         whole_blocks: bool,
     ) -> Result<(), NodeError> {
+        check_range(offset, data.len() as u64)?;
         if data.is_empty() {
             return Ok(());
         }
@@ -295,6 +324,7 @@ impl ChunkStore {
 
     /// Reads `len` bytes at `offset` of the chunk, verifying every block.
     pub fn read(&self, key: &ChunkKey, offset: u64, len: u64) -> Result<Vec<u8>, NodeError> {
+        check_range(offset, len)?;
         let c = self.counters(&key.fs);
         c.read_ops.fetch_add(1, Ordering::Relaxed);
         c.read.fetch_add(len, Ordering::Relaxed);
@@ -333,6 +363,7 @@ impl ChunkStore {
 
     /// Keeps the first `len` bytes of the chunk (0 removes it).
     pub fn truncate(&self, key: &ChunkKey, len: u64) -> Result<(), NodeError> {
+        check_range(len, 0)?;
         let _guard = self
             .lock_for(key)
             .write()

@@ -120,3 +120,121 @@ fn copies_of_one_length_with_other_content_have_other_digests() {
     assert_eq!(d(3), d(5));
     assert_eq!(s.digest(&key(6)).unwrap(), None);
 }
+
+#[test]
+fn ranges_past_the_largest_chunk_are_refused_before_any_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    let far = 48u64 << 30;
+    let refused = |r: Result<(), NodeError>| matches!(r, Err(NodeError::OutOfRange { .. }));
+    assert!(refused(s.write(&key(0), far, b"x", false)));
+    assert!(refused(s.write(&key(0), u64::MAX - 1, b"xyz", false)));
+    assert!(refused(s.write(&key(0), MAX_CHUNK_SIZE - 1, b"xy", false)));
+    assert!(
+        !s.chunk_path(&key(0)).exists(),
+        "a refused write made a file"
+    );
+    assert!(refused(s.truncate(&key(0), far)));
+    assert!(matches!(
+        s.read(&key(0), u64::MAX, 1),
+        Err(NodeError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.read(&key(0), 0, u64::MAX),
+        Err(NodeError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.repair_blocks(&key(0), u64::MAX - 4095, &[0; 4096]),
+        Err(NodeError::OutOfRange { .. })
+    ));
+    assert_eq!(s.read_block(&key(0), u64::MAX).unwrap(), None);
+    // The last byte of the largest chunk is a chunk's byte.
+    s.write(&key(0), MAX_CHUNK_SIZE - 1, b"z", false).unwrap();
+    assert_eq!(s.read(&key(0), MAX_CHUNK_SIZE - 1, 1).unwrap(), b"z");
+    assert_eq!(s.records(&key(0)).unwrap(), Some(MAX_RECORDS));
+}
+
+#[test]
+fn a_resync_copy_arrives_in_order_and_replaces_the_chunk_at_its_last_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = ChunkStore::open(dir.path().join("head").as_path()).unwrap();
+    let member = ChunkStore::open(dir.path().join("member").as_path()).unwrap();
+    let data: Vec<u8> = (0..3 * 256 * 4096u32 + 100)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    head.write(&key(1), 0, &data, false).unwrap();
+    member.write(&key(1), 0, b"old", false).unwrap();
+    let records = head.records(&key(1)).unwrap().unwrap();
+    assert_eq!(records, 3 * 256 + 1);
+
+    // A piece that does not start where the copy ends is refused.
+    let piece = head.read_raw(&key(1), 256, 256).unwrap().unwrap();
+    assert!(matches!(
+        member.put_raw(&key(1), 256, &piece, false),
+        Err(NodeError::Invalid(_))
+    ));
+    let mut first = 0;
+    while first < records {
+        let raw = head.read_raw(&key(1), first, 256).unwrap().unwrap();
+        assert!(raw.len() as u64 <= 256 * RECORD);
+        let last = first + 256 >= records;
+        member.put_raw(&key(1), first, &raw, last).unwrap();
+        if !last {
+            // The old copy serves until the last piece lands.
+            assert_eq!(member.read(&key(1), 0, 3).unwrap(), b"old");
+        }
+        first += 256;
+    }
+    assert_eq!(
+        member.digest(&key(1)).unwrap(),
+        head.digest(&key(1)).unwrap()
+    );
+    assert_eq!(member.read(&key(1), 0, data.len() as u64).unwrap(), data);
+    assert_eq!(member.usage()[0].bytes_stored, records * BLOCK);
+    // Nothing past the largest chunk is taken.
+    let one = head.read_raw(&key(1), 0, 1).unwrap().unwrap();
+    assert!(matches!(
+        member.put_raw(&key(2), MAX_RECORDS, &one, true),
+        Err(NodeError::OutOfRange { .. })
+    ));
+    member.remove_chunk(&key(1)).unwrap();
+    assert_eq!(member.records(&key(1)).unwrap(), None);
+    assert_eq!(member.usage()[0].bytes_stored, 0);
+}
+
+#[test]
+fn a_chunk_file_past_the_largest_size_is_bounded_and_cut_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    s.write(&key(3), 0, &[5u8; 4096], false).unwrap();
+    let before = s.digest(&key(3)).unwrap();
+    // As an unbounded write left it: 48 GiB, sparse.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(s.chunk_path(&key(3)))
+        .unwrap()
+        .set_len(48 << 30)
+        .unwrap();
+    // Everything that reads whole chunks stops at the largest size.
+    assert_eq!(s.records(&key(3)).unwrap(), Some(MAX_RECORDS));
+    assert_eq!(
+        s.digest(&key(3)).unwrap().map(|(len, _)| len),
+        Some(MAX_RECORDS * RECORD)
+    );
+    assert_ne!(s.digest(&key(3)).unwrap(), before);
+    assert_eq!(s.bad_blocks(&key(3)).unwrap(), Vec::<u64>::new());
+    assert_eq!(
+        s.read_raw(&key(3), MAX_RECORDS - 1, 10)
+            .unwrap()
+            .unwrap()
+            .len() as u64,
+        RECORD
+    );
+    drop(s);
+    let s = ChunkStore::open(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::metadata(s.chunk_path(&key(3))).unwrap().len(),
+        MAX_RECORDS * RECORD
+    );
+    assert_eq!(s.read(&key(3), 0, 4096).unwrap(), vec![5u8; 4096]);
+}
