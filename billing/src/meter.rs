@@ -358,9 +358,14 @@ impl Billing {
         let Some(last) = m.events.last() else {
             return Ok(false);
         };
-        // Usage comes from the namespace's owner, at metering time.
+        // Usage comes from the namespace's owner, at metering time, and
+        // from what the data nodes hold: chunk writes past a file's
+        // recorded size are stored (and reported by the nodes) though the
+        // namespace never counts them, so the larger of the two is billed.
         let used = self.cp.used_bytes(&m.fs_id).await?.min(i64::MAX as u64) as i64;
         let mut tx = self.cp.store.begin_write().await?;
+        let held = stored_per_copy(&mut tx, &m.fs_id, self.cp.policy.replicas).await?;
+        let used = used.max(held);
         let (read, written) = traffic_delta(&mut tx, &m.fs_id).await?;
         let inserted = sqlx::query(
             "INSERT INTO usage_hours (fs_id, hour, account_id, seconds, capacity_gib_seconds, bandwidth_mbps_seconds, used_bytes, bytes_read, bytes_written, metered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
@@ -476,6 +481,22 @@ fn monthly(prices: &EditionPrices, cap: i64, bw: i64) -> String {
     let v = i128::from(cap) * prices.subscription_gib_month.0
         + i128::from(bw) * prices.subscription_mbps_month.0;
     crate::money::fixed(v, 8)
+}
+
+/// Bytes of the file system the data nodes report holding, per copy (the
+/// sum over nodes divided by the replicas of every chunk).
+async fn stored_per_copy(
+    tx: &mut Transaction<'static, Any>,
+    fs_id: &str,
+    replicas: usize,
+) -> Result<i64> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(bytes_stored), 0) AS BIGINT) FROM node_usage WHERE fs_id = $1",
+    )
+    .bind(fs_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(total.max(0) / (replicas.max(1) as i64))
 }
 
 /// Bytes read and written since the previous metered hour, from the

@@ -455,3 +455,41 @@ async fn hours_missed_while_down_are_billed_exactly_once() {
         assert_eq!(size, want, "{}", env.name);
     }
 }
+
+/// Issue 14, finding 5: chunk writes past a file's recorded size are
+/// stored by the data nodes though the namespace never counts them. What
+/// the nodes report holding (per copy) is metered when it is more.
+#[tokio::test]
+async fn bytes_the_data_nodes_hold_are_metered_though_the_namespace_misses_them() {
+    let t0 = OCT5 + 9 * H;
+    for env in backends(t0).await {
+        let cp = &env.cp;
+        let acct = cp.create_account("hidden", None).await.unwrap().account_id;
+        let id = cp
+            .create_file_system(&acct, new_fs(2048, ChargeType::PayAsYouGo, None))
+            .await
+            .unwrap();
+        // Two copies of 10 GiB, as two nodes report them in heartbeats;
+        // the namespace records no file data at all.
+        let copy = 10i64 << 30;
+        for node in ["node-a", "node-b"] {
+            sqlx::query("INSERT INTO node_usage (node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops, updated_at) VALUES ($1, $2, $3, 0, 0, 0, 0, $4)")
+                .bind(node)
+                .bind(&id)
+                .bind(copy)
+                .bind(t0)
+                .execute(&cp.store.pool)
+                .await
+                .unwrap();
+        }
+        assert_eq!(cp.used_bytes(&id).await.unwrap(), 0);
+        env.clock.set(OCT5 + 10 * H);
+        env.billing.pass(OCT5 + 10 * H).await.unwrap();
+        let used: i64 = sqlx::query_scalar("SELECT used_bytes FROM usage_hours WHERE fs_id = $1")
+            .bind(&id)
+            .fetch_one(&cp.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(used, copy, "{}", env.name);
+    }
+}
