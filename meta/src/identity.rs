@@ -26,6 +26,8 @@ use crate::{fail, MetaService, Res, Session};
 
 /// How long a grant (access rule + LDAP configuration) is reused.
 pub const GRANT_REFRESH: Duration = Duration::from_secs(2);
+/// The longest an access decision waits for the store.
+const GRANT_LOAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long "no such uid in the directory" is believed.
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// After a failed lookup, how long the directory is treated as down before
@@ -188,7 +190,14 @@ impl MetaService {
     /// and caches the decision.
     pub(crate) async fn fresh_grant(&self, domain: &str, addr: IpAddr) -> Res<Arc<Grant>> {
         let key = (domain.to_string(), addr);
-        let fresh = self.load_grant(domain, addr).await.map(Arc::new);
+        // A store that does not answer (a partition: the connection hangs
+        // until TCP gives up) counts as unreachable, so the previous
+        // decision is used and the server can still answer "moved".
+        let fresh =
+            match tokio::time::timeout(GRANT_LOAD_TIMEOUT, self.load_grant(domain, addr)).await {
+                Ok(r) => r.map(Arc::new),
+                Err(_) => Err((errno::EIO, "the store did not answer".to_string())),
+            };
         let fresh = match fresh {
             // The store was unreachable: keep serving the last decision
             // rather than failing every call of every client.

@@ -38,6 +38,16 @@ impl Ownership {
         }
     }
 
+    /// When the lease under which this server owns `fs` ends, if it owns
+    /// it now under `epoch`.
+    pub fn lease_end(&self, fs: &str, epoch: u64) -> Option<Instant> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        match st.valid_until {
+            Some(t) if Instant::now() < t && st.owned.get(fs) == Some(&epoch) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Takes the owned set of a heartbeat reply, valid until `until`; the
     /// file systems lost or re-assigned since (their shards must go).
     pub(crate) fn renew(&self, owned: Vec<Owned>, until: Instant) -> Vec<String> {

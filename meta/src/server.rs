@@ -32,6 +32,12 @@ impl MetaService {
                 message: "unknown session; mount again".into(),
             };
         };
+        // A file system this server no longer owns is answered "moved"
+        // before anything else is spent on the request (its access check
+        // may need a store that a partition made unreachable).
+        if let Err((errno, message)) = self.shards.may_serve(&s.fs) {
+            return MetaReply::Err { errno, message };
+        }
         // Bookkeeping that no identity may be refused: forgetting an open
         // handle, and the data path's chain table.
         if matches!(req.op, MetaOp::Release { .. } | MetaOp::ChainTable) {

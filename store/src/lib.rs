@@ -91,6 +91,15 @@ impl Store {
                             "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
                         )
                         .await?;
+                    } else {
+                        // A transaction whose process died or lost its
+                        // network mid-way would otherwise hold its locks
+                        // until TCP gives up (minutes): among them a
+                        // metadata server's share lock on its file
+                        // system's owner row, which the reassignment to
+                        // the next owner waits for. Ours never sit idle.
+                        conn.execute("SET idle_in_transaction_session_timeout = '5s'")
+                            .await?;
                     }
                     Ok(())
                 })

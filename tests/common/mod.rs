@@ -2,7 +2,9 @@
 //! with V1-signed requests.
 #![allow(dead_code)]
 
+pub mod meta_servers;
 pub mod mount;
+pub mod netns;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

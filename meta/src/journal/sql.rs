@@ -130,6 +130,18 @@ impl Writer for SqlWriter {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.write_now(batch).await.map_err(|e| e.to_string())
+        // A connection to a server that went silent (a partition) would
+        // hold the writer, and every later batch, until TCP gives up.
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.write_now(batch)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "no answer from the database within {} s",
+                COMMIT_TIMEOUT.as_secs()
+            )),
+        }
     }
 }
+
+/// The longest one batch may take to commit; far above what a batch of
+/// [`super::MAX_BATCH`] entries needs on a live server.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

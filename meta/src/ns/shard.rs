@@ -3,6 +3,7 @@
 //! answer leaves.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -24,6 +25,10 @@ pub(crate) struct Shard {
     /// way): the shard is reloaded from the store before it is used again.
     poisoned: AtomicBool,
 }
+
+/// The ownership that bounds waits on a shard of file system `.1`, when
+/// this server serves by lease.
+pub(crate) type Lease<'a> = Option<(&'a Ownership, &'a str)>;
 
 /// Every loaded shard of this metadata server.
 pub(crate) struct Shards {
@@ -59,7 +64,7 @@ impl Shards {
 
     /// The epoch under which this server may serve `fs` (`None` when it
     /// serves everything), or "moved".
-    fn may_serve(&self, fs: &str) -> Res<Option<u64>> {
+    pub fn may_serve(&self, fs: &str) -> Res<Option<u64>> {
         match self.ownership.get() {
             None => Ok(None),
             Some(o) => match o.epoch(fs) {
@@ -132,14 +137,16 @@ impl Shards {
     /// an error leaves the namespace as it was.
     pub async fn write<T>(&self, fs: &str, f: impl FnOnce(&mut FsState) -> Res<T>) -> Res<T> {
         let shard = self.get(fs).await?;
-        shard.write(&self.journal, f).await
+        let lease = self.ownership.get().map(|o| (o.as_ref(), fs));
+        shard.write(&self.journal, lease, f).await
     }
 
     /// Reads the namespace of `fs` with `f`, once every change it may have
     /// seen is committed.
     pub async fn read<T>(&self, fs: &str, f: impl FnOnce(&FsState) -> Res<T>) -> Res<T> {
         let shard = self.get(fs).await?;
-        shard.read(&self.journal, f).await
+        let lease = self.ownership.get().map(|o| (o.as_ref(), fs));
+        shard.read(&self.journal, lease, f).await
     }
 }
 
@@ -157,6 +164,7 @@ impl Shard {
     pub async fn write<T>(
         &self,
         journal: &Journal,
+        lease: Lease<'_>,
         f: impl FnOnce(&mut FsState) -> Res<T>,
     ) -> Res<T> {
         let (out, wait) = {
@@ -185,8 +193,8 @@ impl Shard {
         match wait {
             // Nothing changed: the answer may still rest on changes not
             // yet committed.
-            None => self.settled(journal).await?,
-            Some(wait) => match wait.await {
+            None => self.settled(journal, lease).await?,
+            Some(wait) => match self.within_lease(lease, wait).await? {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     self.poison(&e);
@@ -206,22 +214,53 @@ impl Shard {
         out
     }
 
-    pub async fn read<T>(&self, journal: &Journal, f: impl FnOnce(&FsState) -> Res<T>) -> Res<T> {
+    pub async fn read<T>(
+        &self,
+        journal: &Journal,
+        lease: Lease<'_>,
+        f: impl FnOnce(&FsState) -> Res<T>,
+    ) -> Res<T> {
         let out = f(&self.lock());
-        self.settled(journal).await?;
+        self.settled(journal, lease).await?;
         out
     }
 
     /// Waits until what this shard submitted so far is committed.
-    async fn settled(&self, journal: &Journal) -> Res<()> {
-        journal
-            .durable(self.last_seq.load(Ordering::Acquire))
-            .await
+    async fn settled(&self, journal: &Journal, lease: Lease<'_>) -> Res<()> {
+        let seq = self.last_seq.load(Ordering::Acquire);
+        self.within_lease(lease, journal.durable(seq))
+            .await?
             .map_err(|e| (EIO, e.to_string()))?;
         if self.poisoned.load(Ordering::Acquire) {
             return fail(EIO, "namespace is being reloaded; retry");
         }
         Ok(())
+    }
+
+    /// Waits for `done`, but, on a shard served by lease, not past the
+    /// lease: a server cut off from the control plane (and maybe from the
+    /// store, its commit stuck on a dead connection) must stop answering
+    /// before another server takes over. The operation is then answered
+    /// "moved": its commit either landed before the new owner's epoch (the
+    /// epoch check in the commit holds the owner row, so a reassignment
+    /// waits for it), and the client's retry under the same request id is
+    /// answered from its record, or it never will, and the retry applies it.
+    async fn within_lease<F: Future>(&self, lease: Lease<'_>, done: F) -> Res<F::Output> {
+        let (Some((ownership, fs)), Some(epoch)) = (lease, self.epoch) else {
+            return Ok(done.await);
+        };
+        tokio::pin!(done);
+        loop {
+            let Some(end) = ownership.lease_end(fs, epoch) else {
+                self.poison("the lease ended before a commit was confirmed");
+                return fail(EMOVED, format!("{fs}: the lease ended; ask where it went"));
+            };
+            tokio::select! {
+                out = &mut done => return Ok(out),
+                // A renewal moves the end: look again.
+                _ = tokio::time::sleep_until(end.into()) => {}
+            }
+        }
     }
 
     /// Runs `f` on the state under the lock, without waiting for the
