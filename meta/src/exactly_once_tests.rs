@@ -144,7 +144,7 @@ impl Backend {
     }
 
     /// The errno of the answer, 0 for success.
-    async fn errno(&self, op: MetaOp, id: Option<RequestId>) -> i32 {
+    pub(crate) async fn errno(&self, op: MetaOp, id: Option<RequestId>) -> i32 {
         match self.run(op, id).await {
             MetaReply::Err { errno, .. } => errno,
             _ => 0,

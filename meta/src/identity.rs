@@ -72,7 +72,8 @@ struct Resolved {
     at: Instant,
 }
 
-/// A decision (a grant or a refusal) and when it was made.
+/// A decision (a grant, or a refusal of a key granted before) and when it
+/// was made.
 type CachedGrant = (Res<Arc<Grant>>, Instant);
 
 #[derive(Default)]
@@ -83,6 +84,30 @@ pub(crate) struct AccessCache {
     /// One directory lookup at a time: a burst of calls for a new uid makes
     /// one lookup, not one per call.
     lookup: tokio::sync::Mutex<()>,
+}
+
+/// Grants cached at most (one per mount target and client address in use).
+const MAX_GRANTS: usize = 16_384;
+/// Identities cached at most (one per file system and uid in use).
+const MAX_IDENTITIES: usize = 65_536;
+
+/// Inserts into a cache of at most `max` entries: when full, entries that
+/// `stale` says are no longer useful go first, and if that frees nothing,
+/// all of them (a cache only saves work; a full one must not grow).
+fn insert_bounded<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    value: V,
+    max: usize,
+    stale: impl Fn(&V) -> bool,
+) {
+    if map.len() >= max && !map.contains_key(&key) {
+        map.retain(|_, v| !stale(v));
+        if map.len() >= max {
+            map.clear();
+        }
+    }
+    map.insert(key, value);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -213,7 +238,25 @@ impl MetaService {
             }
             other => other,
         };
-        lock(&self.access.grants).insert(key, (fresh.clone(), Instant::now()));
+        let mut cache = lock(&self.access.grants);
+        match &fresh {
+            Ok(_) => insert_bounded(
+                &mut cache,
+                key,
+                (fresh.clone(), Instant::now()),
+                MAX_GRANTS,
+                |(_, at)| at.elapsed() >= GRANT_REFRESH,
+            ),
+            // A refusal is remembered only for a key that was granted
+            // before (a mounted client whose access changed): refusals of
+            // whatever domains a client makes up must cost no memory.
+            Err(_) => {
+                if let Some(known) = cache.get_mut(&key) {
+                    *known = (fresh.clone(), Instant::now());
+                }
+            }
+        }
+        drop(cache);
         fresh
     }
 
@@ -300,13 +343,17 @@ impl MetaService {
         match ldap::lookup(cfg, password, uid).await {
             Ok(identity) => {
                 lock(&self.access.directory_down).remove(cfg);
-                lock(&self.access.identities).insert(
+                let ttl = self.identity_settings.ldap_cache_ttl;
+                insert_bounded(
+                    &mut lock(&self.access.identities),
                     (fs.to_string(), uid),
                     Resolved {
                         config: cfg.clone(),
                         identity: identity.clone(),
                         at: Instant::now(),
                     },
+                    MAX_IDENTITIES,
+                    |r| r.at.elapsed() >= ttl,
                 );
                 match identity {
                     Some(id) => Ok(id),
@@ -328,6 +375,49 @@ impl MetaService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mounts of made-up domains are refused and cost no memory: nothing
+    /// keyed by what a client sends is kept for a refusal, and a domain
+    /// that is not a DNS name is refused before the store is asked.
+    #[tokio::test]
+    async fn refused_mounts_leave_nothing_behind() {
+        for b in crate::exactly_once_tests::backends().await {
+            let peer: IpAddr = "127.0.0.1".parse().unwrap();
+            for i in 0..2_000 {
+                let domain = format!("made-up-{i}.example");
+                let r = b.svc.mount(&domain, peer).await;
+                assert!(
+                    matches!(r, Err((errno::ENOENT, _))),
+                    "{}: {i}: {r:?}",
+                    b.name
+                );
+            }
+            let long = "a".repeat(crate::ns::MAX_DOMAIN + 1);
+            for bad in [long.as_str(), "", "no spaces", "x\0y"] {
+                let r = b.svc.mount(bad, peer).await;
+                assert!(
+                    matches!(r, Err((errno::EINVAL, _))),
+                    "{}: {bad:?}: {r:?}",
+                    b.name
+                );
+            }
+            assert_eq!(lock(&b.svc.access.grants).len(), 0, "{}", b.name);
+        }
+    }
+
+    #[test]
+    fn a_full_cache_drops_stale_entries_then_everything() {
+        let mut m = HashMap::new();
+        for i in 0..4 {
+            insert_bounded(&mut m, i, i, 4, |v| *v < 2);
+        }
+        insert_bounded(&mut m, 9, 9, 4, |v| *v < 2);
+        let mut keys: Vec<_> = m.keys().copied().collect();
+        keys.sort();
+        assert_eq!(keys, vec![2, 3, 9]);
+        insert_bounded(&mut m, 10, 10, 3, |_| false);
+        assert_eq!(m.len(), 1, "nothing stale: the cache starts over");
+    }
 
     fn rule(cidr: &str, rw: &str, user: &str) -> Rule {
         Rule {

@@ -32,6 +32,8 @@ pub mod watch;
 #[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]
+mod input_tests;
+#[cfg(test)]
 mod reload_tests;
 
 use std::collections::HashMap;

@@ -318,7 +318,7 @@ impl MetaService {
                 },
             ),
             MetaOp::Written { ino, size } => {
-                reply(self.written(&s, ino, size).await, MetaReply::Attr)
+                reply(self.written(&s, &who, ino, size).await, MetaReply::Attr)
             }
             MetaOp::StatFs => reply(self.statfs(&s).await, MetaReply::StatFs),
             MetaOp::SetXattr {

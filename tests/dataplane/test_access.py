@@ -14,6 +14,7 @@ still refuse what the directory does not back.
 
 import errno
 import os
+import stat
 import subprocess
 import uuid
 
@@ -134,6 +135,31 @@ def test_ldap_user_writes_in_its_own_directory(ldap_fs):
     assert (home / "notes").read_text() == "mine"
     assert as_user(BOB, "open(a[0]).read()", home / "notes") == errno.EACCES
     assert as_user(BOB, "open(a[0], 'w')", home / "bobs") == errno.EACCES
+
+
+def test_a_users_write_clears_setuid_and_setgid_at_once(ldap_fs):
+    _, m = ldap_fs
+    d = m.path / "privileged"
+    d.mkdir()
+    os.chmod(d, 0o755)
+    f = d / "tool"
+    f.write_bytes(b"#!/bin/sh\n")
+    os.chown(f, ALICE.uid, ALICE.gid)
+    os.chmod(f, 0o6775)
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o6775
+    # Alice writes her own file: both bits go (setgid because group
+    # execute is set), seen through the open handle before close, as on a
+    # local file system.
+    code = ("fd = os.open(a[0], os.O_WRONLY | os.O_APPEND); os.write(fd, b'echo hi\\n'); "
+            "m = os.fstat(fd).st_mode; os.close(fd); "
+            "\nif m & 0o6000: raise OSError(1, oct(m))")
+    assert as_user(ALICE, code, f) == 0
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o775
+    # Root's writes keep them (CAP_FSETID).
+    os.chmod(f, 0o6775)
+    with open(f, "ab") as h:
+        h.write(b"# root\n")
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o6775
 
 
 def test_group_readable_file_through_an_ldap_group(ldap_fs):

@@ -394,6 +394,7 @@ impl Filesystem for CpfsFs {
                         layout: o.layout,
                         inode: st,
                         dirty: AtomicBool::new(false),
+                        privileged: AtomicBool::new(o.attr.perm & 0o6000 != 0),
                     };
                     files
                         .lock()
@@ -456,6 +457,7 @@ impl Filesystem for CpfsFs {
                 layout: o.layout,
                 inode: st,
                 dirty: AtomicBool::new(false),
+                privileged: AtomicBool::new(a.perm & 0o6000 != 0),
             };
             files
                 .lock()
@@ -516,10 +518,11 @@ impl Filesystem for CpfsFs {
         let data = self.data.clone();
         let who = caller(req);
         let buf = buf.to_vec();
+        let notifier = self.notifier.clone();
         self.rt.spawn(async move {
             let offset = offset.max(0) as u64;
             let end = offset + buf.len() as u64;
-            if let Err(e) = note_write(&meta, &who, &h, end).await {
+            if let Err(e) = note_write(&meta, &who, &h, end, &notifier).await {
                 return reply.error(e);
             }
             match data.write(&h.cap, &h.layout, h.ino, offset, &buf).await {

@@ -63,4 +63,8 @@ pub(crate) struct FileHandle {
     pub(crate) layout: Layout,
     pub(crate) inode: Arc<OpenInode>,
     pub(crate) dirty: AtomicBool,
+    /// The file had setuid or setgid bits when opened: the first write by
+    /// anyone but root clears them at once (as a local file system does),
+    /// not at close.
+    pub(crate) privileged: AtomicBool,
 }

@@ -1,6 +1,9 @@
 //! Sizes and times of written files reaching the metadata service.
 
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use fuser::Notifier;
 
 use cpfs_proto::meta::{errno, Attr, Caller, MetaOp, MetaReply, SetAttr};
 
@@ -15,8 +18,24 @@ pub(crate) async fn note_write(
     who: &Caller,
     h: &FileHandle,
     end: u64,
+    notifier: &OnceLock<Notifier>,
 ) -> Result<(), i32> {
     let st = &h.inode;
+    if who.uid != 0 && h.privileged.swap(false, Ordering::AcqRel) {
+        // The service clears setuid/setgid with this call; the kernel's
+        // copy of the mode must go too (a negative offset: attributes
+        // only, which takes no lock the writer holds).
+        let _sizing = st.sizing.lock().await;
+        let size = end.max(st.size.load(Ordering::Acquire));
+        match meta.call(who, MetaOp::Written { ino: h.ino, size }).await? {
+            MetaReply::Attr(a) => st.size.store(a.size, Ordering::Release),
+            _ => return Err(errno::EIO),
+        }
+        if let Some(n) = notifier.get() {
+            let _ = n.inval_inode(h.ino, -1, 0);
+        }
+        return Ok(());
+    }
     if end > st.size.load(Ordering::Acquire) {
         let _sizing = st.sizing.lock().await;
         if end > st.size.load(Ordering::Acquire) {

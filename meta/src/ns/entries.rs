@@ -13,6 +13,9 @@ use crate::{fail, Res};
 use super::state::FsState;
 use super::{check_name, NewNode, APPLIED};
 
+/// Longest symlink target: what FUSE's readlink can return.
+const MAX_SYMLINK: usize = 4095;
+
 impl FsState {
     /// Fails with [`APPLIED`] when request `id` was applied already.
     pub(super) fn not_applied(&self, id: Option<RequestId>) -> Res<()> {
@@ -166,11 +169,14 @@ impl FsState {
             target,
         } = new;
         check_name(name)?;
-        if target
-            .as_ref()
-            .is_some_and(|t| t.is_empty() || t.len() > 4096)
-        {
-            return fail(EINVAL, "symlink target must be 1-4096 bytes");
+        if let Some(t) = &target {
+            // What readlink can give back: a page less its terminating NUL.
+            if t.len() > MAX_SYMLINK {
+                return fail(ENAMETOOLONG, "symlink target longer than 4095 bytes");
+            }
+            if t.is_empty() || t.contains(&0) {
+                return fail(EINVAL, "symlink target empty or holding NUL");
+            }
         }
         self.not_applied(id)?;
         let p = self.writable_dir(parent, who)?;

@@ -85,7 +85,16 @@ impl FsState {
     }
 
     /// A client wrote `ino` up to `size` bytes.
-    pub fn written(&mut self, ino: u64, size: u64, capacity: u64, t: i64) -> Res<Attr> {
+    /// `keep_privileges`: the writer is root (CAP_FSETID), whose writes
+    /// leave setuid and setgid bits alone.
+    pub fn written(
+        &mut self,
+        ino: u64,
+        size: u64,
+        capacity: u64,
+        t: i64,
+        keep_privileges: bool,
+    ) -> Res<Attr> {
         let i = self.inode(ino)?;
         if i.attr.kind != Kind::File {
             return fail(EINVAL, "not a regular file");
@@ -99,8 +108,12 @@ impl FsState {
             i.attr.size = i.attr.size.max(size);
             i.attr.mtime_ns = t;
             i.attr.ctime_ns = t;
-            // Writing clears setuid/setgid, as a local file system does.
-            let clear = if i.attr.perm & 0o010 != 0 {
+            // Writing clears setuid/setgid, as a local file system does
+            // (setgid only with group execute: otherwise it marks
+            // mandatory locking).
+            let clear = if keep_privileges {
+                0
+            } else if i.attr.perm & 0o010 != 0 {
                 0o6000
             } else {
                 0o4000

@@ -65,6 +65,21 @@ fn check_name(name: &[u8]) -> Res<()> {
     Ok(())
 }
 
+/// Longest DNS name, and so longest mount target domain.
+pub(crate) const MAX_DOMAIN: usize = 253;
+
+fn check_domain(domain: &str) -> Res<()> {
+    let valid = !domain.is_empty()
+        && domain.len() <= MAX_DOMAIN
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    if !valid {
+        return fail(EINVAL, "not a mount target domain");
+    }
+    Ok(())
+}
+
 /// The thin async side: which shard, which time, which capacity.
 impl MetaService {
     pub(crate) async fn mount(
@@ -72,6 +87,8 @@ impl MetaService {
         domain: &str,
         peer: std::net::IpAddr,
     ) -> Res<cpfs_proto::meta::MetaReply> {
+        // Checked before anything is spent on it: a domain is a DNS name.
+        check_domain(domain)?;
         // The access group decides whether this address may mount at all.
         let grant = self.fresh_grant(domain, peer).await?;
         let fs = grant.fs.clone();
@@ -287,10 +304,17 @@ impl MetaService {
             .await
     }
 
-    pub(crate) async fn written(&self, s: &Session, ino: u64, size: u64) -> Res<Attr> {
+    pub(crate) async fn written(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        size: u64,
+    ) -> Res<Attr> {
         let t = now_ns();
+        let root = who.uid == 0;
         self.shards
-            .write(&s.fs, |st| st.written(ino, size, s.capacity_bytes, t))
+            .write(&s.fs, |st| st.written(ino, size, s.capacity_bytes, t, root))
             .await
     }
 
