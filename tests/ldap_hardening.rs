@@ -73,32 +73,28 @@ fn uris_at_special_addresses_are_refused_before_any_connection() {
     );
 }
 
+/// Without any server listed, the operator's password goes nowhere: a
+/// BindDN on a tenant's server needs the tenant's own password, refused
+/// before any connection without it.
 #[test]
-fn the_operator_password_goes_only_to_listed_servers() {
-    let host = host_address();
-    let listed = FakeLdap::start(host, Behaviour::Ldap);
-    let unlisted = FakeLdap::start(host, Behaviour::Ldap);
-    let allowed = listed.addr.to_string();
-    let server = Server::start(&[
-        "--ldap-bind-password",
-        OPERATOR_PASSWORD,
-        "--ldap-allowed-servers",
-        &allowed,
-    ]);
+fn the_operator_password_never_reaches_an_unlisted_server() {
+    let unlisted = FakeLdap::start(host_address(), Behaviour::Ldap);
+    let server = Server::start(&["--ldap-bind-password", OPERATOR_PASSWORD]);
     let c = server.client();
     let fs = c.create_fs("2048");
-
-    // Unlisted, BindDN without the tenant's password: refused before any
-    // connection, and the operator's password never leaves.
     let uri = unlisted.uri();
-    c.err(
+    let (status, v) = c.call(
         "CreateLDAPConfig",
         &ldap_params(&fs, &uri, &[("BindDN", BIND_DN)]),
-        "MissingParameter.BindPassword",
     );
-    assert_eq!(unlisted.connections(), 0);
+    assert!(
+        !unlisted.received(OPERATOR_PASSWORD),
+        "the operator's password reached a server the tenant named ({status}: {v})"
+    );
+    assert_eq!(v["Code"], "MissingParameter.BindPassword", "{v}");
+    assert_eq!(unlisted.connections(), 0, "refused before any connection");
 
-    // Unlisted with the tenant's own password: that one is sent.
+    // With the tenant's own password, that one is sent, and only that one.
     c.ok(
         "CreateLDAPConfig",
         &ldap_params(
@@ -108,20 +104,30 @@ fn the_operator_password_goes_only_to_listed_servers() {
         ),
     );
     assert!(unlisted.received(TENANT_PASSWORD));
-    assert!(
-        !unlisted.received(OPERATOR_PASSWORD),
-        "the operator's password reached an unlisted server"
-    );
+    assert!(!unlisted.received(OPERATOR_PASSWORD));
+}
 
-    // Listed: the operator's password may be used.
+/// A listed server gets the operator's password; the tenant's password is
+/// never shown by DescribeFileSystems, nor logged.
+#[test]
+fn listed_servers_get_the_operator_password_and_tenant_passwords_stay_hidden() {
+    let listed = FakeLdap::start(host_address(), Behaviour::Ldap);
+    let allowed = listed.addr.to_string();
+    let server = Server::start(&[
+        "--ldap-bind-password",
+        OPERATOR_PASSWORD,
+        "--ldap-allowed-servers",
+        &allowed,
+    ]);
+    let c = server.client();
+    let fs = c.create_fs("2048");
     let uri = listed.uri();
     c.ok(
-        "ModifyLDAPConfig",
+        "CreateLDAPConfig",
         &ldap_params(&fs, &uri, &[("BindDN", BIND_DN)]),
     );
     assert!(listed.received(OPERATOR_PASSWORD));
 
-    // The tenant's password is never shown, nor logged.
     c.ok(
         "ModifyLDAPConfig",
         &ldap_params(
@@ -130,6 +136,7 @@ fn the_operator_password_goes_only_to_listed_servers() {
             &[("BindDN", BIND_DN), ("BindPassword", TENANT_PASSWORD)],
         ),
     );
+    assert!(listed.received(TENANT_PASSWORD));
     let v = c.ok("DescribeFileSystems", &[("FileSystemId", &fs)]);
     let shown = &v["FileSystems"]["FileSystem"][0]["Ldap"];
     assert_eq!(shown["BindDN"], BIND_DN, "{v}");
