@@ -145,3 +145,22 @@ fn unknown_access_key_ids_do_not_each_cost_a_query() {
         "{spent} queries for {tries} unknown ids (bound {bound})"
     );
 }
+
+/// The set of existing ids never refuses a key just created: an unknown id
+/// loads the set, a new account's key works on its very next call.
+#[test]
+fn a_key_created_right_after_an_unknown_one_works_at_once() {
+    let server = Server::start(&[]);
+    Client::new(server.port, "LTAI-not-there", "whatever-secret").err(
+        "DescribeRegions",
+        &[],
+        "InvalidAccessKeyId.NotFound",
+    );
+    let created = server.operator(&["account", "create", "newcomer"]);
+    Client::new(
+        server.port,
+        created["AccessKeyId"].as_str().unwrap(),
+        created["AccessKeySecret"].as_str().unwrap(),
+    )
+    .ok("DescribeRegions", &[]);
+}

@@ -20,14 +20,18 @@ const TTL: Duration = Duration::from_secs(10);
 /// Entries kept at most; beyond it the cache starts over (junk key ids from
 /// unauthenticated callers cannot grow memory without bound).
 const MAX_ENTRIES: usize = 10_000;
-/// How stale the set of existing ids may be when an id is not in it: a
-/// key created a moment ago works within this time.
+/// How stale the set of existing ids may be when an id is not in it. A key
+/// this process creates is usable at once (the set is dropped when
+/// `ControlPlane::keys_generation` moves); one added to a shared store by
+/// another process works within this time.
 const IDS_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct KnownIds {
     ids: HashSet<String>,
     loaded: Option<Instant>,
+    /// `keys_generation` when loaded.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -51,7 +55,10 @@ impl KeyCache {
     /// Whether `access_key_id` may exist: in the set, or the set is older
     /// than `IDS_REFRESH` and a reload finds it.
     async fn may_exist(&self, cp: &ControlPlane, access_key_id: &str) -> Result<bool, ApiError> {
-        let fresh = |k: &KnownIds| k.loaded.is_some_and(|at| at.elapsed() < IDS_REFRESH);
+        let generation = || cp.keys_generation.load(Ordering::SeqCst);
+        let fresh = |k: &KnownIds| {
+            k.generation == generation() && k.loaded.is_some_and(|at| at.elapsed() < IDS_REFRESH)
+        };
         {
             let known = self.known.read().unwrap_or_else(|p| p.into_inner());
             if known.ids.contains(access_key_id) {
@@ -69,11 +76,14 @@ impl KeyCache {
             }
         }
         self.queries.fetch_add(1, Ordering::Relaxed);
+        // Read before the query: a key added meanwhile moves it again.
+        let at_generation = generation();
         let ids: HashSet<String> = cp.access_key_ids().await?.into_iter().collect();
         let found = ids.contains(access_key_id);
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = KnownIds {
             ids,
             loaded: Some(Instant::now()),
+            generation: at_generation,
         };
         Ok(found)
     }

@@ -38,6 +38,11 @@ impl std::fmt::Debug for AccessKey {
 }
 
 impl ControlPlane {
+    fn keys_changed(&self) {
+        self.keys_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn seal_key_secret(&self, access_key_id: &str, secret: &str) -> String {
         self.secrets
             .seal(&access_key_context(access_key_id), secret)
@@ -98,6 +103,7 @@ impl ControlPlane {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.keys_changed();
         tracing::info!(account_id, name, access_key_id, "account created");
         Ok(NewAccount {
             account_id,
@@ -236,6 +242,7 @@ impl ControlPlane {
                 .bind(self.now())
                 .execute(&self.store.pool)
                 .await?;
+                self.keys_changed();
                 tracing::info!(
                     access_key_id,
                     account_id,

@@ -44,6 +44,9 @@ pub struct ControlPlane {
     pub ldap_bind_password: Option<std::sync::Arc<str>>,
     /// Seals access-key secrets and tenant bind passwords at rest.
     pub secrets: std::sync::Arc<secrets::SecretBox>,
+    /// Bumped whenever this process adds an access key, so that caches of
+    /// which keys exist (the gateway's) never refuse a key just created.
+    pub keys_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// When this process started (failure detection waits one timeout
     /// after a start before declaring anyone dead).
     pub started: std::time::Instant,
@@ -91,6 +94,7 @@ impl ControlPlane {
             // Binaries load the deployment's key (`with_secrets`); a key of
             // this process alone suits tests and fresh stores only.
             secrets: std::sync::Arc::new(secrets::SecretBox::ephemeral()),
+            keys_generation: Default::default(),
             started: std::time::Instant::now(),
             planner: Default::default(),
             liveness: Default::default(),
