@@ -43,9 +43,10 @@ impl ControlPlane {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn seal_key_secret(&self, access_key_id: &str, secret: &str) -> String {
-        self.secrets
-            .seal(&access_key_context(access_key_id), secret)
+    fn seal_key_secret(&self, access_key_id: &str, secret: &str) -> Result<String> {
+        Ok(self
+            .secrets
+            .seal(&access_key_context(access_key_id), secret)?)
     }
 
     /// Creates an account with one access key. `key` supplies the id and
@@ -98,7 +99,7 @@ impl ControlPlane {
         )
         .bind(&access_key_id)
         .bind(&account_id)
-        .bind(self.seal_key_secret(&access_key_id, &access_key_secret))
+        .bind(self.seal_key_secret(&access_key_id, &access_key_secret)?)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -129,10 +130,7 @@ impl ControlPlane {
         row.map(|r| {
             let id: String = r.try_get("id")?;
             let stored: String = r.try_get("secret")?;
-            let secret = self
-                .secrets
-                .open(&access_key_context(&id), &stored)
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            let secret = self.secrets.open(&access_key_context(&id), &stored)?;
             Ok(AccessKey {
                 access_key_id: id,
                 account_id: r.try_get("account_id")?,
@@ -162,7 +160,7 @@ impl ControlPlane {
         for (id, stored) in rows.iter().filter(|(_, s)| !is_sealed(s)) {
             // Only the plaintext it read is replaced: a concurrent change wins.
             sqlx::query("UPDATE access_keys SET secret = $1 WHERE id = $2 AND secret = $3")
-                .bind(self.seal_key_secret(id, stored))
+                .bind(self.seal_key_secret(id, stored)?)
                 .bind(id)
                 .bind(stored)
                 .execute(&self.store.pool)
@@ -209,7 +207,7 @@ impl ControlPlane {
                 subtle::ConstantTimeEq::ct_eq(existing.secret.as_bytes(), secret.as_bytes()).into();
             if !same {
                 sqlx::query("UPDATE access_keys SET secret = $1 WHERE id = $2")
-                    .bind(self.seal_key_secret(access_key_id, secret))
+                    .bind(self.seal_key_secret(access_key_id, secret)?)
                     .bind(access_key_id)
                     .execute(&self.store.pool)
                     .await?;
@@ -238,7 +236,7 @@ impl ControlPlane {
                 )
                 .bind(access_key_id)
                 .bind(&account_id)
-                .bind(self.seal_key_secret(access_key_id, secret))
+                .bind(self.seal_key_secret(access_key_id, secret)?)
                 .bind(self.now())
                 .execute(&self.store.pool)
                 .await?;

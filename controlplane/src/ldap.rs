@@ -79,7 +79,8 @@ impl ControlPlane {
         let password = cfg
             .bind_password
             .as_ref()
-            .map(|p| self.secrets.seal(&ldap_password_context(fs_id), p.expose()));
+            .map(|p| self.secrets.seal(&ldap_password_context(fs_id), p.expose()))
+            .transpose()?;
         let mut tx = self.store.begin_write().await?;
         let exists: Option<(String,)> =
             sqlx::query_as("SELECT fs_id FROM ldap_configs WHERE fs_id = $1")
@@ -182,9 +183,7 @@ pub async fn ldap_config_of(
     };
     let mut cfg = config_from_row(&r)?;
     if let Some(stored) = r.try_get::<Option<String>, _>("bind_password")? {
-        let plain = secrets
-            .open(&ldap_password_context(fs_id), &stored)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let plain = secrets.open(&ldap_password_context(fs_id), &stored)?;
         cfg.bind_password = Some(BindPassword::new(plain));
     }
     Ok(Some(cfg))
@@ -202,7 +201,7 @@ impl ControlPlane {
         let mut sealed = 0;
         for (fs_id, stored) in rows.iter().filter(|(_, s)| !is_sealed(s)) {
             sqlx::query("UPDATE ldap_configs SET bind_password = $1 WHERE fs_id = $2 AND bind_password = $3")
-                .bind(self.secrets.seal(&ldap_password_context(fs_id), stored))
+                .bind(self.secrets.seal(&ldap_password_context(fs_id), stored)?)
                 .bind(fs_id)
                 .bind(stored)
                 .execute(&self.store.pool)

@@ -30,6 +30,10 @@ const NONCE_LEN: usize = 24;
 pub enum SecretError {
     #[error("secret key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
+    /// Only for messages beyond 2^38 bytes; inputs here are bounded far
+    /// below, but a value that could not be sealed must never be stored.
+    #[error("a secret ({context}) could not be sealed")]
+    Seal { context: String },
     /// Wrong key, a damaged value or one moved from another row.
     #[error("a stored secret ({context}) cannot be opened with this key")]
     Open { context: String },
@@ -106,24 +110,25 @@ impl SecretBox {
     }
 
     /// Seals `plaintext` for the row named by `context`.
-    pub fn seal(&self, context: &str, plaintext: &str) -> String {
+    pub fn seal(&self, context: &str, plaintext: &str) -> Result<String, SecretError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let payload = Payload {
             msg: plaintext.as_bytes(),
             aad: context.as_bytes(),
         };
-        // Encryption only fails for messages beyond 2^38 bytes.
         let sealed = self
             .cipher
             .encrypt(XNonce::from_slice(&nonce), payload)
-            .unwrap_or_default();
+            .map_err(|_| SecretError::Seal {
+                context: context.to_string(),
+            })?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        format!(
+        Ok(format!(
             "{SEALED_PREFIX}{}",
             base64::engine::general_purpose::STANDARD.encode(out)
-        )
+        ))
     }
 
     /// The plaintext of a stored value (sealed, or plaintext from before
@@ -177,14 +182,18 @@ mod tests {
     #[test]
     fn seals_opens_and_binds_to_the_row() {
         let b = SecretBox::ephemeral();
-        let s = b.seal("access_keys.secret:a", "hunter22");
+        let s = b.seal("access_keys.secret:a", "hunter22").unwrap();
         assert!(is_sealed(&s) && !s.contains("hunter22"));
         assert_eq!(b.open("access_keys.secret:a", &s).unwrap(), "hunter22");
         assert!(b.open("access_keys.secret:b", &s).is_err(), "moved row");
         assert!(SecretBox::ephemeral()
             .open("access_keys.secret:a", &s)
             .is_err());
-        assert_ne!(s, b.seal("access_keys.secret:a", "hunter22"), "fresh nonce");
+        assert_ne!(
+            s,
+            b.seal("access_keys.secret:a", "hunter22").unwrap(),
+            "fresh nonce"
+        );
         assert_eq!(b.open("x", "legacy-plain").unwrap(), "legacy-plain");
     }
 
@@ -196,7 +205,7 @@ mod tests {
         let a = SecretBox::load_or_create(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let sealed = a.seal("c", "v");
+        let sealed = a.seal("c", "v").unwrap();
         let b = SecretBox::load_or_create(&path).unwrap();
         assert_eq!(b.open("c", &sealed).unwrap(), "v");
     }
