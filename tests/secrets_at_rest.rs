@@ -9,6 +9,7 @@ mod fake_ldap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use common::mount::{file_system_with_mount_target, Mount};
 use common::{Client, Server, AK, SECRET};
 use fake_ldap::{host_address, Behaviour, FakeLdap};
 
@@ -80,6 +81,22 @@ fn open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
     out
 }
 
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(p) = pending.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                pending.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -120,7 +137,18 @@ fn secrets_are_sealed_at_rest_and_data_files_are_private() {
     assert_eq!(passwords.len(), 1);
     assert!(passwords[0].starts_with("enc1:") && !passwords[0].contains(TENANT_PASSWORD));
 
+    // Tenant data: chunk files on the nodes, written through a mount.
+    let (_, domain) = file_system_with_mount_target(&c);
+    {
+        let m = Mount::new(&server, &domain, "m");
+        std::fs::write(m.dir.join("f"), vec![7u8; 300_000]).unwrap();
+    }
     let data = data_dir(&server);
+    let chunks = files_under(&data.join("nodes"))
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "chunks"))
+        .count();
+    assert!(chunks > 0, "the write stored no chunk file");
     assert_eq!(mode(&data.join("secret-key")), 0o600);
     assert_eq!(
         open_to_others(&data),
