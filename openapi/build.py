@@ -136,17 +136,19 @@ ACTIONS = {
     "DescribeZones": ("The zones of the region", [
         ("FileSystemType", S, False, None, "standard (default), extreme, cpfs"),
     ], {"Zones": "Zones"}),
-    "CreateLDAPConfig": ("Resolve the file system's users and groups from an LDAP server (checked first: connect, bind, read SearchBase; nothing is stored on failure)", [
+    "CreateLDAPConfig": ("Resolve the file system's users and groups from an LDAP server (checked first: connect, bind, read SearchBase; nothing is stored on failure; loopback, link-local, unspecified, multicast and broadcast addresses are refused unless the operator lists the server; a failed check answers InvalidLDAPConfig.Unreachable, unreachable or refused, after a fixed time)", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
         ("URI", S, True, "ldap://10.0.0.5:389", "ldap:// or ldaps://, host and optional port"),
         ("SearchBase", S, True, "dc=example,dc=com", "posixAccount and posixGroup entries are searched below it"),
-        ("BindDN", S, False, None, "Bind as this DN with the operator's ldap_bind_password; anonymous when empty"),
+        ("BindDN", S, False, None, "Bind as this DN (with BindPassword, or the operator's ldap_bind_password on servers the operator lists); anonymous when empty"),
+        ("BindPassword", S, False, None, "Extension (not in the SDK models): the password for BindDN, 1-256 characters; stored encrypted, never returned; required for a BindDN unless the operator lists the server"),
     ], {}),
     "ModifyLDAPConfig": ("Replace the LDAP configuration (checked like CreateLDAPConfig; reaches mounted clients within seconds)", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
         ("URI", S, True, "ldap://10.0.0.5:389", ""),
         ("SearchBase", S, True, "dc=example,dc=com", ""),
         ("BindDN", S, False, None, ""),
+        ("BindPassword", S, False, None, "Extension, as in CreateLDAPConfig; the configuration is replaced whole, so a BindDN needs it again"),
     ], {}),
     "DeleteLDAPConfig": ("Remove the LDAP configuration: only root may use the file system again", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
@@ -223,7 +225,7 @@ COMMON = [
 ]
 
 ERRORS = {
-    "400": "MissingParameter, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
+    "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
     "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, OperationDenied",
     "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound",
     "413": "InvalidParameter.BodyTooLarge",
@@ -304,7 +306,7 @@ BSS_ACTIONS = {
 }
 
 BSS_ERRORS = {
-    "400": "MissingParameter, InvalidParameter.<Name>, signature and timestamp errors as for NAS",
+    "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, signature and timestamp errors as for NAS",
     "403": "InvalidFileSystemStatus.Ordering (renewing a PayAsYouGo file system)",
     "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound",
     "500": "InternalError",

@@ -48,6 +48,7 @@ impl AdminClient {
             data_dir: args.data_dir,
             database_url: None,
             config: args.config,
+            secret_key_file: None,
         })?;
         let recorded = || {
             std::fs::read_to_string(settings.data_dir.join(ENDPOINT_FILE))

@@ -20,6 +20,11 @@ pub struct StoreArgs {
     /// TOML file with any of the settings (flags and CPFS_* override it)
     #[arg(long, env = "CPFS_CONFIG")]
     pub config: Option<PathBuf>,
+    /// File holding the key that seals secrets in the store (default
+    /// DATA_DIR/secret-key, generated on first start; with PostgreSQL every
+    /// cpfs serve and cpfs meta of the deployment needs the same key)
+    #[arg(long, env = "CPFS_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -63,9 +68,15 @@ pub struct ServeArgs {
     /// Seconds an identity resolved from LDAP is reused (and survives an LDAP outage)
     #[arg(long, env = "CPFS_LDAP_CACHE_TTL")]
     pub ldap_cache_ttl: Option<u64>,
-    /// Password for the BindDN of LDAP configurations (prefer the environment variable)
+    /// Password for the BindDN of LDAP configurations, sent only to the
+    /// --ldap-allowed-servers (prefer the environment variable)
     #[arg(long, env = "CPFS_LDAP_BIND_PASSWORD", hide_env_values = true)]
     pub ldap_bind_password: Option<String>,
+    /// LDAP servers (host or host:port, comma-separated) the operator
+    /// vouches for: they get the operator's bind password and may be at
+    /// any address, loopback included
+    #[arg(long, env = "CPFS_LDAP_ALLOWED_SERVERS", value_delimiter = ',')]
+    pub ldap_allowed_servers: Option<Vec<String>>,
     #[command(flatten)]
     pub billing: BillingArgs,
 }
@@ -108,6 +119,8 @@ struct FileSettings {
     meta_listen: Option<SocketAddr>,
     ldap_cache_ttl: Option<u64>,
     ldap_bind_password: Option<String>,
+    ldap_allowed_servers: Option<Vec<String>>,
+    secret_key_file: Option<PathBuf>,
     price_book: Option<PathBuf>,
     retention_days: Option<u32>,
     billing_interval: Option<u64>,
@@ -137,6 +150,8 @@ pub struct Settings {
     pub clock_file: Option<PathBuf>,
     pub ldap_cache_ttl: std::time::Duration,
     pub ldap_bind_password: Option<String>,
+    pub ldap_allowed_servers: Vec<cpfs_directory::AllowedServer>,
+    pub secret_key_file: PathBuf,
 }
 
 /// Settings in logs: every field but the secret.
@@ -156,6 +171,8 @@ impl std::fmt::Debug for Settings {
                 "ldap_bind_password",
                 &self.ldap_bind_password.as_ref().map(|_| "<set>"),
             )
+            .field("ldap_allowed_servers", &self.ldap_allowed_servers)
+            .field("secret_key_file", &self.secret_key_file)
             .finish_non_exhaustive()
     }
 }
@@ -226,7 +243,19 @@ impl Settings {
         if billing_interval_secs == 0 {
             anyhow::bail!("--billing-interval must be at least 1 second");
         }
+        let ldap_allowed_servers = allowed_servers(
+            args.ldap_allowed_servers
+                .or(file.ldap_allowed_servers)
+                .unwrap_or_default(),
+        )?;
+        let secret_key_file = args
+            .store
+            .secret_key_file
+            .or(file.secret_key_file)
+            .unwrap_or_else(|| data_dir.join("secret-key"));
         Ok(Settings {
+            ldap_allowed_servers,
+            secret_key_file,
             ldap_cache_ttl: std::time::Duration::from_secs(ldap_cache_ttl),
             ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
             price_book: args.billing.price_book.or(file.price_book),
@@ -269,6 +298,18 @@ impl Settings {
             ..ServeArgs::default()
         })
     }
+}
+
+/// Parses the operator's `ldap_allowed_servers` (empty entries ignored).
+pub fn allowed_servers(entries: Vec<String>) -> anyhow::Result<Vec<cpfs_directory::AllowedServer>> {
+    entries
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.parse()
+                .map_err(|m| anyhow::anyhow!("--ldap-allowed-servers: {m}"))
+        })
+        .collect()
 }
 
 fn sqlite_url(data_dir: &Path) -> String {

@@ -8,6 +8,7 @@ mod meta_cmd;
 mod mount_cmd;
 mod node_admin;
 mod node_cmd;
+mod private;
 mod serve;
 
 use std::path::PathBuf;
@@ -89,6 +90,16 @@ fn init_logging() {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
+    if matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Node { command: None, .. }
+            | Command::Meta { command: None, .. }
+    ) {
+        // Services keep tenants' data and secrets: nothing they create is
+        // for other local users.
+        private::restrict_umask();
+    }
     match cli.command {
         Command::Serve(args) => {
             let settings = config::Settings::load(args)?;

@@ -39,6 +39,14 @@ pub struct MetaArgs {
     /// The shared store (postgres://…): the one `cpfs serve` uses
     #[arg(long, env = "CPFS_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The key that seals secrets in the store: a copy of cpfs serve's
+    /// (default DATA_DIR/secret-key)
+    #[arg(long, env = "CPFS_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// LDAP servers (host or host:port, comma-separated) allowed at any
+    /// address; as cpfs serve's --ldap-allowed-servers
+    #[arg(long, env = "CPFS_LDAP_ALLOWED_SERVERS", value_delimiter = ',')]
+    pub ldap_allowed_servers: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
@@ -134,7 +142,22 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
         anyhow::bail!("cpfs meta needs --database-url: the store cpfs serve uses (postgres://…)");
     };
     let token = crate::node_cmd::cluster_token_from_env("the metadata server")?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::private::private_dir(&dir)?;
+    cpfs_directory::install_policy(cpfs_directory::DirectoryPolicy {
+        allowed_servers: crate::config::allowed_servers(
+            args.ldap_allowed_servers.unwrap_or_default(),
+        )?,
+    });
+    // The key is cpfs serve's: a key of its own would open nothing.
+    let key_file = args
+        .secret_key_file
+        .unwrap_or_else(|| dir.join("secret-key"));
+    let secrets = if key_file.exists() {
+        cpfs_controlplane::secrets::SecretBox::load(&key_file)?
+    } else {
+        tracing::warn!(path = %key_file.display(), "no secret key file: tenant LDAP bind passwords cannot be opened (copy cpfs serve's DATA_DIR/secret-key)");
+        cpfs_controlplane::secrets::SecretBox::ephemeral()
+    };
     let id = server_id(&dir)?;
     let store = Store::open(&url)
         .await
@@ -145,7 +168,8 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
         store.clone(),
         Arc::new(cpfs_controlplane::clock::SystemClock),
         RegionConfig::default(),
-    );
+    )
+    .with_secrets(secrets);
     let service = cpfs_meta::MetaService::new(
         store,
         Arc::new(cp.clone()),

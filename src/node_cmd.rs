@@ -61,6 +61,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         anyhow::bail!("cpfs node needs --data-dir DIR");
     };
     let token = cluster_token_from_env("the node")?;
+    crate::private::private_dir(&data_dir)?;
     let cfg = NodeConfig {
         data_dir,
         listen: args.listen,

@@ -22,8 +22,8 @@ use crate::config::Settings;
 /// Opens the control plane for `cpfs serve`, bringing the schema up to
 /// date (the only place that does).
 pub async fn open_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
-    std::fs::create_dir_all(&s.data_dir)
-        .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
+    crate::private::private_dir(&s.data_dir)
+        .with_context(|| format!("preparing data directory {}", s.data_dir.display()))?;
     let store = Store::open(&s.database_url)
         .await
         .with_context(|| format!("opening database {}", cpfs_store::redact(&s.database_url)))?;
@@ -45,7 +45,8 @@ fn control_plane_on(store: Store, s: &Settings) -> anyhow::Result<ControlPlane> 
         }
         None => Arc::new(SystemClock),
     };
-    Ok(ControlPlane::new(store, clock, region))
+    let secrets = cpfs_controlplane::secrets::SecretBox::load_or_create(&s.secret_key_file)?;
+    Ok(ControlPlane::new(store, clock, region).with_secrets(secrets))
 }
 
 /// The price book in force: the operator's file, else the built-in one.
@@ -288,8 +289,11 @@ async fn serve_http(
 }
 
 pub async fn run(mut s: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&s.data_dir)
-        .with_context(|| format!("creating data directory {}", s.data_dir.display()))?;
+    crate::private::private_dir(&s.data_dir)
+        .with_context(|| format!("preparing data directory {}", s.data_dir.display()))?;
+    cpfs_directory::install_policy(cpfs_directory::DirectoryPolicy {
+        allowed_servers: s.ldap_allowed_servers.clone(),
+    });
     // The API's port is taken first, before any listener or node binds an
     // ephemeral port that could land on it. With port 0 the port the
     // system chose is what the region, the nodes and the endpoint file
@@ -309,6 +313,11 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
         .await?
         .with_policy(policy)
         .with_ldap_bind_password(s.ldap_bind_password.clone());
+    // Rows from before secrets were sealed are sealed now, before the
+    // gateway reads any of them.
+    cp.seal_plaintext_secrets()
+        .await
+        .context("sealing stored secrets")?;
     // A bad price book stops the start, before anything is billed with it.
     let billing = billing(&cp, &s)?;
     bootstrap(&cp, &s).await?;

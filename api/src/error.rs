@@ -94,11 +94,9 @@ impl ApiError {
             Throttling { .. } => "Throttling.User".into(),
             BodyTooLarge(_) => "InvalidParameter.BodyTooLarge".into(),
             Ldap(e) => match e {
-                DirectoryError::BadUri(_) => "InvalidParameter.URI",
-                DirectoryError::Unreachable { .. } | DirectoryError::Timeout { .. } => {
-                    "InvalidLDAPConfig.Unreachable"
-                }
-                DirectoryError::BindRefused { .. } => "InvalidParameter.BindDN",
+                DirectoryError::BadUri(_) | DirectoryError::Forbidden(_) => "InvalidParameter.URI",
+                DirectoryError::PasswordRequired(_) => "MissingParameter.BindPassword",
+                DirectoryError::Unreachable { .. } => "InvalidLDAPConfig.Unreachable",
                 DirectoryError::NoSuchBase { .. } => "InvalidParameter.SearchBase",
                 DirectoryError::Search(_) => "InvalidLDAPConfig.SearchFailed",
             }

@@ -142,15 +142,22 @@ impl Gateway {
         if !self.nonces.insert(&key.access_key_id, &claim.nonce, now) {
             return Err(ApiError::NonceUsed);
         }
+        // Only signed inputs decide what runs. A V1 signature covers the
+        // parameters but no header, so there `x-acs-action` and
+        // `x-acs-version` are ignored; V3 requires both headers signed.
+        let signed_header = |name: &str| match claim.version {
+            signature::Version::V1 => None,
+            signature::Version::V3 => header(raw.headers, name),
+        };
         let action = params
             .opt("Action")
             .map(str::to_string)
-            .or_else(|| header(raw.headers, "x-acs-action"))
+            .or_else(|| signed_header("x-acs-action"))
             .ok_or_else(|| ApiError::MissingParameter("Action".into()))?;
         let version = params
             .opt("Version")
             .map(str::to_string)
-            .or_else(|| header(raw.headers, "x-acs-version"))
+            .or_else(|| signed_header("x-acs-version"))
             .ok_or_else(|| ApiError::MissingParameter("Version".into()))?;
         if version != NAS_VERSION && version != BSS_VERSION {
             return Err(ApiError::ApiNotFound(
@@ -169,7 +176,14 @@ impl Gateway {
 
     fn metrics_text(&self) -> String {
         let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::from("# TYPE cpfs_api_requests_total counter\n");
+        let mut out = String::from(
+            "# TYPE cpfs_api_access_key_queries_total counter\ncpfs_api_access_key_queries_total ",
+        );
+        out.push_str(&format!(
+            "{}\n",
+            self.keys.queries.load(std::sync::atomic::Ordering::Relaxed)
+        ));
+        out.push_str("# TYPE cpfs_api_requests_total counter\n");
         for ((action, code), n) in c.iter() {
             out.push_str(&format!(
                 "cpfs_api_requests_total{{action=\"{action}\",code=\"{code}\"}} {n}\n"
@@ -207,11 +221,15 @@ pub fn app(gw: Arc<Gateway>, admin: Option<Arc<crate::admin::AdminState>>) -> Ro
     let mut routes = Router::new()
         .route("/", any(rpc))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(gw)
+        .with_state(gw.clone())
         .merge(cluster);
     if let Some(admin) = admin {
-        routes = routes.merge(crate::admin::router(admin));
+        // Every tenant's counters: for the operator only, behind the
+        // admin token (without an admin API there is no /metrics).
+        let metrics = Router::new().route("/metrics", get(metrics)).with_state(gw);
+        routes = routes
+            .merge(crate::admin::require_token(metrics, admin.clone()))
+            .merge(crate::admin::router(admin));
     }
     crate::layers::apply(routes, &limits)
 }
@@ -256,6 +274,17 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether a call names the BssOpenApi version (only to choose the shape
+/// of its reply: what runs is decided by signed inputs alone).
+fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
+    pairs
+        .iter()
+        .find(|(k, _)| k == "Version")
+        .map(|(_, v)| v.clone())
+        .or_else(|| header(headers, "x-acs-version"))
+        .is_some_and(|v| v == BSS_VERSION)
+}
+
 /// `Format` from the merged parameters, before anything else can fail, so
 /// that even errors come back in the format asked for.
 fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
@@ -283,7 +312,10 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let mut action = String::new();
     // BssOpenApi replies (and errors) have their own envelope; known before
     // authentication so that even a refused call answers in its shape.
-    let mut bss = false;
+    let query = form_decode(parts.uri.query().unwrap_or(""));
+    // Before anything can fail: the query and headers already say whether
+    // this is a BssOpenApi call (a form body may say so too, below).
+    let mut bss = is_bss(&query, &parts.headers);
     let outcome: Result<Map<String, Value>, ApiError> = async {
         if let Some(ip) = peer {
             gw.failed_auth
@@ -298,7 +330,6 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         let body = axum::body::to_bytes(body, gw.config.max_body_bytes)
             .await
             .map_err(|_| ApiError::BodyTooLarge(gw.config.max_body_bytes))?;
-        let query = form_decode(parts.uri.query().unwrap_or(""));
         let form = if is_form(&parts.headers) && !body.is_empty() {
             let text = std::str::from_utf8(&body).map_err(|_| ApiError::invalid("Body", "the form body is not UTF-8"))?;
             form_decode(text)
@@ -306,6 +337,7 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             Vec::new()
         };
         let merged: Vec<(String, String)> = query.iter().chain(form.iter()).cloned().collect();
+        bss = is_bss(&merged, &parts.headers);
         format = format_of(&merged)?;
         action = merged
             .iter()
@@ -316,12 +348,6 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             .chars()
             .take(64)
             .collect();
-        bss = merged
-            .iter()
-            .find(|(k, _)| k == "Version")
-            .map(|(_, v)| v.clone())
-            .or_else(|| header(&parts.headers, "x-acs-version"))
-            .is_some_and(|v| v == BSS_VERSION);
         let params = Params::from_pairs(merged)?;
         let raw = RawRequest {
             method: parts.method.as_str(),

@@ -3,6 +3,7 @@
 use sqlx::Row;
 
 use crate::error::{Error, ResourceKind, Result};
+use crate::secrets::{access_key_context, is_sealed};
 use crate::{ids, ControlPlane};
 
 /// The access key the first start of `cpfs serve` creates.
@@ -16,8 +17,9 @@ pub struct NewAccount {
     pub access_key_secret: String,
 }
 
-/// What the gateway needs to verify a signature.
-#[derive(Clone, Debug)]
+/// What the gateway needs to verify a signature (the secret opened, in
+/// memory only).
+#[derive(Clone)]
 pub struct AccessKey {
     pub access_key_id: String,
     pub account_id: String,
@@ -25,7 +27,28 @@ pub struct AccessKey {
     pub active: bool,
 }
 
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("account_id", &self.account_id)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ControlPlane {
+    fn keys_changed(&self) {
+        self.keys_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn seal_key_secret(&self, access_key_id: &str, secret: &str) -> Result<String> {
+        Ok(self
+            .secrets
+            .seal(&access_key_context(access_key_id), secret)?)
+    }
+
     /// Creates an account with one access key. `key` supplies the id and
     /// secret (from the operator's environment); otherwise both are generated.
     pub async fn create_account(
@@ -76,11 +99,12 @@ impl ControlPlane {
         )
         .bind(&access_key_id)
         .bind(&account_id)
-        .bind(&access_key_secret)
+        .bind(self.seal_key_secret(&access_key_id, &access_key_secret)?)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.keys_changed();
         tracing::info!(account_id, name, access_key_id, "account created");
         Ok(NewAccount {
             account_id,
@@ -104,14 +128,50 @@ impl ControlPlane {
                 .fetch_optional(&self.store.pool)
                 .await?;
         row.map(|r| {
+            let id: String = r.try_get("id")?;
+            let stored: String = r.try_get("secret")?;
+            let secret = self.secrets.open(&access_key_context(&id), &stored)?;
             Ok(AccessKey {
-                access_key_id: r.try_get("id")?,
+                access_key_id: id,
                 account_id: r.try_get("account_id")?,
-                secret: r.try_get("secret")?,
+                secret,
                 active: r.try_get::<String, _>("status")? == "Active",
             })
         })
         .transpose()
+    }
+
+    /// The ids of every access key (the gateway's answer to "does this key
+    /// exist" without a query per unknown id).
+    pub async fn access_key_ids(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM access_keys")
+            .fetch_all(&self.store.pool)
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Seals the access-key secrets still stored in plaintext (rows from
+    /// before sealing); run at start. Returns how many were sealed.
+    pub async fn seal_plaintext_secrets(&self) -> Result<usize> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, secret FROM access_keys")
+            .fetch_all(&self.store.pool)
+            .await?;
+        let mut sealed = 0;
+        for (id, stored) in rows.iter().filter(|(_, s)| !is_sealed(s)) {
+            // Only the plaintext it read is replaced: a concurrent change wins.
+            sqlx::query("UPDATE access_keys SET secret = $1 WHERE id = $2 AND secret = $3")
+                .bind(self.seal_key_secret(id, stored)?)
+                .bind(id)
+                .bind(stored)
+                .execute(&self.store.pool)
+                .await?;
+            sealed += 1;
+        }
+        sealed += self.seal_plaintext_ldap_passwords().await?;
+        if sealed > 0 {
+            tracing::info!(sealed, "sealed secrets that were stored in plaintext");
+        }
+        Ok(sealed)
     }
 }
 
@@ -143,9 +203,11 @@ impl ControlPlane {
         secret: &str,
     ) -> Result<Option<NewAccount>> {
         if let Some(existing) = self.access_key(access_key_id).await? {
-            if existing.secret != secret {
+            let same: bool =
+                subtle::ConstantTimeEq::ct_eq(existing.secret.as_bytes(), secret.as_bytes()).into();
+            if !same {
                 sqlx::query("UPDATE access_keys SET secret = $1 WHERE id = $2")
-                    .bind(secret)
+                    .bind(self.seal_key_secret(access_key_id, secret)?)
                     .bind(access_key_id)
                     .execute(&self.store.pool)
                     .await?;
@@ -174,10 +236,11 @@ impl ControlPlane {
                 )
                 .bind(access_key_id)
                 .bind(&account_id)
-                .bind(secret)
+                .bind(self.seal_key_secret(access_key_id, secret)?)
                 .bind(self.now())
                 .execute(&self.store.pool)
                 .await?;
+                self.keys_changed();
                 tracing::info!(
                     access_key_id,
                     account_id,

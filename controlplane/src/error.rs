@@ -82,6 +82,14 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A secret that cannot be sealed or opened is the service's fault (a
+/// wrong key file, a damaged row), never the caller's.
+impl From<crate::secrets::SecretError> for Error {
+    fn from(e: crate::secrets::SecretError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
 impl From<cpfs_meta::lifecycle::LifecycleError> for Error {
     fn from(e: cpfs_meta::lifecycle::LifecycleError) -> Self {
         use cpfs_meta::lifecycle::LifecycleError as L;

@@ -19,6 +19,7 @@ pub mod mount_targets;
 pub mod namespaces;
 pub mod nodes;
 pub mod reconciler;
+pub mod secrets;
 pub mod subscriptions;
 pub mod tags;
 pub mod tiers;
@@ -38,9 +39,14 @@ pub struct ControlPlane {
     /// does not wait for the next periodic pass.
     pub changed: std::sync::Arc<tokio::sync::Notify>,
     pub policy: nodes::PlacementPolicy,
-    /// The password for the `BindDN` of LDAP configurations (operator
-    /// configuration: the NAS API has no parameter for it).
+    /// The operator's password for the `BindDN` of LDAP configurations,
+    /// sent only to the LDAP servers the operator lists.
     pub ldap_bind_password: Option<std::sync::Arc<str>>,
+    /// Seals access-key secrets and tenant bind passwords at rest.
+    pub secrets: std::sync::Arc<secrets::SecretBox>,
+    /// Bumped whenever this process adds an access key, so that caches of
+    /// which keys exist (the gateway's) never refuse a key just created.
+    pub keys_generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// When this process started (failure detection waits one timeout
     /// after a start before declaring anyone dead).
     pub started: std::time::Instant,
@@ -85,6 +91,10 @@ impl ControlPlane {
             changed: std::sync::Arc::new(tokio::sync::Notify::new()),
             policy: nodes::PlacementPolicy::default(),
             ldap_bind_password: None,
+            // Binaries load the deployment's key (`with_secrets`); a key of
+            // this process alone suits tests and fresh stores only.
+            secrets: std::sync::Arc::new(secrets::SecretBox::ephemeral()),
+            keys_generation: Default::default(),
             started: std::time::Instant::now(),
             planner: Default::default(),
             liveness: Default::default(),
@@ -98,6 +108,11 @@ impl ControlPlane {
 
     pub fn with_ldap_bind_password(mut self, password: Option<String>) -> Self {
         self.ldap_bind_password = password.map(std::sync::Arc::from);
+        self
+    }
+
+    pub fn with_secrets(mut self, secrets: secrets::SecretBox) -> Self {
+        self.secrets = std::sync::Arc::new(secrets);
         self
     }
 

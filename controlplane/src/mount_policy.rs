@@ -39,7 +39,7 @@ impl ControlPlane {
                     .collect(),
             )
         };
-        let ldap = ldap_config_of(&self.store, &fs).await?;
+        let ldap = ldap_config_of(&self.store, &self.secrets, &fs).await?;
         Ok(Some(MountPolicy {
             fs,
             mount_target_status: mt_status,

@@ -382,3 +382,70 @@ async fn a_failing_object_backs_off_alone_with_its_reason_on_its_own_row() {
         );
     }
 }
+
+/// A tenant's bind password is stored sealed, opened for the metadata
+/// service's lookups (the mount policy) and never part of what the API
+/// shows; a sealed value moved to another file system's row does not open.
+#[tokio::test]
+async fn ldap_bind_passwords_are_sealed_and_only_opened_for_lookups() {
+    use cpfs_controlplane::ldap::{ldap_config_of, BindPassword, LdapConfig};
+    for (name, cp, _keep) in backends().await {
+        let account = cp.create_account("ldap", None).await.unwrap().account_id;
+        let fs = cp
+            .create_file_system(&account, new_fs(2048, vec![]))
+            .await
+            .unwrap();
+        let other = cp
+            .create_file_system(&account, new_fs(2048, vec![]))
+            .await
+            .unwrap();
+        let cfg = |password: Option<&str>| LdapConfig {
+            uri: "ldap://10.0.0.5".into(),
+            search_base: "dc=example,dc=com".into(),
+            bind_dn: "cn=reader,dc=example,dc=com".into(),
+            bind_password: password.map(|p| BindPassword::new(p.into())),
+        };
+        cp.put_ldap_config(&account, &fs, &cfg(Some("pw-of-fs")), true)
+            .await
+            .unwrap();
+        cp.put_ldap_config(&account, &other, &cfg(None), true)
+            .await
+            .unwrap();
+
+        let (stored,): (String,) =
+            sqlx::query_as("SELECT bind_password FROM ldap_configs WHERE fs_id = $1")
+                .bind(&fs)
+                .fetch_one(&cp.store.pool)
+                .await
+                .unwrap();
+        assert!(
+            stored.starts_with("enc1:") && !stored.contains("pw-of-fs"),
+            "{name}"
+        );
+
+        let opened = ldap_config_of(&cp.store, &cp.secrets, &fs).await.unwrap();
+        assert_eq!(opened, Some(cfg(Some("pw-of-fs"))), "{name}");
+        let shown = cp
+            .ldap_configs_of(&account, std::slice::from_ref(&fs))
+            .await
+            .unwrap();
+        assert_eq!(
+            shown[&fs].bind_password, None,
+            "{name}: Describe never has it"
+        );
+
+        // Moved into another row, the sealed value does not open there.
+        sqlx::query("UPDATE ldap_configs SET bind_password = $1 WHERE fs_id = $2")
+            .bind(&stored)
+            .bind(&other)
+            .execute(&cp.store.pool)
+            .await
+            .unwrap();
+        assert!(
+            ldap_config_of(&cp.store, &cp.secrets, &other)
+                .await
+                .is_err(),
+            "{name}"
+        );
+    }
+}

@@ -3,13 +3,18 @@
 //! metadata service). It stores nothing; the control plane keeps the
 //! configurations.
 //!
-//! The NAS API has no bind password parameter, so the password for a
-//! `BindDN` is operator configuration (`ldap_bind_password`); without a
-//! `BindDN` the service binds anonymously.
+//! A `BindDN` binds with the tenant's own `BindPassword` (a CPFS extension
+//! of the NAS API) or, on the servers the operator lists only, with the
+//! operator's `ldap_bind_password`; without a `BindDN` the service binds
+//! anonymously. Where the service may connect at all is `net`'s policy.
 
-use std::time::Duration;
+mod net;
 
-use ldap3::{ldap_escape, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use std::time::{Duration, Instant};
+
+use ldap3::{ldap_escape, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
+
+pub use net::{install_policy, ordinary_address, AllowedServer, DirectoryPolicy};
 
 /// How long connecting, binding and one search may take in total. A slow
 /// directory must not hold an API call or a file-system operation for long.
@@ -18,11 +23,56 @@ const MAX_URI: usize = 512;
 /// Longest SearchBase or BindDN accepted.
 pub const MAX_DN: usize = 1024;
 
+/// How long a failed check of a configuration takes, whatever the cause:
+/// a closed, a silent and an open port that is no LDAP server all answer
+/// after the same time, so the check cannot be used to map a network.
+pub const PROBE_TIME: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LdapConfig {
     pub uri: String,
     pub search_base: String,
     pub bind_dn: String,
+    /// The tenant's own password for `bind_dn`, in memory only while the
+    /// configuration is used (stored encrypted by the control plane).
+    pub bind_password: Option<BindPassword>,
+}
+
+/// A bind password: never printed, compared in constant time.
+#[derive(Clone)]
+pub struct BindPassword(String);
+
+impl BindPassword {
+    pub fn new(password: String) -> Self {
+        BindPassword(password)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for BindPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BindPassword(<redacted>)")
+    }
+}
+
+impl PartialEq for BindPassword {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for BindPassword {}
+
+// Equal passwords hash equally (the metadata service keys caches by
+// configuration); the hash is of the process's own map, never shown.
+impl std::hash::Hash for BindPassword {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
 }
 
 /// A POSIX identity as the directory knows it.
@@ -41,12 +91,15 @@ pub struct Identity {
 pub enum DirectoryError {
     #[error("the LDAP URI {0:?} is not ldap://host[:port] or ldaps://host[:port]")]
     BadUri(String),
-    #[error("cannot reach the LDAP server at {uri}: {reason}")]
-    Unreachable { uri: String, reason: String },
-    #[error("the LDAP server at {uri} did not answer within {secs} s")]
-    Timeout { uri: String, secs: u64 },
-    #[error("the LDAP server refused to bind as {dn:?}: {reason}")]
-    BindRefused { dn: String, reason: String },
+    /// Refused before any connection (see `net`).
+    #[error("the LDAP URI {0:?} names an address the service does not connect to for tenants (loopback, link-local, unspecified, multicast or broadcast); only the operator can allow it")]
+    Forbidden(String),
+    #[error("a BindDN needs a BindPassword for {0:?}: the operator's bind password is only sent to the LDAP servers the operator lists")]
+    PasswordRequired(String),
+    /// Connection, TLS, bind or protocol failure and timeouts alike: which
+    /// one it was would tell a tenant what listens where.
+    #[error("the LDAP server at {uri} is unreachable or refused")]
+    Unreachable { uri: String },
     #[error("the search base {base:?} does not exist on the LDAP server")]
     NoSuchBase { base: String },
     #[error("the LDAP server failed a search: {0}")]
@@ -79,16 +132,57 @@ pub fn validate_uri(uri: &str) -> std::result::Result<(), DirectoryError> {
     Ok(())
 }
 
-fn network_error(uri: &str, e: LdapError) -> DirectoryError {
-    DirectoryError::Unreachable {
-        uri: uri.to_string(),
-        reason: e.to_string(),
+impl DirectoryError {
+    pub(crate) fn unreachable(uri: &str) -> DirectoryError {
+        DirectoryError::Unreachable {
+            uri: uri.to_string(),
+        }
     }
+}
+
+/// The failure the caller sees; the cause only in the debug log (no
+/// password is part of it).
+fn network_error(uri: &str, e: impl std::fmt::Display) -> DirectoryError {
+    tracing::debug!(uri, error = %e, "LDAP server unreachable or refused");
+    DirectoryError::unreachable(uri)
+}
+
+/// The password a bind as `cfg.bind_dn` may send to `host:port`.
+fn password_for<'a>(
+    cfg: &'a LdapConfig,
+    operator_password: Option<&'a str>,
+    policy: &DirectoryPolicy,
+    host: &str,
+    port: u16,
+) -> std::result::Result<&'a str, DirectoryError> {
+    if let Some(own) = &cfg.bind_password {
+        return Ok(own.expose());
+    }
+    match operator_password {
+        Some(p) if policy.lists(host, port) => Ok(p),
+        _ => Err(DirectoryError::PasswordRequired(cfg.uri.clone())),
+    }
+}
+
+/// A TCP connection to the first checked address that answers.
+async fn connect(
+    uri: &str,
+    addrs: &[std::net::SocketAddr],
+) -> std::result::Result<std::net::TcpStream, DirectoryError> {
+    for addr in addrs {
+        match tokio::time::timeout(LDAP_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return stream.into_std().map_err(|e| network_error(uri, e)),
+            Ok(Err(e)) => tracing::debug!(uri, %addr, error = %e, "LDAP connect failed"),
+            Err(_) => tracing::debug!(uri, %addr, "LDAP connect timed out"),
+        }
+    }
+    Err(DirectoryError::unreachable(uri))
 }
 
 /// One connection, bound as the config says, closed when dropped.
 struct Session {
     ldap: ldap3::Ldap,
+    uri: String,
 }
 
 impl Session {
@@ -97,7 +191,20 @@ impl Session {
         password: Option<&str>,
     ) -> std::result::Result<Session, DirectoryError> {
         validate_uri(&cfg.uri)?;
-        let settings = LdapConnSettings::new().set_conn_timeout(LDAP_TIMEOUT);
+        let policy = net::policy();
+        let (_, host, port) =
+            net::target(&cfg.uri).ok_or_else(|| DirectoryError::BadUri(cfg.uri.clone()))?;
+        // Decided before any traffic: a refusal costs no connection.
+        let password = if cfg.bind_dn.is_empty() {
+            None
+        } else {
+            Some(password_for(cfg, password, policy, &host, port)?)
+        };
+        let (_, addrs) = net::checked_addresses(&cfg.uri, policy, LDAP_TIMEOUT).await?;
+        let stream = connect(&cfg.uri, &addrs).await?;
+        let settings = LdapConnSettings::new()
+            .set_conn_timeout(LDAP_TIMEOUT)
+            .set_std_stream(StdStream::Tcp(stream));
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &cfg.uri)
             .await
             .map_err(|e| network_error(&cfg.uri, e))?;
@@ -107,18 +214,17 @@ impl Session {
             }
         });
         ldap.with_timeout(LDAP_TIMEOUT);
-        if !cfg.bind_dn.is_empty() {
-            let refused = |reason: String| DirectoryError::BindRefused {
-                dn: cfg.bind_dn.clone(),
-                reason,
-            };
+        if let Some(password) = password {
             let result = ldap
-                .simple_bind(&cfg.bind_dn, password.unwrap_or(""))
+                .simple_bind(&cfg.bind_dn, password)
                 .await
                 .map_err(|e| network_error(&cfg.uri, e))?;
-            result.success().map_err(|e| refused(e.to_string()))?;
+            result.success().map_err(|e| network_error(&cfg.uri, e))?;
         }
-        Ok(Session { ldap })
+        Ok(Session {
+            ldap,
+            uri: cfg.uri.clone(),
+        })
     }
 
     async fn search(
@@ -133,7 +239,8 @@ impl Session {
             .ldap
             .search(base, scope, filter, attrs.to_vec())
             .await
-            .map_err(|e| DirectoryError::Search(e.to_string()))?;
+            // No LDAP answer at all: the same as not reaching the server.
+            .map_err(|e| network_error(&self.uri, e))?;
         // 32 is noSuchObject: the base itself is missing.
         if result.rc == 32 {
             return Err(DirectoryError::NoSuchBase {
@@ -157,22 +264,22 @@ async fn bounded<T>(
 ) -> std::result::Result<T, DirectoryError> {
     // The crate's own timeouts cover each step; this covers the sum, and a
     // server that accepts the connection but never answers.
-    match tokio::time::timeout(LDAP_TIMEOUT * 2, f).await {
+    match tokio::time::timeout(PROBE_TIME, f).await {
         Ok(r) => r,
-        Err(_) => Err(DirectoryError::Timeout {
-            uri: uri.to_string(),
-            secs: (LDAP_TIMEOUT * 2).as_secs(),
-        }),
+        Err(_) => Err(DirectoryError::unreachable(uri)),
     }
 }
 
 /// Connects, binds and reads the search base: what CreateLDAPConfig checks
-/// before it stores anything.
+/// before it stores anything. `password` is the operator's, sent only to
+/// the servers the operator lists. A failure to reach or bind answers
+/// after `PROBE_TIME`, whatever the cause.
 pub async fn probe(
     cfg: &LdapConfig,
     password: Option<&str>,
 ) -> std::result::Result<(), DirectoryError> {
-    bounded(&cfg.uri, async {
+    let started = Instant::now();
+    let outcome = bounded(&cfg.uri, async {
         let mut s = Session::open(cfg, password).await?;
         let found = s
             .search(&cfg.search_base, Scope::Base, "(objectClass=*)", &["1.1"])
@@ -186,7 +293,11 @@ pub async fn probe(
             Err(e) => Err(e),
         }
     })
-    .await
+    .await;
+    if let Err(DirectoryError::Unreachable { .. }) = &outcome {
+        tokio::time::sleep_until((started + PROBE_TIME).into()).await;
+    }
+    outcome
 }
 
 fn first_number(e: &SearchEntry, attr: &str) -> Option<u32> {

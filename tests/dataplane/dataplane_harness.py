@@ -336,6 +336,9 @@ def start_server(workdir, extra_args=(), extra_env=None, fixed_meta_port=True):
     env.update(extra_env or {})
     env["CPFS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
     env["CPFS_ACCESS_KEY_SECRET"] = ACCESS_KEY_SECRET
+    # The tests' slapd listens on loopback, which the service refuses for
+    # LDAP servers the operator has not listed.
+    env.setdefault("CPFS_LDAP_ALLOWED_SERVERS", "127.0.0.1")
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
 

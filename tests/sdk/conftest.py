@@ -140,6 +140,9 @@ def server(tmp_path_factory):
     env = dict(os.environ)
     env["CPFS_ACCESS_KEY_ID"] = ACCESS_KEY_ID
     env["CPFS_ACCESS_KEY_SECRET"] = ACCESS_KEY_SECRET
+    # The tests' slapd listens on loopback, which the service refuses for
+    # LDAP servers the operator has not listed.
+    env.setdefault("CPFS_LDAP_ALLOWED_SERVERS", "127.0.0.1")
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
 

@@ -569,3 +569,62 @@ def test_ldap_config_round_trip(kind, server, node_driver, slapd):
         assert (err.code, err.status) == ("InvalidLDAPConfig.NotFound", 404), err
     finally:
         best_effort_cleanup(server, fs_id, None)
+
+
+def _ldap_call_with_password(client, action, fs_id, uri, base, bind_dn, password):
+    """The core SDK's request with the BindPassword extension added as the
+    README says to send extensions (not in the SDK models)."""
+    module = importlib.import_module(f"aliyunsdknas.request.v20170626.{action}Request")
+    req = getattr(module, f"{action}Request")()
+    req.set_endpoint(client.server.hostport(client.scheme))
+    req.set_protocol_type(client.scheme)
+    req.set_FileSystemId(fs_id)
+    req.set_URI(uri)
+    req.set_SearchBase(base)
+    req.set_BindDN(bind_dn)
+    if password is not None:
+        req.add_query_param("BindPassword", password)
+    try:
+        return json.loads(client.acs.do_action_with_exception(req))
+    except CoreServerException as e:
+        raise ApiError(client.name, e.get_error_code(), e.get_http_status(),
+                       e.get_error_msg(), e.get_request_id()) from None
+
+
+def test_ldap_tenant_bind_password(server, slapd):
+    """A tenant binds with its own BindPassword (a CPFS extension); it is
+    checked against the real slapd, never shown by DescribeFileSystems, and
+    a wrong one answers only "unreachable or refused"."""
+    from ldap_harness import ADMIN_DN, ADMIN_PASSWORD, SUFFIX
+    client = CoreClient(server, "http")
+    fs_id = client.call("CreateFileSystem", {
+        "FileSystemType": "cpfs", "ProtocolType": "cpfs", "StorageType": "advance_100",
+        "Capacity": 2048, "ZoneId": ZONES[0], "VpcId": "vpc-ldap", "VSwitchId": "vsw-ldap",
+    })["FileSystemId"]
+    try:
+        # No operator password is configured: a BindDN needs the tenant's.
+        err = expect_error(_ldap_call_with_password, client, "CreateLDAPConfig", fs_id,
+                           slapd.uri, SUFFIX, ADMIN_DN, None)
+        assert (err.code, err.status) == ("MissingParameter.BindPassword", 400), err
+        err = expect_error(_ldap_call_with_password, client, "CreateLDAPConfig", fs_id,
+                           slapd.uri, SUFFIX, ADMIN_DN, "not-the-password")
+        assert (err.code, err.status) == ("InvalidLDAPConfig.Unreachable", 400), err
+        assert "unreachable or refused" in err.message, err
+
+        _ldap_call_with_password(client, "CreateLDAPConfig", fs_id, slapd.uri, SUFFIX,
+                                 ADMIN_DN, ADMIN_PASSWORD)
+        body, items = describe_fs(client, fs_id)
+        assert items[0]["Ldap"] == {"URI": slapd.uri, "SearchBase": SUFFIX, "BindDN": ADMIN_DN}, items[0]
+        raw = client.last_raw
+        raw = raw.decode() if isinstance(raw, bytes) else str(raw)
+        assert ADMIN_PASSWORD not in raw, raw
+
+        people = f"ou=people,{SUFFIX}"
+        _ldap_call_with_password(client, "ModifyLDAPConfig", fs_id, slapd.uri, people,
+                                 ADMIN_DN, ADMIN_PASSWORD)
+        _, items = describe_fs(client, fs_id)
+        assert items[0]["Ldap"]["SearchBase"] == people
+        assert ADMIN_PASSWORD not in server.stderr_tail(10_000)
+        client.call("DeleteLDAPConfig", {"FileSystemId": fs_id})
+    finally:
+        best_effort_cleanup(server, fs_id, None)

@@ -1,7 +1,7 @@
 //! CreateLDAPConfig, ModifyLDAPConfig, DeleteLDAPConfig. The configuration
 //! is read back through DescribeFileSystems (`Ldap`), as in the reference.
 
-use cpfs_controlplane::ldap::{self, LdapConfig};
+use cpfs_controlplane::ldap::{self, BindPassword, LdapConfig, MAX_BIND_PASSWORD};
 use cpfs_controlplane::ControlPlane;
 use serde_json::{Map, Value};
 
@@ -29,6 +29,10 @@ pub fn parse(action: &str, p: &Params) -> Result<Option<LdapCommand>, ApiError> 
                 uri: p.required_string("URI", 512)?,
                 search_base: p.required_string("SearchBase", 1024)?,
                 bind_dn: p.string("BindDN", 1024)?.unwrap_or_default(),
+                // A CPFS extension: the tenant's own password for BindDN.
+                bind_password: p
+                    .string("BindPassword", MAX_BIND_PASSWORD)?
+                    .map(BindPassword::new),
             };
             ldap::validate(&config)?;
             LdapCommand::Put {
@@ -54,7 +58,9 @@ pub async fn execute(
             create,
         } => {
             // Resolve the file system first, so a caller learns about a
-            // wrong id before the service talks to any server.
+            // wrong id before the service talks to any server. The
+            // operator's password goes along; the directory client sends
+            // it only to servers the operator lists.
             cp.file_system(account_id, &fs_id).await?;
             ldap::probe(&config, cp.ldap_bind_password.as_deref()).await?;
             cp.put_ldap_config(account_id, &fs_id, &config, create)
@@ -81,6 +87,30 @@ mod tests {
             Ok(Some(LdapCommand::Put { config, create, .. })) => {
                 assert!(create);
                 assert_eq!(config.bind_dn, "");
+            }
+            other => panic!("{other:?}"),
+        }
+        let with_password = params(&[
+            ("FileSystemId", "cpfs-1"),
+            ("URI", "ldap://10.0.0.5:389"),
+            ("SearchBase", "dc=example,dc=com"),
+            ("BindDN", "cn=reader,dc=example,dc=com"),
+            ("BindPassword", "s3cret-pw"),
+        ]);
+        match parse("ModifyLDAPConfig", &with_password) {
+            Ok(Some(cmd)) => {
+                let shown = format!("{cmd:?}");
+                assert!(!shown.contains("s3cret-pw"), "{shown}");
+                let LdapCommand::Put { config, .. } = cmd else {
+                    panic!("{shown}")
+                };
+                assert_eq!(
+                    config
+                        .bind_password
+                        .map(|p| p.expose().to_string())
+                        .as_deref(),
+                    Some("s3cret-pw")
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -143,6 +143,11 @@ async fn authenticate(
     next.run(request).await
 }
 
+/// `routes` behind the admin token (checked as for every admin route).
+pub fn require_token(routes: Router, state: Arc<AdminState>) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
 /// The admin routes, authenticated; merged into the gateway's router.
 pub fn router(state: Arc<AdminState>) -> Router {
     let p = |path: &str| format!("{PREFIX}{path}");
