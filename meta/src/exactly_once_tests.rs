@@ -14,7 +14,7 @@ use cpfs_proto::capability::CapabilityKey;
 use cpfs_proto::chains::{Chain, ChainTable, NodeAddr};
 use cpfs_proto::meta::ROOT_INO;
 
-const FS: &str = "cpfs-test";
+pub(crate) const FS: &str = "cpfs-test";
 
 /// These tests call the service with a session directly; no mount target
 /// is ever looked up.
@@ -119,6 +119,7 @@ pub(crate) fn open(store: Store) -> Arc<MetaService> {
 
 fn session() -> Session {
     Session {
+        id: 1,
         fs: FS.into(),
         capacity_bytes: 1 << 30,
         domain: "test".into(),

@@ -37,3 +37,58 @@ async fn symlink_targets_are_what_readlink_can_return() {
         );
     }
 }
+
+/// A size or time change goes through a handle the session opened for
+/// writing, and a session releases only its own handles: an inode number
+/// alone does not let another client grow a file or unpin it.
+#[tokio::test]
+async fn only_the_session_holding_a_writable_handle_moves_the_size() {
+    for b in backends().await {
+        let n = b.name;
+        let create = MetaOp::Create {
+            parent: ROOT_INO,
+            name: b"held".to_vec(),
+            mode: 0o644,
+            umask: 0,
+            read: false,
+        };
+        let ino = match b.run(create, None).await {
+            MetaReply::Open(o) => o.attr.ino,
+            other => panic!("{n}: {other:?}"),
+        };
+        let mut other = b.s.clone();
+        other.id = b.s.id + 1;
+        let root = cpfs_proto::meta::Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        let as_other = |op: MetaOp| {
+            b.svc
+                .clone()
+                .handle_as(other.clone(), root.clone(), op, None)
+        };
+        let grow = MetaOp::Written { ino, size: 1 << 30 };
+        match as_other(grow.clone()).await {
+            MetaReply::Err { errno: e, .. } => assert_eq!(e, errno::EBADF, "{n}"),
+            other => panic!("{n}: another session grew the file: {other:?}"),
+        }
+        let release = MetaOp::Release {
+            ino,
+            writable: true,
+        };
+        as_other(release.clone()).await;
+        assert!(
+            b.svc.is_open(crate::exactly_once_tests::FS, ino),
+            "{n}: another session released the handle"
+        );
+        // The holder still can, until it releases.
+        assert!(
+            matches!(b.run(grow.clone(), None).await, MetaReply::Attr(a) if a.size == 1 << 30),
+            "{n}"
+        );
+        b.run(release, None).await;
+        assert!(!b.svc.is_open(crate::exactly_once_tests::FS, ino), "{n}");
+        assert_eq!(b.errno(grow, None).await, errno::EBADF, "{n}");
+    }
+}

@@ -47,6 +47,8 @@ pub use server::{serve, serve_until, Collector};
 /// A mounted client: which file system, bought how large.
 #[derive(Debug, Clone)]
 pub struct Session {
+    /// Given when the session is added (0 before).
+    pub id: u64,
     pub fs: String,
     pub capacity_bytes: u64,
     pub domain: String,
@@ -66,11 +68,19 @@ pub struct MetaService {
     sessions: std::sync::RwLock<HashMap<u64, Session>>,
     /// What each session has seen, and what others changed of it.
     pub watchers: watch::Watchers,
-    /// Open handles per (fs, inode) across all clients: an unlinked inode
-    /// keeps its data while any client holds it open.
-    open: std::sync::Mutex<HashMap<(String, u64), u32>>,
+    /// Open handles per (fs, inode), per session: an unlinked inode keeps
+    /// its data while any client holds it open, and a session releases and
+    /// writes through only the handles it opened itself.
+    open: std::sync::Mutex<HashMap<(String, u64), HashMap<u64, Handles>>>,
     /// The namespaces of the file systems in use.
     shards: ns::shard::Shards,
+}
+
+/// One session's open handles of one inode.
+#[derive(Debug, Default, Clone, Copy)]
+struct Handles {
+    all: u32,
+    writable: u32,
 }
 
 /// Why the metadata service could not start.
@@ -131,8 +141,9 @@ impl MetaService {
             .cloned()
     }
 
-    fn add_session(&self, s: Session) -> u64 {
+    fn add_session(&self, mut s: Session) -> u64 {
         let id = rand::random::<u64>() | 1;
+        s.id = id;
         self.watchers.add(id, &s.fs);
         self.sessions
             .write()
@@ -141,23 +152,48 @@ impl MetaService {
         id
     }
 
-    fn opened(&self, fs: &str, ino: u64) {
-        *self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((fs.to_string(), ino))
-            .or_insert(0) += 1;
+    fn opened(&self, s: &Session, ino: u64, writable: bool) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let h = open
+            .entry((s.fs.clone(), ino))
+            .or_default()
+            .entry(s.id)
+            .or_default();
+        h.all += 1;
+        h.writable += u32::from(writable);
     }
 
-    fn released(&self, fs: &str, ino: u64) {
+    /// Forgets one handle of `s` (a writable one when `writable`); handles
+    /// of other sessions are not its to release.
+    fn released(&self, s: &Session, ino: u64, writable: bool) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&(fs.to_string(), ino)) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&(fs.to_string(), ino));
+        let key = (s.fs.clone(), ino);
+        let Some(by) = open.get_mut(&key) else {
+            return;
+        };
+        if let Some(h) = by.get_mut(&s.id) {
+            h.all = h.all.saturating_sub(1);
+            if writable {
+                h.writable = h.writable.saturating_sub(1);
+            }
+            h.writable = h.writable.min(h.all);
+            if h.all == 0 {
+                by.remove(&s.id);
             }
         }
+        if by.is_empty() {
+            open.remove(&key);
+        }
+    }
+
+    /// Whether session `s` holds `ino` open for writing.
+    fn holds_writable(&self, s: &Session, ino: u64) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(s.fs.clone(), ino))
+            .and_then(|by| by.get(&s.id))
+            .is_some_and(|h| h.writable > 0)
     }
 
     pub fn is_open(&self, fs: &str, ino: u64) -> bool {

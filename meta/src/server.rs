@@ -298,8 +298,8 @@ impl MetaService {
             MetaOp::Open { ino, read, write } => {
                 reply(self.open(&s, &who, ino, read, write).await, MetaReply::Open)
             }
-            MetaOp::Release { ino } => {
-                self.release(&s, ino);
+            MetaOp::Release { ino, writable } => {
+                self.release(&s, ino, writable);
                 MetaReply::Done
             }
             MetaOp::Access { ino, mask } => {

@@ -171,9 +171,11 @@ pub enum MetaOp {
         read: bool,
         write: bool,
     },
-    /// The file is no longer open on this client.
+    /// One handle of the file is closed on this client (`writable`: one
+    /// opened for writing).
     Release {
         ino: u64,
+        writable: bool,
     },
     /// Checks `mask` (R=4, W=2, X=1) for the caller.
     Access {
@@ -346,6 +348,7 @@ pub mod errno {
     pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
+    pub const EBADF: i32 = 9;
     pub const EACCES: i32 = 13;
     pub const EEXIST: i32 = 17;
     pub const EXDEV: i32 = 18;

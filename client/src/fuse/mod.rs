@@ -24,6 +24,7 @@ use fuser::{
 };
 use tokio::runtime::Handle;
 
+use cpfs_proto::capability::WRITE;
 use cpfs_proto::meta::{errno, MetaOp, MetaReply, SetAttr};
 
 use crate::data::DataClient;
@@ -580,7 +581,15 @@ impl Filesystem for CpfsFs {
             unpin(&inodes, h.ino);
             reply.ok();
             self.rt.spawn(async move {
-                let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
+                let _ = meta
+                    .call(
+                        &who,
+                        MetaOp::Release {
+                            ino: h.ino,
+                            writable: h.cap.rights & WRITE != 0,
+                        },
+                    )
+                    .await;
             });
             return;
         }
@@ -594,7 +603,15 @@ impl Filesystem for CpfsFs {
             // Nothing the closing program waits for: the service only
             // counts the handle (an unlinked file's data stays until the
             // count reaches zero, a moment later than it could).
-            let _ = meta.call(&who, MetaOp::Release { ino: h.ino }).await;
+            let _ = meta
+                .call(
+                    &who,
+                    MetaOp::Release {
+                        ino: h.ino,
+                        writable: h.cap.rights & WRITE != 0,
+                    },
+                )
+                .await;
         });
     }
 

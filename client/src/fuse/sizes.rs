@@ -129,7 +129,11 @@ pub(crate) async fn set_attr(
     };
     let r = data.truncate(&cap, &layout, ino, new, old).await;
     if release {
-        let _ = meta.call(who, MetaOp::Release { ino }).await;
+        let release = MetaOp::Release {
+            ino,
+            writable: true,
+        };
+        let _ = meta.call(who, release).await;
     }
     r.map_err(|e| e.errno())?;
     Ok(a)

@@ -95,6 +95,7 @@ impl MetaService {
         let root = self.root(&fs).await?;
         let chain_table = self.chain_table().await?;
         let session = self.add_session(Session {
+            id: 0,
             fs: fs.clone(),
             capacity_bytes: grant.capacity_bytes,
             domain: domain.to_string(),
@@ -248,7 +249,7 @@ impl MetaService {
     }
 
     fn opened_file(&self, s: &Session, who: &Caller, i: Inode, rights: u8) -> OpenFile {
-        self.opened(&s.fs, i.attr.ino);
+        self.opened(s, i.attr.ino, rights & WRITE != 0);
         OpenFile {
             cap: self.key.issue_for(
                 who.uid,
@@ -265,8 +266,8 @@ impl MetaService {
         }
     }
 
-    pub(crate) fn release(&self, s: &Session, ino: u64) {
-        self.released(&s.fs, ino);
+    pub(crate) fn release(&self, s: &Session, ino: u64, writable: bool) {
+        self.released(s, ino, writable);
     }
 
     pub(crate) async fn access(&self, s: &Session, who: &Caller, ino: u64, mask: u32) -> Res<()> {
@@ -311,6 +312,12 @@ impl MetaService {
         ino: u64,
         size: u64,
     ) -> Res<Attr> {
+        // Sizes and times move through handles this client opened for
+        // writing (where the write permission was checked), not by inode
+        // number alone.
+        if !self.holds_writable(s, ino) {
+            return fail(EBADF, "not open for writing by this client");
+        }
         let t = now_ns();
         let root = who.uid == 0;
         self.shards
