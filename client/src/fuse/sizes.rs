@@ -27,10 +27,8 @@ pub(crate) async fn note_write(
         // only, which takes no lock the writer holds).
         let _sizing = st.sizing.lock().await;
         let size = end.max(st.size.load(Ordering::Acquire));
-        match meta.call(who, MetaOp::Written { ino: h.ino, size }).await? {
-            MetaReply::Attr(a) => st.size.store(a.size, Ordering::Release),
-            _ => return Err(errno::EIO),
-        }
+        let a = written(meta, who, h.ino, size).await?;
+        st.size.store(a.size, Ordering::Release);
         if let Some(n) = notifier.get() {
             let _ = n.inval_inode(h.ino, -1, 0);
         }
@@ -39,19 +37,8 @@ pub(crate) async fn note_write(
     if end > st.size.load(Ordering::Acquire) {
         let _sizing = st.sizing.lock().await;
         if end > st.size.load(Ordering::Acquire) {
-            match meta
-                .call(
-                    who,
-                    MetaOp::Written {
-                        ino: h.ino,
-                        size: end,
-                    },
-                )
-                .await?
-            {
-                MetaReply::Attr(a) => st.size.store(a.size, Ordering::Release),
-                _ => return Err(errno::EIO),
-            }
+            let a = written(meta, who, h.ino, end).await?;
+            st.size.store(a.size, Ordering::Release);
             return Ok(());
         }
     }
@@ -64,16 +51,36 @@ pub(crate) async fn note_write(
 /// known here may predate a truncate, which it would undo.
 pub(crate) async fn settle(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i32> {
     if h.dirty.swap(false, Ordering::AcqRel) {
-        meta.call(
-            who,
-            MetaOp::Written {
-                ino: h.ino,
-                size: 0,
-            },
-        )
-        .await?;
+        written(meta, who, h.ino, 0).await?;
     }
     Ok(())
+}
+
+/// Records that `ino` was written up to `size`. The service takes it only
+/// through a handle this mount's session opened for writing; a session
+/// that is new (the service restarted, or the file system moved to another
+/// server) holds none yet, so the handle is opened again there, once, and
+/// the call repeated.
+async fn written(meta: &MetaClient, who: &Caller, ino: u64, size: u64) -> Result<Attr, i32> {
+    let op = MetaOp::Written { ino, size };
+    let r = match meta.call(who, op.clone()).await {
+        Err(errno::EBADF) => {
+            let reopen = MetaOp::Open {
+                ino,
+                read: false,
+                write: true,
+            };
+            match meta.call(who, reopen).await? {
+                MetaReply::Open(_) => meta.call(who, op).await?,
+                _ => return Err(errno::EIO),
+            }
+        }
+        r => r?,
+    };
+    match r {
+        MetaReply::Attr(a) => Ok(a),
+        _ => Err(errno::EIO),
+    }
 }
 
 /// setattr's work: the change in the metadata service and, when the size
