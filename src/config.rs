@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// any address, loopback included
     #[arg(long, env = "CPFS_LDAP_ALLOWED_SERVERS", value_delimiter = ',')]
     pub ldap_allowed_servers: Option<Vec<String>>,
+    /// Networks (CIDRs, comma-separated) whose hosts the default access
+    /// group lets mount, read-write [default: 127.0.0.0/8,::1/128]
+    #[arg(long, env = "CPFS_DEFAULT_ACCESS_NETWORKS", value_delimiter = ',')]
+    pub default_access_networks: Option<Vec<String>>,
     #[command(flatten)]
     pub billing: BillingArgs,
 }
@@ -120,6 +124,7 @@ struct FileSettings {
     ldap_cache_ttl: Option<u64>,
     ldap_bind_password: Option<String>,
     ldap_allowed_servers: Option<Vec<String>>,
+    default_access_networks: Option<Vec<String>>,
     secret_key_file: Option<PathBuf>,
     price_book: Option<PathBuf>,
     retention_days: Option<u32>,
@@ -151,6 +156,7 @@ pub struct Settings {
     pub ldap_cache_ttl: std::time::Duration,
     pub ldap_bind_password: Option<String>,
     pub ldap_allowed_servers: Vec<cpfs_directory::AllowedServer>,
+    pub default_access_networks: Vec<String>,
     pub secret_key_file: PathBuf,
 }
 
@@ -172,6 +178,7 @@ impl std::fmt::Debug for Settings {
                 &self.ldap_bind_password.as_ref().map(|_| "<set>"),
             )
             .field("ldap_allowed_servers", &self.ldap_allowed_servers)
+            .field("default_access_networks", &self.default_access_networks)
             .field("secret_key_file", &self.secret_key_file)
             .finish_non_exhaustive()
     }
@@ -248,6 +255,16 @@ impl Settings {
                 .or(file.ldap_allowed_servers)
                 .unwrap_or_default(),
         )?;
+        let default_access_networks = access_networks(
+            args.default_access_networks
+                .or(file.default_access_networks)
+                .unwrap_or_else(|| {
+                    cpfs_controlplane::access_groups::DEFAULT_NETWORKS
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect()
+                }),
+        )?;
         let secret_key_file = args
             .store
             .secret_key_file
@@ -255,6 +272,7 @@ impl Settings {
             .unwrap_or_else(|| data_dir.join("secret-key"));
         Ok(Settings {
             ldap_allowed_servers,
+            default_access_networks,
             secret_key_file,
             ldap_cache_ttl: std::time::Duration::from_secs(ldap_cache_ttl),
             ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
@@ -298,6 +316,22 @@ impl Settings {
             ..ServeArgs::default()
         })
     }
+}
+
+/// Checks the operator's `default_access_networks`: each a CIDR, as an
+/// access rule's `SourceCidrIp` (or `Ipv6SourceCidrIp`) would be.
+pub fn access_networks(entries: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let nets: Vec<String> = entries
+        .into_iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    for net in &nets {
+        if cpfs_meta::policy::parse_net(net).is_none() {
+            anyhow::bail!("--default-access-networks: {net:?} is not a CIDR such as 10.0.0.0/8");
+        }
+    }
+    Ok(nets)
 }
 
 /// Parses the operator's `ldap_allowed_servers` (empty entries ignored).

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API gateway, control plane and reconciler (SQLite in ./cpfs-data by default)
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Manage accounts and their access keys
     Account {
         #[command(subcommand)]
@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(args) => {
-            let settings = config::Settings::load(args)?;
+            let settings = config::Settings::load(*args)?;
             serve::run(settings).await
         }
         Command::Account {

@@ -113,7 +113,8 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
         );
         return;
     }
-    let server = Server::start(&[]);
+    // The busy mount reaches the cut-off server over link B (10.232/16).
+    let server = Server::start(&["--default-access-networks", "127.0.0.0/8,10.0.0.0/8"]);
     let c = server.client();
     let (fs1, dom1) = file_system_with_mount_target(&c);
     let (fs2, dom2) = file_system_with_mount_target(&c);

@@ -47,16 +47,36 @@ pub struct RuleChange {
     pub priority: Option<i64>,
 }
 
+/// The networks the default access group admits unless the operator says
+/// otherwise: this machine only. A file system is not open to every host
+/// that can reach the metadata port until the operator decides so.
+pub const DEFAULT_NETWORKS: &[&str] = &["127.0.0.0/8", "::1/128"];
+
+/// The default group's rules: one per network the operator lets it admit
+/// (`networks`), read-write without squashing.
+pub fn default_rules(networks: &[String]) -> Vec<AccessRule> {
+    networks
+        .iter()
+        .enumerate()
+        .map(|(i, net)| {
+            let v6 = net.contains(':');
+            AccessRule {
+                rule_id: i as i64 + 1,
+                group_name: DEFAULT_GROUP.into(),
+                source_cidr: if v6 { String::new() } else { net.clone() },
+                ipv6_source_cidr: if v6 { net.clone() } else { String::new() },
+                rw_access: "RDWR".into(),
+                user_access: "no_squash".into(),
+                priority: 1,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
 fn default_rule() -> AccessRule {
-    AccessRule {
-        rule_id: 1,
-        group_name: DEFAULT_GROUP.into(),
-        source_cidr: "0.0.0.0/0".into(),
-        ipv6_source_cidr: String::new(),
-        rw_access: "RDWR".into(),
-        user_access: "no_squash".into(),
-        priority: 1,
-    }
+    let nets: Vec<String> = DEFAULT_NETWORKS.iter().map(|n| n.to_string()).collect();
+    default_rules(&nets).remove(0)
 }
 
 /// The rules of a group as stored, highest priority (lowest number) first;
@@ -399,7 +419,7 @@ impl ControlPlane {
     pub async fn access_rules(&self, account_id: &str, group: &str) -> Result<Vec<AccessRule>> {
         self.access_group(account_id, group).await?;
         if group == DEFAULT_GROUP {
-            return Ok(vec![default_rule()]);
+            return Ok(default_rules(&self.default_networks));
         }
         rules_of(&self.store, account_id, group).await
     }

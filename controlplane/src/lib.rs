@@ -50,6 +50,9 @@ pub struct ControlPlane {
     /// When this process started (failure detection waits one timeout
     /// after a start before declaring anyone dead).
     pub started: std::time::Instant,
+    /// The networks the default access group admits (CIDRs, operator
+    /// setting; loopback unless configured).
+    pub default_networks: Vec<String>,
     /// Serialises chain-table planning steps of this process.
     pub planner: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The background loops of this process and when each last finished a
@@ -96,6 +99,10 @@ impl ControlPlane {
             secrets: std::sync::Arc::new(secrets::SecretBox::ephemeral()),
             keys_generation: Default::default(),
             started: std::time::Instant::now(),
+            default_networks: access_groups::DEFAULT_NETWORKS
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             planner: Default::default(),
             liveness: Default::default(),
         }
@@ -103,6 +110,12 @@ impl ControlPlane {
 
     pub fn with_policy(mut self, policy: nodes::PlacementPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The networks the default access group admits (CIDRs).
+    pub fn with_default_networks(mut self, networks: Vec<String>) -> Self {
+        self.default_networks = networks;
         self
     }
 

@@ -5,7 +5,7 @@
 
 use cpfs_meta::policy::{parse_net, MountPolicy, PolicyFuture, PolicySource, Rule, Squash};
 
-use crate::access_groups::{rules_of, DEFAULT_GROUP};
+use crate::access_groups::{default_rules, rules_of, DEFAULT_GROUP};
 use crate::error::Result;
 use crate::ldap::ldap_config_of;
 use crate::ControlPlane;
@@ -22,10 +22,12 @@ impl ControlPlane {
         let Some((fs, account, group, mt_status, fs_status, capacity_gib)) = row else {
             return Ok(None);
         };
-        let rules = if group == DEFAULT_GROUP {
-            None
-        } else {
-            let rules = rules_of(&self.store, &account, &group).await?;
+        let rules = {
+            let rules = if group == DEFAULT_GROUP {
+                default_rules(&self.default_networks)
+            } else {
+                rules_of(&self.store, &account, &group).await?
+            };
             Some(
                 rules
                     .iter()

@@ -62,8 +62,9 @@ pub struct MountPolicy {
     pub fs_status: String,
     pub capacity_bytes: u64,
     pub access_group: String,
-    /// The group's rules, highest priority first; `None` for the default
-    /// group, which admits every address read-write without squashing.
+    /// The group's rules, highest priority first (the control plane gives
+    /// the default group one rule per network the operator lets it admit);
+    /// `None` admits every address read-write without squashing.
     pub rules: Option<Vec<Rule>>,
     pub ldap: Option<LdapConfig>,
 }
