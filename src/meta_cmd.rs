@@ -47,6 +47,11 @@ pub struct MetaArgs {
     /// address; as cpfs serve's --ldap-allowed-servers
     #[arg(long, env = "CPFS_LDAP_ALLOWED_SERVERS", value_delimiter = ',')]
     pub ldap_allowed_servers: Option<Vec<String>>,
+    /// Networks (CIDRs, comma-separated) whose hosts the default access
+    /// group lets mount: give the same as to `cpfs serve`
+    /// [default: 127.0.0.0/8,::1/128]
+    #[arg(long, env = "CPFS_DEFAULT_ACCESS_NETWORKS", value_delimiter = ',')]
+    pub default_access_networks: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +175,10 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
         RegionConfig::default(),
     )
     .with_secrets(secrets);
+    let cp = match args.default_access_networks {
+        Some(nets) => cp.with_default_networks(crate::config::access_networks(nets)?),
+        None => cp,
+    };
     let service = cpfs_meta::MetaService::new(
         store,
         Arc::new(cp.clone()),

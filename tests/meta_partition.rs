@@ -136,7 +136,8 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
         |cmd| {
             cmd.args(["--database-url", &through(&url, db.address)])
                 .args(["--controlplane", &format!("http://{}", api.address)])
-                .args(["--listen", &listen, "--advertise", &listen]);
+                .args(["--listen", &listen, "--advertise", &listen])
+                .args(["--default-access-networks", "127.0.0.0/8,10.0.0.0/8"]);
         },
     );
 

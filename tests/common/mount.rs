@@ -1,7 +1,7 @@
 //! FUSE mounts of a test server's file systems, and waiting for
 //! conditions.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::Server;
@@ -23,6 +23,8 @@ impl Mount {
     pub fn new(server: &Server, domain: &str, name: &str) -> Mount {
         let dir = server.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
+        let log_path = server.dir.join(format!("{name}.mount.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cpfs"))
             .args(["mount", domain])
             .arg(&dir)
@@ -30,13 +32,16 @@ impl Mount {
                 "--controlplane",
                 &format!("http://127.0.0.1:{}", server.port),
             ])
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut m = Mount { dir, child };
         wait_for("the mount", || {
             if let Ok(Some(s)) = m.child.try_wait() {
-                panic!("cpfs mount exited: {s}");
+                panic!(
+                    "cpfs mount exited: {s}: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
             std::fs::read_to_string("/proc/self/mountinfo")
                 .unwrap()
