@@ -256,6 +256,44 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Errors of [`Gateway::authenticate`] raised before the caller proved a
+/// key: what the per-address limit on failed authentication counts.
+fn proves_no_key(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::IncompleteSignature(_)
+            | ApiError::InvalidSignatureMethod(_)
+            | ApiError::SignatureDoesNotMatch(_)
+            | ApiError::AccessKeyNotFound
+            | ApiError::AccessKeyInactive
+            | ApiError::TimestampFormat(_)
+            | ApiError::TimestampExpired(_)
+            | ApiError::NonceUsed
+    )
+}
+
+/// Whether a call is meant for the BssOpenApi: a Version (any of them, when
+/// a malformed call repeats it; the header for V3) names it, or none names
+/// the NAS API and the Action is a BSS action.
+fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
+    let mut versions: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "Version")
+        .map(|(_, v)| v.clone())
+        .collect();
+    versions.extend(header(headers, "x-acs-version"));
+    if versions.iter().any(|v| v == BSS_VERSION) {
+        return true;
+    }
+    let mut actions_named = pairs
+        .iter()
+        .filter(|(k, _)| k == "Action")
+        .map(|(_, v)| v.clone())
+        .chain(header(headers, "x-acs-action"));
+    !versions.iter().any(|v| v == NAS_VERSION)
+        && actions_named.any(|a| actions::bss::SUPPORTED.contains(&a.as_str()))
+}
+
 /// `Format` from the merged parameters, before anything else can fail, so
 /// that even errors come back in the format asked for.
 fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
@@ -282,8 +320,12 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let mut format = Format::Json;
     let mut action = String::new();
     // BssOpenApi replies (and errors) have their own envelope; known before
-    // authentication so that even a refused call answers in its shape.
-    let mut bss = false;
+    // anything can fail (from the query and headers, then from a form body
+    // too) so that even a refused call answers in its shape.
+    let mut bss = is_bss(
+        &form_decode(parts.uri.query().unwrap_or("")),
+        &parts.headers,
+    );
     let outcome: Result<Map<String, Value>, ApiError> = async {
         if let Some(ip) = peer {
             gw.failed_auth
@@ -306,6 +348,7 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             Vec::new()
         };
         let merged: Vec<(String, String)> = query.iter().chain(form.iter()).cloned().collect();
+        bss = is_bss(&merged, &parts.headers);
         format = format_of(&merged)?;
         action = merged
             .iter()
@@ -316,12 +359,6 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             .chars()
             .take(64)
             .collect();
-        bss = merged
-            .iter()
-            .find(|(k, _)| k == "Version")
-            .map(|(_, v)| v.clone())
-            .or_else(|| header(&parts.headers, "x-acs-version"))
-            .is_some_and(|v| v == BSS_VERSION);
         let params = Params::from_pairs(merged)?;
         let raw = RawRequest {
             method: parts.method.as_str(),
@@ -334,9 +371,10 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         let verified = match gw.authenticate(&raw, params).await {
             Ok(v) => v,
             Err(e) => {
-                // A throttled key did authenticate; anything else counts
-                // against the address.
-                if let (Some(ip), false) = (peer, matches!(e, ApiError::Throttling { .. })) {
+                // Only a request that proved no key counts against its
+                // address; a throttled key, or a verified call that lacks
+                // Action or Version, did authenticate.
+                if let (Some(ip), true) = (peer, proves_no_key(&e)) {
                     gw.failed_auth.failed(ip, Instant::now());
                 }
                 return Err(e);
