@@ -32,6 +32,11 @@ test -x target/debug/cpfs
 .venv/bin/pytest -q tests/sdk
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/sdk
 
+step "generated, signed requests against openapi/ (schemathesis, SQLite)"
+# At least 1,000 requests over every operation of nas.json and
+# bssopenapi.json: no 5xx, documented statuses, replies match the schema.
+.venv/bin/pytest -q tests/schema
+
 step "billing with the official BssOpenApi SDK (SQLite, then PostgreSQL)"
 .venv/bin/pytest -q tests/billing
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/billing
