@@ -14,6 +14,7 @@ PG_URL="postgres://postgres@127.0.0.1:${CPFS_PG_PORT:-55432}/cpfs_test"
 
 step "formatting, lints, OpenAPI description, crate structure"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 python3 openapi/build.py --check
 python3 scripts/check_structure.py
@@ -36,6 +37,11 @@ step "generated, signed requests against openapi/ (schemathesis, SQLite)"
 # At least 1,000 requests over every operation of nas.json and
 # bssopenapi.json: no 5xx, documented statuses, replies match the schema.
 .venv/bin/pytest -q tests/schema
+
+step "fuzz targets: seeds, corpus and crash inputs replayed (stable, no libFuzzer)"
+# Builds the fuzz crate (outside the workspace) so it cannot rot;
+# bench/fuzz.sh is what fuzzes.
+cargo test --manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}" --no-default-features
 
 step "billing with the official BssOpenApi SDK (SQLite, then PostgreSQL)"
 .venv/bin/pytest -q tests/billing
