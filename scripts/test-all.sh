@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh clone: installs what the tests
 # need (idempotently), then runs formatting and lint checks, the unit and
-# integration tests on SQLite and on PostgreSQL, and the official-SDK
-# compatibility suite. This is the command the README and .ci/run name.
+# integration tests on SQLite and on PostgreSQL (a small API load test
+# among them), the official-SDK compatibility suite, schemathesis against
+# openapi/, the fuzz targets' replay and the data-plane suites. This is the
+# command the README and .ci/run name.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
