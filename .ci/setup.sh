@@ -10,7 +10,8 @@
 # What it does:
 #   1. apt-get install the Debian packages that are missing;
 #   2. a Python venv at <repo>/.venv with the pinned official Alibaba Cloud
-#      SDKs and pytest (for tests/sdk and tests/billing);
+#      SDKs, pytest (for tests/sdk and tests/billing) and schemathesis
+#      (tests/schema);
 #   3. npm ci in tests/sdk/node (pop-core, pinned by package-lock.json);
 #   4. a PostgreSQL server on 127.0.0.1:55432 with database cpfs_test, for the
 #      PostgreSQL variant of the tests (CPFS_TEST_DATABASE_URL).
@@ -88,6 +89,7 @@ PY_PINS=(
     alibabacloud-credentials==1.0.12
     darabonba-core==1.0.9
     pytest==9.2.0
+    schemathesis==4.32.5    # tests/schema: generated, signed requests against openapi/
 )
 VENV="$REPO/.venv"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -232,12 +232,25 @@ ERRORS = {
     "500": "InternalError",
 }
 
+def common_parameters(action, version):
+    """The V1 parameters every action takes: Action and Version are required
+    (the gateway refuses a V1 call without either) and have one value each."""
+    out = []
+    for n, required, d in COMMON:
+        schema = {"type": S}
+        if n == "Action":
+            schema["enum"] = [action]
+        elif n == "Version":
+            schema["enum"] = [version]
+        out.append({"name": n, "in": "query", "required": required, "schema": schema,
+                    "description": d.replace("2017-06-26", version)})
+    return out
+
 def operation(name, summary, params, reply):
     props = {"RequestId": {"type": S}}
     for field, t in reply.items():
         props[field] = {"$ref": f"#/components/schemas/{t}"} if t[0].isupper() else {"type": t}
-    plist = [{"name": n, "in": "query", "required": True, "schema": {"type": S, "enum": [name]}, "description": d} if n == "Action"
-             else {"name": n, "in": "query", "required": False, "schema": {"type": S}, "description": d} for n, _, d in COMMON]
+    plist = common_parameters(name, "2017-06-26")
     for n, t, req, ex, desc in params:
         p = {"name": n, "in": "query", "required": req, "schema": {"type": t}, "description": desc}
         if ex is not None:
@@ -313,9 +326,7 @@ BSS_ERRORS = {
 }
 
 def bss_operation(name, summary, params, data):
-    plist = [{"name": n, "in": "query", "required": n == "Action", "schema": {"type": S}, "description": d.replace("2017-06-26", "2017-12-14")}
-             for n, _, d in COMMON]
-    plist[0]["schema"]["enum"] = [name]
+    plist = common_parameters(name, "2017-12-14")
     for n, t, req, ex, desc in params:
         p = {"name": n, "in": "query", "required": req, "schema": {"type": t}, "description": desc}
         if ex is not None:

@@ -65,6 +65,29 @@ fn bss_on_the_gateway_and_the_operator_commands() {
     assert_eq!((status, v["Success"].clone()), (400, Value::Bool(false)));
     assert_eq!(v["Code"], "MissingParameter");
     assert!(v["RequestId"].is_string());
+    // Errors the gateway raises before any BSS handler (a bad Format, a
+    // repeated parameter) come in the BSS envelope too: Success is required
+    // there (openapi/bssopenapi.json).
+    for extra in [("Format", "YAML"), ("BillingCycle", "2026-10")] {
+        let mut all = c.common("QueryBill");
+        for p in all.iter_mut() {
+            match p.0.as_str() {
+                "Version" => p.1 = "2017-12-14".into(),
+                "Format" if extra.0 == "Format" => p.1 = extra.1.into(),
+                _ => {}
+            }
+        }
+        all.push(("BillingCycle".into(), "2026-10".into()));
+        if extra.0 != "Format" {
+            all.push((extra.0.into(), extra.1.into()));
+        }
+        c.sign("GET", &mut all);
+        let (status, body) = c.send(&all);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 400, "{extra:?}: {v}");
+        assert_eq!(v["Success"], false, "{extra:?}: {v}");
+        assert!(v["Code"].is_string() && v["RequestId"].is_string(), "{v}");
+    }
     let (status, v) = bss(&c, "DescribeFileSystems", &[]);
     assert_eq!(
         (status, v["Code"].as_str()),

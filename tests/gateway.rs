@@ -431,6 +431,22 @@ fn an_address_that_keeps_failing_authentication_is_refused_early() {
     for _ in 0..300 {
         good.ok("DescribeRegions", &[]);
     }
+    // A verified call that lacks Version proved its key: refused, but not
+    // counted against the address (the stranger below is limited after
+    // about 100 failures).
+    for _ in 0..150 {
+        let mut all = good.common("DescribeRegions");
+        all.retain(|(k, _)| k != "Version");
+        good.sign("GET", &mut all);
+        let (status, body) = good.send(&all);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, v["Code"].as_str()),
+            (400, Some("MissingParameter")),
+            "{v}"
+        );
+    }
+    good.ok("DescribeRegions", &[]);
     let stranger = Client::new(server.port, "LTAI-nobody", "whatever1");
     let mut failures = 0;
     let throttled = loop {

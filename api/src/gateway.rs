@@ -274,15 +274,42 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Whether a call names the BssOpenApi version (only to choose the shape
-/// of its reply: what runs is decided by signed inputs alone).
+/// Errors of [`Gateway::authenticate`] raised before the caller proved a
+/// key: what the per-address limit on failed authentication counts.
+fn proves_no_key(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::IncompleteSignature(_)
+            | ApiError::InvalidSignatureMethod(_)
+            | ApiError::SignatureDoesNotMatch(_)
+            | ApiError::AccessKeyNotFound
+            | ApiError::AccessKeyInactive
+            | ApiError::TimestampFormat(_)
+            | ApiError::TimestampExpired(_)
+            | ApiError::NonceUsed
+    )
+}
+
+/// Whether a call is meant for the BssOpenApi: a Version (any of them, when
+/// a malformed call repeats it; the header for V3) names it, or none names
+/// the NAS API and the Action is a BSS action.
 fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
-    pairs
+    let mut versions: Vec<String> = pairs
         .iter()
-        .find(|(k, _)| k == "Version")
+        .filter(|(k, _)| k == "Version")
         .map(|(_, v)| v.clone())
-        .or_else(|| header(headers, "x-acs-version"))
-        .is_some_and(|v| v == BSS_VERSION)
+        .collect();
+    versions.extend(header(headers, "x-acs-version"));
+    if versions.iter().any(|v| v == BSS_VERSION) {
+        return true;
+    }
+    let mut actions_named = pairs
+        .iter()
+        .filter(|(k, _)| k == "Action")
+        .map(|(_, v)| v.clone())
+        .chain(header(headers, "x-acs-action"));
+    !versions.iter().any(|v| v == NAS_VERSION)
+        && actions_named.any(|a| actions::bss::SUPPORTED.contains(&a.as_str()))
 }
 
 /// `Format` from the merged parameters, before anything else can fail, so
@@ -360,9 +387,10 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         let verified = match gw.authenticate(&raw, params).await {
             Ok(v) => v,
             Err(e) => {
-                // A throttled key did authenticate; anything else counts
-                // against the address.
-                if let (Some(ip), false) = (peer, matches!(e, ApiError::Throttling { .. })) {
+                // Only a request that proved no key counts against its
+                // address; a throttled key, or a verified call that lacks
+                // Action or Version, did authenticate.
+                if let (Some(ip), true) = (peer, proves_no_key(&e)) {
                     gw.failed_auth.failed(ip, Instant::now());
                 }
                 return Err(e);
