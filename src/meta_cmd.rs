@@ -39,6 +39,9 @@ pub struct MetaArgs {
     /// The shared store (postgres://…): the one `cpfs serve` uses
     #[arg(long, env = "CPFS_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Seconds a data-node capability lasts (clients renew theirs while files stay open)
+    #[arg(long, env = "CPFS_CAPABILITY_SECS")]
+    pub capability_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -153,6 +156,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
         cpfs_meta::identity::IdentitySettings::default(),
     )
     .context("starting the metadata service")?;
+    service.set_capability_lifetime(crate::config::capability_secs(args.capability_secs)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -159,6 +159,9 @@ async fn heartbeat(
             chain_table,
             dropped,
             lease_ms: cp.policy.lease_ms(),
+            // Nodes refuse capabilities issued before these; the control
+            // plane does not record policy changes as revocations yet.
+            revoked: Vec::new(),
         })
     });
     let reply = match reply.await {

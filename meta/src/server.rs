@@ -37,6 +37,10 @@ impl MetaService {
         if matches!(req.op, MetaOp::Release { .. } | MetaOp::ChainTable) {
             return self.handle_as(s, req.caller, req.op, None).await;
         }
+        // Decides the grant afresh rather than from the cache (caps.rs).
+        if let MetaOp::Renew { cap } = req.op {
+            return reply(self.renew(&s, req.caller, cap).await, MetaReply::Renewed);
+        }
         let grant = match self.session_grant(&s).await {
             Ok(g) => g,
             Err((errno, message)) => return MetaReply::Err { errno, message },
@@ -296,6 +300,11 @@ impl MetaService {
                 self.release(&s, ino);
                 MetaReply::Done
             }
+            // Answered in `handle`, before the cached grant is used.
+            MetaOp::Renew { .. } => MetaReply::Err {
+                errno: errno::EINVAL,
+                message: "renewals are not replayed".into(),
+            },
             MetaOp::Access { ino, mask } => {
                 reply(self.access(&s, &who, ino, mask).await, |_| MetaReply::Done)
             }
@@ -496,6 +505,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::GetAttr { .. }
         | MetaOp::Readlink { .. }
         | MetaOp::Release { .. }
+        | MetaOp::Renew { .. }
         | MetaOp::ReadDir { .. }
         | MetaOp::ReadDirPlus { .. }
         | MetaOp::StatFs

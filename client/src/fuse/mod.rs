@@ -26,6 +26,7 @@ use tokio::runtime::Handle;
 
 use cpfs_proto::meta::{errno, MetaOp, MetaReply, SetAttr};
 
+use crate::caps::HeldCap;
 use crate::data::DataClient;
 use crate::meta::MetaClient;
 
@@ -390,7 +391,7 @@ impl Filesystem for CpfsFs {
                     }
                     let h = FileHandle {
                         ino,
-                        cap: o.cap,
+                        cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
                         layout: o.layout,
                         inode: st,
                         dirty: AtomicBool::new(false),
@@ -452,7 +453,7 @@ impl Filesystem for CpfsFs {
             let st = pin(&inodes, a.ino, a.size);
             let h = FileHandle {
                 ino: a.ino,
-                cap: o.cap,
+                cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
                 layout: o.layout,
                 inode: st,
                 dirty: AtomicBool::new(false),
@@ -487,7 +488,7 @@ impl Filesystem for CpfsFs {
                 return reply.data(&[]);
             }
             let len = (size as u64).min(file_size - offset);
-            match data.read(&h.cap, &h.layout, h.ino, offset, len).await {
+            match h.read(&data, offset, len).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => {
                     tracing::warn!(ino = h.ino, offset, error = %e, "read failed");
@@ -522,7 +523,7 @@ impl Filesystem for CpfsFs {
             if let Err(e) = note_write(&meta, &who, &h, end).await {
                 return reply.error(e);
             }
-            match data.write(&h.cap, &h.layout, h.ino, offset, &buf).await {
+            match h.write(&data, offset, &buf).await {
                 Ok(()) => reply.written(buf.len() as u32),
                 Err(e) => {
                     tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
@@ -603,7 +604,7 @@ impl Filesystem for CpfsFs {
         let data = self.data.clone();
         let who = caller(req);
         self.rt.spawn(async move {
-            if let Err(e) = data.fsync(&h.cap, &h.layout, h.ino).await {
+            if let Err(e) = h.fsync(&data).await {
                 tracing::warn!(ino = h.ino, error = %e, "fsync failed");
                 return reply.error(e.errno());
             }
