@@ -216,7 +216,10 @@ impl Node {
                 "chunk routed through another chain".into(),
             ));
         }
-        if forwarded.as_ref().is_some_and(|a| !self.state.proves_node(a)) {
+        if forwarded
+            .as_ref()
+            .is_some_and(|a| !self.state.proves_node(a))
+        {
             return Err(NodeError::BadCapability);
         }
         let role = if forwarded.is_some() {
