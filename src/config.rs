@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// group lets mount, read-write [default: 127.0.0.0/8,::1/128]
     #[arg(long, env = "CPFS_DEFAULT_ACCESS_NETWORKS", value_delimiter = ',')]
     pub default_access_networks: Option<Vec<String>>,
+    /// Seconds a data-node capability lasts (clients renew theirs while files stay open)
+    #[arg(long, env = "CPFS_CAPABILITY_SECS")]
+    pub capability_secs: Option<u64>,
     #[command(flatten)]
     pub billing: BillingArgs,
 }
@@ -126,6 +129,7 @@ struct FileSettings {
     ldap_allowed_servers: Option<Vec<String>>,
     default_access_networks: Option<Vec<String>>,
     secret_key_file: Option<PathBuf>,
+    capability_secs: Option<u64>,
     price_book: Option<PathBuf>,
     retention_days: Option<u32>,
     billing_interval: Option<u64>,
@@ -158,6 +162,7 @@ pub struct Settings {
     pub ldap_allowed_servers: Vec<cpfs_directory::AllowedServer>,
     pub default_access_networks: Vec<String>,
     pub secret_key_file: PathBuf,
+    pub capability_lifetime: std::time::Duration,
 }
 
 /// Settings in logs: every field but the secret.
@@ -182,6 +187,17 @@ impl std::fmt::Debug for Settings {
             .field("secret_key_file", &self.secret_key_file)
             .finish_non_exhaustive()
     }
+}
+
+/// How long data-node capabilities last: `--capability-secs`, default
+/// [`cpfs_meta::CAPABILITY_SECS`]. At most an hour: the lifetime bounds how
+/// long a capability outlives a grant no revocation reached the nodes for.
+pub fn capability_secs(secs: Option<u64>) -> anyhow::Result<std::time::Duration> {
+    let secs = secs.unwrap_or(cpfs_meta::CAPABILITY_SECS as u64);
+    if !(1..=3600).contains(&secs) {
+        anyhow::bail!("--capability-secs must be between 1 and 3600 seconds");
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -237,6 +253,7 @@ impl Settings {
         if !(1..=86_400).contains(&ldap_cache_ttl) {
             anyhow::bail!("--ldap-cache-ttl must be between 1 and 86400 seconds");
         }
+        let capability_secs = capability_secs(args.capability_secs.or(file.capability_secs))?;
         let retention_days = args
             .billing
             .retention_days
@@ -276,6 +293,7 @@ impl Settings {
             secret_key_file,
             ldap_cache_ttl: std::time::Duration::from_secs(ldap_cache_ttl),
             ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
+            capability_lifetime: capability_secs,
             price_book: args.billing.price_book.or(file.price_book),
             retention_secs: i64::from(retention_days) * 86_400,
             billing_interval_secs,

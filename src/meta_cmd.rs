@@ -52,6 +52,9 @@ pub struct MetaArgs {
     /// [default: 127.0.0.0/8,::1/128]
     #[arg(long, env = "CPFS_DEFAULT_ACCESS_NETWORKS", value_delimiter = ',')]
     pub default_access_networks: Option<Vec<String>>,
+    /// Seconds a data-node capability lasts (clients renew theirs while files stay open)
+    #[arg(long, env = "CPFS_CAPABILITY_SECS")]
+    pub capability_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +189,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
         cpfs_meta::identity::IdentitySettings::default(),
     )
     .context("starting the metadata service")?;
+    service.set_capability_lifetime(crate::config::capability_secs(args.capability_secs)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -155,10 +155,17 @@ async fn heartbeat(
     let reply = tokio::spawn(async move {
         let chain_table = cp.node_heartbeat(&hb).await?;
         let dropped = cp.dropped_file_systems().await?;
+        // Not worth a node's lease: without them nodes keep the last ones.
+        let revoked = cp.capability_revocations().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "capability revocations unavailable");
+            Vec::new()
+        });
         Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
             chain_table,
             dropped,
             lease_ms: cp.policy.lease_ms(),
+            // Nodes refuse capabilities issued before these.
+            revoked,
         })
     });
     let reply = match reply.await {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cpfs_runtime::retry;
 use tokio::sync::RwLock;
 
-use cpfs_proto::capability::Capability;
+use cpfs_proto::capability::{Capability, WRITE};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::layout::{Layout, LayoutError, Piece, BLOCK};
 use cpfs_proto::node::NodePeers as Peers;
@@ -34,6 +34,9 @@ pub enum DataError {
     NoChain(u32),
     #[error("{0}")]
     Layout(#[from] LayoutError),
+    /// The metadata service refused to renew the capability (errno).
+    #[error("capability renewal refused (errno {0})")]
+    Renewal(i32),
 }
 
 impl DataError {
@@ -45,7 +48,8 @@ impl DataError {
             DataError::Node(NodeError::OutOfRange { .. }) => 27, // EFBIG
             DataError::Node(NodeError::Invalid(_)) => 22,    // EINVAL
             DataError::Layout(LayoutError::Overflow { .. }) => 27, // EFBIG
-            _ => 5,                                          // EIO
+            DataError::Renewal(errno) => *errno,
+            _ => 5, // EIO
         }
     }
 }
@@ -198,7 +202,7 @@ impl DataClient {
             key: key.clone(),
             offset: p.offset,
             data: data.clone(),
-            forwarded: false,
+            forwarded: None,
         })
         .await
         .map(|_| ())
@@ -258,7 +262,9 @@ impl DataClient {
                 };
                 match self.peers.get(addr).call(req).await {
                     Ok(NodeResponse::Data(d)) => {
-                        if !bad.is_empty() {
+                        // Without write rights the node whose copy failed
+                        // heals it itself, from another member.
+                        if !bad.is_empty() && cap.rights & WRITE != 0 {
                             self.repair(cap, chain, &key, p, addr, &bad).await;
                         }
                         return Ok(d);
@@ -376,7 +382,7 @@ impl DataClient {
                         chain: c,
                         key: key.clone(),
                         len: keep,
-                        forwarded: false,
+                        forwarded: None,
                     })
                     .await
                     .map(|_| ())

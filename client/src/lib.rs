@@ -5,8 +5,10 @@
 //!   exactly-once request ids).
 //! - [`data`]: the data client (striped reads and writes straight to the
 //!   chain heads, refreshing the chain table and retrying across failover).
+//! - [`caps`]: the capability of an open file, renewed while it is open.
 //! - [`fuse`]: the thin FUSE adapter from kernel requests to those two.
 
+pub mod caps;
 pub mod data;
 pub mod fuse;
 pub mod meta;

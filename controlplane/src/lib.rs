@@ -19,6 +19,7 @@ pub mod mount_targets;
 pub mod namespaces;
 pub mod nodes;
 pub mod reconciler;
+pub mod revocations;
 pub mod secrets;
 pub mod subscriptions;
 pub mod tags;
@@ -58,6 +59,8 @@ pub struct ControlPlane {
     /// The background loops of this process and when each last finished a
     /// pass (`/healthz`).
     pub liveness: std::sync::Arc<cpfs_runtime::Liveness>,
+    /// Fingerprints of grants, for capability revocations.
+    pub revocations: std::sync::Arc<revocations::Revocations>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -105,6 +108,7 @@ impl ControlPlane {
                 .collect(),
             planner: Default::default(),
             liveness: Default::default(),
+            revocations: Default::default(),
         }
     }
 

@@ -278,7 +278,7 @@ impl Cluster {
             key,
             offset: 0,
             data: vec![byte; 4096],
-            forwarded: false,
+            forwarded: None,
         }
     }
 

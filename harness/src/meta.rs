@@ -22,11 +22,14 @@ pub const DOMAIN: &str = "harness.mount.cpfs";
 /// mount read-write, no squashing), without LDAP (root only).
 struct FixedPolicy {
     fs: String,
+    /// Whether the mount target exists (a test deletes it).
+    exists: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PolicySource for FixedPolicy {
     fn mount_policy<'a>(&'a self, domain: &'a str) -> PolicyFuture<'a> {
-        let policy = (domain == DOMAIN).then(|| MountPolicy {
+        let exists = self.exists.load(std::sync::atomic::Ordering::SeqCst);
+        let policy = (exists && domain == DOMAIN).then(|| MountPolicy {
             fs: self.fs.clone(),
             mount_target_status: "Active".into(),
             fs_status: "Running".into(),
@@ -54,6 +57,7 @@ pub struct MetaServer {
     fs: String,
     key: CapabilityKey,
     live: Option<(Arc<MetaService>, Task)>,
+    mount_target: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MetaServer {
@@ -80,6 +84,7 @@ impl MetaServer {
             fs: fs.to_string(),
             key,
             live: None,
+            mount_target: Arc::new(true.into()),
         };
         m.store_table(table).await?;
         cpfs_meta::lifecycle::provision(&m.store, fs, table, now_ns()).await?;
@@ -94,6 +99,7 @@ impl MetaServer {
             store,
             Arc::new(FixedPolicy {
                 fs: self.fs.clone(),
+                exists: self.mount_target.clone(),
             }),
             self.key.clone(),
             IdentitySettings::default(),
@@ -121,6 +127,13 @@ impl MetaServer {
     }
 
     /// Where clients connect: the proxy's address when there is one.
+    /// Deletes [`DOMAIN`] from the fixed policy (or brings it back), as
+    /// DeleteMountTarget does in the control plane.
+    pub fn set_mount_target(&self, exists: bool) {
+        self.mount_target
+            .store(exists, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.proxy.as_ref().map_or(self.listen, Proxy::addr)
     }

@@ -8,17 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpfs_node::{Node, Rates};
-use cpfs_proto::capability::{CapabilityKey, ADMIN, ANY_INODE};
+use cpfs_proto::capability::CapabilityKey;
 use cpfs_proto::chains::{ChainTable, NodeAddr};
 use cpfs_proto::node::{NodeClient, NodeRequest, NodeResponse, NodeStats};
 
 use crate::{Proxy, Task};
 
-/// A `Stats` request as the cluster sends it: with a cluster capability
-/// (file system "", ADMIN), which no client holds.
+/// A `Stats` request as the cluster sends it: with a node proof, which no
+/// client holds.
 pub fn stats_request(key: &CapabilityKey) -> NodeRequest {
     NodeRequest::Stats {
-        cap: key.issue("", ANY_INODE, ADMIN, i64::MAX),
+        auth: key.node_key().issue(i64::MAX),
     }
 }
 

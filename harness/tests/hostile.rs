@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cpfs_harness::{check_bytes, pattern, stats_request, Cluster};
-use cpfs_proto::capability::{ADMIN, ANY_INODE, READ, WRITE};
+use cpfs_proto::capability::{NodeAuth, ADMIN, ANY_INODE, READ, WRITE};
 use cpfs_proto::layout::{BLOCK, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use cpfs_proto::meta::OpenFile;
 use cpfs_proto::node::{ChainRef, NodeClient, NodeError, NodeRequest, NodeResponse};
@@ -39,7 +39,7 @@ fn write_at(c: &Cluster, f: &OpenFile, offset: u64, data: Vec<u8>) -> NodeReques
         key: c.chunk_key(f, 0),
         offset,
         data,
-        forwarded: false,
+        forwarded: None,
     }
 }
 
@@ -112,12 +112,12 @@ async fn a_write_past_the_chunk_size_is_refused_before_any_io() {
         chain: chain_ref(&c, &f, 0),
         key: c.chunk_key(&f, 0),
         len: FAR,
-        forwarded: false,
+        forwarded: None,
     };
     let r = answer(&head, truncate).await;
     assert!(out_of_range(&r), "{r:?}");
     let repair = NodeRequest::Repair {
-        cap: c.cap(f.attr.ino, READ),
+        cap: c.cap(f.attr.ino, WRITE),
         chain: chain_ref(&c, &f, 0),
         key: c.chunk_key(&f, 0),
         offset: FAR,
@@ -157,7 +157,7 @@ async fn offsets_that_overflow_are_refused_and_no_worker_panics() {
         read_at(&c, &f, 1, u64::MAX),
         read_at(&c, &f, 1 << 63, 1 << 63),
         NodeRequest::Repair {
-            cap: c.cap(f.attr.ino, READ),
+            cap: c.cap(f.attr.ino, WRITE),
             chain: chain_ref(&c, &f, 0),
             key: c.chunk_key(&f, 0),
             offset: u64::MAX - (BLOCK - 1),
@@ -168,7 +168,7 @@ async fn offsets_that_overflow_are_refused_and_no_worker_panics() {
             chain: chain_ref(&c, &f, 0),
             key: c.chunk_key(&f, 0),
             len: u64::MAX,
-            forwarded: false,
+            forwarded: None,
         },
     ];
     let n = hostile.len() as u64;
@@ -233,12 +233,18 @@ async fn node_stats_need_the_cluster_capability() {
     let node = NodeClient::new(c.node(0).addr().to_string());
 
     // A client holds capabilities of its own file system only, even the
-    // widest: none of them lists the node's tenants.
+    // widest: none of them passes for the node proof that lists the
+    // node's tenants.
     for cap in [
         c.cap(f.attr.ino, READ | WRITE),
         c.key().issue(c.fs(), ANY_INODE, ADMIN, i64::MAX),
+        c.key().issue("", ANY_INODE, ADMIN, i64::MAX),
     ] {
-        let r = answer(&node, NodeRequest::Stats { cap }).await;
+        let auth = NodeAuth {
+            expires: cap.expires,
+            mac: cap.mac,
+        };
+        let r = answer(&node, NodeRequest::Stats { auth }).await;
         assert!(
             matches!(r, NodeResponse::Failed(NodeError::BadCapability)),
             "{r:?}"
@@ -362,4 +368,175 @@ async fn a_chunk_file_past_the_largest_size_is_resynced_in_bounded_pieces() {
     c.promote_synced().await.unwrap();
     c.fail_over(0).await.unwrap();
     check_bytes("read", &c.read(&f, 0, 2 * CHUNK).await.unwrap(), &data).unwrap();
+}
+
+/// A read of chunk 0 of `f` from one member, with `cap`.
+async fn read_member(c: &Cluster, f: &OpenFile, addr: &str, len: u64) -> NodeResponse {
+    let mut req = read_at(c, f, 0, len);
+    if let NodeRequest::Read { cap, .. } = &mut req {
+        *cap = c.cap(f.attr.ino, READ);
+    }
+    answer(&NodeClient::new(addr.to_string()), req).await
+}
+
+/// The addresses of the members of chunk 0's chain, head first.
+fn members(c: &Cluster, f: &OpenFile) -> Vec<String> {
+    let chain = f.layout.chain_of(0);
+    let t = c.table();
+    t.chain(chain)
+        .unwrap()
+        .members
+        .iter()
+        .map(|m| m.address.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_pass_its_write_off_as_forwarded_to_a_replica() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .replicas(2)
+        .build()
+        .await
+        .unwrap();
+    let f = c.create("copies").await.unwrap();
+    let data = pattern(7, BLOCK as usize);
+    c.write(&f, 0, &data).await.unwrap();
+    let m = members(&c, &f);
+    let replica = NodeClient::new(m[1].clone());
+
+    // Straight to the second copy, marked forwarded: with no proof a node
+    // could check, with the client's own MAC posing as one, with a proof
+    // of another cluster. Each is refused, and the copies still agree.
+    let posing = c.cap(f.attr.ino, WRITE);
+    let proofs = [
+        NodeAuth {
+            expires: i64::MAX,
+            mac: [0; 16],
+        },
+        NodeAuth {
+            expires: posing.expires,
+            mac: posing.mac,
+        },
+        cpfs_proto::capability::NodeKey::from_cluster_token("another cluster").issue(i64::MAX),
+    ];
+    for proof in proofs {
+        let mut w = write_at(&c, &f, 0, vec![0xee; BLOCK as usize]);
+        if let NodeRequest::Write { forwarded, .. } = &mut w {
+            *forwarded = Some(proof);
+        }
+        let r = answer(&replica, w).await;
+        assert!(
+            matches!(r, NodeResponse::Failed(NodeError::BadCapability)),
+            "{r:?}"
+        );
+        let mut t = NodeRequest::Truncate {
+            cap: c.cap(f.attr.ino, WRITE),
+            chain: chain_ref(&c, &f, 0),
+            key: c.chunk_key(&f, 0),
+            len: 0,
+            forwarded: None,
+        };
+        if let NodeRequest::Truncate { forwarded, .. } = &mut t {
+            *forwarded = Some(NodeAuth {
+                expires: posing.expires,
+                mac: posing.mac,
+            });
+        }
+        let r = answer(&replica, t).await;
+        assert!(
+            matches!(r, NodeResponse::Failed(NodeError::BadCapability)),
+            "{r:?}"
+        );
+    }
+    for addr in &m {
+        match read_member(&c, &f, addr, BLOCK).await {
+            NodeResponse::Data(d) => check_bytes(addr, &d, &data).unwrap(),
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+    // Resync's and repair's requests need the proof too.
+    let block = NodeRequest::ReadBlock {
+        auth: NodeAuth {
+            expires: posing.expires,
+            mac: posing.mac,
+        },
+        chain: chain_ref(&c, &f, 0),
+        key: c.chunk_key(&f, 0),
+        block: 0,
+    };
+    let r = answer(&replica, block).await;
+    assert!(
+        matches!(r, NodeResponse::Failed(NodeError::BadCapability)),
+        "{r:?}"
+    );
+    // A client write through the head still reaches both copies.
+    let again = pattern(8, BLOCK as usize);
+    c.write(&f, 0, &again).await.unwrap();
+    for addr in &m {
+        match read_member(&c, &f, addr, BLOCK).await {
+            NodeResponse::Data(d) => check_bytes(addr, &d, &again).unwrap(),
+            other => panic!("{addr}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_cannot_repair_a_damaged_block_and_the_node_heals_it() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .replicas(2)
+        .build()
+        .await
+        .unwrap();
+    let f = c.create("damaged").await.unwrap();
+    let data = pattern(9, BLOCK as usize);
+    c.write(&f, 0, &data).await.unwrap();
+    let m = members(&c, &f);
+    // Damage the first block of the second copy on disk.
+    let victim = c
+        .index_of(&c.table().chain(f.layout.chain_of(0)).unwrap().members[1].id)
+        .unwrap();
+    let path = c
+        .node(victim)
+        .dir()
+        .join("chunks")
+        .join(c.fs())
+        .join(f.attr.ino.to_string())
+        .join(format!("0.c{}", f.layout.chain_of(0)));
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[10] ^= 0xff;
+    std::fs::write(&path, &raw).unwrap();
+
+    // A client with read rights only offers its own bytes for the block.
+    let repair = NodeRequest::Repair {
+        cap: c.cap(f.attr.ino, READ),
+        chain: chain_ref(&c, &f, 0),
+        key: c.chunk_key(&f, 0),
+        offset: 0,
+        data: vec![0x66; BLOCK as usize],
+    };
+    let r = answer(&NodeClient::new(m[1].clone()), repair).await;
+    assert!(
+        matches!(r, NodeResponse::Failed(NodeError::BadCapability)),
+        "{r:?}"
+    );
+    // The damaged copy is not served; the read makes the node heal it
+    // from the other member, and then it serves the written bytes.
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    loop {
+        match read_member(&c, &f, &m[1], BLOCK).await {
+            NodeResponse::Data(d) => {
+                check_bytes("healed", &d, &data).unwrap();
+                break;
+            }
+            NodeResponse::Failed(NodeError::Checksum) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node did not heal its copy"
+        );
+        tokio::task::yield_now().await;
+    }
 }

@@ -44,7 +44,7 @@ async fn a_write_with_a_stale_table_is_refused_and_the_client_refreshes_and_succ
             key,
             offset: 0,
             data: vec![0xee; 4096],
-            forwarded: false,
+            forwarded: None,
         })
         .await
         .unwrap();

@@ -45,6 +45,9 @@ pub struct Grant {
     pub writable: bool,
     pub squash: Squash,
     pub ldap: Option<LdapConfig>,
+    /// When it was read from the control plane (unix ms): the issue time
+    /// of the capabilities it backs, so a revocation after it refuses them.
+    pub decided_ms: i64,
 }
 
 /// Operator settings for identity resolution.
@@ -196,6 +199,7 @@ impl MetaService {
             writable,
             squash,
             ldap,
+            decided_ms: cpfs_proto::capability::now_ms(),
         })
     }
 
@@ -258,6 +262,15 @@ impl MetaService {
         }
         drop(cache);
         fresh
+    }
+
+    /// When the grant a session's last request used was decided (unix ms).
+    pub(crate) fn grant_decided_ms(&self, s: &Session) -> Option<i64> {
+        let grants = lock(&self.access.grants);
+        match grants.get(&(s.domain.clone(), s.peer)) {
+            Some((Ok(g), _)) => Some(g.decided_ms),
+            _ => None,
+        }
     }
 
     /// The grant of a mounted session; it must still be for the same file

@@ -18,6 +18,7 @@
 //! a crash leaves the namespace as it was before or after the operation,
 //! never between; after a restart the namespace is loaded from the store.
 
+mod caps;
 pub mod identity;
 mod inode;
 mod journal;
@@ -74,6 +75,8 @@ pub struct MetaService {
     open: std::sync::Mutex<HashMap<(String, u64), HashMap<u64, Handles>>>,
     /// The namespaces of the file systems in use.
     shards: ns::shard::Shards,
+    /// How long the capabilities it issues last, in seconds.
+    capability_secs: std::sync::atomic::AtomicI64,
 }
 
 /// One session's open handles of one inode.
@@ -98,8 +101,11 @@ pub fn fail<T>(errno: i32, msg: impl Into<String>) -> Res<T> {
     Err((errno, msg.into()))
 }
 
-/// How long a capability lasts; clients refresh by reopening.
-pub const CAPABILITY_SECS: i64 = 3600;
+/// How long a capability lasts by default: clients renew theirs while
+/// they hold a file open ([`cpfs_proto::meta::MetaOp::Renew`]), so the
+/// lifetime bounds how long a capability outlives a change of the grant
+/// behind it where no revocation reaches the nodes.
+pub const CAPABILITY_SECS: i64 = 300;
 
 impl MetaService {
     pub fn new(
@@ -120,7 +126,16 @@ impl MetaService {
             sessions: std::sync::RwLock::new(HashMap::new()),
             watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
+            capability_secs: CAPABILITY_SECS.into(),
         }))
+    }
+
+    /// Sets how long the capabilities it issues from now on last (at least
+    /// a second; `cpfs serve`/`cpfs meta --capability-secs`).
+    pub fn set_capability_lifetime(&self, lifetime: std::time::Duration) {
+        let secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX).max(1);
+        self.capability_secs
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// From now on this server serves only the file systems the control

@@ -43,6 +43,10 @@ impl MetaService {
         if matches!(req.op, MetaOp::Release { .. } | MetaOp::ChainTable) {
             return self.handle_as(s, req.caller, req.op, None).await;
         }
+        // Decides the grant afresh rather than from the cache (caps.rs).
+        if let MetaOp::Renew { cap } = req.op {
+            return reply(self.renew(&s, req.caller, cap).await, MetaReply::Renewed);
+        }
         let grant = match self.session_grant(&s).await {
             Ok(g) => g,
             Err((errno, message)) => return MetaReply::Err { errno, message },
@@ -302,6 +306,11 @@ impl MetaService {
                 self.release(&s, ino, writable);
                 MetaReply::Done
             }
+            // Answered in `handle`, before the cached grant is used.
+            MetaOp::Renew { .. } => MetaReply::Err {
+                errno: errno::EINVAL,
+                message: "renewals are not replayed".into(),
+            },
             MetaOp::Access { ino, mask } => {
                 reply(self.access(&s, &who, ino, mask).await, |_| MetaReply::Done)
             }
@@ -502,6 +511,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::GetAttr { .. }
         | MetaOp::Readlink { .. }
         | MetaOp::Release { .. }
+        | MetaOp::Renew { .. }
         | MetaOp::ReadDir { .. }
         | MetaOp::ReadDirPlus { .. }
         | MetaOp::StatFs

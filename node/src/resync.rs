@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use crate::blocking::blocking;
 use crate::state::NodeState;
-use cpfs_proto::capability::Capability;
+use cpfs_proto::capability::NodeAuth;
 use cpfs_proto::chains::{ChainTable, NodeAddr};
 use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, SyncReport};
 use cpfs_proto::node::{NodeClient, SYNC_PIECE_RECORDS};
@@ -290,7 +290,7 @@ impl HeadSession {
     /// 64 MiB chunk and its checksums exceed the frame limit, and no chunk
     /// is held whole in memory. The caller holds the chunk's ordering slot,
     /// so no write reaches the chunk between pieces.
-    async fn copy(&self, key: &ChunkKey, cap: &Capability) -> Result<Copied, String> {
+    async fn copy(&self, key: &ChunkKey, auth: &NodeAuth) -> Result<Copied, String> {
         let store = self.node.store.clone();
         let k = key.clone();
         let records = blocking(move || store.records(&k))
@@ -299,7 +299,7 @@ impl HeadSession {
         let Some(records) = records else {
             let put = self
                 .call_member(|chain| NodeRequest::SyncPut {
-                    cap: cap.clone(),
+                    auth: auth.clone(),
                     chain,
                     key: key.clone(),
                     first: 0,
@@ -329,7 +329,7 @@ impl HeadSession {
             let raw = Some(raw);
             if self
                 .call_member(|chain| NodeRequest::SyncPut {
-                    cap: cap.clone(),
+                    auth: auth.clone(),
                     chain,
                     key: key.clone(),
                     first,
@@ -353,10 +353,10 @@ impl HeadSession {
     async fn pass(&self) -> Result<bool, String> {
         let node = &self.node;
         let progress = &self.progress;
-        let cap = node.cluster_cap("");
+        let auth = node.node_auth();
         if self
             .call_member(|chain| NodeRequest::SyncBegin {
-                cap: cap.clone(),
+                auth: auth.clone(),
                 chain,
             })
             .await?
@@ -386,10 +386,10 @@ impl HeadSession {
             let local = blocking(move || store.digest(&k))
                 .await
                 .map_err(|e| e.to_string())?;
-            let cap = node.cluster_cap(&key.fs);
+            let auth = node.node_auth();
             let remote = match self
                 .call_member(|chain| NodeRequest::SyncDigest {
-                    cap: cap.clone(),
+                    auth: auth.clone(),
                     chain,
                     key: key.clone(),
                 })
@@ -400,7 +400,7 @@ impl HeadSession {
                 Some(other) => return Err(format!("unexpected answer {other:?}")),
             };
             if local != remote {
-                match self.copy(&key, &cap).await? {
+                match self.copy(&key, &auth).await? {
                     Copied::Sent(sent) => {
                         progress.copied.fetch_add(sent, Ordering::Relaxed);
                     }
@@ -417,7 +417,7 @@ impl HeadSession {
         }
         if self
             .call_member(|chain| NodeRequest::SyncEnd {
-                cap: cap.clone(),
+                auth: auth.clone(),
                 chain,
             })
             .await?

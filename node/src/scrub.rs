@@ -158,7 +158,7 @@ impl Scrub {
 
 /// Fetches block `b` from another serving member and rewrites it here if
 /// it is still bad.
-async fn repair_block(node: &NodeState, key: &ChunkKey, b: u64) -> BlockRepair {
+pub(crate) async fn repair_block(node: &NodeState, key: &ChunkKey, b: u64) -> BlockRepair {
     // A few tries: a table change in the middle only delays the repair.
     let mut delays = retry::delays(REPAIR_RETRY, REPAIR_RETRY);
     for _ in 0..REPAIR_TRIES {
@@ -181,7 +181,7 @@ async fn repair_block(node: &NodeState, key: &ChunkKey, b: u64) -> BlockRepair {
         let mut all_bad = true;
         for addr in &others {
             let req = NodeRequest::ReadBlock {
-                cap: node.cluster_cap(&key.fs),
+                auth: node.node_auth(),
                 chain: ChainRef {
                     id: key.chain,
                     version,
@@ -219,7 +219,7 @@ async fn repair_block(node: &NodeState, key: &ChunkKey, b: u64) -> BlockRepair {
     BlockRepair::Later
 }
 
-enum BlockRepair {
+pub(crate) enum BlockRepair {
     Repaired,
     /// Every other copy is bad too (or there is none).
     NoGoodCopy,

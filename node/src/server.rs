@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use cpfs_proto::capability::{Capability, CapabilityKey, ADMIN, ANY_INODE, READ, WRITE};
+use cpfs_proto::capability::{CapabilityKey, NodeAuth, ADMIN, READ, WRITE};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::frame::MAX_FRAME;
 use cpfs_proto::heartbeat::HeartbeatReply;
@@ -21,7 +21,7 @@ use cpfs_proto::rpc::{self, ServiceLimits, ServiceStats};
 use cpfs_runtime::Shutdown;
 use tokio::net::TcpListener;
 
-use crate::blocking::{blocking, now};
+use crate::blocking::blocking;
 use crate::chunkstore::ChunkStore;
 use crate::config::Rates;
 use crate::resync::Resync;
@@ -125,8 +125,10 @@ impl Node {
         self.state.renew_lease(sent, lease_ms);
     }
 
-    /// Applies a heartbeat reply: the chain table, and deleted file systems.
+    /// Applies a heartbeat reply: the chain table, revocations and
+    /// deleted file systems.
     pub async fn apply(&self, reply: HeartbeatReply) {
+        self.state.revoke(&reply.revoked);
         self.set_chain_table(reply.chain_table).await;
         let held: Vec<String> = self.state.store.usage().into_iter().map(|u| u.fs).collect();
         for fs in reply.dropped.into_iter().filter(|f| held.contains(f)) {
@@ -195,7 +197,9 @@ impl Node {
         result
     }
 
-    /// A change to a chunk. A forwarded one is applied here only. At the
+    /// A change to a chunk. A forwarded one is applied here only, and only
+    /// on a node's proof: a client that marked its own write as forwarded
+    /// would otherwise change one copy behind the head's back. At the
     /// head, the chunk's ordering slot is held while the change is applied
     /// locally and on every other member, so all copies see the same order;
     /// it succeeds when every member has it.
@@ -203,7 +207,7 @@ impl Node {
         &self,
         chain: ChainRef,
         key: &cpfs_proto::node::ChunkKey,
-        forwarded: bool,
+        forwarded: Option<NodeAuth>,
         forward: impl FnOnce() -> NodeRequest,
         apply: impl FnOnce() -> Result<(), NodeError> + Send + 'static,
     ) -> Result<NodeResponse, NodeError> {
@@ -212,10 +216,20 @@ impl Node {
                 "chunk routed through another chain".into(),
             ));
         }
-        let role = if forwarded { Role::Replica } else { Role::Head };
+        if forwarded
+            .as_ref()
+            .is_some_and(|a| !self.state.proves_node(a))
+        {
+            return Err(NodeError::BadCapability);
+        }
+        let role = if forwarded.is_some() {
+            Role::Replica
+        } else {
+            Role::Head
+        };
         let others = self.state.route(chain, role).await?;
         let _inflight = self.state.begin_mutation(chain.version);
-        if forwarded {
+        if forwarded.is_some() {
             self.resync.touched(key);
             blocking(apply).await?;
             return Ok(NodeResponse::Done);
@@ -235,7 +249,6 @@ impl Node {
     }
 
     async fn dispatch(&self, req: NodeRequest) -> Result<NodeResponse, NodeError> {
-        let t = now();
         match req {
             NodeRequest::Write {
                 cap,
@@ -245,7 +258,7 @@ impl Node {
                 data,
                 forwarded,
             } => {
-                if !self.state.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
+                if !self.state.allows(&cap, &key.fs, key.inode, WRITE) {
                     return Err(NodeError::BadCapability);
                 }
                 check_range(offset, data.len() as u64)?;
@@ -253,6 +266,7 @@ impl Node {
                 // bounded: a forged one costs the other clients nothing.
                 self.io_throttle.take(data.len() as u64).await;
                 let store = self.state.store.clone();
+                let auth = self.state.node_auth();
                 // Shared, so a replica (which forwards nothing) copies no data.
                 let data = Arc::new(data);
                 let (k, d) = (key.clone(), data.clone());
@@ -262,7 +276,7 @@ impl Node {
                     key: k,
                     offset,
                     data: d.to_vec(),
-                    forwarded: true,
+                    forwarded: Some(auth),
                 };
                 self.mutate(chain, &key.clone(), forwarded, forward, move || {
                     store.write(&key, offset, &data, false)
@@ -276,18 +290,19 @@ impl Node {
                 len,
                 forwarded,
             } => {
-                if !self.state.key.allows(&cap, &key.fs, key.inode, WRITE, t) {
+                if !self.state.allows(&cap, &key.fs, key.inode, WRITE) {
                     return Err(NodeError::BadCapability);
                 }
                 check_range(len, 0)?;
                 let store = self.state.store.clone();
+                let auth = self.state.node_auth();
                 let k = key.clone();
                 let forward = move || NodeRequest::Truncate {
                     cap,
                     chain,
                     key: k,
                     len,
-                    forwarded: true,
+                    forwarded: Some(auth),
                 };
                 self.mutate(chain, &key.clone(), forwarded, forward, move || {
                     store.truncate(&key, len)
@@ -301,7 +316,7 @@ impl Node {
                 offset,
                 len,
             } => {
-                if !self.state.key.allows(&cap, &key.fs, key.inode, READ, t) {
+                if !self.state.allows(&cap, &key.fs, key.inode, READ) {
                     return Err(NodeError::BadCapability);
                 }
                 check_range(offset, len)?;
@@ -314,9 +329,15 @@ impl Node {
                 // After the checks, and by the validated length.
                 self.io_throttle.take(len).await;
                 let store = self.state.store.clone();
-                Ok(NodeResponse::Data(
-                    blocking(move || store.read(&key, offset, len)).await?,
-                ))
+                let k = key.clone();
+                match blocking(move || store.read(&k, offset, len)).await {
+                    Ok(data) => Ok(NodeResponse::Data(data)),
+                    Err(NodeError::Checksum) => {
+                        self.heal(key);
+                        Err(NodeError::Checksum)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             NodeRequest::Repair {
                 cap,
@@ -325,7 +346,10 @@ impl Node {
                 offset,
                 data,
             } => {
-                if !self.state.key.allows(&cap, &key.fs, key.inode, READ, t) {
+                // The data comes from the client: only one that may write
+                // the file may put it into a copy (a reader's failed read
+                // is healed by the node itself, see `heal`).
+                if !self.state.allows(&cap, &key.fs, key.inode, WRITE) {
                     return Err(NodeError::BadCapability);
                 }
                 check_range(offset, data.len() as u64)?;
@@ -339,8 +363,8 @@ impl Node {
             }
             NodeRequest::Fsync { cap, fs, inode } => {
                 // Any open file may be synced, whether opened to read or write.
-                if !self.state.key.allows(&cap, &fs, inode, READ, t)
-                    && !self.state.key.allows(&cap, &fs, inode, WRITE, t)
+                if !self.state.allows(&cap, &fs, inode, READ)
+                    && !self.state.allows(&cap, &fs, inode, WRITE)
                 {
                     return Err(NodeError::BadCapability);
                 }
@@ -349,16 +373,16 @@ impl Node {
                 Ok(NodeResponse::Done)
             }
             NodeRequest::DropInode { cap, fs, inode } => {
-                if !self.state.key.allows(&cap, &fs, inode, ADMIN, t) {
+                if !self.state.allows(&cap, &fs, inode, ADMIN) {
                     return Err(NodeError::BadCapability);
                 }
                 let store = self.state.store.clone();
                 blocking(move || store.drop_inode(&fs, inode)).await?;
                 Ok(NodeResponse::Done)
             }
-            NodeRequest::Stats { cap } => {
+            NodeRequest::Stats { auth } => {
                 // It names every tenant's file systems: the cluster's only.
-                self.check_cluster_cap(&cap, "", t)?;
+                self.check_node(&auth)?;
                 let v = self.state.chains.read().await.version;
                 Ok(NodeResponse::Stats(self.stats(v)))
             }
@@ -369,7 +393,7 @@ impl Node {
                 inode,
                 from,
             } => {
-                if !self.state.key.allows(&cap, &fs, inode, WRITE, t) {
+                if !self.state.allows(&cap, &fs, inode, WRITE) {
                     return Err(NodeError::BadCapability);
                 }
                 self.state.route(chain, Role::Serving).await?;
@@ -381,14 +405,14 @@ impl Node {
                     .await?,
                 ))
             }
-            NodeRequest::SyncBegin { cap, chain } => {
-                self.check_cluster_cap(&cap, "", t)?;
+            NodeRequest::SyncBegin { auth, chain } => {
+                self.check_node(&auth)?;
                 self.state.route(chain, Role::Replica).await?;
                 self.resync.begin(&self.state, chain.id).await?;
                 Ok(NodeResponse::Done)
             }
-            NodeRequest::SyncDigest { cap, chain, key } => {
-                self.check_cluster_cap(&cap, &key.fs, t)?;
+            NodeRequest::SyncDigest { auth, chain, key } => {
+                self.check_node(&auth)?;
                 self.state.route(chain, Role::Replica).await?;
                 // The head holds this chunk: keep it whether or not it is
                 // sent (an identical copy is not).
@@ -399,14 +423,14 @@ impl Node {
                 ))
             }
             NodeRequest::SyncPut {
-                cap,
+                auth,
                 chain,
                 key,
                 first,
                 raw,
                 last,
             } => {
-                self.check_cluster_cap(&cap, &key.fs, t)?;
+                self.check_node(&auth)?;
                 if key.chain != chain.id {
                     return Err(NodeError::Invalid(
                         "chunk routed through another chain".into(),
@@ -423,12 +447,12 @@ impl Node {
                 Ok(NodeResponse::Done)
             }
             NodeRequest::ReadBlock {
-                cap,
+                auth,
                 chain,
                 key,
                 block,
             } => {
-                self.check_cluster_cap(&cap, &key.fs, t)?;
+                self.check_node(&auth)?;
                 if key.chain != chain.id {
                     return Err(NodeError::Invalid(
                         "chunk routed through another chain".into(),
@@ -440,8 +464,8 @@ impl Node {
                     blocking(move || store.read_block(&key, block)).await?,
                 ))
             }
-            NodeRequest::SyncEnd { cap, chain } => {
-                self.check_cluster_cap(&cap, "", t)?;
+            NodeRequest::SyncEnd { auth, chain } => {
+                self.check_node(&auth)?;
                 self.state.route(chain, Role::Replica).await?;
                 self.resync.end(&self.state, chain.id).await?;
                 Ok(NodeResponse::Done)
@@ -451,11 +475,42 @@ impl Node {
 }
 
 impl Node {
-    fn check_cluster_cap(&self, cap: &Capability, fs: &str, t: i64) -> Result<(), NodeError> {
-        if self.state.key.allows(cap, fs, ANY_INODE, ADMIN, t) {
+    /// Cluster-internal requests need a node's proof; no client
+    /// capability, however wide, stands in for one.
+    fn check_node(&self, auth: &NodeAuth) -> Result<(), NodeError> {
+        if self.state.proves_node(auth) {
             Ok(())
         } else {
             Err(NodeError::BadCapability)
         }
+    }
+
+    /// Rewrites the bad blocks of this node's copy of `key` from another
+    /// member, in the background, after a read found one: the client that
+    /// read it may hold only read rights, so it cannot (see `Repair`). One
+    /// repair per chunk at a time, however many reads fail on it.
+    fn heal(&self, key: cpfs_proto::node::ChunkKey) {
+        {
+            let mut healing = self.state.healing.lock().unwrap_or_else(|p| p.into_inner());
+            if !healing.insert(key.clone()) {
+                return;
+            }
+        }
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let store = state.store.clone();
+            let k = key.clone();
+            let bad = blocking(move || store.bad_blocks(&k))
+                .await
+                .unwrap_or_default();
+            for b in bad {
+                crate::scrub::repair_block(&state, &key, b).await;
+            }
+            state
+                .healing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
     }
 }

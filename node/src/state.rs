@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpfs_proto::capability::{Capability, CapabilityKey, ADMIN, ANY_INODE, READ};
+use cpfs_proto::capability::{Capability, CapabilityKey, NodeAuth, NODE_AUTH_SECS};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::node::{ChainRef, ChunkKey, NodeError, NodePeers};
 use tokio::sync::RwLock;
@@ -41,6 +41,12 @@ pub struct NodeState {
     inflight: std::sync::Mutex<HashMap<u64, usize>>,
     pub(crate) repair_throttle: Throttle,
     pub(crate) scrub_throttle: Throttle,
+    /// Per file system, the time (unix ms) before which its capabilities
+    /// were revoked, as the control plane's heartbeat replies say.
+    revoked: std::sync::RwLock<HashMap<String, i64>>,
+    /// Chunks a failed read made this node heal from another member, so
+    /// many reads of one bad chunk start one repair.
+    pub(crate) healing: std::sync::Mutex<std::collections::HashSet<ChunkKey>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +103,8 @@ impl NodeState {
             lease: std::sync::Mutex::new(Lease::None),
             wake: tokio::sync::Notify::new(),
             inflight: std::sync::Mutex::new(HashMap::new()),
+            revoked: Default::default(),
+            healing: Default::default(),
             repair_throttle: Throttle::new(rates.repair),
             scrub_throttle: Throttle::new(rates.scrub),
         }
@@ -120,9 +128,35 @@ impl NodeState {
         }
     }
 
-    /// Capability nodes present to each other for cluster-internal calls.
-    pub(crate) fn cluster_cap(&self, fs: &str) -> Capability {
-        self.key.issue(fs, ANY_INODE, ADMIN | READ, now() + 300)
+    /// The proof nodes present to each other for cluster-internal calls.
+    pub(crate) fn node_auth(&self) -> NodeAuth {
+        self.key.node_key().issue(now() + NODE_AUTH_SECS)
+    }
+
+    /// Whether `auth` proves a request comes from the cluster.
+    pub(crate) fn proves_node(&self, auth: &NodeAuth) -> bool {
+        self.key.node_key().allows(auth, now())
+    }
+
+    /// Whether a client's `cap` covers `(fs, inode, need)` now: genuine,
+    /// unexpired, and issued after the file system's last revocation.
+    pub(crate) fn allows(&self, cap: &Capability, fs: &str, inode: u64, need: u8) -> bool {
+        self.key.allows(cap, fs, inode, need, now())
+            && self
+                .revoked
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(fs)
+                .is_none_or(|before| cap.issued_ms >= *before)
+    }
+
+    /// Takes the revocations of a heartbeat reply (each only moves later).
+    pub(crate) fn revoke(&self, revoked: &[cpfs_proto::heartbeat::Revocation]) {
+        let mut map = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        for r in revoked {
+            let at = map.entry(r.fs.clone()).or_insert(r.before_ms);
+            *at = (*at).max(r.before_ms);
+        }
     }
 
     /// The oldest table version with mutations still in flight.

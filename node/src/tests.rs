@@ -43,6 +43,7 @@ async fn control_plane(status: u16) -> (String, Arc<Mutex<Heard>>) {
                     chain_table: Default::default(),
                     dropped: vec![],
                     lease_ms: 0,
+                    revoked: vec![],
                 })
                 .unwrap();
                 let head = format!(
@@ -125,12 +126,7 @@ async fn a_node_stops_cleanly_when_shutdown_is_requested() {
     let address = heard.lock().unwrap().last.as_ref().unwrap().address.clone();
     let stats = cpfs_proto::node::NodeClient::new(address.clone())
         .call(cpfs_proto::node::NodeRequest::Stats {
-            cap: cpfs_proto::capability::CapabilityKey::from_cluster_token("token").issue(
-                "",
-                cpfs_proto::capability::ANY_INODE,
-                cpfs_proto::capability::ADMIN,
-                i64::MAX,
-            ),
+            auth: cpfs_proto::capability::NodeKey::from_cluster_token("token").issue(i64::MAX),
         })
         .await
         .unwrap();

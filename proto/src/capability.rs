@@ -1,9 +1,18 @@
-//! Capabilities: `(file system, inode, rights, identity, expiry)` signed
-//! with a key shared by the metadata service and the nodes. A node serves a
-//! request only when its capability covers it, so a client can touch
-//! exactly what the metadata service allowed. The identity is the one the
-//! metadata service decided the caller acts as (after access rules,
+//! Capabilities: `(file system, inode, rights, identity, issue time,
+//! expiry)` signed with a key shared by the metadata service and the nodes.
+//! A node serves a request only when its capability covers it, so a client
+//! can touch exactly what the metadata service allowed. The identity is the
+//! one the metadata service decided the caller acts as (after access rules,
 //! squashing and LDAP), so nodes can attribute what they serve.
+//!
+//! Capabilities are short-lived (minutes) and renewed by the client while
+//! it holds the file open; the issue time lets a node refuse every
+//! capability of a file system issued before a revocation it learned from
+//! the control plane (a mount target deleted, a rule changed).
+//!
+//! Node-to-node traffic (forwarded writes, resync, block repair, stats) is
+//! authenticated with a [`NodeAuth`] under a second key derived from the
+//! cluster token: no client capability, whatever its rights, passes for one.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -25,6 +34,9 @@ pub struct Capability {
     pub rights: u8,
     /// The uid the metadata service granted the rights to.
     pub uid: u32,
+    /// Unix milliseconds at which the metadata service decided the grant
+    /// behind it: a revocation at a later time refuses it.
+    pub issued_ms: i64,
     /// Unix seconds.
     pub expires: i64,
     pub mac: [u8; 16],
@@ -33,6 +45,22 @@ pub struct Capability {
 #[derive(Clone)]
 pub struct CapabilityKey {
     key: [u8; 32],
+    node: NodeKey,
+}
+
+/// Derives a 32-byte key from the cluster token for one purpose.
+fn derive(token: &str, label: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token.as_bytes()).unwrap_or_else(|_| {
+        <Hmac<Sha256> as Mac>::new_from_slice(b"cpfs").expect("HMAC takes any key length")
+    });
+    mac.update(label);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&mac.finalize().into_bytes());
+    key
+}
+
+fn hmac(key: &[u8; 32]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length")
 }
 
 impl std::fmt::Debug for CapabilityKey {
@@ -45,25 +73,27 @@ impl CapabilityKey {
     /// Derives the key from the cluster token, so that every process that
     /// holds the token agrees on it without another secret to distribute.
     pub fn from_cluster_token(token: &str) -> CapabilityKey {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(token.as_bytes()).unwrap_or_else(|_| {
-                <Hmac<Sha256> as Mac>::new_from_slice(b"cpfs").expect("HMAC takes any key length")
-            });
-        mac.update(b"cpfs capability key v1");
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&mac.finalize().into_bytes());
-        CapabilityKey { key }
+        CapabilityKey {
+            // v2: the issue time joined the signed fields.
+            key: derive(token, b"cpfs capability key v2"),
+            node: NodeKey::from_cluster_token(token),
+        }
     }
 
-    fn mac(&self, fs: &str, inode: u64, rights: u8, uid: u32, expires: i64) -> [u8; 16] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(&(fs.len() as u32).to_le_bytes());
-        mac.update(fs.as_bytes());
-        mac.update(&inode.to_le_bytes());
-        mac.update(&[rights]);
-        mac.update(&uid.to_le_bytes());
-        mac.update(&expires.to_le_bytes());
+    /// The key nodes authenticate each other with, from the same token.
+    pub fn node_key(&self) -> &NodeKey {
+        &self.node
+    }
+
+    fn mac(&self, c: &Capability) -> [u8; 16] {
+        let mut mac = hmac(&self.key);
+        mac.update(&(c.fs.len() as u32).to_le_bytes());
+        mac.update(c.fs.as_bytes());
+        mac.update(&c.inode.to_le_bytes());
+        mac.update(&[c.rights]);
+        mac.update(&c.uid.to_le_bytes());
+        mac.update(&c.issued_ms.to_le_bytes());
+        mac.update(&c.expires.to_le_bytes());
         let mut out = [0u8; 16];
         out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
         out
@@ -74,7 +104,7 @@ impl CapabilityKey {
         self.issue_for(0, fs, inode, rights, expires)
     }
 
-    /// A capability for `uid`, as the metadata service decided it.
+    /// A capability for `uid`, as the metadata service decided it, issued now.
     pub fn issue_for(
         &self,
         uid: u32,
@@ -83,27 +113,110 @@ impl CapabilityKey {
         rights: u8,
         expires: i64,
     ) -> Capability {
-        Capability {
+        self.issue_at(uid, fs, inode, rights, now_ms(), expires)
+    }
+
+    /// A capability for `uid` whose grant was decided at `issued_ms`.
+    pub fn issue_at(
+        &self,
+        uid: u32,
+        fs: &str,
+        inode: u64,
+        rights: u8,
+        issued_ms: i64,
+        expires: i64,
+    ) -> Capability {
+        let mut c = Capability {
             fs: fs.to_string(),
             inode,
             rights,
             uid,
+            issued_ms,
             expires,
-            mac: self.mac(fs, inode, rights, uid, expires),
-        }
+            mac: [0; 16],
+        };
+        c.mac = self.mac(&c);
+        c
+    }
+
+    /// Whether this key signed `cap` as it is, expired or not (the
+    /// metadata service renews expired capabilities after deciding anew).
+    pub fn genuine(&self, cap: &Capability) -> bool {
+        self.mac(cap).ct_eq(&cap.mac).into()
     }
 
     /// Whether `cap` is genuine, unexpired at `now`, and covers `(fs, inode, need)`.
     pub fn allows(&self, cap: &Capability, fs: &str, inode: u64, need: u8, now: i64) -> bool {
-        let genuine: bool = self
-            .mac(&cap.fs, cap.inode, cap.rights, cap.uid, cap.expires)
-            .ct_eq(&cap.mac)
-            .into();
-        genuine
+        self.genuine(cap)
             && cap.expires >= now
             && cap.fs == fs
             && (cap.inode == ANY_INODE || cap.inode == inode)
             && (cap.rights & need == need || cap.rights & ADMIN != 0)
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Proof that a request comes from the cluster (another node, or a tool
+/// holding the cluster token), not from a client: a MAC under the node key
+/// over an expiry. Only nodes send it, only to nodes, so no client learns
+/// one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAuth {
+    /// Unix seconds.
+    pub expires: i64,
+    pub mac: [u8; 16],
+}
+
+/// How long a [`NodeAuth`] a node makes is good for.
+pub const NODE_AUTH_SECS: i64 = 60;
+
+#[derive(Clone)]
+pub struct NodeKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeKey(..)")
+    }
+}
+
+impl NodeKey {
+    /// A key of its own (another label than the capability key's), so
+    /// nothing signed for a client can ever verify as a node's.
+    pub fn from_cluster_token(token: &str) -> NodeKey {
+        NodeKey {
+            key: derive(token, b"cpfs node key v1"),
+        }
+    }
+
+    fn mac(&self, expires: i64) -> [u8; 16] {
+        let mut mac = hmac(&self.key);
+        mac.update(b"node");
+        mac.update(&expires.to_le_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        out
+    }
+
+    /// A proof good until `expires` (unix seconds).
+    pub fn issue(&self, expires: i64) -> NodeAuth {
+        NodeAuth {
+            expires,
+            mac: self.mac(expires),
+        }
+    }
+
+    /// Whether `auth` is genuine and unexpired at `now` (unix seconds).
+    pub fn allows(&self, auth: &NodeAuth, now: i64) -> bool {
+        let genuine: bool = self.mac(auth.expires).ct_eq(&auth.mac).into();
+        genuine && auth.expires >= now
     }
 }
 
@@ -140,5 +253,29 @@ mod tests {
         assert!(!other.allows(&cap, "cpfs-a", 7, READ, 50), "other cluster");
         let admin = k.issue("cpfs-a", ANY_INODE, ADMIN, 100);
         assert!(k.allows(&admin, "cpfs-a", 99, WRITE, 50));
+        let mut backdated = k.issue_at(0, "cpfs-a", 7, READ, 5_000, 100);
+        assert!(k.genuine(&backdated));
+        backdated.issued_ms = 9_000;
+        assert!(!k.genuine(&backdated), "tampered issue time");
+    }
+
+    #[test]
+    fn node_proofs_are_apart_from_capabilities() {
+        let k = CapabilityKey::from_cluster_token("t");
+        let node = k.node_key();
+        let auth = node.issue(100);
+        assert!(node.allows(&auth, 50));
+        assert!(!node.allows(&auth, 101), "expired");
+        assert!(
+            !NodeKey::from_cluster_token("u").allows(&auth, 50),
+            "other cluster"
+        );
+        // The widest client capability's MAC is no node proof.
+        let admin = k.issue("", ANY_INODE, ADMIN | READ | WRITE, 100);
+        let posing = NodeAuth {
+            expires: admin.expires,
+            mac: admin.mac,
+        };
+        assert!(!node.allows(&posing, 50));
     }
 }

@@ -33,6 +33,18 @@ pub struct HeartbeatReply {
     /// cut off from it stops serving before another takes its place.
     #[serde(default)]
     pub lease_ms: u64,
+    /// Per file system, the time (unix ms) before which every capability
+    /// was issued under a grant that no longer holds (a mount target or
+    /// rule changed, the file system stopped): a node refuses them, and
+    /// clients renew theirs under the new grant.
+    #[serde(default)]
+    pub revoked: Vec<Revocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub fs: String,
+    pub before_ms: i64,
 }
 
 /// Where a node asks which chains the files of its old (format 1) chunk

@@ -177,6 +177,13 @@ pub enum MetaOp {
         ino: u64,
         writable: bool,
     },
+    /// A fresh capability for one this service issued (expired or not)
+    /// for a file the client holds open: the grant and the caller's
+    /// identity are decided anew; the rights are at most the old ones and
+    /// what the grant allows now. Answered [`MetaReply::Renewed`].
+    Renew {
+        cap: Capability,
+    },
     /// Checks `mask` (R=4, W=2, X=1) for the caller.
     Access {
         ino: u64,
@@ -309,6 +316,7 @@ pub enum MetaReply {
     Entry(Attr),
     Link(Vec<u8>),
     Open(OpenFile),
+    Renewed(Capability),
     Dir {
         entries: Vec<DirEntry>,
         more: bool,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::Capability;
+use crate::capability::{Capability, NodeAuth};
 
 /// Records (4 KiB blocks with their checksums) in one resync piece: 1 MiB
 /// of data, so a piece is a small fraction of the frame limit.
@@ -46,7 +46,9 @@ pub struct ChainRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeRequest {
     /// Writes `data` at `offset` in the chunk. Sent to the chain head, which
-    /// applies it and forwards it (`forwarded = true`) to the other members.
+    /// applies it and forwards it to the other members with its node proof
+    /// in `forwarded`; a member applies a forwarded change on that proof
+    /// alone, so a client (which has none) can only send `None`, to a head.
     Write {
         cap: Capability,
         chain: ChainRef,
@@ -54,7 +56,7 @@ pub enum NodeRequest {
         offset: u64,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
-        forwarded: bool,
+        forwarded: Option<NodeAuth>,
     },
     /// Reads `len` bytes at `offset`; holes read as zeros.
     Read {
@@ -70,10 +72,12 @@ pub enum NodeRequest {
         chain: ChainRef,
         key: ChunkKey,
         len: u64,
-        forwarded: bool,
+        forwarded: Option<NodeAuth>,
     },
     /// Replaces whole blocks of one copy with good data (after a checksum
-    /// failure on this node); not forwarded.
+    /// failure on this node); not forwarded. Capability: WRITE (the data
+    /// comes from the client; a reader's failed read is healed by the node
+    /// itself, from another member).
     Repair {
         cap: Capability,
         chain: ChainRef,
@@ -95,9 +99,8 @@ pub enum NodeRequest {
         inode: u64,
     },
     /// Usage counters of this node. They name every file system the node
-    /// holds, so only the cluster may ask: capability of fs "" (the
-    /// cluster), ADMIN, as resync uses.
-    Stats { cap: Capability },
+    /// holds, so only the cluster may ask (a node proof).
+    Stats { auth: NodeAuth },
     /// Indexes of the chunks of an inode this node holds on `chain`, from
     /// `from` up, in ascending order and at most [`MAX_LISTED_CHUNKS`] of
     /// them (ask again from the last one + 1 for more). A truncate asks
@@ -112,11 +115,11 @@ pub enum NodeRequest {
     },
     /// Resync (head → syncing member): a copy session of one chain begins;
     /// the member notes which of its chunks of the chain the head has not
-    /// vouched for yet. Capability: fs "" (the cluster), ADMIN.
-    SyncBegin { cap: Capability, chain: ChainRef },
+    /// vouched for yet. Like every resync request, needs a node proof.
+    SyncBegin { auth: NodeAuth, chain: ChainRef },
     /// The member's digest of one chunk (absent: None).
     SyncDigest {
-        cap: Capability,
+        auth: NodeAuth,
         chain: ChainRef,
         key: ChunkKey,
     },
@@ -128,7 +131,7 @@ pub enum NodeRequest {
     /// whole 64 MiB chunk and its checksums exceed. `raw: None`: the head
     /// has no such chunk (the member removes its copy).
     SyncPut {
-        cap: Capability,
+        auth: NodeAuth,
         chain: ChainRef,
         key: ChunkKey,
         first: u64,
@@ -138,9 +141,9 @@ pub enum NodeRequest {
     },
     /// One verified block of this node's copy, for repairing another copy
     /// (None: the node has no such chunk, or the block lies past its end;
-    /// unlike `Read`, absence is not reported as zeros).
+    /// unlike `Read`, absence is not reported as zeros). Node proof.
     ReadBlock {
-        cap: Capability,
+        auth: NodeAuth,
         chain: ChainRef,
         key: ChunkKey,
         block: u64,
@@ -148,7 +151,7 @@ pub enum NodeRequest {
     /// The session is complete: the member removes chunks of the chain the
     /// head neither sent nor wrote since `SyncBegin` (deleted while it was
     /// away).
-    SyncEnd { cap: Capability, chain: ChainRef },
+    SyncEnd { auth: NodeAuth, chain: ChainRef },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

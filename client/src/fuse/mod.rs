@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use cpfs_proto::capability::WRITE;
 use cpfs_proto::meta::{errno, MetaOp, MetaReply, SetAttr};
 
+use crate::caps::HeldCap;
 use crate::data::DataClient;
 use crate::meta::MetaClient;
 
@@ -391,7 +392,7 @@ impl Filesystem for CpfsFs {
                     }
                     let h = FileHandle {
                         ino,
-                        cap: o.cap,
+                        cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
                         layout: o.layout,
                         inode: st,
                         dirty: AtomicBool::new(false),
@@ -454,7 +455,7 @@ impl Filesystem for CpfsFs {
             let st = pin(&inodes, a.ino, a.size);
             let h = FileHandle {
                 ino: a.ino,
-                cap: o.cap,
+                cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
                 layout: o.layout,
                 inode: st,
                 dirty: AtomicBool::new(false),
@@ -490,7 +491,7 @@ impl Filesystem for CpfsFs {
                 return reply.data(&[]);
             }
             let len = (size as u64).min(file_size - offset);
-            match data.read(&h.cap, &h.layout, h.ino, offset, len).await {
+            match h.read(&data, offset, len).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => {
                     tracing::warn!(ino = h.ino, offset, error = %e, "read failed");
@@ -526,7 +527,7 @@ impl Filesystem for CpfsFs {
             if let Err(e) = note_write(&meta, &who, &h, end, &notifier).await {
                 return reply.error(e);
             }
-            match data.write(&h.cap, &h.layout, h.ino, offset, &buf).await {
+            match h.write(&data, offset, &buf).await {
                 Ok(()) => reply.written(buf.len() as u32),
                 Err(e) => {
                     tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
@@ -586,7 +587,7 @@ impl Filesystem for CpfsFs {
                         &who,
                         MetaOp::Release {
                             ino: h.ino,
-                            writable: h.cap.rights & WRITE != 0,
+                            writable: h.cap.get().rights & WRITE != 0,
                         },
                     )
                     .await;
@@ -608,7 +609,7 @@ impl Filesystem for CpfsFs {
                     &who,
                     MetaOp::Release {
                         ino: h.ino,
-                        writable: h.cap.rights & WRITE != 0,
+                        writable: h.cap.get().rights & WRITE != 0,
                     },
                 )
                 .await;
@@ -623,7 +624,7 @@ impl Filesystem for CpfsFs {
         let data = self.data.clone();
         let who = caller(req);
         self.rt.spawn(async move {
-            if let Err(e) = data.fsync(&h.cap, &h.layout, h.ino).await {
+            if let Err(e) = h.fsync(&data).await {
                 tracing::warn!(ino = h.ino, error = %e, "fsync failed");
                 return reply.error(e.errno());
             }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
-use cpfs_proto::capability::Capability;
 use cpfs_proto::layout::Layout;
+
+use crate::data::{DataClient, DataError};
 
 /// What this mount knows of a file it holds open, shared by all the file's
 /// handles. Knowledge per handle goes stale: the kernel sends the truncate
@@ -59,7 +60,8 @@ pub(crate) fn unpin(inodes: &OpenInodes, ino: u64) {
 /// One kernel file handle of a regular file.
 pub(crate) struct FileHandle {
     pub(crate) ino: u64,
-    pub(crate) cap: Capability,
+    /// Renewed while the handle is open (see [`crate::caps`]).
+    pub(crate) cap: crate::caps::HeldCap,
     pub(crate) layout: Layout,
     pub(crate) inode: Arc<OpenInode>,
     pub(crate) dirty: AtomicBool,
@@ -67,4 +69,35 @@ pub(crate) struct FileHandle {
     /// anyone but root clears them at once (as a local file system does),
     /// not at close.
     pub(crate) privileged: AtomicBool,
+}
+
+/// File I/O through a handle, with its capability renewed as needed.
+impl FileHandle {
+    pub(crate) async fn read(
+        &self,
+        data: &DataClient,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, DataError> {
+        self.cap
+            .with(|cap| async move { data.read(&cap, &self.layout, self.ino, offset, len).await })
+            .await
+    }
+
+    pub(crate) async fn write(
+        &self,
+        data: &DataClient,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<(), DataError> {
+        self.cap
+            .with(|cap| async move { data.write(&cap, &self.layout, self.ino, offset, buf).await })
+            .await
+    }
+
+    pub(crate) async fn fsync(&self, data: &DataClient) -> Result<(), DataError> {
+        self.cap
+            .with(|cap| async move { data.fsync(&cap, &self.layout, self.ino).await })
+            .await
+    }
 }

@@ -118,7 +118,7 @@ pub(crate) async fn set_attr(
         return Ok(a);
     };
     let (cap, layout, release) = match handle {
-        Some(h) => (h.cap.clone(), h.layout.clone(), false),
+        Some(h) => (h.cap.fresh().await, h.layout.clone(), false),
         None => match meta
             .call(
                 who,

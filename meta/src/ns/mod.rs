@@ -23,7 +23,7 @@ use cpfs_proto::meta::{
 };
 
 use crate::inode::Inode;
-use crate::{fail, MetaService, Res, Session, CAPABILITY_SECS};
+use crate::{fail, MetaService, Res, Session};
 
 /// Not an errno a client ever sees: another attempt of the same request
 /// was applied first, so this one is answered from that attempt's record.
@@ -251,13 +251,7 @@ impl MetaService {
     fn opened_file(&self, s: &Session, who: &Caller, i: Inode, rights: u8) -> OpenFile {
         self.opened(s, i.attr.ino, rights & WRITE != 0);
         OpenFile {
-            cap: self.key.issue_for(
-                who.uid,
-                &s.fs,
-                i.attr.ino,
-                rights,
-                t_secs() + CAPABILITY_SECS,
-            ),
+            cap: self.capability(s, who.uid, i.attr.ino, rights),
             attr: i.attr,
             layout: Layout {
                 chunk_size: i.chunk_size,
