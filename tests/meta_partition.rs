@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::meta_servers::{database_url, meta_list, owner, postgres, MetaServer, Writer};
@@ -33,11 +33,11 @@ enum Answer {
 /// Asks the metadata server at `address` for the root of `domain`'s file
 /// system every 20 ms (mounting first), until `stop`; every answer with
 /// when it came. Pinned to that one server: it never follows a move.
-fn probe(
-    address: String,
-    domain: String,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(Instant, Answer)>> {
+type Answers = Arc<Mutex<Vec<(Instant, Answer)>>>;
+
+fn probe(address: String, domain: String, stop: Arc<AtomicBool>) -> Answers {
+    let answers = Answers::default();
+    let seen = answers.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -51,7 +51,6 @@ fn probe(
                 groups: vec![],
             };
             let mut session = 0;
-            let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let op = if session == 0 {
                     MetaOp::Mount {
@@ -66,7 +65,8 @@ fn probe(
                     op,
                     id: None,
                 };
-                let call = tokio::time::timeout(Duration::from_secs(2), conn.call(req)).await;
+                // Longer than an access decision may wait for the store.
+                let call = tokio::time::timeout(Duration::from_secs(5), conn.call(req)).await;
                 let answer = match call {
                     Ok(Ok(MetaReply::Mounted(m))) => {
                         session = m.session;
@@ -80,12 +80,12 @@ fn probe(
                     Ok(Ok(_)) => Answer::Other,
                     Ok(Err(_)) | Err(_) => Answer::Unreachable,
                 };
-                seen.push((Instant::now(), answer));
+                seen.lock().unwrap().push((Instant::now(), answer));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            seen
         })
-    })
+    });
+    answers
 }
 
 /// `url` with its host and port replaced by `to`.
@@ -191,11 +191,18 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
     });
     let moved = cut.elapsed();
     writer.wait_ops(30);
-    // Until the successor has answered for a while.
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the cut-off server refuses: its lease has ended, but a call
+    // that came before may still wait for the store (at most the access
+    // decision's 2 s, then the lease's end).
+    wait_for("the cut-off server to answer 'moved'", || {
+        old.lock()
+            .unwrap()
+            .iter()
+            .any(|(t, a)| *t > cut && *a == Answer::Moved)
+    });
     stop.store(true, Ordering::Relaxed);
-    let old = old.join().unwrap();
-    let new = new.join().unwrap();
+    let old = old.lock().unwrap().clone();
+    let new = new.lock().unwrap().clone();
     writer.stop();
 
     let timeline = |seen: &[(Instant, Answer)]| {
