@@ -380,7 +380,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         key: chunk.clone(),
         offset: 4096,
         data: vec![0xab; 64],
-        forwarded: false,
+        forwarded: None,
     };
     let read = NodeRequest::Read {
         cap,
