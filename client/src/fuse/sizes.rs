@@ -5,9 +5,13 @@ use std::sync::OnceLock;
 
 use fuser::Notifier;
 
+use std::sync::Arc;
+
+use cpfs_proto::capability::Capability;
 use cpfs_proto::meta::{errno, Attr, Caller, MetaOp, MetaReply, SetAttr};
 
 use super::open_files::{FileHandle, OpenInode};
+use crate::caps::HeldCap;
 use crate::data::DataClient;
 use crate::meta::MetaClient;
 
@@ -87,7 +91,7 @@ async fn written(meta: &MetaClient, who: &Caller, ino: u64, size: u64) -> Result
 /// shrinks, the cut of the data on the nodes (a later extension must read
 /// zeros, not the old bytes).
 pub(crate) async fn set_attr(
-    meta: &MetaClient,
+    meta: &Arc<MetaClient>,
     data: &DataClient,
     who: &Caller,
     ino: u64,
@@ -117,8 +121,11 @@ pub(crate) async fn set_attr(
     let Some(new) = size.filter(|new| *new < old) else {
         return Ok(a);
     };
-    let (cap, layout, release) = match handle {
-        Some(h) => (h.cap.fresh().await, h.layout.clone(), false),
+    // Through the held capability, so that one a node refuses (revoked,
+    // or issued before a restart) is renewed once and the cut tried again,
+    // as reads and writes do.
+    let (held, layout, release) = match handle {
+        Some(h) => (None, h.layout.clone(), false),
         None => match meta
             .call(
                 who,
@@ -130,11 +137,23 @@ pub(crate) async fn set_attr(
             )
             .await?
         {
-            MetaReply::Open(o) => (o.cap, o.layout, true),
+            MetaReply::Open(o) => (
+                Some(HeldCap::new(o.cap, meta.clone(), who.clone())),
+                o.layout,
+                true,
+            ),
             _ => return Err(errno::EIO),
         },
     };
-    let r = data.truncate(&cap, &layout, ino, new, old).await;
+    let cut = |cap: Capability| {
+        let layout = &layout;
+        async move { data.truncate(&cap, layout, ino, new, old).await }
+    };
+    let r = match (&held, handle) {
+        (Some(held), _) => held.with(cut).await,
+        (None, Some(h)) => h.cap.with(cut).await,
+        (None, None) => return Err(errno::EIO),
+    };
     if release {
         let release = MetaOp::Release {
             ino,
