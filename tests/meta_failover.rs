@@ -10,10 +10,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::meta_servers::{meta_list, owner, postgres, MetaServer, Writer};
+use common::meta_servers::{
+    embedded_id, meta_list, owner, postgres, wait_for_spread, MetaServer, Writer,
+};
 use common::mount::{file_system_with_mount_target, wait_for, Mount};
 use common::Server;
 
@@ -32,23 +33,8 @@ fn a_dead_metadata_servers_file_systems_move_and_its_clients_carry_on() {
     let mut other = MetaServer::start(&server, "meta-b");
 
     // Two live servers, one file system each: the newcomer got a share.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let list = loop {
-        let list = meta_list(&server);
-        let (o1, o2) = (owner(&list, &fs1), owner(&list, &fs2));
-        if list.len() == 2 && o1.is_some() && o2.is_some() && o1 != o2 {
-            break list;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "file systems never spread: {list:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let embedded = std::fs::read_to_string(server.dir.join("data").join("meta-server-id"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let list = wait_for_spread(&server, [&fs1, &fs2], "meta-b.log");
+    let embedded = embedded_id(&server);
     let (fs, domain) = if owner(&list, &fs1).as_deref() == Some(embedded.as_str()) {
         (fs2, dom2)
     } else {
@@ -84,20 +70,10 @@ fn a_dead_metadata_servers_file_systems_move_and_its_clients_carry_on() {
     );
 
     // Every acknowledged operation is there, seen from a fresh mount.
-    let expected = writer.names.lock().unwrap().clone();
     let fresh = Mount::new(&server, &domain, "fresh");
-    let got: BTreeSet<String> = std::fs::read_dir(fresh.dir.join("w"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(got, expected, "the tree differs after the failover");
-    for name in &got {
-        let body = std::fs::read(fresh.dir.join("w").join(name)).unwrap();
-        let want = format!("f{}", &name[1..]);
-        assert_eq!(body, want.as_bytes(), "{name} holds the wrong data");
-    }
+    let names = writer.assert_tree(&fresh.dir.join("w"), "failover");
     eprintln!(
         "moved in {moved:?}; longest stall {longest:?}; {} names",
-        got.len()
+        names
     );
 }

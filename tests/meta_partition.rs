@@ -9,13 +9,14 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::meta_servers::{database_url, meta_list, owner, postgres, MetaServer, Writer};
+use common::meta_servers::{
+    database_url, embedded_id, meta_list, owner, postgres, wait_for_spread, MetaServer, Writer,
+};
 use common::mount::{file_system_with_mount_target, wait_for, Mount};
 use common::netns::{self, Forward, Host};
 use common::Server;
@@ -142,24 +143,8 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
     );
 
     // Each server gets one of the two file systems.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let list = loop {
-        let list = meta_list(&server);
-        let (o1, o2) = (owner(&list, &fs1), owner(&list, &fs2));
-        if list.len() == 2 && o1.is_some() && o2.is_some() && o1 != o2 {
-            break list;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "file systems never spread: {list:#?}\n{}",
-            std::fs::read_to_string(server.dir.join("meta-cut.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let embedded = std::fs::read_to_string(server.dir.join("data").join("meta-server-id"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let list = wait_for_spread(&server, [&fs1, &fs2], "meta-cut.log");
+    let embedded = embedded_id(&server);
     let embedded_address = list
         .iter()
         .find(|s| s["Id"] == embedded.as_str())
@@ -256,13 +241,8 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
         "an operation stalled {longest:?}; slow ones: {:?}",
         writer.slow.lock().unwrap()
     );
-    let expected = writer.names.lock().unwrap().clone();
     let fresh = Mount::new(&server, &domain, "fresh");
-    let got: BTreeSet<String> = std::fs::read_dir(fresh.dir.join("w"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(got, expected, "the tree differs after the partition");
+    writer.assert_tree(&fresh.dir.join("w"), "partition");
     eprintln!(
         "cut-off server's last answer {:?} after the cut, successor's first {:?}; moved in {moved:?}; longest stall {longest:?}",
         last_old.saturating_duration_since(cut),

@@ -104,6 +104,34 @@ pub fn owner(list: &[Value], fs: &str) -> Option<String> {
         .map(|s| s["Id"].as_str().unwrap().to_string())
 }
 
+/// Waits until two metadata servers are up and serve one of `fs` each;
+/// the list they were seen in. `log`: a file under the server's directory
+/// to show when they never do.
+pub fn wait_for_spread(server: &Server, fs: [&str; 2], log: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = meta_list(server);
+        let (o1, o2) = (owner(&list, fs[0]), owner(&list, fs[1]));
+        if list.len() == 2 && o1.is_some() && o2.is_some() && o1 != o2 {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "file systems never spread: {list:#?}\n{}",
+            std::fs::read_to_string(server.dir.join(log)).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The id of the metadata server inside `cpfs serve`.
+pub fn embedded_id(server: &Server) -> String {
+    std::fs::read_to_string(server.dir.join("data").join("meta-server-id"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// Creates, renames and unlinks files under `dir` until told to stop;
 /// what it was told succeeded is in `names`, what failed in `errors`.
 pub struct Writer {
@@ -202,6 +230,24 @@ impl Writer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Checks that `dir` (the writer's directory seen from a fresh mount)
+    /// holds exactly the names the writer was told succeeded, each with
+    /// its data; how many.
+    pub fn assert_tree(&self, dir: &std::path::Path, after: &str) -> usize {
+        let expected = self.names.lock().unwrap().clone();
+        let got: BTreeSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(got, expected, "the tree differs after the {after}");
+        for name in &got {
+            let body = std::fs::read(dir.join(name)).unwrap();
+            let want = format!("f{}", &name[1..]);
+            assert_eq!(body, want.as_bytes(), "{name} holds the wrong data");
+        }
+        got.len()
     }
 
     pub fn stop(&mut self) {
