@@ -71,10 +71,11 @@ impl MetaService {
         let session = req.session;
         let fs = s.fs.clone();
         let changes = crate::watch::changes_of(&req.op);
-        let op = (!changes.is_empty() || interesting(&req.op)).then(|| req.op.clone());
+        let seen =
+            (!changes.is_empty() || interesting(&req.op)).then(|| crate::watch::named(&req.op));
         let reply = self.clone().handle_as(s, who, req.op, req.id).await;
-        if let Some(op) = op {
-            self.watchers.note(session, &op, &reply);
+        if let Some(seen) = seen {
+            self.watchers.note(session, seen, &reply);
             if !matches!(reply, MetaReply::Err { .. }) {
                 self.watchers.publish(&fs, session, &changes);
             }

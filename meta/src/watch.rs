@@ -117,9 +117,9 @@ impl Watchers {
         );
     }
 
-    /// Records the inodes `session` named in `op` or was told about in
-    /// `reply`: the kernel of that client may cache them.
-    pub fn note(&self, session: u64, op: &MetaOp, reply: &MetaReply) {
+    /// Records the inodes `session` named in a request (`named`) or was
+    /// told about in `reply`: the kernel of that client may cache them.
+    pub fn note(&self, session: u64, named: Named, reply: &MetaReply) {
         let mut r = self.lock();
         let Some(w) = r.sessions.get_mut(&session) else {
             return;
@@ -130,7 +130,7 @@ impl Watchers {
         let mut add = |ino: u64| {
             w.interest.insert(ino);
         };
-        for ino in named(op) {
+        for ino in named.0.into_iter().chain(named.1) {
             add(ino);
         }
         match reply {
@@ -264,8 +264,13 @@ fn take(w: &mut Watcher) -> MetaReply {
     }
 }
 
-/// The inodes a request names (its parent directories and targets).
-fn named(op: &MetaOp) -> impl Iterator<Item = u64> {
+/// The inodes a request names (its parent directories and targets), taken
+/// before the request is consumed, so that nothing of it is copied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Named(Option<u64>, Option<u64>);
+
+/// What `op` names.
+pub fn named(op: &MetaOp) -> Named {
     let (a, b) = match op {
         MetaOp::Lookup { parent, .. }
         | MetaOp::Mknod { parent, .. }
@@ -292,7 +297,7 @@ fn named(op: &MetaOp) -> impl Iterator<Item = u64> {
         | MetaOp::ListXattr { ino } => (Some(*ino), None),
         _ => (None, None),
     };
-    a.into_iter().chain(b)
+    Named(a, b)
 }
 
 /// What applying `op` (successfully) changed, as other clients' kernels
@@ -382,7 +387,7 @@ mod tests {
         let _ = poll(&w, 2).await;
         let _ = poll(&w, 3).await;
         // Session 1 looked into directory 7, not into 8.
-        w.note(1, &lookup(7), &MetaReply::Done);
+        w.note(1, named(&lookup(7)), &MetaReply::Done);
         w.publish("fs", 2, &changes_of(&create(7, b"a")));
         w.publish("fs", 2, &changes_of(&create(8, b"b")));
         let (changes, lost) = poll(&w, 1).await;
@@ -402,7 +407,7 @@ mod tests {
         );
         // Its own changes, and other file systems', are not sent back.
         w.publish("fs", 1, &changes_of(&create(7, b"c")));
-        w.note(3, &lookup(7), &MetaReply::Done);
+        w.note(3, named(&lookup(7)), &MetaReply::Done);
         w.publish("fs", 2, &changes_of(&create(7, b"d")));
         assert_eq!(poll(&w, 1).await.0.len(), 2);
         assert_eq!(poll(&w, 3).await, (vec![], false));
@@ -413,7 +418,7 @@ mod tests {
         let w = Arc::new(Watchers::default());
         w.add(1, "fs");
         let _ = poll(&w, 1).await;
-        w.note(1, &lookup(7), &MetaReply::Done);
+        w.note(1, named(&lookup(7)), &MetaReply::Done);
         let waiter = {
             let w = w.clone();
             tokio::spawn(async move { w.wait(1, "fs", Duration::from_secs(30)).await })
@@ -457,7 +462,7 @@ mod tests {
         let w = Watchers::default();
         w.add(1, "fs");
         for ino in 0..=MAX_INTEREST as u64 {
-            w.note(1, &lookup(ino + 10), &MetaReply::Done);
+            w.note(1, named(&lookup(ino + 10)), &MetaReply::Done);
         }
         let r = w.lock();
         let x = &r.sessions[&1];
