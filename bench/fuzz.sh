@@ -2,7 +2,7 @@
 # bench/fuzz.sh — run every cargo-fuzz target in fuzz/ for a while each and
 # write a Markdown report to bench/results/<UTC date>-fuzz.md. Not part of
 # the test command (scripts/test-all.sh only replays the seeds and corpus,
-# `cargo test` in fuzz/).
+# `cargo test -p cpfs-fuzz`, part of `cargo test --workspace`).
 #
 #   bench/fuzz.sh                      # every target, 10 minutes each
 #   FUZZ_MINUTES=2 bench/fuzz.sh       # shorter
@@ -17,7 +17,7 @@
 # Needs the nightly toolchain (`rustup toolchain list`: cargo-fuzz builds
 # with -Z sanitizer flags) and cargo-fuzz, which it installs from crates.io
 # when missing (`cargo install cargo-fuzz --locked`). Without nightly it
-# stops and says so; `cargo test` in fuzz/ still replays the seeds on stable.
+# stops and says so; `cargo test -p cpfs-fuzz` still replays the seeds on stable.
 #
 # Environment knobs:
 #   FUZZ_MINUTES   minutes per target (default 10)
@@ -38,7 +38,7 @@
 #
 # Corpus: fuzz/corpus/<target> (kept between runs, git-ignored), started
 # from the seeds fuzz/examples/write_seeds.rs writes. Crashes land in
-# fuzz/artifacts/<target>; `cargo test` in fuzz/ replays both, so a crash
+# fuzz/artifacts/<target>; `cargo test -p cpfs-fuzz` replays both, so a crash
 # stays a failing test of the test command until it is fixed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -60,7 +60,7 @@ say() { printf '[fuzz] %s\n' "$*"; }
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     say "the nightly toolchain is not installed: cargo-fuzz needs it (rustup toolchain install nightly)."
-    say "On stable, 'cargo test --manifest-path fuzz/Cargo.toml --no-default-features' replays the seeds and corpus."
+    say "On stable, 'cargo test -p cpfs-fuzz' replays the seeds and corpus."
     exit 1
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -70,13 +70,13 @@ fi
 
 say "writing the seeds"
 # On stable in the workspace's target directory: the test command built the
-# same crate graph there (fuzz/ replay tests), so this compiles next to nothing.
-cargo run -q --manifest-path fuzz/Cargo.toml --target-dir "$SEED_TARGET_DIR" \
-    --no-default-features --example write_seeds -- "$LOGDIR/seeds"
+# same crate graph there (the fuzz crate's replay tests), so this compiles
+# next to nothing.
+CARGO_TARGET_DIR="$SEED_TARGET_DIR" cargo run -q -p cpfs-fuzz --example write_seeds -- "$LOGDIR/seeds"
 
 say "building the targets (sanitizer: $SANITIZER)"
 for t in $TARGETS; do
-    (cd fuzz && cargo +nightly fuzz build -s "$SANITIZER" "$t")
+    (cd fuzz && cargo +nightly fuzz build --features libfuzzer -s "$SANITIZER" "$t")
 done
 
 declare -A RUNS EXECS COV CRASH RSS
@@ -86,7 +86,7 @@ for t in $TARGETS; do
     before="$(find "fuzz/corpus/$t" -type f | wc -l)"
     say "$t: ${FUZZ_MINUTES} min"
     set +e
-    (cd fuzz && cargo +nightly fuzz run -s "$SANITIZER" "$t" "corpus/$t" "$LOGDIR/seeds/$t" -- \
+    (cd fuzz && cargo +nightly fuzz run --features libfuzzer -s "$SANITIZER" "$t" "corpus/$t" "$LOGDIR/seeds/$t" -- \
         -max_total_time=$((FUZZ_MINUTES * 60)) -rss_limit_mb="$RSS_LIMIT_MB" \
         -malloc_limit_mb="$MALLOC_LIMIT_MB" -jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS" \
         -print_final_stats=1) >"$LOGDIR/$t.log" 2>&1

@@ -3,8 +3,10 @@
 # need (idempotently), then runs formatting and lint checks, the unit and
 # integration tests on SQLite and on PostgreSQL (a small API load test
 # among them), the official-SDK compatibility suite, schemathesis against
-# openapi/, the fuzz targets' replay and the data-plane suites. This is the
-# command the README and .ci/run name.
+# openapi/ and the data-plane suites. The fuzz targets' seeds, corpus and
+# crash inputs are replayed by `cargo test --workspace` (the fuzz crate is
+# a member; bench/fuzz.sh is what fuzzes). This is the command the README
+# and .ci/run name.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,7 +18,6 @@ PG_URL="postgres://postgres@127.0.0.1:${CPFS_PG_PORT:-55432}/cpfs_test"
 
 step "formatting, lints, OpenAPI description, crate structure"
 cargo fmt --all -- --check
-cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 python3 openapi/build.py --check
 python3 scripts/check_structure.py
@@ -39,11 +40,6 @@ step "generated, signed requests against openapi/ (schemathesis, SQLite)"
 # At least 1,000 requests over every operation of nas.json and
 # bssopenapi.json: no 5xx, documented statuses, replies match the schema.
 .venv/bin/pytest -q tests/schema
-
-step "fuzz targets: seeds, corpus and crash inputs replayed (stable, no libFuzzer)"
-# Builds the fuzz crate (outside the workspace) so it cannot rot;
-# bench/fuzz.sh is what fuzzes.
-cargo test --manifest-path fuzz/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-target}" --no-default-features
 
 step "billing with the official BssOpenApi SDK (SQLite, then PostgreSQL)"
 .venv/bin/pytest -q tests/billing
