@@ -228,8 +228,10 @@ ERRORS = {
     "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
     "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, OperationDenied",
     "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound",
+    "408": "RequestTimeout (not answered within the server's deadline; retry)",
     "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",
+    "503": "ServiceUnavailable (load shed: too many requests in flight; retry)",
 }
 
 def common_parameters(action, version):
@@ -322,7 +324,10 @@ BSS_ERRORS = {
     "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, signature and timestamp errors as for NAS",
     "403": "InvalidFileSystemStatus.Ordering (renewing a PayAsYouGo file system)",
     "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound",
+    "408": "RequestTimeout (not answered within the server's deadline; retry)",
+    "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",
+    "503": "ServiceUnavailable (load shed: too many requests in flight; retry)",
 }
 
 def bss_operation(name, summary, params, data):

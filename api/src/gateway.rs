@@ -139,8 +139,15 @@ impl Gateway {
                 retry_after_ms: wait.as_millis().max(1) as u64,
             });
         }
-        if !self.nonces.insert(&key.access_key_id, &claim.nonce, now) {
-            return Err(ApiError::NonceUsed);
+        match self.nonces.insert(&key.access_key_id, &claim.nonce, now) {
+            Ok(()) => {}
+            Err(crate::nonce::Refused::Used) => return Err(ApiError::NonceUsed),
+            Err(crate::nonce::Refused::Full { retry_after_secs }) => {
+                tracing::warn!("the nonce cache is full; refusing signed calls until it ages");
+                return Err(ApiError::Throttling {
+                    retry_after_ms: (retry_after_secs as u64).saturating_mul(1000),
+                });
+            }
         }
         // Only signed inputs decide what runs. A V1 signature covers the
         // parameters but no header, so there `x-acs-action` and
@@ -218,6 +225,7 @@ pub fn app(gw: Arc<Gateway>, admin: Option<Arc<crate::admin::AdminState>>) -> Ro
         meta_address: gw.config.meta_address.clone(),
     });
     let limits = gw.config.http.clone();
+    let gw_endpoint = gw.cp.region.endpoint.clone();
     let mut routes = Router::new()
         .route("/", any(rpc))
         .route("/healthz", get(healthz))
@@ -231,7 +239,7 @@ pub fn app(gw: Arc<Gateway>, admin: Option<Arc<crate::admin::AdminState>>) -> Ro
             .merge(crate::admin::require_token(metrics, admin.clone()))
             .merge(crate::admin::router(admin));
     }
-    crate::layers::apply(routes, &limits)
+    crate::layers::apply(routes, &limits, &gw_endpoint)
 }
 
 /// 200 while every background loop of the process finishes its passes,
@@ -260,7 +268,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> String {
     gw.metrics_text()
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     uuid::Uuid::new_v4().to_string().to_ascii_uppercase()
 }
 
@@ -293,7 +301,7 @@ fn proves_no_key(e: &ApiError) -> bool {
 /// Whether a call is meant for the BssOpenApi: a Version (any of them, when
 /// a malformed call repeats it; the header for V3) names it, or none names
 /// the NAS API and the Action is a BSS action.
-fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
+pub(crate) fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
     let mut versions: Vec<String> = pairs
         .iter()
         .filter(|(k, _)| k == "Version")
@@ -314,7 +322,7 @@ fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
 
 /// `Format` from the merged parameters, before anything else can fail, so
 /// that even errors come back in the format asked for.
-fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
+pub(crate) fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
     match pairs
         .iter()
         .find(|(k, _)| k == "Format")
