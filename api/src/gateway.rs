@@ -19,6 +19,7 @@ use crate::actions::bss::BSS_VERSION;
 use crate::actions::{self, NAS_VERSION};
 use crate::address_limit::{keyed_limiter, wait_from_now, FailedAuthLimit};
 use crate::cluster_routes;
+use crate::envelope::{error_body, format_of, header, is_bss, request_id};
 use crate::error::ApiError;
 use crate::keys::KeyCache;
 use crate::layers::HttpLimits;
@@ -200,14 +201,6 @@ impl Gateway {
     }
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-}
-
 /// The gateway's routes (signed calls, health, metrics, the cluster's
 /// routes) without the admin API, inside the HTTP layers.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -268,10 +261,6 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> String {
     gw.metrics_text()
 }
 
-pub(crate) fn request_id() -> String {
-    uuid::Uuid::new_v4().to_string().to_ascii_uppercase()
-}
-
 fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
@@ -296,43 +285,6 @@ fn proves_no_key(e: &ApiError) -> bool {
             | ApiError::TimestampExpired(_)
             | ApiError::NonceUsed
     )
-}
-
-/// Whether a call is meant for the BssOpenApi: a Version (any of them, when
-/// a malformed call repeats it; the header for V3) names it, or none names
-/// the NAS API and the Action is a BSS action.
-pub(crate) fn is_bss(pairs: &[(String, String)], headers: &HeaderMap) -> bool {
-    let mut versions: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "Version")
-        .map(|(_, v)| v.clone())
-        .collect();
-    versions.extend(header(headers, "x-acs-version"));
-    if versions.iter().any(|v| v == BSS_VERSION) {
-        return true;
-    }
-    let mut actions_named = pairs
-        .iter()
-        .filter(|(k, _)| k == "Action")
-        .map(|(_, v)| v.clone())
-        .chain(header(headers, "x-acs-action"));
-    !versions.iter().any(|v| v == NAS_VERSION)
-        && actions_named.any(|a| actions::bss::SUPPORTED.contains(&a.as_str()))
-}
-
-/// `Format` from the merged parameters, before anything else can fail, so
-/// that even errors come back in the format asked for.
-pub(crate) fn format_of(pairs: &[(String, String)]) -> Result<Format, ApiError> {
-    match pairs
-        .iter()
-        .find(|(k, _)| k == "Format")
-        .map(|(_, v)| v.as_str())
-    {
-        None | Some("") => Ok(Format::Json),
-        Some(f) if f.eq_ignore_ascii_case("json") => Ok(Format::Json),
-        Some(f) if f.eq_ignore_ascii_case("xml") => Ok(Format::Xml),
-        Some(f) => Err(ApiError::InvalidFormat(f.chars().take(16).collect())),
-    }
 }
 
 async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
@@ -436,17 +388,7 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             } else {
                 tracing::info!(request_id = %id, action = %action, code = %e.code(), message = %e, "request refused");
             }
-            let mut m = Map::new();
-            if bss {
-                m.insert("Success".into(), Value::Bool(false));
-            }
-            m.insert(
-                "HostId".into(),
-                Value::String(gw.cp.region.endpoint.clone()),
-            );
-            m.insert("Code".into(), Value::String(e.code()));
-            m.insert("Message".into(), Value::String(e.public_message()));
-            m.insert("Recommend".into(), Value::String(String::new()));
+            let m = error_body(bss, &gw.cp.region.endpoint, &e.code(), &e.public_message());
             let retry = match e {
                 ApiError::Throttling { retry_after_ms } => Some(retry_after_ms),
                 _ => None,

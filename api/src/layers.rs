@@ -29,7 +29,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::envelope;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -94,8 +96,8 @@ async fn envelope(State(host_id): State<Arc<str>>, req: Request, next: Next) -> 
     // Read before the request is consumed: only the query and headers
     // (the body may be what was refused).
     let query = crate::params::form_decode(req.uri().query().unwrap_or(""));
-    let bss = crate::gateway::is_bss(&query, req.headers());
-    let format = crate::gateway::format_of(&query).unwrap_or(crate::render::Format::Json);
+    let bss = envelope::is_bss(&query, req.headers());
+    let format = envelope::format_of(&query).unwrap_or(crate::render::Format::Json);
     let resp = next.run(req).await;
     if resp.headers().contains_key("x-acs-request-id") {
         return resp;
@@ -116,15 +118,8 @@ async fn envelope(State(host_id): State<Arc<str>>, req: Request, next: Next) -> 
         ),
         _ => return resp,
     };
-    let id = crate::gateway::request_id();
-    let mut body = Map::new();
-    if bss {
-        body.insert("Success".into(), Value::Bool(false));
-    }
-    body.insert("HostId".into(), Value::String(host_id.to_string()));
-    body.insert("Code".into(), code.into());
-    body.insert("Message".into(), message.into());
-    body.insert("Recommend".into(), Value::String(String::new()));
+    let id = envelope::request_id();
+    let mut body = envelope::error_body(bss, &host_id, code, message);
     body.insert("RequestId".into(), Value::String(id.clone()));
     let mut out = (status, crate::render::render(format, "Error", &body)).into_response();
     let h = out.headers_mut();

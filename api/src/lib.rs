@@ -6,6 +6,7 @@ pub mod actions;
 pub mod address_limit;
 pub mod admin;
 mod cluster_routes;
+mod envelope;
 pub mod error;
 pub mod gateway;
 pub mod keys;

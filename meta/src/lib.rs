@@ -31,6 +31,8 @@ pub mod server;
 pub mod watch;
 
 #[cfg(test)]
+mod capacity_tests;
+#[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]
 mod input_tests;

@@ -58,6 +58,7 @@ mod tests {
             uid,
             gid,
             size: 0,
+            stored: 0,
             atime_ns: 0,
             mtime_ns: 0,
             ctime_ns: 0,

@@ -72,6 +72,10 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// The bytes of a file's data that count as used, as `du` counts them:
+    /// the furthest any write reached, at most `size`. A truncate that
+    /// extends a file stores nothing and counts nothing (0 for others).
+    pub stored: u64,
     pub atime_ns: i64,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
@@ -195,8 +199,10 @@ pub enum MetaOp {
         after: Option<Vec<u8>>,
         limit: u32,
     },
-    /// After writes: the size is at least `size`; mtime/ctime become now.
-    /// Fails with ENOSPC when the file system's capacity would be exceeded.
+    /// After writes: the file's data reaches `size` (its size is at least
+    /// that, and so are its stored bytes); mtime/ctime become now. Fails
+    /// with ENOSPC when the file system's capacity would be exceeded, and
+    /// EFBIG past the largest file size.
     Written {
         ino: u64,
         size: u64,

@@ -105,6 +105,31 @@ def test_df_reports_the_capacity(mount):
     assert 0 < sv.f_bavail <= sv.f_blocks
 
 
+def test_a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach(mount):
+    """Capacity counts the bytes writes reached, as du does: extending a file
+    by truncate far past the 2 TiB capacity succeeds and stores nothing;
+    what is written into the hole then counts, and reads back."""
+    p = mount.path / f"sparse-{uuid.uuid4().hex[:6]}"
+    huge = 999_999_999_999_999
+    with open(p, "wb") as f:
+        os.ftruncate(f.fileno(), huge)
+    st = os.stat(p)
+    assert (st.st_size, st.st_blocks) == (huge, 0)
+    data = os.urandom(MiB)
+    with open(p, "r+b") as f:
+        f.write(data)
+    st = os.stat(p)
+    assert (st.st_size, st.st_blocks) == (huge, MiB // 512)
+    with open(p, "rb") as f:
+        assert f.read(MiB) == data
+        f.seek(huge // 2)
+        assert f.read(4096) == bytes(4096), "the hole reads as zeros"
+    os.truncate(p, 1000)
+    st = os.stat(p)
+    assert (st.st_size, st.st_blocks) == (1000, 2), "cutting frees what was past the end"
+    os.unlink(p)
+
+
 # ---------------------------------------------------------------------------
 # Striping
 # ---------------------------------------------------------------------------

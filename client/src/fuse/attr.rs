@@ -39,7 +39,7 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: a.ino,
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.stored.div_ceil(512),
         atime: time(a.atime_ns),
         mtime: time(a.mtime_ns),
         ctime: time(a.ctime_ns),

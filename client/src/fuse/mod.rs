@@ -196,7 +196,7 @@ impl Filesystem for CpfsFs {
             // A size change must reach every open handle of the inode
             // (open(O_TRUNC) comes without one); the inode's state is pinned
             // for the call, so an open racing it waits for its answer.
-            let st = size.map(|_| pin(&inodes, ino, 0));
+            let st = size.map(|_| pin(&inodes, ino, None));
             let r = set_attr(
                 &meta,
                 &data,
@@ -367,13 +367,13 @@ impl Filesystem for CpfsFs {
         let notifier = self.notifier.clone();
         let fh = self.fh();
         self.rt.spawn(async move {
-            let st = pin(&inodes, ino, 0);
+            let st = pin(&inodes, ino, None);
             // The open's answer is the newest size only if no extending
             // write or truncate of this mount ends between its call and here.
             let sizing = st.sizing.lock().await;
             let r = meta.call(&who, MetaOp::Open { ino, read, write }).await;
             if let Ok(MetaReply::Open(o)) = &r {
-                st.size.store(o.attr.size, Ordering::Release);
+                st.learn(&o.attr);
             }
             drop(sizing);
             match r {
@@ -452,7 +452,7 @@ impl Filesystem for CpfsFs {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(a.ino, (a.size, a.mtime_ns));
-            let st = pin(&inodes, a.ino, a.size);
+            let st = pin(&inodes, a.ino, Some(&a));
             let h = FileHandle {
                 ino: a.ino,
                 cap: HeldCap::new(o.cap, meta.clone(), who.clone()),

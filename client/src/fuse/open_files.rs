@@ -2,10 +2,11 @@
 //! of the file's handles) and per kernel file handle.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cpfs_proto::layout::Layout;
+use cpfs_proto::meta::Attr;
 
 use crate::data::{DataClient, DataError};
 
@@ -18,6 +19,10 @@ pub(crate) struct OpenInode {
     /// extending writes and truncates left it: a write ending within it
     /// needs no metadata call, and reads stop at it.
     pub(crate) size: AtomicU64,
+    /// How far the metadata service counts the file's data as stored: a
+    /// write ending past it is recorded even inside the size (a file
+    /// extended by truncate counts none of its hole until written).
+    pub(crate) stored: AtomicU64,
     /// Held across each metadata call whose answer sets `size`, so that an
     /// older answer (an open racing an extending write or a truncate) never
     /// overwrites a newer one.
@@ -27,15 +32,25 @@ pub(crate) struct OpenInode {
 /// The inodes this mount holds open, with their number of open handles.
 pub(crate) type OpenInodes = Arc<Mutex<HashMap<u64, (Arc<OpenInode>, usize)>>>;
 
-/// Counts one more user of `ino`'s state; made on first use with size
-/// `known` (a user that finds it made keeps what it holds: it knows at least
-/// as much).
-pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: u64) -> Arc<OpenInode> {
+impl OpenInode {
+    /// Takes the size and stored bytes of an answer of the service (with
+    /// `sizing` held).
+    pub(crate) fn learn(&self, a: &Attr) {
+        self.size.store(a.size, Ordering::Release);
+        self.stored.store(a.stored, Ordering::Release);
+    }
+}
+
+/// Counts one more user of `ino`'s state; made on first use with the size
+/// and stored bytes of `known` (a user that finds it made keeps what it
+/// holds: it knows at least as much).
+pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: Option<&Attr>) -> Arc<OpenInode> {
     let mut map = inodes.lock().unwrap_or_else(|p| p.into_inner());
     let entry = map.entry(ino).or_insert_with(|| {
         (
             Arc::new(OpenInode {
-                size: AtomicU64::new(known),
+                size: AtomicU64::new(known.map_or(0, |a| a.size)),
+                stored: AtomicU64::new(known.map_or(0, |a| a.stored)),
                 sizing: tokio::sync::Mutex::new(()),
             }),
             0,

@@ -30,19 +30,21 @@ pub(crate) async fn note_write(
         // copy of the mode must go too (a negative offset: attributes
         // only, which takes no lock the writer holds).
         let _sizing = st.sizing.lock().await;
-        let size = end.max(st.size.load(Ordering::Acquire));
+        let size = end.max(st.stored.load(Ordering::Acquire));
         let a = written(meta, who, h.ino, size).await?;
-        st.size.store(a.size, Ordering::Release);
+        st.learn(&a);
         if let Some(n) = notifier.get() {
             let _ = n.inval_inode(h.ino, -1, 0);
         }
         return Ok(());
     }
-    if end > st.size.load(Ordering::Acquire) {
+    // `stored` is at most `size`: a write past it grows the file, or
+    // reaches into a hole a truncate made, and either counts as used.
+    if end > st.stored.load(Ordering::Acquire) {
         let _sizing = st.sizing.lock().await;
-        if end > st.size.load(Ordering::Acquire) {
+        if end > st.stored.load(Ordering::Acquire) {
             let a = written(meta, who, h.ino, end).await?;
-            st.size.store(a.size, Ordering::Release);
+            st.learn(&a);
             return Ok(());
         }
     }
@@ -116,7 +118,7 @@ pub(crate) async fn set_attr(
         _ => return Err(errno::EIO),
     };
     if let Some(st) = st {
-        st.size.store(a.size, Ordering::Release);
+        st.learn(&a);
     }
     let Some(new) = size.filter(|new| *new < old) else {
         return Ok(a);

@@ -111,12 +111,12 @@ impl Batch {
 /// The statements both stores run, with `$n` placeholders (SQLite reads
 /// them as numbered parameters).
 pub(crate) mod statements {
-    pub const UPSERT_INODE: &str = "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+    pub const UPSERT_INODE: &str = "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains, stored) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
         ON CONFLICT (fs_id, ino) DO UPDATE SET kind = excluded.kind, perm = excluded.perm, uid = excluded.uid, gid = excluded.gid, \
         nlink = excluded.nlink, size = excluded.size, atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns, \
         ctime_ns = excluded.ctime_ns, rdev = excluded.rdev, parent = excluded.parent, target = excluded.target, \
-        chunk_size = excluded.chunk_size, chains = excluded.chains";
+        chunk_size = excluded.chunk_size, chains = excluded.chains, stored = excluded.stored";
     pub const DELETE_INODE: &str = "DELETE FROM inodes WHERE fs_id = $1 AND ino = $2";
     pub const UPSERT_DENTRY: &str =
         "INSERT INTO dentries (fs_id, parent, name, ino, kind) VALUES ($1, $2, $3, $4, $5) \

@@ -67,6 +67,7 @@ impl SqlWriter {
                             .bind(i.target.clone())
                             .bind(i.chunk_size as i64)
                             .bind(chains_text(&i.chains))
+                            .bind(a.stored as i64)
                     }
                     Change::Inode(ino, None) => {
                         sqlx::query(st::DELETE_INODE).bind(fs).bind(*ino as i64)

@@ -80,6 +80,7 @@ impl SqliteWriter {
                             i.target,
                             i.chunk_size as i64,
                             chains_text(&i.chains),
+                            a.stored as i64,
                         ])?;
                     }
                     Change::Inode(ino, None) => {

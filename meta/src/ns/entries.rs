@@ -125,7 +125,16 @@ impl FsState {
             }
             perm::check(&a, who, W)
                 .map_err(|e| (e, "truncate needs write permission".to_string()))?;
-            used = Some(self.grown(capacity, a.size, size)?);
+            if size > super::MAX_FILE_SIZE {
+                return fail(EFBIG, "larger than the largest file size");
+            }
+            // Extending stores nothing (a hole), so it counts nothing, as
+            // `du` would have it; cutting frees what was stored past the
+            // new end. Growth is checked against the capacity when a
+            // write reaches it.
+            let stored = a.stored.min(size);
+            used = Some(self.grown(capacity, a.stored, stored)?);
+            a.stored = stored;
             a.size = size;
             a.mtime_ns = t;
         }
@@ -203,6 +212,7 @@ impl FsState {
                 uid: who.uid,
                 gid: if sgid_dir { p_gid } else { who.gid },
                 size: target.as_ref().map_or(0, |t| t.len() as u64),
+                stored: 0,
                 atime_ns: t,
                 mtime_ns: t,
                 ctime_ns: t,

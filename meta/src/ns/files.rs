@@ -99,13 +99,17 @@ impl FsState {
         if i.attr.kind != Kind::File {
             return fail(EINVAL, "not a regular file");
         }
-        let old = i.attr.size;
+        if size > super::MAX_FILE_SIZE {
+            return fail(EFBIG, "larger than the largest file size");
+        }
+        let old = i.attr.stored;
         if size > old {
             let used = self.grown(capacity, old, size)?;
             self.count(|c| c.used_bytes = used);
         }
         self.update_inode(ino, |i| {
             i.attr.size = i.attr.size.max(size);
+            i.attr.stored = i.attr.stored.max(size);
             i.attr.mtime_ns = t;
             i.attr.ctime_ns = t;
             // Writing clears setuid/setgid, as a local file system does
@@ -129,7 +133,7 @@ impl FsState {
             return Ok(());
         }
         let size = match self.inode(ino) {
-            Ok(i) if i.attr.kind == Kind::File => i.attr.size,
+            Ok(i) if i.attr.kind == Kind::File => i.attr.stored,
             _ => 0,
         };
         let known = self.inode(ino).is_ok();

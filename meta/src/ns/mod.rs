@@ -32,6 +32,9 @@ pub(crate) const APPLIED: i32 = -1;
 /// after its outage wait plus one call timeout, well under a minute.
 pub(crate) const REQUEST_KEEP_SECS: i64 = 600;
 const MAX_XATTR_VALUE: usize = 64 * 1024;
+/// The largest file size: the kernel's own limit for a file (and the
+/// store's signed 64-bit column). Past it, a truncate or write is EFBIG.
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 const MAX_READDIR: u32 = 4096;
 
 /// What a create makes.
@@ -339,7 +342,9 @@ impl MetaService {
     ) -> Res<()> {
         let t = now_ns();
         self.shards
-            .write(&s.fs, |st| st.setxattr(who, ino, attr, flags, id, t))
+            .write(&s.fs, |st| {
+                st.setxattr(who, ino, attr, flags, s.capacity_bytes, id, t)
+            })
             .await
     }
 

@@ -70,7 +70,7 @@ impl FsState {
             pending: Vec::new(),
         };
         let rows = db(sqlx::query(
-            "SELECT ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains FROM inodes WHERE fs_id = $1",
+            "SELECT ino, kind, perm, uid, gid, nlink, size, stored, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains FROM inodes WHERE fs_id = $1",
         )
         .bind(fs)
         .fetch_all(pool)
@@ -162,16 +162,31 @@ impl FsState {
     }
 
     /// Removes inode `ino` with its extended attributes (and, for a
-    /// directory, its empty entry map).
+    /// directory, its empty entry map). The attributes' bytes stop
+    /// counting as used.
     pub fn remove_inode(&mut self, ino: u64) {
         self.inodes.remove(&ino);
         self.children.remove(&ino);
+        let freed = self.xattr_bytes(ino);
         if let Some(names) = self.xattrs.remove(&ino) {
             for name in names.into_keys() {
                 self.pending.push(Change::Xattr(ino, name, None));
             }
         }
+        if freed > 0 {
+            self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
+        }
         self.pending.push(Change::Inode(ino, None));
+    }
+
+    /// The bytes `ino`'s extended attributes take: names and values, as
+    /// they count against the file system's capacity.
+    pub fn xattr_bytes(&self, ino: u64) -> u64 {
+        self.xattrs.get(&ino).map_or(0, |x| {
+            x.iter()
+                .map(|(name, value)| (name.len() + value.len()) as u64)
+                .sum()
+        })
     }
 
     pub fn child(&self, dir: u64, name: &[u8]) -> Option<(u64, Kind)> {
@@ -306,6 +321,7 @@ fn inode_from_row(r: &sqlx::any::AnyRow) -> Res<Inode> {
             uid: g("uid")? as u32,
             gid: g("gid")? as u32,
             size: g("size")? as u64,
+            stored: g("stored")? as u64,
             atime_ns: g("atime_ns")?,
             mtime_ns: g("mtime_ns")?,
             ctime_ns: g("ctime_ns")?,

@@ -9,6 +9,11 @@ use crate::{fail, Res};
 use super::state::FsState;
 use super::MAX_XATTR_VALUE;
 
+/// The most bytes (names and values) one inode's extended attributes may
+/// take. The namespace lives in memory, so this bounds what one inode
+/// can hold there; like ext4 with a full attribute block, more is ENOSPC.
+pub const MAX_XATTR_BYTES_PER_INODE: u64 = 64 * 1024;
+
 fn allowed(name: &[u8], i: &Inode, who: &Caller, write: bool) -> Res<()> {
     if name.is_empty() || name.len() > 255 {
         return fail(ERANGE, "xattr name must be 1-255 bytes");
@@ -32,12 +37,16 @@ fn allowed(name: &[u8], i: &Inode, who: &Caller, write: bool) -> Res<()> {
 }
 
 impl FsState {
+    /// Sets an attribute; its name and value count against `capacity`
+    /// like file data.
+    #[allow(clippy::too_many_arguments)]
     pub fn setxattr(
         &mut self,
         who: &Caller,
         ino: u64,
         (name, value): (&[u8], &[u8]),
         flags: u32,
+        capacity: u64,
         id: Option<RequestId>,
         t: i64,
     ) -> Res<()> {
@@ -51,6 +60,16 @@ impl FsState {
             (false, 2) => return fail(ENODATA, "no such xattr (XATTR_REPLACE)"),
             _ => {}
         }
+        let old = self.xattr_bytes(ino);
+        let replaced = self
+            .xattr(ino, name)
+            .map_or(0, |v| (name.len() + v.len()) as u64);
+        let new = old - replaced + (name.len() + value.len()) as u64;
+        if new > MAX_XATTR_BYTES_PER_INODE {
+            return fail(ENOSPC, "an inode's extended attributes hold at most 64 KiB");
+        }
+        let used = self.grown(capacity, old, new)?;
+        self.count(|c| c.used_bytes = used);
         self.set_xattr(ino, name, Some(value));
         self.update_inode(ino, |i| i.attr.ctime_ns = t)?;
         self.record(id, 0, t);
@@ -79,9 +98,11 @@ impl FsState {
     ) -> Res<()> {
         self.not_applied(id)?;
         allowed(name, self.inode(ino)?, who, true)?;
-        if self.xattr(ino, name).is_none() {
+        let Some(value) = self.xattr(ino, name) else {
             return fail(ENODATA, "no such xattr");
-        }
+        };
+        let freed = (name.len() + value.len()) as u64;
+        self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
         self.set_xattr(ino, name, None);
         self.record(id, 0, t);
         Ok(())

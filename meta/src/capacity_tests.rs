@@ -1,0 +1,159 @@
+//! What counts against a file system's capacity: the bytes of file data
+//! that writes reached (a hole a truncate made counts nothing, as `du`
+//! would have it) and extended attributes; sizes past the largest file are
+//! EFBIG, never a wrapped count.
+
+use cpfs_proto::meta::{errno, Attr, MetaOp, MetaReply, SetAttr, ROOT_INO};
+use cpfs_store::Store;
+
+use crate::exactly_once_tests::{backends, open, Backend};
+use crate::ns::MAX_FILE_SIZE;
+
+/// The session's capacity in these tests (`exactly_once_tests::session`).
+const CAPACITY: u64 = 1 << 30;
+
+async fn used(b: &Backend) -> u64 {
+    match b.run(MetaOp::StatFs, None).await {
+        MetaReply::StatFs(st) => st.used_bytes,
+        other => panic!("{}: statfs: {other:?}", b.name),
+    }
+}
+
+async fn attr(b: &Backend, op: MetaOp) -> Attr {
+    match b.run(op, None).await {
+        MetaReply::Attr(a) => a,
+        other => panic!("{}: {other:?}", b.name),
+    }
+}
+
+fn truncate(ino: u64, size: u64) -> MetaOp {
+    MetaOp::SetAttr {
+        ino,
+        set: SetAttr {
+            size: Some(size),
+            ..Default::default()
+        },
+    }
+}
+
+fn xattr(ino: u64, name: &str, len: usize) -> MetaOp {
+    MetaOp::SetXattr {
+        ino,
+        name: name.as_bytes().to_vec(),
+        value: vec![b'v'; len],
+        flags: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
+    for mut b in backends().await {
+        let n = b.name;
+        let create = MetaOp::Create {
+            parent: ROOT_INO,
+            name: b"sparse".to_vec(),
+            mode: 0o644,
+            umask: 0,
+            read: true,
+        };
+        let ino = match b.run(create, None).await {
+            MetaReply::Open(o) => o.attr.ino,
+            other => panic!("{n}: {other:?}"),
+        };
+        let before = used(&b).await;
+
+        // Far past the capacity, but nothing is stored: it succeeds.
+        let huge = 999_999_999_999_999;
+        let a = attr(&b, truncate(ino, huge)).await;
+        assert_eq!((a.size, a.stored), (huge, 0), "{n}");
+        assert_eq!(used(&b).await, before, "{n}: a hole counted");
+
+        // A write inside the hole counts up to where it reached.
+        let a = attr(&b, MetaOp::Written { ino, size: 4096 }).await;
+        assert_eq!((a.size, a.stored), (huge, 4096), "{n}");
+        assert_eq!(used(&b).await, before + 4096, "{n}");
+
+        // Reaching past the capacity is ENOSPC, and counts nothing.
+        let far = MetaOp::Written {
+            ino,
+            size: 2 * CAPACITY,
+        };
+        assert_eq!(b.errno(far, None).await, errno::ENOSPC, "{n}");
+        assert_eq!(used(&b).await, before + 4096, "{n}");
+
+        // Past the largest file size: EFBIG, for a truncate and a write,
+        // where a wrapped sum would have lowered the count.
+        for op in [
+            truncate(ino, MAX_FILE_SIZE + 1),
+            MetaOp::Written {
+                ino,
+                size: u64::MAX,
+            },
+        ] {
+            assert_eq!(b.errno(op, None).await, errno::EFBIG, "{n}");
+        }
+        assert_eq!(used(&b).await, before + 4096, "{n}");
+
+        // Cutting below what was stored frees the difference.
+        let a = attr(&b, truncate(ino, 1000)).await;
+        assert_eq!((a.size, a.stored), (1000, 1000), "{n}");
+        assert_eq!(used(&b).await, before + 1000, "{n}");
+
+        // What is stored is what a restarted service loads.
+        b.svc = open(Store::open(&b.url).await.unwrap());
+        let a = attr(&b, MetaOp::GetAttr { ino }).await;
+        assert_eq!((a.size, a.stored), (1000, 1000), "{n}: after a restart");
+        assert_eq!(used(&b).await, before + 1000, "{n}: after a restart");
+    }
+}
+
+#[tokio::test]
+async fn extended_attributes_count_and_are_bounded_per_inode() {
+    for b in backends().await {
+        let n = b.name;
+        let mkdir = MetaOp::Mkdir {
+            parent: ROOT_INO,
+            name: b"tagged".to_vec(),
+            mode: 0o755,
+            umask: 0,
+        };
+        let dir = match b.run(mkdir, None).await {
+            MetaReply::Entry(a) => a.ino,
+            other => panic!("{n}: {other:?}"),
+        };
+        let before = used(&b).await;
+
+        // Name and value count; replacing a value counts the difference.
+        assert_eq!(b.errno(xattr(dir, "user.a", 1000), None).await, 0, "{n}");
+        assert_eq!(used(&b).await, before + 6 + 1000, "{n}");
+        assert_eq!(b.errno(xattr(dir, "user.a", 10), None).await, 0, "{n}");
+        assert_eq!(used(&b).await, before + 6 + 10, "{n}");
+
+        // One inode holds at most 64 KiB of them.
+        assert_eq!(
+            b.errno(xattr(dir, "user.b", 64 * 1024 - 16), None).await,
+            errno::ENOSPC,
+            "{n}"
+        );
+        assert_eq!(used(&b).await, before + 6 + 10, "{n}");
+        assert_eq!(b.errno(xattr(dir, "user.b", 1000), None).await, 0, "{n}");
+
+        // Removing one, then the inode, gives their bytes back.
+        let remove = MetaOp::RemoveXattr {
+            ino: dir,
+            name: b"user.b".to_vec(),
+        };
+        assert_eq!(b.errno(remove, None).await, 0, "{n}");
+        assert_eq!(used(&b).await, before + 6 + 10, "{n}");
+        let rmdir = MetaOp::Rmdir {
+            parent: ROOT_INO,
+            name: b"tagged".to_vec(),
+        };
+        assert_eq!(b.errno(rmdir, None).await, 0, "{n}");
+        assert_eq!(
+            used(&b).await,
+            before,
+            "{n}: the removed inode still counts"
+        );
+    }
+}
