@@ -160,12 +160,19 @@ async fn heartbeat(
             tracing::warn!(error = %e, "capability revocations unavailable");
             Vec::new()
         });
+        // Nor this: without it nodes keep the last list.
+        let full = cp
+            .full_file_systems()
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "file systems over capacity unknown"))
+            .ok();
         Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
             chain_table,
             dropped,
             lease_ms: cp.policy.lease_ms(),
             // Nodes refuse capabilities issued before these.
             revoked,
+            full,
         })
     });
     let reply = match reply.await {

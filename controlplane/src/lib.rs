@@ -6,6 +6,7 @@
 
 pub mod access_groups;
 pub mod accounts;
+pub mod capacity;
 pub mod clock;
 pub mod error;
 pub mod events;

@@ -449,3 +449,64 @@ async fn ldap_bind_passwords_are_sealed_and_only_opened_for_lookups() {
         );
     }
 }
+
+/// Finding 5, node side: a file system is over capacity when its nodes'
+/// reports, summed and divided by the replicas, exceed what was bought;
+/// the heartbeat reply names it so that chain heads refuse more blocks.
+#[tokio::test]
+async fn file_systems_over_capacity_are_those_whose_nodes_store_more_than_bought() {
+    for (name, cp, _keep) in backends().await {
+        let acct = cp.create_account("carol", None).await.unwrap().account_id;
+        let small = cp
+            .create_file_system(&acct, new_fs(2048, vec![]))
+            .await
+            .unwrap();
+        let big = cp
+            .create_file_system(&acct, new_fs(5120, vec![]))
+            .await
+            .unwrap();
+        // Two copies of each byte (R = 2): 2,049 GiB per copy of `small`,
+        // 2,049 GiB of `big`.
+        let per_node = |fs: &str| cpfs_proto::node::FsUsage {
+            fs: fs.to_string(),
+            bytes_stored: 2049 * GIB as u64,
+            ..Default::default()
+        };
+        for i in 0..2 {
+            let hb = cpfs_proto::heartbeat::Heartbeat {
+                id: format!("n{i}"),
+                address: format!("127.0.0.1:{}", 9000 + i),
+                zone: "z".into(),
+                capacity_bytes: 100_000 * GIB as u64,
+                stats: cpfs_proto::node::NodeStats {
+                    file_systems: vec![per_node(&small), per_node(&big)],
+                    ..Default::default()
+                },
+            };
+            cp.node_heartbeat(&hb).await.unwrap();
+        }
+        assert_eq!(
+            cp.full_file_systems().await.unwrap(),
+            vec![small.clone()],
+            "{name}"
+        );
+
+        // Usage that falls back under the capacity lifts it.
+        for i in 0..2 {
+            let mut u = per_node(&small);
+            u.bytes_stored = 2047 * GIB as u64;
+            let hb = cpfs_proto::heartbeat::Heartbeat {
+                id: format!("n{i}"),
+                address: format!("127.0.0.1:{}", 9000 + i),
+                zone: "z".into(),
+                capacity_bytes: 100_000 * GIB as u64,
+                stats: cpfs_proto::node::NodeStats {
+                    file_systems: vec![u],
+                    ..Default::default()
+                },
+            };
+            cp.node_heartbeat(&hb).await.unwrap();
+        }
+        assert!(cp.full_file_systems().await.unwrap().is_empty(), "{name}");
+    }
+}

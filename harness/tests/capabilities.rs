@@ -122,6 +122,7 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
             fs: c.fs().to_string(),
             before_ms: now_ms() + 1,
         }],
+        full: None,
     };
     for n in c.nodes() {
         n.node().unwrap().apply(revoked.clone()).await;

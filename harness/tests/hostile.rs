@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cpfs_harness::{check_bytes, pattern, stats_request, Cluster};
 use cpfs_proto::capability::{NodeAuth, ADMIN, ANY_INODE, READ, WRITE};
+use cpfs_proto::heartbeat::HeartbeatReply;
 use cpfs_proto::layout::{BLOCK, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use cpfs_proto::meta::OpenFile;
 use cpfs_proto::node::{ChainRef, NodeClient, NodeError, NodeRequest, NodeResponse};
@@ -539,4 +540,73 @@ async fn a_reader_cannot_repair_a_damaged_block_and_the_node_heals_it() {
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// A heartbeat reply as the control plane sends it, naming the file
+/// systems over capacity (`None`: it could not tell).
+fn reply_with_full(c: &Cluster, full: Option<Vec<String>>) -> HeartbeatReply {
+    HeartbeatReply {
+        chain_table: c.table().clone(),
+        dropped: vec![],
+        lease_ms: 0,
+        revoked: vec![],
+        full,
+    }
+}
+
+/// Gives every node of `c` a heartbeat reply naming `full`.
+async fn apply(c: &Cluster, full: Option<Vec<String>>) {
+    let reply = reply_with_full(c, full);
+    for n in c.nodes() {
+        n.node().unwrap().apply(reply.clone()).await;
+    }
+}
+
+/// Finding 5, node side: a file system whose nodes store more than its
+/// capacity (raw writes past the size the namespace recorded count only
+/// there) gets no more blocks. The chain head refuses client writes that
+/// would add blocks; rewriting stored blocks goes on; the refusal lasts
+/// until a heartbeat reply no longer names the file system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_system_over_capacity_on_the_nodes_gets_no_more_blocks() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .replicas(2)
+        .build()
+        .await
+        .unwrap();
+    let f = c.create("full").await.unwrap();
+    let head = head_of(&c, &f, 0);
+    let first = pattern(1, 2 * BLOCK as usize);
+    let r = answer(&head, write_at(&c, &f, 0, first.clone())).await;
+    assert!(matches!(r, NodeResponse::Done), "{r:?}");
+    let before = stored(&c, &f);
+
+    apply(&c, Some(vec![c.fs().to_string()])).await;
+    let grow = || write_at(&c, &f, 2 * BLOCK, vec![1; 10]);
+    let r = answer(&head, grow()).await;
+    assert!(
+        matches!(r, NodeResponse::Failed(NodeError::NoSpace)),
+        "{r:?}"
+    );
+    assert_eq!(stored(&c, &f), before, "a refused write stored blocks");
+    // A rewrite adds nothing: it goes on, on every copy.
+    let r = answer(&head, write_at(&c, &f, 100, vec![9; 100])).await;
+    assert!(matches!(r, NodeResponse::Done), "{r:?}");
+    let r = answer(&head, read_at(&c, &f, 0, 2 * BLOCK)).await;
+    let mut expect = first.clone();
+    expect[100..200].fill(9);
+    assert!(matches!(&r, NodeResponse::Data(d) if d == &expect), "{r:?}");
+
+    // A reply that cannot tell keeps the refusal; one that no longer names
+    // the file system lifts it.
+    apply(&c, None).await;
+    let r = answer(&head, grow()).await;
+    assert!(
+        matches!(r, NodeResponse::Failed(NodeError::NoSpace)),
+        "{r:?}"
+    );
+    apply(&c, Some(vec![])).await;
+    let r = answer(&head, grow()).await;
+    assert!(matches!(r, NodeResponse::Done), "{r:?}");
 }

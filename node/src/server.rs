@@ -14,8 +14,10 @@ use cpfs_proto::capability::{CapabilityKey, NodeAuth, ADMIN, READ, WRITE};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::frame::MAX_FRAME;
 use cpfs_proto::heartbeat::HeartbeatReply;
+use cpfs_proto::layout::BLOCK;
 use cpfs_proto::node::{
-    check_range, ChainRef, NodeError, NodeRequest, NodeResponse, NodeStats, MAX_LISTED_CHUNKS,
+    check_range, ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, NodeStats,
+    MAX_LISTED_CHUNKS,
 };
 use cpfs_proto::rpc::{self, ServiceLimits, ServiceStats};
 use cpfs_runtime::Shutdown;
@@ -129,6 +131,7 @@ impl Node {
     /// deleted file systems.
     pub async fn apply(&self, reply: HeartbeatReply) {
         self.state.revoke(&reply.revoked);
+        self.state.set_full(reply.full);
         self.set_chain_table(reply.chain_table).await;
         let held: Vec<String> = self.state.store.usage().into_iter().map(|u| u.fs).collect();
         for fs in reply.dropped.into_iter().filter(|f| held.contains(f)) {
@@ -169,6 +172,20 @@ impl Node {
             repairs: store.repairs.load(std::sync::atomic::Ordering::Relaxed),
             file_systems: store.usage(),
         }
+    }
+
+    /// For a file system over its capacity: refuses a write that would
+    /// store blocks the chunk does not have yet (rewriting stored bytes
+    /// adds nothing, so it goes on).
+    async fn refuse_growth(&self, key: &ChunkKey, offset: u64, len: u64) -> Result<(), NodeError> {
+        let store = self.state.store.clone();
+        let k = key.clone();
+        let held = blocking(move || store.records(&k)).await?.unwrap_or(0);
+        if (offset + len).div_ceil(BLOCK) > held {
+            tracing::debug!(fs = %key.fs, "write refused: the file system is over its capacity");
+            return Err(NodeError::NoSpace);
+        }
+        Ok(())
     }
 
     /// Sends `req` to every address and succeeds when all succeed.
@@ -262,6 +279,11 @@ impl Node {
                     return Err(NodeError::BadCapability);
                 }
                 check_range(offset, data.len() as u64)?;
+                // The head decides for the chain: replicas take what it
+                // forwards, so the copies never disagree.
+                if forwarded.is_none() && self.state.is_full(&key.fs) {
+                    self.refuse_growth(&key, offset, data.len() as u64).await?;
+                }
                 // Charged once the request is known to be genuine and
                 // bounded: a forged one costs the other clients nothing.
                 self.io_throttle.take(data.len() as u64).await;

@@ -44,6 +44,10 @@ pub struct NodeState {
     /// Per file system, the time (unix ms) before which its capabilities
     /// were revoked, as the control plane's heartbeat replies say.
     revoked: std::sync::RwLock<HashMap<String, i64>>,
+    /// File systems whose nodes store more than their capacity, as the
+    /// last heartbeat reply that knew said: client writes that would store
+    /// more of them are refused.
+    full: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Chunks a failed read made this node heal from another member, so
     /// many reads of one bad chunk start one repair.
     pub(crate) healing: std::sync::Mutex<std::collections::HashSet<ChunkKey>>,
@@ -104,6 +108,7 @@ impl NodeState {
             wake: tokio::sync::Notify::new(),
             inflight: std::sync::Mutex::new(HashMap::new()),
             revoked: Default::default(),
+            full: Default::default(),
             healing: Default::default(),
             repair_throttle: Throttle::new(rates.repair),
             scrub_throttle: Throttle::new(rates.scrub),
@@ -148,6 +153,21 @@ impl NodeState {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(fs)
                 .is_none_or(|before| cap.issued_ms >= *before)
+    }
+
+    /// Takes the list of full file systems of a heartbeat reply (`None`:
+    /// the control plane could not tell; the last list stands).
+    pub(crate) fn set_full(&self, full: Option<Vec<String>>) {
+        if let Some(full) = full {
+            *self.full.write().unwrap_or_else(|p| p.into_inner()) = full.into_iter().collect();
+        }
+    }
+
+    pub(crate) fn is_full(&self, fs: &str) -> bool {
+        self.full
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(fs)
     }
 
     /// Takes the revocations of a heartbeat reply (each only moves later).

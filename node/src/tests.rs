@@ -44,6 +44,7 @@ async fn control_plane(status: u16) -> (String, Arc<Mutex<Heard>>) {
                     dropped: vec![],
                     lease_ms: 0,
                     revoked: vec![],
+                    full: None,
                 })
                 .unwrap();
                 let head = format!(

@@ -39,6 +39,12 @@ pub struct HeartbeatReply {
     /// clients renew theirs under the new grant.
     #[serde(default)]
     pub revoked: Vec<Revocation>,
+    /// File systems whose nodes store more than their capacity (per copy):
+    /// a chain head refuses client writes that would store more of them
+    /// (`NoSpace`). The whole list, replacing the last one; `None` when
+    /// the control plane could not tell (the node keeps the last list).
+    #[serde(default)]
+    pub full: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
