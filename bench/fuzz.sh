@@ -32,7 +32,8 @@
 #   MALLOC_LIMIT_MB  libFuzzer's -malloc_limit_mb (default 512): one
 #                  allocation larger than this is a failure (unbounded
 #                  allocation from a length prefix shows up here)
-#   CARGO_TARGET_DIR  where cargo-fuzz builds (default fuzz/target)
+#   CARGO_TARGET_DIR  where cargo-fuzz builds (default: the workspace's target/,
+#                  under the target triple's own directory)
 #   SEED_TARGET_DIR   where the stable seed writer builds (default target,
 #                  the test command's)
 #
