@@ -10,7 +10,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it started and how many seconds the run has taken,
+# so a slow step shows in the log.
+step() { printf '\n==> [%s, %ss] %s\n' "$(date -u +%T)" "$SECONDS" "$*"; }
 
 step "installing test dependencies (.ci/setup.sh)"
 bash .ci/setup.sh
