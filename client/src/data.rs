@@ -14,6 +14,7 @@ use tokio::sync::RwLock;
 
 use cpfs_proto::capability::{Capability, WRITE};
 use cpfs_proto::chains::ChainTable;
+use cpfs_proto::frame::WireError;
 use cpfs_proto::layout::{Layout, LayoutError, Piece, BLOCK};
 use cpfs_proto::node::NodePeers as Peers;
 use cpfs_proto::node::{
@@ -67,6 +68,9 @@ const TRUNCATE_BATCH: usize = 64;
 /// doubling to half a second, jittered so the clients of a failed node do
 /// not retry in step.
 const RETRY_FIRST: Duration = Duration::from_millis(20);
+/// How long a call waits for a node before the client checks, and then
+/// how often, whether the chain table moved on without that node.
+const RECHECK_AFTER: Duration = Duration::from_millis(500);
 const RETRY_CAP: Duration = Duration::from_millis(500);
 
 fn retry_delays() -> retry::ExponentialBackoff {
@@ -88,6 +92,8 @@ pub struct DataClient {
     peers: Peers,
     table: RwLock<ChainTable>,
     source: ChainSource,
+    /// When a slow call last refreshed the table (see `call_routed`).
+    refreshed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl DataClient {
@@ -96,6 +102,7 @@ impl DataClient {
             peers: Peers::default(),
             table: RwLock::new(table),
             source,
+            refreshed: Default::default(),
         })
     }
 
@@ -145,22 +152,71 @@ impl DataClient {
         while tokio::time::Instant::now() < deadline {
             let (members, version) = self.members(chain).await?;
             if let Some(head) = members.first() {
+                // Given up once another node heads the chain: the old head
+                // cannot complete the write any more (the other members
+                // refuse what it forwards under its table), so it is safe
+                // to send it to the new one.
+                let still_head = |t: &ChainTable| {
+                    t.chain(chain).and_then(|c| c.head()).map(|h| &h.address) == Some(head)
+                };
                 match self
-                    .peers
-                    .get(head)
-                    .call(build(ChainRef { id: chain, version }))
+                    .call_routed(head, build(ChainRef { id: chain, version }), still_head)
                     .await
                 {
-                    Ok(NodeResponse::Failed(e)) if transient(&e) => last = e.to_string(),
-                    Ok(NodeResponse::Failed(e)) => return Err(DataError::Node(e)),
-                    Ok(r) => return Ok(r),
-                    Err(e) => last = e.to_string(),
+                    Some(Ok(NodeResponse::Failed(e))) if transient(&e) => last = e.to_string(),
+                    Some(Ok(NodeResponse::Failed(e))) => return Err(DataError::Node(e)),
+                    Some(Ok(r)) => return Ok(r),
+                    Some(Err(e)) => last = e.to_string(),
+                    None => {
+                        last = format!("{head} no longer heads chain {chain}");
+                        continue;
+                    }
                 }
             }
             tokio::time::sleep(delays.next().unwrap_or(RETRY_CAP)).await;
             self.refresh().await;
         }
         Err(DataError::Unreachable(chain, last))
+    }
+
+    /// Calls the node at `addr` until it answers or a table refreshed
+    /// meanwhile no longer routes this request to it (`routed`: None). A
+    /// node that went silent (its link is down) then costs the time the
+    /// control plane takes to replace it, not the connection's deadline
+    /// and a reconnection after it.
+    async fn call_routed(
+        &self,
+        addr: &str,
+        req: NodeRequest,
+        routed: impl Fn(&ChainTable) -> bool,
+    ) -> Option<Result<NodeResponse, WireError>> {
+        let peer = self.peers.get(addr);
+        let call = peer.call(req);
+        tokio::pin!(call);
+        let mut recheck =
+            tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_AFTER, RECHECK_AFTER);
+        loop {
+            tokio::select! {
+                r = &mut call => return Some(r),
+                _ = recheck.tick() => {
+                    self.refresh_at_most_every(RECHECK_AFTER / 2).await;
+                    if !routed(&*self.table.read().await) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refreshes the table unless that was done less than `every` ago:
+    /// many pieces waiting on one silent node share a refresh.
+    async fn refresh_at_most_every(&self, every: Duration) {
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.refresh().await;
+        *last = Some(tokio::time::Instant::now());
     }
 
     pub async fn write(
@@ -450,17 +506,24 @@ impl DataClient {
                     }
                 }
             }
+            let version = self.chain_version().await;
             let calls = addrs.iter().map(|a| {
                 let req = NodeRequest::Fsync {
                     cap: cap.clone(),
                     fs: cap.fs.clone(),
                     inode,
                 };
-                let peer = self.peers.get(a);
-                async move { peer.call(req).await }
+                // A node that went silent is waited for only until the
+                // table changes: the new one may not hold it.
+                self.call_routed(a, req, move |t: &ChainTable| t.version == version)
             });
             let mut all_done = true;
             for r in join_all(calls).await {
+                let Some(r) = r else {
+                    all_done = false;
+                    last = "the chain table changed".into();
+                    continue;
+                };
                 match r {
                     Ok(NodeResponse::Done) => {}
                     Ok(NodeResponse::Failed(e)) if transient(&e) => {

@@ -107,6 +107,11 @@ impl LayoutClient {
     }
 }
 
+/// Deadlines of one heartbeat: under the default lease (2.5 s). A longer
+/// lease outlives a few failed heartbeats; they are sent every second.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+const HEARTBEAT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct Heartbeater {
     http: reqwest::Client,
     url: String,
@@ -118,8 +123,14 @@ pub struct Heartbeater {
 
 impl Heartbeater {
     pub fn new(cfg: &NodeConfig, advertise: &str) -> Result<Heartbeater, String> {
+        // A heartbeat answered after the lease it would renew has run out
+        // renews nothing, and while one hangs the next is not sent: a
+        // blackholed control plane costs a deadline, not TCP's retries,
+        // and the first heartbeat after the link returns goes out at once.
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .connect_timeout(HEARTBEAT_CONNECT_TIMEOUT)
+            .timeout(HEARTBEAT_TIMEOUT)
+            .tcp_keepalive(Duration::from_secs(1))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Heartbeater {

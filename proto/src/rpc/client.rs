@@ -14,11 +14,14 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Mutex};
 
+use super::liveness::{watch_peer, PEER_TIMEOUT};
 use super::writer::FrameWriter;
 use crate::frame::{encode_frame, read_frame, WireError};
 
-/// How long one call may take before it fails (a dead peer must not hang a
-/// caller forever).
+/// How long one call may take before it fails: the bound for a peer that
+/// is reachable but never answers (a hung process). A peer that is not
+/// reachable at all fails the connection much sooner, after
+/// [`PEER_TIMEOUT`] (see [`super::liveness`]).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Pending<Resp> = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Result<Resp, String>>>>>;
@@ -68,16 +71,17 @@ where
                 return Ok((l.outbox.clone(), l.pending.clone(), l.alive.clone()));
             }
         }
-        let stream =
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.address))
-                .await
-                .map_err(|_| {
-                    WireError::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    ))
-                })??;
+        // A SYN to an unreachable host is retried for minutes.
+        let stream = tokio::time::timeout(PEER_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| {
+                WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })??;
         stream.set_nodelay(true)?;
+        watch_peer(&stream)?;
         let (mut rd, wr) = stream.into_split();
         let tx = Arc::new(FrameWriter::new(wr));
         let pending: Pending<Resp> = Arc::new(std::sync::Mutex::new(HashMap::new()));

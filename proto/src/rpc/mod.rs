@@ -3,8 +3,10 @@
 //! every binary listener runs in.
 
 pub mod client;
+pub mod liveness;
 pub mod server;
 pub mod writer;
 
 pub use client::{Client, Pool, CALL_TIMEOUT};
+pub use liveness::PEER_TIMEOUT;
 pub use server::{serve, serve_until, Outcome, ServiceLimits, ServiceStats};

@@ -113,6 +113,9 @@ pub async fn serve_until<Req, Resp, H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Err(e) = super::liveness::watch_client(&stream) {
+            tracing::debug!(service = limits.name, error = %e, "keepalive not set");
+        }
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", service = limits.name, %peer);
         connections.spawn(
