@@ -166,6 +166,12 @@ async fn heartbeat(
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "file systems over capacity unknown"))
             .ok();
+        // Not worth a node's lease either: without them a node keeps
+        // probing the last ones it was given.
+        let peers = cp.node_peers().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "peers to probe unavailable");
+            Vec::new()
+        });
         Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
             chain_table,
             dropped,
@@ -173,6 +179,7 @@ async fn heartbeat(
             // Nodes refuse capabilities issued before these.
             revoked,
             full,
+            peers,
         })
     });
     let reply = match reply.await {

@@ -19,6 +19,7 @@ pub mod mount_policy;
 pub mod mount_targets;
 pub mod namespaces;
 pub mod nodes;
+pub mod reachability;
 pub mod reconciler;
 pub mod revocations;
 pub mod secrets;

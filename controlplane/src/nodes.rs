@@ -57,6 +57,9 @@ pub struct NodeReport {
     pub syncs: Vec<cpfs_proto::node::SyncReport>,
     #[serde(default)]
     pub scrub: cpfs_proto::node::ScrubReport,
+    /// Peers the node could not reach at its last probe.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
 }
 
 /// Wall-clock milliseconds (liveness never uses the injected clock).
@@ -285,6 +288,7 @@ impl ControlPlane {
             chain_bytes: hb.stats.chain_bytes.clone(),
             syncs: hb.stats.syncs.clone(),
             scrub: hb.stats.scrub.clone(),
+            unreachable: hb.unreachable.clone(),
         };
         let report = serde_json::to_string(&report).map_err(|e| Error::Internal(e.to_string()))?;
         sqlx::query(
@@ -318,6 +322,24 @@ impl ControlPlane {
         self.update_chain_table().await
     }
 
+    /// The data nodes a node probes (see `HeartbeatReply::peers`): every
+    /// one heard from within ten failure timeouts, so a node that left its
+    /// chains for being unreachable stays watched.
+    pub async fn node_peers(&self) -> Result<Vec<cpfs_proto::chains::NodeAddr>> {
+        let since = wall_ms() - 10 * self.policy.failure_timeout_ms;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, address FROM nodes WHERE last_seen_ms >= $1 AND state <> 'Drained' ORDER BY id",
+        )
+        .bind(since)
+        .fetch_all(&self.store.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, address)| !address.starts_with("embedded:"))
+            .map(|(id, address)| cpfs_proto::chains::NodeAddr { id, address })
+            .collect())
+    }
+
     /// File systems deleted in the last 30 days (nodes drop their chunks).
     pub async fn dropped_file_systems(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
@@ -347,6 +369,15 @@ impl ControlPlane {
         let settling = self.started.elapsed().as_millis() as i64 <= policy.failure_timeout_ms;
         let mut chain_bytes: std::collections::HashMap<u32, u64> = Default::default();
         let mut finished = Vec::new();
+        let heard = |n: &Node| now - n.last_seen_ms <= policy.failure_timeout_ms;
+        // Nodes that heartbeat but that their peers cannot reach.
+        let cut_off = crate::reachability::cut_off(
+            &nodes
+                .iter()
+                .filter(|n| heard(n) && !n.address.starts_with("embedded:"))
+                .map(|n| (n.id.clone(), n.report.unreachable.clone()))
+                .collect(),
+        );
         let views: Vec<NodeView> = nodes
             .iter()
             .filter(|n| !n.address.starts_with("embedded:") && n.state != "Drained")
@@ -365,8 +396,8 @@ impl ControlPlane {
                 NodeView {
                     id: n.id.clone(),
                     address: n.address.clone(),
-                    live: now - n.last_seen_ms <= policy.failure_timeout_ms
-                        || (settling && current.node_ids().contains(&n.id)),
+                    live: (heard(n) || (settling && current.node_ids().contains(&n.id)))
+                        && !cut_off.contains(&n.id),
                     draining: n.state == "Draining",
                 }
             })
@@ -397,7 +428,11 @@ impl ControlPlane {
         for n in &view.nodes {
             let was = current.node_ids().contains(&n.id);
             if was && !next.node_ids().contains(&n.id) && !n.live {
-                tracing::warn!(node_id = %n.id, "node declared dead: removed from its chains");
+                if cut_off.contains(&n.id) {
+                    tracing::warn!(node_id = %n.id, "node unreachable from its peers: removed from its chains");
+                } else {
+                    tracing::warn!(node_id = %n.id, "node declared dead: removed from its chains");
+                }
             }
         }
         let body = next.to_stored();

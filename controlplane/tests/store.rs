@@ -116,6 +116,7 @@ async fn lifecycle_on_every_backend() {
                 zone: "z".into(),
                 capacity_bytes: 100_000 * GIB as u64,
                 stats: Default::default(),
+                unreachable: vec![],
             };
             let table = cp.node_heartbeat(&hb).await.unwrap();
             // Chains form once R (2) nodes are up, four per node; a later
@@ -276,6 +277,7 @@ async fn add_nodes(cp: &ControlPlane, n: usize) {
             zone: "z".into(),
             capacity_bytes: 100_000 * GIB as u64,
             stats: Default::default(),
+            unreachable: vec![],
         };
         cp.node_heartbeat(&hb).await.unwrap();
     }
@@ -482,6 +484,7 @@ async fn file_systems_over_capacity_are_those_whose_nodes_store_more_than_bought
                     file_systems: vec![per_node(&small), per_node(&big)],
                     ..Default::default()
                 },
+                unreachable: vec![],
             };
             cp.node_heartbeat(&hb).await.unwrap();
         }
@@ -504,6 +507,7 @@ async fn file_systems_over_capacity_are_those_whose_nodes_store_more_than_bought
                     file_systems: vec![u],
                     ..Default::default()
                 },
+                unreachable: vec![],
             };
             cp.node_heartbeat(&hb).await.unwrap();
         }

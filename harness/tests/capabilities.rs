@@ -123,6 +123,7 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
             before_ms: now_ms() + 1,
         }],
         full: None,
+        peers: vec![],
     };
     for n in c.nodes() {
         n.node().unwrap().apply(revoked.clone()).await;

@@ -551,6 +551,7 @@ fn reply_with_full(c: &Cluster, full: Option<Vec<String>>) -> HeartbeatReply {
         lease_ms: 0,
         revoked: vec![],
         full,
+        peers: vec![],
     }
 }
 

@@ -156,6 +156,7 @@ impl Heartbeater {
             zone: self.zone.clone(),
             capacity_bytes: self.capacity_bytes,
             stats: node.stats(version),
+            unreachable: node.unreachable_peers(),
         };
         let sent = Instant::now();
         let reply = self.send(&hb).await?;

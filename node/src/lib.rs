@@ -11,9 +11,11 @@
 //! - [`server`]: the node itself ([`Node`]: state, resync and scrub put
 //!   together) and its request dispatch.
 //! - [`heartbeat`]: reports to the control plane, takes the chain table.
+//! - [`peers`]: probes the other nodes, so that one its clients cannot
+//!   reach is reported.
 //! - [`throttle`]: byte-rate limits (client I/O, repair, scrub).
 //!
-//! Modules depend one way: `state` ← `resync`, `scrub` ← `server` ←
+//! Modules depend one way: `state` ← `resync`, `scrub`, `peers` ← `server` ←
 //! `heartbeat` ← this file, which runs the process on the shared
 //! supervisor of `cpfs-runtime`.
 
@@ -21,6 +23,7 @@ mod blocking;
 pub mod chunkstore;
 pub mod config;
 pub mod heartbeat;
+pub mod peers;
 pub mod resync;
 pub mod scrub;
 pub mod server;
@@ -129,6 +132,11 @@ where
     tasks.spawn("heartbeat", async move {
         heartbeater.run(beating, interval).await;
         Err("the heartbeat loop ended".into())
+    });
+    let probing = node.clone();
+    tasks.every("peer probes", peers::PROBE_EVERY, move || {
+        let node = probing.clone();
+        async move { node.probe_peers().await }
     });
     let counting = node.clone();
     tasks.every("census", scrub::CENSUS_EVERY, move || {

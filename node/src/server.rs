@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::blocking::blocking;
 use crate::chunkstore::ChunkStore;
 use crate::config::Rates;
+use crate::peers::PeerWatch;
 use crate::resync::Resync;
 use crate::scrub::Scrub;
 use crate::state::{NodeState, Role};
@@ -68,6 +69,7 @@ pub struct Node {
     state: Arc<NodeState>,
     resync: Resync,
     scrub: Scrub,
+    peer_watch: PeerWatch,
     /// Counters of the node protocol's service shell.
     pub service_stats: Arc<ServiceStats>,
     io_throttle: Throttle,
@@ -79,6 +81,7 @@ impl Node {
             state: Arc::new(NodeState::new(id, store, key, rates)),
             resync: Resync::default(),
             scrub: Scrub::default(),
+            peer_watch: PeerWatch::default(),
             service_stats: Default::default(),
             io_throttle: Throttle::new(rates.max_bandwidth),
         })
@@ -132,6 +135,11 @@ impl Node {
     pub async fn apply(&self, reply: HeartbeatReply) {
         self.state.revoke(&reply.revoked);
         self.state.set_full(reply.full);
+        // None: the control plane could not list them this time (or is
+        // older); the last ones are still the best guess.
+        if !reply.peers.is_empty() {
+            self.peer_watch.set_peers(reply.peers);
+        }
         self.set_chain_table(reply.chain_table).await;
         let held: Vec<String> = self.state.store.usage().into_iter().map(|u| u.fs).collect();
         for fs in reply.dropped.into_iter().filter(|f| held.contains(f)) {
@@ -144,6 +152,20 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Probes the peers the control plane named; a change in who is
+    /// unreachable is reported at once (the heartbeat is woken).
+    pub async fn probe_peers(&self) -> Result<(), String> {
+        if self.peer_watch.probe(&self.state).await {
+            self.state.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Ids of the peers that missed the last probe.
+    pub fn unreachable_peers(&self) -> Vec<String> {
+        self.peer_watch.unreachable()
     }
 
     /// One census pass: bytes per chain, and the collection of chunks of

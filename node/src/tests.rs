@@ -45,6 +45,7 @@ async fn control_plane(status: u16) -> (String, Arc<Mutex<Heard>>) {
                     lease_ms: 0,
                     revoked: vec![],
                     full: None,
+                    peers: vec![],
                 })
                 .unwrap();
                 let head = format!(

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chains::ChainTable;
+use crate::chains::{ChainTable, NodeAddr};
 use crate::node::NodeStats;
 
 /// Header carrying the cluster token on node → control plane calls.
@@ -20,6 +20,12 @@ pub struct Heartbeat {
     pub zone: String,
     pub capacity_bytes: u64,
     pub stats: NodeStats,
+    /// Ids of the peers (see [`HeartbeatReply::peers`]) this node could not
+    /// reach on its data address at its last probe. A node cut off from its
+    /// clients still heartbeats; its peers' reports are how the control
+    /// plane learns to replace it.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +51,12 @@ pub struct HeartbeatReply {
     /// the control plane could not tell (the node keeps the last list).
     #[serde(default)]
     pub full: Option<Vec<String>>,
+    /// The other data nodes, which this node probes and reports on
+    /// (`Heartbeat::unreachable`): every registered one, not only those of
+    /// its chains, so a node that left its chains for being unreachable is
+    /// still watched and not placed again while it stays so.
+    #[serde(default)]
+    pub peers: Vec<NodeAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
