@@ -7,6 +7,12 @@
 //! clients still reach it, which is the partition a lease must survive.
 //! Services of the test namespace listen on loopback, so [`Forward`]s on
 //! link A's near address stand for them.
+//!
+//! Hosts made [`Host::on`] a [`Network`] have their links B on one
+//! bridge, one segment: they reach each other (data nodes forward and
+//! resync to their peers) and the test namespace reaches them all over
+//! it, as clients do. Taking one host's link B down cuts it off from its
+//! clients and its peers while it still reaches the control plane.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -32,30 +38,90 @@ fn ip(args: &[&str]) {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// A switch for the links B of several hosts: a bridge in the test
+/// namespace with its own /24, the test namespace at `.1`.
+pub struct Network {
+    bridge: String,
+    net: (u8, u8),
+    next: AtomicU32,
+}
+
+impl Network {
+    pub fn new() -> Network {
+        let n = std::process::id() % 60_000 + NEXT.fetch_add(1, Ordering::Relaxed);
+        let net = (233 + (n / 250 % 2) as u8, (n % 250) as u8);
+        let bridge = format!("cpfsbr{n}");
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("10.{}.{}.1/24", net.0, net.1),
+            "dev",
+            &bridge,
+        ]);
+        ip(&["link", "set", &bridge, "up"]);
+        Network {
+            bridge,
+            net,
+            next: AtomicU32::new(2),
+        }
+    }
+
+    fn address(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net.0, self.net.1, host)
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
 pub struct Host {
     pub name: String,
     tag: String,
     /// Link A: (this namespace's end, the host's end).
     pub control: (Ipv4Addr, Ipv4Addr),
-    /// Link B.
+    /// Link B (on a [`Network`], its near end is the bridge's address).
     pub clients: (Ipv4Addr, Ipv4Addr),
 }
 
 impl Host {
+    /// A host whose link B is a pair of its own.
     pub fn new() -> Host {
+        Host::build(None)
+    }
+
+    /// A host whose link B is a port of `network`.
+    pub fn on(network: &Network) -> Host {
+        Host::build(Some(network))
+    }
+
+    fn build(network: Option<&Network>) -> Host {
         let n = std::process::id() % 60_000 + NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{n}");
         let name = format!("cpfs-test-{tag}");
         let (x, y) = ((n / 64 % 250) as u8, (n % 64 * 4) as u8);
+        let clients = match network {
+            None => (
+                Ipv4Addr::new(10, 232, x, y + 1),
+                Ipv4Addr::new(10, 232, x, y + 2),
+            ),
+            Some(net) => {
+                let k = net.next.fetch_add(1, Ordering::Relaxed);
+                assert!(k < 255, "a network holds at most 253 hosts");
+                (net.address(1), net.address(k as u8))
+            }
+        };
         let host = Host {
             control: (
                 Ipv4Addr::new(10, 231, x, y + 1),
                 Ipv4Addr::new(10, 231, x, y + 2),
             ),
-            clients: (
-                Ipv4Addr::new(10, 232, x, y + 1),
-                Ipv4Addr::new(10, 232, x, y + 2),
-            ),
+            clients,
             name,
             tag,
         };
@@ -66,14 +132,23 @@ impl Host {
             ip(&[
                 "link", "add", &outer, "type", "veth", "peer", "name", &inner, "netns", &host.name,
             ]);
-            ip(&["addr", "add", &format!("{near}/30"), "dev", &outer]);
+            let prefix = match (link, network) {
+                ("b", Some(net)) => {
+                    ip(&["link", "set", &outer, "master", &net.bridge]);
+                    24
+                }
+                _ => {
+                    ip(&["addr", "add", &format!("{near}/30"), "dev", &outer]);
+                    30
+                }
+            };
             ip(&["link", "set", &outer, "up"]);
             ip(&[
                 "-n",
                 &host.name,
                 "addr",
                 "add",
-                &format!("{far}/30"),
+                &format!("{far}/{prefix}"),
                 "dev",
                 &inner,
             ]);
@@ -97,6 +172,12 @@ impl Host {
     /// Cuts the host off from the control plane and the database.
     pub fn cut_control(&self) {
         ip(&["link", "set", &self.dev("a"), "down"]);
+    }
+
+    /// Cuts the host off from its clients (and, on a [`Network`], its
+    /// peers); it still reaches the control plane.
+    pub fn cut_clients(&self) {
+        ip(&["link", "set", &self.dev("b"), "down"]);
     }
 }
 
