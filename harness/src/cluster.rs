@@ -191,6 +191,18 @@ impl Cluster {
         ClusterBuilder::default()
     }
 
+    /// A cluster of `nodes` data nodes keeping `replicas` copies, with
+    /// everything else as the builder defaults; for tests, which have
+    /// nothing to do but fail when it cannot start.
+    pub async fn start(nodes: usize, replicas: usize) -> Cluster {
+        Cluster::builder()
+            .nodes(nodes)
+            .replicas(replicas)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"))
+    }
+
     pub fn key(&self) -> &CapabilityKey {
         &self.key
     }

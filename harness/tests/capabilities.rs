@@ -19,12 +19,7 @@ const LIFETIME: Duration = Duration::from_secs(2);
 const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn cluster() -> Cluster {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     c.meta()
         .service()
         .unwrap()
@@ -147,8 +142,9 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
     // the revocation and works.
     c.meta().set_mount_target(true);
     let renewed = held.renew(&f.cap).await.unwrap();
-    assert!(matches!(
-        read_with(&c, &f, &renewed).await,
-        NodeResponse::Data(_)
-    ));
+    let r = read_with(&c, &f, &renewed).await;
+    assert!(
+        matches!(r, NodeResponse::Data(_)),
+        "the renewal ({renewed:?}) was refused: {r:?}"
+    );
 }

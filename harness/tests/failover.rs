@@ -11,12 +11,7 @@ const CHUNK: u64 = MIN_CHUNK_SIZE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_replicas_a_dead_member_loses_nothing_after_failover() {
-    let mut c = Cluster::builder()
-        .nodes(3)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let mut c = Cluster::start(3, 2).await;
     let f = c.create("f").await.unwrap();
     // Two chunks per chain: every chain, and so every node as head and as
     // second member, holds some of the file.

@@ -85,12 +85,7 @@ fn stored(c: &Cluster, f: &OpenFile) -> (usize, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_past_the_chunk_size_is_refused_before_any_io() {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     let f = c.create("far").await.unwrap();
     let head = head_of(&c, &f, 0);
 
@@ -136,12 +131,7 @@ async fn a_write_past_the_chunk_size_is_refused_before_any_io() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_that_overflow_are_refused_and_no_worker_panics() {
-    let c = Cluster::builder()
-        .nodes(1)
-        .replicas(1)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(1, 1).await;
     let f = c.create("wrap").await.unwrap();
     let data = pattern(1, CHUNK as usize);
     c.write(&f, 0, &data).await.unwrap();
@@ -223,12 +213,7 @@ async fn a_forged_huge_read_does_not_stall_other_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_stats_need_the_cluster_capability() {
-    let c = Cluster::builder()
-        .nodes(1)
-        .replicas(1)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(1, 1).await;
     let f = c.create("tenant").await.unwrap();
     c.write(&f, 0, &pattern(3, BLOCK as usize)).await.unwrap();
     let node = NodeClient::new(c.node(0).addr().to_string());
@@ -260,12 +245,7 @@ async fn node_stats_need_the_cluster_capability() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncate_sends_requests_only_for_chunks_that_exist() {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     let f = c.create("sparse").await.unwrap();
     c.write(&f, 0, &pattern(4, 3 * CHUNK as usize))
         .await
@@ -326,12 +306,7 @@ async fn a_truncate_sends_requests_only_for_chunks_that_exist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_file_past_the_largest_size_is_resynced_in_bounded_pieces() {
-    let mut c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let mut c = Cluster::start(2, 2).await;
     c.fail_over(1).await.unwrap();
     let f = c.create("grown").await.unwrap();
     let data = pattern(6, 2 * CHUNK as usize);
@@ -394,12 +369,7 @@ fn members(c: &Cluster, f: &OpenFile) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_pass_its_write_off_as_forwarded_to_a_replica() {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     let f = c.create("copies").await.unwrap();
     let data = pattern(7, BLOCK as usize);
     c.write(&f, 0, &data).await.unwrap();
@@ -484,12 +454,7 @@ async fn a_client_cannot_pass_its_write_off_as_forwarded_to_a_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_cannot_repair_a_damaged_block_and_the_node_heals_it() {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     let f = c.create("damaged").await.unwrap();
     let data = pattern(9, BLOCK as usize);
     c.write(&f, 0, &data).await.unwrap();
@@ -570,12 +535,7 @@ async fn apply(c: &Cluster, full: Option<Vec<String>>) {
 /// until a heartbeat reply no longer names the file system.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_system_over_capacity_on_the_nodes_gets_no_more_blocks() {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     let f = c.create("full").await.unwrap();
     let head = head_of(&c, &f, 0);
     let first = pattern(1, 2 * BLOCK as usize);

@@ -13,12 +13,7 @@ const CHUNK: u64 = MIN_CHUNK_SIZE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_lease_expired_refuses_until_it_is_renewed() {
-    let c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(2, 2).await;
     let f = c.create("f").await.unwrap();
     let data = pattern(1, 2 * CHUNK as usize);
     c.write(&f, 0, &data).await.unwrap();

@@ -28,12 +28,7 @@ async fn stats_reply(conn: &mut RawConn, key: &CapabilityKey, id: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_over_the_node_limit_is_refused_from_its_length_alone() {
-    let c = Cluster::builder()
-        .nodes(1)
-        .replicas(1)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(1, 1).await;
     let f = c.create("f").await.unwrap();
     let data = pattern(1, 256 * 1024);
     c.write(&f, 0, &data).await.unwrap();
@@ -73,12 +68,7 @@ async fn a_frame_over_the_node_limit_is_refused_from_its_length_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_of_another_wire_version_is_refused() {
-    let c = Cluster::builder()
-        .nodes(1)
-        .replicas(1)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(1, 1).await;
     let node = c.node(0);
     let stats = node.node().unwrap().service_stats.clone();
 
@@ -118,12 +108,7 @@ fn meta_request_of(size: usize) -> MetaRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metadata_service_refuses_a_request_over_its_limit() {
-    let c = Cluster::builder()
-        .nodes(1)
-        .replicas(1)
-        .build()
-        .await
-        .unwrap();
+    let c = Cluster::start(1, 1).await;
     let addr = c.meta().listen_addr();
     let stats = c.meta().service().unwrap().service_stats.clone();
 

@@ -13,12 +13,7 @@ const CHUNK: u64 = MIN_CHUNK_SIZE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_returning_member_gets_what_it_missed_and_drops_what_was_deleted() {
-    let mut c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let mut c = Cluster::start(2, 2).await;
     let f1 = c.create("f1").await.unwrap();
     let f2 = c.create("f2").await.unwrap();
     let mut v1 = pattern(1, 8 * CHUNK as usize);
@@ -80,12 +75,7 @@ async fn a_returning_member_gets_what_it_missed_and_drops_what_was_deleted() {
 /// member like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_size_chunk_is_resynced() {
-    let mut c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let mut c = Cluster::start(2, 2).await;
     c.fail_over(1).await.unwrap();
     let f = c.create_striped("big", MAX_CHUNK_SIZE, 1).await.unwrap();
     let data = pattern(5, MAX_CHUNK_SIZE as usize);

@@ -74,12 +74,7 @@ async fn a_write_with_a_stale_table_is_refused_and_the_client_refreshes_and_succ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_serving_members_and_never_to_a_syncing_one() {
-    let mut c = Cluster::builder()
-        .nodes(2)
-        .replicas(2)
-        .build()
-        .await
-        .unwrap();
+    let mut c = Cluster::start(2, 2).await;
     let f = c.create("f").await.unwrap();
     let chunks = c.table().chains.len() as u64 * 2;
     let data = pattern(3, (chunks * CHUNK) as usize);
