@@ -51,7 +51,7 @@ impl MetaClient {
     /// metadata server, asking `locate` where it went.
     pub fn located(address: &str, domain: &str, locate: Option<Locator>) -> Arc<MetaClient> {
         Arc::new(MetaClient {
-            rpc: RwLock::new(Arc::new(Connection::new(address))),
+            rpc: RwLock::new(Arc::new(Connection::reserved(address))),
             locate,
             domain: domain.to_string(),
             session: AtomicU64::new(0),
@@ -74,7 +74,7 @@ impl MetaClient {
             Ok(address) if address != self.rpc().address() => {
                 tracing::info!(%address, "the file system is served elsewhere now; following it");
                 *self.rpc.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(Connection::new(&address));
+                    Arc::new(Connection::reserved(&address));
                 self.session.store(0, Ordering::Release);
             }
             Ok(_) => {}

@@ -38,6 +38,8 @@ struct Live<Resp> {
 
 pub struct Client<Req, Resp> {
     address: String,
+    /// Connect from a privileged source port ([`super::reserved`]).
+    reserved_port: bool,
     next_id: AtomicU64,
     live: Mutex<Option<Live<Resp>>>,
     _p: PhantomData<fn(Req) -> Resp>,
@@ -51,9 +53,20 @@ where
     pub fn new(address: impl Into<String>) -> Self {
         Client {
             address: address.into(),
+            reserved_port: false,
             next_id: AtomicU64::new(1),
             live: Mutex::new(None),
             _p: PhantomData,
+        }
+    }
+
+    /// A client whose connections come from a privileged source port (the
+    /// metadata service's sessions need one unless the access rule opts
+    /// out; see [`super::reserved`]).
+    pub fn reserved(address: impl Into<String>) -> Self {
+        Client {
+            reserved_port: true,
+            ..Self::new(address)
         }
     }
 
@@ -68,15 +81,21 @@ where
                 return Ok((l.outbox.clone(), l.pending.clone(), l.alive.clone()));
             }
         }
-        let stream =
-            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&self.address))
-                .await
-                .map_err(|_| {
-                    WireError::Io(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    ))
-                })??;
+        let connect = async {
+            if self.reserved_port {
+                super::reserved::connect(&self.address).await
+            } else {
+                TcpStream::connect(&self.address).await
+            }
+        };
+        let stream = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .map_err(|_| {
+                WireError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })??;
         stream.set_nodelay(true)?;
         let (mut rd, wr) = stream.into_split();
         let tx = Arc::new(FrameWriter::new(wr));
