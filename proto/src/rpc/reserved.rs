@@ -17,12 +17,21 @@ pub const RESERVED_PORTS: std::ops::RangeInclusive<u16> = 512..=1023;
 /// and the server decides, saying why it refuses; so does one that finds
 /// every privileged port taken.
 pub async fn connect(address: &str) -> io::Result<TcpStream> {
-    let Some(to) = tokio::net::lookup_host(address).await?.next() else {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{address} resolves to no address"),
-        ));
-    };
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{address} resolves to no address"),
+    );
+    // Each address in turn, as TcpStream::connect does.
+    for to in tokio::net::lookup_host(address).await? {
+        match connect_to(address, to).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn connect_to(address: &str, to: SocketAddr) -> io::Result<TcpStream> {
     for port in RESERVED_PORTS.rev() {
         let socket = match to {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
