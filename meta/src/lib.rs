@@ -63,10 +63,12 @@ pub struct Session {
     pub privileged_only: bool,
 }
 
-/// A session as the service keeps it: when it was last used, for its lease.
+/// A session as the service keeps it: when it was last used, for its lease
+/// (milliseconds since the service's `epoch`, so that a request renews it
+/// under the map's read lock).
 struct Live {
     session: Session,
-    used: std::time::Instant,
+    used_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct MetaService {
@@ -81,6 +83,8 @@ pub struct MetaService {
     sessions: std::sync::RwLock<HashMap<u64, Live>>,
     /// A session unused for this long expires (see [`MetaService::expire_sessions`]).
     session_lease: std::sync::RwLock<std::time::Duration>,
+    /// What sessions' use times count from.
+    epoch: std::time::Instant,
     /// What each session has seen, and what others changed of it.
     pub watchers: watch::Watchers,
     /// Open handles per (fs, inode), per session: an unlinked inode keeps
@@ -145,6 +149,7 @@ impl MetaService {
             service_stats: Default::default(),
             sessions: std::sync::RwLock::new(HashMap::new()),
             session_lease: std::sync::RwLock::new(SESSION_LEASE),
+            epoch: std::time::Instant::now(),
             watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
             capability_secs: CAPABILITY_SECS.into(),
@@ -183,8 +188,8 @@ impl MetaService {
     /// address, or from an unprivileged port where the rule wants a
     /// privileged one, gets nothing, exactly as for an id never issued.
     pub fn session(&self, id: u64, peer: std::net::SocketAddr) -> Option<Session> {
-        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
-        let live = sessions.get_mut(&id)?;
+        let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        let live = sessions.get(&id)?;
         let s = &live.session;
         if s.peer != identity::client_ip(peer.ip()) {
             tracing::debug!(session = id, %peer, owner = %s.peer, "session used from another address; refused");
@@ -194,7 +199,10 @@ impl MetaService {
             tracing::debug!(session = id, %peer, "session used from an unprivileged port; refused");
             return None;
         }
-        live.used = std::time::Instant::now();
+        live.used_ms.fetch_max(
+            self.ms_since_epoch(std::time::Instant::now()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Some(live.session.clone())
     }
 
@@ -212,10 +220,14 @@ impl MetaService {
             id,
             Live {
                 session: s,
-                used: std::time::Instant::now(),
+                used_ms: self.ms_since_epoch(std::time::Instant::now()).into(),
             },
         );
         id
+    }
+
+    fn ms_since_epoch(&self, t: std::time::Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// How many sessions are live (for tests and status).
@@ -234,12 +246,15 @@ impl MetaService {
     /// Watch outstanding is in use. How many ended.
     pub fn expire_sessions(&self, now: std::time::Instant) -> usize {
         let lease = *self.session_lease.read().unwrap_or_else(|p| p.into_inner());
+        let now_ms = self.ms_since_epoch(now);
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
         let expired: Vec<u64> = {
             let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
             let ids: Vec<u64> = sessions
                 .iter()
                 .filter(|(id, l)| {
-                    now.saturating_duration_since(l.used) > lease && !self.watchers.waiting(**id)
+                    let used = l.used_ms.load(std::sync::atomic::Ordering::Relaxed);
+                    now_ms.saturating_sub(used) > lease_ms && !self.watchers.waiting(**id)
                 })
                 .map(|(id, _)| *id)
                 .collect();
