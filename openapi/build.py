@@ -103,6 +103,7 @@ ACTIONS = {
         ("UserAccessType", S, False, None, "no_squash (default), root_squash, all_squash"),
         ("Priority", I, False, None, "1 (highest, default) - 100"),
         ("FileSystemType", S, False, None, ""),
+        ("InsecurePorts", B, False, None, "Extension (not in the SDK models), as NFS's insecure: also admit clients connecting to the metadata service from unprivileged source ports (1024 and up); default false: only root on an admitted host can mount"),
     ], {"AccessRuleId": S}),
     "DescribeAccessRules": ("List the rules of an access group", [
         ("AccessGroupName", S, True, "lab-net", ""), ("AccessRuleId", S, False, None, ""),
@@ -112,6 +113,7 @@ ACTIONS = {
         ("AccessGroupName", S, True, "lab-net", ""), ("AccessRuleId", S, True, "1", ""),
         ("SourceCidrIp", S, False, None, ""), ("Ipv6SourceCidrIp", S, False, None, ""),
         ("RWAccessType", S, False, None, ""), ("UserAccessType", S, False, None, ""), ("Priority", I, False, None, ""),
+        ("InsecurePorts", B, False, None, "Extension, as in CreateAccessRule; unchanged when absent"),
     ], {}),
     "DeleteAccessRule": ("Delete a rule", [
         ("AccessGroupName", S, True, "lab-net", ""), ("AccessRuleId", S, True, "1", ""),
@@ -207,7 +209,9 @@ SCHEMAS = {
         "RuleCount": {"type": I}, "MountTargetCount": {"type": I}})),
     "AccessRules": wrap("AccessRules", "AccessRule", obj({
         **{k: {"type": S} for k in ["AccessRuleId", "AccessGroupName", "SourceCidrIp", "Ipv6SourceCidrIp", "RWAccess", "UserAccess", "FileSystemType", "RegionId"]},
-        "Priority": {"type": I}})),
+        "Priority": {"type": I},
+        # Extension: the rule's InsecurePorts.
+        "InsecurePorts": {"type": B}})),
     "TagResources": wrap("TagResources", "TagResource", obj({k: {"type": S} for k in ["ResourceId", "ResourceType", "TagKey", "TagValue"]})),
     "Regions": wrap("Regions", "Region", obj({k: {"type": S} for k in ["RegionId", "LocalName", "RegionEndpoint"]})),
     "Zones": wrap("Zones", "Zone", obj({"ZoneId": {"type": S},

@@ -84,6 +84,9 @@ pub struct ServeArgs {
     /// Seconds a data-node capability lasts (clients renew theirs while files stay open)
     #[arg(long, env = "CPFS_CAPABILITY_SECS")]
     pub capability_secs: Option<u64>,
+    /// Seconds a metadata session lives unused before it ends and its open files are let go (mounts keep theirs alive)
+    #[arg(long, env = "CPFS_SESSION_LEASE_SECS")]
+    pub session_lease_secs: Option<u64>,
     #[command(flatten)]
     pub billing: BillingArgs,
 }
@@ -130,6 +133,7 @@ struct FileSettings {
     default_access_networks: Option<Vec<String>>,
     secret_key_file: Option<PathBuf>,
     capability_secs: Option<u64>,
+    session_lease_secs: Option<u64>,
     price_book: Option<PathBuf>,
     retention_days: Option<u32>,
     billing_interval: Option<u64>,
@@ -163,6 +167,7 @@ pub struct Settings {
     pub default_access_networks: Vec<String>,
     pub secret_key_file: PathBuf,
     pub capability_lifetime: std::time::Duration,
+    pub session_lease: std::time::Duration,
 }
 
 /// Settings in logs: every field but the secret.
@@ -196,6 +201,17 @@ pub fn capability_secs(secs: Option<u64>) -> anyhow::Result<std::time::Duration>
     let secs = secs.unwrap_or(cpfs_meta::CAPABILITY_SECS as u64);
     if !(1..=3600).contains(&secs) {
         anyhow::bail!("--capability-secs must be between 1 and 3600 seconds");
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// How long a metadata session lives unused: `--session-lease-secs`,
+/// default [`cpfs_meta::SESSION_LEASE`]. At least 15 s, so that a mount's
+/// Watch (each returns within 10 s) keeps it; at most a day.
+pub fn session_lease_secs(secs: Option<u64>) -> anyhow::Result<std::time::Duration> {
+    let secs = secs.unwrap_or(cpfs_meta::SESSION_LEASE.as_secs());
+    if !(15..=86_400).contains(&secs) {
+        anyhow::bail!("--session-lease-secs must be between 15 and 86400 seconds");
     }
     Ok(std::time::Duration::from_secs(secs))
 }
@@ -254,6 +270,8 @@ impl Settings {
             anyhow::bail!("--ldap-cache-ttl must be between 1 and 86400 seconds");
         }
         let capability_secs = capability_secs(args.capability_secs.or(file.capability_secs))?;
+        let session_lease =
+            session_lease_secs(args.session_lease_secs.or(file.session_lease_secs))?;
         let retention_days = args
             .billing
             .retention_days
@@ -294,6 +312,7 @@ impl Settings {
             ldap_cache_ttl: std::time::Duration::from_secs(ldap_cache_ttl),
             ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
             capability_lifetime: capability_secs,
+            session_lease,
             price_book: args.billing.price_book.or(file.price_book),
             retention_secs: i64::from(retention_days) * 86_400,
             billing_interval_secs,

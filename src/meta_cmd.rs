@@ -55,6 +55,9 @@ pub struct MetaArgs {
     /// Seconds a data-node capability lasts (clients renew theirs while files stay open)
     #[arg(long, env = "CPFS_CAPABILITY_SECS")]
     pub capability_secs: Option<u64>,
+    /// Seconds a metadata session lives unused before it ends and its open files are let go (mounts keep theirs alive)
+    #[arg(long, env = "CPFS_SESSION_LEASE_SECS")]
+    pub session_lease_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -190,6 +193,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
     )
     .context("starting the metadata service")?;
     service.set_capability_lifetime(crate::config::capability_secs(args.capability_secs)?);
+    service.set_session_lease(crate::config::session_lease_secs(args.session_lease_secs)?);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

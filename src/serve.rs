@@ -338,6 +338,7 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
     )
     .context("starting the metadata service")?;
     meta.set_capability_lifetime(s.capability_lifetime);
+    meta.set_session_lease(s.session_lease);
     let mut tasks = Supervisor::new(cp.liveness.clone());
     tasks.stop_on_signals();
     // One metadata server runs here by default; it takes its file systems

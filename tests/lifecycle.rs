@@ -416,6 +416,26 @@ fn access_groups_and_rules() {
         ),
         (Some("RDONLY"), Some("root_squash"), Some(5))
     );
+    // Privileged source ports unless the rule opts out (the InsecurePorts
+    // extension); a change of other fields keeps it.
+    assert_eq!(rule["InsecurePorts"], false);
+    c.err(
+        "CreateAccessRule",
+        &[
+            ("AccessGroupName", "lab-net"),
+            ("SourceCidrIp", "10.1.0.0/16"),
+            ("InsecurePorts", "yes"),
+        ],
+        "InvalidParameter.InsecurePorts",
+    );
+    c.ok(
+        "ModifyAccessRule",
+        &[
+            ("AccessGroupName", "lab-net"),
+            ("AccessRuleId", &rule_id),
+            ("InsecurePorts", "true"),
+        ],
+    );
     c.ok(
         "ModifyAccessRule",
         &[
@@ -429,6 +449,12 @@ fn access_groups_and_rules() {
         &[("AccessGroupName", "lab-net"), ("AccessRuleId", &rule_id)],
     );
     assert_eq!(v["AccessRules"]["AccessRule"][0]["RWAccess"], "RDWR");
+    assert_eq!(v["AccessRules"]["AccessRule"][0]["InsecurePorts"], true);
+    let v = c.ok(
+        "DescribeAccessRules",
+        &[("AccessGroupName", "DEFAULT_VPC_GROUP_NAME")],
+    );
+    assert_eq!(v["AccessRules"]["AccessRule"][0]["InsecurePorts"], false);
     let v = c.ok("DescribeAccessGroups", &[("AccessGroupName", "lab-net")]);
     assert_eq!(v["AccessGroups"]["AccessGroup"][0]["RuleCount"], 1);
 

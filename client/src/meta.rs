@@ -36,6 +36,10 @@ pub struct MetaClient {
     locate: Option<Locator>,
     domain: String,
     session: AtomicU64,
+    /// One remount at a time: calls that all found the session gone share
+    /// the one new session instead of each opening its own (a handle
+    /// reopened in one of them would be unknown to the next).
+    remount: tokio::sync::Mutex<()>,
     /// This client's half of every request id (see [`RequestId`]).
     client: u64,
     /// The other half, one per operation, kept across its retries.
@@ -51,10 +55,11 @@ impl MetaClient {
     /// metadata server, asking `locate` where it went.
     pub fn located(address: &str, domain: &str, locate: Option<Locator>) -> Arc<MetaClient> {
         Arc::new(MetaClient {
-            rpc: RwLock::new(Arc::new(Connection::new(address))),
+            rpc: RwLock::new(Arc::new(Connection::reserved(address))),
             locate,
             domain: domain.to_string(),
             session: AtomicU64::new(0),
+            remount: tokio::sync::Mutex::new(()),
             client: rand::random(),
             seq: AtomicU64::new(1),
         })
@@ -74,7 +79,7 @@ impl MetaClient {
             Ok(address) if address != self.rpc().address() => {
                 tracing::info!(%address, "the file system is served elsewhere now; following it");
                 *self.rpc.write().unwrap_or_else(|p| p.into_inner()) =
-                    Arc::new(Connection::new(&address));
+                    Arc::new(Connection::reserved(&address));
                 self.session.store(0, Ordering::Release);
             }
             Ok(_) => {}
@@ -102,6 +107,17 @@ impl MetaClient {
             tokio::time::sleep(backoff).await;
             self.relocate().await;
         }
+    }
+
+    /// Replaces `stale`, the session a call found gone (or none, after a
+    /// move), unless another call replaced it already.
+    async fn remount(&self, stale: u64) -> Result<(), (i32, String)> {
+        let _one = self.remount.lock().await;
+        let current = self.session.load(Ordering::Acquire);
+        if current != stale && current != 0 {
+            return Ok(());
+        }
+        self.mount_once().await.map(|_| ())
     }
 
     async fn mount_once(&self) -> Result<Mounted, (i32, String)> {
@@ -145,8 +161,9 @@ impl MetaClient {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
         loop {
+            let session = self.session.load(Ordering::Acquire);
             let req = MetaRequest {
-                session: self.session.load(Ordering::Acquire),
+                session,
                 caller: caller.clone(),
                 op: op.clone(),
                 id: Some(id),
@@ -156,10 +173,19 @@ impl MetaClient {
                     errno: errno::ESTALE,
                     ..
                 }) if remounts < 2 => {
-                    // The service restarted and forgot the session.
+                    // The service forgot the session (it restarted, or the
+                    // session's lease ran out).
                     remounts += 1;
-                    if self.mount_once().await.is_ok() {
-                        continue;
+                    match self.remount(session).await {
+                        Ok(()) => continue,
+                        // Unreachable or between servers: retried below.
+                        Err((errno::EIO, _)) | Err((errno::EMOVED, _)) => {}
+                        // Refused (an access rule changed, or this host
+                        // may not use the port it connects from): say why.
+                        Err((errno, message)) => {
+                            tracing::warn!(errno, message, "mounting again was refused");
+                            return Err(errno);
+                        }
                     }
                 }
                 Ok(MetaReply::Err {
@@ -169,7 +195,7 @@ impl MetaClient {
                     // The file system moved (or is moving): ask where, and
                     // open a session there.
                     self.relocate().await;
-                    if self.mount_once().await.is_ok() {
+                    if self.remount(session).await.is_ok() {
                         continue;
                     }
                 }
@@ -245,5 +271,85 @@ mod tests {
         assert!(seen.iter().all(Option::is_some), "{seen:?}");
         assert_eq!(seen[0], seen[1], "the retry changed its id");
         assert_ne!(seen[1], seen[2], "two operations shared an id");
+    }
+
+    /// Calls that all find the session gone (a restarted service) share one
+    /// new session: a handle one of them reopened must be known to the
+    /// session the next call uses.
+    #[tokio::test]
+    async fn calls_that_find_the_session_gone_remount_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mounts = Arc::new(AtomicU64::new(0));
+        let counted = mounts.clone();
+        tokio::spawn(async move {
+            let (c, _) = listener.accept().await.unwrap();
+            let (mut rd, wr) = c.into_split();
+            let wr = Arc::new(tokio::sync::Mutex::new(wr));
+            // The client's session (none yet) is not the service's.
+            let current = Arc::new(AtomicU64::new(1));
+            loop {
+                let Ok((n, req)) = read_frame::<_, MetaRequest>(&mut rd).await else {
+                    return;
+                };
+                let (wr, current, counted) = (wr.clone(), current.clone(), counted.clone());
+                // Answered concurrently, a mount slower than the rest.
+                tokio::spawn(async move {
+                    let reply = match req.op {
+                        MetaOp::Mount { .. } => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let session = 100 + counted.fetch_add(1, Ordering::SeqCst);
+                            current.store(session, Ordering::SeqCst);
+                            MetaReply::Mounted(Mounted {
+                                session,
+                                fs: "fs".into(),
+                                root: cpfs_proto::meta::Attr {
+                                    ino: 1,
+                                    kind: cpfs_proto::meta::Kind::Dir,
+                                    perm: 0o755,
+                                    nlink: 2,
+                                    uid: 0,
+                                    gid: 0,
+                                    size: 0,
+                                    stored: 0,
+                                    atime_ns: 0,
+                                    mtime_ns: 0,
+                                    ctime_ns: 0,
+                                    rdev: 0,
+                                },
+                                chain_table: Default::default(),
+                            })
+                        }
+                        _ if req.session == current.load(Ordering::SeqCst) => MetaReply::Done,
+                        _ => MetaReply::Err {
+                            errno: errno::ESTALE,
+                            message: "unknown session; mount again".into(),
+                        },
+                    };
+                    let frame = encode_frame(n, &reply).unwrap();
+                    wr.lock().await.write_all(&frame).await.unwrap();
+                });
+            }
+        });
+        let meta = MetaClient::new(&address, "test");
+        let who = Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (meta, who) = (meta.clone(), who.clone());
+                tokio::spawn(async move { meta.call(&who, MetaOp::StatFs).await })
+            })
+            .collect();
+        for c in calls {
+            assert!(matches!(c.await.unwrap(), Ok(MetaReply::Done)));
+        }
+        assert_eq!(
+            mounts.load(Ordering::SeqCst),
+            1,
+            "each call mounted its own session"
+        );
     }
 }

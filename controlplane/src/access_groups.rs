@@ -36,6 +36,10 @@ pub struct AccessRule {
     pub rw_access: String,
     pub user_access: String,
     pub priority: i64,
+    /// Also admits metadata connections from unprivileged source ports
+    /// (NFS's `insecure`); by default only ports below 1024 are, so only
+    /// root on an admitted host can speak for its users.
+    pub insecure_ports: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +49,7 @@ pub struct RuleChange {
     pub rw_access: Option<String>,
     pub user_access: Option<String>,
     pub priority: Option<i64>,
+    pub insecure_ports: Option<bool>,
 }
 
 /// The networks the default access group admits unless the operator says
@@ -53,7 +58,8 @@ pub struct RuleChange {
 pub const DEFAULT_NETWORKS: &[&str] = &["127.0.0.0/8", "::1/128"];
 
 /// The default group's rules: one per network the operator lets it admit
-/// (`networks`), read-write without squashing.
+/// (`networks`), read-write without squashing, from privileged source
+/// ports only.
 pub fn default_rules(networks: &[String]) -> Vec<AccessRule> {
     networks
         .iter()
@@ -68,6 +74,7 @@ pub fn default_rules(networks: &[String]) -> Vec<AccessRule> {
                 rw_access: "RDWR".into(),
                 user_access: "no_squash".into(),
                 priority: 1,
+                insecure_ports: false,
             }
         })
         .collect()
@@ -88,7 +95,7 @@ pub async fn rules_of(
     group: &str,
 ) -> Result<Vec<AccessRule>> {
     sqlx::query(
-        "SELECT rule_id, group_name, source_cidr, ipv6_source_cidr, rw_access, user_access, priority FROM access_rules WHERE account_id = $1 AND group_name = $2 ORDER BY priority, rule_id",
+        "SELECT rule_id, group_name, source_cidr, ipv6_source_cidr, rw_access, user_access, priority, insecure_ports FROM access_rules WHERE account_id = $1 AND group_name = $2 ORDER BY priority, rule_id",
     )
     .bind(account_id)
     .bind(group)
@@ -183,6 +190,7 @@ impl AccessRule {
             rw_access: r.try_get("rw_access")?,
             user_access: r.try_get("user_access")?,
             priority: r.try_get("priority")?,
+            insecure_ports: r.try_get::<i64, _>("insecure_ports")? != 0,
         })
     }
 }
@@ -386,6 +394,7 @@ impl ControlPlane {
             rw_access: rule.rw_access.unwrap_or_else(|| "RDWR".into()),
             user_access: rule.user_access.unwrap_or_else(|| "no_squash".into()),
             priority: rule.priority.unwrap_or(1),
+            insecure_ports: rule.insecure_ports.unwrap_or(false),
         };
         validate_rule(&new)?;
         let mut tx = self.store.begin_write().await?;
@@ -399,7 +408,7 @@ impl ControlPlane {
         .try_get("m")?;
         new.rule_id = max.unwrap_or(0) + 1;
         sqlx::query(
-            "INSERT INTO access_rules (account_id, group_name, rule_id, source_cidr, ipv6_source_cidr, rw_access, user_access, priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO access_rules (account_id, group_name, rule_id, source_cidr, ipv6_source_cidr, rw_access, user_access, priority, insecure_ports) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(account_id)
         .bind(group)
@@ -409,6 +418,7 @@ impl ControlPlane {
         .bind(&new.rw_access)
         .bind(&new.user_access)
         .bind(new.priority)
+        .bind(i64::from(new.insecure_ports))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -463,15 +473,19 @@ impl ControlPlane {
         if let Some(p) = change.priority {
             rule.priority = p;
         }
+        if let Some(insecure) = change.insecure_ports {
+            rule.insecure_ports = insecure;
+        }
         validate_rule(&rule)?;
         sqlx::query(
-            "UPDATE access_rules SET source_cidr = $1, ipv6_source_cidr = $2, rw_access = $3, user_access = $4, priority = $5 WHERE account_id = $6 AND group_name = $7 AND rule_id = $8",
+            "UPDATE access_rules SET source_cidr = $1, ipv6_source_cidr = $2, rw_access = $3, user_access = $4, priority = $5, insecure_ports = $6 WHERE account_id = $7 AND group_name = $8 AND rule_id = $9",
         )
         .bind(&rule.source_cidr)
         .bind(&rule.ipv6_source_cidr)
         .bind(&rule.rw_access)
         .bind(&rule.user_access)
         .bind(rule.priority)
+        .bind(i64::from(rule.insecure_ports))
         .bind(account_id)
         .bind(group)
         .bind(rule_id)

@@ -37,6 +37,7 @@ impl ControlPlane {
                         ipv6: parse_net(&r.ipv6_source_cidr),
                         writable: r.rw_access != "RDONLY",
                         squash: Squash::parse(&r.user_access),
+                        insecure_ports: r.insecure_ports,
                     })
                     .collect(),
             )

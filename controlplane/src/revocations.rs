@@ -83,19 +83,20 @@ impl ControlPlane {
         let pool = &self.store.pool;
         let mut rules: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for r in sqlx::query(
-            "SELECT account_id, group_name, rule_id, source_cidr, ipv6_source_cidr, rw_access, user_access, priority FROM access_rules ORDER BY account_id, group_name, priority, rule_id",
+            "SELECT account_id, group_name, rule_id, source_cidr, ipv6_source_cidr, rw_access, user_access, priority, insecure_ports FROM access_rules ORDER BY account_id, group_name, priority, rule_id",
         )
         .fetch_all(pool)
         .await?
         {
             let rule = format!(
-                "{}|{}|{}|{}|{}|{}",
+                "{}|{}|{}|{}|{}|{}|{}",
                 r.try_get::<i64, _>("rule_id")?,
                 r.try_get::<String, _>("source_cidr")?,
                 r.try_get::<String, _>("ipv6_source_cidr")?,
                 r.try_get::<String, _>("rw_access")?,
                 r.try_get::<String, _>("user_access")?,
                 r.try_get::<i64, _>("priority")?,
+                r.try_get::<i64, _>("insecure_ports")?,
             );
             rules
                 .entry((r.try_get("account_id")?, r.try_get("group_name")?))

@@ -79,6 +79,11 @@ pub(crate) async fn backends() -> Vec<Backend> {
 
 /// A metadata service over a provisioned file system, and a session on it.
 async fn service(url: &str) -> (Arc<MetaService>, Session) {
+    (open(provisioned(url).await), session())
+}
+
+/// The store at `url` with file system [`FS`] provisioned on one chain.
+pub(crate) async fn provisioned(url: &str) -> Store {
     let store = Store::open(url).await.unwrap();
     let table = ChainTable {
         version: 1,
@@ -100,7 +105,7 @@ async fn service(url: &str) -> (Arc<MetaService>, Session) {
     crate::lifecycle::provision(&store, FS, &table, 0)
         .await
         .unwrap();
-    (open(store), session())
+    store
 }
 
 /// A metadata service on `store` (provisioned already).
@@ -124,6 +129,7 @@ fn session() -> Session {
         capacity_bytes: 1 << 30,
         domain: "test".into(),
         peer: "127.0.0.1".parse().unwrap(),
+        privileged_only: false,
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Grant {
     pub capacity_bytes: u64,
     pub writable: bool,
     pub squash: Squash,
+    /// The rule wants a privileged source port (it has no `InsecurePorts`).
+    pub privileged_only: bool,
     pub ldap: Option<LdapConfig>,
     /// When it was read from the control plane (unix ms): the issue time
     /// of the capabilities it backs, so a revocation after it refuses them.
@@ -69,10 +71,22 @@ impl Default for IdentitySettings {
     }
 }
 
-struct Resolved {
+pub(crate) struct Resolved {
     config: LdapConfig,
     identity: Option<ldap::Identity>,
     at: Instant,
+}
+
+#[cfg(test)]
+impl Resolved {
+    /// The directory's answer for an identity, as if just asked.
+    pub(crate) fn known(config: LdapConfig, identity: ldap::Identity) -> Resolved {
+        Resolved {
+            config,
+            identity: Some(identity),
+            at: Instant::now(),
+        }
+    }
 }
 
 /// A decision (a grant, or a refusal of a key granted before) and when it
@@ -82,7 +96,7 @@ type CachedGrant = (Res<Arc<Grant>>, Instant);
 #[derive(Default)]
 pub(crate) struct AccessCache {
     grants: Mutex<HashMap<(String, IpAddr), CachedGrant>>,
-    identities: Mutex<HashMap<(String, u32), Resolved>>,
+    pub(crate) identities: Mutex<HashMap<(String, u32), Resolved>>,
     directory_down: Mutex<HashMap<LdapConfig, Instant>>,
     /// One directory lookup at a time: a burst of calls for a new uid makes
     /// one lookup, not one per call.
@@ -117,13 +131,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The rule of `rules` (sorted by priority) that admits `addr`, if any.
-fn matching_rule(rules: &[Rule], addr: IpAddr) -> Option<&Rule> {
-    // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
-    let addr = match addr {
+/// A client's address as rules and sessions know it: an IPv4 client on a
+/// dual-stack socket shows up as ::ffff:a.b.c.d.
+pub fn client_ip(addr: IpAddr) -> IpAddr {
+    match addr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
         v4 => v4,
-    };
+    }
+}
+
+/// The rule of `rules` (sorted by priority) that admits `addr`, if any.
+fn matching_rule(rules: &[Rule], addr: IpAddr) -> Option<&Rule> {
+    let addr = client_ip(addr);
     rules.iter().find(|r| r.admits(addr))
 }
 
@@ -181,8 +200,8 @@ impl MetaService {
         if fs_status != "Running" && fs_status != "Extending" {
             return fail(errno::EACCES, format!("file system {fs} is {fs_status}"));
         }
-        let (writable, squash) = match rules {
-            None => (true, Squash::None),
+        let (writable, squash, privileged_only) = match rules {
+            None => (true, Squash::None, false),
             Some(rules) => {
                 let Some(rule) = matching_rule(&rules, addr) else {
                     return fail(
@@ -190,7 +209,7 @@ impl MetaService {
                         format!("no rule of access group {access_group} admits {addr}"),
                     );
                 };
-                (rule.writable, rule.squash)
+                (rule.writable, rule.squash, !rule.insecure_ports)
             }
         };
         Ok(Grant {
@@ -198,6 +217,7 @@ impl MetaService {
             capacity_bytes,
             writable,
             squash,
+            privileged_only,
             ldap,
             decided_ms: cpfs_proto::capability::now_ms(),
         })
@@ -395,7 +415,7 @@ mod tests {
     #[tokio::test]
     async fn refused_mounts_leave_nothing_behind() {
         for b in crate::exactly_once_tests::backends().await {
-            let peer: IpAddr = "127.0.0.1".parse().unwrap();
+            let peer: std::net::SocketAddr = "127.0.0.1:700".parse().unwrap();
             for i in 0..2_000 {
                 let domain = format!("made-up-{i}.example");
                 let r = b.svc.mount(&domain, peer).await;
@@ -438,6 +458,7 @@ mod tests {
             ipv6: None,
             writable: rw != "RDONLY",
             squash: Squash::parse(user),
+            insecure_ports: false,
         }
     }
 

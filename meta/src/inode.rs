@@ -5,8 +5,9 @@ use cpfs_proto::meta::Attr;
 #[derive(Debug, Clone)]
 pub(crate) struct Inode {
     pub attr: Attr,
-    /// For a directory, its parent (`..`); for other kinds, the directory
-    /// it was created in (informational).
+    /// For a directory, its parent (`..`); for other kinds, one directory
+    /// holding a link to it (the permission walk, `ns/reach.rs`, goes
+    /// through it).
     pub parent: u64,
     /// Symlink target.
     pub target: Option<Vec<u8>>,

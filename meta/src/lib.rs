@@ -38,6 +38,8 @@ mod exactly_once_tests;
 mod input_tests;
 #[cfg(test)]
 mod reload_tests;
+#[cfg(test)]
+mod session_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,8 +57,20 @@ pub struct Session {
     pub fs: String,
     pub capacity_bytes: u64,
     pub domain: String,
-    /// The client's address: access rules are matched against it.
+    /// The client's address: access rules are matched against it, and
+    /// only requests from it may use the session.
     pub peer: std::net::IpAddr,
+    /// The rule that admitted the mount requires a privileged source port
+    /// on every request (no `InsecurePorts`).
+    pub privileged_only: bool,
+}
+
+/// A session as the service keeps it: when it was last used, for its lease
+/// (milliseconds since the service's `epoch`, so that a request renews it
+/// under the map's read lock).
+struct Live {
+    session: Session,
+    used_ms: std::sync::atomic::AtomicU64,
 }
 
 pub struct MetaService {
@@ -68,7 +82,11 @@ pub struct MetaService {
     access: identity::AccessCache,
     /// Counters of the metadata protocol's service shell.
     pub service_stats: Arc<cpfs_proto::rpc::ServiceStats>,
-    sessions: std::sync::RwLock<HashMap<u64, Session>>,
+    sessions: std::sync::RwLock<HashMap<u64, Live>>,
+    /// A session unused for this long expires (see [`MetaService::expire_sessions`]).
+    session_lease: std::sync::RwLock<std::time::Duration>,
+    /// What sessions' use times count from.
+    epoch: std::time::Instant,
     /// What each session has seen, and what others changed of it.
     pub watchers: watch::Watchers,
     /// Open handles per (fs, inode), per session: an unlinked inode keeps
@@ -109,6 +127,12 @@ pub fn fail<T>(errno: i32, msg: impl Into<String>) -> Res<T> {
 /// behind it where no revocation reaches the nodes.
 pub const CAPABILITY_SECS: i64 = 300;
 
+/// How long a session lives unused by default. A mount keeps a Watch
+/// outstanding (each returns within [`watch::MAX_WAIT`]), so a live mount
+/// uses its session far more often than this; a client that went away
+/// loses its session, and with it the open handles that pin deleted files.
+pub const SESSION_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl MetaService {
     pub fn new(
         store: Store,
@@ -126,6 +150,8 @@ impl MetaService {
             access: identity::AccessCache::default(),
             service_stats: Default::default(),
             sessions: std::sync::RwLock::new(HashMap::new()),
+            session_lease: std::sync::RwLock::new(SESSION_LEASE),
+            epoch: std::time::Instant::now(),
             watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
             capability_secs: CAPABILITY_SECS.into(),
@@ -150,23 +176,112 @@ impl MetaService {
             .clone()
     }
 
-    pub fn session(&self, id: u64) -> Option<Session> {
-        self.sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+    /// Sets how long a session lives unused (`--session-lease-secs`; at
+    /// least a second).
+    pub fn set_session_lease(&self, lease: std::time::Duration) {
+        *self
+            .session_lease
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = lease.max(std::time::Duration::from_secs(1));
+    }
+
+    /// Session `id`, as used by a request from `peer` now (which renews its
+    /// lease). A session is not a bearer token: a request from another
+    /// address, or from an unprivileged port where the rule wants a
+    /// privileged one, gets nothing, exactly as for an id never issued.
+    pub fn session(&self, id: u64, peer: std::net::SocketAddr) -> Option<Session> {
+        let sessions = self.sessions.read().unwrap_or_else(|p| p.into_inner());
+        let live = sessions.get(&id)?;
+        let s = &live.session;
+        if s.peer != identity::client_ip(peer.ip()) {
+            tracing::debug!(session = id, %peer, owner = %s.peer, "session used from another address; refused");
+            return None;
+        }
+        if s.privileged_only && peer.port() >= policy::PRIVILEGED_PORTS {
+            tracing::debug!(session = id, %peer, "session used from an unprivileged port; refused");
+            return None;
+        }
+        live.used_ms.fetch_max(
+            self.ms_since_epoch(std::time::Instant::now()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Some(live.session.clone())
     }
 
     fn add_session(&self, mut s: Session) -> u64 {
-        let id = rand::random::<u64>() | 1;
+        let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+        // Ids are random, so that one cannot be guessed from another; 0
+        // means "none" on the wire.
+        let mut id = rand::random::<u64>() | 1;
+        while sessions.contains_key(&id) {
+            id = rand::random::<u64>() | 1;
+        }
         s.id = id;
         self.watchers.add(id, &s.fs);
-        self.sessions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, s);
+        sessions.insert(
+            id,
+            Live {
+                session: s,
+                used_ms: self.ms_since_epoch(std::time::Instant::now()).into(),
+            },
+        );
         id
+    }
+
+    fn ms_since_epoch(&self, t: std::time::Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How many sessions are live (for tests and status).
+    pub fn session_count(&self) -> usize {
+        self.sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Ends the sessions whose lease ran out by `now` (the collector
+    /// passes the current time; tests pass a later one): each one's open
+    /// handles are released, so the files it held open after they were
+    /// deleted can be collected, its watcher is dropped and its id
+    /// forgotten; the client remounts on its next call. A session with a
+    /// Watch outstanding is in use. How many ended.
+    pub fn expire_sessions(&self, now: std::time::Instant) -> usize {
+        let lease = *self.session_lease.read().unwrap_or_else(|p| p.into_inner());
+        let now_ms = self.ms_since_epoch(now);
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let expired: Vec<u64> = {
+            let mut sessions = self.sessions.write().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<u64> = sessions
+                .iter()
+                .filter(|(id, l)| {
+                    let used = l.used_ms.load(std::sync::atomic::Ordering::Relaxed);
+                    now_ms.saturating_sub(used) > lease_ms && !self.watchers.waiting(**id)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                if let Some(l) = sessions.remove(id) {
+                    tracing::info!(session = id, fs = %l.session.fs, peer = %l.session.peer, "session lease expired");
+                }
+            }
+            ids
+        };
+        if expired.is_empty() {
+            return 0;
+        }
+        let gone: std::collections::HashSet<u64> = expired.iter().copied().collect();
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.retain(|_, by| {
+                by.retain(|session, _| !gone.contains(session));
+                !by.is_empty()
+            });
+        }
+        for id in &expired {
+            self.watchers.remove(*id);
+        }
+        expired.len()
     }
 
     fn opened(&self, s: &Session, ino: u64, writable: bool) {
@@ -201,6 +316,15 @@ impl MetaService {
         if by.is_empty() {
             open.remove(&key);
         }
+    }
+
+    /// Whether session `s` holds `ino` open.
+    fn holds(&self, s: &Session, ino: u64) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(s.fs.clone(), ino))
+            .is_some_and(|by| by.contains_key(&s.id))
     }
 
     /// Whether session `s` holds `ino` open for writing.

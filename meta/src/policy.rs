@@ -37,7 +37,15 @@ pub struct Rule {
     pub ipv6: Option<IpNet>,
     pub writable: bool,
     pub squash: Squash,
+    /// Admits clients whose connection comes from an unprivileged source
+    /// port too (NFS's `insecure`). Without it only ports below
+    /// [`PRIVILEGED_PORTS`] are: on an admitted host only root can open
+    /// one, so a local user cannot claim another's uid.
+    pub insecure_ports: bool,
 }
+
+/// Source ports below this are privileged: only root may bind them.
+pub const PRIVILEGED_PORTS: u16 = 1024;
 
 impl Rule {
     pub fn admits(&self, addr: IpAddr) -> bool {
@@ -64,7 +72,8 @@ pub struct MountPolicy {
     pub access_group: String,
     /// The group's rules, highest priority first (the control plane gives
     /// the default group one rule per network the operator lets it admit);
-    /// `None` admits every address read-write without squashing.
+    /// `None` admits every address and source port read-write without
+    /// squashing (tests' fixed tables).
     pub rules: Option<Vec<Rule>>,
     pub ldap: Option<LdapConfig>,
 }
@@ -90,6 +99,7 @@ mod tests {
             ipv6: None,
             writable: true,
             squash: Squash::None,
+            insecure_ports: false,
         }
     }
 
@@ -109,6 +119,7 @@ mod tests {
             ipv6: parse_net("fd00::/8"),
             writable: true,
             squash: Squash::None,
+            insecure_ports: false,
         };
         assert!(v6.admits("fd12::1".parse().unwrap()));
         assert!(!v6.admits(a), "an IPv4 client never matches an IPv6 rule");

@@ -24,9 +24,9 @@ fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
 impl MetaService {
     pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: MetaRequest) -> MetaReply {
         if let MetaOp::Mount { domain } = &req.op {
-            return reply(self.mount(domain, peer.ip()).await, |r| r);
+            return reply(self.mount(domain, peer).await, |r| r);
         }
-        let Some(s) = self.session(req.session) else {
+        let Some(s) = self.session(req.session, peer) else {
             return MetaReply::Err {
                 errno: errno::ESTALE,
                 message: "unknown session; mount again".into(),
@@ -51,6 +51,15 @@ impl MetaService {
             Ok(g) => g,
             Err((errno, message)) => return MetaReply::Err { errno, message },
         };
+        // The rule may have lost its InsecurePorts since the mount: the
+        // session is then no longer this connection's (the remount that
+        // follows is refused, saying why).
+        if grant.privileged_only && peer.port() >= crate::policy::PRIVILEGED_PORTS {
+            return MetaReply::Err {
+                errno: errno::ESTALE,
+                message: "unknown session; mount again".into(),
+            };
+        }
         if let MetaOp::Watch { wait_ms } = req.op {
             let wait = Duration::from_millis(u64::from(wait_ms));
             return self.watchers.wait(req.session, &s.fs, wait).await;
@@ -68,6 +77,12 @@ impl MetaService {
                 return MetaReply::Err { errno, message };
             }
         };
+        // An inode number is no key: the caller must be able to walk to
+        // every inode the request names (ns/reach.rs).
+        if let Err((errno, message)) = self.may_reach(&s, &who, &req.op).await {
+            tracing::debug!(fs = %s.fs, uid = who.uid, %message, "inode not reachable");
+            return MetaReply::Err { errno, message };
+        }
         let session = req.session;
         let fs = s.fs.clone();
         let changes = crate::watch::changes_of(&req.op);
@@ -619,6 +634,10 @@ impl Collector {
                 .unload_dropped()
                 .await
                 .map_err(|e| format!("unloading deleted file systems: {}", e.1))?;
+        }
+        let expired = self.service.expire_sessions(std::time::Instant::now());
+        if expired > 0 {
+            tracing::info!(expired, "sessions whose lease ran out ended");
         }
         match self.service.collect_orphans(&self.data).await {
             Ok(0) => Ok(()),

@@ -246,6 +246,19 @@ impl Watchers {
         }
     }
 
+    /// Forgets the watcher of `session` (its lease expired).
+    pub fn remove(&self, session: u64) {
+        self.lock().remove(session);
+    }
+
+    /// Whether `session` has a Watch outstanding (a live mount).
+    pub fn waiting(&self, session: u64) -> bool {
+        self.lock()
+            .sessions
+            .get(&session)
+            .is_some_and(|w| w.waiting)
+    }
+
     /// How many sessions are watched (for tests and status).
     pub fn len(&self) -> usize {
         self.lock().sessions.len()

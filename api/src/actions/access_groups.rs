@@ -60,6 +60,8 @@ fn rule_change(p: &Params) -> Result<RuleChange, ApiError> {
             &["no_squash", "root_squash", "all_squash"],
         )?,
         priority: p.int("Priority", 1, 100)?,
+        // A CPFS extension, as NFS's `insecure` export option.
+        insecure_ports: p.bool("InsecurePorts")?,
     })
 }
 
@@ -208,6 +210,7 @@ pub async fn execute(
                         "Priority": r.priority,
                         "RWAccess": r.rw_access,
                         "UserAccess": r.user_access,
+                        "InsecurePorts": r.insecure_ports,
                         "FileSystemType": "cpfs",
                         "RegionId": region,
                     })

@@ -283,13 +283,25 @@ impl FsState {
         Ok(out)
     }
 
-    /// Drops one link of a non-directory; the last one makes it an orphan
-    /// whose data goes once nobody holds it open.
-    fn drop_link(&mut self, ino: u64, t: i64) -> Res<()> {
+    /// Drops the link of a non-directory that `dir` held (its entry is
+    /// removed already); the last one makes it an orphan whose data goes
+    /// once nobody holds it open. When links remain and `dir` was the one
+    /// the inode's `parent` named, another directory holding it takes its
+    /// place: the permission walk (reach.rs) goes through `parent`.
+    fn drop_link(&mut self, ino: u64, dir: u64, t: i64) -> Res<()> {
+        let i = self.inode(ino)?;
+        let moved = if i.parent == dir && i.attr.nlink > 1 {
+            self.another_parent(ino, dir)
+        } else {
+            None
+        };
         let left = self
             .update_inode(ino, |i| {
                 i.attr.nlink = i.attr.nlink.saturating_sub(1);
                 i.attr.ctime_ns = t;
+                if let Some(p) = moved {
+                    i.parent = p;
+                }
             })?
             .nlink;
         if left == 0 {
@@ -341,7 +353,7 @@ impl FsState {
                 return fail(EISDIR, "is a directory");
             }
             self.remove_entry(parent, name);
-            self.drop_link(ino, t)?;
+            self.drop_link(ino, parent, t)?;
             self.touch_dir(parent, 0, t)?;
         }
         self.record(id, 0, t);
@@ -415,17 +427,17 @@ impl FsState {
             Some((dst_ino, true)) => self.remove_dir(new_parent, new_name, dst_ino, t)?,
             Some((dst_ino, false)) => {
                 self.remove_entry(new_parent, new_name);
-                self.drop_link(dst_ino, t)?;
+                self.drop_link(dst_ino, new_parent, t)?;
             }
             None => {}
         }
         self.remove_entry(parent, name);
         self.add_entry(new_parent, new_name, src_ino, src_kind);
+        // The new directory holds it now: a directory's `..`, and for a
+        // file a directory through which it is reached (reach.rs).
         self.update_inode(src_ino, |i| {
             i.attr.ctime_ns = t;
-            if src_is_dir {
-                i.parent = new_parent;
-            }
+            i.parent = new_parent;
         })?;
         let moved_dir = src_is_dir && parent != new_parent;
         self.touch_dir(parent, if moved_dir { -1 } else { 0 }, t)?;

@@ -7,10 +7,12 @@
 //! - `shard`: loaded shards, their locks, waiting for the journal;
 //! - `entries`: lookup, attributes, create, link, unlink, rename;
 //! - `files`: open, readdir, sizes, stripes, orphans;
+//! - `reach`: whether a caller may walk to an inode it names by number;
 //! - `xattrs`: extended attributes.
 
 mod entries;
 mod files;
+mod reach;
 pub(crate) mod shard;
 mod state;
 mod xattrs;
@@ -88,12 +90,25 @@ impl MetaService {
     pub(crate) async fn mount(
         &self,
         domain: &str,
-        peer: std::net::IpAddr,
+        from: std::net::SocketAddr,
     ) -> Res<cpfs_proto::meta::MetaReply> {
         // Checked before anything is spent on it: a domain is a DNS name.
         check_domain(domain)?;
+        let peer = crate::identity::client_ip(from.ip());
         // The access group decides whether this address may mount at all.
         let grant = self.fresh_grant(domain, peer).await?;
+        // As NFS servers do: unless the rule opts out, only a privileged
+        // port may mount, so only root on an admitted host can speak for
+        // that host's users (any local user could claim any uid otherwise).
+        if grant.privileged_only && from.port() >= crate::policy::PRIVILEGED_PORTS {
+            return crate::fail(
+                cpfs_proto::meta::errno::EACCES,
+                format!(
+                    "the access rule admitting {peer} on {domain} requires a privileged source port (below {}): mount as root, or set InsecurePorts on the rule",
+                    crate::policy::PRIVILEGED_PORTS
+                ),
+            );
+        }
         let fs = grant.fs.clone();
         let root = self.root(&fs).await?;
         let chain_table = self.chain_table().await?;
@@ -103,6 +118,7 @@ impl MetaService {
             capacity_bytes: grant.capacity_bytes,
             domain: domain.to_string(),
             peer,
+            privileged_only: grant.privileged_only,
         });
         tracing::info!(
             fs = %fs,

@@ -88,11 +88,34 @@ impl FsState {
         .bind(fs)
         .fetch_all(pool)
         .await)?;
+        // A file's `parent` must be a directory holding a link to it (the
+        // permission walk goes through it); before renames kept it so, a
+        // renamed file's row could name a directory it left.
+        let mut confirmed = std::collections::HashSet::new();
+        let mut elsewhere = HashMap::new();
         for (parent, name, ino, kind) in dentries {
+            let (parent, ino, kind) = (parent as u64, ino as u64, Kind::from_code(kind));
+            if kind != Kind::Dir {
+                match st.inodes.get(&ino) {
+                    Some(i) if i.parent == parent => {
+                        confirmed.insert(ino);
+                    }
+                    _ => {
+                        elsewhere.entry(ino).or_insert(parent);
+                    }
+                }
+            }
             st.children
-                .entry(parent as u64)
+                .entry(parent)
                 .or_default()
-                .insert(name, (ino as u64, Kind::from_code(kind)));
+                .insert(name, (ino, kind));
+        }
+        for (ino, parent) in elsewhere {
+            if !confirmed.contains(&ino) {
+                if let Some(i) = st.inodes.get_mut(&ino) {
+                    i.parent = parent;
+                }
+            }
         }
         let xattrs: Vec<(i64, Vec<u8>, Vec<u8>)> = db(sqlx::query_as(
             "SELECT ino, name, value FROM xattrs WHERE fs_id = $1",
@@ -191,6 +214,22 @@ impl FsState {
 
     pub fn child(&self, dir: u64, name: &[u8]) -> Option<(u64, Kind)> {
         self.children.get(&dir).and_then(|c| c.get(name)).copied()
+    }
+
+    /// The inodes `dir` holds entries of.
+    pub fn children_of(&self, dir: u64) -> impl Iterator<Item = u64> + '_ {
+        self.children
+            .get(&dir)
+            .into_iter()
+            .flat_map(|c| c.values().map(|(ino, _)| *ino))
+    }
+
+    /// The directories holding an entry of `ino` (a walk of them all).
+    pub fn dirs_holding(&self, ino: u64) -> impl Iterator<Item = u64> + '_ {
+        self.children
+            .iter()
+            .filter(move |(_, c)| c.values().any(|(i, _)| *i == ino))
+            .map(|(dir, _)| *dir)
     }
 
     pub fn is_empty_dir(&self, dir: u64) -> bool {

@@ -41,6 +41,8 @@ struct Live<Resp> {
 
 pub struct Client<Req, Resp> {
     address: String,
+    /// Connect from a privileged source port ([`super::reserved`]).
+    reserved_port: bool,
     next_id: AtomicU64,
     live: Mutex<Option<Live<Resp>>>,
     _p: PhantomData<fn(Req) -> Resp>,
@@ -54,9 +56,20 @@ where
     pub fn new(address: impl Into<String>) -> Self {
         Client {
             address: address.into(),
+            reserved_port: false,
             next_id: AtomicU64::new(1),
             live: Mutex::new(None),
             _p: PhantomData,
+        }
+    }
+
+    /// A client whose connections come from a privileged source port (the
+    /// metadata service's sessions need one unless the access rule opts
+    /// out; see [`super::reserved`]).
+    pub fn reserved(address: impl Into<String>) -> Self {
+        Client {
+            reserved_port: true,
+            ..Self::new(address)
         }
     }
 
@@ -71,8 +84,15 @@ where
                 return Ok((l.outbox.clone(), l.pending.clone(), l.alive.clone()));
             }
         }
+        let connect = async {
+            if self.reserved_port {
+                super::reserved::connect(&self.address).await
+            } else {
+                TcpStream::connect(&self.address).await
+            }
+        };
         // A SYN to an unreachable host is retried for minutes.
-        let stream = tokio::time::timeout(PEER_TIMEOUT, TcpStream::connect(&self.address))
+        let stream = tokio::time::timeout(PEER_TIMEOUT, connect)
             .await
             .map_err(|_| {
                 WireError::Io(std::io::Error::new(

@@ -1,9 +1,11 @@
 //! Request/reply over the frame codec: [`client`] is the calling half
 //! (multiplexed connections and a pool of them), [`server`] the one shell
-//! every binary listener runs in.
+//! every binary listener runs in, [`liveness`] the deadlines on a
+//! connection's peer, [`reserved`] connecting from a privileged port.
 
 pub mod client;
 pub mod liveness;
+pub mod reserved;
 pub mod server;
 pub mod writer;
 
