@@ -280,12 +280,13 @@ fn grant(server: &Server, domain: &str, name: &str) -> Grant {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let conn = MetaClient::new(meta.clone());
+        let conn = MetaClient::reserved(meta.clone());
         let mount = MetaOp::Mount {
             domain: domain.to_string(),
         };
-        let MetaReply::Mounted(m) = conn.call(meta_request(0, mount)).await.unwrap() else {
-            panic!("mount refused")
+        let m = match conn.call(meta_request(0, mount)).await.unwrap() {
+            MetaReply::Mounted(m) => m,
+            other => panic!("mount refused: {other:?}"),
         };
         let lookup = MetaOp::Lookup {
             parent: 1,
@@ -347,7 +348,7 @@ fn probe(
             .unwrap();
         rt.block_on(async move {
             let conn = NodeClient::new(address);
-            let meta = MetaClient::new(grant.meta);
+            let meta = MetaClient::reserved(grant.meta);
             let (mut version, mut cap) = (version, grant.cap);
             while !stop.load(Ordering::Relaxed) {
                 let req = request(version, cap.clone());
