@@ -127,8 +127,8 @@ mkdir -p bench/results
     done
     echo
     echo "A crash input is in fuzz/artifacts/<target>/; replay it with"
-    echo "\`cargo test --manifest-path fuzz/Cargo.toml --no-default-features\` or"
-    echo "\`cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>\` in fuzz/."
+    echo "\`cargo test -p cpfs-fuzz\` or"
+    echo "\`cargo +nightly fuzz run --features libfuzzer <target> artifacts/<target>/<file>\` in fuzz/."
 } >"$REPORT"
 say "report: $REPORT"
 exit "$status"
