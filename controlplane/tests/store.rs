@@ -110,14 +110,7 @@ async fn lifecycle_on_every_backend() {
 
         // Nodes arrive: placement reserves capacity x R, Running.
         for i in 0..3 {
-            let hb = cpfs_proto::heartbeat::Heartbeat {
-                id: format!("n{i}"),
-                address: format!("127.0.0.1:{}", 9000 + i),
-                zone: "z".into(),
-                capacity_bytes: 100_000 * GIB as u64,
-                stats: Default::default(),
-                unreachable: vec![],
-            };
+            let hb = heartbeat(i, vec![]);
             let table = cp.node_heartbeat(&hb).await.unwrap();
             // Chains form once R (2) nodes are up, four per node; a later
             // node gets no new chains but starts taking existing ones over
@@ -269,16 +262,27 @@ async fn client_tokens_and_status_rules() {
     }
 }
 
+/// Node `n{i}`'s heartbeat, reporting `file_systems` as what it stores.
+fn heartbeat(
+    i: usize,
+    file_systems: Vec<cpfs_proto::node::FsUsage>,
+) -> cpfs_proto::heartbeat::Heartbeat {
+    cpfs_proto::heartbeat::Heartbeat {
+        id: format!("n{i}"),
+        address: format!("127.0.0.1:{}", 9000 + i),
+        zone: "z".into(),
+        capacity_bytes: 100_000 * GIB as u64,
+        stats: cpfs_proto::node::NodeStats {
+            file_systems,
+            ..Default::default()
+        },
+        unreachable: vec![],
+    }
+}
+
 async fn add_nodes(cp: &ControlPlane, n: usize) {
     for i in 0..n {
-        let hb = cpfs_proto::heartbeat::Heartbeat {
-            id: format!("n{i}"),
-            address: format!("127.0.0.1:{}", 9000 + i),
-            zone: "z".into(),
-            capacity_bytes: 100_000 * GIB as u64,
-            stats: Default::default(),
-            unreachable: vec![],
-        };
+        let hb = heartbeat(i, vec![]);
         cp.node_heartbeat(&hb).await.unwrap();
     }
 }
@@ -475,17 +479,7 @@ async fn file_systems_over_capacity_are_those_whose_nodes_store_more_than_bought
             ..Default::default()
         };
         for i in 0..2 {
-            let hb = cpfs_proto::heartbeat::Heartbeat {
-                id: format!("n{i}"),
-                address: format!("127.0.0.1:{}", 9000 + i),
-                zone: "z".into(),
-                capacity_bytes: 100_000 * GIB as u64,
-                stats: cpfs_proto::node::NodeStats {
-                    file_systems: vec![per_node(&small), per_node(&big)],
-                    ..Default::default()
-                },
-                unreachable: vec![],
-            };
+            let hb = heartbeat(i, vec![per_node(&small), per_node(&big)]);
             cp.node_heartbeat(&hb).await.unwrap();
         }
         assert_eq!(
@@ -498,17 +492,7 @@ async fn file_systems_over_capacity_are_those_whose_nodes_store_more_than_bought
         for i in 0..2 {
             let mut u = per_node(&small);
             u.bytes_stored = 2047 * GIB as u64;
-            let hb = cpfs_proto::heartbeat::Heartbeat {
-                id: format!("n{i}"),
-                address: format!("127.0.0.1:{}", 9000 + i),
-                zone: "z".into(),
-                capacity_bytes: 100_000 * GIB as u64,
-                stats: cpfs_proto::node::NodeStats {
-                    file_systems: vec![u],
-                    ..Default::default()
-                },
-                unreachable: vec![],
-            };
+            let hb = heartbeat(i, vec![u]);
             cp.node_heartbeat(&hb).await.unwrap();
         }
         assert!(cp.full_file_systems().await.unwrap().is_empty(), "{name}");
