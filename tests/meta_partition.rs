@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::handover::{one_owner_at_a_time, timeline};
 use common::meta_servers::{
     database_url, embedded_id, meta_list, owner, postgres, wait_for_spread, MetaServer, Writer,
 };
@@ -192,37 +193,9 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
     let new = new.lock().unwrap().clone();
     writer.stop();
 
-    let timeline = |seen: &[(Instant, Answer)]| {
-        let mut out = Vec::new();
-        let mut last = None;
-        for (t, a) in seen {
-            if last != Some(*a) {
-                let at = t.saturating_duration_since(cut).as_millis() as i64
-                    - cut.saturating_duration_since(*t).as_millis() as i64;
-                out.push(format!("{a:?} from {at} ms"));
-                last = Some(*a);
-            }
-        }
-        out.join(", ")
-    };
-    eprintln!("cut-off server: {}", timeline(&old));
-    eprintln!("successor: {}", timeline(&new));
-    let last_old = old
-        .iter()
-        .rfind(|(_, a)| *a == Answer::Served)
-        .map(|(t, _)| *t)
-        .expect("the cut-off server answered before the cut");
-    let first_new = new
-        .iter()
-        .find(|(t, a)| *t > cut && *a == Answer::Served)
-        .map(|(t, _)| *t)
-        .expect("the successor never answered");
-    assert!(
-        last_old < first_new,
-        "two owners: the cut-off server answered {:?} after the cut, the successor from {:?}",
-        last_old.saturating_duration_since(cut),
-        first_new.saturating_duration_since(cut)
-    );
+    eprintln!("cut-off server: {}", timeline(&old, cut));
+    eprintln!("successor: {}", timeline(&new, cut));
+    let (last_old, first_new) = one_owner_at_a_time(&old, &new, cut, &Answer::Served, "two owners");
     // It refused (moved) rather than went silent: it is still reachable.
     assert!(
         old.iter()

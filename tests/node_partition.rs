@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::handover::{one_owner_at_a_time, timeline};
 use common::mount::{file_system_with_mount_target, wait_for, Mount};
 use common::netns::{self, Forward, Host, Network};
 use common::Server;
@@ -385,20 +386,6 @@ fn probe(
     answers
 }
 
-fn timeline(seen: &[(Instant, Answer)], cut: Instant) -> String {
-    let mut out = Vec::new();
-    let mut last = None;
-    for (t, a) in seen {
-        if last.as_ref() != Some(a) {
-            let at = t.saturating_duration_since(cut).as_millis() as i64
-                - cut.saturating_duration_since(*t).as_millis() as i64;
-            out.push(format!("{a:?} from {at} ms"));
-            last = Some(a.clone());
-        }
-    }
-    out.join(", ")
-}
-
 #[test]
 fn a_node_cut_off_from_the_control_plane_stops_serving_before_it_is_replaced() {
     if !netns::available() {
@@ -491,22 +478,7 @@ fn a_node_cut_off_from_the_control_plane_stops_serving_before_it_is_replaced() {
     eprintln!("cut-off node: {}", timeline(&old, cut));
     eprintln!("successor: {}", timeline(&new, cut));
 
-    let last_old = old
-        .iter()
-        .rfind(|(_, a)| *a == Answer::Served)
-        .map(|(t, _)| *t)
-        .expect("the cut-off node served before the cut");
-    let first_new = new
-        .iter()
-        .find(|(t, a)| *t > cut && *a == Answer::Served)
-        .map(|(t, _)| *t)
-        .unwrap();
-    assert!(
-        last_old < first_new,
-        "two heads: the cut-off node served {:?} after the cut, its successor from {:?}",
-        last_old.saturating_duration_since(cut),
-        first_new.saturating_duration_since(cut)
-    );
+    let (last_old, first_new) = one_owner_at_a_time(&old, &new, cut, &Answer::Served, "two heads");
     // It refused (no lease) rather than went silent: it is still reachable.
     assert!(
         old.iter()

@@ -2,6 +2,7 @@
 //! with V1-signed requests.
 #![allow(dead_code)]
 
+pub mod handover;
 pub mod meta_servers;
 pub mod mount;
 pub mod netns;
