@@ -54,17 +54,31 @@ impl ControlPlane {
         let mut st = self.revocations.state.lock().await;
         if st.at.is_none_or(|t| t.elapsed() >= REFRESH) {
             let fresh = self.grant_fingerprints().await?;
-            let now = wall_ms();
+            // Grants are stamped before their store read, so one that read
+            // the old state carries a time at most this millisecond's:
+            // everything up to and including it is revoked.
+            let at_ms = wall_ms() + 1;
+            let mut moved = false;
             for (fs, (old, at)) in st.seen.iter_mut() {
                 match fresh.get(fs) {
-                    Some(d) if d == old => {}
+                    Some(d) if d == old => continue,
                     // Changed, or deleted.
-                    Some(d) => (*old, *at) = (*d, now),
-                    None => (*old, *at) = (0, now),
+                    Some(d) => (*old, *at) = (*d, at_ms),
+                    None => (*old, *at) = (0, at_ms),
                 }
+                moved = true;
             }
             for (fs, d) in fresh {
-                st.seen.entry(fs).or_insert((d, now));
+                st.seen.entry(fs).or_insert_with(|| {
+                    moved = true;
+                    (d, at_ms)
+                });
+            }
+            // Nothing is published before that millisecond is over: a
+            // renewal that a refusal under the revocation prompts is then
+            // stamped after it, and stands.
+            while moved && wall_ms() < at_ms {
+                tokio::time::sleep(Duration::from_micros(200)).await;
             }
             st.at = Some(Instant::now());
         }

@@ -109,19 +109,25 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
     // tell every node that the file system's capabilities issued until now
     // are revoked.
     c.meta().set_mount_target(false);
+    let before_ms = now_ms() + 1;
     let revoked = HeartbeatReply {
         chain_table: c.table().clone(),
         dropped: vec![],
         lease_ms: 0,
         revoked: vec![Revocation {
             fs: c.fs().to_string(),
-            before_ms: now_ms() + 1,
+            before_ms,
         }],
         full: None,
         peers: vec![],
     };
     for n in c.nodes() {
         n.node().unwrap().apply(revoked.clone()).await;
+    }
+    // As the control plane does, nothing goes on before the revoked
+    // millisecond is over (a renewal within it is revoked too).
+    while now_ms() < before_ms {
+        tokio::task::yield_now().await;
     }
     assert!(refused(&read_with(&c, &f, &f.cap).await));
     let held = HeldCap::new(f.cap.clone(), c.meta_client().clone(), ROOT);
@@ -145,6 +151,6 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
     let r = read_with(&c, &f, &renewed).await;
     assert!(
         matches!(r, NodeResponse::Data(_)),
-        "the renewal ({renewed:?}) was refused: {r:?}"
+        "the renewal ({renewed:?}) was refused: {r:?}; revoked before {before_ms}"
     );
 }

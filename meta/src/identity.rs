@@ -174,6 +174,9 @@ pub fn squash(mode: Squash, c: Caller) -> Caller {
 impl MetaService {
     /// Decides the grant of `(domain, addr)` from the control plane's policy.
     async fn load_grant(&self, domain: &str, addr: IpAddr) -> Res<Grant> {
+        // Stamped before the read: the decision reflects the store as of
+        // this moment or later, which is what a revocation compares with.
+        let decided_ms = cpfs_proto::capability::now_ms();
         let policy = self
             .policies
             .mount_policy(domain)
@@ -219,7 +222,7 @@ impl MetaService {
             squash,
             privileged_only,
             ldap,
-            decided_ms: cpfs_proto::capability::now_ms(),
+            decided_ms,
         })
     }
 
