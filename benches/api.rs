@@ -1,6 +1,8 @@
 //! API benchmark (not a test): signed DescribeFileSystems throughput and
 //! latency with 1,000 file systems stored, and CreateFileSystem → Running
-//! latency. Starts the real `cpfs serve` on a fresh SQLite data dir.
+//! latency. Starts the real `cpfs serve` on a fresh SQLite data dir, and,
+//! as the ceiling to compare with, a bare axum handler in its own process
+//! (this binary again) driven by the same load generator in the same run.
 //!
 //!     cargo bench --bench api            (CPFS_BENCH_SECS, CPFS_BENCH_CONNS to tune)
 //!
@@ -153,8 +155,109 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// What one load phase measured.
+struct Load {
+    rps: f64,
+    /// Sorted.
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// `conns` keep-alive connections sending signed `action` calls (pages of
+/// 10 across the 1,000) to `port` for `secs` seconds.
+async fn load(port: u16, action: &str, conns: usize, secs: u64) -> Load {
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for c in 0..conns {
+        let errors = errors.clone();
+        let action = action.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(port).await;
+            let mut lat = Vec::new();
+            let mut page = c % 100 + 1;
+            while Instant::now() < stop {
+                let q = signed_query(
+                    &action,
+                    &[("PageNumber", page.to_string()), ("PageSize", "10".into())],
+                );
+                let t = Instant::now();
+                let (s, _) = conn.get(&q).await;
+                lat.push(t.elapsed());
+                if s != 200 {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                page = page % 100 + 1;
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Load {
+        rps: all.len() as f64 / elapsed,
+        latencies: all,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+const BARE_ENV: &str = "CPFS_BENCH_BARE_AXUM_PORT";
+
+/// This binary again, serving only a bare axum handler (a fixed JSON
+/// body, the request ignored) on a runtime shaped like `cpfs serve`'s.
+fn start_bare() -> (u16, Child) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env(BARE_ENV, port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "bare server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (port, child)
+}
+
+async fn serve_bare(port: u16) {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                r#"{"RequestId":"bare","TotalCount":0}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    match std::env::var(BARE_ENV).ok().and_then(|p| p.parse().ok()) {
+        Some(port) => rt.block_on(serve_bare(port)),
+        None => rt.block_on(bench()),
+    }
+}
+
+async fn bench() {
     let secs: u64 = std::env::var("CPFS_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -199,55 +302,36 @@ async fn main() {
     let create_rate = 950.0 / t0.elapsed().as_secs_f64();
 
     // Signed DescribeFileSystems, pages of 10 across the 1,000, from `conns`
-    // keep-alive connections for `secs` seconds.
-    let stop = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for c in 0..conns {
-        let errors = errors.clone();
-        let action = action.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(port).await;
-            let mut lat = Vec::new();
-            let mut page = c % 100 + 1;
-            while Instant::now() < stop {
-                let q = signed_query(
-                    &action,
-                    &[("PageNumber", page.to_string()), ("PageSize", "10".into())],
-                );
-                let t = Instant::now();
-                let (s, _) = conn.get(&q).await;
-                lat.push(t.elapsed());
-                if s != 200 {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                page = page % 100 + 1;
-            }
-            lat
-        }));
-    }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    let rps = all.len() as f64 / elapsed;
+    // keep-alive connections for `secs` seconds; then the bare handler.
+    let api = load(port, &action, conns, secs).await;
+    let (bare_port, mut bare) = start_bare();
+    let ceiling = load(bare_port, &action, conns, secs).await;
+    let _ = bare.kill();
+    let _ = bare.wait();
+    let ratio = api.rps / ceiling.rps;
+    let all = &api.latencies;
+    let bare = &ceiling.latencies;
     let report = format!(
         "# API benchmark\n\n\
          Machine: {} cores; server and load generator share them. SQLite, 1,000 file systems stored.\n\n\
          | measure | value |\n|---|---|\n\
-         | signed {action} (PageSize 10), {conns} connections, {secs} s | {rps:.0} requests/s |\n\
+         | signed {action} (PageSize 10), {conns} connections, {secs} s | {:.0} requests/s |\n\
          | latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
          | non-200 replies | {} |\n\
+         | bare axum handler, same load generator, same run | {:.0} requests/s, p50 / p99 {:.2} / {:.2} ms |\n\
+         | {action} ÷ bare axum | {:.1} % |\n\
          | CreateFileSystem → Running, 50 samples: p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |\n\
          | CreateFileSystem, sequential, one connection | {create_rate:.0} requests/s |\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        pct(&all, 0.5).as_secs_f64() * 1e3,
-        pct(&all, 0.99).as_secs_f64() * 1e3,
+        api.rps,
+        pct(all, 0.5).as_secs_f64() * 1e3,
+        pct(all, 0.99).as_secs_f64() * 1e3,
         all.last().unwrap().as_secs_f64() * 1e3,
-        errors.load(std::sync::atomic::Ordering::Relaxed),
+        api.errors,
+        ceiling.rps,
+        pct(bare, 0.5).as_secs_f64() * 1e3,
+        pct(bare, 0.99).as_secs_f64() * 1e3,
+        ratio * 100.0,
         pct(&to_running, 0.5).as_secs_f64() * 1e3,
         pct(&to_running, 0.99).as_secs_f64() * 1e3,
         to_running.last().unwrap().as_secs_f64() * 1e3,

@@ -1,7 +1,6 @@
 //! File systems: desired state written by the API, moved along by the
 //! reconciler.
 
-use cpfs_store::placeholders;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -343,84 +342,6 @@ impl ControlPlane {
             }
         }
         Ok(())
-    }
-
-    /// A page of the account's file systems, oldest first, and the total.
-    pub async fn describe_file_systems(
-        &self,
-        account_id: &str,
-        filter: &FileSystemFilter,
-        page_number: i64,
-        page_size: i64,
-    ) -> Result<(i64, Vec<FileSystem>)> {
-        let mut clauses = vec!["account_id = $1".to_string()];
-        let mut binds: Vec<String> = vec![account_id.to_string()];
-        if !filter.ids.is_empty() {
-            clauses.push(format!(
-                "id IN ({})",
-                placeholders(binds.len() + 1, filter.ids.len())
-            ));
-            binds.extend(filter.ids.iter().cloned());
-        }
-        if !filter.types.is_empty() {
-            clauses.push(format!(
-                "fs_type IN ({})",
-                placeholders(binds.len() + 1, filter.types.len())
-            ));
-            binds.extend(filter.types.iter().cloned());
-        }
-        if let Some(vpc) = &filter.vpc_id {
-            clauses.push(format!("vpc_id = ${}", binds.len() + 1));
-            binds.push(vpc.clone());
-        }
-        for (k, v) in &filter.tags {
-            let kp = binds.len() + 1;
-            if v.is_empty() {
-                clauses.push(format!(
-                    "EXISTS (SELECT 1 FROM tags t WHERE t.resource_type = 'filesystem' AND t.resource_id = file_systems.id AND t.tag_key = ${kp})"
-                ));
-                binds.push(k.clone());
-            } else {
-                clauses.push(format!(
-                    "EXISTS (SELECT 1 FROM tags t WHERE t.resource_type = 'filesystem' AND t.resource_id = file_systems.id AND t.tag_key = ${kp} AND t.tag_value = ${})",
-                    kp + 1
-                ));
-                binds.push(k.clone());
-                binds.push(v.clone());
-            }
-        }
-        let where_sql = clauses.join(" AND ");
-        let count_sql = format!("SELECT COUNT(*) AS n FROM file_systems WHERE {where_sql}");
-        let mut count_q = sqlx::query(&count_sql);
-        for b in &binds {
-            count_q = count_q.bind(b);
-        }
-        let total: i64 = count_q.fetch_one(&self.store.pool).await?.try_get("n")?;
-        let offset = (page_number - 1).max(0) * page_size;
-        if offset >= total {
-            return Ok((total, Vec::new()));
-        }
-        // LIMIT and OFFSET are bound, so every page reuses one prepared
-        // statement per connection.
-        let page_sql = format!(
-            "SELECT {FS_SELECT} FROM file_systems WHERE {where_sql} ORDER BY created_at, id LIMIT ${} OFFSET ${}",
-            binds.len() + 1,
-            binds.len() + 2
-        );
-        let mut page_q = sqlx::query(&page_sql);
-        for b in &binds {
-            page_q = page_q.bind(b);
-        }
-        let rows = page_q
-            .bind(page_size)
-            .bind(offset)
-            .fetch_all(&self.store.pool)
-            .await?;
-        let list = rows
-            .iter()
-            .map(FileSystem::from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok((total, list))
     }
 
     pub async fn modify_file_system(

@@ -16,7 +16,7 @@ pub const MAX_BIND_PASSWORD: usize = 256;
 
 /// From a row with the columns `uri`, `search_base` and `bind_dn`; the
 /// password is left out (only the directory client ever needs it).
-fn config_from_row(r: &sqlx::any::AnyRow) -> Result<LdapConfig> {
+pub(crate) fn config_from_row(r: &sqlx::any::AnyRow) -> Result<LdapConfig> {
     Ok(LdapConfig {
         uri: r.try_get("uri")?,
         search_base: r.try_get("search_base")?,

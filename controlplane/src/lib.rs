@@ -11,6 +11,7 @@ pub mod clock;
 pub mod error;
 pub mod events;
 pub mod filesystems;
+pub mod fs_view;
 pub mod idempotency;
 pub mod ids;
 pub mod ldap;
@@ -63,6 +64,8 @@ pub struct ControlPlane {
     pub liveness: std::sync::Arc<cpfs_runtime::Liveness>,
     /// Fingerprints of grants, for capability revocations.
     pub revocations: std::sync::Arc<revocations::Revocations>,
+    /// The read model DescribeFileSystems answers from.
+    pub fs_views: std::sync::Arc<fs_view::FsViews>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -111,6 +114,7 @@ impl ControlPlane {
             planner: Default::default(),
             liveness: Default::default(),
             revocations: Default::default(),
+            fs_views: Default::default(),
         }
     }
 

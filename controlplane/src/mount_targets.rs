@@ -24,11 +24,11 @@ pub struct MountTarget {
     pub created_at: i64,
 }
 
-const MT_COLUMNS: &str =
+pub(crate) const MT_COLUMNS: &str =
     "domain, fs_id, network_type, vpc_id, vswitch_id, access_group, status, created_at";
 
 impl MountTarget {
-    fn from_row(r: &AnyRow) -> Result<MountTarget> {
+    pub(crate) fn from_row(r: &AnyRow) -> Result<MountTarget> {
         Ok(MountTarget {
             domain: r.try_get("domain")?,
             fs_id: r.try_get("fs_id")?,

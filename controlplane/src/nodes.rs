@@ -509,54 +509,40 @@ pub fn sync_progress(
         .map(|x| (x.done_bytes.min(x.total_bytes), x.total_bytes))
 }
 
-impl ControlPlane {
-    /// Redundancy of each given file system (those with a layout).
-    pub async fn redundancy_of(
-        &self,
-        fs_ids: &[String],
-    ) -> Result<std::collections::HashMap<String, Redundancy>> {
-        let mut out = std::collections::HashMap::new();
-        if fs_ids.is_empty() {
-            return Ok(out);
+/// The redundancy of a file system laid over the chains `ids` of `table`;
+/// `nodes` (their reports) give the progress of repairs, and may be empty
+/// when none of those chains is being filled.
+pub fn redundancy(table: &ChainTable, ids: &[u32], nodes: &[Node]) -> Redundancy {
+    let r = table.replicas.max(1);
+    let mut red = Redundancy {
+        state: "Healthy",
+        replicas: r,
+        chains: ids.len(),
+        degraded_chains: 0,
+        syncing_chains: 0,
+        repair_done_bytes: 0,
+        repair_total_bytes: 0,
+    };
+    for c in table.chains.iter().filter(|c| ids.contains(&c.id)) {
+        if c.members.len() < r {
+            red.degraded_chains += 1;
         }
-        let table = self.chain_table().await?;
-        let nodes = self.nodes().await?;
-        let r = table.replicas.max(1);
-        let layouts = cpfs_meta::lifecycle::layout_chains(&self.store, fs_ids).await?;
-        for fs in fs_ids {
-            let Some(ids) = layouts.get(fs) else { continue };
-            let mut red = Redundancy {
-                state: "Healthy",
-                replicas: r,
-                chains: ids.len(),
-                degraded_chains: 0,
-                syncing_chains: 0,
-                repair_done_bytes: 0,
-                repair_total_bytes: 0,
-            };
-            for c in table.chains.iter().filter(|c| ids.contains(&c.id)) {
-                if c.members.len() < r {
-                    red.degraded_chains += 1;
-                }
-                if !c.syncing.is_empty() {
-                    red.syncing_chains += 1;
-                }
-                for s in &c.syncing {
-                    if let Some((done, total)) = sync_progress(&nodes, c.id, s) {
-                        red.repair_done_bytes += done;
-                        red.repair_total_bytes += total;
-                    }
-                }
+        if !c.syncing.is_empty() {
+            red.syncing_chains += 1;
+        }
+        for s in &c.syncing {
+            if let Some((done, total)) = sync_progress(nodes, c.id, s) {
+                red.repair_done_bytes += done;
+                red.repair_total_bytes += total;
             }
-            red.state = if red.degraded_chains > 0 && red.syncing_chains < red.degraded_chains {
-                "Degraded"
-            } else if red.degraded_chains > 0 || red.syncing_chains > 0 {
-                "Repairing"
-            } else {
-                "Healthy"
-            };
-            out.insert(fs.clone(), red);
         }
-        Ok(out)
     }
+    red.state = if red.degraded_chains > 0 && red.syncing_chains < red.degraded_chains {
+        "Degraded"
+    } else if red.degraded_chains > 0 || red.syncing_chains > 0 {
+        "Repairing"
+    } else {
+        "Healthy"
+    };
+    red
 }

@@ -2,82 +2,15 @@
 //! when `CPFS_TEST_DATABASE_URL` names a server (CI sets it and
 //! `CPFS_REQUIRE_POSTGRES=1`, so a missing server fails instead of skipping).
 
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cpfs_controlplane::filesystems::{ChargeType, FileSystemFilter, NewFileSystem, Status};
+use cpfs_controlplane::filesystems::{FileSystemFilter, Status};
 use cpfs_controlplane::nodes::{PlacementPolicy, GIB};
 use cpfs_controlplane::reconciler::Reconciler;
-use cpfs_controlplane::tiers::StorageType;
-use cpfs_controlplane::{ControlPlane, Error, ManualClock, RegionConfig, Store};
+use cpfs_controlplane::{ControlPlane, Error};
 
-async fn backends() -> Vec<(String, ControlPlane, Option<tempfile::TempDir>)> {
-    let mut out = Vec::new();
-    let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", tmp.path().join("t.db").display());
-    out.push(("sqlite".to_string(), cp(&url).await, Some(tmp)));
-    match std::env::var("CPFS_TEST_DATABASE_URL") {
-        Ok(base) if !base.is_empty() => {
-            let name = format!("cpfs_cp_{}", uuid_like());
-            let ok = Command::new("psql")
-                .arg(&base)
-                .arg("-qc")
-                .arg(format!("CREATE DATABASE {name}"))
-                .status()
-                .unwrap();
-            assert!(ok.success());
-            let url = format!("{}/{name}", base.rsplit_once('/').unwrap().0);
-            out.push(("postgres".to_string(), cp(&url).await, None));
-        }
-        _ => assert!(
-            std::env::var("CPFS_REQUIRE_POSTGRES").is_err(),
-            "CPFS_REQUIRE_POSTGRES is set but CPFS_TEST_DATABASE_URL is not"
-        ),
-    }
-    out
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{:x}{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
-
-async fn cp(url: &str) -> ControlPlane {
-    let store = Store::open(url).await.unwrap();
-    ControlPlane::new(
-        store,
-        Arc::new(ManualClock::at(1_768_465_800)),
-        RegionConfig::default(),
-    )
-}
-
-fn new_fs(capacity: i64, tags: Vec<(String, String)>) -> NewFileSystem {
-    NewFileSystem {
-        fs_type: "cpfs".into(),
-        protocol_type: "cpfs".into(),
-        storage_type: StorageType::Advance100,
-        storage_type_name: "advance_100".into(),
-        capacity_gib: capacity,
-        bandwidth_mbps: None,
-        charge_type: ChargeType::PayAsYouGo,
-        duration_months: None,
-        zone_id: None,
-        vpc_id: "vpc".into(),
-        vswitch_id: "vsw".into(),
-        description: "d".into(),
-        encrypt_type: 0,
-        tags,
-        dry_run: false,
-        client_token: None,
-    }
-}
+mod common;
+use common::{add_nodes, backends, heartbeat, new_fs};
 
 #[tokio::test]
 async fn lifecycle_on_every_backend() {
@@ -180,18 +113,22 @@ async fn lifecycle_on_every_backend() {
             tags: vec![("env".into(), "prod".into())],
             ..Default::default()
         };
-        let (n, list) = cp.describe_file_systems(&alice, &f, 1, 10).await.unwrap();
-        assert_eq!((n, list[0].id.as_str()), (1, a.as_str()), "{name}");
-        let (n, _) = cp
+        let page = cp.describe_file_systems(&alice, &f, 1, 10).await.unwrap();
+        assert_eq!(
+            (page.total, page.items[0].fs.id.as_str()),
+            (1, a.as_str()),
+            "{name}"
+        );
+        let page = cp
             .describe_file_systems(&alice, &FileSystemFilter::default(), 1, 10)
             .await
             .unwrap();
-        assert_eq!(n, 2, "{name}");
-        let (n, _) = cp
+        assert_eq!(page.total, 2, "{name}");
+        let page = cp
             .describe_file_systems(&bob, &FileSystemFilter::default(), 1, 10)
             .await
             .unwrap();
-        assert_eq!(n, 0, "{name}");
+        assert_eq!(page.total, 0, "{name}");
         assert!(
             matches!(cp.file_system(&bob, &a).await, Err(Error::NotFound { .. })),
             "{name}"
@@ -259,31 +196,6 @@ async fn client_tokens_and_status_rules() {
             2,
             "{name}"
         );
-    }
-}
-
-/// Node `n{i}`'s heartbeat, reporting `file_systems` as what it stores.
-fn heartbeat(
-    i: usize,
-    file_systems: Vec<cpfs_proto::node::FsUsage>,
-) -> cpfs_proto::heartbeat::Heartbeat {
-    cpfs_proto::heartbeat::Heartbeat {
-        id: format!("n{i}"),
-        address: format!("127.0.0.1:{}", 9000 + i),
-        zone: "z".into(),
-        capacity_bytes: 100_000 * GIB as u64,
-        stats: cpfs_proto::node::NodeStats {
-            file_systems,
-            ..Default::default()
-        },
-        unreachable: vec![],
-    }
-}
-
-async fn add_nodes(cp: &ControlPlane, n: usize) {
-    for i in 0..n {
-        let hb = heartbeat(i, vec![]);
-        cp.node_heartbeat(&hb).await.unwrap();
     }
 }
 

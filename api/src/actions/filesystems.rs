@@ -1,8 +1,6 @@
 //! CreateFileSystem, DescribeFileSystems, ModifyFileSystem,
 //! UpgradeFileSystem, DeleteFileSystem.
 
-use std::collections::HashMap;
-
 use cpfs_controlplane::clock::format_utc;
 use cpfs_controlplane::filesystems::{ChargeType, FileSystem, FileSystemFilter, NewFileSystem};
 use cpfs_controlplane::ldap::LdapConfig;
@@ -240,32 +238,22 @@ pub async fn execute(
             page_number,
             page_size,
         } => {
-            let (total, list) = cp
+            let page = cp
                 .describe_file_systems(account, &filter, page_number, page_size)
                 .await?;
-            let ids: Vec<String> = list.iter().map(|f| f.id.clone()).collect();
-            let tags = cp.tags_of(account, &ids).await?;
-            let ldap = cp.ldap_configs_of(account, &ids).await?;
-            let redundancy = cp.redundancy_of(&ids).await?;
-            let mut mts: HashMap<String, Vec<MountTarget>> = HashMap::new();
-            for m in cp.mount_targets_of(account, &ids).await? {
-                mts.entry(m.fs_id.clone()).or_default().push(m);
-            }
-            let items: Vec<Value> = list
+            let items: Vec<Value> = page
+                .items
                 .iter()
-                .map(|f| {
-                    let mut v = file_system_json(
-                        f,
-                        mts.get(&f.id).map_or(&[][..], Vec::as_slice),
-                        tags.get(&f.id).map_or(&[][..], Vec::as_slice),
-                        ldap.get(&f.id),
-                    );
-                    if let (Some(r), Some(map)) = (redundancy.get(&f.id), v.as_object_mut()) {
+                .map(|e| {
+                    let mut v = file_system_json(&e.fs, &e.mount_targets, &e.tags, e.ldap.as_ref());
+                    if let (Some(r), Some(map)) = (page.redundancy.get(&e.fs.id), v.as_object_mut())
+                    {
                         map.insert("DataRedundancy".into(), redundancy_json(r));
                     }
                     v
                 })
                 .collect();
+            let total = page.total;
             Ok(object(json!({
                 "TotalCount": total,
                 "PageNumber": page_number,
