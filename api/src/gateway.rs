@@ -12,7 +12,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use cpfs_controlplane::ControlPlane;
 use governor::DefaultKeyedRateLimiter;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::Instrument;
 
 use crate::actions::bss::BSS_VERSION;
@@ -25,7 +25,7 @@ use crate::keys::KeyCache;
 use crate::layers::HttpLimits;
 use crate::nonce::NonceCache;
 use crate::params::{form_decode, Params};
-use crate::render::{render, Format};
+use crate::render::{render_reply, Format, Reply};
 use crate::signature::{self, RawRequest};
 
 #[derive(Debug, Clone)]
@@ -303,7 +303,7 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     // Before anything can fail: the query and headers already say whether
     // this is a BssOpenApi call (a form body may say so too, below).
     let mut bss = is_bss(&query, &parts.headers);
-    let outcome: Result<Map<String, Value>, ApiError> = async {
+    let outcome: Result<Reply, ApiError> = async {
         if let Some(ip) = peer {
             gw.failed_auth
                 .admit(ip, Instant::now())
@@ -373,11 +373,11 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     }
     .await;
 
-    let (status, code, mut body, root) = match outcome {
-        Ok(fields) => (
+    let (status, code, mut reply, root) = match outcome {
+        Ok(reply) => (
             StatusCode::OK,
             "OK".to_string(),
-            fields,
+            reply,
             format!("{action}Response"),
         ),
         Err(e) => {
@@ -397,11 +397,19 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             if let Some(ms) = retry {
                 resp_body.insert("RetryAfterMs".into(), Value::from(ms));
             }
-            (status, e.code(), resp_body, "Error".to_string())
+            (
+                status,
+                e.code(),
+                Reply::from(resp_body),
+                "Error".to_string(),
+            )
         }
     };
-    body.insert("RequestId".into(), Value::String(id.clone()));
-    let text = render(format, &root, &body);
+    reply
+        .body
+        .insert("RequestId".into(), Value::String(id.clone()));
+    let text = render_reply(format, &root, &reply);
+    let body = reply.body;
     gw.count(&action, &code);
     tracing::debug!(request_id = %id, action = %action, status = status.as_u16(), code = %code, micros = started.elapsed().as_micros() as u64, "request done");
     let mut resp = (status, text).into_response();

@@ -43,6 +43,9 @@ pub struct FsEntry {
     pub ldap: Option<LdapConfig>,
     /// The chains its data is laid over; None before it is provisioned.
     pub chains: Option<Vec<u32>>,
+    /// The gateway's rendering of this entry, made at most once per copy
+    /// (a copy is never changed, only replaced).
+    pub rendered: std::sync::OnceLock<Arc<str>>,
 }
 
 /// A page of an account's file systems.
@@ -61,6 +64,49 @@ pub struct FsViews {
     /// One rebuild at a time: callers that find a copy out of date while
     /// another is being built wait for it instead of building their own.
     rebuilding: tokio::sync::Mutex<()>,
+    probe: GenerationProbe,
+}
+
+/// Reads the generation for many callers at once. A caller joins the next
+/// reading that has not started yet and takes its result: that reading
+/// began after the caller arrived, so it sees every write committed before
+/// the call, exactly as a reading of the caller's own would. Callers that
+/// arrive together share one query instead of queueing one each.
+#[derive(Default)]
+struct GenerationProbe {
+    next: Mutex<Arc<Reading>>,
+    /// One reading at a time.
+    querying: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Reading {
+    result: std::sync::OnceLock<std::result::Result<i64, String>>,
+}
+
+impl GenerationProbe {
+    async fn generation(&self, pool: &sqlx::AnyPool) -> Result<i64> {
+        let mine = self.next.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _turn = self.querying.lock().await;
+        if let Some(r) = mine.result.get() {
+            return r.clone().map_err(Error::Internal);
+        }
+        // This caller reads for everyone who joined `mine`; later callers
+        // join a fresh reading.
+        {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            if Arc::ptr_eq(&next, &mine) {
+                *next = Arc::default();
+            }
+        }
+        let read: std::result::Result<(i64,), sqlx::Error> =
+            sqlx::query_as("SELECT n FROM read_generation WHERE id = 1")
+                .fetch_one(pool)
+                .await;
+        let result = read.map(|(n,)| n).map_err(|e| e.to_string());
+        let _ = mine.result.set(result.clone());
+        result.map_err(Error::Internal)
+    }
 }
 
 struct AccountView {
@@ -123,13 +169,22 @@ impl ControlPlane {
     /// The account's copy, rebuilt first when a write moved the generation
     /// since it was built or its usage figures are too old.
     async fn account_view(&self, account_id: &str) -> Result<Arc<AccountView>> {
-        let (generation,): (i64,) = sqlx::query_as("SELECT n FROM read_generation WHERE id = 1")
-            .fetch_one(&self.store.pool)
-            .await?;
+        let generation = self.fs_views.probe.generation(&self.store.pool).await?;
         if let Some(v) = self.cached_view(account_id, generation) {
             return Ok(v);
         }
-        let _one = self.fs_views.rebuilding.lock().await;
+        let _one = match self.fs_views.rebuilding.try_lock() {
+            Ok(one) => one,
+            Err(_) => {
+                // Another caller is rebuilding. A copy whose only fault is
+                // its age (no write since) still answers meanwhile: usage
+                // figures a rebuild old, never a missed change.
+                if let Some(v) = self.unchanged_view(account_id, generation) {
+                    return Ok(v);
+                }
+                self.fs_views.rebuilding.lock().await
+            }
+        };
         if let Some(v) = self.cached_view(account_id, generation) {
             return Ok(v);
         }
@@ -152,6 +207,18 @@ impl ControlPlane {
         accounts
             .get(account_id)
             .filter(|v| v.current(generation))
+            .cloned()
+    }
+
+    fn unchanged_view(&self, account_id: &str, generation: i64) -> Option<Arc<AccountView>> {
+        let accounts = self
+            .fs_views
+            .accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        accounts
+            .get(account_id)
+            .filter(|v| v.generation >= generation)
             .cloned()
     }
 
@@ -229,6 +296,12 @@ impl ControlPlane {
             }
         };
         tx.commit().await?;
+        tracing::warn!(
+            account_id,
+            generation,
+            micros = built.elapsed().as_micros() as u64,
+            "TEMP view rebuilt"
+        );
         let entries = fs_rows
             .iter()
             .map(|r| {
@@ -238,6 +311,7 @@ impl ControlPlane {
                     tags: tags.remove(&fs.id).unwrap_or_default(),
                     ldap: ldap.remove(&fs.id),
                     chains: chains.remove(&fs.id),
+                    rendered: Default::default(),
                     fs,
                 }))
             })

@@ -154,13 +154,16 @@ impl Reconciler {
             return;
         };
         let Err(e) = outcome else { return };
+        // Only a new reason is written: an object retrying with the same
+        // failure would otherwise rewrite its row on every attempt, and
+        // every write moves the read generation (see `fs_view`).
         let (sql, id) = match &key {
             Object::FileSystem { id, .. } => (
-                "UPDATE file_systems SET status_reason = $1 WHERE id = $2",
+                "UPDATE file_systems SET status_reason = $1 WHERE id = $2 AND status_reason <> $1",
                 id,
             ),
             Object::MountTarget { domain, .. } => (
-                "UPDATE mount_targets SET status_reason = $1 WHERE domain = $2",
+                "UPDATE mount_targets SET status_reason = $1 WHERE domain = $2 AND status_reason <> $1",
                 domain,
             ),
         };

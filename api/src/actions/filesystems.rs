@@ -1,6 +1,8 @@
 //! CreateFileSystem, DescribeFileSystems, ModifyFileSystem,
 //! UpgradeFileSystem, DeleteFileSystem.
 
+use std::sync::Arc;
+
 use cpfs_controlplane::clock::format_utc;
 use cpfs_controlplane::filesystems::{ChargeType, FileSystem, FileSystemFilter, NewFileSystem};
 use cpfs_controlplane::ldap::LdapConfig;
@@ -12,6 +14,7 @@ use serde_json::{json, Map, Value};
 use super::object;
 use crate::error::ApiError;
 use crate::params::Params;
+use crate::render::{Reply, Spliced};
 
 /// Largest Capacity accepted by the parser (GiB); the spec grid narrows it.
 const MAX_CAPACITY_GIB: i64 = 10 * 1024 * 1024;
@@ -223,43 +226,16 @@ fn parse_describe(p: &Params) -> Result<FsCommand, ApiError> {
     })
 }
 
-pub async fn execute(
-    cp: &ControlPlane,
-    account: &str,
-    cmd: FsCommand,
-) -> Result<Map<String, Value>, ApiError> {
-    match cmd {
-        FsCommand::Create(req) => {
-            let id = cp.create_file_system(account, req).await?;
-            Ok(object(json!({ "FileSystemId": id })))
-        }
+pub async fn execute(cp: &ControlPlane, account: &str, cmd: FsCommand) -> Result<Reply, ApiError> {
+    let body = match cmd {
         FsCommand::Describe {
             filter,
             page_number,
             page_size,
-        } => {
-            let page = cp
-                .describe_file_systems(account, &filter, page_number, page_size)
-                .await?;
-            let items: Vec<Value> = page
-                .items
-                .iter()
-                .map(|e| {
-                    let mut v = file_system_json(&e.fs, &e.mount_targets, &e.tags, e.ldap.as_ref());
-                    if let (Some(r), Some(map)) = (page.redundancy.get(&e.fs.id), v.as_object_mut())
-                    {
-                        map.insert("DataRedundancy".into(), redundancy_json(r));
-                    }
-                    v
-                })
-                .collect();
-            let total = page.total;
-            Ok(object(json!({
-                "TotalCount": total,
-                "PageNumber": page_number,
-                "PageSize": page_size,
-                "FileSystems": { "FileSystem": items },
-            })))
+        } => return describe(cp, account, &filter, page_number, page_size).await,
+        FsCommand::Create(req) => {
+            let id = cp.create_file_system(account, req).await?;
+            object(json!({ "FileSystemId": id }))
         }
         FsCommand::Modify {
             fs_id,
@@ -275,7 +251,7 @@ pub async fn execute(
                 auto_upgrade.as_deref(),
             )
             .await?;
-            Ok(Map::new())
+            Map::new()
         }
         FsCommand::Upgrade {
             fs_id,
@@ -293,13 +269,60 @@ pub async fn execute(
                 client_token.as_deref(),
             )
             .await?;
-            Ok(Map::new())
+            Map::new()
         }
         FsCommand::Delete { fs_id } => {
             cp.delete_file_system(account, &fs_id).await?;
-            Ok(Map::new())
+            Map::new()
         }
-    }
+    };
+    Ok(body.into())
+}
+
+/// A page of DescribeFileSystems. Each file system is rendered once per
+/// copy of the read model and its text reused by every call that lists it;
+/// one with a chain being repaired is rendered afresh (its progress moves).
+async fn describe(
+    cp: &ControlPlane,
+    account: &str,
+    filter: &FileSystemFilter,
+    page_number: i64,
+    page_size: i64,
+) -> Result<Reply, ApiError> {
+    let page = cp
+        .describe_file_systems(account, filter, page_number, page_size)
+        .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|e| {
+            let redundancy = page.redundancy.get(&e.fs.id);
+            let render = || {
+                let mut v = file_system_json(&e.fs, &e.mount_targets, &e.tags, e.ldap.as_ref());
+                if let (Some(r), Some(map)) = (redundancy, v.as_object_mut()) {
+                    map.insert("DataRedundancy".into(), redundancy_json(r));
+                }
+                Arc::<str>::from(v.to_string())
+            };
+            match redundancy {
+                Some(r) if r.syncing_chains > 0 => render(),
+                _ => e.rendered.get_or_init(render).clone(),
+            }
+        })
+        .collect();
+    let body = object(json!({
+        "TotalCount": page.total,
+        "PageNumber": page_number,
+        "PageSize": page_size,
+    }));
+    Ok(Reply {
+        body,
+        spliced: Some(Spliced {
+            outer: "FileSystems",
+            inner: "FileSystem",
+            items,
+        }),
+    })
 }
 
 /// This product's extension block: the protection of the file system's

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::params::Params;
+use crate::render::Reply;
 
 pub use access_groups::AccessCommand;
 pub use filesystems::FsCommand;
@@ -138,20 +139,17 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
 }
 
 /// Runs a command for an account; the reply fields without `RequestId`.
-pub async fn execute(
-    cp: &ControlPlane,
-    account_id: &str,
-    cmd: Command,
-) -> Result<Map<String, Value>, ApiError> {
-    match cmd {
+pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Result<Reply, ApiError> {
+    let body = match cmd {
         Command::Bss(c) => bss::execute(cp, account_id, c).await,
-        Command::FileSystem(c) => filesystems::execute(cp, account_id, c).await,
+        Command::FileSystem(c) => return filesystems::execute(cp, account_id, c).await,
         Command::MountTarget(c) => mount_targets::execute(cp, account_id, c).await,
         Command::Access(c) => access_groups::execute(cp, account_id, c).await,
         Command::Tag(c) => tags::execute(cp, account_id, c).await,
         Command::Region(c) => regions::execute(cp, c).await,
         Command::Ldap(c) => ldap::execute(cp, account_id, c).await,
-    }
+    };
+    body.map(Reply::from)
 }
 
 /// Builds a reply object from `json!` output.
