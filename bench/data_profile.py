@@ -11,9 +11,8 @@ writes and reads 4 KiB at random offsets. Reports:
   and `cpfs serve` (perf stat task-clock: this machine's VM has no
   hardware counters);
 - instructions per operation of the client and of the nodes, counted by
-  callgrind (stable under machine noise: the figure to compare before and
-  after a change): the difference between whole runs that do one phase
-  more than the other, divided by the operations;
+  callgrind with instrumentation on only while a phase runs (stable under
+  machine noise: the figure to compare before and after a change);
 - the profile of the client and of the nodes during the read phase
   (`perf record -e cpu-clock -g`, then `perf report`'s top entries).
 
@@ -90,7 +89,9 @@ def node_pids(server_pid):
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server_pid and b"node" in cmd[1:2]:
+        # `cpfs node ...`, or valgrind's loader running it.
+        is_node = any(a.endswith(b"cpfs") and b == b"node" for a, b in zip(cmd, cmd[1:]))
+        if ppid == server_pid and is_node:
             out.append(int(d.name))
     return out
 
@@ -115,49 +116,54 @@ def measure_time(binary, workdir, n, perf_dir):
                                            for p in pids))) or None
                    for role, pids in roles.items()}
             rows[phase] = (n / secs, cpu)
-        # The profiles: a second read loop under perf record.
-        recs = [subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p",
-                                  ",".join(map(str, pids)), "-o", str(perf_dir / f"{role}.data")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for role, pids in (("client", client), ("nodes", nodes))]
-        time.sleep(0.5)
-        run_phase(path, n, "read", seed=11)
-        for r in recs:
-            r.send_signal(signal.SIGINT)
-        for r in recs:
-            r.wait(timeout=120)
+        # The profiles: each phase again under perf record.
+        for phase in PHASES:
+            recs = [subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p",
+                                      ",".join(map(str, pids)), "-o",
+                                      str(perf_dir / f"{role}-{phase}.data")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    for role, pids in (("client", client), ("nodes", nodes))]
+            time.sleep(0.5)
+            run_phase(path, n, phase, seed=11)
+            for r in recs:
+                r.send_signal(signal.SIGINT)
+            for r in recs:
+                r.wait(timeout=120)
     finally:
         mp.stop(server, mount)
     return rows
 
 
-def callgrind_totals(out_dir):
-    """Instructions per role (client, nodes, serve) of the callgrind
-    outputs in out_dir, by the command line each file records."""
-    totals = {"client": 0, "nodes": 0, "serve": 0}
-    for f in out_dir.glob("cg.*"):
-        text = f.read_text(errors="replace")
-        m = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
-        cmd = re.search(r"^cmd:\s+(.*)$", text, re.M)
-        if not m or not cmd:
-            continue
-        words = cmd.group(1).split()
-        role = {"mount": "client", "node": "nodes", "serve": "serve"}.get(words[1] if len(words) > 1 else "")
-        if role:
-            totals[role] += int(m.group(1))
-    return totals
+def dump_totals(path_glob):
+    """Instructions in the callgrind dumps matching path_glob, by pid."""
+    out = {}
+    for f in path_glob:
+        m = re.search(r"^totals:\s+(\d+)", f.read_text(errors="replace"), re.M)
+        pid = int(f.name.split(".")[1])
+        if m:
+            out[pid] = out.get(pid, 0) + int(m.group(1))
+    return out
 
 
-def counted_run(binary, workdir, n, phases):
-    """Instructions of the client, the nodes and `cpfs serve` over a whole
-    run (start, one mount, the layout, `phases`, stop) under callgrind."""
+def callgrind(pids, *args):
+    for pid in pids:
+        subprocess.run(["callgrind_control", *args, str(pid)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120, check=False)
+
+
+def measure_instructions(binary, workdir, n):
+    """Instructions per call of the client and of the nodes, counted by
+    callgrind with instrumentation switched on only while a phase runs
+    (`callgrind_control -i on|off`, then a dump per phase): start-up, the
+    layout and the background loops between phases are not counted."""
     out = workdir / "callgrind"
     out.mkdir(exist_ok=True)
     wrapper = workdir / "cpfs-under-callgrind"
     # `cpfs serve` starts its nodes from its own executable, so it runs
     # under valgrind with its children traced; `cpfs mount` is started
-    # through this wrapper. Each process writes its own file.
-    vg = f"valgrind --tool=callgrind --dump-line=no --callgrind-out-file={out}/cg.%p"
+    # through this wrapper. Each process writes its own files.
+    vg = (f"valgrind --tool=callgrind --dump-line=no --instr-atstart=no "
+          f"--callgrind-out-file={out}/cg.%p")
     wrapper.write_text(
         "#!/bin/sh\n"
         f'if [ "$1" = serve ]; then exec {vg} --trace-children=yes "{binary}" "$@"; fi\n'
@@ -165,33 +171,43 @@ def counted_run(binary, workdir, n, phases):
         f'exec "{binary}" "$@"\n')
     wrapper.chmod(0o755)
     server, mount = mp.start(workdir / "run", wrapper=wrapper)
+    per_op = {}
     try:
+        client = mount.daemon_pids() or ([mount.proc.pid] if mount.proc else [])
+        nodes = node_pids(server.proc.pid)
         path = mount.path / "data"
         lay_out(path)
-        for phase in phases:
+        callgrind(client + nodes, "-d")
+        for phase in PHASES:
+            before = {f.name for f in out.glob("cg.*")}
+            callgrind(client + nodes, "-i", "on")
             run_phase(path, n, phase)
+            callgrind(client + nodes, "-i", "off")
+            callgrind(client + nodes, "-d")
+            # The dumps are written when each process next runs its
+            # scheduler: wait for one whole new file (its totals line is
+            # written last) per process.
+            deadline = time.monotonic() + 120
+            while True:
+                new = [f for f in out.glob("cg.*") if f.name not in before]
+                whole = {int(f.name.split(".")[1]) for f in new
+                         if re.search(r"^totals:", f.read_text(errors="replace"), re.M)}
+                if whole >= set(client + nodes):
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            totals = dump_totals(new)
+            per_op[phase] = {
+                "client": sum(totals.get(p, 0) for p in client) / n or None,
+                "nodes": sum(totals.get(p, 0) for p in nodes) / n or None,
+            }
     finally:
         mount.unmount()
-        # SIGTERM: the server stops its nodes gracefully and callgrind
-        # writes every process's totals at exit.
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            h.stop_group(server.proc)
+        h.stop_group(server.proc, deadline_s=120)
         os.environ["CPFS_BIN"] = str(binary)
-    totals = callgrind_totals(out)
-    h.force_rmtree(workdir / "run")
-    shutil.rmtree(out, ignore_errors=True)
-    return totals
-
-
-def measure_instructions(binary, workdir, n):
-    totals = [counted_run(binary, workdir, n, PHASES[:k]) for k in range(len(PHASES) + 1)]
-    per_op = {}
-    for i, phase in enumerate(PHASES):
-        a, b = totals[i], totals[i + 1]
-        per_op[phase] = {role: (b[role] - a[role]) / n for role in a}
+        h.force_rmtree(workdir / "run")
+        shutil.rmtree(out, ignore_errors=True)
     return per_op
 
 
@@ -215,7 +231,7 @@ def main():
     binary = Path(os.environ.get("CPFS_BIN") or REPO / "target" / "release" / "cpfs").resolve()
     if not binary.is_file():
         sys.exit(f"{binary} not found: cargo build --release --bin cpfs, or set CPFS_BIN")
-    for tool in ("perf", "valgrind"):
+    for tool in ("perf", "valgrind", "callgrind_control"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -225,7 +241,8 @@ def main():
     try:
         timed = measure_time(binary, workdir, args.ops, workdir)
         counted = measure_instructions(binary, workdir, args.counted_ops)
-        profiles = {role: perf_reports(workdir / f"{role}.data") for role in ("client", "nodes")}
+        profiles = {(role, phase): perf_reports(workdir / f"{role}-{phase}.data")
+                    for phase in PHASES for role in ("client", "nodes")}
     finally:
         h.force_rmtree(workdir)
 
@@ -251,8 +268,8 @@ def main():
                      f"{fmt(per['serve'], '.0f')} | {fmt(ins['client'], ',.0f')} | {fmt(ins['nodes'], ',.0f')} |")
     lines += ["", "CPU time is perf stat's task-clock (all threads of the processes) over the phase. "
               "Instructions of the nodes are all three together: a write is applied on two of them.", ""]
-    for role, (threads, self_time) in profiles.items():
-        lines += [f"## {role.capitalize()} profile during 4 KiB reads (perf record -e cpu-clock -g; self time)",
+    for (role, phase), (threads, self_time) in profiles.items():
+        lines += [f"## {role.capitalize()} profile during 4 KiB {phase}s (perf record -e cpu-clock -g; self time)",
                   "", "By thread:", "", "```", mp.clean(threads, 2000), "```", "",
                   "By symbol (≥ 2 %):", "", "```", mp.clean(self_time, 6000), "```", ""]
     report.parent.mkdir(parents=True, exist_ok=True)
