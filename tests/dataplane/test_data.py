@@ -285,6 +285,39 @@ def test_two_mounts_close_to_open(mount, mounter):
         assert f.read() == b"written by B"
 
 
+def resident_pages(path):
+    """Pages of `path` in the kernel's page cache (util-linux fincore; it
+    opens the file, as any program would)."""
+    out = subprocess.run(["fincore", "--noheadings", "--output", "PAGES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def test_an_unchanged_file_keeps_its_cached_pages_across_opens(mount, mounter):
+    a = mount
+    d = a.path / "keep-cache"
+    d.mkdir()
+    data = os.urandom(2 * MiB)
+    (d / "f").write_bytes(data)
+    with open(d / "f", "rb") as f:
+        assert f.read() == data
+    # fincore's own open finds the file unchanged: the pages stay.
+    pages = 2 * MiB // 4096
+    assert resident_pages(d / "f") == pages, "an open of an unchanged file dropped its pages"
+    with open(d / "f", "rb") as f:
+        assert f.read() == data
+    assert resident_pages(d / "f") == pages
+
+    # Changed by another mount (same size): the next open here drops them
+    # and reads the new bytes.
+    b = mounter.mount(a.domain)
+    new = os.urandom(2 * MiB)
+    with open(b.path / "keep-cache" / "f", "r+b") as f:
+        f.write(new)
+    with open(d / "f", "rb") as f:
+        assert f.read() == new, "stale cached pages after another mount overwrote the file"
+
+
 # How long B's kernel would keep an entry or attributes if nobody told it
 # otherwise (client/src/fuse/mod.rs, TTL); the service's notice must come
 # well before.

@@ -45,7 +45,7 @@ use attr::to_ns;
 use caller::caller;
 use dirs::DirListing;
 pub use invalidate::Invalidator;
-use open_files::{pin, unpin, FileHandle, OpenInodes};
+use open_files::{open_flags, pin, unpin, FileHandle, OpenInodes};
 use sizes::{note_write, set_attr, settle};
 pub use xattr::parse_stripe;
 
@@ -378,18 +378,7 @@ impl Filesystem for CpfsFs {
             drop(sizing);
             match r {
                 Ok(MetaReply::Open(o)) => {
-                    let fresh = (o.attr.size, o.attr.mtime_ns);
-                    let before = shown
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(ino, fresh);
-                    if before.is_some_and(|b| b != fresh) {
-                        // Another client changed the file: the kernel's size
-                        // and pages for it are stale (close-to-open).
-                        if let Some(n) = notifier.get() {
-                            let _ = n.inval_inode(ino, 0, 0);
-                        }
-                    }
+                    let flags = open_flags(&shown, &notifier, ino, (o.attr.size, o.attr.mtime_ns));
                     let h = FileHandle {
                         ino,
                         cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
@@ -402,7 +391,7 @@ impl Filesystem for CpfsFs {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(fh, Arc::new(h));
-                    reply.opened(fh, 0)
+                    reply.opened(fh, flags)
                 }
                 Ok(_) => {
                     unpin(&inodes, ino);

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use fuser::Notifier;
 
 use cpfs_proto::layout::Layout;
 use cpfs_proto::meta::Attr;
@@ -114,5 +116,33 @@ impl FileHandle {
         self.cap
             .with(|cap| async move { data.fsync(&cap, &self.layout, self.ino).await })
             .await
+    }
+}
+
+/// Records `fresh` (size, mtime) as what the kernel is shown of `ino` at an
+/// open, and answers the open's flags. A file another client changed since
+/// this mount last saw it has the kernel's pages dropped (close-to-open);
+/// an unchanged one keeps them (FOPEN_KEEP_CACHE; without it the kernel
+/// drops them at every open), and changes made while it stays open reach
+/// the kernel through the watch.
+pub(super) fn open_flags(
+    shown: &Mutex<HashMap<u64, (u64, i64)>>,
+    notifier: &OnceLock<Notifier>,
+    ino: u64,
+    fresh: (u64, i64),
+) -> u32 {
+    let before = shown
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(ino, fresh);
+    match before {
+        Some(b) if b == fresh => fuser::consts::FOPEN_KEEP_CACHE,
+        Some(_) => {
+            if let Some(n) = notifier.get() {
+                let _ = n.inval_inode(ino, 0, 0);
+            }
+            0
+        }
+        None => 0,
     }
 }
