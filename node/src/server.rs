@@ -374,7 +374,12 @@ impl Node {
                 self.io_throttle.take(len).await;
                 let store = self.state.store.clone();
                 let k = key.clone();
-                match blocking(move || store.read(&k, offset, len)).await {
+                let read = match store.read_cached(&k, offset, len) {
+                    Ok(Some(data)) => Ok(data),
+                    Ok(None) => blocking(move || store.read(&k, offset, len)).await,
+                    Err(e) => Err(e),
+                };
+                match read {
                     Ok(data) => Ok(NodeResponse::Data(data)),
                     Err(NodeError::Checksum) => {
                         self.heal(key);

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, IoSliceMut};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +34,9 @@ const RECORD: u64 = BLOCK + CRC;
 const MAX_RECORDS: u64 = MAX_CHUNK_SIZE / BLOCK;
 const LOCK_STRIPES: usize = 1024;
 const MAX_OPEN_FILES: usize = 4096;
+/// Largest read [`ChunkStore::read_cached`] does on the caller's thread
+/// (an async worker): copying and checking more would hold it too long.
+const MAX_CACHED_READ: u64 = 256 << 10;
 /// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
 /// named by index only) predates chain-scoped chunks: `cpfs node` migrates
 /// it before opening the store ([`migrate`]), asking the metadata service
@@ -325,9 +328,7 @@ impl ChunkStore {
     /// Reads `len` bytes at `offset` of the chunk, verifying every block.
     pub fn read(&self, key: &ChunkKey, offset: u64, len: u64) -> Result<Vec<u8>, NodeError> {
         check_range(offset, len)?;
-        let c = self.counters(&key.fs);
-        c.read_ops.fetch_add(1, Ordering::Relaxed);
-        c.read.fetch_add(len, Ordering::Relaxed);
+        self.count_read(key, len);
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -338,6 +339,69 @@ impl ChunkStore {
         let first = offset / BLOCK;
         let last = (offset + len - 1) / BLOCK;
         let raw = self.read_records(&f, first, last - first + 1)?;
+        self.verified(key, &raw, offset, len)
+    }
+
+    /// [`Self::read`], done only if it needs no waiting: the chunk file is
+    /// open already, nobody is writing it, and every record is in the page
+    /// cache (`preadv2` with `RWF_NOWAIT`). None: it would wait, so read on
+    /// the blocking pool instead. Lets the async worker answer a read of
+    /// cached data without a hand-off to another thread and back.
+    pub fn read_cached(
+        &self,
+        key: &ChunkKey,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
+        check_range(offset, len)?;
+        if len == 0 || len > MAX_CACHED_READ {
+            return Ok(None);
+        }
+        let _guard = match self.lock_for(key).try_read() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        let Some(f) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let first = offset / BLOCK;
+        let last = (offset + len - 1) / BLOCK;
+        let mut raw = vec![0u8; ((last - first + 1) * RECORD) as usize];
+        let flags = rustix::io::ReadWriteFlags::NOWAIT;
+        match rustix::io::preadv2(&*f, &mut [IoSliceMut::new(&mut raw)], first * RECORD, flags) {
+            // Short: not all cached, or past the end (holes), which the
+            // ordinary read answers.
+            Ok(n) if n == raw.len() => {}
+            Ok(_) | Err(_) => return Ok(None),
+        }
+        self.count_read(key, len);
+        self.verified(key, &raw, offset, len).map(Some)
+    }
+
+    fn count_read(&self, key: &ChunkKey, len: u64) {
+        let c = self.counters(&key.fs);
+        c.read_ops.fetch_add(1, Ordering::Relaxed);
+        c.read.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// The `len` bytes at `offset` out of the records `raw` (which start at
+    /// the block holding `offset`), every block's checksum verified.
+    fn verified(
+        &self,
+        key: &ChunkKey,
+        raw: &[u8],
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, NodeError> {
+        let first = offset / BLOCK;
+        let last = (offset + len - 1) / BLOCK;
         let mut out = Vec::with_capacity(len as usize);
         for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
             let block = decode_record(rec).ok_or_else(|| {

@@ -238,3 +238,36 @@ fn a_chunk_file_past_the_largest_size_is_bounded_and_cut_on_open() {
     );
     assert_eq!(s.read(&key(3), 0, 4096).unwrap(), vec![5u8; 4096]);
 }
+
+#[test]
+fn cached_reads_answer_as_reads_do_or_step_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 253) as u8).collect();
+    s.write(&key(2), 0, &data, false).unwrap();
+    // Just written: open, and in the page cache.
+    assert_eq!(
+        s.read_cached(&key(2), 100, 8000).unwrap(),
+        Some(data[100..8100].to_vec())
+    );
+    // Past the end (a hole), too large, or a file not open: the ordinary
+    // read answers.
+    assert_eq!(s.read_cached(&key(2), 3 * 4096, 10).unwrap(), None);
+    assert_eq!(s.read_cached(&key(2), 0, 1 << 20).unwrap(), None);
+    s.files.lock().unwrap().clear();
+    assert_eq!(s.read_cached(&key(2), 0, 10).unwrap(), None);
+
+    // A damaged block fails its checksum here as in a read.
+    let path = s.chunk_path(&key(2));
+    let mut raw = std::fs::read(&path).unwrap();
+    raw[(RECORD + 7) as usize] ^= 0xff;
+    std::fs::write(&path, raw).unwrap();
+    assert_eq!(s.read(&key(2), 0, 10).unwrap(), data[..10].to_vec());
+    assert!(matches!(
+        s.read_cached(&key(2), 4096, 10),
+        Err(NodeError::Checksum)
+    ));
+    // And a writer holding the chunk makes it step aside.
+    let _writing = s.lock_for(&key(2)).write().unwrap();
+    assert_eq!(s.read_cached(&key(2), 0, 10).unwrap(), None);
+}
