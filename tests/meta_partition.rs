@@ -208,7 +208,14 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
     let errors = writer.errors.lock().unwrap().clone();
     assert!(
         errors.is_empty(),
-        "the mount saw errors across the partition: {errors:?}"
+        "the mount saw errors across the partition: {errors:?}\nthe mount's log ends:\n{}\nthe server on revocations:\n{}",
+        log_tail(&server.dir.join("busy.mount.log")),
+        server
+            .log()
+            .lines()
+            .filter(|l| l.contains("revoked") || l.contains("capabilit"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let longest = *writer.longest.lock().unwrap();
     assert!(
@@ -224,4 +231,15 @@ fn a_metadata_server_cut_off_from_the_control_plane_stops_before_its_successor_s
         first_new.saturating_duration_since(cut)
     );
     cut_off.kill9();
+}
+
+/// The last lines a process logged, for a failure's message.
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Negative lookups are the writer's every create: not news.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("no such entry"))
+        .collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

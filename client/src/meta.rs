@@ -172,12 +172,20 @@ impl MetaClient {
                 Ok(MetaReply::Err {
                     errno: errno::ESTALE,
                     ..
-                }) if remounts < 2 => {
+                }) => {
                     // The service forgot the session (it restarted, or the
-                    // session's lease ran out).
+                    // session's lease ran out), or it is another server's
+                    // (the file system moved while this call was under
+                    // way). Mounting again is retried until the deadline,
+                    // as any outage: a move is a stall, never an error. A
+                    // server that will not take this host refuses the mount
+                    // itself, and that refusal is returned.
                     remounts += 1;
                     match self.remount(session).await {
-                        Ok(()) => continue,
+                        // The first retries go at once, later ones (a
+                        // session racing a move) after the backoff below.
+                        Ok(()) if remounts <= 2 => continue,
+                        Ok(()) => {}
                         // Unreachable or between servers: retried below.
                         Err((errno::EIO, _)) | Err((errno::EMOVED, _)) => {}
                         // Refused (an access rule changed, or this host

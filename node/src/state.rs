@@ -174,8 +174,11 @@ impl NodeState {
     pub(crate) fn revoke(&self, revoked: &[cpfs_proto::heartbeat::Revocation]) {
         let mut map = self.revoked.write().unwrap_or_else(|p| p.into_inner());
         for r in revoked {
-            let at = map.entry(r.fs.clone()).or_insert(r.before_ms);
-            *at = (*at).max(r.before_ms);
+            let at = map.entry(r.fs.clone()).or_insert(i64::MIN);
+            if r.before_ms > *at {
+                tracing::info!(fs = %r.fs, before_ms = r.before_ms, "capabilities issued before this are revoked");
+                *at = r.before_ms;
+            }
         }
     }
 
