@@ -24,7 +24,6 @@ bench/results/<UTC date>-data-profile.md (or --report PATH).
 """
 
 import argparse
-import datetime
 import mmap
 import os
 import random
@@ -228,13 +227,7 @@ def main():
                     help="calls per phase under callgrind (default 1000)")
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args()
-    binary = Path(os.environ.get("CPFS_BIN") or REPO / "target" / "release" / "cpfs").resolve()
-    if not binary.is_file():
-        sys.exit(f"{binary} not found: cargo build --release --bin cpfs, or set CPFS_BIN")
-    for tool in ("perf", "valgrind", "callgrind_control"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed")
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    binary, date = mp.prerequisites()
     report = args.report or REPO / "bench" / "results" / f"{date}-data-profile.md"
     workdir = Path(tempfile.mkdtemp(prefix="cpfs-data-profile-"))
     load = os.getloadavg()[0]

@@ -182,6 +182,18 @@ def measure_instructions(binary, workdir, n):
     return per_op
 
 
+def prerequisites():
+    """The release binary to profile (CPFS_BIN or target/release/cpfs) and
+    today's date (UTC) for the report's name; exits when a tool is missing."""
+    binary = Path(os.environ.get("CPFS_BIN") or REPO / "target" / "release" / "cpfs").resolve()
+    if not binary.is_file():
+        sys.exit(f"{binary} not found: cargo build --release --bin cpfs, or set CPFS_BIN")
+    for tool in ("perf", "valgrind", "callgrind_control"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed")
+    return binary, datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=2000, help="files per timed phase (default 2000)")
@@ -189,13 +201,7 @@ def main():
                     help="files per phase under callgrind (default 500)")
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args()
-    binary = Path(os.environ.get("CPFS_BIN") or REPO / "target" / "release" / "cpfs").resolve()
-    if not binary.is_file():
-        sys.exit(f"{binary} not found: cargo build --release --bin cpfs, or set CPFS_BIN")
-    for tool in ("perf", "valgrind", "callgrind_control"):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is not installed")
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    binary, date = prerequisites()
     report = args.report or REPO / "bench" / "results" / f"{date}-meta-profile.md"
     workdir = Path(tempfile.mkdtemp(prefix="cpfs-meta-profile-"))
     perf_data = workdir / "perf.data"
