@@ -239,8 +239,7 @@ def main():
     finally:
         h.force_rmtree(workdir)
 
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
+    fmt = mp.fmt
     lines = [
         f"# Data path: cost of a 4 KiB call ({date})",
         "",

@@ -182,6 +182,11 @@ def measure_instructions(binary, workdir, n):
     return per_op
 
 
+def fmt(v, spec):
+    """`v` formatted, or "-" when it was not measured."""
+    return "-" if v is None else format(v, spec)
+
+
 def prerequisites():
     """The release binary to profile (CPFS_BIN or target/release/cpfs) and
     today's date (UTC) for the report's name; exits when a tool is missing."""
@@ -222,8 +227,6 @@ def main():
     finally:
         h.force_rmtree(workdir)
 
-    def fmt(v, spec):
-        return "-" if v is None else format(v, spec)
     lines = [
         f"# Metadata operations: cost per operation ({date})",
         "",

@@ -170,7 +170,7 @@ impl ControlPlane {
     /// since it was built or its usage figures are too old.
     async fn account_view(&self, account_id: &str) -> Result<Arc<AccountView>> {
         let generation = self.fs_views.probe.generation(&self.store.pool).await?;
-        if let Some(v) = self.cached_view(account_id, generation) {
+        if let Some(v) = self.view_if(account_id, |v| v.current(generation)) {
             return Ok(v);
         }
         let _one = match self.fs_views.rebuilding.try_lock() {
@@ -179,13 +179,13 @@ impl ControlPlane {
                 // Another caller is rebuilding. A copy whose only fault is
                 // its age (no write since) still answers meanwhile: usage
                 // figures a rebuild old, never a missed change.
-                if let Some(v) = self.unchanged_view(account_id, generation) {
+                if let Some(v) = self.view_if(account_id, |v| v.generation >= generation) {
                     return Ok(v);
                 }
                 self.fs_views.rebuilding.lock().await
             }
         };
-        if let Some(v) = self.cached_view(account_id, generation) {
+        if let Some(v) = self.view_if(account_id, |v| v.current(generation)) {
             return Ok(v);
         }
         let view = Arc::new(self.build_view(account_id).await?);
@@ -198,28 +198,18 @@ impl ControlPlane {
         Ok(view)
     }
 
-    fn cached_view(&self, account_id: &str, generation: i64) -> Option<Arc<AccountView>> {
+    /// The account's copy, if `usable` says it may answer.
+    fn view_if(
+        &self,
+        account_id: &str,
+        usable: impl Fn(&AccountView) -> bool,
+    ) -> Option<Arc<AccountView>> {
         let accounts = self
             .fs_views
             .accounts
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        accounts
-            .get(account_id)
-            .filter(|v| v.current(generation))
-            .cloned()
-    }
-
-    fn unchanged_view(&self, account_id: &str, generation: i64) -> Option<Arc<AccountView>> {
-        let accounts = self
-            .fs_views
-            .accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        accounts
-            .get(account_id)
-            .filter(|v| v.generation >= generation)
-            .cloned()
+        accounts.get(account_id).filter(|v| usable(v)).cloned()
     }
 
     /// Reads the account's rows, and the generation they are at, in one
