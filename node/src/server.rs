@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cpfs_proto::capability::{CapabilityKey, NodeAuth, ADMIN, READ, WRITE};
 use cpfs_proto::chains::ChainTable;
-use cpfs_proto::frame::MAX_FRAME;
+use cpfs_proto::frame::{WireError, MAX_FRAME};
 use cpfs_proto::heartbeat::HeartbeatReply;
 use cpfs_proto::layout::BLOCK;
 use cpfs_proto::node::{
@@ -33,6 +33,19 @@ use crate::state::{NodeState, Role};
 use crate::throttle::Throttle;
 
 /// Serves the node protocol on `listener` until the task is dropped.
+/// What a replica's answer to a forwarded change means for the head.
+fn replica_answer(addr: &str, answer: Result<NodeResponse, WireError>) -> Result<(), NodeError> {
+    match answer {
+        Ok(NodeResponse::Done) => Ok(()),
+        Ok(NodeResponse::Failed(e)) => {
+            tracing::warn!(peer = %addr, error = %e, "replica refused a forwarded write");
+            Err(e)
+        }
+        Ok(other) => Err(NodeError::Io(format!("{addr} answered {other:?}"))),
+        Err(e) => Err(NodeError::Io(format!("replica {addr}: {e}"))),
+    }
+}
+
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     serve_until(node, listener, std::future::pending()).await
 }
@@ -212,24 +225,26 @@ impl Node {
 
     /// Sends `req` to every address and succeeds when all succeed.
     async fn forward(&self, others: Vec<String>, req: NodeRequest) -> Result<(), NodeError> {
+        // One other copy (the common case) is called from this task: a task
+        // of its own would be a hand-off between threads for nothing.
+        if let [addr] = others.as_slice() {
+            let peer = self.state.peers.get(addr);
+            return replica_answer(addr, peer.call(req).await);
+        }
         let mut set = tokio::task::JoinSet::new();
         for addr in others {
             let peer = self.state.peers.get(&addr);
             let req = req.clone();
-            set.spawn(async move { (addr, peer.call(req).await) });
+            set.spawn(async move {
+                let answer = peer.call(req).await;
+                replica_answer(&addr, answer)
+            });
         }
         let mut result = Ok(());
         while let Some(done) = set.join_next().await {
             match done {
-                Ok((_, Ok(NodeResponse::Done))) => {}
-                Ok((addr, Ok(NodeResponse::Failed(e)))) => {
-                    tracing::warn!(peer = %addr, error = %e, "replica refused a forwarded write");
-                    result = Err(e);
-                }
-                Ok((addr, Ok(other))) => {
-                    result = Err(NodeError::Io(format!("{addr} answered {other:?}")))
-                }
-                Ok((addr, Err(e))) => result = Err(NodeError::Io(format!("replica {addr}: {e}"))),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
                 Err(e) => result = Err(NodeError::Io(e.to_string())),
             }
         }
@@ -242,12 +257,16 @@ impl Node {
     /// head, the chunk's ordering slot is held while the change is applied
     /// locally and on every other member, so all copies see the same order;
     /// it succeeds when every member has it.
+    ///
+    /// `now` applies the change on this task if it can without waiting for
+    /// the disk (false: it cannot), `apply` on the blocking pool otherwise.
     async fn mutate(
         &self,
         chain: ChainRef,
         key: &cpfs_proto::node::ChunkKey,
         forwarded: Option<NodeAuth>,
         forward: impl FnOnce() -> NodeRequest,
+        now: impl FnOnce() -> Result<bool, NodeError>,
         apply: impl FnOnce() -> Result<(), NodeError> + Send + 'static,
     ) -> Result<NodeResponse, NodeError> {
         if key.chain != chain.id {
@@ -268,13 +287,19 @@ impl Node {
         };
         let others = self.state.route(chain, role).await?;
         let _inflight = self.state.begin_mutation(chain.version);
+        let local = async move {
+            match now()? {
+                true => Ok(()),
+                false => blocking(apply).await,
+            }
+        };
         if forwarded.is_some() {
             self.resync.touched(key);
-            blocking(apply).await?;
+            local.await?;
             return Ok(NodeResponse::Done);
         }
         let _slot = self.state.slot(key).lock().await;
-        let (local, remote) = tokio::join!(blocking(apply), self.forward(others, forward()));
+        let (local, remote) = tokio::join!(local, self.forward(others, forward()));
         local?;
         remote?;
         Ok(NodeResponse::Done)
@@ -322,7 +347,9 @@ impl Node {
                     data: d.to_vec(),
                     forwarded: Some(auth),
                 };
-                self.mutate(chain, &key.clone(), forwarded, forward, move || {
+                let (cached, k, d) = (store.clone(), key.clone(), data.clone());
+                let now = move || cached.write_cached(&k, offset, &d);
+                self.mutate(chain, &key.clone(), forwarded, forward, now, move || {
                     store.write(&key, offset, &data, false)
                 })
                 .await
@@ -348,7 +375,8 @@ impl Node {
                     len,
                     forwarded: Some(auth),
                 };
-                self.mutate(chain, &key.clone(), forwarded, forward, move || {
+                let now = || Ok(false);
+                self.mutate(chain, &key.clone(), forwarded, forward, now, move || {
                     store.truncate(&key, len)
                 })
                 .await

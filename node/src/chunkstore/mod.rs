@@ -37,6 +37,10 @@ const MAX_OPEN_FILES: usize = 4096;
 /// Largest read [`ChunkStore::read_cached`] does on the caller's thread
 /// (an async worker): copying and checking more would hold it too long.
 const MAX_CACHED_READ: u64 = 256 << 10;
+/// Largest write [`ChunkStore::write_cached`] does on an async worker: a
+/// copy into the page cache, bounded so that dirty-page throttling, when
+/// it strikes, holds the worker briefly.
+const MAX_CACHED_WRITE: u64 = 64 << 10;
 /// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
 /// named by index only) predates chain-scoped chunks: `cpfs node` migrates
 /// it before opening the store ([`migrate`]), asking the metadata service
@@ -93,6 +97,15 @@ pub fn valid_fs(fs: &str) -> bool {
 fn encode_record(block: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(block);
     out.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
+}
+
+/// Whether reading the page that holds byte `at` of `f` would wait for
+/// the disk: a one-byte `preadv2` with `RWF_NOWAIT` answers from the page
+/// cache or not at all. Past the end of the file nothing is read either.
+fn resident(f: &File, at: u64) -> bool {
+    let mut byte = [0u8; 1];
+    let flags = rustix::io::ReadWriteFlags::NOWAIT;
+    rustix::io::preadv2(f, &mut [IoSliceMut::new(&mut byte)], at, flags).is_ok()
 }
 
 /// The block of a record, or None when its checksum fails. A hole is zeros.
@@ -280,6 +293,64 @@ impl ChunkStore {
         let f = self
             .file(key, true)?
             .ok_or_else(|| NodeError::Io("chunk vanished".into()))?;
+        self.write_records(key, &f, offset, data, whole_blocks)
+    }
+
+    /// [`Self::write`] of whole blocks, done only if it needs no waiting
+    /// for the disk: the chunk file is open already, nobody else holds the
+    /// chunk, and the pages it partly covers (the first and the last: a
+    /// record straddles pages) are in the page cache, so the kernel reads
+    /// nothing before it copies. False: it would wait, so write on the
+    /// blocking pool instead. Lets the async worker apply a small write
+    /// without a hand-off to another thread and back, as reads do.
+    pub fn write_cached(
+        &self,
+        key: &ChunkKey,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<bool, NodeError> {
+        check_range(offset, data.len() as u64)?;
+        let len = data.len() as u64;
+        if len == 0
+            || len > MAX_CACHED_WRITE
+            || !offset.is_multiple_of(BLOCK)
+            || !len.is_multiple_of(BLOCK)
+        {
+            return Ok(false);
+        }
+        let _guard = match self.lock_for(key).try_write() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        let Some(f) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let start = offset / BLOCK * RECORD;
+        let end = start + len / BLOCK * RECORD;
+        if !resident(&f, start) || !resident(&f, end - 1) {
+            return Ok(false);
+        }
+        self.write_records(key, &f, offset, data, false)?;
+        Ok(true)
+    }
+
+    /// The records of a write, built and put on disk with one `pwrite`;
+    /// the caller holds the chunk's lock.
+    fn write_records(
+        &self,
+        key: &ChunkKey,
+        f: &File,
+        offset: u64,
+        data: &[u8],
+        whole_blocks: bool,
+    ) -> Result<(), NodeError> {
         let first = offset / BLOCK;
         let last = (offset + data.len() as u64 - 1) / BLOCK;
         let count = last - first + 1;
@@ -290,12 +361,13 @@ impl ChunkStore {
         }
         let head_partial = !offset.is_multiple_of(BLOCK);
         let tail_partial = !(offset + data.len() as u64).is_multiple_of(BLOCK);
-        let mut blocks = vec![0u8; (count * BLOCK) as usize];
+        let mut out = Vec::with_capacity((count * RECORD) as usize);
         if !whole_blocks && (head_partial || tail_partial) {
             // Old content of the partly covered edge blocks.
+            let mut blocks = vec![0u8; (count * BLOCK) as usize];
             for b in [first, last] {
                 if (b == first && head_partial) || (b == last && tail_partial) {
-                    let rec = self.read_records(&f, b, 1)?;
+                    let rec = self.read_records(f, b, 1)?;
                     let block = decode_record(&rec).ok_or_else(|| {
                         self.checksum_errors.fetch_add(1, Ordering::Relaxed);
                         NodeError::Checksum
@@ -304,12 +376,16 @@ impl ChunkStore {
                     blocks[at..at + BLOCK as usize].copy_from_slice(block);
                 }
             }
-        }
-        let start = (offset - first * BLOCK) as usize;
-        blocks[start..start + data.len()].copy_from_slice(data);
-        let mut out = Vec::with_capacity((count * RECORD) as usize);
-        for block in blocks.chunks(BLOCK as usize) {
-            encode_record(block, &mut out);
+            let start = (offset - first * BLOCK) as usize;
+            blocks[start..start + data.len()].copy_from_slice(data);
+            for block in blocks.chunks(BLOCK as usize) {
+                encode_record(block, &mut out);
+            }
+        } else {
+            // Whole blocks: the records come straight from the payload.
+            for block in data.chunks(BLOCK as usize) {
+                encode_record(block, &mut out);
+            }
         }
         let before = f.metadata().map_err(io)?.len();
         f.write_all_at(&out, first * RECORD).map_err(io)?;

@@ -1,4 +1,5 @@
 use super::*;
+use std::os::fd::AsRawFd;
 
 fn key(i: u64) -> ChunkKey {
     ChunkKey {
@@ -270,4 +271,49 @@ fn cached_reads_answer_as_reads_do_or_step_aside() {
     // And a writer holding the chunk makes it step aside.
     let _writing = s.lock_for(&key(2)).write().unwrap();
     assert_eq!(s.read_cached(&key(2), 0, 10).unwrap(), None);
+}
+
+#[test]
+fn a_cached_write_is_done_in_place_only_when_nothing_would_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    let old: Vec<u8> = (0..4 * 4096u32).map(|i| (i % 253) as u8).collect();
+    s.write(&key(4), 0, &old, false).unwrap();
+    // Open and cached: two whole blocks in the middle go in place, and
+    // read back with their checksums; the blocks around them stay.
+    let new = vec![0x5au8; 2 * 4096];
+    assert!(s.write_cached(&key(4), 4096, &new).unwrap());
+    let back = s.read(&key(4), 0, 4 * 4096).unwrap();
+    assert_eq!(&back[4096..3 * 4096], &new[..]);
+    assert_eq!(&back[..4096], &old[..4096]);
+    assert_eq!(&back[3 * 4096..], &old[3 * 4096..]);
+    // Growing the chunk past its end counts as stored, as a write does.
+    let stored = s.counters(&key(4).fs).stored.load(Ordering::Relaxed);
+    assert!(s.write_cached(&key(4), 6 * 4096, &new).unwrap());
+    assert_eq!(
+        s.counters(&key(4).fs).stored.load(Ordering::Relaxed),
+        stored + 4 * 4096,
+        "blocks 4 to 7 are now stored (4 and 5 as holes)"
+    );
+    assert_eq!(s.read(&key(4), 6 * 4096, 2 * 4096).unwrap(), new);
+
+    // Part of a block (it would read the old one), too large, another
+    // writer holding the chunk, or a file not open: the blocking write.
+    assert!(!s.write_cached(&key(4), 10, b"x").unwrap());
+    assert!(!s.write_cached(&key(4), 0, &vec![1u8; 1 << 20]).unwrap());
+    {
+        let _writing = s.lock_for(&key(4)).write().unwrap();
+        assert!(!s.write_cached(&key(4), 0, &new).unwrap());
+    }
+    // Pages the kernel must read first (written out, then dropped from
+    // the page cache): not in place either.
+    let f = s.files.lock().unwrap().get(&key(4)).cloned().unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: a valid open descriptor; advice only.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+    assert!(!s.write_cached(&key(4), 4096, &new).unwrap());
+    s.files.lock().unwrap().clear();
+    assert!(!s.write_cached(&key(4), 0, &new).unwrap());
+    assert_eq!(s.read(&key(4), 4096, 2 * 4096).unwrap(), new);
 }
