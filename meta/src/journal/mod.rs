@@ -12,6 +12,7 @@
 //! its shard submitted before it ([`Journal::durable`]), so nobody sees a
 //! change that a crash could still take back.
 
+mod pg_script;
 mod rows;
 mod sql;
 mod sqlite;

@@ -1,13 +1,15 @@
-//! The PostgreSQL writer: a transaction on the store's pool per batch. The
-//! driver is asynchronous on the connection's socket, so there is no
-//! thread hand-off per statement; a batch's statements are one round trip
-//! each and share one commit.
+//! The PostgreSQL writer: a batch is one script on the store's pool (see
+//! [`super::pg_script`]), one round trip and one commit whatever it holds.
+//! The driver is asynchronous on the connection's socket, so there is no
+//! thread hand-off either.
 
 use std::sync::Arc;
 
 use cpfs_store::Store;
+use sqlx::{Executor, Row};
 
-use super::rows::{chains_text, statements as st, Batch, Change};
+use super::pg_script;
+use super::rows::Batch;
 use super::Writer;
 
 pub(crate) struct SqlWriter {
@@ -20,109 +22,15 @@ impl SqlWriter {
     }
 
     async fn write_now(&self, batch: &Batch) -> Result<Vec<Arc<str>>, sqlx::Error> {
-        let mut tx = self
-            .store
-            .begin_write()
-            .await
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        // FOR SHARE: a reassignment (an UPDATE of the row) waits for this
-        // commit, and this commit sees any reassignment committed before.
-        let mut fenced = Vec::new();
-        for (fs, epoch) in &batch.epochs {
-            let stored: Option<(i64,)> = sqlx::query_as(&format!("{} FOR SHARE", st::OWNER_EPOCH))
-                .bind(fs.as_ref())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if stored.map(|s| s.0) != Some(*epoch as i64) {
-                fenced.push(fs.clone());
-            }
-        }
-        for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(&fenced, &f.0)) {
-            sqlx::query(st::FORGET_REQUESTS)
-                .bind(fs.as_ref())
-                .bind(*before)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(&fenced, &r.0)) {
-            let fs = fs.as_ref();
-            for c in rows {
-                let q = match c {
-                    Change::Inode(ino, Some(i)) => {
-                        let a = &i.attr;
-                        sqlx::query(st::UPSERT_INODE)
-                            .bind(fs)
-                            .bind(*ino as i64)
-                            .bind(a.kind.code())
-                            .bind(a.perm as i64)
-                            .bind(a.uid as i64)
-                            .bind(a.gid as i64)
-                            .bind(a.nlink as i64)
-                            .bind(a.size as i64)
-                            .bind(a.atime_ns)
-                            .bind(a.mtime_ns)
-                            .bind(a.ctime_ns)
-                            .bind(a.rdev as i64)
-                            .bind(i.parent as i64)
-                            .bind(i.target.clone())
-                            .bind(i.chunk_size as i64)
-                            .bind(chains_text(&i.chains))
-                            .bind(a.stored as i64)
-                    }
-                    Change::Inode(ino, None) => {
-                        sqlx::query(st::DELETE_INODE).bind(fs).bind(*ino as i64)
-                    }
-                    Change::Dentry(parent, name, Some((ino, kind))) => {
-                        sqlx::query(st::UPSERT_DENTRY)
-                            .bind(fs)
-                            .bind(*parent as i64)
-                            .bind(name.clone())
-                            .bind(*ino as i64)
-                            .bind(kind.code())
-                    }
-                    Change::Dentry(parent, name, None) => sqlx::query(st::DELETE_DENTRY)
-                        .bind(fs)
-                        .bind(*parent as i64)
-                        .bind(name.clone()),
-                    Change::Xattr(ino, name, Some(value)) => sqlx::query(st::UPSERT_XATTR)
-                        .bind(fs)
-                        .bind(*ino as i64)
-                        .bind(name.clone())
-                        .bind(value.clone()),
-                    Change::Xattr(ino, name, None) => sqlx::query(st::DELETE_XATTR)
-                        .bind(fs)
-                        .bind(*ino as i64)
-                        .bind(name.clone()),
-                    Change::Orphan(ino, Some(since)) => sqlx::query(st::UPSERT_ORPHAN)
-                        .bind(fs)
-                        .bind(*ino as i64)
-                        .bind(*since),
-                    Change::Orphan(ino, None) => {
-                        sqlx::query(st::DELETE_ORPHAN).bind(fs).bind(*ino as i64)
-                    }
-                    Change::Counters(c) => sqlx::query(st::UPDATE_COUNTERS)
-                        .bind(fs)
-                        .bind(c.next_ino as i64)
-                        .bind(c.used_bytes as i64)
-                        .bind(c.files as i64),
-                    Change::Request {
-                        client,
-                        seq,
-                        ino,
-                        at,
-                    } => sqlx::query(st::UPSERT_REQUEST)
-                        .bind(fs)
-                        .bind(*client as i64)
-                        .bind(*seq as i64)
-                        .bind(*ino as i64)
-                        .bind(*at),
-                    Change::ForgetRequests { .. } => continue,
-                };
-                q.execute(&mut *tx).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(fenced)
+        let script = pg_script::render(batch);
+        // A query without arguments goes as a simple-query message, which
+        // may hold many statements.
+        let rows = self.store.pool.fetch_all(script.as_str()).await?;
+        let stored = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(pg_script::fenced(batch, &stored))
     }
 }
 
