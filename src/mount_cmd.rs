@@ -64,6 +64,27 @@ fn is_mounted(dir: &Path) -> bool {
     })
 }
 
+/// The FUSE mount helper the session mounts through (it unmounts the
+/// directory when this process dies, however it dies), found on PATH the
+/// way the FUSE library looks for it; without it the mount would fail with
+/// a bare "No such file or directory".
+fn fusermount() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["fusermount3", "fusermount"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    anyhow::bail!(
+        "cpfs mount needs the FUSE mount helper fusermount3, which is not on PATH; \
+         install it with the fuse3 package (Debian and Ubuntu: apt install fuse3; \
+         Fedora and RHEL: dnf install fuse3)"
+    )
+}
+
 async fn meta_address(controlplane: &str, domain: &str) -> anyhow::Result<String> {
     let url = format!("{}/internal/v1/mount", controlplane.trim_end_matches('/'));
     let resp = reqwest::Client::builder()
@@ -98,6 +119,7 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
     if !meta_dir.is_dir() {
         anyhow::bail!("mount point {} is not a directory", args.dir.display());
     }
+    fusermount()?;
     if args.daemon {
         return daemonize(&args);
     }

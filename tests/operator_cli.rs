@@ -144,3 +144,22 @@ fn the_admin_api_authenticates_before_reading_the_body() {
         other => panic!("malformed body: {other:?}"),
     }
 }
+
+/// A machine without the FUSE mount helper gets told what is missing and
+/// which package has it, before anything is contacted.
+#[test]
+fn mount_names_the_missing_fusermount3_and_its_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cpfs"))
+        .args(["mount", "fs.example", dir.path().to_str().unwrap()])
+        // No helper on this PATH; the control plane is never reached
+        // (nothing listens on port 9), so only the check can answer.
+        .env("PATH", dir.path())
+        .env("CPFS_CONTROLPLANE", "http://127.0.0.1:9")
+        .output()
+        .expect("running cpfs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("fusermount3"), "{stderr}");
+    assert!(stderr.contains("apt install fuse3"), "{stderr}");
+}
