@@ -3,12 +3,17 @@
 //! for days. Before each use, one with less than a third of its life left
 //! is renewed ([`MetaOp::Renew`]); one a node refuses anyway (it expired
 //! while the handle was idle, or the control plane revoked it after a
-//! change of the mount's grant) is renewed once and the I/O retried, so
-//! the program sees an error only when the metadata service refuses the
-//! renewal (the mount target is gone, the rule now refuses this host).
+//! change of the mount's grant) is renewed and the I/O retried, so the
+//! program sees an error only when the metadata service refuses the
+//! renewal (the mount target is gone, the rule now refuses this host), or
+//! when the nodes keep refusing what it renews for longer than a failover
+//! takes.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cpfs_runtime::retry;
 
 use cpfs_proto::capability::{now_ms, Capability};
 use cpfs_proto::meta::{errno, Caller, MetaOp, MetaReply};
@@ -16,6 +21,13 @@ use cpfs_proto::node::NodeError;
 
 use crate::data::DataError;
 use crate::meta::MetaClient;
+
+/// How long a node may keep refusing capabilities the service keeps
+/// renewing before the I/O fails with EACCES: the metadata outage a client
+/// rides out (a failover's lease and the move to the new server).
+const DISAGREEMENT: Duration = Duration::from_secs(15);
+const DISAGREEMENT_FIRST: Duration = Duration::from_millis(50);
+const DISAGREEMENT_CAP: Duration = Duration::from_secs(1);
 
 pub struct HeldCap {
     cap: Mutex<Capability>,
@@ -77,19 +89,42 @@ impl HeldCap {
     }
 
     /// Runs `io` with a fresh capability; when a node refuses it, renews
-    /// it once and runs `io` again.
+    /// it and runs `io` again: at once the first time, then with backoff
+    /// for up to [`DISAGREEMENT`] while the service keeps renewing what
+    /// the nodes keep refusing. That disagreement is a moment of a
+    /// failover: a metadata server cut off from the control plane renews
+    /// under the grant it decided last until its lease runs out, and the
+    /// nodes may already refuse capabilities of grants that old; once the
+    /// file system's new server answers, its renewal stands. A refusal by
+    /// the service itself ends the wait at once.
     pub async fn with<T, F, Fut>(&self, io: F) -> Result<T, DataError>
     where
         F: Fn(Capability) -> Fut,
         Fut: Future<Output = Result<T, DataError>>,
     {
-        let cap = self.fresh().await;
-        match io(cap.clone()).await {
-            Err(DataError::Node(NodeError::BadCapability)) => {
-                let renewed = self.renew(&cap).await.map_err(DataError::Renewal)?;
-                io(renewed).await
+        let mut cap = self.fresh().await;
+        let deadline = tokio::time::Instant::now() + DISAGREEMENT;
+        let mut delays = retry::delays(DISAGREEMENT_FIRST, DISAGREEMENT_CAP);
+        let mut renewed = false;
+        loop {
+            match io(cap.clone()).await {
+                Err(DataError::Node(NodeError::BadCapability)) => {
+                    if renewed {
+                        let delay = delays.next().unwrap_or(DISAGREEMENT_CAP);
+                        if tokio::time::Instant::now() + delay > deadline {
+                            return Err(DataError::Node(NodeError::BadCapability));
+                        }
+                        tracing::debug!(
+                            ino = cap.inode,
+                            "a node refused a renewed capability; renewing again"
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                    cap = self.renew(&cap).await.map_err(DataError::Renewal)?;
+                    renewed = true;
+                }
+                r => return r,
             }
-            r => r,
         }
     }
 }

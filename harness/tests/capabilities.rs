@@ -154,3 +154,61 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
         "the renewal ({renewed:?}) was refused: {r:?}; revoked before {before_ms}"
     );
 }
+
+/// In a failover, a metadata server cut off from the control plane renews
+/// under the grant it decided last, until its lease runs out, while the
+/// nodes may already refuse capabilities of grants that old. The handle
+/// renews again, with backoff, while the service keeps renewing: the I/O
+/// stalls until a renewal the nodes take, instead of failing with EACCES.
+/// Here the nodes refuse every grant decided in the next 1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refusing_what_the_service_renews_is_a_stall_not_an_error() {
+    let c = cluster().await;
+    c.meta()
+        .service()
+        .unwrap()
+        .set_capability_lifetime(Duration::from_secs(3600));
+    let f = c.create("disagreement").await.unwrap();
+    let before_ms = now_ms() + 1500;
+    let revoked = HeartbeatReply {
+        chain_table: c.table().clone(),
+        dropped: vec![],
+        lease_ms: 0,
+        revoked: vec![Revocation {
+            fs: c.fs().to_string(),
+            before_ms,
+        }],
+        full: None,
+        peers: vec![],
+    };
+    for n in c.nodes() {
+        n.node().unwrap().apply(revoked.clone()).await;
+    }
+    let held = HeldCap::new(f.cap.clone(), c.meta_client().clone(), ROOT);
+    // A renewal now is refused by the nodes as well: one retry is not
+    // enough.
+    let early = held.renew(&f.cap).await.unwrap();
+    assert!(refused(&read_with(&c, &f, &early).await));
+
+    let data = c.data().clone();
+    let bytes = pattern(9, 4096);
+    held.with(|cap| {
+        let (data, f, bytes) = (&data, &f, &bytes);
+        async move { data.write(&cap, &f.layout, f.attr.ino, 0, bytes).await }
+    })
+    .await
+    .expect("the write waits for a capability the nodes take");
+    assert!(
+        now_ms() >= before_ms,
+        "the write went through before the nodes took any renewal"
+    );
+    assert!(held.get().issued_ms >= before_ms, "{:?}", held.get());
+    let back = held
+        .with(|cap| {
+            let (data, f) = (&data, &f);
+            async move { data.read(&cap, &f.layout, f.attr.ino, 0, 4096).await }
+        })
+        .await
+        .unwrap();
+    check_bytes("read back", &back, &bytes).unwrap();
+}
