@@ -55,6 +55,25 @@ async fn until_refused(c: &Cluster, f: &OpenFile, cap: &Capability) {
     }
 }
 
+/// Tells every node, as the control plane's heartbeat replies do, that the
+/// file system's capabilities decided before `before_ms` are revoked.
+async fn revoke_until(c: &Cluster, before_ms: i64) {
+    let revoked = HeartbeatReply {
+        chain_table: c.table().clone(),
+        dropped: vec![],
+        lease_ms: 0,
+        revoked: vec![Revocation {
+            fs: c.fs().to_string(),
+            before_ms,
+        }],
+        full: None,
+        peers: vec![],
+    };
+    for n in c.nodes() {
+        n.node().unwrap().apply(revoked.clone()).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_open_handle_keeps_working_past_many_lifetimes() {
     let c = cluster().await;
@@ -110,20 +129,7 @@ async fn a_revocation_stops_outstanding_capabilities_and_a_gone_mount_gets_none(
     // are revoked.
     c.meta().set_mount_target(false);
     let before_ms = now_ms() + 1;
-    let revoked = HeartbeatReply {
-        chain_table: c.table().clone(),
-        dropped: vec![],
-        lease_ms: 0,
-        revoked: vec![Revocation {
-            fs: c.fs().to_string(),
-            before_ms,
-        }],
-        full: None,
-        peers: vec![],
-    };
-    for n in c.nodes() {
-        n.node().unwrap().apply(revoked.clone()).await;
-    }
+    revoke_until(&c, before_ms).await;
     // As the control plane does, nothing goes on before the revoked
     // millisecond is over (a renewal within it is revoked too).
     while now_ms() < before_ms {
@@ -170,20 +176,7 @@ async fn nodes_refusing_what_the_service_renews_is_a_stall_not_an_error() {
         .set_capability_lifetime(Duration::from_secs(3600));
     let f = c.create("disagreement").await.unwrap();
     let before_ms = now_ms() + 1500;
-    let revoked = HeartbeatReply {
-        chain_table: c.table().clone(),
-        dropped: vec![],
-        lease_ms: 0,
-        revoked: vec![Revocation {
-            fs: c.fs().to_string(),
-            before_ms,
-        }],
-        full: None,
-        peers: vec![],
-    };
-    for n in c.nodes() {
-        n.node().unwrap().apply(revoked.clone()).await;
-    }
+    revoke_until(&c, before_ms).await;
     let held = HeldCap::new(f.cap.clone(), c.meta_client().clone(), ROOT);
     // A renewal now is refused by the nodes as well: one retry is not
     // enough.

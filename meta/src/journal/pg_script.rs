@@ -18,7 +18,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::rows::{chains_text, Batch, Change};
+use super::rows::{chains_text, upsert_parts, Batch, Change};
 
 /// The script for `batch`. Its only rows are (fs_id, epoch) of the file
 /// systems in `batch.epochs` whose assignment row exists.
@@ -69,10 +69,7 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
     match c {
         Change::Inode(ino, Some(i)) => {
             let a = &i.attr;
-            sql.push_str(
-                "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, \
-                 mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains, stored) SELECT ",
-            );
+            sql.push_str(concat!(upsert_parts!(inode_head), "SELECT "));
             text(sql, fs);
             let _ = write!(
                 sql,
@@ -98,15 +95,7 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             text(sql, &chains_text(&i.chains));
             let _ = write!(sql, ", {}", a.stored as i64);
             guard(sql, batch, fs, " WHERE ");
-            sql.push_str(
-                " ON CONFLICT (fs_id, ino) DO UPDATE SET kind = excluded.kind, \
-                 perm = excluded.perm, uid = excluded.uid, gid = excluded.gid, \
-                 nlink = excluded.nlink, size = excluded.size, atime_ns = excluded.atime_ns, \
-                 mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, rdev = excluded.rdev, \
-                 parent = excluded.parent, target = excluded.target, \
-                 chunk_size = excluded.chunk_size, chains = excluded.chains, \
-                 stored = excluded.stored",
-            );
+            sql.push_str(upsert_parts!(inode_tail));
         }
         Change::Inode(ino, None) => {
             sql.push_str("DELETE FROM inodes WHERE fs_id = ");
@@ -115,16 +104,13 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             guard(sql, batch, fs, " AND ");
         }
         Change::Dentry(parent, name, Some((ino, kind))) => {
-            sql.push_str("INSERT INTO dentries (fs_id, parent, name, ino, kind) SELECT ");
+            sql.push_str(concat!(upsert_parts!(dentry_head), "SELECT "));
             text(sql, fs);
             let _ = write!(sql, ", {}, ", *parent as i64);
             bytes(sql, name);
             let _ = write!(sql, ", {}, {}", *ino as i64, kind.code());
             guard(sql, batch, fs, " WHERE ");
-            sql.push_str(
-                " ON CONFLICT (fs_id, parent, name) DO UPDATE SET ino = excluded.ino, \
-                 kind = excluded.kind",
-            );
+            sql.push_str(upsert_parts!(dentry_tail));
         }
         Change::Dentry(parent, name, None) => {
             sql.push_str("DELETE FROM dentries WHERE fs_id = ");
@@ -134,14 +120,14 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             guard(sql, batch, fs, " AND ");
         }
         Change::Xattr(ino, name, Some(value)) => {
-            sql.push_str("INSERT INTO xattrs (fs_id, ino, name, value) SELECT ");
+            sql.push_str(concat!(upsert_parts!(xattr_head), "SELECT "));
             text(sql, fs);
             let _ = write!(sql, ", {}, ", *ino as i64);
             bytes(sql, name);
             sql.push_str(", ");
             bytes(sql, value);
             guard(sql, batch, fs, " WHERE ");
-            sql.push_str(" ON CONFLICT (fs_id, ino, name) DO UPDATE SET value = excluded.value");
+            sql.push_str(upsert_parts!(xattr_tail));
         }
         Change::Xattr(ino, name, None) => {
             sql.push_str("DELETE FROM xattrs WHERE fs_id = ");
@@ -151,11 +137,11 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             guard(sql, batch, fs, " AND ");
         }
         Change::Orphan(ino, Some(since)) => {
-            sql.push_str("INSERT INTO orphans (fs_id, ino, since) SELECT ");
+            sql.push_str(concat!(upsert_parts!(orphan_head), "SELECT "));
             text(sql, fs);
             let _ = write!(sql, ", {}, {since}", *ino as i64);
             guard(sql, batch, fs, " WHERE ");
-            sql.push_str(" ON CONFLICT (fs_id, ino) DO UPDATE SET since = excluded.since");
+            sql.push_str(upsert_parts!(orphan_tail));
         }
         Change::Orphan(ino, None) => {
             sql.push_str("DELETE FROM orphans WHERE fs_id = ");
@@ -178,7 +164,7 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             ino,
             at,
         } => {
-            sql.push_str("INSERT INTO meta_requests (fs_id, client, seq, ino, at) SELECT ");
+            sql.push_str(concat!(upsert_parts!(request_head), "SELECT "));
             text(sql, fs);
             let _ = write!(
                 sql,
@@ -186,10 +172,7 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
                 *client as i64, *seq as i64, *ino as i64
             );
             guard(sql, batch, fs, " WHERE ");
-            sql.push_str(
-                " ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, \
-                 at = excluded.at",
-            );
+            sql.push_str(upsert_parts!(request_tail));
         }
         Change::ForgetRequests { .. } => return,
     }

@@ -108,33 +108,84 @@ impl Batch {
     }
 }
 
+/// The head (`INSERT INTO table (columns) `) and tail (` ON CONFLICT …`)
+/// of each upsert, as literals: SQLite's statements put placeholders
+/// between them and PostgreSQL's script (`pg_script`) puts values, so the
+/// column lists are written once.
+macro_rules! upsert_parts {
+    (inode_head) => {
+        "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, \
+         ctime_ns, rdev, parent, target, chunk_size, chains, stored) "
+    };
+    (inode_tail) => {
+        " ON CONFLICT (fs_id, ino) DO UPDATE SET kind = excluded.kind, perm = excluded.perm, \
+         uid = excluded.uid, gid = excluded.gid, nlink = excluded.nlink, size = excluded.size, \
+         atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, \
+         rdev = excluded.rdev, parent = excluded.parent, target = excluded.target, \
+         chunk_size = excluded.chunk_size, chains = excluded.chains, stored = excluded.stored"
+    };
+    (dentry_head) => {
+        "INSERT INTO dentries (fs_id, parent, name, ino, kind) "
+    };
+    (dentry_tail) => {
+        " ON CONFLICT (fs_id, parent, name) DO UPDATE SET ino = excluded.ino, kind = excluded.kind"
+    };
+    (xattr_head) => {
+        "INSERT INTO xattrs (fs_id, ino, name, value) "
+    };
+    (xattr_tail) => {
+        " ON CONFLICT (fs_id, ino, name) DO UPDATE SET value = excluded.value"
+    };
+    (orphan_head) => {
+        "INSERT INTO orphans (fs_id, ino, since) "
+    };
+    (orphan_tail) => {
+        " ON CONFLICT (fs_id, ino) DO UPDATE SET since = excluded.since"
+    };
+    (request_head) => {
+        "INSERT INTO meta_requests (fs_id, client, seq, ino, at) "
+    };
+    (request_tail) => {
+        " ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, at = excluded.at"
+    };
+}
+pub(crate) use upsert_parts;
+
 /// The statements both stores run, with `$n` placeholders (SQLite reads
 /// them as numbered parameters).
 pub(crate) mod statements {
-    pub const UPSERT_INODE: &str = "INSERT INTO inodes (fs_id, ino, kind, perm, uid, gid, nlink, size, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains, stored) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-        ON CONFLICT (fs_id, ino) DO UPDATE SET kind = excluded.kind, perm = excluded.perm, uid = excluded.uid, gid = excluded.gid, \
-        nlink = excluded.nlink, size = excluded.size, atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns, \
-        ctime_ns = excluded.ctime_ns, rdev = excluded.rdev, parent = excluded.parent, target = excluded.target, \
-        chunk_size = excluded.chunk_size, chains = excluded.chains, stored = excluded.stored";
+    pub const UPSERT_INODE: &str = concat!(
+        upsert_parts!(inode_head),
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        upsert_parts!(inode_tail)
+    );
     pub const DELETE_INODE: &str = "DELETE FROM inodes WHERE fs_id = $1 AND ino = $2";
-    pub const UPSERT_DENTRY: &str =
-        "INSERT INTO dentries (fs_id, parent, name, ino, kind) VALUES ($1, $2, $3, $4, $5) \
-        ON CONFLICT (fs_id, parent, name) DO UPDATE SET ino = excluded.ino, kind = excluded.kind";
+    pub const UPSERT_DENTRY: &str = concat!(
+        upsert_parts!(dentry_head),
+        "VALUES ($1, $2, $3, $4, $5)",
+        upsert_parts!(dentry_tail)
+    );
     pub const DELETE_DENTRY: &str =
         "DELETE FROM dentries WHERE fs_id = $1 AND parent = $2 AND name = $3";
-    pub const UPSERT_XATTR: &str =
-        "INSERT INTO xattrs (fs_id, ino, name, value) VALUES ($1, $2, $3, $4) \
-        ON CONFLICT (fs_id, ino, name) DO UPDATE SET value = excluded.value";
+    pub const UPSERT_XATTR: &str = concat!(
+        upsert_parts!(xattr_head),
+        "VALUES ($1, $2, $3, $4)",
+        upsert_parts!(xattr_tail)
+    );
     pub const DELETE_XATTR: &str = "DELETE FROM xattrs WHERE fs_id = $1 AND ino = $2 AND name = $3";
-    pub const UPSERT_ORPHAN: &str = "INSERT INTO orphans (fs_id, ino, since) VALUES ($1, $2, $3) \
-        ON CONFLICT (fs_id, ino) DO UPDATE SET since = excluded.since";
+    pub const UPSERT_ORPHAN: &str = concat!(
+        upsert_parts!(orphan_head),
+        "VALUES ($1, $2, $3)",
+        upsert_parts!(orphan_tail)
+    );
     pub const DELETE_ORPHAN: &str = "DELETE FROM orphans WHERE fs_id = $1 AND ino = $2";
     pub const UPDATE_COUNTERS: &str =
         "UPDATE fs_counters SET next_ino = $2, used_bytes = $3, files = $4 WHERE fs_id = $1";
-    pub const UPSERT_REQUEST: &str =
-        "INSERT INTO meta_requests (fs_id, client, seq, ino, at) VALUES ($1, $2, $3, $4, $5) \
-        ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, at = excluded.at";
+    pub const UPSERT_REQUEST: &str = concat!(
+        upsert_parts!(request_head),
+        "VALUES ($1, $2, $3, $4, $5)",
+        upsert_parts!(request_tail)
+    );
     pub const FORGET_REQUESTS: &str = "DELETE FROM meta_requests WHERE fs_id = $1 AND at < $2";
     pub const OWNER_EPOCH: &str = "SELECT epoch FROM meta_assignments WHERE fs_id = $1";
 }

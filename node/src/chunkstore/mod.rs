@@ -213,17 +213,21 @@ impl ChunkStore {
             .join(chunk_name(key.index, key.chain))
     }
 
+    /// The chunk's file if it is open already (no syscall).
+    fn open_file(&self, key: &ChunkKey) -> Option<Arc<File>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
     fn file(&self, key: &ChunkKey, create: bool) -> Result<Option<Arc<File>>, NodeError> {
         if !valid_fs(&key.fs) {
             return Err(NodeError::Invalid("bad file system id".into()));
         }
-        if let Some(f) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-        {
-            return Ok(Some(f.clone()));
+        if let Some(f) = self.open_file(key) {
+            return Ok(Some(f));
         }
         let path = self.chunk_path(key);
         let opened = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -323,13 +327,7 @@ impl ChunkStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
         };
-        let Some(f) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-        else {
+        let Some(f) = self.open_file(key) else {
             return Ok(false);
         };
         let start = offset / BLOCK * RECORD;
@@ -438,13 +436,7 @@ impl ChunkStore {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
         };
-        let Some(f) = self
-            .files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-        else {
+        let Some(f) = self.open_file(key) else {
             return Ok(None);
         };
         let first = offset / BLOCK;
