@@ -5,7 +5,8 @@
 //!
 //! - [`lifecycle`]: provisioning, dropping and measuring a namespace (the
 //!   reconciler's and billing's way in).
-//! - [`policy`]: what the control plane tells it about mount targets.
+//! - [`policy`]: what the control plane tells it about mount targets and
+//!   filesets; [`fileset_view`]: what it reads of filesets' usage.
 //! - [`identity`]: who a caller may act as: the mount grant (access
 //!   rules, squashing) and the identity (LDAP).
 //! - [`perm`]: POSIX permission checks.
@@ -19,6 +20,7 @@
 //! never between; after a restart the namespace is loaded from the store.
 
 mod caps;
+pub mod fileset_view;
 pub mod identity;
 mod inode;
 mod journal;
@@ -35,6 +37,8 @@ mod capacity_tests;
 #[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]
+mod fileset_tests;
+#[cfg(test)]
 mod input_tests;
 #[cfg(test)]
 mod reload_tests;
@@ -47,6 +51,7 @@ use std::sync::Arc;
 use cpfs_proto::capability::CapabilityKey;
 use cpfs_store::Store;
 
+pub use ns::filesets::SYNC_PERIOD as FILESET_SYNC_PERIOD;
 pub use server::{serve, serve_until, Collector};
 
 /// A mounted client: which file system, bought how large.
@@ -97,6 +102,8 @@ pub struct MetaService {
     shards: ns::shard::Shards,
     /// How long the capabilities it issues last, in seconds.
     capability_secs: std::sync::atomic::AtomicI64,
+    /// Filesets that could not be bound, with why (logged once per reason).
+    fileset_failures: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// One session's open handles of one inode.
@@ -155,6 +162,7 @@ impl MetaService {
             watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
             capability_secs: CAPABILITY_SECS.into(),
+            fileset_failures: Default::default(),
         }))
     }
 

@@ -81,12 +81,37 @@ pub struct MountPolicy {
 pub type PolicyFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<MountPolicy>, String>> + Send + 'a>>;
 
+/// A fileset as the control plane wants it: the metadata service binds
+/// the directory at `path` (making it when missing), counts its usage and
+/// enforces the limits; a released one it unbinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesetSpec {
+    pub fs: String,
+    pub id: String,
+    /// Absolute, `/` at both ends (`/data/a/`).
+    pub path: String,
+    /// Being deleted: stop tracking it.
+    pub releasing: bool,
+    pub size_limit: Option<u64>,
+    pub file_limit: Option<u64>,
+}
+
+pub type FilesetFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<FilesetSpec>, String>> + Send + 'a>>;
+
 /// Where mount policies come from (the control plane in `cpfs serve`, a
 /// fixed table in tests).
 pub trait PolicySource: Send + Sync {
     /// The policy of the mount target named `domain`; `Ok(None)` when there
     /// is no such mount target, `Err` when the source could not answer.
     fn mount_policy<'a>(&'a self, domain: &'a str) -> PolicyFuture<'a>;
+
+    /// The filesets of the file systems `fs` (none unless the source has
+    /// them).
+    fn filesets<'a>(&'a self, fs: &'a [String]) -> FilesetFuture<'a> {
+        let _ = fs;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 #[cfg(test)]

@@ -364,6 +364,7 @@ pub mod errno {
     pub const EIO: i32 = 5;
     pub const EBADF: i32 = 9;
     pub const EACCES: i32 = 13;
+    pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;
     pub const EXDEV: i32 = 18;
     pub const ENOTDIR: i32 = 20;
@@ -378,6 +379,8 @@ pub mod errno {
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const ESTALE: i32 = 116;
+    /// A fileset's (or a user's or group's) quota is reached.
+    pub const EDQUOT: i32 = 122;
     /// Not an errno a program ever sees: this server does not own the
     /// file system (it moved, or the lease lapsed); the client asks the
     /// control plane where it is now and retries there.

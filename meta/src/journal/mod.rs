@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub(crate) use rows::{Change, Counters};
+pub(crate) use rows::{Change, Counters, FilesetRow};
 
 use cpfs_store::{Backend, Store};
 

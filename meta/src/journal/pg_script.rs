@@ -18,7 +18,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::rows::{chains_text, upsert_parts, Batch, Change};
+use super::rows::{chains_text, limit_column, upsert_parts, Batch, Change};
 
 /// The script for `batch`. Its only rows are (fs_id, epoch) of the file
 /// systems in `batch.epochs` whose assignment row exists.
@@ -156,6 +156,30 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
                 c.next_ino as i64, c.used_bytes as i64, c.files as i64
             );
             text(sql, fs);
+            guard(sql, batch, fs, " AND ");
+        }
+        Change::Fileset(id, Some(f)) => {
+            sql.push_str(concat!(upsert_parts!(fileset_head), "SELECT "));
+            text(sql, fs);
+            sql.push_str(", ");
+            text(sql, id);
+            let _ = write!(
+                sql,
+                ", {}, {}, {}, {}, {}",
+                f.ino as i64,
+                f.used_bytes as i64,
+                f.files as i64,
+                limit_column(f.size_limit),
+                limit_column(f.file_limit)
+            );
+            guard(sql, batch, fs, " WHERE ");
+            sql.push_str(upsert_parts!(fileset_tail));
+        }
+        Change::Fileset(id, None) => {
+            sql.push_str("DELETE FROM fileset_usage WHERE fs_id = ");
+            text(sql, fs);
+            sql.push_str(" AND fset_id = ");
+            text(sql, id);
             guard(sql, batch, fs, " AND ");
         }
         Change::Request {

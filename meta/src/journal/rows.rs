@@ -18,6 +18,22 @@ pub(crate) struct Counters {
     pub files: u64,
 }
 
+/// A fileset as the metadata service keeps it (`fileset_usage`): the root
+/// it bound, its exact usage and the limits it enforces (`None`: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FilesetRow {
+    pub ino: u64,
+    pub used_bytes: u64,
+    pub files: u64,
+    pub size_limit: Option<u64>,
+    pub file_limit: Option<u64>,
+}
+
+/// A limit as its column stores it (-1: none).
+pub(crate) fn limit_column(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64)
+}
+
 /// One row after an operation: its new image, or `None` when it is gone.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
@@ -26,6 +42,8 @@ pub(crate) enum Change {
     Xattr(u64, Vec<u8>, Option<Vec<u8>>),
     Orphan(u64, Option<i64>),
     Counters(Counters),
+    /// A fileset's binding, usage and limits, by fileset id.
+    Fileset(Arc<str>, Option<FilesetRow>),
     /// A request's outcome: (client, seq) made or linked `ino` at `at`.
     Request {
         client: u64,
@@ -47,6 +65,7 @@ enum Key {
     Xattr(u64, Vec<u8>),
     Orphan(u64),
     Counters,
+    Fileset(Arc<str>),
     Request(u64, u64),
 }
 
@@ -79,6 +98,7 @@ impl Batch {
                     Change::Xattr(ino, name, _) => Key::Xattr(*ino, name.clone()),
                     Change::Orphan(ino, _) => Key::Orphan(*ino),
                     Change::Counters(_) => Key::Counters,
+                    Change::Fileset(id, _) => Key::Fileset(id.clone()),
                     Change::Request { client, seq, .. } => Key::Request(*client, *seq),
                     Change::ForgetRequests { before } => {
                         forget.push((e.fs.clone(), *before));
@@ -142,6 +162,15 @@ macro_rules! upsert_parts {
     (orphan_tail) => {
         " ON CONFLICT (fs_id, ino) DO UPDATE SET since = excluded.since"
     };
+    (fileset_head) => {
+        "INSERT INTO fileset_usage (fs_id, fset_id, ino, used_bytes, files, size_limit, \
+         file_count_limit) "
+    };
+    (fileset_tail) => {
+        " ON CONFLICT (fs_id, fset_id) DO UPDATE SET ino = excluded.ino, \
+         used_bytes = excluded.used_bytes, files = excluded.files, \
+         size_limit = excluded.size_limit, file_count_limit = excluded.file_count_limit"
+    };
     (request_head) => {
         "INSERT INTO meta_requests (fs_id, client, seq, ino, at) "
     };
@@ -181,6 +210,12 @@ pub(crate) mod statements {
     pub const DELETE_ORPHAN: &str = "DELETE FROM orphans WHERE fs_id = $1 AND ino = $2";
     pub const UPDATE_COUNTERS: &str =
         "UPDATE fs_counters SET next_ino = $2, used_bytes = $3, files = $4 WHERE fs_id = $1";
+    pub const UPSERT_FILESET: &str = concat!(
+        upsert_parts!(fileset_head),
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        upsert_parts!(fileset_tail)
+    );
+    pub const DELETE_FILESET: &str = "DELETE FROM fileset_usage WHERE fs_id = $1 AND fset_id = $2";
     pub const UPSERT_REQUEST: &str = concat!(
         upsert_parts!(request_head),
         "VALUES ($1, $2, $3, $4, $5)",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{chains_text, statements as st, Batch, Change};
+use super::rows::{chains_text, limit_column, statements as st, Batch, Change};
 use super::{JournalError, Writer};
 
 pub(crate) struct SqliteWriter {
@@ -130,6 +130,20 @@ impl SqliteWriter {
                             c.used_bytes as i64,
                             c.files as i64
                         ])?;
+                    }
+                    Change::Fileset(id, Some(f)) => {
+                        prepare(&tx, st::UPSERT_FILESET)?.execute(params![
+                            fs,
+                            id.as_ref(),
+                            f.ino as i64,
+                            f.used_bytes as i64,
+                            f.files as i64,
+                            limit_column(f.size_limit),
+                            limit_column(f.file_limit),
+                        ])?;
+                    }
+                    Change::Fileset(id, None) => {
+                        prepare(&tx, st::DELETE_FILESET)?.execute(params![fs, id.as_ref()])?;
                     }
                     Change::Request {
                         client,

@@ -117,6 +117,7 @@ impl FsState {
             }
         }
         let mut used = None;
+        let mut freed = 0;
         if let Some(size) = set.size {
             match a.kind {
                 Kind::Dir => return fail(EISDIR, "truncate of a directory"),
@@ -134,6 +135,7 @@ impl FsState {
             // write reaches it.
             let stored = a.stored.min(size);
             used = Some(self.grown(capacity, a.stored, stored)?);
+            freed = a.stored - stored;
             a.stored = stored;
             a.size = size;
             a.mtime_ns = t;
@@ -158,6 +160,10 @@ impl FsState {
         a.ctime_ns = t;
         if let Some(used) = used {
             self.count(|c| c.used_bytes = used);
+        }
+        if freed > 0 {
+            let fileset = self.fileset_of(ino);
+            self.charge(fileset, -(freed as i64), 0);
         }
         self.update_inode(ino, |i| i.attr = a)
     }
@@ -192,6 +198,8 @@ impl FsState {
         if self.child(parent, name).is_some() {
             return fail(EEXIST, "exists");
         }
+        let fileset = self.fileset_of(parent);
+        self.quota_allows(fileset, 0, 1)?;
         let sgid_dir = p.attr.perm & 0o2000 != 0;
         let (p_gid, p_chunk, p_chains) = (p.attr.gid, p.chunk_size, p.chains.clone());
         let mut perm_bits = perm_bits & 0o7777;
@@ -241,6 +249,7 @@ impl FsState {
         let attr = node.attr.clone();
         self.put_inode(node);
         self.count(|c| c.files += 1);
+        self.charge(fileset, 0, 1);
         self.add_entry(parent, name, ino, kind);
         self.touch_dir(parent, if kind == Kind::Dir { 1 } else { 0 }, t)?;
         self.record(id, ino, t);
@@ -273,6 +282,9 @@ impl FsState {
         if self.child(new_parent, new_name).is_some() {
             return fail(EEXIST, "exists");
         }
+        if self.fileset_of(ino) != self.fileset_of(new_parent) {
+            return fail(EXDEV, "a link cannot cross a fileset's boundary");
+        }
         self.add_entry(new_parent, new_name, ino, kind);
         let out = self.update_inode(ino, |i| {
             i.attr.nlink += 1;
@@ -295,6 +307,8 @@ impl FsState {
         } else {
             None
         };
+        let fileset = self.fileset_of(ino);
+        let bytes = self.inode_bytes(ino) as i64;
         let left = self
             .update_inode(ino, |i| {
                 i.attr.nlink = i.attr.nlink.saturating_sub(1);
@@ -305,12 +319,24 @@ impl FsState {
             })?
             .nlink;
         if left == 0 {
+            // Out of the namespace: it stops counting for its fileset now
+            // (the file system's figures drop when its data goes).
+            self.charge(fileset, -bytes, -1);
             self.set_orphan(ino, Some(t / 1_000_000_000));
+        } else if moved.is_some() {
+            let now_in = self.fileset_of(ino);
+            if now_in != fileset {
+                self.charge(fileset, -bytes, -1);
+                self.charge(now_in, bytes, 1);
+            }
         }
         Ok(())
     }
 
     fn remove_dir(&mut self, parent: u64, name: &[u8], ino: u64, t: i64) -> Res<()> {
+        let fileset = self.fileset_of(ino);
+        let bytes = self.inode_bytes(ino) as i64;
+        self.charge(fileset, -bytes, -1);
         self.remove_entry(parent, name);
         self.remove_inode(ino);
         self.count(|c| c.files = c.files.saturating_sub(1));
@@ -346,6 +372,9 @@ impl FsState {
             }
             if !self.is_empty_dir(ino) {
                 return fail(ENOTEMPTY, "directory not empty");
+            }
+            if self.filesets.contains_key(&ino) {
+                return fail(EBUSY, "the root of a fileset (delete the fileset first)");
             }
             self.remove_dir(parent, name, ino, t)?;
         } else {
@@ -397,6 +426,17 @@ impl FsState {
                 up = self.inode(up)?.parent;
             }
         }
+        if !self.filesets.is_empty() {
+            if src_is_dir && self.holds_fileset_root(src_ino) {
+                return fail(
+                    EBUSY,
+                    "a fileset's root, or a directory above one, cannot move",
+                );
+            }
+            if self.fileset_of(src_ino) != self.fileset_of(new_parent) {
+                return fail(EXDEV, "a rename cannot cross a fileset's boundary");
+            }
+        }
         // Every check of the target comes before the first change.
         let mut replaced = None;
         if let Some((dst_ino, dst_kind)) = self.child(new_parent, new_name) {
@@ -418,6 +458,9 @@ impl FsState {
                 }
                 (true, true) if !self.is_empty_dir(dst_ino) => {
                     return fail(ENOTEMPTY, "target directory not empty")
+                }
+                (true, true) if self.filesets.contains_key(&dst_ino) => {
+                    return fail(EBUSY, "the target is a fileset's root")
                 }
                 _ => {}
             }

@@ -104,8 +104,13 @@ impl FsState {
         }
         let old = i.attr.stored;
         if size > old {
+            // Checked before the client moves any data: a write past a
+            // fileset's limit fails whole, nothing of it stored.
+            let fileset = self.fileset_of(ino);
+            self.quota_allows(fileset, size - old, 0)?;
             let used = self.grown(capacity, old, size)?;
             self.count(|c| c.used_bytes = used);
+            self.charge(fileset, (size - old) as i64, 0);
         }
         self.update_inode(ino, |i| {
             i.attr.size = i.attr.size.max(size);

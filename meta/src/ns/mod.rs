@@ -7,11 +7,13 @@
 //! - `shard`: loaded shards, their locks, waiting for the journal;
 //! - `entries`: lookup, attributes, create, link, unlink, rename;
 //! - `files`: open, readdir, sizes, stripes, orphans;
+//! - `filesets`: fileset usage, limits and boundaries;
 //! - `reach`: whether a caller may walk to an inode it names by number;
 //! - `xattrs`: extended attributes.
 
 mod entries;
 mod files;
+pub(crate) mod filesets;
 mod reach;
 pub(crate) mod shard;
 mod state;

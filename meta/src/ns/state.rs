@@ -9,12 +9,14 @@ use cpfs_proto::meta::{errno::*, Attr, Kind};
 use sqlx::Row;
 
 use crate::inode::Inode;
-use crate::journal::{Change, Counters};
+use crate::journal::{Change, Counters, FilesetRow};
+
+use super::filesets::Fileset;
 use crate::{fail, Res};
 
 pub(crate) struct FsState {
     pub fs: Arc<str>,
-    inodes: HashMap<u64, Inode>,
+    pub(super) inodes: HashMap<u64, Inode>,
     /// Directory → its entries, sorted by name (readdir pages by name).
     children: HashMap<u64, BTreeMap<Vec<u8>, (u64, Kind)>>,
     xattrs: HashMap<u64, BTreeMap<Vec<u8>, Vec<u8>>>,
@@ -26,6 +28,11 @@ pub(crate) struct FsState {
     /// Every chain of the file system's layout (new files start on one
     /// picked by inode number).
     pub chains: Vec<u32>,
+    /// Bound filesets by root inode (`filesets.rs`).
+    pub(super) filesets: HashMap<u64, Fileset>,
+    /// Filesets whose stored row the next sync pass rewrites (usage
+    /// recomputed at load differed) or deletes (their root is gone).
+    pub(super) filesets_to_publish: Vec<(Arc<str>, Option<u64>)>,
     /// The rows the current operation changed.
     pending: Vec<Change>,
 }
@@ -67,6 +74,8 @@ impl FsState {
                 files: files.max(0) as u64,
             },
             chains,
+            filesets: HashMap::new(),
+            filesets_to_publish: Vec::new(),
             pending: Vec::new(),
         };
         let rows = db(sqlx::query(
@@ -143,7 +152,34 @@ impl FsState {
             .into_iter()
             .map(|(c, s, i, at)| ((c as u64, s as u64), (i as u64, at)))
             .collect();
+        let filesets: Vec<(String, i64, i64, i64, i64, i64)> = db(sqlx::query_as(
+            "SELECT fset_id, ino, used_bytes, files, size_limit, file_count_limit FROM fileset_usage WHERE fs_id = $1",
+        )
+        .bind(fs)
+        .fetch_all(pool)
+        .await)?;
+        let limit = |l: i64| u64::try_from(l).ok();
+        st.restore_filesets(
+            filesets
+                .into_iter()
+                .map(|(id, ino, used, count, size, files)| {
+                    let row = FilesetRow {
+                        ino: ino as u64,
+                        used_bytes: used.max(0) as u64,
+                        files: count.max(0) as u64,
+                        size_limit: limit(size),
+                        file_limit: limit(files),
+                    };
+                    (Arc::from(id), row)
+                })
+                .collect(),
+        );
         Ok(st)
+    }
+
+    /// Records a changed row.
+    pub(super) fn push_change(&mut self, c: Change) {
+        self.pending.push(c);
     }
 
     /// The rows changed since the last call.

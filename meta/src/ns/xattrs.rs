@@ -68,8 +68,11 @@ impl FsState {
         if new > MAX_XATTR_BYTES_PER_INODE {
             return fail(ENOSPC, "an inode's extended attributes hold at most 64 KiB");
         }
+        let fileset = self.fileset_of(ino);
+        self.quota_allows(fileset, new.saturating_sub(old), 0)?;
         let used = self.grown(capacity, old, new)?;
         self.count(|c| c.used_bytes = used);
+        self.charge(fileset, new as i64 - old as i64, 0);
         self.set_xattr(ino, name, Some(value));
         self.update_inode(ino, |i| i.attr.ctime_ns = t)?;
         self.record(id, 0, t);
@@ -103,6 +106,8 @@ impl FsState {
         };
         let freed = (name.len() + value.len()) as u64;
         self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
+        let fileset = self.fileset_of(ino);
+        self.charge(fileset, -(freed as i64), 0);
         self.set_xattr(ino, name, None);
         self.record(id, 0, t);
         Ok(())

@@ -1,0 +1,90 @@
+//! What the control plane reads of filesets from the namespace's side:
+//! the bindings, exact usage and enforced limits the metadata service's
+//! journal commits (`fileset_usage`), and what a path names in the
+//! committed namespace (so that CreateFileset can refuse a missing parent
+//! before anything is recorded).
+
+use cpfs_proto::meta::{Kind, ROOT_INO};
+use cpfs_store::Store;
+
+use crate::lifecycle::LifecycleError;
+
+/// A bound fileset as its metadata server last committed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundFileset {
+    pub id: String,
+    pub root: u64,
+    pub used_bytes: u64,
+    pub files: u64,
+    pub size_limit: Option<u64>,
+    pub file_limit: Option<u64>,
+}
+
+/// The bound filesets of `fs_id`.
+pub async fn bound(store: &Store, fs_id: &str) -> Result<Vec<BoundFileset>, LifecycleError> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT fset_id, ino, used_bytes, files, size_limit, file_count_limit FROM fileset_usage WHERE fs_id = $1",
+    )
+    .bind(fs_id)
+    .fetch_all(&store.pool)
+    .await?;
+    let limit = |l: i64| u64::try_from(l).ok();
+    Ok(rows
+        .into_iter()
+        .map(|(id, ino, used, files, size, count)| BoundFileset {
+            id,
+            root: ino.max(0) as u64,
+            used_bytes: used.max(0) as u64,
+            files: files.max(0) as u64,
+            size_limit: limit(size),
+            file_limit: limit(count),
+        })
+        .collect())
+}
+
+/// What an absolute path names in the committed namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathState {
+    /// A directory.
+    Dir,
+    /// Something that is not a directory.
+    NotDir,
+    /// Nothing, but its parent is a directory.
+    Missing,
+    /// Its parent is missing or not a directory.
+    NoParent,
+}
+
+/// Looks `path` (`/a/b/`) up component by component, one query each.
+pub async fn path_state(
+    store: &Store,
+    fs_id: &str,
+    path: &str,
+) -> Result<PathState, LifecycleError> {
+    let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let mut dir = ROOT_INO as i64;
+    for (i, name) in names.iter().enumerate() {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT ino, kind FROM dentries WHERE fs_id = $1 AND parent = $2 AND name = $3",
+        )
+        .bind(fs_id)
+        .bind(dir)
+        .bind(name.as_bytes())
+        .fetch_optional(&store.pool)
+        .await?;
+        let last = i + 1 == names.len();
+        match row {
+            None if last => return Ok(PathState::Missing),
+            None => return Ok(PathState::NoParent),
+            Some((_, kind)) if Kind::from_code(kind) != Kind::Dir => {
+                return Ok(if last {
+                    PathState::NotDir
+                } else {
+                    PathState::NoParent
+                })
+            }
+            Some((ino, _)) => dir = ino,
+        }
+    }
+    Ok(PathState::Dir)
+}
