@@ -155,13 +155,58 @@ ACTIONS = {
     "DeleteLDAPConfig": ("Remove the LDAP configuration: only root may use the file system again", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
     ], {}),
+    "CreateFileset": ("Track a directory subtree as a fileset (CREATING, then CREATED once its metadata server bound it; a new path's directory is made, an existing directory is adopted with its usage). At most 10 per file system by default (an operator setting; QuotaExceeded.Fileset), no nesting (OperationDenied.NestedFileset)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("FileSystemPath", S, True, "/data/team-a/", "Absolute, / at both ends, 2-1024 characters, at most 8 levels; its parent must exist"),
+        ("Description", S, False, None, "2-128 characters, starts with a letter"),
+        ("DeletionProtection", B, False, None, "DeleteFileset is refused while true"),
+        ("Quota.SizeLimit", I, False, None, "Bytes, at least 10 GiB in 1 GiB steps (operator setting)"),
+        ("Quota.FileCountLimit", I, False, None, "10000 to 10000000000 (the minimum is an operator setting)"),
+        ("DryRun", B, False, None, "Validate only; FsetId is empty"),
+        ("ClientToken", S, False, None, "Idempotency token, ASCII, at most 64"),
+    ], {"FsetId": S}),
+    "DescribeFilesets": ("List a file system's filesets with exact usage, oldest first", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("Filters.N.Key", S, False, None, "FsetIds (comma list of at most 10, exact), FileSystemPath and Description (substring), QuotaExists (true/false)"),
+        ("Filters.N.Value", S, False, None, ""),
+        ("MaxResults", I, False, None, "10-100, default 20"),
+        ("NextToken", S, False, None, "From the previous page; empty on the last"),
+        ("OrderByField", S, False, None, "FileCountLimit, SizeLimit, FileCountUsage, SpaceUsage"),
+        ("SortOrder", S, False, None, "asc (default) or desc"),
+    ], {"FileSystemId": S, "NextToken": S, "Entries": "FilesetEntries"}),
+    "GetFileset": ("One fileset (times as yyyy-MM-dd HH:mm:ss, UTC)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("FsetId", S, True, "fset-0123456789abcdef", ""),
+    ], {"Data": "Fileset"}),
+    "ModifyFileset": ("Change a fileset's description or deletion protection", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("FsetId", S, True, "fset-0123456789abcdef", ""),
+        ("Description", S, False, None, ""), ("DeletionProtection", B, False, None, ""),
+        ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
+    ], {}),
+    "DeleteFileset": ("Release a fileset (RELEASING, then gone): the directory and its data stay and stop counting against any quota. Refused with OperationDenied.DeletionProtection while protected", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("FsetId", S, True, "fset-0123456789abcdef", ""),
+        ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
+    ], {}),
+    "SetFilesetQuota": ("Limit a fileset's bytes and files; enforced by the metadata service at once and exactly (EDQUOT), answered once it is. A limit below the current usage is refused", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("FsetId", S, True, "fset-0123456789abcdef", ""),
+        ("SizeLimit", I, False, None, "Bytes, at least 10 GiB in 1 GiB steps"),
+        ("FileCountLimit", I, False, None, "10000 to 10000000000"),
+        ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
+    ], {}),
+    "CancelFilesetQuota": ("Remove a fileset's limits (usage is still counted)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("FsetId", S, True, "fset-0123456789abcdef", ""),
+        ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
+    ], {}),
 }
 
 # Actions of the NAS API that answer UnsupportedOperation.
 NOT_YET_SUPPORTED = [
     "DescribeFileSystemStatistics",
-    "DescribeStoragePackages", "CreateFileset", "DescribeFilesets", "ModifyFileset", "DeleteFileset",
-    "SetFilesetQuota", "CancelFilesetQuota", "GetFileset", "CreateDataFlow", "DescribeMountedClients",
+    "DescribeStoragePackages", "CreateDataFlow", "DescribeMountedClients",
     "AddClientToBlackList", "RemoveClientFromBlackList", "DescribeBlackListClients", "OpenNasService",
 ]
 
@@ -214,6 +259,13 @@ SCHEMAS = {
         "InsecurePorts": {"type": B}})),
     "TagResources": wrap("TagResources", "TagResource", obj({k: {"type": S} for k in ["ResourceId", "ResourceType", "TagKey", "TagValue"]})),
     "Regions": wrap("Regions", "Region", obj({k: {"type": S} for k in ["RegionId", "LocalName", "RegionEndpoint"]})),
+    "Fileset": obj({
+        **{k: {"type": S} for k in ["FsetId", "FileSystemId", "FileSystemPath", "Description", "CreateTime", "UpdateTime"]},
+        "Status": {"type": S, "enum": ["CREATING", "CREATED", "RELEASING"]},
+        "DeletionProtection": {"type": B}, "FileCountUsage": {"type": I}, "SpaceUsage": {"type": I},
+        "Quota": obj({"SizeLimit": {"type": I}, "FileCountLimit": {"type": I}})}),
+    # The item key really is "Entrie", as in the SDK models.
+    "FilesetEntries": wrap("Entries", "Entrie", {"$ref": "#/components/schemas/Fileset"}),
     "Zones": wrap("Zones", "Zone", obj({"ZoneId": {"type": S},
         "InstanceTypes": wrap("InstanceTypes", "InstanceType", obj({"StorageType": {"type": S}, "ProtocolType": {"type": S}}))})),
 }
@@ -229,9 +281,9 @@ COMMON = [
 ]
 
 ERRORS = {
-    "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
-    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, OperationDenied",
-    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound",
+    "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidFileset.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
+    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound",
     "408": "RequestTimeout (not answered within the server's deadline; retry)",
     "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",

@@ -87,6 +87,17 @@ pub struct ServeArgs {
     /// Seconds a metadata session lives unused before it ends and its open files are let go (mounts keep theirs alive)
     #[arg(long, env = "CPFS_SESSION_LEASE_SECS")]
     pub session_lease_secs: Option<u64>,
+    /// Filesets one file system may have [default: 10, as CPFS
+    /// general-purpose; CPFS for Lingjun allows 500]
+    #[arg(long, env = "CPFS_FILESETS_PER_FILE_SYSTEM")]
+    pub filesets_per_file_system: Option<u32>,
+    /// Smallest fileset SizeLimit in bytes [default: 10 GiB, in 1 GiB steps;
+    /// a smaller minimum is also the step]
+    #[arg(long, env = "CPFS_FILESET_MIN_SIZE_LIMIT")]
+    pub fileset_min_size_limit: Option<u64>,
+    /// Smallest fileset FileCountLimit [default: 10000]
+    #[arg(long, env = "CPFS_FILESET_MIN_FILE_COUNT_LIMIT")]
+    pub fileset_min_file_count_limit: Option<u64>,
     #[command(flatten)]
     pub billing: BillingArgs,
 }
@@ -134,6 +145,9 @@ struct FileSettings {
     secret_key_file: Option<PathBuf>,
     capability_secs: Option<u64>,
     session_lease_secs: Option<u64>,
+    filesets_per_file_system: Option<u32>,
+    fileset_min_size_limit: Option<u64>,
+    fileset_min_file_count_limit: Option<u64>,
     price_book: Option<PathBuf>,
     retention_days: Option<u32>,
     billing_interval: Option<u64>,
@@ -168,6 +182,7 @@ pub struct Settings {
     pub secret_key_file: PathBuf,
     pub capability_lifetime: std::time::Duration,
     pub session_lease: std::time::Duration,
+    pub fileset_limits: cpfs_controlplane::filesets::FilesetLimits,
 }
 
 /// Settings in logs: every field but the secret.
@@ -214,6 +229,32 @@ pub fn session_lease_secs(secs: Option<u64>) -> anyhow::Result<std::time::Durati
         anyhow::bail!("--session-lease-secs must be between 15 and 86400 seconds");
     }
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// The operator's fileset limits, each checked against what the service
+/// can honour.
+fn fileset_limits(
+    per_file_system: Option<u32>,
+    min_size: Option<u64>,
+    min_files: Option<u64>,
+) -> anyhow::Result<cpfs_controlplane::filesets::FilesetLimits> {
+    use cpfs_controlplane::filesets::{FilesetLimits, MAX_FILE_LIMIT};
+    let d = FilesetLimits::default();
+    let limits = FilesetLimits {
+        per_file_system: per_file_system.unwrap_or(d.per_file_system),
+        min_size_limit: min_size.unwrap_or(d.min_size_limit),
+        min_file_limit: min_files.unwrap_or(d.min_file_limit),
+    };
+    if !(1..=10_000).contains(&limits.per_file_system) {
+        anyhow::bail!("--filesets-per-file-system must be between 1 and 10000");
+    }
+    if limits.min_size_limit == 0 || limits.min_size_limit > i64::MAX as u64 {
+        anyhow::bail!("--fileset-min-size-limit must be at least 1 byte");
+    }
+    if !(1..=MAX_FILE_LIMIT).contains(&limits.min_file_limit) {
+        anyhow::bail!("--fileset-min-file-count-limit must be between 1 and {MAX_FILE_LIMIT}");
+    }
+    Ok(limits)
 }
 
 fn read_file(path: Option<&Path>) -> anyhow::Result<FileSettings> {
@@ -300,6 +341,13 @@ impl Settings {
                         .collect()
                 }),
         )?;
+        let fileset_limits = fileset_limits(
+            args.filesets_per_file_system
+                .or(file.filesets_per_file_system),
+            args.fileset_min_size_limit.or(file.fileset_min_size_limit),
+            args.fileset_min_file_count_limit
+                .or(file.fileset_min_file_count_limit),
+        )?;
         let secret_key_file = args
             .store
             .secret_key_file
@@ -313,6 +361,7 @@ impl Settings {
             ldap_bind_password: args.ldap_bind_password.or(file.ldap_bind_password),
             capability_lifetime: capability_secs,
             session_lease,
+            fileset_limits,
             price_book: args.billing.price_book.or(file.price_book),
             retention_secs: i64::from(retention_days) * 86_400,
             billing_interval_secs,

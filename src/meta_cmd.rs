@@ -219,7 +219,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
 }
 
 /// The loops of a metadata server: its listener (draining on shutdown),
-/// its lease and the orphan collector.
+/// its lease, fileset sync and the orphan collector.
 pub fn spawn_server(
     tasks: &mut Supervisor,
     service: Arc<cpfs_meta::MetaService>,
@@ -242,6 +242,11 @@ pub fn spawn_server(
         } else {
             Err("the listener stopped".to_string())
         }
+    });
+    let syncing = service.clone();
+    tasks.every("fileset sync", cpfs_meta::FILESET_SYNC_PERIOD, move || {
+        let s = syncing.clone();
+        async move { s.sync_filesets().await }
     });
     let collector = cpfs_meta::Collector::new(service);
     tasks.every(

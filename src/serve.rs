@@ -313,7 +313,8 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
         .await?
         .with_policy(policy)
         .with_ldap_bind_password(s.ldap_bind_password.clone())
-        .with_default_networks(s.default_access_networks.clone());
+        .with_default_networks(s.default_access_networks.clone())
+        .with_fileset_limits(s.fileset_limits);
     // Rows from before secrets were sealed are sealed now, before the
     // gateway reads any of them.
     cp.seal_plaintext_secrets()

@@ -110,6 +110,7 @@ impl ApiError {
                     ResourceKind::Account => "InvalidAccount.NotFound",
                     ResourceKind::Node => "InvalidNode.NotFound",
                     ResourceKind::LdapConfig => "InvalidLDAPConfig.NotFound",
+                    ResourceKind::Fileset => "InvalidFsetId.NotFound",
                 }
                 .into(),
                 CpError::InvalidParameter { name, .. } => format!("InvalidParameter.{name}"),
@@ -117,15 +118,18 @@ impl ApiError {
                     ResourceKind::AccessGroup => "InvalidAccessGroup.AlreadyExists",
                     ResourceKind::Account => "InvalidAccount.AlreadyExists",
                     ResourceKind::LdapConfig => "InvalidLDAPConfig.AlreadyExists",
+                    ResourceKind::Fileset => "InvalidFileset.AlreadyExists",
                     _ => "InvalidParameter.AlreadyExists",
                 }
                 .into(),
                 CpError::InvalidStatus { kind, .. } => match kind {
                     ResourceKind::FileSystem => "InvalidFileSystemStatus.Ordering",
                     ResourceKind::MountTarget => "InvalidMountTargetStatus.Ordering",
+                    ResourceKind::Fileset => "InvalidFilesetStatus.Ordering",
                     _ => "OperationDenied",
                 }
                 .into(),
+                CpError::Denied { code, .. } => (*code).into(),
                 CpError::Unavailable(_) => "ServiceUnavailable".into(),
                 CpError::Database(_) | CpError::Store(_) | CpError::Internal(_) => {
                     "InternalError".into()
@@ -139,7 +143,7 @@ impl ApiError {
         match self {
             ApiNotFound(..) | AccessKeyNotFound => 404,
             ControlPlane(CpError::NotFound { .. }) => 404,
-            ControlPlane(CpError::InvalidStatus { .. }) => 403,
+            ControlPlane(CpError::InvalidStatus { .. } | CpError::Denied { .. }) => 403,
             ControlPlane(CpError::Unavailable(_)) => 503,
             BodyTooLarge(_) => 413,
             ControlPlane(CpError::Database(_) | CpError::Store(_) | CpError::Internal(_)) => 500,

@@ -18,6 +18,11 @@ pub enum Error {
     #[error("{message}")]
     InvalidStatus { kind: ResourceKind, message: String },
 
+    /// Refused by a rule of the service, with the Alibaba-style code that
+    /// names it (`OperationDenied.DeletionProtection`, …).
+    #[error("{message}")]
+    Denied { code: &'static str, message: String },
+
     /// The cluster cannot satisfy the request right now (e.g. no capacity).
     #[error("{0}")]
     Unavailable(String),
@@ -41,6 +46,7 @@ pub enum ResourceKind {
     Account,
     Node,
     LdapConfig,
+    Fileset,
 }
 
 impl std::fmt::Display for ResourceKind {
@@ -53,6 +59,7 @@ impl std::fmt::Display for ResourceKind {
             ResourceKind::Account => "account",
             ResourceKind::Node => "node",
             ResourceKind::LdapConfig => "LDAP configuration of file system",
+            ResourceKind::Fileset => "fileset",
         })
     }
 }
@@ -68,6 +75,13 @@ impl Error {
     pub fn invalid_status(kind: ResourceKind, message: impl Into<String>) -> Self {
         Error::InvalidStatus {
             kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn denied(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Denied {
+            code,
             message: message.into(),
         }
     }

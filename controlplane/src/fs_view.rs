@@ -286,11 +286,11 @@ impl ControlPlane {
             }
         };
         tx.commit().await?;
-        tracing::warn!(
+        tracing::debug!(
             account_id,
             generation,
             micros = built.elapsed().as_micros() as u64,
-            "TEMP view rebuilt"
+            "read model rebuilt"
         );
         let entries = fs_rows
             .iter()

@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod filesets;
 pub mod filesystems;
 pub mod fs_view;
 pub mod idempotency;
@@ -66,6 +67,8 @@ pub struct ControlPlane {
     pub revocations: std::sync::Arc<revocations::Revocations>,
     /// The read model DescribeFileSystems answers from.
     pub fs_views: std::sync::Arc<fs_view::FsViews>,
+    /// How many filesets a file system may have and the smallest quotas.
+    pub fileset_limits: filesets::FilesetLimits,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -115,6 +118,7 @@ impl ControlPlane {
             liveness: Default::default(),
             revocations: Default::default(),
             fs_views: Default::default(),
+            fileset_limits: Default::default(),
         }
     }
 
@@ -126,6 +130,11 @@ impl ControlPlane {
     /// The networks the default access group admits (CIDRs).
     pub fn with_default_networks(mut self, networks: Vec<String>) -> Self {
         self.default_networks = networks;
+        self
+    }
+
+    pub fn with_fileset_limits(mut self, limits: filesets::FilesetLimits) -> Self {
+        self.fileset_limits = limits;
         self
     }
 

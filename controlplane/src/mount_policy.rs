@@ -3,7 +3,9 @@
 //! group's rules and the file system's LDAP configuration, in the shape
 //! the metadata service applies them.
 
-use cpfs_meta::policy::{parse_net, MountPolicy, PolicyFuture, PolicySource, Rule, Squash};
+use cpfs_meta::policy::{
+    parse_net, FilesetFuture, MountPolicy, PolicyFuture, PolicySource, Rule, Squash,
+};
 
 use crate::access_groups::{default_rules, rules_of, DEFAULT_GROUP};
 use crate::error::Result;
@@ -62,5 +64,9 @@ impl PolicySource for ControlPlane {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn filesets<'a>(&'a self, fs: &'a [String]) -> FilesetFuture<'a> {
+        Box::pin(async move { self.fileset_specs(fs).await.map_err(|e| e.to_string()) })
     }
 }

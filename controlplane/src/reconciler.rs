@@ -215,6 +215,7 @@ impl Reconciler {
                     "DELETE FROM mount_targets WHERE fs_id = $1",
                     "DELETE FROM tags WHERE resource_id = $1",
                     "DELETE FROM ldap_configs WHERE fs_id = $1",
+                    "DELETE FROM filesets WHERE fs_id = $1",
                     "DELETE FROM reservations WHERE fs_id = $1",
                     "DELETE FROM file_systems WHERE id = $1 AND status = 'Deleting'",
                 ] {

@@ -17,9 +17,12 @@ CREATE TABLE filesets (
     file_count_limit    BIGINT,
     created_at          BIGINT NOT NULL,
     updated_at          BIGINT NOT NULL,
+    -- Creation order within the file system (listings are oldest first;
+    -- created_at has only seconds).
+    seq                 BIGINT NOT NULL,
     UNIQUE (fs_id, path)
 );
-CREATE INDEX filesets_by_fs ON filesets (fs_id, created_at);
+CREATE INDEX filesets_by_fs ON filesets (fs_id, seq);
 
 CREATE TABLE fileset_usage (
     fs_id            TEXT NOT NULL,

@@ -143,6 +143,8 @@ def server(tmp_path_factory):
     # The tests' slapd listens on loopback, which the service refuses for
     # LDAP servers the operator has not listed.
     env.setdefault("CPFS_LDAP_ALLOWED_SERVERS", "127.0.0.1")
+    # One more than a page of DescribeFilesets (test_filesets.py).
+    env["CPFS_FILESETS_PER_FILE_SYSTEM"] = "12"
     env.setdefault("RUST_LOG", "info")
     env.setdefault("NO_COLOR", "1")
 

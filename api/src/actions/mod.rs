@@ -5,6 +5,7 @@
 
 mod access_groups;
 pub mod bss;
+mod filesets;
 mod filesystems;
 mod ldap;
 mod mount_targets;
@@ -19,6 +20,7 @@ use crate::params::Params;
 use crate::render::Reply;
 
 pub use access_groups::AccessCommand;
+pub use filesets::FilesetCommand;
 pub use filesystems::FsCommand;
 pub use ldap::LdapCommand;
 pub use mount_targets::MountTargetCommand;
@@ -55,6 +57,13 @@ pub const SUPPORTED: &[&str] = &[
     "CreateLDAPConfig",
     "ModifyLDAPConfig",
     "DeleteLDAPConfig",
+    "CreateFileset",
+    "DescribeFilesets",
+    "GetFileset",
+    "ModifyFileset",
+    "DeleteFileset",
+    "SetFilesetQuota",
+    "CancelFilesetQuota",
 ];
 
 /// Actions of the NAS API reference that this deployment does not serve
@@ -63,13 +72,6 @@ pub const SUPPORTED: &[&str] = &[
 pub const NOT_YET_SUPPORTED: &[&str] = &[
     "DescribeFileSystemStatistics",
     "DescribeStoragePackages",
-    "CreateFileset",
-    "DescribeFilesets",
-    "ModifyFileset",
-    "DeleteFileset",
-    "SetFilesetQuota",
-    "CancelFilesetQuota",
-    "GetFileset",
     "CreateDataFlow",
     "DescribeMountedClients",
     "AddClientToBlackList",
@@ -87,6 +89,7 @@ pub enum Command {
     Tag(TagCommand),
     Region(RegionCommand),
     Ldap(LdapCommand),
+    Fileset(FilesetCommand),
 }
 
 /// Turns an action of API `version` into a command: the NAS actions
@@ -129,6 +132,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = ldap::parse(action, p)? {
         return Ok(Command::Ldap(c));
     }
+    if let Some(c) = filesets::parse(action, p)? {
+        return Ok(Command::Fileset(c));
+    }
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
     }
@@ -148,6 +154,7 @@ pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Resul
         Command::Tag(c) => tags::execute(cp, account_id, c).await,
         Command::Region(c) => regions::execute(cp, c).await,
         Command::Ldap(c) => ldap::execute(cp, account_id, c).await,
+        Command::Fileset(c) => filesets::execute(cp, account_id, c).await,
     };
     body.map(Reply::from)
 }
@@ -177,7 +184,7 @@ mod tests {
             "InvalidApi.NotFound"
         );
         assert_eq!(
-            parse("CreateFileset", &p).unwrap_err().code(),
+            parse("CreateDataFlow", &p).unwrap_err().code(),
             "UnsupportedOperation"
         );
     }

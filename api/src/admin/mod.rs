@@ -65,7 +65,7 @@ impl From<cpfs_controlplane::Error> for AdminError {
         match e {
             E::NotFound { .. } => AdminError::NotFound(e.to_string()),
             E::InvalidParameter { .. } => AdminError::Invalid(e.to_string()),
-            E::AlreadyExists { .. } | E::InvalidStatus { .. } => {
+            E::AlreadyExists { .. } | E::InvalidStatus { .. } | E::Denied { .. } => {
                 AdminError::Conflict(e.to_string())
             }
             E::Unavailable(_) | E::Database(_) | E::Store(_) | E::Internal(_) => {
