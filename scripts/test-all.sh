@@ -50,13 +50,14 @@ CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/billing
 step "POSIX, data and fio tests on a real FUSE mount"
 .venv/bin/pytest -q tests/dataplane
 
-step "the POSIX, restart and availability suites on PostgreSQL"
+step "the POSIX, restart, availability and fileset suites on PostgreSQL"
 # All but the 100,000-entry directory, which the SQLite pass runs: its
 # listing is served from the metadata server's memory alike on both
 # stores, and on PostgreSQL its 100,000 creates one after another (each
 # waiting for its commit) took five of this run's minutes.
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/dataplane/test_posix.py \
   tests/dataplane/test_restart.py tests/dataplane/test_availability.py \
+  tests/dataplane/test_filesets.py \
   --deselect tests/dataplane/test_posix.py::test_directory_of_100000_entries
 
 step "all tests passed"

@@ -1,0 +1,233 @@
+"""Filesets and their quotas on a real mount: a writer meets the size limit
+(EDQUOT before any of its data moves, earlier data intact) and goes on once
+space is freed; creates meet the file-count limit; nothing moves across a
+fileset's boundary (EXDEV, so `mv` copies) and its root stays put (EBUSY);
+usage in DescribeFilesets is exact and stays exact across a `kill -9` of
+`cpfs serve`.
+
+The server here lets quotas go down to 1 MiB and one file (operator
+settings), so that limits are reached with little data; the reference's
+floors (10 GiB, 10,000 files) are checked in tests/sdk/test_filesets.py.
+"""
+
+import errno
+import os
+import shutil
+import signal
+import uuid
+
+import pytest
+
+from dataplane_harness import (
+    LIVE_SERVERS, Mounter, create_filesystem, start_server, stop_group, wait_until,
+)
+
+MIB = 1 << 20
+CHUNK = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def quota_server(fuse_ready, base_dir):
+    srv = start_server(base_dir / f"fileset-server-{uuid.uuid4().hex[:6]}", extra_env={
+        "CPFS_FILESET_MIN_SIZE_LIMIT": str(MIB),
+        "CPFS_FILESET_MIN_FILE_COUNT_LIMIT": "1",
+    })
+    try:
+        yield srv
+    finally:
+        stop_group(srv.proc)
+        LIVE_SERVERS.remove(srv)
+
+
+@pytest.fixture(scope="module")
+def quota_fs(quota_server):
+    return create_filesystem(quota_server)
+
+
+@pytest.fixture
+def quota_mount(quota_server, quota_fs, base_dir):
+    parent = base_dir / f"fset-{uuid.uuid4().hex[:8]}"
+    parent.mkdir(mode=0o755)
+    m = Mounter(quota_server, parent)
+    try:
+        yield m.mount(quota_fs.domain, name="mnt")
+    finally:
+        m.cleanup()
+
+
+def fileset(server, fs_id, path, **quota):
+    params = {"FileSystemId": fs_id, "FileSystemPath": path}
+    if quota:
+        params["Quota"] = quota
+    fset = server.api("CreateFileset", **params)["FsetId"]
+
+    def created():
+        return entry(server, fs_id, fset)["Status"] == "CREATED"
+    wait_until(f"{fset} CREATED", created, 20)
+    return fset
+
+
+def entry(server, fs_id, fset):
+    body = server.api("DescribeFilesets", FileSystemId=fs_id,
+                      Filterss=[{"Key": "FsetIds", "Value": fset}])
+    items = body["Entries"]["Entrie"]
+    assert len(items) == 1, body
+    return items[0]
+
+
+def usage(server, fs_id, fset):
+    e = entry(server, fs_id, fset)
+    return e["SpaceUsage"], e["FileCountUsage"]
+
+
+def tree_usage(root):
+    """(bytes, inodes) below root, as the service counts them for files
+    written from the start (no holes, no extended attributes)."""
+    size = count = 0
+    for dirpath, dirs, files in os.walk(root):
+        count += len(dirs) + len(files)
+        size += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
+    return size, count
+
+
+def test_a_writer_meets_the_size_limit_and_resumes_when_space_is_freed(quota_server, quota_fs, quota_mount):
+    name = f"q-{uuid.uuid4().hex[:6]}"
+    fset = fileset(quota_server, quota_fs.fs_id, f"/{name}/", SizeLimit=2 * MIB)
+    root = quota_mount.path / name
+    assert root.is_dir(), "creating the fileset made its directory"
+
+    first = os.urandom(MIB)
+    (root / "first").write_bytes(first)
+    data = os.urandom(2 * MIB)
+    written = 0
+    with open(root / "second", "wb", buffering=0) as f:
+        with pytest.raises(OSError) as refused:
+            while written < len(data):
+                written += f.write(data[written:written + CHUNK])
+        assert refused.value.errno == errno.EDQUOT, refused.value
+        # Up to the limit, and no byte of the refused write.
+        assert written == MIB
+        assert os.fstat(f.fileno()).st_size == MIB
+    assert (root / "first").read_bytes() == first, "earlier data intact"
+    assert (root / "second").read_bytes() == data[:MIB]
+    assert usage(quota_server, quota_fs.fs_id, fset) == (2 * MIB, 2)
+
+    # Outside the fileset the same writer is not limited.
+    (quota_mount.path / f"{name}-outside").write_bytes(data)
+
+    (root / "first").unlink()
+    assert usage(quota_server, quota_fs.fs_id, fset) == (MIB, 1)
+    with open(root / "second", "ab", buffering=0) as f:
+        assert f.write(data[MIB:]) == MIB
+    assert (root / "second").read_bytes() == data
+
+    # A higher limit is in force when SetFilesetQuota answers.
+    with pytest.raises(OSError) as refused:
+        (root / "third").write_bytes(b"x" * 4096)
+    assert refused.value.errno == errno.EDQUOT
+    quota_server.api("SetFilesetQuota", FileSystemId=quota_fs.fs_id, FsetId=fset, SizeLimit=3 * MIB)
+    (root / "third").write_bytes(b"x" * 4096)
+
+
+def test_creates_meet_the_file_count_limit(quota_server, quota_fs, quota_mount):
+    name = f"n-{uuid.uuid4().hex[:6]}"
+    fset = fileset(quota_server, quota_fs.fs_id, f"/{name}/", FileCountLimit=3)
+    root = quota_mount.path / name
+    (root / "a").write_bytes(b"a")
+    (root / "d").mkdir()
+    (root / "d" / "b").symlink_to("a")
+    for make in (lambda: (root / "c").write_bytes(b"c"),
+                 lambda: (root / "e").mkdir(),
+                 lambda: (root / "s").symlink_to("a"),
+                 lambda: os.mknod(root / "f")):
+        with pytest.raises(OSError) as refused:
+            make()
+        assert refused.value.errno == errno.EDQUOT, refused.value
+    assert sorted(os.listdir(root)) == ["a", "d"]
+    # A link names an inode already counted: it is no new file.
+    os.link(root / "a", root / "d" / "a2")
+    os.unlink(root / "d" / "a2")
+    assert usage(quota_server, quota_fs.fs_id, fset) == (1, 3)
+    os.unlink(root / "d" / "b")
+    (root / "c").write_bytes(b"c")
+    assert usage(quota_server, quota_fs.fs_id, fset) == (2, 3)
+
+
+def test_nothing_crosses_a_fileset_boundary(quota_server, quota_fs, quota_mount):
+    name = f"b-{uuid.uuid4().hex[:6]}"
+    outer = quota_mount.path / f"{name}-parent"
+    outer.mkdir()
+    fileset(quota_server, quota_fs.fs_id, f"/{name}-parent/set/")
+    inside, outside = outer / "set", quota_mount.path / f"{name}-out"
+    outside.mkdir()
+    (inside / "f").write_bytes(b"inside")
+    (outside / "g").write_bytes(b"outside")
+
+    for src, dst in ((inside / "f", outside / "f"), (outside / "g", inside / "g")):
+        with pytest.raises(OSError) as e:
+            os.rename(src, dst)
+        assert e.value.errno == errno.EXDEV
+    with pytest.raises(OSError) as e:
+        os.link(outside / "g", inside / "g")
+    assert e.value.errno == errno.EXDEV
+    # mv falls back to copy and delete, as across file systems.
+    shutil.move(str(outside / "g"), str(inside / "g"))
+    assert (inside / "g").read_bytes() == b"outside" and not (outside / "g").exists()
+
+    for src, dst in ((inside, outer / "moved"), (outer, quota_mount.path / f"{name}-moved")):
+        with pytest.raises(OSError) as e:
+            os.rename(src, dst)
+        assert e.value.errno == errno.EBUSY, (src, e.value)
+    os.unlink(inside / "f")
+    os.unlink(inside / "g")
+    with pytest.raises(OSError) as e:
+        os.rmdir(inside)
+    assert e.value.errno == errno.EBUSY
+
+    # Nesting is refused by the API, both ways.
+    for path in (f"/{name}-parent/set/sub/", f"/{name}-parent/"):
+        (quota_mount.path / path.strip("/")).mkdir(exist_ok=True)
+        with pytest.raises(Exception) as refused:
+            quota_server.api("CreateFileset", FileSystemId=quota_fs.fs_id, FileSystemPath=path)
+        assert getattr(refused.value, "code", None) == "OperationDenied.NestedFileset"
+
+
+def test_usage_is_exact_after_kill_9(quota_server, quota_fs, base_dir):
+    name = f"k-{uuid.uuid4().hex[:6]}"
+    # An existing tree is adopted with what it holds.
+    parent = base_dir / f"fset-{uuid.uuid4().hex[:8]}"
+    parent.mkdir(mode=0o755)
+    m = Mounter(quota_server, parent)
+    try:
+        mnt = m.mount(quota_fs.domain, name="mnt")
+        root = mnt.path / name
+        (root / "sub" / "deeper").mkdir(parents=True)
+        for i in range(20):
+            (root / "sub" / f"f{i}").write_bytes(os.urandom(1000 + i))
+        (root / "sub" / "deeper" / "big").write_bytes(os.urandom(3 * MIB + 7))
+        fset = fileset(quota_server, quota_fs.fs_id, f"/{name}/")
+        assert usage(quota_server, quota_fs.fs_id, fset) == tree_usage(root)
+
+        for i in range(10):
+            os.unlink(root / "sub" / f"f{i}")
+        os.rename(root / "sub" / "f15", root / "sub" / "deeper" / "f15")
+        with open(root / "sub" / "f16", "r+b") as f:
+            f.truncate(10)
+        (root / "late").write_bytes(b"z" * 12345)
+        expected = tree_usage(root)
+        assert usage(quota_server, quota_fs.fs_id, fset) == expected
+    finally:
+        m.cleanup()
+
+    quota_server.restart(signal.SIGKILL)
+    assert usage(quota_server, quota_fs.fs_id, fset) == expected
+
+    m = Mounter(quota_server, parent / "again")
+    (parent / "again").mkdir()
+    try:
+        mnt = m.mount(quota_fs.domain, name="mnt")
+        assert tree_usage(mnt.path / name) == expected
+        (mnt.path / name / "after").write_bytes(b"a" * 100)
+        assert usage(quota_server, quota_fs.fs_id, fset) == (expected[0] + 100, expected[1] + 1)
+    finally:
+        m.cleanup()
