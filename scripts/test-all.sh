@@ -57,7 +57,7 @@ step "the POSIX, restart, availability and fileset suites on PostgreSQL"
 # waiting for its commit) took five of this run's minutes.
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/dataplane/test_posix.py \
   tests/dataplane/test_restart.py tests/dataplane/test_availability.py \
-  tests/dataplane/test_filesets.py \
+  tests/dataplane/test_fileset_quotas.py \
   --deselect tests/dataplane/test_posix.py::test_directory_of_100000_entries
 
 step "all tests passed"

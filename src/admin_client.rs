@@ -107,6 +107,12 @@ impl AdminClient {
         Ok(serde_json::from_str(&text)?)
     }
 
+    pub async fn delete(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        let url = self.url(segments, &[])?;
+        let text = self.send(self.http.delete(url)).await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> anyhow::Result<reqwest::Url> {
         let mut url = reqwest::Url::parse(&self.base)
             .with_context(|| format!("endpoint {:?} is not a URL", self.base))?;

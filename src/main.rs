@@ -4,6 +4,7 @@
 mod admin_client;
 mod billing_cmd;
 mod config;
+mod fileset_cmd;
 mod meta_cmd;
 mod mount_cmd;
 mod node_admin;
@@ -57,6 +58,11 @@ enum Command {
     Stripe {
         #[command(subcommand)]
         command: mount_cmd::StripeCommand,
+    },
+    /// Filesets of a file system and their quotas: list, create, quota, delete
+    Fileset {
+        #[command(subcommand)]
+        command: fileset_cmd::FilesetCommand,
     },
     /// Billing: meter and backfill, statements, resource plans, renewals, the price book
     Billing {
@@ -124,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Mount(args) => mount_cmd::mount(args).await,
         Command::Stripe { command } => mount_cmd::stripe(command),
         Command::Billing { command } => billing_cmd::run(command).await,
+        Command::Fileset { command } => fileset_cmd::run(command).await,
         Command::Node {
             command: Some(command),
             ..

@@ -163,3 +163,105 @@ fn mount_names_the_missing_fusermount3_and_its_package() {
     assert!(stderr.contains("fusermount3"), "{stderr}");
     assert!(stderr.contains("apt install fuse3"), "{stderr}");
 }
+
+/// `cpfs fileset create | list | quota | delete`: the operator's view of a
+/// file system's filesets, with sizes in binary units and clear errors.
+#[test]
+fn the_fileset_commands_create_list_limit_and_release() {
+    let server = Server::start(&["--fileset-min-size-limit", "1048576"]);
+    let dir = data_dir(&server);
+    let fs = server.client().create_fs("2048");
+    server.client().wait_running(&fs);
+
+    let (ok, out, err) = cpfs(&[
+        "fileset",
+        "create",
+        &fs,
+        "/team-a/",
+        "--size-limit",
+        "5M",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    assert!(id.starts_with("fset-"), "{out}");
+
+    // Waited for: the table shows it CREATED with its limit.
+    let (ok, out, err) = cpfs(&["fileset", "list", &fs, "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    let row = out.lines().find(|l| l.starts_with(&id)).expect(&out);
+    assert!(
+        row.contains("/team-a/") && row.contains("CREATED") && row.contains("5.0M"),
+        "{out}"
+    );
+    assert!(out.starts_with("FSET ID"), "{out}");
+
+    let (ok, out, err) = cpfs(&[
+        "fileset",
+        "quota",
+        &fs,
+        &id,
+        "--file-count-limit",
+        "20000",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("20000"), "{out}");
+    let (ok, out, err) = cpfs(&["fileset", "list", &fs, "--json", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["SizeLimit"], 5 << 20, "{v}");
+    assert_eq!(v[0]["FileCountLimit"], 20000, "{v}");
+
+    // Clear errors: a bad size, nothing to set, a path that nests.
+    let (ok, _, err) = cpfs(&[
+        "fileset",
+        "create",
+        &fs,
+        "/b/",
+        "--size-limit",
+        "lots",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!ok && err.contains("not a size"), "{err}");
+    let (ok, _, err) = cpfs(&["fileset", "quota", &fs, &id, "--data-dir", &dir]);
+    assert!(!ok && err.contains("--size-limit"), "{err}");
+    let (ok, _, err) = cpfs(&[
+        "fileset",
+        "create",
+        &fs,
+        "/team-a/x/",
+        "--no-wait",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!ok && err.contains("nest"), "{err}");
+    let (ok, _, err) = cpfs(&[
+        "fileset",
+        "list",
+        "cpfs-0000000000000000",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+
+    let (ok, _, err) = cpfs(&["fileset", "quota", &fs, &id, "--cancel", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cpfs(&["fileset", "delete", &fs, &id, "--data-dir", &dir]);
+    assert!(ok && err.contains("data stay"), "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, out, _) = cpfs(&["fileset", "list", &fs, "--json", "--data-dir", &dir]);
+        if out.trim() == "[]" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never released: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

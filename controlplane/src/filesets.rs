@@ -569,6 +569,18 @@ impl ControlPlane {
         }
     }
 
+    /// The account owning file system `fs_id` (for the operator's admin
+    /// API, which names file systems without their account).
+    pub async fn file_system_account(&self, fs_id: &str) -> Result<String> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT account_id FROM file_systems WHERE id = $1")
+                .bind(fs_id)
+                .fetch_optional(&self.store.pool)
+                .await?;
+        row.map(|r| r.0)
+            .ok_or_else(|| Error::not_found(ResourceKind::FileSystem, fs_id))
+    }
+
     /// What the metadata servers of `fs_ids` are to bind (the
     /// [`cpfs_meta::policy::PolicySource`] side); settles statuses on the
     /// way.

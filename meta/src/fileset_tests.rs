@@ -67,7 +67,9 @@ async fn sync(b: &Backend) {
     b.svc.sync_filesets().await.unwrap();
 }
 
+/// The fileset's stored row, once a sync pass published the usage.
 async fn bound(b: &Backend, id: &str) -> Option<BoundFileset> {
+    b.svc.sync_filesets().await.unwrap();
     fileset_view::bound(&b.svc.store, FS)
         .await
         .unwrap()

@@ -11,6 +11,7 @@
 
 mod accounts;
 mod billing;
+mod filesets;
 mod nodes;
 
 use std::sync::Arc;
@@ -157,6 +158,18 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(&p("/nodes/status"), get(nodes::status))
         .route(&p("/nodes/{id}/drain"), post(nodes::drain))
         .route(&p("/meta-servers"), get(nodes::meta_servers))
+        .route(
+            &p("/file-systems/{fs}/filesets"),
+            get(filesets::list).post(filesets::create),
+        )
+        .route(
+            &p("/file-systems/{fs}/filesets/{id}/quota"),
+            post(filesets::quota),
+        )
+        .route(
+            &p("/file-systems/{fs}/filesets/{id}"),
+            axum::routing::delete(filesets::delete),
+        )
         .route(&p("/billing/meter"), post(billing::meter))
         .route(&p("/billing/statements/{month}"), get(billing::statement))
         .route(

@@ -11,8 +11,13 @@
 //! counts where its `parent` directory does, and an inode with no links
 //! left counts nowhere (its bytes stop counting when its last name goes).
 //! Usage is computed from the tree when a fileset is bound or the
-//! namespace loaded, and kept current by every operation after; the
-//! journal writes the figures with the change that moved them.
+//! namespace loaded, and kept current in memory by every operation after,
+//! which is where limits are checked. The figures are published to the
+//! store (`fileset_usage`, what DescribeFilesets shows) by the next sync
+//! pass, within [`SYNC_PERIOD`], not with every operation: one more row
+//! in every commit cost 9 % more instructions per create (measured by
+//! `bench/fileset_cost.py`), and nothing depends on the stored figure,
+//! since a load recomputes it from the tree.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,6 +46,8 @@ pub(crate) struct Fileset {
     pub files: u64,
     pub size_limit: Option<u64>,
     pub file_limit: Option<u64>,
+    /// Usage moved since it was last published.
+    pub dirty: bool,
 }
 
 impl Fileset {
@@ -128,8 +135,8 @@ impl FsState {
         Ok(())
     }
 
-    /// Moves fileset `root`'s usage by `bytes` and `files` and records its
-    /// row.
+    /// Moves fileset `root`'s usage by `bytes` and `files` (published by
+    /// the next sync pass).
     pub fn charge(&mut self, root: Option<u64>, bytes: i64, files: i64) {
         let Some(r) = root else { return };
         if bytes == 0 && files == 0 {
@@ -140,8 +147,7 @@ impl FsState {
         };
         f.used_bytes = f.used_bytes.saturating_add_signed(bytes);
         f.files = f.files.saturating_add_signed(files);
-        let change = Change::Fileset(f.id.clone(), Some(f.row(r)));
-        self.push_change(change);
+        f.dirty = true;
     }
 
     /// The bytes `ino` counts for: its data and its extended attributes.
@@ -183,9 +189,10 @@ impl FsState {
     }
 
     /// Bindings read from the store at load. Usage is recomputed from the
-    /// tree (the truth); a stored figure that differs, or a binding whose
-    /// root is gone, is put right by the next sync pass (nothing is
-    /// recorded here: a load changes no rows).
+    /// tree (the truth); a stored figure that differs (the last changes
+    /// before a crash were not published yet), or a binding whose root is
+    /// gone, is put right by the next sync pass (nothing is recorded here:
+    /// a load changes no rows).
     pub fn restore_filesets(&mut self, rows: Vec<(Arc<str>, FilesetRow)>) {
         for (id, row) in rows {
             let root = row.ino;
@@ -195,7 +202,7 @@ impl FsState {
                 .is_none_or(|i| i.attr.kind != Kind::Dir)
             {
                 tracing::warn!(fs = %self.fs, fileset = %id, root, "fileset root is gone; unbinding it");
-                self.filesets_to_publish.push((id, None));
+                self.filesets_unbound.push(id);
                 continue;
             }
             self.filesets.insert(
@@ -206,6 +213,7 @@ impl FsState {
                     files: row.files,
                     size_limit: row.size_limit,
                     file_limit: row.file_limit,
+                    dirty: false,
                 },
             );
         }
@@ -216,10 +224,10 @@ impl FsState {
                 continue;
             };
             if (f.used_bytes, f.files) != (bytes, files) {
-                tracing::warn!(fs = %self.fs, fileset = %f.id, stored_bytes = f.used_bytes, bytes, stored_files = f.files, files, "fileset usage recomputed at load differs from the stored figure");
+                tracing::info!(fs = %self.fs, fileset = %f.id, stored_bytes = f.used_bytes, bytes, stored_files = f.files, files, "fileset usage recomputed at load; publishing it");
                 f.used_bytes = bytes;
                 f.files = files;
-                self.filesets_to_publish.push((f.id.clone(), Some(root)));
+                f.dirty = true;
             }
         }
     }
@@ -229,9 +237,16 @@ impl FsState {
     /// released ones. `t` is now in nanoseconds.
     pub fn apply_filesets(&mut self, specs: &[FilesetSpec], t: i64) -> Vec<(String, Settled)> {
         let mut out = Vec::new();
-        for (id, root) in std::mem::take(&mut self.filesets_to_publish) {
-            let row = root.and_then(|r| self.filesets.get(&r).map(|f| f.row(r)));
-            self.push_change(Change::Fileset(id, row));
+        for id in std::mem::take(&mut self.filesets_unbound) {
+            self.push_change(Change::Fileset(id, None));
+        }
+        let mut rows = Vec::new();
+        for (root, f) in self.filesets.iter_mut().filter(|(_, f)| f.dirty) {
+            f.dirty = false;
+            rows.push(Change::Fileset(f.id.clone(), Some(f.row(*root))));
+        }
+        for row in rows {
+            self.push_change(row);
         }
         let wanted: HashSet<&str> = specs
             .iter()
@@ -335,6 +350,7 @@ impl FsState {
             files,
             size_limit: spec.size_limit,
             file_limit: spec.file_limit,
+            dirty: false,
         };
         self.push_change(Change::Fileset(f.id.clone(), Some(f.row(dir))));
         self.filesets.insert(dir, f);
@@ -371,7 +387,7 @@ impl crate::MetaService {
                 let bound = loaded.iter().any(|s| {
                     s.with(|st| {
                         st.fs.as_ref() == fs.as_str()
-                            && !(st.filesets.is_empty() && st.filesets_to_publish.is_empty())
+                            && !(st.filesets.is_empty() && st.filesets_unbound.is_empty())
                     })
                 });
                 if !bound {

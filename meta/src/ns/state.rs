@@ -30,9 +30,9 @@ pub(crate) struct FsState {
     pub chains: Vec<u32>,
     /// Bound filesets by root inode (`filesets.rs`).
     pub(super) filesets: HashMap<u64, Fileset>,
-    /// Filesets whose stored row the next sync pass rewrites (usage
-    /// recomputed at load differed) or deletes (their root is gone).
-    pub(super) filesets_to_publish: Vec<(Arc<str>, Option<u64>)>,
+    /// Filesets whose stored row the next sync pass deletes: their root
+    /// was gone at load.
+    pub(super) filesets_unbound: Vec<Arc<str>>,
     /// The rows the current operation changed.
     pending: Vec<Change>,
 }
@@ -75,7 +75,7 @@ impl FsState {
             },
             chains,
             filesets: HashMap::new(),
-            filesets_to_publish: Vec::new(),
+            filesets_unbound: Vec::new(),
             pending: Vec::new(),
         };
         let rows = db(sqlx::query(

@@ -80,6 +80,18 @@ def usage(server, fs_id, fset):
     return e["SpaceUsage"], e["FileCountUsage"]
 
 
+def wait_usage(server, fs_id, fset, expected):
+    """The metadata service counts at once (limits are checked against
+    that) and publishes what DescribeFilesets shows within a quarter of a
+    second."""
+    last = {}
+
+    def shown():
+        last["v"] = usage(server, fs_id, fset)
+        return last["v"] == tuple(expected)
+    wait_until(f"{fset} usage {expected}", shown, 10, on_timeout=lambda: f"last: {last.get('v')}")
+
+
 def tree_usage(root):
     """(bytes, inodes) below root, as the service counts them for files
     written from the start (no holes, no extended attributes)."""
@@ -110,13 +122,13 @@ def test_a_writer_meets_the_size_limit_and_resumes_when_space_is_freed(quota_ser
         assert os.fstat(f.fileno()).st_size == MIB
     assert (root / "first").read_bytes() == first, "earlier data intact"
     assert (root / "second").read_bytes() == data[:MIB]
-    assert usage(quota_server, quota_fs.fs_id, fset) == (2 * MIB, 2)
+    wait_usage(quota_server, quota_fs.fs_id, fset, (2 * MIB, 2))
 
     # Outside the fileset the same writer is not limited.
     (quota_mount.path / f"{name}-outside").write_bytes(data)
 
     (root / "first").unlink()
-    assert usage(quota_server, quota_fs.fs_id, fset) == (MIB, 1)
+    wait_usage(quota_server, quota_fs.fs_id, fset, (MIB, 1))
     with open(root / "second", "ab", buffering=0) as f:
         assert f.write(data[MIB:]) == MIB
     assert (root / "second").read_bytes() == data
@@ -147,10 +159,10 @@ def test_creates_meet_the_file_count_limit(quota_server, quota_fs, quota_mount):
     # A link names an inode already counted: it is no new file.
     os.link(root / "a", root / "d" / "a2")
     os.unlink(root / "d" / "a2")
-    assert usage(quota_server, quota_fs.fs_id, fset) == (1, 3)
+    wait_usage(quota_server, quota_fs.fs_id, fset, (1, 3))
     os.unlink(root / "d" / "b")
     (root / "c").write_bytes(b"c")
-    assert usage(quota_server, quota_fs.fs_id, fset) == (2, 3)
+    wait_usage(quota_server, quota_fs.fs_id, fset, (2, 3))
 
 
 def test_nothing_crosses_a_fileset_boundary(quota_server, quota_fs, quota_mount):
@@ -206,7 +218,7 @@ def test_usage_is_exact_after_kill_9(quota_server, quota_fs, base_dir):
             (root / "sub" / f"f{i}").write_bytes(os.urandom(1000 + i))
         (root / "sub" / "deeper" / "big").write_bytes(os.urandom(3 * MIB + 7))
         fset = fileset(quota_server, quota_fs.fs_id, f"/{name}/")
-        assert usage(quota_server, quota_fs.fs_id, fset) == tree_usage(root)
+        wait_usage(quota_server, quota_fs.fs_id, fset, tree_usage(root))
 
         for i in range(10):
             os.unlink(root / "sub" / f"f{i}")
@@ -215,12 +227,12 @@ def test_usage_is_exact_after_kill_9(quota_server, quota_fs, base_dir):
             f.truncate(10)
         (root / "late").write_bytes(b"z" * 12345)
         expected = tree_usage(root)
-        assert usage(quota_server, quota_fs.fs_id, fset) == expected
+        wait_usage(quota_server, quota_fs.fs_id, fset, expected)
     finally:
         m.cleanup()
 
     quota_server.restart(signal.SIGKILL)
-    assert usage(quota_server, quota_fs.fs_id, fset) == expected
+    wait_usage(quota_server, quota_fs.fs_id, fset, expected)
 
     m = Mounter(quota_server, parent / "again")
     (parent / "again").mkdir()
@@ -228,6 +240,6 @@ def test_usage_is_exact_after_kill_9(quota_server, quota_fs, base_dir):
         mnt = m.mount(quota_fs.domain, name="mnt")
         assert tree_usage(mnt.path / name) == expected
         (mnt.path / name / "after").write_bytes(b"a" * 100)
-        assert usage(quota_server, quota_fs.fs_id, fset) == (expected[0] + 100, expected[1] + 1)
+        wait_usage(quota_server, quota_fs.fs_id, fset, (expected[0] + 100, expected[1] + 1))
     finally:
         m.cleanup()
