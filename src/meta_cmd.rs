@@ -219,7 +219,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
 }
 
 /// The loops of a metadata server: its listener (draining on shutdown),
-/// its lease, fileset sync and the orphan collector.
+/// its lease, quota sync and the orphan collector.
 pub fn spawn_server(
     tasks: &mut Supervisor,
     service: Arc<cpfs_meta::MetaService>,
@@ -244,9 +244,9 @@ pub fn spawn_server(
         }
     });
     let syncing = service.clone();
-    tasks.every("fileset sync", cpfs_meta::FILESET_SYNC_PERIOD, move || {
+    tasks.every("quota sync", cpfs_meta::QUOTA_SYNC_PERIOD, move || {
         let s = syncing.clone();
-        async move { s.sync_filesets().await }
+        async move { s.sync_quotas().await }
     });
     let collector = cpfs_meta::Collector::new(service);
     tasks.every(

@@ -5,17 +5,17 @@
 //!
 //! The `filesets` rows are desired state. The metadata server owning the
 //! file system reads them ([`ControlPlane::fileset_specs`], every
-//! `cpfs_meta::FILESET_SYNC_PERIOD`), binds each path (making the
+//! `cpfs_meta::QUOTA_SYNC_PERIOD`), binds each path (making the
 //! directory when it is new), enforces the limits and commits the exact
-//! usage with every namespace change (`cpfs_meta::fileset_view`). Status
+//! usage with every namespace change (`cpfs_meta::quota_view`). Status
 //! follows what it did: CREATING until the binding is committed, then
 //! CREATED; RELEASING until it is unbound, then the row goes. Deleting a
 //! fileset stops tracking the subtree: the directory and its data stay.
 
 use std::collections::HashMap;
 
-use cpfs_meta::fileset_view::{self, BoundFileset, PathState};
 use cpfs_meta::policy::FilesetSpec;
+use cpfs_meta::quota_view::{self, BoundFileset, PathState};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -261,7 +261,7 @@ impl ControlPlane {
             idempotency::validate_token(t)?;
         }
         self.fileset_file_system(account_id, &req.fs_id).await?;
-        match fileset_view::path_state(&self.store, &req.fs_id, &req.path).await? {
+        match quota_view::path_state(&self.store, &req.fs_id, &req.path).await? {
             PathState::Dir | PathState::Missing => {}
             PathState::NotDir => {
                 return Err(Error::invalid(
@@ -381,7 +381,7 @@ impl ControlPlane {
         fs_id: &str,
         rows: &[Fileset],
     ) -> Result<HashMap<String, BoundFileset>> {
-        let bound: HashMap<String, BoundFileset> = fileset_view::bound(&self.store, fs_id)
+        let bound: HashMap<String, BoundFileset> = quota_view::bound(&self.store, fs_id)
             .await?
             .into_iter()
             .map(|b| (b.id.clone(), b))
@@ -541,14 +541,14 @@ impl ControlPlane {
     }
 
     /// Waits until the metadata server enforces the fileset's limits as
-    /// recorded (it polls every `FILESET_SYNC_PERIOD`), for at most
+    /// recorded (it polls every `QUOTA_SYNC_PERIOD`), for at most
     /// [`APPLY_WAIT`]: a file system nobody serves right now gets them
     /// when a server takes it.
     async fn wait_for_limits(&self, account_id: &str, fs_id: &str, fset_id: &str) -> Result<()> {
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
         loop {
             let want = self.fileset(account_id, fs_id, fset_id).await?;
-            let applied = fileset_view::bound(&self.store, fs_id)
+            let applied = quota_view::bound(&self.store, fs_id)
                 .await?
                 .into_iter()
                 .find(|b| b.id == fset_id);
@@ -565,7 +565,7 @@ impl ControlPlane {
                 );
                 return Ok(());
             }
-            tokio::time::sleep(cpfs_meta::FILESET_SYNC_PERIOD / 5).await;
+            tokio::time::sleep(cpfs_meta::QUOTA_SYNC_PERIOD / 5).await;
         }
     }
 

@@ -10,8 +10,8 @@ use cpfs_proto::capability::CapabilityKey;
 use cpfs_proto::meta::{errno, MetaOp, MetaReply, ROOT_INO};
 
 use crate::exactly_once_tests::{backends, Backend, FS};
-use crate::fileset_view::{self, BoundFileset};
 use crate::policy::{FilesetFuture, FilesetSpec, MountPolicy, PolicyFuture, PolicySource};
+use crate::quota_view::{self, BoundFileset};
 use crate::MetaService;
 
 /// The control plane's fileset list, as a test sets it.
@@ -64,13 +64,13 @@ fn with_filesets(b: &mut Backend, wanted: Arc<Wanted>) {
 async fn sync(b: &Backend) {
     // The service syncs what it has loaded: load the namespace first.
     b.run(MetaOp::GetAttr { ino: ROOT_INO }, None).await;
-    b.svc.sync_filesets().await.unwrap();
+    b.svc.sync_quotas().await.unwrap();
 }
 
 /// The fileset's stored row, once a sync pass published the usage.
 async fn bound(b: &Backend, id: &str) -> Option<BoundFileset> {
-    b.svc.sync_filesets().await.unwrap();
-    fileset_view::bound(&b.svc.store, FS)
+    b.svc.sync_quotas().await.unwrap();
+    quota_view::bound(&b.svc.store, FS)
         .await
         .unwrap()
         .into_iter()

@@ -6,7 +6,7 @@
 //! - [`lifecycle`]: provisioning, dropping and measuring a namespace (the
 //!   reconciler's and billing's way in).
 //! - [`policy`]: what the control plane tells it about mount targets and
-//!   filesets; [`fileset_view`]: what it reads of filesets' usage.
+//!   quotas; [`quota_view`]: what the control plane reads of their usage.
 //! - [`identity`]: who a caller may act as: the mount grant (access
 //!   rules, squashing) and the identity (LDAP).
 //! - [`perm`]: POSIX permission checks.
@@ -20,7 +20,6 @@
 //! never between; after a restart the namespace is loaded from the store.
 
 mod caps;
-pub mod fileset_view;
 pub mod identity;
 mod inode;
 mod journal;
@@ -29,6 +28,7 @@ mod ns;
 pub mod ownership;
 pub mod perm;
 pub mod policy;
+pub mod quota_view;
 pub mod server;
 pub mod watch;
 
@@ -41,6 +41,8 @@ mod fileset_tests;
 #[cfg(test)]
 mod input_tests;
 #[cfg(test)]
+mod owner_quota_tests;
+#[cfg(test)]
 mod reload_tests;
 #[cfg(test)]
 mod session_tests;
@@ -51,7 +53,7 @@ use std::sync::Arc;
 use cpfs_proto::capability::CapabilityKey;
 use cpfs_store::Store;
 
-pub use ns::filesets::SYNC_PERIOD as FILESET_SYNC_PERIOD;
+pub use ns::filesets::SYNC_PERIOD as QUOTA_SYNC_PERIOD;
 pub use server::{serve, serve_until, Collector};
 
 /// A mounted client: which file system, bought how large.

@@ -87,6 +87,7 @@ pub async fn drop(store: &Store, fs_id: &str) -> Result<(), LifecycleError> {
         "DELETE FROM fs_layouts WHERE fs_id = $1",
         "DELETE FROM meta_requests WHERE fs_id = $1",
         "DELETE FROM fileset_usage WHERE fs_id = $1",
+        "DELETE FROM user_quota_usage WHERE fs_id = $1",
     ] {
         sqlx::query(sql).bind(fs_id).execute(&mut *tx).await?;
     }

@@ -96,6 +96,20 @@ pub struct FilesetSpec {
     pub file_limit: Option<u64>,
 }
 
+/// A user or group quota as the control plane wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserQuotaSpec {
+    pub fs: String,
+    /// A gid when true, a uid otherwise.
+    pub group: bool,
+    pub id: u32,
+    pub size_limit: Option<u64>,
+    pub file_limit: Option<u64>,
+}
+
+pub type UserQuotaFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<UserQuotaSpec>, String>> + Send + 'a>>;
+
 pub type FilesetFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<FilesetSpec>, String>> + Send + 'a>>;
 
@@ -109,6 +123,12 @@ pub trait PolicySource: Send + Sync {
     /// The filesets of the file systems `fs` (none unless the source has
     /// them).
     fn filesets<'a>(&'a self, fs: &'a [String]) -> FilesetFuture<'a> {
+        let _ = fs;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The user and group quotas of the file systems `fs`.
+    fn user_quotas<'a>(&'a self, fs: &'a [String]) -> UserQuotaFuture<'a> {
         let _ = fs;
         Box::pin(async { Ok(Vec::new()) })
     }

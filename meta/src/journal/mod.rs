@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub(crate) use rows::{Change, Counters, FilesetRow};
+pub(crate) use rows::{Change, Counters, FilesetRow, Owner, OwnerRow};
 
 use cpfs_store::{Backend, Store};
 

@@ -182,6 +182,31 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             text(sql, id);
             guard(sql, batch, fs, " AND ");
         }
+        Change::OwnerQuota(o, Some(r)) => {
+            sql.push_str(concat!(upsert_parts!(owner_head), "SELECT "));
+            text(sql, fs);
+            sql.push_str(", ");
+            text(sql, o.type_name());
+            let _ = write!(
+                sql,
+                ", {}, {}, {}, {}, {}",
+                o.id(),
+                r.used_bytes as i64,
+                r.files as i64,
+                limit_column(r.size_limit),
+                limit_column(r.file_limit)
+            );
+            guard(sql, batch, fs, " WHERE ");
+            sql.push_str(upsert_parts!(owner_tail));
+        }
+        Change::OwnerQuota(o, None) => {
+            sql.push_str("DELETE FROM user_quota_usage WHERE fs_id = ");
+            text(sql, fs);
+            sql.push_str(" AND user_type = ");
+            text(sql, o.type_name());
+            let _ = write!(sql, " AND user_id = {}", o.id());
+            guard(sql, batch, fs, " AND ");
+        }
         Change::Request {
             client,
             seq,

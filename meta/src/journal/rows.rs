@@ -29,6 +29,38 @@ pub(crate) struct FilesetRow {
     pub file_limit: Option<u64>,
 }
 
+/// Whose usage a user quota counts: a uid or a gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Owner {
+    Uid(u32),
+    Gid(u32),
+}
+
+impl Owner {
+    /// The `user_type` column (`Uid`, `Gid`), as the API names it.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Owner::Uid(_) => "Uid",
+            Owner::Gid(_) => "Gid",
+        }
+    }
+
+    pub fn id(self) -> u32 {
+        match self {
+            Owner::Uid(i) | Owner::Gid(i) => i,
+        }
+    }
+}
+
+/// A limited owner's row in `user_quota_usage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnerRow {
+    pub used_bytes: u64,
+    pub files: u64,
+    pub size_limit: Option<u64>,
+    pub file_limit: Option<u64>,
+}
+
 /// A limit as its column stores it (-1: none).
 pub(crate) fn limit_column(limit: Option<u64>) -> i64 {
     limit.map_or(-1, |l| l.min(i64::MAX as u64) as i64)
@@ -44,6 +76,8 @@ pub(crate) enum Change {
     Counters(Counters),
     /// A fileset's binding, usage and limits, by fileset id.
     Fileset(Arc<str>, Option<FilesetRow>),
+    /// A limited uid's or gid's usage and limits.
+    OwnerQuota(Owner, Option<OwnerRow>),
     /// A request's outcome: (client, seq) made or linked `ino` at `at`.
     Request {
         client: u64,
@@ -66,6 +100,7 @@ enum Key {
     Orphan(u64),
     Counters,
     Fileset(Arc<str>),
+    OwnerQuota(Owner),
     Request(u64, u64),
 }
 
@@ -99,6 +134,7 @@ impl Batch {
                     Change::Orphan(ino, _) => Key::Orphan(*ino),
                     Change::Counters(_) => Key::Counters,
                     Change::Fileset(id, _) => Key::Fileset(id.clone()),
+                    Change::OwnerQuota(o, _) => Key::OwnerQuota(*o),
                     Change::Request { client, seq, .. } => Key::Request(*client, *seq),
                     Change::ForgetRequests { before } => {
                         forget.push((e.fs.clone(), *before));
@@ -171,6 +207,15 @@ macro_rules! upsert_parts {
          used_bytes = excluded.used_bytes, files = excluded.files, \
          size_limit = excluded.size_limit, file_count_limit = excluded.file_count_limit"
     };
+    (owner_head) => {
+        "INSERT INTO user_quota_usage (fs_id, user_type, user_id, used_bytes, files, size_limit, \
+         file_count_limit) "
+    };
+    (owner_tail) => {
+        " ON CONFLICT (fs_id, user_type, user_id) DO UPDATE SET used_bytes = excluded.used_bytes, \
+         files = excluded.files, size_limit = excluded.size_limit, \
+         file_count_limit = excluded.file_count_limit"
+    };
     (request_head) => {
         "INSERT INTO meta_requests (fs_id, client, seq, ino, at) "
     };
@@ -216,6 +261,13 @@ pub(crate) mod statements {
         upsert_parts!(fileset_tail)
     );
     pub const DELETE_FILESET: &str = "DELETE FROM fileset_usage WHERE fs_id = $1 AND fset_id = $2";
+    pub const UPSERT_OWNER: &str = concat!(
+        upsert_parts!(owner_head),
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        upsert_parts!(owner_tail)
+    );
+    pub const DELETE_OWNER: &str =
+        "DELETE FROM user_quota_usage WHERE fs_id = $1 AND user_type = $2 AND user_id = $3";
     pub const UPSERT_REQUEST: &str = concat!(
         upsert_parts!(request_head),
         "VALUES ($1, $2, $3, $4, $5)",

@@ -145,6 +145,24 @@ impl SqliteWriter {
                     Change::Fileset(id, None) => {
                         prepare(&tx, st::DELETE_FILESET)?.execute(params![fs, id.as_ref()])?;
                     }
+                    Change::OwnerQuota(o, Some(r)) => {
+                        prepare(&tx, st::UPSERT_OWNER)?.execute(params![
+                            fs,
+                            o.type_name(),
+                            i64::from(o.id()),
+                            r.used_bytes as i64,
+                            r.files as i64,
+                            limit_column(r.size_limit),
+                            limit_column(r.file_limit),
+                        ])?;
+                    }
+                    Change::OwnerQuota(o, None) => {
+                        prepare(&tx, st::DELETE_OWNER)?.execute(params![
+                            fs,
+                            o.type_name(),
+                            i64::from(o.id())
+                        ])?;
+                    }
                     Change::Request {
                         client,
                         seq,

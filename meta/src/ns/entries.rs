@@ -91,6 +91,7 @@ impl FsState {
         t: i64,
     ) -> Res<Attr> {
         let mut a = self.attr(ino)?;
+        let counted = self.counted_owner(ino);
         let owner = who.uid == 0 || who.uid == a.uid;
         if let Some(mode) = set.mode {
             if !owner {
@@ -158,8 +159,27 @@ impl FsState {
             }
         }
         a.ctime_ns = t;
+        // The inode's usage moves to its new owner (and shrinks by what a
+        // truncate freed); a non-root transfer may not pass the new
+        // owner's limits.
+        let moved_to = counted.map(|_| (a.uid, a.gid));
+        let held = self.inode_bytes(ino);
+        if let (Some((old_uid, old_gid)), Some((uid, gid))) = (counted, moved_to) {
+            let exempt = who.uid == 0;
+            let kept = held - freed;
+            if uid != old_uid {
+                self.owner_allows(Some((uid, u32::MAX)), kept, 1, exempt)?;
+            }
+            if gid != old_gid {
+                self.owner_allows(Some((u32::MAX, gid)), kept, 1, exempt)?;
+            }
+        }
         if let Some(used) = used {
             self.count(|c| c.used_bytes = used);
+        }
+        if counted != moved_to || freed > 0 {
+            self.owner_charge(counted, -(held as i64), -1);
+            self.owner_charge(moved_to, (held - freed) as i64, 1);
         }
         if freed > 0 {
             let fileset = self.fileset_of(ino);
@@ -201,6 +221,9 @@ impl FsState {
         let fileset = self.fileset_of(parent);
         self.quota_allows(fileset, 0, 1)?;
         let sgid_dir = p.attr.perm & 0o2000 != 0;
+        let new_owner = (who.uid, if sgid_dir { p.attr.gid } else { who.gid });
+        let owner = self.has_owner_quotas().then_some(new_owner);
+        self.owner_allows(owner, 0, 1, who.uid == 0)?;
         let (p_gid, p_chunk, p_chains) = (p.attr.gid, p.chunk_size, p.chains.clone());
         let mut perm_bits = perm_bits & 0o7777;
         if kind == Kind::Dir && sgid_dir {
@@ -250,6 +273,7 @@ impl FsState {
         self.put_inode(node);
         self.count(|c| c.files += 1);
         self.charge(fileset, 0, 1);
+        self.owner_charge(owner, 0, 1);
         self.add_entry(parent, name, ino, kind);
         self.touch_dir(parent, if kind == Kind::Dir { 1 } else { 0 }, t)?;
         self.record(id, ino, t);
@@ -308,6 +332,7 @@ impl FsState {
             None
         };
         let fileset = self.fileset_of(ino);
+        let owner = self.counted_owner(ino);
         let bytes = self.inode_bytes(ino) as i64;
         let left = self
             .update_inode(ino, |i| {
@@ -322,6 +347,7 @@ impl FsState {
             // Out of the namespace: it stops counting for its fileset now
             // (the file system's figures drop when its data goes).
             self.charge(fileset, -bytes, -1);
+            self.owner_charge(owner, -bytes, -1);
             self.set_orphan(ino, Some(t / 1_000_000_000));
         } else if moved.is_some() {
             let now_in = self.fileset_of(ino);
@@ -335,8 +361,10 @@ impl FsState {
 
     fn remove_dir(&mut self, parent: u64, name: &[u8], ino: u64, t: i64) -> Res<()> {
         let fileset = self.fileset_of(ino);
+        let owner = self.counted_owner(ino);
         let bytes = self.inode_bytes(ino) as i64;
         self.charge(fileset, -bytes, -1);
+        self.owner_charge(owner, -bytes, -1);
         self.remove_entry(parent, name);
         self.remove_inode(ino);
         self.count(|c| c.files = c.files.saturating_sub(1));

@@ -107,10 +107,13 @@ impl FsState {
             // Checked before the client moves any data: a write past a
             // fileset's limit fails whole, nothing of it stored.
             let fileset = self.fileset_of(ino);
+            let owner = self.counted_owner(ino);
             self.quota_allows(fileset, size - old, 0)?;
+            self.owner_allows(owner, size - old, 0, keep_privileges)?;
             let used = self.grown(capacity, old, size)?;
             self.count(|c| c.used_bytes = used);
             self.charge(fileset, (size - old) as i64, 0);
+            self.owner_charge(owner, (size - old) as i64, 0);
         }
         self.update_inode(ino, |i| {
             i.attr.size = i.attr.size.max(size);

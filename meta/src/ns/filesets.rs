@@ -25,7 +25,7 @@ use std::sync::Arc;
 use cpfs_proto::meta::{errno::*, Caller, Kind, ROOT_INO};
 
 use crate::journal::{Change, FilesetRow};
-use crate::policy::FilesetSpec;
+use crate::policy::{FilesetSpec, UserQuotaSpec};
 use crate::{fail, Res};
 
 use super::state::FsState;
@@ -358,16 +358,17 @@ impl FsState {
     }
 }
 
-/// How often a metadata server brings its filesets to what the control
-/// plane wants (and how long a new fileset or limit may wait for it; the
-/// control plane's quota calls wait for it to apply).
+/// How often a metadata server brings its filesets and user quotas to what
+/// the control plane wants (and how long a new fileset or limit may wait
+/// for it; the control plane's quota calls wait for it to apply).
 pub const SYNC_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl crate::MetaService {
     /// One pass over the file systems this server serves: binds, limits and
-    /// releases filesets as the control plane lists them. A file system
-    /// with no filesets, wanted or bound, is not even loaded.
-    pub async fn sync_filesets(&self) -> Result<(), String> {
+    /// releases filesets, and sets user and group quotas, as the control
+    /// plane lists them, and publishes usage that moved. A file system with
+    /// neither, wanted or in force, is not even loaded.
+    pub async fn sync_quotas(&self) -> Result<(), String> {
         let loaded = self.shards.loaded();
         let serving: Vec<String> = match self.shards.ownership.get() {
             Some(o) => o.owned().into_iter().map(|(fs, _)| fs).collect(),
@@ -380,14 +381,19 @@ impl crate::MetaService {
             return Ok(());
         }
         let specs = self.policies.filesets(&serving).await?;
+        let users = self.policies.user_quotas(&serving).await?;
         let t = super::now_ns();
         for fs in &serving {
             let mine: Vec<FilesetSpec> = specs.iter().filter(|s| &s.fs == fs).cloned().collect();
-            if mine.is_empty() {
+            let limits: Vec<UserQuotaSpec> =
+                users.iter().filter(|s| &s.fs == fs).cloned().collect();
+            if mine.is_empty() && limits.is_empty() {
                 let bound = loaded.iter().any(|s| {
                     s.with(|st| {
                         st.fs.as_ref() == fs.as_str()
-                            && !(st.filesets.is_empty() && st.filesets_unbound.is_empty())
+                            && !(st.filesets.is_empty()
+                                && st.filesets_unbound.is_empty()
+                                && !st.has_owner_quotas())
                     })
                 });
                 if !bound {
@@ -396,7 +402,10 @@ impl crate::MetaService {
             }
             match self
                 .shards
-                .write(fs, |st| Ok(st.apply_filesets(&mine, t)))
+                .write(fs, |st| {
+                    st.apply_user_quotas(&limits);
+                    Ok(st.apply_filesets(&mine, t))
+                })
                 .await
             {
                 Ok(settled) => self.log_settled(fs, settled),

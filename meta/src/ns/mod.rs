@@ -8,12 +8,14 @@
 //! - `entries`: lookup, attributes, create, link, unlink, rename;
 //! - `files`: open, readdir, sizes, stripes, orphans;
 //! - `filesets`: fileset usage, limits and boundaries;
+//! - `owners`: user and group quotas;
 //! - `reach`: whether a caller may walk to an inode it names by number;
 //! - `xattrs`: extended attributes.
 
 mod entries;
 mod files;
 pub(crate) mod filesets;
+mod owners;
 mod reach;
 pub(crate) mod shard;
 mod state;

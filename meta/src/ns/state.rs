@@ -9,9 +9,10 @@ use cpfs_proto::meta::{errno::*, Attr, Kind};
 use sqlx::Row;
 
 use crate::inode::Inode;
-use crate::journal::{Change, Counters, FilesetRow};
+use crate::journal::{Change, Counters, FilesetRow, Owner, OwnerRow};
 
 use super::filesets::Fileset;
+use super::owners::OwnerQuotas;
 use crate::{fail, Res};
 
 pub(crate) struct FsState {
@@ -33,6 +34,8 @@ pub(crate) struct FsState {
     /// Filesets whose stored row the next sync pass deletes: their root
     /// was gone at load.
     pub(super) filesets_unbound: Vec<Arc<str>>,
+    /// User and group quotas, while any is in force (`owners.rs`).
+    pub(super) owners: Option<OwnerQuotas>,
     /// The rows the current operation changed.
     pending: Vec<Change>,
 }
@@ -76,6 +79,7 @@ impl FsState {
             chains,
             filesets: HashMap::new(),
             filesets_unbound: Vec::new(),
+            owners: None,
             pending: Vec::new(),
         };
         let rows = db(sqlx::query(
@@ -171,6 +175,32 @@ impl FsState {
                         file_limit: limit(files),
                     };
                     (Arc::from(id), row)
+                })
+                .collect(),
+        );
+        let owners: Vec<(String, i64, i64, i64, i64, i64)> = db(sqlx::query_as(
+            "SELECT user_type, user_id, used_bytes, files, size_limit, file_count_limit FROM user_quota_usage WHERE fs_id = $1",
+        )
+        .bind(fs)
+        .fetch_all(pool)
+        .await)?;
+        st.restore_owner_quotas(
+            owners
+                .into_iter()
+                .filter_map(|(kind, id, used, files, size, count)| {
+                    let id = u32::try_from(id).ok()?;
+                    let owner = if kind == "Gid" {
+                        Owner::Gid(id)
+                    } else {
+                        Owner::Uid(id)
+                    };
+                    let row = OwnerRow {
+                        used_bytes: used.max(0) as u64,
+                        files: files.max(0) as u64,
+                        size_limit: limit(size),
+                        file_limit: limit(count),
+                    };
+                    Some((owner, row))
                 })
                 .collect(),
         );

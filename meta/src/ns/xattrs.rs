@@ -69,10 +69,13 @@ impl FsState {
             return fail(ENOSPC, "an inode's extended attributes hold at most 64 KiB");
         }
         let fileset = self.fileset_of(ino);
+        let owner = self.counted_owner(ino);
         self.quota_allows(fileset, new.saturating_sub(old), 0)?;
+        self.owner_allows(owner, new.saturating_sub(old), 0, who.uid == 0)?;
         let used = self.grown(capacity, old, new)?;
         self.count(|c| c.used_bytes = used);
         self.charge(fileset, new as i64 - old as i64, 0);
+        self.owner_charge(owner, new as i64 - old as i64, 0);
         self.set_xattr(ino, name, Some(value));
         self.update_inode(ino, |i| i.attr.ctime_ns = t)?;
         self.record(id, 0, t);
@@ -108,6 +111,8 @@ impl FsState {
         self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
         let fileset = self.fileset_of(ino);
         self.charge(fileset, -(freed as i64), 0);
+        let owner = self.counted_owner(ino);
+        self.owner_charge(owner, -(freed as i64), 0);
         self.set_xattr(ino, name, None);
         self.record(id, 0, t);
         Ok(())

@@ -1,8 +1,9 @@
-//! What the control plane reads of filesets from the namespace's side:
-//! the bindings, exact usage and enforced limits the metadata service's
-//! journal commits (`fileset_usage`), and what a path names in the
-//! committed namespace (so that CreateFileset can refuse a missing parent
-//! before anything is recorded).
+//! What the control plane reads of quotas from the namespace's side: the
+//! fileset bindings and the user and group quota figures the metadata
+//! service publishes (`fileset_usage`, `user_quota_usage`: usage and the
+//! limits in force), and what a path names in the committed namespace (so
+//! that CreateFileset can refuse a missing parent before anything is
+//! recorded).
 
 use cpfs_proto::meta::{Kind, ROOT_INO};
 use cpfs_store::Store;
@@ -87,4 +88,41 @@ pub async fn path_state(
         }
     }
     Ok(PathState::Dir)
+}
+
+/// A limited uid's or gid's figures as its metadata server last
+/// published them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// A gid when true.
+    pub group: bool,
+    pub id: u32,
+    pub used_bytes: u64,
+    pub files: u64,
+    pub size_limit: Option<u64>,
+    pub file_limit: Option<u64>,
+}
+
+/// The published user and group quota figures of `fs_id`.
+pub async fn owner_usage(store: &Store, fs_id: &str) -> Result<Vec<OwnerUsage>, LifecycleError> {
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT user_type, user_id, used_bytes, files, size_limit, file_count_limit FROM user_quota_usage WHERE fs_id = $1",
+    )
+    .bind(fs_id)
+    .fetch_all(&store.pool)
+    .await?;
+    let limit = |l: i64| u64::try_from(l).ok();
+    Ok(rows
+        .into_iter()
+        .filter_map(|(kind, id, used, files, size, count)| {
+            Some(OwnerUsage {
+                group: kind == "Gid",
+                id: u32::try_from(id).ok()?,
+                used_bytes: used.max(0) as u64,
+                files: files.max(0) as u64,
+                size_limit: limit(size),
+                file_limit: limit(count),
+            })
+        })
+        .collect())
 }
