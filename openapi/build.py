@@ -201,6 +201,24 @@ ACTIONS = {
         ("FsetId", S, True, "fset-0123456789abcdef", ""),
         ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
     ], {}),
+    "SetUserQuota": ("Extension (not in the NAS reference): hard limits on the bytes and files one uid or gid owns in the file system, as Lustre and JuiceFS have them; the owner of each inode is charged whoever writes, callers other than root get EDQUOT past a limit, a chown or chgrp by a non-root caller that would pass the new owner's limit is refused. Replaces earlier limits; may be below the current usage (no growth until enough is freed). Answered once the metadata service enforces it", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("UserType", S, True, "Uid", "Uid or Gid"),
+        ("UserId", I, True, "1000", "0-4294967294"),
+        ("SizeLimit", I, False, None, "Bytes (at least one of SizeLimit and FileCountLimit)"),
+        ("FileCountLimit", I, False, None, "Files and directories"),
+    ], {}),
+    "DescribeUserQuotas": ("Extension: the file system's user and group quotas with usage (uids first, then gids, by id)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("UserType", S, False, None, "Uid or Gid: only those"),
+        ("UserId", I, False, None, "Only this id (needs UserType)"),
+        ("PageNumber", I, False, None, "From 1"), ("PageSize", I, False, None, "1-100, default 10"),
+    ], {"FileSystemId": S, "TotalCount": I, "PageNumber": I, "PageSize": I, "UserQuotas": "UserQuotas"}),
+    "CancelUserQuota": ("Extension: remove one uid's or gid's limits (InvalidUserQuota.NotFound when it has none)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("UserType", S, True, "Uid", "Uid or Gid"),
+        ("UserId", I, True, "1000", ""),
+    ], {}),
 }
 
 # Actions of the NAS API that answer UnsupportedOperation.
@@ -266,6 +284,9 @@ SCHEMAS = {
         "Quota": obj({"SizeLimit": {"type": I}, "FileCountLimit": {"type": I}})}),
     # The item key really is "Entrie", as in the SDK models.
     "FilesetEntries": wrap("Entries", "Entrie", {"$ref": "#/components/schemas/Fileset"}),
+    "UserQuotas": wrap("UserQuotas", "UserQuota", obj({
+        "UserType": {"type": S, "enum": ["Uid", "Gid"]}, "UserId": {"type": S},
+        **{k: {"type": I} for k in ["SizeLimit", "FileCountLimit", "SizeReal", "FileCountReal"]}})),
     "Zones": wrap("Zones", "Zone", obj({"ZoneId": {"type": S},
         "InstanceTypes": wrap("InstanceTypes", "InstanceType", obj({"StorageType": {"type": S}, "ProtocolType": {"type": S}}))})),
 }
@@ -282,8 +303,8 @@ COMMON = [
 
 ERRORS = {
     "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidFileset.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
-    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset",
-    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound",
+    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset, QuotaExceeded.UserQuota",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound, InvalidUserQuota.NotFound",
     "408": "RequestTimeout (not answered within the server's deadline; retry)",
     "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",

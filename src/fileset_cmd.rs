@@ -95,7 +95,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `10.0G`-style, as `df -h` prints.
-fn human(bytes: u64) -> String {
+pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["", "K", "M", "G", "T", "P"];
     let mut v = bytes as f64;
     let mut i = 0;
@@ -135,7 +135,12 @@ fn table(list: &Value) -> String {
             limit(&f["FileCountLimit"], |n| n.to_string()),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    align(&rows)
+}
+
+/// Rows as columns two spaces apart, each as wide as its widest cell.
+pub fn align<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     rows.iter()

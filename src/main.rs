@@ -10,6 +10,7 @@ mod mount_cmd;
 mod node_admin;
 mod node_cmd;
 mod private;
+mod quota_cmd;
 mod serve;
 
 use std::path::PathBuf;
@@ -63,6 +64,11 @@ enum Command {
     Fileset {
         #[command(subcommand)]
         command: fileset_cmd::FilesetCommand,
+    },
+    /// User and group quotas of a file system (an extension): list, set, cancel
+    Quota {
+        #[command(subcommand)]
+        command: quota_cmd::QuotaCommand,
     },
     /// Billing: meter and backfill, statements, resource plans, renewals, the price book
     Billing {
@@ -131,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Stripe { command } => mount_cmd::stripe(command),
         Command::Billing { command } => billing_cmd::run(command).await,
         Command::Fileset { command } => fileset_cmd::run(command).await,
+        Command::Quota { command } => quota_cmd::run(command).await,
         Command::Node {
             command: Some(command),
             ..

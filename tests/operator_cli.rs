@@ -265,3 +265,86 @@ fn the_fileset_commands_create_list_limit_and_release() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `cpfs quota set | list | cancel`: user and group quotas from the
+/// operator's side.
+#[test]
+fn the_quota_commands_set_list_and_cancel() {
+    let server = Server::start(&[]);
+    let dir = data_dir(&server);
+    let fs = server.client().create_fs("2048");
+    server.client().wait_running(&fs);
+
+    let (ok, out, err) = cpfs(&[
+        "quota",
+        "set",
+        &fs,
+        "--uid",
+        "1000",
+        "--size-limit",
+        "10G",
+        "--file-count-limit",
+        "5000",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(ok, "{err}");
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("Uid") && row.contains("10.0G") && row.contains("5000"),
+        "{out}"
+    );
+    let (ok, _, err) = cpfs(&[
+        "quota",
+        "set",
+        &fs,
+        "--gid",
+        "100",
+        "--file-count-limit",
+        "9",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cpfs(&["quota", "list", &fs, "--json", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v[1]["UserType"], "Gid", "{v}");
+    assert_eq!(v[1]["FileCountLimit"], 9, "{v}");
+
+    // Clear errors: neither --uid nor --gid, both, nothing to set.
+    let (ok, _, err) = cpfs(&[
+        "quota",
+        "set",
+        &fs,
+        "--size-limit",
+        "1G",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!ok && err.contains("--uid"), "{err}");
+    let (ok, _, err) = cpfs(&[
+        "quota",
+        "set",
+        &fs,
+        "--uid",
+        "1",
+        "--gid",
+        "1",
+        "--size-limit",
+        "1G",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+    let (ok, _, err) = cpfs(&["quota", "set", &fs, "--uid", "1", "--data-dir", &dir]);
+    assert!(!ok && err.contains("--size-limit"), "{err}");
+
+    let (ok, _, err) = cpfs(&["quota", "cancel", &fs, "--gid", "100", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cpfs(&["quota", "cancel", &fs, "--gid", "100", "--data-dir", &dir]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    let (_, out, _) = cpfs(&["quota", "list", &fs, "--data-dir", &dir]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+}

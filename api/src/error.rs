@@ -111,6 +111,7 @@ impl ApiError {
                     ResourceKind::Node => "InvalidNode.NotFound",
                     ResourceKind::LdapConfig => "InvalidLDAPConfig.NotFound",
                     ResourceKind::Fileset => "InvalidFsetId.NotFound",
+                    ResourceKind::UserQuota => "InvalidUserQuota.NotFound",
                 }
                 .into(),
                 CpError::InvalidParameter { name, .. } => format!("InvalidParameter.{name}"),

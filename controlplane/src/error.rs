@@ -47,6 +47,7 @@ pub enum ResourceKind {
     Node,
     LdapConfig,
     Fileset,
+    UserQuota,
 }
 
 impl std::fmt::Display for ResourceKind {
@@ -60,6 +61,7 @@ impl std::fmt::Display for ResourceKind {
             ResourceKind::Node => "node",
             ResourceKind::LdapConfig => "LDAP configuration of file system",
             ResourceKind::Fileset => "fileset",
+            ResourceKind::UserQuota => "user quota for",
         })
     }
 }

@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod subscriptions;
 pub mod tags;
 pub mod tiers;
+pub mod user_quotas;
 
 pub use clock::{Clock, FileClock, ManualClock, SystemClock};
 pub use cpfs_store::Store;

@@ -5,6 +5,7 @@
 
 use cpfs_meta::policy::{
     parse_net, FilesetFuture, MountPolicy, PolicyFuture, PolicySource, Rule, Squash,
+    UserQuotaFuture,
 };
 
 use crate::access_groups::{default_rules, rules_of, DEFAULT_GROUP};
@@ -68,5 +69,9 @@ impl PolicySource for ControlPlane {
 
     fn filesets<'a>(&'a self, fs: &'a [String]) -> FilesetFuture<'a> {
         Box::pin(async move { self.fileset_specs(fs).await.map_err(|e| e.to_string()) })
+    }
+
+    fn user_quotas<'a>(&'a self, fs: &'a [String]) -> UserQuotaFuture<'a> {
+        Box::pin(async move { self.user_quota_specs(fs).await.map_err(|e| e.to_string()) })
     }
 }

@@ -216,6 +216,7 @@ impl Reconciler {
                     "DELETE FROM tags WHERE resource_id = $1",
                     "DELETE FROM ldap_configs WHERE fs_id = $1",
                     "DELETE FROM filesets WHERE fs_id = $1",
+                    "DELETE FROM user_quotas WHERE fs_id = $1",
                     "DELETE FROM reservations WHERE fs_id = $1",
                     "DELETE FROM file_systems WHERE id = $1 AND status = 'Deleting'",
                 ] {

@@ -276,16 +276,29 @@ class Server:
         return tail_text(self.stderr_path, lines)
 
     def api(self, action, **params):
-        """Call an action with the core SDK (V1 signature); the JSON reply as a dict."""
+        """Call an action with the core SDK (V1 signature); the JSON reply as a dict.
+
+        An action the SDK has no request class for (a CPFS extension) goes
+        through its CommonRequest, parameters as given."""
         import importlib
         from aliyunsdkcore.client import AcsClient
         from aliyunsdkcore.acs_exception.exceptions import ServerException
-        module = importlib.import_module(f"aliyunsdknas.request.v20170626.{action}Request")
-        req = getattr(module, f"{action}Request")()
-        req.set_endpoint(self.hostport)
+        from aliyunsdkcore.request import CommonRequest
+        try:
+            module = importlib.import_module(f"aliyunsdknas.request.v20170626.{action}Request")
+        except ModuleNotFoundError:
+            module = None
+        if module is None:
+            req = CommonRequest(domain=self.hostport, version="2017-06-26", action_name=action)
+            req.set_method("POST")
+            for name, value in params.items():
+                req.add_query_param(name, str(value))
+        else:
+            req = getattr(module, f"{action}Request")()
+            req.set_endpoint(self.hostport)
+            for name, value in params.items():
+                getattr(req, f"set_{name}")(value)
         req.set_protocol_type("http")
-        for name, value in params.items():
-            getattr(req, f"set_{name}")(value)
         client = AcsClient(ACCESS_KEY_ID, ACCESS_KEY_SECRET, REGION,
                            auto_retry=False, timeout=30, connect_timeout=5)
         try:

@@ -1,9 +1,10 @@
-"""Filesets and their quotas on a real mount: a writer meets the size limit
+"""Filesets, their quotas, and user and group quotas on a real mount: a writer meets the size limit
 (EDQUOT before any of its data moves, earlier data intact) and goes on once
 space is freed; creates meet the file-count limit; nothing moves across a
 fileset's boundary (EXDEV, so `mv` copies) and its root stays put (EBUSY);
 usage in DescribeFilesets is exact and stays exact across a `kill -9` of
-`cpfs serve`.
+`cpfs serve`. Two LDAP users of one group meet their own and their
+group's limits (root is not held back), and usage follows chown.
 
 The server here lets quotas go down to 1 MiB and one file (operator
 settings), so that limits are reached with little data; the reference's
@@ -19,8 +20,9 @@ import uuid
 import pytest
 
 from dataplane_harness import (
-    LIVE_SERVERS, Mounter, create_filesystem, start_server, stop_group, wait_until,
+    LIVE_SERVERS, Mounter, create_filesystem, errno_as_uid, start_server, stop_group, wait_until,
 )
+from ldap_harness import SUFFIX, Group, User, start_slapd
 
 MIB = 1 << 20
 CHUNK = 256 * 1024
@@ -243,3 +245,86 @@ def test_usage_is_exact_after_kill_9(quota_server, quota_fs, base_dir):
         wait_usage(quota_server, quota_fs.fs_id, fset, (expected[0] + 100, expected[1] + 1))
     finally:
         m.cleanup()
+
+
+# ---------------------------------------------------------------------------
+# User and group quotas (the SetUserQuota extension)
+# ---------------------------------------------------------------------------
+
+ALICE = User("alice", 4101, 4100)
+BOB = User("bob", 4102, 4100)
+TEAM = Group("team", 4100, members=["alice", "bob"])
+
+WRITE = "f = open(a[0], 'ab'); f.write(b'x' * int(a[1])); f.close()"
+
+
+@pytest.fixture(scope="module")
+def team_directory(base_dir):
+    d = start_slapd(base_dir / f"slapd-quota-{uuid.uuid4().hex[:6]}", users=[ALICE, BOB], groups=[TEAM])
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def owner_usage(server, fs_id, user_type, user_id):
+    body = server.api("DescribeUserQuotas", FileSystemId=fs_id, UserType=user_type, UserId=user_id)
+    (q,) = body["UserQuotas"]["UserQuota"]
+    return q["SizeReal"], q["FileCountReal"]
+
+
+def wait_owner_usage(server, fs_id, user_type, user_id, expected):
+    last = {}
+
+    def shown():
+        last["v"] = owner_usage(server, fs_id, user_type, user_id)
+        return last["v"] == expected
+    wait_until(f"{user_type} {user_id} usage {expected}", shown, 10,
+               on_timeout=lambda: f"last: {last.get('v')}")
+
+
+def test_user_and_group_quotas_hold_two_users_to_their_limits(quota_server, team_directory, base_dir):
+    fs = create_filesystem(quota_server)
+    quota_server.api("CreateLDAPConfig", FileSystemId=fs.fs_id, URI=team_directory.uri, SearchBase=SUFFIX)
+    parent = base_dir / f"uq-{uuid.uuid4().hex[:8]}"
+    parent.mkdir(mode=0o755)
+    m = Mounter(quota_server, parent)
+    try:
+        mnt = m.mount(fs.domain, name="mnt")
+        shared = mnt.path / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o1777)
+        set_quota(quota_server, fs.fs_id, "Uid", ALICE.uid, SizeLimit=MIB, FileCountLimit=3)
+        set_quota(quota_server, fs.fs_id, "Gid", TEAM.gid, SizeLimit=MIB + MIB // 2)
+
+        def as_user(u, name, n):
+            return errno_as_uid(WRITE, shared / name, n, uid=u.uid, gid=u.gid)
+        assert as_user(ALICE, "a", 512 * 1024) == 0
+        assert as_user(ALICE, "b", 512 * 1024) == 0
+        assert as_user(ALICE, "c", 4096) == errno.EDQUOT, "alice's size limit"
+        assert as_user(ALICE, "d", 0) == errno.EDQUOT, "alice's fourth file"
+        # Bob has no limit of his own; the team's is what stops him.
+        assert as_user(BOB, "e", 512 * 1024) == 0
+        assert as_user(BOB, "e", 4096) == errno.EDQUOT, "the team's size limit"
+        # Root is not held back by others' limits.
+        (shared / "root-file").write_bytes(b"r" * MIB)
+        os.chown(shared / "root-file", ALICE.uid, ALICE.gid)
+        wait_owner_usage(quota_server, fs.fs_id, "Uid", ALICE.uid, (2 * MIB, 4))
+        wait_owner_usage(quota_server, fs.fs_id, "Gid", TEAM.gid, (2 * MIB + MIB // 2, 5))
+
+        # Earlier data is intact, and freeing space lets alice write again.
+        assert (shared / "a").read_bytes() == b"x" * (512 * 1024)
+        os.unlink(shared / "root-file")
+        os.unlink(shared / "b")
+        wait_owner_usage(quota_server, fs.fs_id, "Uid", ALICE.uid, (512 * 1024, 2))
+        assert as_user(ALICE, "c", 4096) == 0
+        assert as_user(BOB, "e", 4096) == 0
+        wait_owner_usage(quota_server, fs.fs_id, "Gid", TEAM.gid, (MIB + 8192, 3))
+    finally:
+        m.cleanup()
+
+
+
+def set_quota(server, fs_id, user_type, user_id, **limits):
+    """SetUserQuota, an extension: the core SDK sends it as a CommonRequest."""
+    server.api("SetUserQuota", FileSystemId=fs_id, UserType=user_type, UserId=user_id, **limits)

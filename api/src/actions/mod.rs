@@ -11,6 +11,7 @@ mod ldap;
 mod mount_targets;
 mod regions;
 mod tags;
+mod user_quotas;
 
 use cpfs_controlplane::ControlPlane;
 use serde_json::{Map, Value};
@@ -26,6 +27,7 @@ pub use ldap::LdapCommand;
 pub use mount_targets::MountTargetCommand;
 pub use regions::RegionCommand;
 pub use tags::TagCommand;
+pub use user_quotas::UserQuotaCommand;
 
 /// The API version every action belongs to.
 pub const NAS_VERSION: &str = "2017-06-26";
@@ -64,6 +66,9 @@ pub const SUPPORTED: &[&str] = &[
     "DeleteFileset",
     "SetFilesetQuota",
     "CancelFilesetQuota",
+    "SetUserQuota",
+    "DescribeUserQuotas",
+    "CancelUserQuota",
 ];
 
 /// Actions of the NAS API reference that this deployment does not serve
@@ -90,6 +95,7 @@ pub enum Command {
     Region(RegionCommand),
     Ldap(LdapCommand),
     Fileset(FilesetCommand),
+    UserQuota(UserQuotaCommand),
 }
 
 /// Turns an action of API `version` into a command: the NAS actions
@@ -135,6 +141,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = filesets::parse(action, p)? {
         return Ok(Command::Fileset(c));
     }
+    if let Some(c) = user_quotas::parse(action, p)? {
+        return Ok(Command::UserQuota(c));
+    }
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
     }
@@ -155,6 +164,7 @@ pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Resul
         Command::Region(c) => regions::execute(cp, c).await,
         Command::Ldap(c) => ldap::execute(cp, account_id, c).await,
         Command::Fileset(c) => filesets::execute(cp, account_id, c).await,
+        Command::UserQuota(c) => user_quotas::execute(cp, account_id, c).await,
     };
     body.map(Reply::from)
 }

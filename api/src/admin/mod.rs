@@ -11,8 +11,8 @@
 
 mod accounts;
 mod billing;
-mod filesets;
 mod nodes;
+mod quotas;
 
 use std::sync::Arc;
 
@@ -160,15 +160,19 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(&p("/meta-servers"), get(nodes::meta_servers))
         .route(
             &p("/file-systems/{fs}/filesets"),
-            get(filesets::list).post(filesets::create),
+            get(quotas::list).post(quotas::create),
         )
         .route(
             &p("/file-systems/{fs}/filesets/{id}/quota"),
-            post(filesets::quota),
+            post(quotas::quota),
         )
         .route(
             &p("/file-systems/{fs}/filesets/{id}"),
-            axum::routing::delete(filesets::delete),
+            axum::routing::delete(quotas::delete),
+        )
+        .route(
+            &p("/file-systems/{fs}/user-quotas"),
+            get(quotas::user_quotas).post(quotas::set_user_quota),
         )
         .route(&p("/billing/meter"), post(billing::meter))
         .route(&p("/billing/statements/{month}"), get(billing::statement))
