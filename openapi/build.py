@@ -201,6 +201,27 @@ ACTIONS = {
         ("FsetId", S, True, "fset-0123456789abcdef", ""),
         ("DryRun", B, False, None, ""), ("ClientToken", S, False, None, ""),
     ], {}),
+    "CreateCpfsAccessPoint": ("Create an access point: mounts through it (cpfs mount DOMAIN DIR --access-point ID) see RootDirectory.RootPath as their root and nothing above it; who may mount is the mount target's access group's decision. Active at once", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("RootDirectory.RootPath", S, False, None, "Absolute, at most 1024 characters; default /"),
+        ("Description", S, False, None, "2-128 characters, starts with a letter"),
+        ("Tag.N.Key", S, False, None, "Up to 20 tags"), ("Tag.N.Value", S, False, None, ""),
+    ], {"AccessPointId": S}),
+    "DescribeCpfsAccessPoints": ("List a file system's access points, oldest first; RootPathStatus is Ready, NotExist or Unknown (not a directory)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("AccessPointId", S, False, None, "Only this one"),
+        ("Tag.N.Key", S, False, None, "Only those carrying every given tag"), ("Tag.N.Value", S, False, None, ""),
+        ("PageNumber", I, False, None, "From 1"), ("PageSize", I, False, None, "1-100, default 10"),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "AccessPoints": "AccessPoints"}),
+    "ModifyCpfsAccessPoint": ("Change an access point's description", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("AccessPointId", S, True, "ap-0123456789abcdef", ""),
+        ("Description", S, False, None, ""),
+    ], {}),
+    "DeleteCpfsAccessPoint": ("Delete an access point: new mounts through it are refused, mounts made keep working until unmounted", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("AccessPointId", S, True, "ap-0123456789abcdef", ""),
+    ], {}),
     "SetUserQuota": ("Extension (not in the NAS reference): hard limits on the bytes and files one uid or gid owns in the file system, as Lustre and JuiceFS have them; the owner of each inode is charged whoever writes, callers other than root get EDQUOT past a limit, a chown or chgrp by a non-root caller that would pass the new owner's limit is refused. Replaces earlier limits; may be below the current usage (no growth until enough is freed). Answered once the metadata service enforces it", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
         ("UserType", S, True, "Uid", "Uid or Gid"),
@@ -284,6 +305,11 @@ SCHEMAS = {
         "Quota": obj({"SizeLimit": {"type": I}, "FileCountLimit": {"type": I}})}),
     # The item key really is "Entrie", as in the SDK models.
     "FilesetEntries": wrap("Entries", "Entrie", {"$ref": "#/components/schemas/Fileset"}),
+    "AccessPoints": {"type": "array", "items": obj({
+        **{k: {"type": S} for k in ["AccessPointId", "ARN", "FileSystemId", "RegionId", "Description", "CreateTime", "ModifyTime"]},
+        "Status": {"type": S, "enum": ["Active", "Inactive", "Pending", "Deleting"]},
+        "RootDirectory": obj({"RootPath": {"type": S}, "RootPathStatus": {"type": S, "enum": ["Ready", "NotExist", "Unknown"]}}),
+        "Tags": {"type": "array", "items": obj({"Key": {"type": S}, "Value": {"type": S}})}})},
     "UserQuotas": wrap("UserQuotas", "UserQuota", obj({
         "UserType": {"type": S, "enum": ["Uid", "Gid"]}, "UserId": {"type": S},
         **{k: {"type": I} for k in ["SizeLimit", "FileCountLimit", "SizeReal", "FileCountReal"]}})),
@@ -303,8 +329,8 @@ COMMON = [
 
 ERRORS = {
     "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidFileset.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
-    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset, QuotaExceeded.UserQuota",
-    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound, InvalidUserQuota.NotFound",
+    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset, QuotaExceeded.UserQuota, QuotaExceeded.AccessPoint",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound, InvalidUserQuota.NotFound, InvalidAccessPoint.NotFound",
     "408": "RequestTimeout (not answered within the server's deadline; retry)",
     "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",

@@ -7,6 +7,7 @@ mod config;
 mod fileset_cmd;
 mod meta_cmd;
 mod mount_cmd;
+mod mount_helper;
 mod node_admin;
 mod node_cmd;
 mod private;
@@ -100,6 +101,10 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if mount_helper::called_as_helper() {
+        init_logging();
+        return mount_helper::run().await;
+    }
     let cli = Cli::parse();
     init_logging();
     if matches!(

@@ -9,11 +9,13 @@ use clap::{Args, Subcommand};
 use cpfs_client::data::{ChainSource, DataClient};
 use cpfs_client::fuse::{CpfsFs, STRIPE_XATTR};
 use cpfs_client::meta::MetaClient;
-use cpfs_proto::meta::{Caller, MetaOp, MetaReply};
+use cpfs_proto::meta::{Caller, MetaOp, MetaReply, MountRoot};
 
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// The mount target domain, as DescribeMountTargets shows it
+    /// The mount target domain, as DescribeMountTargets shows it, with
+    /// `:/path` to mount only that directory of the file system
+    #[arg(value_name = "DOMAIN[:/PATH]")]
     pub domain: String,
     /// An existing, empty directory to mount on
     pub dir: PathBuf,
@@ -24,9 +26,34 @@ pub struct MountArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub controlplane: String,
+    /// Mount the subtree of this access point (CreateCpfsAccessPoint) as the root
+    #[arg(long)]
+    pub access_point: Option<String>,
     /// Run in the background once mounted
     #[arg(short = 'd', long)]
     pub daemon: bool,
+}
+
+impl MountArgs {
+    /// The mount target domain and the subtree to confine the mount to.
+    fn target(&self) -> anyhow::Result<(String, Option<MountRoot>)> {
+        let (domain, path) = match self.domain.split_once(':') {
+            Some((d, p)) => (d.to_string(), Some(p.to_string())),
+            None => (self.domain.clone(), None),
+        };
+        match (path, &self.access_point) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give either DOMAIN:/path or --access-point, not both")
+            }
+            (Some(p), None) if !p.starts_with('/') => {
+                anyhow::bail!("the path after the domain must be absolute: {domain}:/dir")
+            }
+            (Some(p), None) if p.trim_end_matches('/').is_empty() => Ok((domain, None)),
+            (Some(p), None) => Ok((domain, Some(MountRoot::Path(p)))),
+            (None, Some(ap)) => Ok((domain, Some(MountRoot::AccessPoint(ap.clone())))),
+            (None, None) => Ok((domain, None)),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,7 +96,9 @@ fn is_mounted(dir: &Path) -> bool {
 /// way the FUSE library looks for it; without it the mount would fail with
 /// a bare "No such file or directory".
 fn fusermount() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    // mount(8) runs helpers without PATH; exec then searches the C
+    // library's default path, which this search follows.
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     for name in ["fusermount3", "fusermount"] {
         for dir in std::env::split_paths(&path) {
             let candidate = dir.join(name);
@@ -120,25 +149,26 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
         anyhow::bail!("mount point {} is not a directory", args.dir.display());
     }
     fusermount()?;
+    let (domain, root) = args.target()?;
     if args.daemon {
         return daemonize(&args);
     }
-    let address = meta_address(&args.controlplane, &args.domain).await?;
-    let (controlplane, domain) = (args.controlplane.clone(), args.domain.clone());
+    let address = meta_address(&args.controlplane, &domain).await?;
+    let controlplane = args.controlplane.clone();
+    let located = domain.clone();
     let locate: cpfs_client::meta::Locator = Arc::new(move || {
-        let (controlplane, domain) = (controlplane.clone(), domain.clone());
+        let (controlplane, domain) = (controlplane.clone(), located.clone());
         Box::pin(async move {
             meta_address(&controlplane, &domain)
                 .await
                 .map_err(|e| format!("{e:#}"))
         })
     });
-    let meta = MetaClient::located(&address, &args.domain, Some(locate));
+    let meta = MetaClient::located(&address, &domain, Some(locate));
+    meta.set_root(root.clone());
     let mounted = meta.mount().await.map_err(|(errno, msg)| match errno {
-        2 => anyhow::anyhow!(
-            "no mount target {} (check DescribeMountTargets): {msg}",
-            args.domain
-        ),
+        2 if root.is_some() => anyhow::anyhow!("no such directory or access point: {msg}"),
+        2 => anyhow::anyhow!("no mount target {domain} (check DescribeMountTargets): {msg}"),
         _ => anyhow::anyhow!("mount refused: {msg}"),
     })?;
     let source_meta = meta.clone();
@@ -219,6 +249,9 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
         .arg(&args.dir)
         .arg("--controlplane")
         .arg(&args.controlplane);
+    if let Some(ap) = &args.access_point {
+        cmd.arg("--access-point").arg(ap);
+    }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);

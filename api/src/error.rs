@@ -112,6 +112,7 @@ impl ApiError {
                     ResourceKind::LdapConfig => "InvalidLDAPConfig.NotFound",
                     ResourceKind::Fileset => "InvalidFsetId.NotFound",
                     ResourceKind::UserQuota => "InvalidUserQuota.NotFound",
+                    ResourceKind::AccessPoint => "InvalidAccessPoint.NotFound",
                 }
                 .into(),
                 CpError::InvalidParameter { name, .. } => format!("InvalidParameter.{name}"),

@@ -13,7 +13,8 @@ use std::time::Duration;
 use cpfs_runtime::retry;
 
 use cpfs_proto::meta::{
-    errno, Caller, MetaClient as Connection, MetaOp, MetaReply, MetaRequest, Mounted, RequestId,
+    errno, Caller, MetaClient as Connection, MetaOp, MetaReply, MetaRequest, MountRoot, Mounted,
+    RequestId,
 };
 
 /// How long a metadata call waits for an unreachable service (a restart of
@@ -35,6 +36,8 @@ pub struct MetaClient {
     rpc: RwLock<Arc<Connection>>,
     locate: Option<Locator>,
     domain: String,
+    /// The subtree the mount is confined to (an access point or a path).
+    root: RwLock<Option<MountRoot>>,
     session: AtomicU64,
     /// One remount at a time: calls that all found the session gone share
     /// the one new session instead of each opening its own (a handle
@@ -58,11 +61,18 @@ impl MetaClient {
             rpc: RwLock::new(Arc::new(Connection::reserved(address))),
             locate,
             domain: domain.to_string(),
+            root: RwLock::new(None),
             session: AtomicU64::new(0),
             remount: tokio::sync::Mutex::new(()),
             client: rand::random(),
             seq: AtomicU64::new(1),
         })
+    }
+
+    /// Confines every session this client opens from now on to `root`
+    /// (set before the first mount).
+    pub fn set_root(&self, root: Option<MountRoot>) {
+        *self.root.write().unwrap_or_else(|p| p.into_inner()) = root;
     }
 
     fn rpc(&self) -> Arc<Connection> {
@@ -129,8 +139,14 @@ impl MetaClient {
                 gid: 0,
                 groups: vec![],
             },
-            op: MetaOp::Mount {
-                domain: self.domain.clone(),
+            op: match self.root.read().unwrap_or_else(|p| p.into_inner()).clone() {
+                None => MetaOp::Mount {
+                    domain: self.domain.clone(),
+                },
+                Some(root) => MetaOp::MountAt {
+                    domain: self.domain.clone(),
+                    root,
+                },
             },
             id: None,
         };

@@ -48,6 +48,7 @@ pub enum ResourceKind {
     LdapConfig,
     Fileset,
     UserQuota,
+    AccessPoint,
 }
 
 impl std::fmt::Display for ResourceKind {
@@ -62,6 +63,7 @@ impl std::fmt::Display for ResourceKind {
             ResourceKind::LdapConfig => "LDAP configuration of file system",
             ResourceKind::Fileset => "fileset",
             ResourceKind::UserQuota => "user quota for",
+            ResourceKind::AccessPoint => "access point",
         })
     }
 }

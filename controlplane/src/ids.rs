@@ -27,6 +27,11 @@ pub fn fileset_id() -> String {
     format!("fset-{}", random_hex(16))
 }
 
+/// `ap-` + 16 lower-case hex digits.
+pub fn access_point_id() -> String {
+    format!("ap-{}", random_hex(16))
+}
+
 /// `<fsid>-<6 lower alnum>.<region>.cpfs.nas.<domain>`
 pub fn mount_target_domain(fs_id: &str, region: &str, domain: &str) -> String {
     format!("{fs_id}-{}.{region}.cpfs.nas.{domain}", random_alnum(6))

@@ -5,6 +5,7 @@
 //! API handlers call the typed operations here; they never touch SQL.
 
 pub mod access_groups;
+pub mod access_points;
 pub mod accounts;
 pub mod capacity;
 pub mod clock;

@@ -4,8 +4,8 @@
 //! the metadata service applies them.
 
 use cpfs_meta::policy::{
-    parse_net, FilesetFuture, MountPolicy, PolicyFuture, PolicySource, Rule, Squash,
-    UserQuotaFuture,
+    parse_net, AccessPointFuture, FilesetFuture, MountPolicy, PolicyFuture, PolicySource, Rule,
+    Squash, UserQuotaFuture,
 };
 
 use crate::access_groups::{default_rules, rules_of, DEFAULT_GROUP};
@@ -69,6 +69,10 @@ impl PolicySource for ControlPlane {
 
     fn filesets<'a>(&'a self, fs: &'a [String]) -> FilesetFuture<'a> {
         Box::pin(async move { self.fileset_specs(fs).await.map_err(|e| e.to_string()) })
+    }
+
+    fn access_point<'a>(&'a self, id: &'a str) -> AccessPointFuture<'a> {
+        Box::pin(async move { self.access_point_spec(id).await.map_err(|e| e.to_string()) })
     }
 
     fn user_quotas<'a>(&'a self, fs: &'a [String]) -> UserQuotaFuture<'a> {

@@ -217,6 +217,8 @@ impl Reconciler {
                     "DELETE FROM ldap_configs WHERE fs_id = $1",
                     "DELETE FROM filesets WHERE fs_id = $1",
                     "DELETE FROM user_quotas WHERE fs_id = $1",
+                    "DELETE FROM tags WHERE resource_type = 'accesspoint' AND resource_id IN (SELECT access_point_id FROM access_points WHERE fs_id = $1)",
+                    "DELETE FROM access_points WHERE fs_id = $1",
                     "DELETE FROM reservations WHERE fs_id = $1",
                     "DELETE FROM file_systems WHERE id = $1 AND status = 'Deleting'",
                 ] {

@@ -130,6 +130,8 @@ fn session() -> Session {
         domain: "test".into(),
         peer: "127.0.0.1".parse().unwrap(),
         privileged_only: false,
+        root: ROOT_INO,
+        access_point: None,
     }
 }
 

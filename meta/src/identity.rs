@@ -421,7 +421,7 @@ mod tests {
             let peer: std::net::SocketAddr = "127.0.0.1:700".parse().unwrap();
             for i in 0..2_000 {
                 let domain = format!("made-up-{i}.example");
-                let r = b.svc.mount(&domain, peer).await;
+                let r = b.svc.mount(&domain, None, peer).await;
                 assert!(
                     matches!(r, Err((errno::ENOENT, _))),
                     "{}: {i}: {r:?}",
@@ -430,7 +430,7 @@ mod tests {
             }
             let long = "a".repeat(crate::ns::MAX_DOMAIN + 1);
             for bad in [long.as_str(), "", "no spaces", "x\0y"] {
-                let r = b.svc.mount(bad, peer).await;
+                let r = b.svc.mount(bad, None, peer).await;
                 assert!(
                     matches!(r, Err((errno::EINVAL, _))),
                     "{}: {bad:?}: {r:?}",

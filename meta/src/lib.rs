@@ -20,6 +20,7 @@
 //! never between; after a restart the namespace is loaded from the store.
 
 mod caps;
+mod confine;
 pub mod identity;
 mod inode;
 mod journal;
@@ -34,6 +35,8 @@ pub mod watch;
 
 #[cfg(test)]
 mod capacity_tests;
+#[cfg(test)]
+mod confine_tests;
 #[cfg(test)]
 mod exactly_once_tests;
 #[cfg(test)]
@@ -70,6 +73,12 @@ pub struct Session {
     /// The rule that admitted the mount requires a privileged source port
     /// on every request (no `InsecurePorts`).
     pub privileged_only: bool,
+    /// The directory the mount sees as its root (inode 1): the file
+    /// system's root, or the subtree of an access point or a path
+    /// (`confine.rs`).
+    pub root: u64,
+    /// The access point it mounted through, if any.
+    pub access_point: Option<String>,
 }
 
 /// A session as the service keeps it: when it was last used, for its lease

@@ -110,6 +110,19 @@ pub struct UserQuotaSpec {
 pub type UserQuotaFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<UserQuotaSpec>, String>> + Send + 'a>>;
 
+/// A CPFS access point: the subtree mounts through it are confined to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessPointSpec {
+    pub fs: String,
+    /// Absolute (`/data/team-a/`).
+    pub root_path: String,
+    /// Mountable (status Active).
+    pub active: bool,
+}
+
+pub type AccessPointFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<AccessPointSpec>, String>> + Send + 'a>>;
+
 pub type FilesetFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<FilesetSpec>, String>> + Send + 'a>>;
 
@@ -125,6 +138,12 @@ pub trait PolicySource: Send + Sync {
     fn filesets<'a>(&'a self, fs: &'a [String]) -> FilesetFuture<'a> {
         let _ = fs;
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The access point `id`, if it exists.
+    fn access_point<'a>(&'a self, id: &'a str) -> AccessPointFuture<'a> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
     }
 
     /// The user and group quotas of the file systems `fs`.

@@ -22,9 +22,13 @@ fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
 }
 
 impl MetaService {
-    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: MetaRequest) -> MetaReply {
-        if let MetaOp::Mount { domain } = &req.op {
-            return reply(self.mount(domain, peer).await, |r| r);
+    pub async fn handle(self: Arc<Self>, peer: SocketAddr, mut req: MetaRequest) -> MetaReply {
+        match &req.op {
+            MetaOp::Mount { domain } => return reply(self.mount(domain, None, peer).await, |r| r),
+            MetaOp::MountAt { domain, root } => {
+                return reply(self.mount(domain, Some(root), peer).await, |r| r)
+            }
+            _ => {}
         }
         let Some(s) = self.session(req.session, peer) else {
             return MetaReply::Err {
@@ -32,6 +36,27 @@ impl MetaService {
                 message: "unknown session; mount again".into(),
             };
         };
+        if s.root == cpfs_proto::meta::ROOT_INO {
+            return self.handle_session(peer, s, req).await;
+        }
+        // A subdirectory mount: inode numbers mapped in and checked, and
+        // mapped back out (confine.rs).
+        if let Err((errno, message)) = self.confine(&s, &mut req.op).await {
+            tracing::debug!(fs = %s.fs, session = s.id, %message, "outside the mount's root");
+            return MetaReply::Err { errno, message };
+        }
+        let root = s.root;
+        let mut out = self.handle_session(peer, s, req).await;
+        crate::confine::outward(root, &mut out);
+        out
+    }
+
+    async fn handle_session(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        s: crate::Session,
+        req: MetaRequest,
+    ) -> MetaReply {
         // A file system this server no longer owns is answered "moved"
         // before anything else is spent on the request (its access check
         // may need a store that a partition made unreachable).
@@ -162,7 +187,7 @@ impl MetaService {
         id: Option<RequestId>,
     ) -> MetaReply {
         match req_op {
-            MetaOp::Mount { .. } => MetaReply::Err {
+            MetaOp::Mount { .. } | MetaOp::MountAt { .. } => MetaReply::Err {
                 errno: errno::EINVAL,
                 message: "already mounted".into(),
             },
@@ -523,6 +548,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::RemoveXattr { .. }
         | MetaOp::SetStripe { .. } => true,
         MetaOp::Mount { .. }
+        | MetaOp::MountAt { .. }
         | MetaOp::Lookup { .. }
         | MetaOp::GetAttr { .. }
         | MetaOp::Readlink { .. }

@@ -248,6 +248,22 @@ pub enum MetaOp {
     Watch {
         wait_ms: u32,
     },
+    /// As `Mount`, with a subtree as the mount's root: the session sees
+    /// that directory as inode 1 and nothing above it. (A variant of its
+    /// own, after every other, so that older clients' frames still decode.)
+    MountAt {
+        domain: String,
+        root: MountRoot,
+    },
+}
+
+/// Which subtree a mount is confined to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountRoot {
+    /// A CPFS access point of the mount target's file system.
+    AccessPoint(String),
+    /// An absolute path (`/data/team-a`).
+    Path(String),
 }
 
 /// A change another client made, for this client's kernel caches. The

@@ -4,6 +4,7 @@
 //! the reply.
 
 mod access_groups;
+mod access_points;
 pub mod bss;
 mod filesets;
 mod filesystems;
@@ -21,6 +22,7 @@ use crate::params::Params;
 use crate::render::Reply;
 
 pub use access_groups::AccessCommand;
+pub use access_points::AccessPointCommand;
 pub use filesets::FilesetCommand;
 pub use filesystems::FsCommand;
 pub use ldap::LdapCommand;
@@ -66,6 +68,10 @@ pub const SUPPORTED: &[&str] = &[
     "DeleteFileset",
     "SetFilesetQuota",
     "CancelFilesetQuota",
+    "CreateCpfsAccessPoint",
+    "DescribeCpfsAccessPoints",
+    "ModifyCpfsAccessPoint",
+    "DeleteCpfsAccessPoint",
     "SetUserQuota",
     "DescribeUserQuotas",
     "CancelUserQuota",
@@ -96,6 +102,7 @@ pub enum Command {
     Ldap(LdapCommand),
     Fileset(FilesetCommand),
     UserQuota(UserQuotaCommand),
+    AccessPoint(AccessPointCommand),
 }
 
 /// Turns an action of API `version` into a command: the NAS actions
@@ -144,6 +151,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = user_quotas::parse(action, p)? {
         return Ok(Command::UserQuota(c));
     }
+    if let Some(c) = access_points::parse(action, p)? {
+        return Ok(Command::AccessPoint(c));
+    }
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
     }
@@ -165,6 +175,7 @@ pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Resul
         Command::Ldap(c) => ldap::execute(cp, account_id, c).await,
         Command::Fileset(c) => filesets::execute(cp, account_id, c).await,
         Command::UserQuota(c) => user_quotas::execute(cp, account_id, c).await,
+        Command::AccessPoint(c) => access_points::execute(cp, account_id, c).await,
     };
     body.map(Reply::from)
 }

@@ -93,6 +93,16 @@ impl FsState {
         None
     }
 
+    /// For a mount rooted at `root` inside a fileset: the fileset's size
+    /// limit, used bytes and files (what `df` shows there).
+    pub fn fileset_stat(&self, root: u64) -> Option<(Option<u64>, u64, u64)> {
+        if root == ROOT_INO {
+            return None;
+        }
+        let f = self.filesets.get(&self.fileset_of(root)?)?;
+        Some((f.size_limit, f.used_bytes, f.files))
+    }
+
     /// Whether directory `dir` is a fileset's root or lies above one.
     pub fn holds_fileset_root(&self, dir: u64) -> bool {
         self.filesets.keys().any(|root| {

@@ -18,7 +18,7 @@ pub(crate) mod filesets;
 mod owners;
 mod reach;
 pub(crate) mod shard;
-mod state;
+pub(crate) mod state;
 mod xattrs;
 
 use cpfs_proto::capability::{READ, WRITE};
@@ -94,6 +94,7 @@ impl MetaService {
     pub(crate) async fn mount(
         &self,
         domain: &str,
+        at: Option<&cpfs_proto::meta::MountRoot>,
         from: std::net::SocketAddr,
     ) -> Res<cpfs_proto::meta::MetaReply> {
         // Checked before anything is spent on it: a domain is a DNS name.
@@ -114,7 +115,13 @@ impl MetaService {
             );
         }
         let fs = grant.fs.clone();
-        let root = self.root(&fs).await?;
+        let (root_ino, access_point) = match at {
+            None => (cpfs_proto::meta::ROOT_INO, None),
+            Some(at) => self.mount_root(&fs, at).await?,
+        };
+        let mut root = self.getattr_unconfined(&fs, root_ino).await?;
+        // The session sees its root as inode 1 (confine.rs).
+        root.ino = cpfs_proto::meta::ROOT_INO;
         let chain_table = self.chain_table().await?;
         let session = self.add_session(Session {
             id: 0,
@@ -123,6 +130,8 @@ impl MetaService {
             domain: domain.to_string(),
             peer,
             privileged_only: grant.privileged_only,
+            root: root_ino,
+            access_point: access_point.clone(),
         });
         tracing::info!(
             fs = %fs,
@@ -131,6 +140,8 @@ impl MetaService {
             writable = grant.writable,
             squash = ?grant.squash,
             ldap = grant.ldap.is_some(),
+            root = root_ino,
+            access_point = access_point.as_deref().unwrap_or(""),
             "client mounted"
         );
         Ok(cpfs_proto::meta::MetaReply::Mounted(
@@ -143,10 +154,8 @@ impl MetaService {
         ))
     }
 
-    pub(crate) async fn root(&self, fs: &str) -> Res<Attr> {
-        self.shards
-            .read(fs, |st| st.attr(cpfs_proto::meta::ROOT_INO))
-            .await
+    async fn getattr_unconfined(&self, fs: &str, ino: u64) -> Res<Attr> {
+        self.shards.read(fs, |st| st.attr(ino)).await
     }
 
     pub(crate) async fn lookup(
@@ -342,12 +351,25 @@ impl MetaService {
             .await
     }
 
+    /// The file system's capacity and usage; a mount confined to a
+    /// fileset (through an access point or a path) sees the fileset's:
+    /// its size limit (or the file system's capacity) and its usage.
     pub(crate) async fn statfs(&self, s: &Session) -> Res<FsStat> {
-        let c = self.shards.read(&s.fs, |st| Ok(st.counters)).await?;
-        Ok(FsStat {
-            capacity_bytes: s.capacity_bytes,
-            used_bytes: c.used_bytes,
-            files: c.files,
+        let (c, fileset) = self
+            .shards
+            .read(&s.fs, |st| Ok((st.counters, st.fileset_stat(s.root))))
+            .await?;
+        Ok(match fileset {
+            Some((limit, used_bytes, files)) => FsStat {
+                capacity_bytes: limit.unwrap_or(s.capacity_bytes),
+                used_bytes,
+                files,
+            },
+            None => FsStat {
+                capacity_bytes: s.capacity_bytes,
+                used_bytes: c.used_bytes,
+                files: c.files,
+            },
         })
     }
 

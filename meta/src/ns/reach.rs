@@ -128,6 +128,7 @@ pub(crate) fn inodes_of(op: &MetaOp) -> [Option<u64>; 2] {
         // Capabilities carry their own proof (issued by an allowed open).
         MetaOp::Renew { .. }
         | MetaOp::Mount { .. }
+        | MetaOp::MountAt { .. }
         | MetaOp::StatFs
         | MetaOp::ChainTable
         | MetaOp::Watch { .. } => [None, None],
