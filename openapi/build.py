@@ -222,6 +222,26 @@ ACTIONS = {
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
         ("AccessPointId", S, True, "ap-0123456789abcdef", ""),
     ], {}),
+    "DescribeMountedClients": ("Clients of the mount target active in the last minute (each keeps a watch outstanding, so an idle mount counts), most recently mounted first; besides ClientIP, this service adds SessionId, MountTargetDomain, AccessPointId, MountTime and LastActiveTime", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("MountTargetDomain", S, True, "cpfs-0123456789abcdef-abcdef.cn-hangzhou.cpfs.nas.localhost", ""),
+        ("ClientIP", S, False, None, "Only this address"),
+        ("PageNumber", I, False, None, "From 1"), ("PageSize", I, False, None, "1-100, default 10"),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "Clients": "MountedClients"}),
+    "AddClientToBlackList": ("Fence a client address off the file system: refused at mount and on every request, every capability of the file system issued before revoked on the nodes (others renew theirs); EVICTING, then EVICTED once every serving node holds the revocation (a few seconds): no write from it lands after", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("ClientIP", S, True, "10.0.0.7", "IPv4 or IPv6"),
+        ("ClientToken", S, False, None, "Idempotency token"),
+    ], {}),
+    "RemoveClientFromBlackList": ("Lift a fence: the client may mount and work again (InvalidClientIP.NotFound when not fenced and no ClientToken)", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("ClientIP", S, True, "10.0.0.7", ""),
+        ("ClientToken", S, False, None, ""),
+    ], {}),
+    "DescribeBlackListClients": ("Fenced addresses and their state, as a JSON string: {\"10.0.0.7\":\"EVICTED\"}", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("ClientIP", S, False, None, "Only this address"),
+    ], {"Clients": S}),
     "SetUserQuota": ("Extension (not in the NAS reference): hard limits on the bytes and files one uid or gid owns in the file system, as Lustre and JuiceFS have them; the owner of each inode is charged whoever writes, callers other than root get EDQUOT past a limit, a chown or chgrp by a non-root caller that would pass the new owner's limit is refused. Replaces earlier limits; may be below the current usage (no growth until enough is freed). Answered once the metadata service enforces it", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
         ("UserType", S, True, "Uid", "Uid or Gid"),
@@ -244,9 +264,7 @@ ACTIONS = {
 
 # Actions of the NAS API that answer UnsupportedOperation.
 NOT_YET_SUPPORTED = [
-    "DescribeFileSystemStatistics",
-    "DescribeStoragePackages", "CreateDataFlow", "DescribeMountedClients",
-    "AddClientToBlackList", "RemoveClientFromBlackList", "DescribeBlackListClients", "OpenNasService",
+    "DescribeFileSystemStatistics", "DescribeStoragePackages", "CreateDataFlow", "OpenNasService",
 ]
 
 def obj(props, required=()):
@@ -310,6 +328,8 @@ SCHEMAS = {
         "Status": {"type": S, "enum": ["Active", "Inactive", "Pending", "Deleting"]},
         "RootDirectory": obj({"RootPath": {"type": S}, "RootPathStatus": {"type": S, "enum": ["Ready", "NotExist", "Unknown"]}}),
         "Tags": {"type": "array", "items": obj({"Key": {"type": S}, "Value": {"type": S}})}})},
+    "MountedClients": wrap("Clients", "Client", obj({k: {"type": S} for k in [
+        "ClientIP", "SessionId", "MountTargetDomain", "AccessPointId", "MountTime", "LastActiveTime"]})),
     "UserQuotas": wrap("UserQuotas", "UserQuota", obj({
         "UserType": {"type": S, "enum": ["Uid", "Gid"]}, "UserId": {"type": S},
         **{k: {"type": I} for k in ["SizeLimit", "FileCountLimit", "SizeReal", "FileCountReal"]}})),
@@ -329,8 +349,8 @@ COMMON = [
 
 ERRORS = {
     "400": "MissingParameter, MissingParameter.BindPassword, InvalidParameter.<Name>, InvalidLDAPConfig.Unreachable, InvalidLDAPConfig.AlreadyExists, InvalidFileset.AlreadyExists, InvalidLDAPConfig.SearchFailed, IncompleteSignature, SignatureDoesNotMatch, InvalidTimeStamp.Expired, InvalidTimeStamp.Format, SignatureNonceUsed, Throttling.User (with x-acs-retry-after), UnsupportedHTTPMethod, UnsupportedOperation",
-    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset, QuotaExceeded.UserQuota, QuotaExceeded.AccessPoint",
-    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound, InvalidUserQuota.NotFound, InvalidAccessPoint.NotFound",
+    "403": "InvalidFileSystemStatus.Ordering, InvalidMountTargetStatus.Ordering, InvalidFilesetStatus.Ordering, OperationDenied, OperationDenied.DeletionProtection, OperationDenied.NestedFileset, QuotaExceeded.Fileset, QuotaExceeded.UserQuota, QuotaExceeded.AccessPoint, QuotaExceeded.BlackListClient",
+    "404": "InvalidApi.NotFound, InvalidAccessKeyId.NotFound, InvalidFileSystem.NotFound, InvalidMountTarget.NotFound, InvalidAccessGroup.NotFound, InvalidAccessRule.NotFound, InvalidLDAPConfig.NotFound, InvalidFsetId.NotFound, InvalidUserQuota.NotFound, InvalidAccessPoint.NotFound, InvalidClientIP.NotFound",
     "408": "RequestTimeout (not answered within the server's deadline; retry)",
     "413": "InvalidParameter.BodyTooLarge",
     "500": "InternalError",

@@ -50,14 +50,15 @@ CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/billing
 step "POSIX, data and fio tests on a real FUSE mount"
 .venv/bin/pytest -q tests/dataplane
 
-step "the POSIX, restart, availability and fileset suites on PostgreSQL"
+step "the POSIX, restart, availability, quota, access point and fencing suites on PostgreSQL"
 # All but the 100,000-entry directory, which the SQLite pass runs: its
 # listing is served from the metadata server's memory alike on both
 # stores, and on PostgreSQL its 100,000 creates one after another (each
 # waiting for its commit) took five of this run's minutes.
 CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/dataplane/test_posix.py \
   tests/dataplane/test_restart.py tests/dataplane/test_availability.py \
-  tests/dataplane/test_fileset_quotas.py \
+  tests/dataplane/test_fileset_quotas.py tests/dataplane/test_access_points.py \
+  tests/dataplane/test_fencing.py \
   --deselect tests/dataplane/test_posix.py::test_directory_of_100000_entries
 
 step "all tests passed"

@@ -3,6 +3,7 @@
 
 mod admin_client;
 mod billing_cmd;
+mod client_cmd;
 mod config;
 mod fileset_cmd;
 mod meta_cmd;
@@ -65,6 +66,11 @@ enum Command {
     Fileset {
         #[command(subcommand)]
         command: fileset_cmd::FilesetCommand,
+    },
+    /// Mounted and fenced clients of a file system: list, fence, unfence
+    Client {
+        #[command(subcommand)]
+        command: client_cmd::ClientCommand,
     },
     /// User and group quotas of a file system (an extension): list, set, cancel
     Quota {
@@ -143,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Billing { command } => billing_cmd::run(command).await,
         Command::Fileset { command } => fileset_cmd::run(command).await,
         Command::Quota { command } => quota_cmd::run(command).await,
+        Command::Client { command } => client_cmd::run(command).await,
         Command::Node {
             command: Some(command),
             ..

@@ -219,7 +219,7 @@ pub async fn run(args: MetaArgs) -> anyhow::Result<()> {
 }
 
 /// The loops of a metadata server: its listener (draining on shutdown),
-/// its lease, quota sync and the orphan collector.
+/// its lease, quota sync, session publication and the orphan collector.
 pub fn spawn_server(
     tasks: &mut Supervisor,
     service: Arc<cpfs_meta::MetaService>,
@@ -248,6 +248,15 @@ pub fn spawn_server(
         let s = syncing.clone();
         async move { s.sync_quotas().await }
     });
+    let publishing = service.clone();
+    tasks.every(
+        "session publication",
+        cpfs_meta::SESSION_PUBLISH_PERIOD,
+        move || {
+            let s = publishing.clone();
+            async move { s.publish_sessions().await }
+        },
+    );
     let collector = cpfs_meta::Collector::new(service);
     tasks.every(
         "orphan collector",

@@ -348,3 +348,39 @@ fn the_quota_commands_set_list_and_cancel() {
     let (_, out, _) = cpfs(&["quota", "list", &fs, "--data-dir", &dir]);
     assert_eq!(out.lines().count(), 2, "{out}");
 }
+
+/// `cpfs client fence | list | unfence`: fencing from the operator's side
+/// (the fence itself under a writer is tests/dataplane/test_fencing.py).
+#[test]
+fn the_client_commands_fence_list_and_unfence() {
+    let server = Server::start(&[]);
+    let dir = data_dir(&server);
+    let fs = server.client().create_fs("2048");
+    server.client().wait_running(&fs);
+
+    let (ok, out, err) = cpfs(&["client", "fence", &fs, "10.0.0.7", "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "10.0.0.7 EVICTED",
+        "waited for the fence to hold"
+    );
+    let (ok, out, err) = cpfs(&["client", "list", &fs, "--data-dir", &dir]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("CLIENT"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("10.0.0.7") && l.contains("EVICTED")),
+        "{out}"
+    );
+    let (ok, _, err) = cpfs(&["client", "fence", &fs, "10.0.0.300", "--data-dir", &dir]);
+    assert!(!ok && err.contains("ClientIP"), "{err}");
+    let (ok, out, err) = cpfs(&["client", "unfence", &fs, "10.0.0.7", "--data-dir", &dir]);
+    assert!(ok && out.contains("ACCEPTABLE"), "{err}");
+    let (ok, out, _) = cpfs(&["client", "list", &fs, "--json", "--data-dir", &dir]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Fenced"], serde_json::json!([]), "{v}");
+    let (ok, _, err) = cpfs(&["client", "unfence", &fs, "10.0.0.7", "--data-dir", &dir]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+}

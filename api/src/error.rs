@@ -113,6 +113,7 @@ impl ApiError {
                     ResourceKind::Fileset => "InvalidFsetId.NotFound",
                     ResourceKind::UserQuota => "InvalidUserQuota.NotFound",
                     ResourceKind::AccessPoint => "InvalidAccessPoint.NotFound",
+                    ResourceKind::BlackListClient => "InvalidClientIP.NotFound",
                 }
                 .into(),
                 CpError::InvalidParameter { name, .. } => format!("InvalidParameter.{name}"),

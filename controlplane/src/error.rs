@@ -49,6 +49,7 @@ pub enum ResourceKind {
     Fileset,
     UserQuota,
     AccessPoint,
+    BlackListClient,
 }
 
 impl std::fmt::Display for ResourceKind {
@@ -64,6 +65,7 @@ impl std::fmt::Display for ResourceKind {
             ResourceKind::Fileset => "fileset",
             ResourceKind::UserQuota => "user quota for",
             ResourceKind::AccessPoint => "access point",
+            ResourceKind::BlackListClient => "fenced client",
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod access_groups;
 pub mod access_points;
 pub mod accounts;
 pub mod capacity;
+pub mod clients;
 pub mod clock;
 pub mod error;
 pub mod events;

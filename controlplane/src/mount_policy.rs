@@ -46,6 +46,7 @@ impl ControlPlane {
             )
         };
         let ldap = ldap_config_of(&self.store, &self.secrets, &fs).await?;
+        let fenced = self.fenced_ips(&fs).await?;
         Ok(Some(MountPolicy {
             fs,
             mount_target_status: mt_status,
@@ -54,6 +55,7 @@ impl ControlPlane {
             access_group: group,
             rules,
             ldap,
+            fenced,
         }))
     }
 }

@@ -28,7 +28,7 @@ use crate::ControlPlane;
 
 /// How often the fingerprints are computed again (every node heartbeats
 /// about once a second; they share one computation).
-const REFRESH: Duration = Duration::from_millis(500);
+pub(crate) const REFRESH: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct Revocations {
@@ -129,6 +129,18 @@ impl ControlPlane {
             );
             ldap.insert(r.try_get("fs_id")?, digest(&cfg));
         }
+        // A fenced client address revokes every capability of its file
+        // system issued before (clients.rs).
+        let mut fences: HashMap<String, Vec<String>> = HashMap::new();
+        for r in sqlx::query("SELECT fs_id, client_ip FROM client_fences ORDER BY fs_id, client_ip")
+            .fetch_all(pool)
+            .await?
+        {
+            fences
+                .entry(r.try_get("fs_id")?)
+                .or_default()
+                .push(r.try_get("client_ip")?);
+        }
         // Every file system, with or without mount targets: one whose last
         // mount target went before it was first seen must still be revoked.
         let mut per_fs: BTreeMap<String, (String, Vec<u64>)> = BTreeMap::new();
@@ -160,7 +172,7 @@ impl ControlPlane {
         Ok(per_fs
             .into_iter()
             .map(|(fs, (status, targets))| {
-                let d = digest(&(status, targets, ldap.get(&fs)));
+                let d = digest(&(status, targets, ldap.get(&fs), fences.get(&fs)));
                 (fs, d)
             })
             .collect())

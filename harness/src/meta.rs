@@ -37,6 +37,7 @@ impl PolicySource for FixedPolicy {
             access_group: "DEFAULT_VPC_GROUP_NAME".into(),
             rules: None,
             ldap: None,
+            fenced: vec![],
         });
         Box::pin(async move { Ok(policy) })
     }

@@ -28,6 +28,7 @@ impl PolicySource for Targets {
             access_group: "g".into(),
             rules: None,
             ldap: None,
+            fenced: vec![],
         });
         Box::pin(async move { Ok(policy) })
     }

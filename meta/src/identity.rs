@@ -190,10 +190,17 @@ impl MetaService {
             access_group,
             rules,
             ldap,
+            fenced,
         }) = policy
         else {
             return fail(errno::ENOENT, format!("no mount target {domain}"));
         };
+        if fenced.contains(&addr) {
+            return fail(
+                errno::EACCES,
+                format!("client {addr} is fenced off file system {fs} (AddClientToBlackList)"),
+            );
+        }
         if mount_target_status != "Active" {
             return fail(
                 errno::EACCES,

@@ -31,6 +31,7 @@ pub mod perm;
 pub mod policy;
 pub mod quota_view;
 pub mod server;
+mod sessions;
 pub mod watch;
 
 #[cfg(test)]
@@ -58,6 +59,7 @@ use cpfs_store::Store;
 
 pub use ns::filesets::SYNC_PERIOD as QUOTA_SYNC_PERIOD;
 pub use server::{serve, serve_until, Collector};
+pub use sessions::PUBLISH_PERIOD as SESSION_PUBLISH_PERIOD;
 
 /// A mounted client: which file system, bought how large.
 #[derive(Debug, Clone)]
@@ -87,6 +89,8 @@ pub struct Session {
 struct Live {
     session: Session,
     used_ms: std::sync::atomic::AtomicU64,
+    /// When it mounted (unix seconds).
+    mounted_at: i64,
 }
 
 pub struct MetaService {
@@ -115,6 +119,8 @@ pub struct MetaService {
     capability_secs: std::sync::atomic::AtomicI64,
     /// Filesets that could not be bound, with why (logged once per reason).
     fileset_failures: std::sync::Mutex<HashMap<String, String>>,
+    /// Names this service's rows of `meta_sessions` (sessions.rs).
+    publisher: String,
 }
 
 /// One session's open handles of one inode.
@@ -174,6 +180,7 @@ impl MetaService {
             open: std::sync::Mutex::new(HashMap::new()),
             capability_secs: CAPABILITY_SECS.into(),
             fileset_failures: Default::default(),
+            publisher: format!("{:016x}", rand::random::<u64>()),
         }))
     }
 
@@ -242,6 +249,7 @@ impl MetaService {
             Live {
                 session: s,
                 used_ms: self.ms_since_epoch(std::time::Instant::now()).into(),
+                mounted_at: ns::t_secs(),
             },
         );
         id

@@ -76,6 +76,9 @@ pub struct MountPolicy {
     /// squashing (tests' fixed tables).
     pub rules: Option<Vec<Rule>>,
     pub ldap: Option<LdapConfig>,
+    /// Client addresses fenced off the file system (AddClientToBlackList):
+    /// refused whatever the rules say.
+    pub fenced: Vec<IpAddr>,
 }
 
 pub type PolicyFuture<'a> =

@@ -53,6 +53,7 @@ impl PolicySource for OneRule {
                 insecure_ports: self.insecure.load(Ordering::SeqCst),
             }]),
             ldap: Some(ldap()),
+            fenced: vec![],
         });
         Box::pin(async move { Ok(policy) })
     }

@@ -6,6 +6,7 @@
 mod access_groups;
 mod access_points;
 pub mod bss;
+mod clients;
 mod filesets;
 mod filesystems;
 mod ldap;
@@ -23,6 +24,7 @@ use crate::render::Reply;
 
 pub use access_groups::AccessCommand;
 pub use access_points::AccessPointCommand;
+pub use clients::ClientCommand;
 pub use filesets::FilesetCommand;
 pub use filesystems::FsCommand;
 pub use ldap::LdapCommand;
@@ -72,6 +74,10 @@ pub const SUPPORTED: &[&str] = &[
     "DescribeCpfsAccessPoints",
     "ModifyCpfsAccessPoint",
     "DeleteCpfsAccessPoint",
+    "DescribeMountedClients",
+    "AddClientToBlackList",
+    "RemoveClientFromBlackList",
+    "DescribeBlackListClients",
     "SetUserQuota",
     "DescribeUserQuotas",
     "CancelUserQuota",
@@ -84,10 +90,6 @@ pub const NOT_YET_SUPPORTED: &[&str] = &[
     "DescribeFileSystemStatistics",
     "DescribeStoragePackages",
     "CreateDataFlow",
-    "DescribeMountedClients",
-    "AddClientToBlackList",
-    "RemoveClientFromBlackList",
-    "DescribeBlackListClients",
     "OpenNasService",
 ];
 
@@ -103,6 +105,7 @@ pub enum Command {
     Fileset(FilesetCommand),
     UserQuota(UserQuotaCommand),
     AccessPoint(AccessPointCommand),
+    Client(ClientCommand),
 }
 
 /// Turns an action of API `version` into a command: the NAS actions
@@ -154,6 +157,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = access_points::parse(action, p)? {
         return Ok(Command::AccessPoint(c));
     }
+    if let Some(c) = clients::parse(action, p)? {
+        return Ok(Command::Client(c));
+    }
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
     }
@@ -176,6 +182,7 @@ pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Resul
         Command::Fileset(c) => filesets::execute(cp, account_id, c).await,
         Command::UserQuota(c) => user_quotas::execute(cp, account_id, c).await,
         Command::AccessPoint(c) => access_points::execute(cp, account_id, c).await,
+        Command::Client(c) => clients::execute(cp, account_id, c).await,
     };
     body.map(Reply::from)
 }

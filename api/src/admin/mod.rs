@@ -11,6 +11,7 @@
 
 mod accounts;
 mod billing;
+mod clients;
 mod nodes;
 mod quotas;
 
@@ -170,6 +171,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
             &p("/file-systems/{fs}/filesets/{id}"),
             axum::routing::delete(quotas::delete),
         )
+        .route(&p("/file-systems/{fs}/clients"), get(clients::list))
+        .route(&p("/file-systems/{fs}/clients/fence"), post(clients::fence))
         .route(
             &p("/file-systems/{fs}/user-quotas"),
             get(quotas::user_quotas).post(quotas::set_user_quota),
