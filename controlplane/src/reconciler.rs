@@ -217,6 +217,7 @@ impl Reconciler {
                     "DELETE FROM ldap_configs WHERE fs_id = $1",
                     "DELETE FROM filesets WHERE fs_id = $1",
                     "DELETE FROM user_quotas WHERE fs_id = $1",
+                    "DELETE FROM client_fences WHERE fs_id = $1",
                     "DELETE FROM tags WHERE resource_type = 'accesspoint' AND resource_id IN (SELECT access_point_id FROM access_points WHERE fs_id = $1)",
                     "DELETE FROM access_points WHERE fs_id = $1",
                     "DELETE FROM reservations WHERE fs_id = $1",
