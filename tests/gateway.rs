@@ -100,7 +100,7 @@ fn request_shape_errors() {
     assert_eq!(c.err("NoSuchThing", &[], "InvalidApi.NotFound"), 404);
     assert_eq!(
         c.err(
-            "CreateFileset",
+            "CreateDataFlow",
             &[("FileSystemId", "cpfs-1")],
             "UnsupportedOperation"
         ),
