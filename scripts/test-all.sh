@@ -31,7 +31,8 @@ cargo test --workspace
 # time waiting (for processes to start, leases to lapse, a mount to
 # answer), so on two cores the pair takes about the time of the longer lane
 # instead of the sum. Every suite starts its own servers on free ports and
-# its own databases, so the lanes share nothing but the PostgreSQL server.
+# its own databases, so the lanes share nothing but the PostgreSQL server;
+# the two FUSE passes run one after the other in their lane.
 # Each lane writes a log, shown whole when the lane ends.
 LOGS="$(mktemp -d)"
 
@@ -55,6 +56,11 @@ api_lane() {
   step "billing with the official BssOpenApi SDK (SQLite, then PostgreSQL)"
   .venv/bin/pytest -q tests/billing
   CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/billing
+}
+
+fuse_lane() {
+  step "POSIX, data and fio tests on a real FUSE mount (SQLite)"
+  .venv/bin/pytest -q tests/dataplane
 
   step "the POSIX, restart, availability, quota, access point and fencing suites on PostgreSQL"
   # All but the 100,000-entry directory, which the SQLite pass runs: its
@@ -68,12 +74,7 @@ api_lane() {
     --deselect tests/dataplane/test_posix.py::test_directory_of_100000_entries
 }
 
-fuse_lane() {
-  step "POSIX, data and fio tests on a real FUSE mount (SQLite)"
-  .venv/bin/pytest -q tests/dataplane
-}
-
-step "two lanes: PostgreSQL, SDK, schema and billing suites | FUSE suites on SQLite (logs in $LOGS)"
+step "two lanes: Rust tests on PostgreSQL, SDK, schema and billing suites | FUSE suites on SQLite, then on PostgreSQL (logs in $LOGS)"
 api_lane >"$LOGS/api.log" 2>&1 &
 api_pid=$!
 fuse_lane >"$LOGS/fuse.log" 2>&1 &
