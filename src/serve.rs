@@ -135,6 +135,13 @@ fn admin_token(s: &Settings) -> anyhow::Result<String> {
     secret(s, "CPFS_ADMIN_TOKEN", crate::admin_client::TOKEN_FILE)
 }
 
+/// The secret that opens `/metrics` and nothing else (for a Prometheus
+/// server): `CPFS_METRICS_TOKEN`, else the one kept in the data directory
+/// as `metrics-token` (generated on first start).
+fn metrics_token(s: &Settings) -> anyhow::Result<String> {
+    secret(s, "CPFS_METRICS_TOKEN", "metrics-token")
+}
+
 /// A secret from `var`, else from `DATA_DIR/file`, else a new random one
 /// written there readable by the owner only.
 fn secret(s: &Settings, var: &str, file: &str) -> anyhow::Result<String> {
@@ -394,8 +401,9 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
             ..GatewayConfig::default()
         },
     );
-    let admin = cpfs_api::admin::AdminState::new(cp.clone(), billing, admin)
-        .context("the admin token is empty")?;
+    let admin =
+        cpfs_api::admin::AdminState::new(cp.clone(), billing, admin, Some(metrics_token(&s)?))
+            .context("the admin token is empty")?;
     let app = cpfs_api::app(gateway, Some(admin));
     let handle = axum_server::Handle::new();
 

@@ -1,8 +1,7 @@
 //! The HTTP side of the gateway: one wrapper that authenticates, dispatches,
 //! renders, logs and counts every call.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -74,8 +73,8 @@ pub struct Gateway {
     keys: KeyCache,
     limiter: DefaultKeyedRateLimiter<String>,
     failed_auth: FailedAuthLimit,
-    /// Calls answered, by (action, code); exported on /metrics.
-    counters: Mutex<BTreeMap<(String, String), u64>>,
+    /// Calls answered, by action and code, and their latency (/metrics).
+    metrics: crate::metrics::GatewayMetrics,
 }
 
 /// Who made a request, established by its signature.
@@ -91,7 +90,9 @@ pub struct VerifiedRequest {
 
 impl Gateway {
     pub fn new(cp: ControlPlane, config: GatewayConfig) -> Arc<Gateway> {
+        let keys = KeyCache::default();
         Arc::new(Gateway {
+            metrics: crate::metrics::GatewayMetrics::new(keys.queries.clone()),
             cp,
             limiter: keyed_limiter(config.rate_limit_per_key, config.rate_limit_burst),
             failed_auth: FailedAuthLimit::new(
@@ -100,13 +101,11 @@ impl Gateway {
             ),
             config,
             nonces: NonceCache::default(),
-            keys: KeyCache::default(),
-            counters: Mutex::new(BTreeMap::new()),
+            keys,
         })
     }
 
-    fn count(&self, action: &str, code: &str) {
-        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+    fn count(&self, action: &str, code: &str, took: std::time::Duration) {
         // Unknown action names are folded so callers cannot grow the map.
         let action = if actions::SUPPORTED.contains(&action)
             || actions::NOT_YET_SUPPORTED.contains(&action)
@@ -116,7 +115,7 @@ impl Gateway {
         } else {
             "other"
         };
-        *c.entry((action.to_string(), code.to_string())).or_insert(0) += 1;
+        self.metrics.answered(action, code, took);
     }
 
     /// Authenticates a request whose parameters are already merged.
@@ -182,22 +181,19 @@ impl Gateway {
         })
     }
 
-    fn metrics_text(&self) -> String {
-        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = String::from(
-            "# TYPE cpfs_api_access_key_queries_total counter\ncpfs_api_access_key_queries_total ",
-        );
-        out.push_str(&format!(
-            "{}\n",
-            self.keys.queries.load(std::sync::atomic::Ordering::Relaxed)
-        ));
-        out.push_str("# TYPE cpfs_api_requests_total counter\n");
-        for ((action, code), n) in c.iter() {
-            out.push_str(&format!(
-                "cpfs_api_requests_total{{action=\"{action}\",code=\"{code}\"}} {n}\n"
-            ));
-        }
-        out
+    /// The `/metrics` exposition: this gateway's series and the
+    /// cluster's, read now.
+    async fn metrics_text(&self) -> Result<String, cpfs_controlplane::Error> {
+        let snapshot = crate::metrics::ClusterSnapshot {
+            nodes: self.cp.nodes().await?,
+            usage: self.cp.node_usage().await?,
+            meta_servers: self.cp.meta_servers().await?,
+            reports: self.cp.telemetry.snapshot(),
+            chain_version: self.cp.chain_table().await?.version,
+            loops: self.cp.liveness.report().1,
+        };
+        crate::metrics::render(&self.metrics, snapshot)
+            .map_err(|e| cpfs_controlplane::Error::Internal(e.to_string()))
     }
 }
 
@@ -226,10 +222,11 @@ pub fn app(gw: Arc<Gateway>, admin: Option<Arc<crate::admin::AdminState>>) -> Ro
         .merge(cluster);
     if let Some(admin) = admin {
         // Every tenant's counters: for the operator only, behind the
-        // admin token (without an admin API there is no /metrics).
+        // metrics or the admin token (without an admin API there is no
+        // /metrics).
         let metrics = Router::new().route("/metrics", get(metrics)).with_state(gw);
         routes = routes
-            .merge(crate::admin::require_token(metrics, admin.clone()))
+            .merge(crate::admin::require_metrics_token(metrics, admin.clone()))
             .merge(crate::admin::router(admin));
     }
     crate::layers::apply(routes, &limits, &gw_endpoint)
@@ -257,8 +254,26 @@ async fn healthz(State(gw): State<Arc<Gateway>>) -> axum::response::Response {
         .into_response()
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> String {
-    gw.metrics_text()
+async fn metrics(State(gw): State<Arc<Gateway>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match gw.metrics_text().await {
+        Ok(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                crate::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics could not be read");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "metrics could not be read from the store; try again\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -410,7 +425,7 @@ async fn rpc(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         .insert("RequestId".into(), Value::String(id.clone()));
     let text = render_reply(format, &root, &reply);
     let body = reply.body;
-    gw.count(&action, &code);
+    gw.count(&action, &code, started.elapsed());
     tracing::debug!(request_id = %id, action = %action, status = status.as_u16(), code = %code, micros = started.elapsed().as_micros() as u64, "request done");
     let mut resp = (status, text).into_response();
     let h = resp.headers_mut();

@@ -41,7 +41,7 @@ pub struct KeyCache {
     /// One reload of the id set at a time; the others wait and reuse it.
     reload: tokio::sync::Mutex<()>,
     /// Database queries made for keys (exported on /metrics).
-    pub queries: AtomicU64,
+    pub queries: std::sync::Arc<AtomicU64>,
 }
 
 impl KeyCache {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod gateway;
 pub mod keys;
 pub mod layers;
+pub mod metrics;
 pub mod nonce;
 pub mod params;
 pub mod percent;

@@ -29,6 +29,7 @@ pub mod revocations;
 pub mod secrets;
 pub mod subscriptions;
 pub mod tags;
+pub mod telemetry;
 pub mod tiers;
 pub mod user_quotas;
 
@@ -72,6 +73,8 @@ pub struct ControlPlane {
     pub fs_views: std::sync::Arc<fs_view::FsViews>,
     /// How many filesets a file system may have and the smallest quotas.
     pub fileset_limits: filesets::FilesetLimits,
+    /// The newest counters nodes and metadata servers reported (`/metrics`).
+    pub telemetry: std::sync::Arc<telemetry::Telemetry>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -122,6 +125,7 @@ impl ControlPlane {
             revocations: Default::default(),
             fs_views: Default::default(),
             fileset_limits: Default::default(),
+            telemetry: Default::default(),
         }
     }
 

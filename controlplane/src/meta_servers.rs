@@ -42,6 +42,7 @@ impl ControlPlane {
     /// Records a heartbeat of metadata server `hb.id`, rebalances the
     /// assignments, and answers what the server owns now.
     pub async fn meta_heartbeat(&self, hb: &MetaHeartbeat) -> Result<MetaHeartbeatReply> {
+        self.telemetry.meta(&hb.id, &hb.telemetry);
         let now = wall_ms();
         let mut tx = self.store.begin_write().await?;
         let updated =

@@ -282,6 +282,7 @@ impl ControlPlane {
             capacity_bytes: hb.capacity_bytes.min(i64::MAX as u64) as i64,
         })
         .await?;
+        self.telemetry.node(&hb.id, &hb.stats);
         let now = self.now();
         let mut tx = self.store.begin_write().await?;
         let report = NodeReport {
@@ -320,6 +321,33 @@ impl ControlPlane {
         }
         tx.commit().await?;
         self.update_chain_table().await
+    }
+
+    /// Every node's usage row per file system, as (node id, usage).
+    pub async fn node_usage(&self) -> Result<Vec<(String, cpfs_proto::node::FsUsage)>> {
+        let rows = sqlx::query(
+            "SELECT node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops FROM node_usage ORDER BY node_id, fs_id",
+        )
+        .fetch_all(&self.store.pool)
+        .await?;
+        let count = |r: &sqlx::any::AnyRow, c: &str| -> Result<u64> {
+            Ok(r.try_get::<i64, _>(c)?.max(0) as u64)
+        };
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("node_id")?,
+                    cpfs_proto::node::FsUsage {
+                        fs: r.try_get("fs_id")?,
+                        bytes_stored: count(r, "bytes_stored")?,
+                        bytes_read: count(r, "bytes_read")?,
+                        bytes_written: count(r, "bytes_written")?,
+                        read_ops: count(r, "read_ops")?,
+                        write_ops: count(r, "write_ops")?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The data nodes a node probes (see `HeartbeatReply::peers`): every

@@ -121,6 +121,8 @@ pub struct MetaService {
     fileset_failures: std::sync::Mutex<HashMap<String, String>>,
     /// Names this service's rows of `meta_sessions` (sessions.rs).
     publisher: String,
+    /// Requests by kind, with their latencies (reported with heartbeats).
+    pub ops: cpfs_proto::telemetry::OpTable,
 }
 
 /// One session's open handles of one inode.
@@ -158,6 +160,19 @@ pub const CAPABILITY_SECS: i64 = 300;
 pub const SESSION_LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl MetaService {
+    /// What this server reports with its heartbeats: operations by kind,
+    /// sessions, and the journal's group commit.
+    pub fn telemetry(&self) -> cpfs_proto::telemetry::MetaTelemetry {
+        use std::sync::atomic::Ordering::Relaxed;
+        let journal = &self.shards.journal.stats;
+        cpfs_proto::telemetry::MetaTelemetry {
+            ops: self.ops.snapshot(),
+            sessions: self.sessions.read().map_or(0, |s| s.len() as u64),
+            journal_commits: journal.commits.load(Relaxed),
+            journal_ops: journal.entries.load(Relaxed),
+        }
+    }
+
     pub fn new(
         store: Store,
         policies: Arc<dyn policy::PolicySource>,
@@ -181,6 +196,7 @@ impl MetaService {
             capability_secs: CAPABILITY_SECS.into(),
             fileset_failures: Default::default(),
             publisher: format!("{:016x}", rand::random::<u64>()),
+            ops: cpfs_proto::telemetry::OpTable::new(&cpfs_proto::meta::META_OP_NAMES),
         }))
     }
 

@@ -114,13 +114,21 @@ impl LeaseKeeper {
             service,
             ownership,
             coordinator,
-            hb: MetaHeartbeat { id, address },
+            hb: MetaHeartbeat {
+                id,
+                address,
+                telemetry: Default::default(),
+            },
         })
     }
 
     pub async fn pass(&self) -> Result<(), String> {
         let sent = Instant::now();
-        match self.coordinator.heartbeat(&self.hb).await {
+        let hb = MetaHeartbeat {
+            telemetry: self.service.telemetry(),
+            ..self.hb.clone()
+        };
+        match self.coordinator.heartbeat(&hb).await {
             Ok(reply) => {
                 let until = sent + Duration::from_millis(reply.lease_ms);
                 for fs in self.ownership.renew(reply.owned, until) {

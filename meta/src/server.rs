@@ -22,7 +22,16 @@ fn reply<T>(r: Res<T>, ok: impl FnOnce(T) -> MetaReply) -> MetaReply {
 }
 
 impl MetaService {
-    pub async fn handle(self: Arc<Self>, peer: SocketAddr, mut req: MetaRequest) -> MetaReply {
+    pub async fn handle(self: Arc<Self>, peer: SocketAddr, req: MetaRequest) -> MetaReply {
+        let kind = req.op.kind();
+        let started = std::time::Instant::now();
+        let reply = self.clone().handle_counted(peer, req).await;
+        let ok = !matches!(reply, MetaReply::Err { .. });
+        self.ops.record(kind, started.elapsed(), ok);
+        reply
+    }
+
+    async fn handle_counted(self: Arc<Self>, peer: SocketAddr, mut req: MetaRequest) -> MetaReply {
         match &req.op {
             MetaOp::Mount { domain } => return reply(self.mount(domain, None, peer).await, |r| r),
             MetaOp::MountAt { domain, root } => {

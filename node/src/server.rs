@@ -76,6 +76,32 @@ pub async fn serve_until(
     .await
 }
 
+/// The request kinds a node counts and times (`NodeStats::ops`).
+pub const NODE_OP_NAMES: [&str; 6] = [
+    "read",
+    "write",
+    "forwarded_write",
+    "truncate",
+    "fsync",
+    "drop_inode",
+];
+
+/// A request's index in [`NODE_OP_NAMES`]; `None` for the cluster's own
+/// requests (resync, scrub, stats), which have counters of their own.
+fn op_kind(req: &NodeRequest) -> Option<usize> {
+    match req {
+        NodeRequest::Read { .. } => Some(0),
+        NodeRequest::Write {
+            forwarded: None, ..
+        } => Some(1),
+        NodeRequest::Write { .. } => Some(2),
+        NodeRequest::Truncate { .. } => Some(3),
+        NodeRequest::Fsync { .. } => Some(4),
+        NodeRequest::DropInode { .. } => Some(5),
+        _ => None,
+    }
+}
+
 /// A data node: what its parts share, its resyncs and its scrubber, and
 /// the request handler over them.
 pub struct Node {
@@ -86,6 +112,8 @@ pub struct Node {
     /// Counters of the node protocol's service shell.
     pub service_stats: Arc<ServiceStats>,
     io_throttle: Throttle,
+    /// Client and chain requests by kind, with their latencies.
+    ops: cpfs_proto::telemetry::OpTable,
 }
 
 impl Node {
@@ -97,6 +125,7 @@ impl Node {
             peer_watch: PeerWatch::default(),
             service_stats: Default::default(),
             io_throttle: Throttle::new(rates.max_bandwidth),
+            ops: cpfs_proto::telemetry::OpTable::new(&NODE_OP_NAMES),
         })
     }
 
@@ -206,6 +235,7 @@ impl Node {
                 .load(std::sync::atomic::Ordering::Relaxed),
             repairs: store.repairs.load(std::sync::atomic::Ordering::Relaxed),
             file_systems: store.usage(),
+            ops: self.ops.snapshot(),
         }
     }
 
@@ -306,7 +336,13 @@ impl Node {
     }
 
     pub async fn handle(self: Arc<Self>, req: NodeRequest) -> NodeResponse {
-        match self.dispatch(req).await {
+        let kind = op_kind(&req);
+        let started = std::time::Instant::now();
+        let outcome = self.dispatch(req).await;
+        if let Some(kind) = kind {
+            self.ops.record(kind, started.elapsed(), outcome.is_ok());
+        }
+        match outcome {
             Ok(r) => r,
             Err(e) => NodeResponse::Failed(e),
         }

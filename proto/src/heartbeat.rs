@@ -93,6 +93,9 @@ pub struct MetaHeartbeat {
     pub id: String,
     /// Where clients reach it (host:port).
     pub address: String,
+    /// Its operation counters and latencies, for `/metrics`.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::MetaTelemetry,
 }
 
 /// A file system a metadata server owns, and the owner's epoch (checked in

@@ -14,6 +14,8 @@
 //!   nodes verify.
 //! - [`chains`]: the versioned chain table and its planner.
 //! - [`layout`]: striping, from a file offset to (chain, chunk, offset).
+//! - [`telemetry`]: operation counters and latency histograms services
+//!   report with their heartbeats.
 
 pub mod capability;
 pub mod chains;
@@ -23,3 +25,4 @@ pub mod layout;
 pub mod meta;
 pub mod node;
 pub mod rpc;
+pub mod telemetry;

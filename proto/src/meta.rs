@@ -257,6 +257,79 @@ pub enum MetaOp {
     },
 }
 
+/// The names of [`MetaOp`]'s kinds, as metrics label them; a kind's
+/// position here is [`MetaOp::kind`].
+pub const META_OP_NAMES: [&str; 30] = [
+    "mount",
+    "lookup",
+    "getattr",
+    "setattr",
+    "mknod",
+    "mkdir",
+    "create",
+    "symlink",
+    "readlink",
+    "link",
+    "unlink",
+    "rmdir",
+    "rename",
+    "open",
+    "release",
+    "renew",
+    "access",
+    "readdir",
+    "written",
+    "statfs",
+    "setxattr",
+    "getxattr",
+    "listxattr",
+    "removexattr",
+    "get_stripe",
+    "set_stripe",
+    "chain_table",
+    "readdirplus",
+    "watch",
+    "mount_at",
+];
+
+impl MetaOp {
+    /// The operation's kind: its index in [`META_OP_NAMES`].
+    pub fn kind(&self) -> usize {
+        match self {
+            MetaOp::Mount { .. } => 0,
+            MetaOp::Lookup { .. } => 1,
+            MetaOp::GetAttr { .. } => 2,
+            MetaOp::SetAttr { .. } => 3,
+            MetaOp::Mknod { .. } => 4,
+            MetaOp::Mkdir { .. } => 5,
+            MetaOp::Create { .. } => 6,
+            MetaOp::Symlink { .. } => 7,
+            MetaOp::Readlink { .. } => 8,
+            MetaOp::Link { .. } => 9,
+            MetaOp::Unlink { .. } => 10,
+            MetaOp::Rmdir { .. } => 11,
+            MetaOp::Rename { .. } => 12,
+            MetaOp::Open { .. } => 13,
+            MetaOp::Release { .. } => 14,
+            MetaOp::Renew { .. } => 15,
+            MetaOp::Access { .. } => 16,
+            MetaOp::ReadDir { .. } => 17,
+            MetaOp::Written { .. } => 18,
+            MetaOp::StatFs => 19,
+            MetaOp::SetXattr { .. } => 20,
+            MetaOp::GetXattr { .. } => 21,
+            MetaOp::ListXattr { .. } => 22,
+            MetaOp::RemoveXattr { .. } => 23,
+            MetaOp::GetStripe { .. } => 24,
+            MetaOp::SetStripe { .. } => 25,
+            MetaOp::ChainTable => 26,
+            MetaOp::ReadDirPlus { .. } => 27,
+            MetaOp::Watch { .. } => 28,
+            MetaOp::MountAt { .. } => 29,
+        }
+    }
+}
+
 /// Which subtree a mount is confined to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountRoot {

@@ -257,6 +257,9 @@ pub struct NodeStats {
     pub syncs: Vec<SyncReport>,
     #[serde(default)]
     pub scrub: ScrubReport,
+    /// Requests served by kind (read, write, ...) since the node started.
+    #[serde(default)]
+    pub ops: Vec<crate::telemetry::OpStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -36,12 +36,28 @@ pub struct AdminState {
     pub cp: ControlPlane,
     pub billing: Arc<Billing>,
     token: String,
+    /// A token that opens `/metrics` and nothing else, for a Prometheus
+    /// server that should not hold the admin token.
+    metrics_token: Option<String>,
 }
 
 impl AdminState {
-    /// `token` must be non-empty; an empty one would let anyone in.
-    pub fn new(cp: ControlPlane, billing: Arc<Billing>, token: String) -> Option<Arc<Self>> {
-        (!token.is_empty()).then(|| Arc::new(AdminState { cp, billing, token }))
+    /// `token` must be non-empty; an empty one would let anyone in (an
+    /// empty metrics token is no token).
+    pub fn new(
+        cp: ControlPlane,
+        billing: Arc<Billing>,
+        token: String,
+        metrics_token: Option<String>,
+    ) -> Option<Arc<Self>> {
+        (!token.is_empty()).then(|| {
+            Arc::new(AdminState {
+                cp,
+                billing,
+                token,
+                metrics_token: metrics_token.filter(|t| !t.is_empty()),
+            })
+        })
     }
 }
 
@@ -133,11 +149,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
+    let given = bearer(&request);
     if !bool::from(given.ct_eq(state.token.as_bytes())) {
         tracing::warn!(path = %request.uri().path(), "admin call with a missing or wrong token");
         return AdminError::Unauthorized.into_response();
@@ -145,9 +157,41 @@ async fn authenticate(
     next.run(request).await
 }
 
-/// `routes` behind the admin token (checked as for every admin route).
-pub fn require_token(routes: Router, state: Arc<AdminState>) -> Router {
-    routes.layer(axum::middleware::from_fn_with_state(state, authenticate))
+/// The bearer token of a request, if any.
+fn bearer(request: &Request) -> &[u8] {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default()
+}
+
+/// `/metrics` takes the metrics token or the admin token; both compared
+/// in constant time.
+async fn authenticate_metrics(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = bearer(&request);
+    let admin = bool::from(given.ct_eq(state.token.as_bytes()));
+    let metrics = state
+        .metrics_token
+        .as_ref()
+        .is_some_and(|t| bool::from(given.ct_eq(t.as_bytes())));
+    if !(admin | metrics) {
+        tracing::warn!(path = %request.uri().path(), "metrics scrape with a missing or wrong token");
+        return AdminError::Unauthorized.into_response();
+    }
+    next.run(request).await
+}
+
+/// `routes` behind the metrics token or the admin token.
+pub fn require_metrics_token(routes: Router, state: Arc<AdminState>) -> Router {
+    routes.layer(axum::middleware::from_fn_with_state(
+        state,
+        authenticate_metrics,
+    ))
 }
 
 /// The admin routes, authenticated; merged into the gateway's router.

@@ -68,6 +68,15 @@ pub struct Journal {
     queue: Mutex<Queue>,
     committed: watch::Receiver<u64>,
     generations: std::sync::atomic::AtomicU64,
+    /// Commits made, and the entries they carried (for `/metrics`).
+    pub stats: Arc<JournalStats>,
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub entries: std::sync::atomic::AtomicU64,
 }
 
 struct Queue {
@@ -91,6 +100,8 @@ impl Journal {
     pub fn start(store: &Store) -> Result<Arc<Journal>, JournalError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = watch::channel(0u64);
+        let stats = Arc::new(JournalStats::default());
+        let counted = stats.clone();
         match store.backend {
             Backend::Sqlite => {
                 let file = store
@@ -103,7 +114,7 @@ impl Journal {
                     .spawn(move || {
                         let rt = tokio::runtime::Builder::new_current_thread().build();
                         match rt {
-                            Ok(rt) => rt.block_on(run(writer, rx, done_tx)),
+                            Ok(rt) => rt.block_on(run(writer, rx, done_tx, counted)),
                             Err(e) => tracing::error!(error = %e, "journal thread could not start"),
                         }
                     })
@@ -111,13 +122,14 @@ impl Journal {
             }
             Backend::Postgres => {
                 let writer = sql::SqlWriter::new(store.clone());
-                tokio::spawn(run(writer, rx, done_tx));
+                tokio::spawn(run(writer, rx, done_tx, counted));
             }
         }
         Ok(Arc::new(Journal {
             queue: Mutex::new(Queue { next_seq: 1, tx }),
             committed: done_rx,
             generations: std::sync::atomic::AtomicU64::new(1),
+            stats,
         }))
     }
 
@@ -171,6 +183,7 @@ async fn run<W: Writer>(
     mut writer: W,
     mut rx: mpsc::UnboundedReceiver<Entry>,
     committed: watch::Sender<u64>,
+    stats: Arc<JournalStats>,
 ) {
     // Shards whose commit failed, with the generation that failed: their
     // later entries are refused until the shard is reloaded (a new
@@ -210,6 +223,11 @@ async fn run<W: Writer>(
                     tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                 }
             }
+        }
+        if outcome.is_ok() {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.commits.fetch_add(1, Relaxed);
+            stats.entries.fetch_add(accepted.len() as u64, Relaxed);
         }
         let fenced = outcome.clone().unwrap_or_default();
         for e in &accepted {
