@@ -211,7 +211,12 @@ fn ops(
         &format!("{service}_operations"),
         "Requests served, by server and kind",
         MetricType::Counter,
-        all().map(|(id, o)| ([(who, id.as_str()), ("op", o.op.as_str())], c(o.count))),
+        all().map(|(id, o)| {
+            (
+                [(who, id.as_str()), ("op", o.op.as_str())],
+                c(o.latency.count),
+            )
+        }),
     )?;
     family(
         encoder,
@@ -433,7 +438,7 @@ impl Collector for ClusterSnapshot {
             "Operations made durable by those commits (more than commits: group commit)",
             MetricType::Counter,
             meta.iter()
-                .map(|(id, t)| ([("server", id.as_str())], c(t.journal_ops))),
+                .map(|(id, t)| ([("server", id.as_str())], c(t.journal_entries))),
         )?;
         let meta_ops: Vec<_> = meta.iter().map(|(id, t)| (*id, &t.ops)).collect();
         ops(e, "meta", "server", &meta_ops)?;

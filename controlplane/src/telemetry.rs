@@ -52,13 +52,6 @@ impl Telemetry {
         r.meta.insert(id.to_string(), report.clone());
     }
 
-    /// Forgets a service that left the cluster.
-    pub fn forget(&self, id: &str) {
-        let mut r = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        r.nodes.remove(id);
-        r.meta.remove(id);
-    }
-
     pub fn snapshot(&self) -> Reports {
         self.reports
             .lock()

@@ -169,7 +169,7 @@ impl MetaService {
             ops: self.ops.snapshot(),
             sessions: self.sessions.read().map_or(0, |s| s.len() as u64),
             journal_commits: journal.commits.load(Relaxed),
-            journal_ops: journal.entries.load(Relaxed),
+            journal_entries: journal.entries.load(Relaxed),
         }
     }
 

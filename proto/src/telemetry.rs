@@ -31,12 +31,11 @@ pub struct Latency {
     pub count: u64,
 }
 
-/// One kind of operation of a service: how many, how many failed, and how
-/// long they took.
+/// One kind of operation of a service: how many failed, and how long they
+/// took (how many in all is the histogram's `count`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpStats {
     pub op: String,
-    pub count: u64,
     pub errors: u64,
     pub latency: Latency,
 }
@@ -48,10 +47,10 @@ pub struct MetaTelemetry {
     pub ops: Vec<OpStats>,
     /// Mounted sessions it holds now.
     pub sessions: u64,
-    /// Journal commits, and the operations they carried (their ratio is
-    /// the group commit at work).
+    /// Journal commits, and the entries (operations) they carried: their
+    /// ratio is the group commit at work.
     pub journal_commits: u64,
-    pub journal_ops: u64,
+    pub journal_entries: u64,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +100,6 @@ impl OpTable {
             .zip(&self.ops)
             .map(|(name, r)| OpStats {
                 op: (*name).to_string(),
-                count: r.count.load(Ordering::Relaxed),
                 errors: r.errors.load(Ordering::Relaxed),
                 latency: Latency {
                     counts: r
@@ -130,7 +128,10 @@ mod tests {
         t.record(7, Duration::from_micros(1), true);
         let s = t.snapshot();
         assert_eq!(s[0].op, "read");
-        assert_eq!((s[0].count, s[0].errors, s[0].latency.sum_us), (2, 1, 101));
+        assert_eq!(
+            (s[0].latency.count, s[0].errors, s[0].latency.sum_us),
+            (2, 1, 101)
+        );
         // 50 µs is within the first bound, 51 µs in the second bucket.
         assert_eq!(s[0].latency.counts[..3], [1, 1, 0]);
         assert_eq!(s[1].latency.counts[LATENCY_BUCKETS - 1], 1);

@@ -149,12 +149,7 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Response {
-    let given = bearer(&request);
-    if !bool::from(given.ct_eq(state.token.as_bytes())) {
-        tracing::warn!(path = %request.uri().path(), "admin call with a missing or wrong token");
-        return AdminError::Unauthorized.into_response();
-    }
-    next.run(request).await
+    admit(&state, request, next, false).await
 }
 
 /// The bearer token of a request, if any.
@@ -166,21 +161,28 @@ fn bearer(request: &Request) -> &[u8] {
         .unwrap_or_default()
 }
 
-/// `/metrics` takes the metrics token or the admin token; both compared
-/// in constant time.
+/// `/metrics` takes the metrics token or the admin token.
 async fn authenticate_metrics(
     State(state): State<Arc<AdminState>>,
     request: Request,
     next: Next,
 ) -> Response {
+    admit(&state, request, next, true).await
+}
+
+/// Runs `request` when its bearer token is the admin token (or, with
+/// `metrics`, the metrics token), every comparison in constant time;
+/// answers 401 otherwise.
+async fn admit(state: &AdminState, request: Request, next: Next, metrics: bool) -> Response {
     let given = bearer(&request);
     let admin = bool::from(given.ct_eq(state.token.as_bytes()));
-    let metrics = state
-        .metrics_token
-        .as_ref()
-        .is_some_and(|t| bool::from(given.ct_eq(t.as_bytes())));
-    if !(admin | metrics) {
-        tracing::warn!(path = %request.uri().path(), "metrics scrape with a missing or wrong token");
+    let scrape = metrics
+        && state
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| bool::from(given.ct_eq(t.as_bytes())));
+    if !(admin | scrape) {
+        tracing::warn!(path = %request.uri().path(), "call with a missing or wrong admin or metrics token");
         return AdminError::Unauthorized.into_response();
     }
     next.run(request).await
