@@ -260,11 +260,21 @@ ACTIONS = {
         ("UserType", S, True, "Uid", "Uid or Gid"),
         ("UserId", I, True, "1000", ""),
     ], {}),
+    "DescribeFileSystemStatistics": ("The caller's file systems counted per type (TotalCount, MeteredSize in bytes, ExpiredCount: subscriptions past their expiry, ExpiringCount: subscriptions expiring within 7 days), and a page of the file systems", [
+        ("PageNumber", I, False, None, "From 1"), ("PageSize", I, False, None, "1-100, default 10"),
+    ], {"TotalCount": I, "PageNumber": I, "PageSize": I, "FileSystemStatistics": "FileSystemStatistics",
+        "FileSystems": "StatisticsFileSystems"}),
+    "DescribeFileSystemTimeSeries": ("Extension (not in the NAS reference): one file system's I/O as its clients were served (each request counted once, by the node that served it) and its capacity used, in buckets of Period seconds aligned to the epoch; kept by the service at one-minute resolution for 7 days. Buckets with no sample are left out", [
+        ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
+        ("StartTime", S, False, None, "yyyy-MM-ddTHH:mm:ssZ; default EndTime minus one hour"),
+        ("EndTime", S, False, None, "yyyy-MM-ddTHH:mm:ssZ, excluded; default now"),
+        ("Period", I, False, None, "Seconds per bucket: 60 (default), 300, 900 or 3600; at most 1440 buckets"),
+    ], {"FileSystemId": S, "Period": I, "StartTime": S, "EndTime": S, "Datapoints": "Datapoints"}),
 }
 
 # Actions of the NAS API that answer UnsupportedOperation.
 NOT_YET_SUPPORTED = [
-    "DescribeFileSystemStatistics", "DescribeStoragePackages", "CreateDataFlow", "OpenNasService",
+    "DescribeStoragePackages", "CreateDataFlow", "OpenNasService",
 ]
 
 def obj(props, required=()):
@@ -328,6 +338,21 @@ SCHEMAS = {
         "Status": {"type": S, "enum": ["Active", "Inactive", "Pending", "Deleting"]},
         "RootDirectory": obj({"RootPath": {"type": S}, "RootPathStatus": {"type": S, "enum": ["Ready", "NotExist", "Unknown"]}}),
         "Tags": {"type": "array", "items": obj({"Key": {"type": S}, "Value": {"type": S}})}})},
+    "FileSystemStatistics": wrap("FileSystemStatistics", "FileSystemStatistic", obj({
+        "FileSystemType": {"type": S},
+        **{k: {"type": I} for k in ["TotalCount", "MeteredSize", "ExpiredCount", "ExpiringCount"]}})),
+    "StatisticsFileSystems": wrap("FileSystems", "FileSystem", obj({
+        **{k: {"type": S} for k in ["FileSystemId", "FileSystemType", "Description", "Status", "RegionId", "ZoneId",
+                                    "ProtocolType", "StorageType", "ChargeType", "CreateTime", "ExpiredTime"]},
+        **{k: {"type": I} for k in ["Capacity", "MeteredSize", "MeteredIASize"]},
+        "Packages": wrap("Packages", "Package", obj({"PackageId": {"type": S}}))})),
+    "Datapoints": wrap("Datapoints", "Datapoint", obj({
+        "Timestamp": {"type": S, "description": "Start of the bucket"},
+        **{k: {"type": I} for k in ["ReadOps", "WriteOps", "ReadBytes", "WriteBytes"]},
+        **{k: {"type": "number"} for k in ["ReadIops", "WriteIops", "ReadBandwidth", "WriteBandwidth"]},
+        "ReadLatencyUs": {"type": I, "description": "Mean time a node took to serve a read"},
+        "WriteLatencyUs": {"type": I, "description": "Mean time the head took to serve a write, its replicas included"},
+        "UsedBytes": {"type": I, "nullable": True, "description": "MeteredSize at the bucket's last sample; null when none fell in it"}})),
     "MountedClients": wrap("Clients", "Client", obj({k: {"type": S} for k in [
         "ClientIP", "SessionId", "MountTargetDomain", "AccessPointId", "MountTime", "LastActiveTime"]})),
     "UserQuotas": wrap("UserQuotas", "UserQuota", obj({

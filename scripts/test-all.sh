@@ -70,7 +70,7 @@ fuse_lane() {
   CPFS_TEST_DATABASE_URL="$PG_URL" .venv/bin/pytest -q tests/dataplane/test_posix.py \
     tests/dataplane/test_restart.py tests/dataplane/test_availability.py \
     tests/dataplane/test_fileset_quotas.py tests/dataplane/test_access_points.py \
-    tests/dataplane/test_fencing.py \
+    tests/dataplane/test_fencing.py tests/dataplane/test_statistics.py \
     --deselect tests/dataplane/test_posix.py::test_directory_of_100000_entries
 }
 

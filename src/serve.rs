@@ -379,6 +379,15 @@ pub async fn run(mut s: Settings) -> anyhow::Result<()> {
                 .map_err(|e| e.to_string())
         }
     });
+    // Each file system's capacity used, for its per-minute series (the
+    // I/O comes with the nodes' heartbeats); several samples a minute, so
+    // a slow pass does not leave a minute without one, and a chart shows a
+    // write's space within seconds.
+    let sampler = cp.clone();
+    tasks.every("statistics", Duration::from_secs(5), move || {
+        let cp = sampler.clone();
+        async move { cp.sample_statistics().await.map_err(|e| e.to_string()) }
+    });
     let billing = Arc::new(billing);
     let metering = billing.clone();
     tasks.every(

@@ -358,6 +358,41 @@ impl Collector for ClusterSnapshot {
             MetricType::Counter,
             usage(|u| u.write_ops),
         )?;
+        // Client requests, counted once (by the node that served them):
+        // what a file system's users see, where the above count copies.
+        let served = |f: fn(&cpfs_proto::node::ServedIo) -> (u64, u64)| {
+            self.usage.iter().flat_map(move |(node, u)| {
+                let (read, write) = f(&u.served);
+                [("read", read), ("write", write)].map(|(op, v)| {
+                    (
+                        [("node", node.as_str()), ("fs", u.fs.as_str()), ("op", op)],
+                        v,
+                    )
+                })
+            })
+        };
+        family(
+            e,
+            "node_served_requests",
+            "Client reads and writes a data node served, by file system (a write counted by its head only)",
+            MetricType::Counter,
+            served(|s| (s.reads, s.writes)).map(|(l, v)| (l, c(v))),
+        )?;
+        family(
+            e,
+            "node_served_bytes",
+            "Bytes of the client requests a data node served, by file system",
+            MetricType::Counter,
+            served(|s| (s.read_bytes, s.write_bytes)).map(|(l, v)| (l, c(v))),
+        )?;
+        family(
+            e,
+            "node_served_seconds",
+            "Time a data node spent serving client requests, by file system (a write's includes its replicas)",
+            MetricType::Counter,
+            served(|s| (s.read_us, s.write_us))
+                .map(|(l, v)| (l, ConstCounter::new(v as f64 / 1e6))),
+        )?;
         family(
             e,
             "node_stored_bytes",

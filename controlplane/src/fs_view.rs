@@ -345,3 +345,47 @@ impl ControlPlane {
             .collect())
     }
 }
+
+/// A subscription expiring within this many seconds counts as expiring in
+/// DescribeFileSystemStatistics.
+pub const EXPIRING_WITHIN_SECS: i64 = 7 * 24 * 3600;
+
+/// An account's file systems of one type, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeStatistic {
+    pub fs_type: String,
+    pub total: i64,
+    /// Sum of their MeteredSize, in bytes.
+    pub metered_size: i64,
+    /// Subscriptions past their expiry time.
+    pub expired: i64,
+    /// Subscriptions expiring within [`EXPIRING_WITHIN_SECS`].
+    pub expiring: i64,
+}
+
+impl ControlPlane {
+    /// The account's file systems counted per type (by type name).
+    pub async fn file_system_statistics(&self, account_id: &str) -> Result<Vec<TypeStatistic>> {
+        let view = self.account_view(account_id).await?;
+        let now = self.now();
+        let mut by_type: std::collections::BTreeMap<&str, TypeStatistic> = Default::default();
+        for e in &view.entries {
+            let s = by_type
+                .entry(e.fs.fs_type.as_str())
+                .or_insert_with(|| TypeStatistic {
+                    fs_type: e.fs.fs_type.clone(),
+                    ..TypeStatistic::default()
+                });
+            s.total += 1;
+            s.metered_size = s.metered_size.saturating_add(e.fs.metered_size);
+            if let Some(at) = e.fs.expired_at {
+                if at <= now {
+                    s.expired += 1;
+                } else if at - now <= EXPIRING_WITHIN_SECS {
+                    s.expiring += 1;
+                }
+            }
+        }
+        Ok(by_type.into_values().collect())
+    }
+}

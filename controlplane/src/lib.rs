@@ -27,6 +27,7 @@ pub mod reachability;
 pub mod reconciler;
 pub mod revocations;
 pub mod secrets;
+pub mod statistics;
 pub mod subscriptions;
 pub mod tags;
 pub mod telemetry;

@@ -301,13 +301,17 @@ impl ControlPlane {
         .bind(&hb.id)
         .execute(&mut *tx)
         .await?;
+        crate::statistics::record_served(&mut tx, &hb.id, &hb.stats.file_systems, now).await?;
         for u in &hb.stats.file_systems {
             sqlx::query("DELETE FROM node_usage WHERE node_id = $1 AND fs_id = $2")
                 .bind(&hb.id)
                 .bind(&u.fs)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO node_usage (node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            let served = &u.served;
+            sqlx::query("INSERT INTO node_usage (node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops, updated_at, \
+                         served_reads, served_read_bytes, served_read_us, served_writes, served_write_bytes, served_write_us) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
                 .bind(&hb.id)
                 .bind(&u.fs)
                 .bind(u.bytes_stored as i64)
@@ -316,6 +320,12 @@ impl ControlPlane {
                 .bind(u.read_ops as i64)
                 .bind(u.write_ops as i64)
                 .bind(now)
+                .bind(served.reads.min(i64::MAX as u64) as i64)
+                .bind(served.read_bytes.min(i64::MAX as u64) as i64)
+                .bind(served.read_us.min(i64::MAX as u64) as i64)
+                .bind(served.writes.min(i64::MAX as u64) as i64)
+                .bind(served.write_bytes.min(i64::MAX as u64) as i64)
+                .bind(served.write_us.min(i64::MAX as u64) as i64)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -326,7 +336,10 @@ impl ControlPlane {
     /// Every node's usage row per file system, as (node id, usage).
     pub async fn node_usage(&self) -> Result<Vec<(String, cpfs_proto::node::FsUsage)>> {
         let rows = sqlx::query(
-            "SELECT node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops FROM node_usage ORDER BY node_id, fs_id",
+            "SELECT node_id, fs_id, bytes_stored, bytes_read, bytes_written, read_ops, write_ops, \
+             served_reads AS reads, served_read_bytes AS read_bytes, served_read_us AS read_us, \
+             served_writes AS writes, served_write_bytes AS write_bytes, served_write_us AS write_us \
+             FROM node_usage ORDER BY node_id, fs_id",
         )
         .fetch_all(&self.store.pool)
         .await?;
@@ -344,6 +357,7 @@ impl ControlPlane {
                         bytes_written: count(r, "bytes_written")?,
                         read_ops: count(r, "read_ops")?,
                         write_ops: count(r, "write_ops")?,
+                        served: crate::statistics::served_of(r)?,
                     },
                 ))
             })

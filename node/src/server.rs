@@ -102,6 +102,22 @@ fn op_kind(req: &NodeRequest) -> Option<usize> {
     }
 }
 
+/// A client's read or write, as (file system, is a write, bytes), counted
+/// in the file system's served I/O; a forwarded write was counted by its
+/// head.
+fn served_io(req: &NodeRequest) -> Option<(String, bool, u64)> {
+    match req {
+        NodeRequest::Read { key, len, .. } => Some((key.fs.clone(), false, *len)),
+        NodeRequest::Write {
+            key,
+            data,
+            forwarded: None,
+            ..
+        } => Some((key.fs.clone(), true, data.len() as u64)),
+        _ => None,
+    }
+}
+
 /// A data node: what its parts share, its resyncs and its scrubber, and
 /// the request handler over them.
 pub struct Node {
@@ -337,10 +353,15 @@ impl Node {
 
     pub async fn handle(self: Arc<Self>, req: NodeRequest) -> NodeResponse {
         let kind = op_kind(&req);
+        let served = served_io(&req);
         let started = std::time::Instant::now();
         let outcome = self.dispatch(req).await;
+        let took = started.elapsed();
         if let Some(kind) = kind {
-            self.ops.record(kind, started.elapsed(), outcome.is_ok());
+            self.ops.record(kind, took, outcome.is_ok());
+        }
+        if let (Some((fs, write, bytes)), true) = (served, outcome.is_ok()) {
+            self.state.store.record_served(&fs, write, bytes, took);
         }
         match outcome {
             Ok(r) => r,

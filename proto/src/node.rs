@@ -212,6 +212,52 @@ pub struct FsUsage {
     pub bytes_written: u64,
     pub read_ops: u64,
     pub write_ops: u64,
+    /// The file system's I/O as its clients see it: each request counted
+    /// once, by the node that served it (the head, for a write), where the
+    /// counters above count every copy.
+    #[serde(default)]
+    pub served: ServedIo,
+}
+
+/// Requests a node served to clients for one file system since it started:
+/// counts, bytes and the time spent serving them (a write's includes its
+/// forwarding to the replicas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedIo {
+    pub reads: u64,
+    pub read_bytes: u64,
+    pub read_us: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub write_us: u64,
+}
+
+impl ServedIo {
+    /// What was served between `earlier` and `self`. A counter below its
+    /// earlier value means the node restarted: all of it is new.
+    pub fn since(&self, earlier: &ServedIo) -> ServedIo {
+        let restarted = self.reads < earlier.reads
+            || self.writes < earlier.writes
+            || self.read_bytes < earlier.read_bytes
+            || self.write_bytes < earlier.write_bytes
+            || self.read_us < earlier.read_us
+            || self.write_us < earlier.write_us;
+        if restarted {
+            return *self;
+        }
+        ServedIo {
+            reads: self.reads - earlier.reads,
+            read_bytes: self.read_bytes - earlier.read_bytes,
+            read_us: self.read_us - earlier.read_us,
+            writes: self.writes - earlier.writes,
+            write_bytes: self.write_bytes - earlier.write_bytes,
+            write_us: self.write_us - earlier.write_us,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reads == 0 && self.writes == 0
+    }
 }
 
 /// Progress of one resync the node runs as a chain head.

@@ -124,6 +124,10 @@ def test_node_and_metadata_series_move_by_the_io_done(server, filesystem, mount)
 
     assert moved("cpfs_node_written_bytes_total", size * REPLICAS, fs=fs) == size * REPLICAS
     assert moved("cpfs_node_read_bytes_total", size, fs=fs) == size
+    # Client requests once each, a write by its head only.
+    assert moved("cpfs_node_served_bytes_total", size, fs=fs, op="write") == size
+    assert moved("cpfs_node_served_bytes_total", size, fs=fs, op="read") == size
+    assert moved("cpfs_node_served_seconds_total", 1e-6, fs=fs, op="write") > 0
     assert moved("cpfs_node_stored_bytes", size * REPLICAS, fs=fs) == size * REPLICAS
     # One more create: the data file.
     assert moved("cpfs_meta_operations_total", dirs, op="mkdir") == dirs

@@ -12,6 +12,7 @@ mod filesystems;
 mod ldap;
 mod mount_targets;
 mod regions;
+mod statistics;
 mod tags;
 mod user_quotas;
 
@@ -30,6 +31,7 @@ pub use filesystems::FsCommand;
 pub use ldap::LdapCommand;
 pub use mount_targets::MountTargetCommand;
 pub use regions::RegionCommand;
+pub use statistics::StatisticsCommand;
 pub use tags::TagCommand;
 pub use user_quotas::UserQuotaCommand;
 
@@ -81,13 +83,14 @@ pub const SUPPORTED: &[&str] = &[
     "SetUserQuota",
     "DescribeUserQuotas",
     "CancelUserQuota",
+    "DescribeFileSystemStatistics",
+    "DescribeFileSystemTimeSeries",
 ];
 
 /// Actions of the NAS API reference that this deployment does not serve
 /// yet: they answer `UnsupportedOperation` rather than `InvalidApi.NotFound`,
 /// so a caller can tell "not here" from "misspelt".
 pub const NOT_YET_SUPPORTED: &[&str] = &[
-    "DescribeFileSystemStatistics",
     "DescribeStoragePackages",
     "CreateDataFlow",
     "OpenNasService",
@@ -106,6 +109,7 @@ pub enum Command {
     UserQuota(UserQuotaCommand),
     AccessPoint(AccessPointCommand),
     Client(ClientCommand),
+    Statistics(StatisticsCommand),
 }
 
 /// Turns an action of API `version` into a command: the NAS actions
@@ -160,6 +164,9 @@ pub fn parse(action: &str, p: &Params) -> Result<Command, ApiError> {
     if let Some(c) = clients::parse(action, p)? {
         return Ok(Command::Client(c));
     }
+    if let Some(c) = statistics::parse(action, p)? {
+        return Ok(Command::Statistics(c));
+    }
     if NOT_YET_SUPPORTED.contains(&action) {
         return Err(ApiError::NotSupported(action.to_string()));
     }
@@ -183,6 +190,7 @@ pub async fn execute(cp: &ControlPlane, account_id: &str, cmd: Command) -> Resul
         Command::UserQuota(c) => user_quotas::execute(cp, account_id, c).await,
         Command::AccessPoint(c) => access_points::execute(cp, account_id, c).await,
         Command::Client(c) => clients::execute(cp, account_id, c).await,
+        Command::Statistics(c) => statistics::execute(cp, account_id, c).await,
     };
     body.map(Reply::from)
 }

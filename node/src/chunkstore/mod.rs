@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cpfs_proto::layout::{BLOCK, MAX_CHUNK_SIZE};
-use cpfs_proto::node::{check_range, ChunkKey, FsUsage, NodeError};
+use cpfs_proto::node::{check_range, ChunkKey, FsUsage, NodeError, ServedIo};
 
 mod copies;
 pub mod migrate;
@@ -64,6 +64,18 @@ struct Counters {
     written: AtomicU64,
     read_ops: AtomicU64,
     write_ops: AtomicU64,
+    served: ServedCounters,
+}
+
+/// [`ServedIo`] as it is counted.
+#[derive(Default)]
+struct ServedCounters {
+    reads: AtomicU64,
+    read_bytes: AtomicU64,
+    read_us: AtomicU64,
+    writes: AtomicU64,
+    write_bytes: AtomicU64,
+    write_us: AtomicU64,
 }
 
 pub struct ChunkStore {
@@ -632,6 +644,21 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// Counts one client request served for `fs` (see [`ServedIo`]).
+    pub fn record_served(&self, fs: &str, write: bool, bytes: u64, took: std::time::Duration) {
+        let c = self.counters(fs);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let s = &c.served;
+        let (n, b, t) = if write {
+            (&s.writes, &s.write_bytes, &s.write_us)
+        } else {
+            (&s.reads, &s.read_bytes, &s.read_us)
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes, Ordering::Relaxed);
+        t.fetch_add(us, Ordering::Relaxed);
+    }
+
     pub fn usage(&self) -> Vec<FsUsage> {
         let map = self.usage.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<FsUsage> = map
@@ -643,6 +670,14 @@ impl ChunkStore {
                 bytes_written: c.written.load(Ordering::Relaxed),
                 read_ops: c.read_ops.load(Ordering::Relaxed),
                 write_ops: c.write_ops.load(Ordering::Relaxed),
+                served: ServedIo {
+                    reads: c.served.reads.load(Ordering::Relaxed),
+                    read_bytes: c.served.read_bytes.load(Ordering::Relaxed),
+                    read_us: c.served.read_us.load(Ordering::Relaxed),
+                    writes: c.served.writes.load(Ordering::Relaxed),
+                    write_bytes: c.served.write_bytes.load(Ordering::Relaxed),
+                    write_us: c.served.write_us.load(Ordering::Relaxed),
+                },
             })
             .collect();
         out.sort_by(|a, b| a.fs.cmp(&b.fs));
