@@ -35,7 +35,7 @@ ACTIONS = {
         ("DryRun", B, False, None, "Validate only; FileSystemId is empty"),
         ("ClientToken", S, False, None, "Idempotency token, ASCII, at most 64"),
     ], {"FileSystemId": S}),
-    "DescribeFileSystems": ("List file systems of the caller's account", [
+    "DescribeFileSystems": ("List file systems of the caller's account; Bandwidth (MB/s, reads and writes together), ReadIops and WriteIops are the tier's limits, enforced by the data nodes (QoS)", [
         ("FileSystemId", S, False, None, "One id (a comma list is accepted)"),
         ("FileSystemType", S, False, None, "all (default) or a comma list"),
         ("VpcId", S, False, None, ""),
@@ -48,7 +48,7 @@ ACTIONS = {
         ("Options", S, False, None, "JSON object: EnableOplock, EnableABE, EnableDataInsight, VscAccessPointAccessOnly"),
         ("AutoUpgradeConfig", S, False, None, "JSON object: enabled, capacityUsedRatio, step, time"),
     ], {}),
-    "UpgradeFileSystem": ("Grow capacity (and bandwidth) online: Running, Extending, Running", [
+    "UpgradeFileSystem": ("Grow capacity (and bandwidth) online: Running, Extending, Running; the new tier's QoS limits reach the data nodes within about two seconds", [
         ("FileSystemId", S, True, "cpfs-0123456789abcdef", ""),
         ("Capacity", I, True, "10240", "GiB, a grid capacity not below the current one"),
         ("Bandwidth", I, False, None, "Extension (not in the SDK models): MB/s, a tier of the new capacity; default keeps at least the current bandwidth"),

@@ -172,6 +172,12 @@ async fn heartbeat(
             tracing::warn!(error = %e, "peers to probe unavailable");
             Vec::new()
         });
+        // Nor this: without it a node keeps its last shares.
+        let qos = cp
+            .qos_shares(&hb.id, &hb.stats.file_systems)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "QoS shares unavailable"))
+            .ok();
         Ok::<_, cpfs_controlplane::Error>(HeartbeatReply {
             chain_table,
             dropped,
@@ -180,6 +186,7 @@ async fn heartbeat(
             revoked,
             full,
             peers,
+            qos,
         })
     });
     let reply = match reply.await {

@@ -23,6 +23,7 @@ pub mod mount_policy;
 pub mod mount_targets;
 pub mod namespaces;
 pub mod nodes;
+pub mod qos;
 pub mod reachability;
 pub mod reconciler;
 pub mod revocations;
@@ -76,6 +77,8 @@ pub struct ControlPlane {
     pub fileset_limits: filesets::FilesetLimits,
     /// The newest counters nodes and metadata servers reported (`/metrics`).
     pub telemetry: std::sync::Arc<telemetry::Telemetry>,
+    /// The per-node shares of each file system's tier limits.
+    pub qos: std::sync::Arc<qos::QosPlanner>,
 }
 
 /// The region this deployment serves and its zones (operator configuration).
@@ -127,6 +130,7 @@ impl ControlPlane {
             fs_views: Default::default(),
             fileset_limits: Default::default(),
             telemetry: Default::default(),
+            qos: Default::default(),
         }
     }
 

@@ -358,6 +358,7 @@ impl ControlPlane {
                         read_ops: count(r, "read_ops")?,
                         write_ops: count(r, "write_ops")?,
                         served: crate::statistics::served_of(r)?,
+                        qos_wait_us: 0,
                     },
                 ))
             })

@@ -68,6 +68,7 @@ async fn revoke_until(c: &Cluster, before_ms: i64) {
         }],
         full: None,
         peers: vec![],
+        qos: None,
     };
     for n in c.nodes() {
         n.node().unwrap().apply(revoked.clone()).await;

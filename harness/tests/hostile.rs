@@ -517,6 +517,7 @@ fn reply_with_full(c: &Cluster, full: Option<Vec<String>>) -> HeartbeatReply {
         revoked: vec![],
         full,
         peers: vec![],
+        qos: None,
     }
 }
 

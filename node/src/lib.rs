@@ -24,6 +24,7 @@ pub mod chunkstore;
 pub mod config;
 pub mod heartbeat;
 pub mod peers;
+pub mod qos;
 pub mod resync;
 pub mod scrub;
 pub mod server;

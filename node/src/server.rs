@@ -130,6 +130,8 @@ pub struct Node {
     io_throttle: Throttle,
     /// Client and chain requests by kind, with their latencies.
     ops: cpfs_proto::telemetry::OpTable,
+    /// Each limited file system's share of its tier on this node.
+    qos: crate::qos::Qos,
 }
 
 impl Node {
@@ -142,6 +144,7 @@ impl Node {
             service_stats: Default::default(),
             io_throttle: Throttle::new(rates.max_bandwidth),
             ops: cpfs_proto::telemetry::OpTable::new(&NODE_OP_NAMES),
+            qos: Default::default(),
         })
     }
 
@@ -193,6 +196,9 @@ impl Node {
     pub async fn apply(&self, reply: HeartbeatReply) {
         self.state.revoke(&reply.revoked);
         self.state.set_full(reply.full);
+        if let Some(shares) = &reply.qos {
+            self.qos.apply(shares);
+        }
         // None: the control plane could not list them this time (or is
         // older); the last ones are still the best guess.
         if !reply.peers.is_empty() {
@@ -250,7 +256,14 @@ impl Node {
                 .checksum_errors
                 .load(std::sync::atomic::Ordering::Relaxed),
             repairs: store.repairs.load(std::sync::atomic::Ordering::Relaxed),
-            file_systems: store.usage(),
+            file_systems: store
+                .usage()
+                .into_iter()
+                .map(|mut u| {
+                    u.qos_wait_us = self.qos.waited_us(&u.fs);
+                    u
+                })
+                .collect(),
             ops: self.ops.snapshot(),
         }
     }
@@ -388,6 +401,11 @@ impl Node {
                 if forwarded.is_none() && self.state.is_full(&key.fs) {
                     self.refuse_growth(&key, offset, data.len() as u64).await?;
                 }
+                // The file system's share of its tier, charged by the head
+                // only (its replicas' copies are the service's cost).
+                if forwarded.is_none() {
+                    self.qos.admit(&key.fs, true, data.len() as u64).await;
+                }
                 // Charged once the request is known to be genuine and
                 // bounded: a forged one costs the other clients nothing.
                 self.io_throttle.take(data.len() as u64).await;
@@ -456,6 +474,7 @@ impl Node {
                 }
                 self.state.route(chain, Role::Serving).await?;
                 // After the checks, and by the validated length.
+                self.qos.admit(&key.fs, false, len).await;
                 self.io_throttle.take(len).await;
                 let store = self.state.store.clone();
                 let k = key.clone();

@@ -46,6 +46,7 @@ async fn control_plane(status: u16) -> (String, Arc<Mutex<Heard>>) {
                     revoked: vec![],
                     full: None,
                     peers: vec![],
+                    qos: None,
                 })
                 .unwrap();
                 let head = format!(

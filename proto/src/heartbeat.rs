@@ -57,6 +57,23 @@ pub struct HeartbeatReply {
     /// still watched and not placed again while it stays so.
     #[serde(default)]
     pub peers: Vec<NodeAddr>,
+    /// This node's share of each limited file system's bandwidth and IOPS:
+    /// the whole list, replacing the last one (a file system not in it is
+    /// not limited here); `None` when the control plane could not tell
+    /// (the node keeps the last list).
+    #[serde(default)]
+    pub qos: Option<Vec<QosShare>>,
+}
+
+/// What one node may serve of one file system per second: client bytes
+/// (reads and writes together, a write counted by its head only), reads
+/// and writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QosShare {
+    pub fs: String,
+    pub bytes_per_sec: f64,
+    pub reads_per_sec: f64,
+    pub writes_per_sec: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

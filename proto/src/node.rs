@@ -217,6 +217,11 @@ pub struct FsUsage {
     /// counters above count every copy.
     #[serde(default)]
     pub served: ServedIo,
+    /// Time client requests of the file system waited for its QoS share
+    /// on this node since it started, in microseconds (the control plane
+    /// gives more of the file system's limit to nodes whose requests wait).
+    #[serde(default)]
+    pub qos_wait_us: u64,
 }
 
 /// Requests a node served to clients for one file system since it started:

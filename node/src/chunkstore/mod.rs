@@ -678,6 +678,8 @@ impl ChunkStore {
                     write_bytes: c.served.write_bytes.load(Ordering::Relaxed),
                     write_us: c.served.write_us.load(Ordering::Relaxed),
                 },
+                // Filled in by the node, which holds the QoS limits.
+                qos_wait_us: 0,
             })
             .collect();
         out.sort_by(|a, b| a.fs.cmp(&b.fs));
