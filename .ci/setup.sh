@@ -12,7 +12,8 @@
 #   2. a Python venv at <repo>/.venv with the pinned official Alibaba Cloud
 #      SDKs, pytest (for tests/sdk and tests/billing) and schemathesis
 #      (tests/schema);
-#   3. npm ci in tests/sdk/node (pop-core, pinned by package-lock.json);
+#   3. npm ci in tests/sdk/node (pop-core, pinned by package-lock.json) and
+#      in console/ (the web console's front-end packages);
 #   4. a PostgreSQL server on 127.0.0.1:55432 with database cpfs_test, for the
 #      PostgreSQL variant of the tests (CPFS_TEST_DATABASE_URL).
 #
@@ -48,6 +49,7 @@ APT_PACKAGES=(
     bindfs              # tests/dataplane: a FUSE reference to check the POSIX tests
     slapd               # tests/dataplane: a real OpenLDAP server (own config, loopback port)
     ldap-utils          # tests/dataplane: ldapadd seeds its users and groups
+    chromium            # tests/dataplane/test_console.py: the web console in headless Chromium
 )
 
 is_installed() {
@@ -90,6 +92,7 @@ PY_PINS=(
     darabonba-core==1.0.9
     pytest==9.2.0
     schemathesis==4.32.5    # tests/schema: generated, signed requests against openapi/
+    playwright==1.65.2      # tests/dataplane/test_console.py drives Debian's chromium (no browser download)
 )
 VENV="$REPO/.venv"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -135,6 +138,19 @@ if [ -f "$NODE_DIR/package.json" ]; then
     fi
 else
     die "tests/sdk/node/package.json is missing"
+fi
+
+# ---------------------------------------------------------------------------
+# 3b. The web console's front-end packages (console/), which
+#     `node console/build.mjs --check` compares with the copies committed
+#     under console/app/vendor
+# ---------------------------------------------------------------------------
+CONSOLE_DIR="$REPO/console"
+if [ -f "$CONSOLE_DIR/node_modules/.package-lock.json" ] \
+    && [ ! "$CONSOLE_DIR/package-lock.json" -nt "$CONSOLE_DIR/node_modules/.package-lock.json" ]; then
+    say "console node_modules up to date"
+else
+    (cd "$CONSOLE_DIR" && run npm ci --no-audit --no-fund)
 fi
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ FORBIDDEN = {
     "cpfs-proto": None,  # none of ours at all
     "cpfs-store": None,
     "cpfs-directory": None,
+    "cpfs-console": None,
 }
 NAMESPACE_TABLES = ["inodes", "dentries", "xattrs", "orphans", "fs_counters", "fs_layouts", "meta_requests"]
 MAX_LINES = 800

@@ -18,11 +18,13 @@ step "installing test dependencies (.ci/setup.sh)"
 bash .ci/setup.sh
 PG_URL="postgres://postgres@127.0.0.1:${CPFS_PG_PORT:-55432}/cpfs_test"
 
-step "formatting, lints, OpenAPI description, crate structure"
+step "formatting, lints, OpenAPI description, crate structure, console packages"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 python3 openapi/build.py --check
 python3 scripts/check_structure.py
+# The console's vendored packages are what package-lock.json pins.
+node console/build.mjs --check
 
 step "unit and integration tests on SQLite"
 cargo test --workspace

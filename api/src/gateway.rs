@@ -219,7 +219,9 @@ pub fn app(gw: Arc<Gateway>, admin: Option<Arc<crate::admin::AdminState>>) -> Ro
         .route("/", any(rpc))
         .route("/healthz", get(healthz))
         .with_state(gw.clone())
-        .merge(cluster);
+        .merge(cluster)
+        // Static files: the page signs its API calls like any client.
+        .merge(cpfs_console::router());
     if let Some(admin) = admin {
         // Every tenant's counters: for the operator only, behind the
         // metrics or the admin token (without an admin API there is no
