@@ -503,6 +503,26 @@ impl Collector for ClusterSnapshot {
             self.loops
                 .iter()
                 .map(|l| ([("loop", l.name)], g(to_i64(l.seconds_since_pass)))),
+        )?;
+        family(
+            e,
+            "loop_last_pass_duration_seconds",
+            "How long a background loop's last pass took (the billing pass, a reconciler pass, ...)",
+            MetricType::Gauge,
+            self.loops.iter().filter_map(|l| {
+                let s = l.last_pass_seconds?;
+                Some(([("loop", l.name)], ConstGauge::new(s)))
+            }),
+        )?;
+        family(
+            e,
+            "loop_queue_depth",
+            "Objects waiting for a controller (the reconciler: file systems and mount targets not converged)",
+            MetricType::Gauge,
+            self.loops.iter().filter_map(|l| {
+                let d = l.queue_depth?;
+                Some(([("loop", l.name)], g(to_i64(d))))
+            }),
         )
     }
 }

@@ -72,10 +72,13 @@ impl Reconciler {
             if let Err(e) = &outcome {
                 tracing::warn!(error = %e, "reconciler pass failed");
             }
-            self.cp.liveness.pass(
+            self.cp.liveness.pass_took(
                 LOOP_NAME,
                 outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                now.elapsed(),
             );
+            // The objects not converged yet (the pass lists only those).
+            self.cp.liveness.queue_depth(LOOP_NAME, self.queue.len());
             // A pass that could not even list the objects waits a second.
             let wait = outcome.unwrap_or(Duration::from_secs(1));
             tokio::select! {

@@ -15,6 +15,10 @@ struct LoopState {
     passes: u64,
     failures: u64,
     last_error: Option<String>,
+    /// How long the last pass took, when the loop says.
+    last_duration: Option<Duration>,
+    /// Objects waiting for the loop, for a loop with a work queue.
+    queue_depth: Option<u64>,
 }
 
 /// One loop as `/healthz` shows it.
@@ -28,6 +32,10 @@ pub struct LoopReport {
     pub failures: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_pass_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -46,16 +54,37 @@ impl Liveness {
                 passes: 0,
                 failures: 0,
                 last_error: None,
+                last_duration: None,
+                queue_depth: None,
             },
         );
     }
 
     /// Records a finished pass of `name`.
     pub fn pass(&self, name: &'static str, outcome: Result<(), String>) {
+        self.record(name, outcome, None);
+    }
+
+    /// Records a finished pass of `name` that took `took`.
+    pub fn pass_took(&self, name: &'static str, outcome: Result<(), String>, took: Duration) {
+        self.record(name, outcome, Some(took));
+    }
+
+    /// Records how many objects wait for `name` (a controller's queue).
+    pub fn queue_depth(&self, name: &'static str, depth: usize) {
+        if let Some(l) = self.lock().get_mut(name) {
+            l.queue_depth = Some(depth as u64);
+        }
+    }
+
+    fn record(&self, name: &'static str, outcome: Result<(), String>, took: Option<Duration>) {
         let mut loops = self.lock();
         let Some(l) = loops.get_mut(name) else {
             return;
         };
+        if took.is_some() {
+            l.last_duration = took;
+        }
         l.last_pass = Instant::now();
         l.passes += 1;
         if let Err(e) = outcome {
@@ -78,6 +107,8 @@ impl Liveness {
                     passes: l.passes,
                     failures: l.failures,
                     last_error: l.last_error.clone(),
+                    last_pass_seconds: l.last_duration.map(|d| d.as_secs_f64()),
+                    queue_depth: l.queue_depth,
                 }
             })
             .collect();
@@ -116,13 +147,22 @@ mod tests {
                 passes: 3,
                 failures: 0,
                 last_error: None,
+                last_duration: None,
+                queue_depth: None,
             },
         );
         let (ok, r) = l.report();
         assert!(!ok, "{r:?}");
         let billing = r.iter().find(|r| r.name == "billing").unwrap();
         assert!(!billing.alive);
-        l.pass("billing", Ok(()));
-        assert!(l.report().0, "a pass brings it back");
+        l.pass_took("billing", Ok(()), Duration::from_millis(1500));
+        l.queue_depth("reconciler", 4);
+        let (ok, r) = l.report();
+        assert!(ok, "a pass brings it back");
+        let billing = r.iter().find(|r| r.name == "billing").unwrap();
+        assert_eq!(billing.last_pass_seconds, Some(1.5));
+        assert_eq!(r[0].queue_depth, None);
+        let reconciler = r.iter().find(|r| r.name == "reconciler").unwrap();
+        assert_eq!(reconciler.queue_depth, Some(4));
     }
 }

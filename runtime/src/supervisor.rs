@@ -163,6 +163,7 @@ impl Supervisor {
                 }
                 // Its own task: a panic inside is one failed pass. Aborted
                 // with the loop if shutdown outlasts the grace period.
+                let started = std::time::Instant::now();
                 let pass = AbortOnDropHandle::new(tokio::spawn(pass()));
                 let outcome = match pass.await {
                     Ok(r) => r,
@@ -171,7 +172,7 @@ impl Supervisor {
                 if let Err(e) = &outcome {
                     tracing::warn!(task = name, error = %e, "pass failed");
                 }
-                liveness.pass(name, outcome);
+                liveness.pass_took(name, outcome, started.elapsed());
             }
         });
     }

@@ -155,6 +155,11 @@ def test_node_and_metadata_series_move_by_the_io_done(server, filesystem, mount)
     assert total(after, "cpfs_meta_sessions") >= 1
     # The background loops of `cpfs serve` report their passes.
     assert total(after, "cpfs_loop_passes_total", loop="reconciler") > 0
+    # How long passes take (billing's among them) and the reconciler's queue.
+    durations = {l["loop"] for n, l, _ in samples(after) if n == "cpfs_loop_last_pass_duration_seconds"}
+    assert {"billing", "reconciler", "statistics"} <= durations, durations
+    assert [v for n, l, v in samples(after)
+            if n == "cpfs_loop_queue_depth" and l.get("loop") == "reconciler"], "no reconciler queue depth"
     # The gateway counted the calls this suite made.
     assert total(after, "cpfs_api_requests_total", action="CreateFileSystem", code="OK") >= 1
 
