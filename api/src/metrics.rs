@@ -475,6 +475,27 @@ impl Collector for ClusterSnapshot {
             meta.iter()
                 .map(|(id, t)| ([("server", id.as_str())], c(t.journal_entries))),
         )?;
+        let caches = || {
+            meta.iter().flat_map(|(id, t)| {
+                t.caches
+                    .iter()
+                    .map(move |(cache, hits, misses)| (*id, cache.as_str(), *hits, *misses))
+            })
+        };
+        family(
+            e,
+            "meta_cache_hits",
+            "Lookups a metadata server's cache answered (grant: access decisions, identity: LDAP users)",
+            MetricType::Counter,
+            caches().map(|(id, cache, hits, _)| ([("server", id.as_str()), ("cache", cache)], c(hits))),
+        )?;
+        family(
+            e,
+            "meta_cache_misses",
+            "Lookups a metadata server's cache could not answer (the store or the directory was asked)",
+            MetricType::Counter,
+            caches().map(|(id, cache, _, misses)| ([("server", id.as_str()), ("cache", cache)], c(misses))),
+        )?;
         let meta_ops: Vec<_> = meta.iter().map(|(id, t)| (*id, &t.ops)).collect();
         ops(e, "meta", "server", &meta_ops)?;
 

@@ -101,6 +101,20 @@ pub(crate) struct AccessCache {
     /// One directory lookup at a time: a burst of calls for a new uid makes
     /// one lookup, not one per call.
     lookup: tokio::sync::Mutex<()>,
+    /// Hits and misses of the two caches (`/metrics`).
+    pub(crate) stats: CacheStats,
+}
+
+#[derive(Default)]
+pub(crate) struct CacheStats {
+    pub(crate) grant_hits: std::sync::atomic::AtomicU64,
+    pub(crate) grant_misses: std::sync::atomic::AtomicU64,
+    pub(crate) identity_hits: std::sync::atomic::AtomicU64,
+    pub(crate) identity_misses: std::sync::atomic::AtomicU64,
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Grants cached at most (one per mount target and client address in use).
@@ -239,9 +253,11 @@ impl MetaService {
         let key = (domain.to_string(), addr);
         if let Some((g, at)) = lock(&self.access.grants).get(&key) {
             if at.elapsed() < GRANT_REFRESH {
+                count(&self.access.stats.grant_hits);
                 return g.clone();
             }
         }
+        count(&self.access.stats.grant_misses);
         self.fresh_grant(domain, addr).await
     }
 
@@ -368,8 +384,10 @@ impl MetaService {
 
     async fn resolve(&self, fs: &str, cfg: &LdapConfig, uid: u32) -> Res<ldap::Identity> {
         if let Some(r) = self.cached_identity(fs, cfg, uid) {
+            count(&self.access.stats.identity_hits);
             return r;
         }
+        count(&self.access.stats.identity_misses);
         let _one = self.access.lookup.lock().await;
         if let Some(r) = self.cached_identity(fs, cfg, uid) {
             return r;

@@ -170,6 +170,21 @@ impl MetaService {
             sessions: self.sessions.read().map_or(0, |s| s.len() as u64),
             journal_commits: journal.commits.load(Relaxed),
             journal_entries: journal.entries.load(Relaxed),
+            caches: {
+                let c = &self.access.stats;
+                vec![
+                    (
+                        "grant".to_string(),
+                        c.grant_hits.load(Relaxed),
+                        c.grant_misses.load(Relaxed),
+                    ),
+                    (
+                        "identity".to_string(),
+                        c.identity_hits.load(Relaxed),
+                        c.identity_misses.load(Relaxed),
+                    ),
+                ]
+            },
         }
     }
 

@@ -51,6 +51,11 @@ pub struct MetaTelemetry {
     /// ratio is the group commit at work.
     pub journal_commits: u64,
     pub journal_entries: u64,
+    /// Its caches' hits and misses, as (cache, hits, misses): "grant"
+    /// (access decisions per mount target and client address) and
+    /// "identity" (LDAP users).
+    #[serde(default)]
+    pub caches: Vec<(String, u64, u64)>,
 }
 
 #[derive(Debug, Default)]

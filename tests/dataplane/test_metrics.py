@@ -133,6 +133,8 @@ def test_node_and_metadata_series_move_by_the_io_done(server, filesystem, mount)
     assert moved("cpfs_meta_operations_total", dirs, op="mkdir") == dirs
     assert moved("cpfs_meta_operations_total", files + 1, op="create") == files + 1
     assert moved("cpfs_meta_operation_duration_seconds_count", dirs, op="mkdir") == dirs
+    # Every operation checks the client's grant, nearly always from the cache.
+    assert moved("cpfs_meta_cache_hits_total", dirs + files, cache="grant") >= dirs + files
 
     after = scrape(server, t)
     # Every client write that succeeded was forwarded to the other copies,
