@@ -4,7 +4,7 @@ driven by Playwright, against a real `cpfs serve` and a real mount.
 A user signs in with an AccessKey pair (a wrong one is refused with the
 API's own message), creates an access group and a rule, a subscription
 file system, and a mount target in that group; sees the file system
-become Running and the mount target Active; mounts it (the harness's
+become Running and the mount target Active; creates a fileset; mounts it (the harness's
 FUSE mount), writes and reads, and sees the charts fill; reads the bill
 the subscription made; and deletes the file system, which the console
 does only after the id is typed. The page signs every call itself: the
@@ -131,6 +131,10 @@ def test_console_manages_a_file_system_end_to_end(browser, server, mounter, shot
     domain = mts.locator("code").first.inner_text()
     assert domain.startswith(fs_id), domain
 
+    # A fileset, tracked once its metadata server bound it.
+    submit(page, "create-fileset", FileSystemPath="/console-set/", Description="made in the console")
+    page.locator("[data-testid=fileset-table] tr", has_text="/console-set/").wait_for()
+
     # I/O through a real mount shows in the charts.
     mount = mounter.mount(domain)
     data = os.urandom(4 << 20)
@@ -140,6 +144,7 @@ def test_console_manages_a_file_system_end_to_end(browser, server, mounter, shot
         os.fsync(f.fileno())
     drop_caches()
     assert path.read_bytes() == data
+    assert (mount.path / "console-set").is_dir()
 
     def charted():
         page.click("[data-testid=charts-refresh]")
