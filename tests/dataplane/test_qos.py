@@ -38,7 +38,7 @@ def lay_out(directory):
     run_fio(directory, ["--rw=write", "--size=64M"], timed=False)
 
 
-def run_fio(directory, rw, timed=True, runtime_s=10):
+def run_fio(directory, rw, timed=True, runtime_s=15):
     """fio with four jobs of 1 MiB direct I/O; the aggregate bytes per second."""
     args = [need_fio(), "--name=qos", f"--directory={directory}", "--bs=1M", "--numjobs=4",
             "--ioengine=psync", "--direct=1", "--size=64M", "--group_reporting",
