@@ -33,7 +33,10 @@ DEADLINE_S = 60.0
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (.ci/setup.sh)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        pytest.fail("playwright is not installed (.ci/setup.sh installs it)")
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed (.ci/setup.sh installs Debian's package)")
     with sync_api.sync_playwright() as p:
