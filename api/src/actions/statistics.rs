@@ -160,10 +160,17 @@ pub async fn execute(
                     ),
                 });
             }
-            // Nothing older is kept; asking for it is not an error.
-            let start = start.max(now - RETENTION_SECS - period);
+            // Nothing older is kept; asking for it is not an error (the
+            // file system must still be the caller's).
+            let kept_from = now - RETENTION_SECS - period;
             let buckets = cp
-                .file_system_series(account, &fs_id, start, end.max(start + 1), period)
+                .file_system_series(
+                    account,
+                    &fs_id,
+                    start.max(kept_from.min(end - 1)),
+                    end,
+                    period,
+                )
                 .await?;
             Ok(object(json!({
                 "FileSystemId": fs_id,
