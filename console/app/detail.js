@@ -10,11 +10,13 @@ export function Filesets({ api, fs }) {
   const [list, error, reload] = useLoad(async () => {
     const items = [];
     let token = "";
+    const seen = new Set();
     do {
+      seen.add(token);
       const r = await api.call("DescribeFilesets", { FileSystemId: id, MaxResults: 100, NextToken: token });
       items.push(...((r.Entries && r.Entries.Entrie) || []));
       token = r.NextToken || "";
-    } while (token);
+    } while (token && !seen.has(token));
     return items;
   }, [id]);
   const [quotaError, setQuotaError] = useState(null);
@@ -85,13 +87,14 @@ export function Clients({ api, fs }) {
     }
     return out;
   }, [id, domains.join(",")]);
+  const [actionError, setActionError] = useState(null);
   const [fenced, fenceError, reloadFenced] = useLoad(async () => {
     const r = await api.call("DescribeBlackListClients", { FileSystemId: id });
     return Object.entries(JSON.parse(r.Clients || "{}")).map(([ip, state]) => ({ ip, state }));
   }, [id]);
   return html`<section>
     <h3>Clients</h3>
-    <${ErrorBox} error=${error || fenceError} />
+    <${ErrorBox} error=${error || fenceError || actionError} />
     <${Table} testid="client-table" rows=${mounted} empty="No client active in the last minute." cols=${[
       ["Address", (c) => c.ClientIP],
       ["Mount target", (c) => html`<code>${c.MountTargetDomain}</code>`],
@@ -104,8 +107,11 @@ export function Clients({ api, fs }) {
       ["Address", (c) => c.ip],
       ["State", (c) => c.state],
       ["", (c) => html`<button onClick=${async () => {
-        await api.call("RemoveClientFromBlackList", { FileSystemId: id, ClientIP: c.ip, ClientToken: crypto.randomUUID() });
-        reloadFenced();
+        setActionError(null);
+        try {
+          await api.call("RemoveClientFromBlackList", { FileSystemId: id, ClientIP: c.ip, ClientToken: crypto.randomUUID() });
+          reloadFenced();
+        } catch (e) { setActionError(e); }
       }}>Lift fence</button>`],
     ]} />
     <${ActionForm} submit="Fence client" done=${reloadFenced} fields=${[
@@ -118,16 +124,20 @@ export function UserQuotas({ api, fs }) {
   const id = fs.FileSystemId;
   const [list, error, reload] = useLoad(() => all(api, "DescribeUserQuotas", { FileSystemId: id },
     "UserQuotas", "UserQuota"), [id]);
+  const [actionError, setActionError] = useState(null);
   return html`<section>
     <h3>User and group quotas</h3>
-    <${ErrorBox} error=${error} />
+    <${ErrorBox} error=${error || actionError} />
     <${Table} rows=${list} empty="No user or group quota." cols=${[
       ["Who", (q) => `${q.UserType} ${q.UserId}`],
       ["Size", (q) => `${bytes(q.SizeReal)} of ${q.SizeLimit ? bytes(q.SizeLimit) : "–"}`],
       ["Files", (q) => `${q.FileCountReal} of ${q.FileCountLimit || "–"}`],
       ["", (q) => html`<button onClick=${async () => {
-        await api.call("CancelUserQuota", { FileSystemId: id, UserType: q.UserType, UserId: q.UserId });
-        reload();
+        setActionError(null);
+        try {
+          await api.call("CancelUserQuota", { FileSystemId: id, UserType: q.UserType, UserId: q.UserId });
+          reload();
+        } catch (e) { setActionError(e); }
       }}>Remove</button>`],
     ]} />
     <${ActionForm} submit="Set quota" done=${reload} fields=${[

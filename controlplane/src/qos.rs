@@ -10,14 +10,17 @@
 //! waited share the rest equally (water-filling); what no node needs is
 //! spread evenly, so the shares always add up to the limit and a workload
 //! that starts on an idle file system starts at the full rate. A node that
-//! has not served the file system since it started counts as busy (its
-//! first requests get a fair share at once). Shares follow demand within a
+//! has not served the file system since it started (a node added after the
+//! file system was laid out holds none of its chains) needs only the floor;
+//! one reporting it for the first time counts as busy. Shares follow demand within a
 //! heartbeat or two; bursts are bounded by the nodes' pacers. While
 //! requests wait, a feedback loop scales the shares so that what the file
 //! system is served as a whole comes to its limit (see [`Boost`]).
 //!
 //! The planner lives in the memory of the process that receives the
-//! heartbeats; after a restart it starts from equal shares.
+//! heartbeats; after a restart it starts from equal shares. So every node
+//! must heartbeat to the same process (one `cpfs serve`): two planners
+//! would each split the whole limit among the nodes they hear.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -258,7 +261,12 @@ impl State {
                                 waited: false,
                                 ..
                             }) => Demand::Needs((r[dim] * HEADROOM).max(floor)),
-                            _ => Demand::Busy,
+                            // Waited, or reported for the first time.
+                            Some(_) => Demand::Busy,
+                            // Not served here since the node started (it
+                            // may hold none of its chains): the floor, and
+                            // its part of what no node needs.
+                            None => Demand::Needs(floor),
                         })
                         .collect();
                     *slot = split(limit * boost, &demands)[me];
@@ -402,6 +410,23 @@ mod tests {
             "{n2} {n3}"
         );
         assert!((n1 + n2 + n3 - 90e6).abs() < 1.0 && n1 > 70e6, "{n1}");
+
+        // A node that never served it (added later, holding none of its
+        // chains) takes only the floor while the others wait.
+        let mut late = State {
+            limits: s.limits.clone(),
+            ..State::default()
+        };
+        for n in ["n1", "n2", "n3", "n4"] {
+            late.record(n, &[usage("fs-a", 0, 0)], t0);
+        }
+        late.record("n4", &[], t0);
+        for n in ["n1", "n2", "n3"] {
+            late.record(n, &[usage("fs-a", 30_000_000, 500_000)], t1);
+        }
+        late.record("n4", &[], t1);
+        let n4 = late.shares("n4")[0].bytes_per_sec;
+        assert!((n4 - 90e6 / 16.0).abs() < 1.0, "{n4}");
 
         // A node gone quiet for the window no longer takes a share.
         let later = t1 + NODE_WINDOW;

@@ -20,8 +20,8 @@ use crate::ControlPlane;
 pub const RETENTION_SECS: i64 = 7 * 24 * 3600;
 /// The resolution of what is kept.
 pub const MINUTE: i64 = 60;
-/// The most buckets one query answers (a day at one minute, a week at
-/// ten).
+/// The most buckets one query answers (a day at one minute, a week at a
+/// quarter of an hour).
 pub const MAX_BUCKETS: i64 = 1440;
 
 /// One bucket of a file system's series: totals over `period` seconds
@@ -76,6 +76,9 @@ pub(crate) async fn record_served(
         before.insert(r.try_get::<String, _>("fs_id")?, served_of(r)?);
     }
     let minute = now - now.rem_euclid(MINUTE);
+    // In file-system order, as the sampler writes (see there).
+    let mut usage: Vec<&FsUsage> = usage.iter().collect();
+    usage.sort_by(|a, b| a.fs.cmp(&b.fs));
     for u in usage {
         // Without a row, everything the node counted is new (the first
         // report of a file system since the node started).
@@ -143,11 +146,12 @@ impl ControlPlane {
         let now = self.now();
         let minute = now - now.rem_euclid(MINUTE);
         let mut tx = self.store.begin_write().await?;
-        // `WHERE true` keeps SQLite from reading ON CONFLICT as a join.
+        // In id order, as heartbeats upsert theirs: two writers taking the
+        // same rows' locks in opposite orders could deadlock on PostgreSQL.
         sqlx::query(
             "INSERT INTO fs_minutes (fs_id, minute, used_bytes) \
              SELECT f.id, $1, CAST(COALESCE((SELECT c.used_bytes FROM fs_counters c WHERE c.fs_id = f.id), 0) AS BIGINT) \
-             FROM file_systems f WHERE f.status <> 'Deleting' \
+             FROM file_systems f WHERE f.status <> 'Deleting' ORDER BY f.id \
              ON CONFLICT (fs_id, minute) DO UPDATE SET used_bytes = excluded.used_bytes",
         )
         .bind(minute)
@@ -182,7 +186,8 @@ impl ControlPlane {
         if end <= start {
             return Err(invalid("EndTime", "must be later than StartTime".into()));
         }
-        if (end - start + period - 1) / period > MAX_BUCKETS {
+        let aligned = start - start.rem_euclid(period);
+        if end.saturating_sub(aligned).saturating_add(period - 1) / period > MAX_BUCKETS {
             return Err(invalid(
                 "Period",
                 format!("the range holds more than {MAX_BUCKETS} periods; choose a longer Period"),

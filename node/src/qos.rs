@@ -87,8 +87,8 @@ struct FsLimit {
 /// Every file system's limits on this node.
 #[derive(Default)]
 pub struct Qos {
-    /// Kept once made (a limit lifted is a rate of 0), so the wait counter
-    /// a file system reports never goes back.
+    /// The file systems the last list named (a deleted one leaves with
+    /// it; its wait counter starting again at 0 reads as one wait).
     limits: RwLock<HashMap<String, Arc<FsLimit>>>,
 }
 
@@ -107,11 +107,13 @@ impl Qos {
                 })
             });
         }
+        limits.retain(|fs, _| by_fs.contains_key(fs.as_str()));
         for (fs, l) in limits.iter() {
-            let share = by_fs.get(fs.as_str());
-            l.bytes.set_rate(share.map_or(0.0, |s| s.bytes_per_sec));
-            l.reads.set_rate(share.map_or(0.0, |s| s.reads_per_sec));
-            l.writes.set_rate(share.map_or(0.0, |s| s.writes_per_sec));
+            if let Some(share) = by_fs.get(fs.as_str()) {
+                l.bytes.set_rate(share.bytes_per_sec);
+                l.reads.set_rate(share.reads_per_sec);
+                l.writes.set_rate(share.writes_per_sec);
+            }
         }
     }
 
@@ -209,16 +211,14 @@ mod tests {
         let started = Instant::now();
         qos.admit("fs-a", false, 4096).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        // A file system left out of the next list is free again, and its
-        // wait counter stays.
-        let waited = qos.waited_us("fs-a");
+        // A file system left out of the next list is free again.
         qos.apply(&[]);
         let started = Instant::now();
         for _ in 0..1000 {
             qos.admit("fs-a", true, 4096).await;
         }
         assert_eq!(started.elapsed(), Duration::ZERO);
-        assert_eq!(qos.waited_us("fs-a"), waited);
+        assert_eq!(qos.waited_us("fs-a"), 0);
         assert_eq!(qos.bytes_rate("fs-a"), 0.0);
     }
 }

@@ -32,12 +32,18 @@ pub enum StatisticsCommand {
     },
 }
 
+/// `yyyy-MM-ddTHH:mm:ssZ` only (`parse_time` also takes unix seconds),
+/// four-digit years, so that differences of two times cannot overflow.
 fn time(p: &Params, name: &str) -> Result<Option<i64>, ApiError> {
     let Some(text) = p.string(name, 32)? else {
         return Ok(None);
     };
+    let shaped = text.len() == 20
+        && text.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && text.as_bytes()[10] == b'T'
+        && text.ends_with('Z');
     match parse_time(&text) {
-        Some(t) if !text.chars().all(|c| c.is_ascii_digit() || c == '-') => Ok(Some(t)),
+        Some(t) if shaped => Ok(Some(t)),
         _ => Err(ApiError::InvalidParameter {
             name: name.into(),
             message: format!("{text:?} is not a time of the form yyyy-MM-ddTHH:mm:ssZ"),
@@ -151,7 +157,9 @@ pub async fn execute(
                     message: "must be later than StartTime".into(),
                 });
             }
-            if (end - start + period - 1) / period > MAX_BUCKETS {
+            // Buckets are aligned to the period: count from the first one.
+            let aligned = start - start.rem_euclid(period);
+            if end.saturating_sub(aligned).saturating_add(period - 1) / period > MAX_BUCKETS {
                 return Err(ApiError::InvalidParameter {
                     name: "Period".into(),
                     message: format!(
@@ -220,12 +228,19 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code(), "InvalidParameter.Period", "{e}");
-        let e = parse(
-            "DescribeFileSystemTimeSeries",
-            &params(&[("FileSystemId", "cpfs-1"), ("StartTime", "yesterday")]),
-        )
-        .unwrap_err();
-        assert_eq!(e.code(), "InvalidParameter.StartTime", "{e}");
+        for bad in [
+            "yesterday",
+            "+1700000000",
+            "1700000000",
+            "-9999-01-01T00:00:00Z",
+        ] {
+            let e = parse(
+                "DescribeFileSystemTimeSeries",
+                &params(&[("FileSystemId", "cpfs-1"), ("StartTime", bad)]),
+            )
+            .unwrap_err();
+            assert_eq!(e.code(), "InvalidParameter.StartTime", "{bad}: {e}");
+        }
         match parse(
             "DescribeFileSystemTimeSeries",
             &params(&[
