@@ -55,6 +55,33 @@ def token(server, name):
     return (server.data_dir / name).read_text().strip()
 
 
+def wait_settled(server, t):
+    """Until every node routes with the control plane's chain table: I/O is
+    counted exactly only then (a node that has not heard of the table yet
+    refuses forwarded writes, and the client's retry would write again)."""
+    def settled():
+        text = scrape(server, t)
+        table = total(text, "cpfs_chain_table_version")
+        nodes = [v for n, _, v in samples(text) if n == "cpfs_node_chain_table_version"]
+        return table > 0 and len(nodes) == 3 and all(v == table for v in nodes)
+    wait_until("every node on the current chain table", settled, METRICS_DEADLINE_S)
+
+
+def write_once_and_read_back(path, size):
+    """`size` random bytes written once and made durable, then read back
+    from the nodes (the kernel's cache dropped)."""
+    data = os.urandom(size)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        assert os.write(fd, data) == size
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    drop_caches()
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
 def test_metrics_need_their_token(server):
     for bad in (None, "wrong-token", token(server, "metrics-token") + "x"):
         with pytest.raises(urllib.error.HTTPError) as e:
@@ -81,15 +108,7 @@ def test_node_and_metadata_series_move_by_the_io_done(server, filesystem, mount)
     t = token(server, "metrics-token")
     fs = filesystem.fs_id
 
-    # Counted exactly once the cluster is settled: every node routes with
-    # the control plane's chain table (a node that has not heard of it yet
-    # refuses forwarded writes, and the client's retry would write again).
-    def settled():
-        text = scrape(server, t)
-        table = total(text, "cpfs_chain_table_version")
-        nodes = [v for n, _, v in samples(text) if n == "cpfs_node_chain_table_version"]
-        return table > 0 and len(nodes) == 3 and all(v == table for v in nodes)
-    wait_until("every node on the current chain table", settled, METRICS_DEADLINE_S)
+    wait_settled(server, t)
     before = scrape(server, t)
 
     # Metadata: a known number of mkdirs and creates.
@@ -103,17 +122,7 @@ def test_node_and_metadata_series_move_by_the_io_done(server, filesystem, mount)
 
     # Data: 1 MiB written once and made durable, then read back from the nodes.
     size = 1 << 20
-    data = os.urandom(size)
-    path = d / "data"
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    try:
-        assert os.write(fd, data) == size
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    drop_caches()
-    with open(path, "rb") as f:
-        assert f.read() == data
+    write_once_and_read_back(d / "data", size)
 
     def moved(name, by, **labels):
         def check():

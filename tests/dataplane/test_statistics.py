@@ -9,12 +9,11 @@ is new to the current minute and samples the capacity used. So after
 latencies, and its capacity; DescribeFileSystemStatistics counts it.
 """
 
-import os
 import time
 import uuid
 
-from dataplane_harness import ApiError, drop_caches, wait_until
-from test_metrics import samples, scrape, token, total
+from dataplane_harness import ApiError, wait_until
+from test_metrics import token, wait_settled, write_once_and_read_back
 
 DEADLINE_S = 20.0
 
@@ -33,30 +32,12 @@ def test_io_through_a_mount_shows_in_the_series(server, filesystem, mount):
     fs = filesystem.fs_id
     t = token(server, "metrics-token")
 
-    # As in test_metrics: exact once every node routes with the current
-    # chain table (otherwise a refused write is retried, and counted twice
-    # where it succeeded twice).
-    def settled():
-        text = scrape(server, t)
-        table = total(text, "cpfs_chain_table_version")
-        nodes = [v for n, _, v in samples(text) if n == "cpfs_node_chain_table_version"]
-        return table > 0 and len(nodes) == 3 and all(v == table for v in nodes)
-    wait_until("every node on the current chain table", settled, DEADLINE_S)
+    wait_settled(server, t)
     _, before = series(server, fs)
     assert summed(before, "WriteBytes") == 0 and summed(before, "ReadBytes") == 0, before
 
     size = 1 << 20
-    data = os.urandom(size)
-    path = mount.path / f"stats-{uuid.uuid4().hex[:8]}"
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    try:
-        assert os.write(fd, data) == size
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    drop_caches()
-    with open(path, "rb") as f:
-        assert f.read() == data
+    write_once_and_read_back(mount.path / f"stats-{uuid.uuid4().hex[:8]}", size)
 
     def counted():
         _, points = series(server, fs)

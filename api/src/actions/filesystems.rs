@@ -354,6 +354,28 @@ fn parse_stored_object(text: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// What every listing of a file system shows (DescribeFileSystems,
+/// DescribeFileSystemStatistics), under the SDK models' names.
+pub(super) fn summary_json(fs: &FileSystem) -> Map<String, Value> {
+    object(json!({
+        "FileSystemId": fs.id,
+        "FileSystemType": fs.fs_type,
+        "Description": fs.description,
+        "Status": fs.status.as_str(),
+        "RegionId": fs.region_id,
+        "ZoneId": fs.zone_id,
+        "ProtocolType": fs.protocol_type,
+        "StorageType": fs.storage_type,
+        "ChargeType": fs.charge_type,
+        "CreateTime": format_utc(fs.created_at),
+        "ExpiredTime": fs.expired_at.map(format_utc).unwrap_or_default(),
+        "Capacity": fs.capacity_gib,
+        "MeteredSize": fs.metered_size,
+        "MeteredIASize": 0,
+        "Packages": { "Package": [] },
+    }))
+}
+
 /// One file system as DescribeFileSystems shows it (wire names of the SDK
 /// model), plus `ReadIops`/`WriteIops`, this product's tier limits.
 pub fn file_system_json(
@@ -378,23 +400,9 @@ pub fn file_system_json(
     auto.entry("step").or_insert(json!(0));
     auto.entry("time").or_insert(json!(0));
     let mut out = json!({
-        "FileSystemId": fs.id,
-        "FileSystemType": fs.fs_type,
-        "Description": fs.description,
-        "Status": fs.status.as_str(),
-        "RegionId": fs.region_id,
-        "ZoneId": fs.zone_id,
-        "ProtocolType": fs.protocol_type,
-        "StorageType": fs.storage_type,
-        "ChargeType": fs.charge_type,
-        "CreateTime": format_utc(fs.created_at),
-        "ExpiredTime": fs.expired_at.map(format_utc).unwrap_or_default(),
-        "Capacity": fs.capacity_gib,
         "Bandwidth": fs.bandwidth_mbps,
         "ReadIops": spec.read_iops,
         "WriteIops": spec.write_iops,
-        "MeteredSize": fs.metered_size,
-        "MeteredIASize": 0,
         "MeteredArchiveSize": 0,
         "EncryptType": fs.encrypt_type,
         "KMSKeyId": "",
@@ -414,12 +422,14 @@ pub fn file_system_json(
             "ClientMasterNodes": { "ClientMasterNode": [] },
             "Tags": { "Tag": [] },
         })).collect::<Vec<_>>() },
-        "Packages": { "Package": [] },
         "Tags": tags_json(tags),
         "SupportedFeatures": { "SupportedFeature": [] },
         "Options": options,
         "AutoUpgradeConfig": auto,
     });
+    if let Some(map) = out.as_object_mut() {
+        map.extend(summary_json(fs));
+    }
     // Only a file system with a directory has the block, as in the service.
     if let (Some(cfg), Some(map)) = (ldap, out.as_object_mut()) {
         map.insert(

@@ -101,26 +101,7 @@ pub async fn execute(
             let items: Vec<Value> = page
                 .items
                 .iter()
-                .map(|e| {
-                    let fs = &e.fs;
-                    json!({
-                        "FileSystemId": fs.id,
-                        "FileSystemType": fs.fs_type,
-                        "Description": fs.description,
-                        "Status": fs.status.as_str(),
-                        "RegionId": fs.region_id,
-                        "ZoneId": fs.zone_id,
-                        "ProtocolType": fs.protocol_type,
-                        "StorageType": fs.storage_type,
-                        "ChargeType": fs.charge_type,
-                        "CreateTime": format_utc(fs.created_at),
-                        "ExpiredTime": fs.expired_at.map(format_utc).unwrap_or_default(),
-                        "Capacity": fs.capacity_gib,
-                        "MeteredSize": fs.metered_size,
-                        "MeteredIASize": 0,
-                        "Packages": { "Package": [] },
-                    })
-                })
+                .map(|e| Value::Object(super::filesystems::summary_json(&e.fs)))
                 .collect();
             let stats: Vec<Value> = totals
                 .iter()
