@@ -7,7 +7,7 @@ use std::time::Duration;
 use cpfs_client::data::DataClient;
 use cpfs_proto::capability::{ADMIN, ANY_INODE};
 use cpfs_proto::meta::{errno, Caller, Kind, MetaOp, MetaReply, MetaRequest, RequestId};
-use cpfs_proto::node::NodeRequest;
+use cpfs_proto::node::{NodeRequest, MAX_DROPPED_INODES};
 use cpfs_proto::rpc::{self, ServiceLimits};
 use tokio::net::TcpListener;
 
@@ -462,44 +462,66 @@ impl MetaService {
             }
         }
         let mut done = 0;
-        for shard in self.shards.loaded() {
+        let rounds = self
+            .shards
+            .loaded()
+            .into_iter()
+            .flat_map(|s| std::iter::repeat_n(s, ORPHAN_ROUNDS));
+        for shard in rounds {
             let (fs, orphans): (Arc<str>, Vec<u64>) = shard.with(|st| {
                 (
                     st.fs.clone(),
-                    st.orphans.keys().take(256).copied().collect(),
+                    st.orphans
+                        .keys()
+                        .take(MAX_DROPPED_INODES)
+                        .copied()
+                        .collect(),
                 )
             });
-            for ino in orphans {
-                if self.is_open(&fs, ino) {
-                    continue;
-                }
-                let cap = self.key.issue(
-                    &fs,
-                    ANY_INODE,
-                    ADMIN,
-                    crate::ns::now_ns() / 1_000_000_000 + 60,
-                );
-                if let Err(e) = data
-                    .broadcast(NodeRequest::DropInode {
-                        cap,
-                        fs: fs.to_string(),
-                        inode: ino,
-                    })
-                    .await
-                {
-                    tracing::warn!(%fs, ino, error = %e, "could not drop an orphan's chunks yet");
-                    continue;
-                }
-                match self.shards.write(&fs, |st| st.purge(ino)).await {
-                    Ok(()) => done += 1,
-                    Err((errno::EMOVED, _)) => break,
-                    Err(e) => return Err(e),
-                }
+            // Open ones stay until their last handle is released.
+            let orphans: Vec<u64> = orphans
+                .into_iter()
+                .filter(|&ino| !self.is_open(&fs, ino))
+                .collect();
+            if orphans.is_empty() {
+                continue;
+            }
+            // One request per node and one commit for the lot: a deleted
+            // tree's files cost the service a little each, not a round
+            // trip to every node and a commit apiece.
+            let cap = self.key.issue(
+                &fs,
+                ANY_INODE,
+                ADMIN,
+                crate::ns::now_ns() / 1_000_000_000 + 60,
+            );
+            if let Err(e) = data
+                .broadcast(NodeRequest::DropInodes {
+                    cap,
+                    fs: fs.to_string(),
+                    inodes: orphans.clone(),
+                })
+                .await
+            {
+                tracing::warn!(%fs, orphans = orphans.len(), error = %e, "could not drop orphans' chunks yet");
+                continue;
+            }
+            let purge = |st: &mut crate::ns::state::FsState| {
+                orphans.iter().try_for_each(|&ino| st.purge(ino))
+            };
+            match self.shards.write(&fs, purge).await {
+                Ok(()) => done += orphans.len(),
+                Err((errno::EMOVED, _)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(done)
     }
 }
+
+/// How many batches of orphans ([`MAX_DROPPED_INODES`] each) one pass
+/// collects per file system, at most.
+const ORPHAN_ROUNDS: usize = 4;
 
 /// Whether applying `op` twice differs from applying it once (the second
 /// create answers EEXIST, the second unlink ENOENT, ...): such operations are

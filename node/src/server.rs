@@ -17,7 +17,7 @@ use cpfs_proto::heartbeat::HeartbeatReply;
 use cpfs_proto::layout::BLOCK;
 use cpfs_proto::node::{
     check_range, ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, NodeStats,
-    MAX_LISTED_CHUNKS,
+    MAX_DROPPED_INODES, MAX_LISTED_CHUNKS,
 };
 use cpfs_proto::rpc::{self, ServiceLimits, ServiceStats};
 use cpfs_runtime::Shutdown;
@@ -97,7 +97,7 @@ fn op_kind(req: &NodeRequest) -> Option<usize> {
         NodeRequest::Write { .. } => Some(2),
         NodeRequest::Truncate { .. } => Some(3),
         NodeRequest::Fsync { .. } => Some(4),
-        NodeRequest::DropInode { .. } => Some(5),
+        NodeRequest::DropInode { .. } | NodeRequest::DropInodes { .. } => Some(5),
         _ => None,
     }
 }
@@ -531,6 +531,28 @@ impl Node {
                 }
                 let store = self.state.store.clone();
                 blocking(move || store.drop_inode(&fs, inode)).await?;
+                Ok(NodeResponse::Done)
+            }
+            NodeRequest::DropInodes { cap, fs, inodes } => {
+                if inodes.len() > MAX_DROPPED_INODES {
+                    return Err(NodeError::Invalid(format!(
+                        "{} inodes named; at most {MAX_DROPPED_INODES} per request",
+                        inodes.len()
+                    )));
+                }
+                if !inodes
+                    .iter()
+                    .all(|&inode| self.state.allows(&cap, &fs, inode, ADMIN))
+                {
+                    return Err(NodeError::BadCapability);
+                }
+                let store = self.state.store.clone();
+                blocking(move || {
+                    inodes
+                        .iter()
+                        .try_for_each(|&inode| store.drop_inode(&fs, inode))
+                })
+                .await?;
                 Ok(NodeResponse::Done)
             }
             NodeRequest::Stats { auth } => {

@@ -11,6 +11,8 @@ pub const SYNC_PIECE_RECORDS: u64 = 256;
 
 /// Most chunk indexes in one [`NodeResponse::Chunks`] answer.
 pub const MAX_LISTED_CHUNKS: usize = 4096;
+/// The most inodes one [`NodeRequest::DropInodes`] names.
+pub const MAX_DROPPED_INODES: usize = 1024;
 
 /// Checks that `[offset, offset + len)` lies inside a chunk of the largest
 /// size a layout allows, before a node does any I/O or allocation for it.
@@ -152,6 +154,14 @@ pub enum NodeRequest {
     /// head neither sent nor wrote since `SyncBegin` (deleted while it was
     /// away).
     SyncEnd { auth: NodeAuth, chain: ChainRef },
+    /// Removes every chunk of each inode (files deleted), at most
+    /// [`MAX_DROPPED_INODES`] of them: the metadata service collects a
+    /// deleted tree's files with one request per node, not one per file.
+    DropInodes {
+        cap: Capability,
+        fs: String,
+        inodes: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,14 +3,14 @@
 //!
 //! A shard applies an operation in memory and submits the rows it changed
 //! (their images after the operation) as one [`Entry`] with a sequence
-//! number. One writer per store takes every entry queued while the previous
-//! transaction was committing, keeps the last image of each row, and writes
-//! them all in one transaction: many operations from many clients share one
-//! commit, and on SQLite the writer owns its connection on its own thread,
-//! so a batch costs one hand-off instead of one per statement. An operation
-//! is answered once its entry committed; a read waits for the entries of
-//! its shard submitted before it ([`Journal::durable`]), so nobody sees a
-//! change that a crash could still take back.
+//! number. Whoever commits takes every entry queued so far, keeps the last
+//! image of each row, and writes them all in one transaction: many
+//! operations from many clients share one commit. On an idle SQLite
+//! journal the operation's own thread commits (no hand-off at all); under
+//! load, or on PostgreSQL, a writer thread or task does (see [`Journal`]).
+//! An operation is answered once its entry committed; a read waits for the
+//! entries of its shard submitted before it ([`Journal::durable`]), so
+//! nobody sees a change that a crash could still take back.
 
 mod pg_script;
 mod rows;
@@ -64,8 +64,27 @@ const MAX_BATCH: usize = 4096;
 const COMMIT_ATTEMPTS: usize = 5;
 
 /// The write side of one store.
+///
+/// Who commits: whoever holds the lead. An operation queues its entry
+/// under its shard's lock and then, with that lock released, takes the
+/// lead if nobody holds it ([`Journal::lead`]). On SQLite the leader
+/// commits what is queued itself, on the request's own thread, with a
+/// connection that never waits for the database lock: an operation
+/// arriving on an idle journal is committed and answered without a single
+/// hand-off between threads. Operations queued meanwhile wait for the
+/// leader's next batch (group commit); when more queued during a commit,
+/// or the database was busy (the control plane writing), or the commit
+/// failed, the lead passes to the journal's writer thread, which commits,
+/// retries with backoff and keeps the lead until nothing is queued. On
+/// PostgreSQL the lead always goes to the writer task, whose commits are
+/// one round trip on the pool's socket.
 pub struct Journal {
-    queue: Mutex<Queue>,
+    shared: Arc<Shared>,
+    /// SQLite: the leader's own connection.
+    inline: Option<Mutex<sqlite::SqliteWriter>>,
+    /// Hands the lead (and a batch whose inline commit failed) to the
+    /// writer.
+    takeover: mpsc::UnboundedSender<Option<Prepared>>,
     committed: watch::Receiver<u64>,
     generations: std::sync::atomic::AtomicU64,
     /// Commits made, and the entries they carried (for `/metrics`).
@@ -79,9 +98,31 @@ pub struct JournalStats {
     pub entries: std::sync::atomic::AtomicU64,
 }
 
+/// What every committer shares.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Shards whose commit failed, with the generation that failed: their
+    /// later entries are refused until the shard is reloaded (a new
+    /// generation), so no change built on a lost one is ever written.
+    failed: Mutex<HashMap<Arc<str>, u64>>,
+    committed: watch::Sender<u64>,
+    stats: Arc<JournalStats>,
+}
+
 struct Queue {
     next_seq: u64,
-    tx: mpsc::UnboundedSender<Entry>,
+    pending: Vec<Entry>,
+    /// Somebody holds the lead: it takes what is pending before it lets go.
+    leading: bool,
+}
+
+/// A batch taken from the queue, its refused entries answered, its rows
+/// coalesced, ready to write.
+struct Prepared {
+    accepted: Vec<Entry>,
+    rows: rows::Batch,
+    /// The highest sequence number in the batch.
+    last: u64,
 }
 
 /// What a writer needs to do: write the batch's rows in one transaction,
@@ -94,27 +135,49 @@ pub(crate) trait Writer: Send + 'static {
     ) -> impl std::future::Future<Output = Result<Vec<Arc<str>>, String>> + Send;
 }
 
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Journal {
     /// Starts the writer for `store`: a thread with its own SQLite
-    /// connection, or a task on the PostgreSQL pool.
+    /// connection (and another for inline commits), or a task on the
+    /// PostgreSQL pool.
     pub fn start(store: &Store) -> Result<Arc<Journal>, JournalError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (takeover, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = watch::channel(0u64);
         let stats = Arc::new(JournalStats::default());
-        let counted = stats.clone();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                next_seq: 1,
+                pending: Vec::new(),
+                leading: false,
+            }),
+            failed: Mutex::new(HashMap::new()),
+            committed: done_tx,
+            stats: stats.clone(),
+        });
+        let mut inline = None;
         match store.backend {
             Backend::Sqlite => {
                 let file = store
                     .sqlite_file
                     .as_deref()
                     .ok_or_else(|| JournalError::Open("no database file".into()))?;
-                let writer = sqlite::SqliteWriter::open(file)?;
+                let writer = sqlite::SqliteWriter::open(file, sqlite::BUSY_WAIT)?;
+                inline = Some(Mutex::new(sqlite::SqliteWriter::open(
+                    file,
+                    Duration::ZERO,
+                )?));
+                let shared = shared.clone();
                 std::thread::Builder::new()
                     .name("cpfs-journal".into())
                     .spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread().build();
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_time()
+                            .build();
                         match rt {
-                            Ok(rt) => rt.block_on(run(writer, rx, done_tx, counted)),
+                            Ok(rt) => rt.block_on(run(writer, rx, shared)),
                             Err(e) => tracing::error!(error = %e, "journal thread could not start"),
                         }
                     })
@@ -122,11 +185,13 @@ impl Journal {
             }
             Backend::Postgres => {
                 let writer = sql::SqlWriter::new(store.clone());
-                tokio::spawn(run(writer, rx, done_tx, counted));
+                tokio::spawn(run(writer, rx, shared.clone()));
             }
         }
         Ok(Arc::new(Journal {
-            queue: Mutex::new(Queue { next_seq: 1, tx }),
+            shared,
+            inline,
+            takeover,
             committed: done_rx,
             generations: std::sync::atomic::AtomicU64::new(1),
             stats,
@@ -141,7 +206,8 @@ impl Journal {
 
     /// Queues `changes`; the receiver answers once they are committed.
     /// Callers hold their shard's lock, so a shard's entries are numbered
-    /// and queued in the order its operations were applied.
+    /// and queued in the order its operations were applied; once they let
+    /// go of it, they call [`Journal::lead`].
     pub(crate) fn submit(
         &self,
         fs: &Arc<str>,
@@ -149,20 +215,75 @@ impl Journal {
         changes: Vec<Change>,
     ) -> (u64, oneshot::Receiver<Result<(), String>>) {
         let (done, wait) = oneshot::channel();
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = locked(&self.shared.queue);
         let seq = q.next_seq;
         q.next_seq += 1;
-        // A stopped writer drops the entry, and with it `done`: the
-        // receiver then reports the journal stopped.
-        let _ = q.tx.send(Entry {
-            seq,
-            fs: fs.clone(),
-            generation,
-            epoch,
-            changes,
-            done,
-        });
+        // A stopped writer could never take the lead: the entry is
+        // dropped, and with it `done`, and the receiver reports the
+        // journal stopped.
+        if !self.takeover.is_closed() {
+            q.pending.push(Entry {
+                seq,
+                fs: fs.clone(),
+                generation,
+                epoch,
+                changes,
+                done,
+            });
+        }
         (seq, wait)
+    }
+
+    /// Commits what is queued if nobody else is doing so (see
+    /// [`Journal`]). Call it without holding a shard's lock: the commit
+    /// may take a while, and other operations on the shard queue behind
+    /// it meanwhile, to share the next commit.
+    pub(crate) fn lead(&self) {
+        let batch = {
+            let mut q = locked(&self.shared.queue);
+            if q.leading || q.pending.is_empty() {
+                return;
+            }
+            q.leading = true;
+            if self.inline.is_none() {
+                drop(q);
+                self.hand_over(None);
+                return;
+            }
+            take_batch(&mut q.pending)
+        };
+        let prepared = self.shared.prepare(batch);
+        let outcome = match &self.inline {
+            Some(w) => locked(w).write_now(&prepared.rows),
+            None => return,
+        };
+        match outcome {
+            Ok(fenced) => {
+                self.shared.finish(prepared, Ok(fenced));
+                let mut q = locked(&self.shared.queue);
+                if q.pending.is_empty() {
+                    q.leading = false;
+                } else {
+                    // Others queued during the commit: the writer commits
+                    // them, and this operation is answered now.
+                    drop(q);
+                    self.hand_over(None);
+                }
+            }
+            Err(e) => {
+                // Nothing was written (the transaction rolled back): the
+                // writer tries again, waiting for the database as long as
+                // it takes.
+                tracing::debug!(error = %e, "inline commit deferred to the journal writer");
+                self.hand_over(Some(prepared));
+            }
+        }
+    }
+
+    /// Passes the lead to the writer. When the writer is gone, the batch
+    /// is dropped (its operations hear that the journal stopped).
+    fn hand_over(&self, batch: Option<Prepared>) {
+        let _ = self.takeover.send(batch);
     }
 
     /// Waits until every entry up to `seq` was committed or failed.
@@ -178,65 +299,59 @@ impl Journal {
     }
 }
 
-/// The writer loop: one transaction per batch of whatever is queued.
-async fn run<W: Writer>(
-    mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<Entry>,
-    committed: watch::Sender<u64>,
-    stats: Arc<JournalStats>,
-) {
-    // Shards whose commit failed, with the generation that failed: their
-    // later entries are refused until the shard is reloaded (a new
-    // generation), so no change built on a lost one is ever written.
-    let mut failed: HashMap<Arc<str>, u64> = HashMap::new();
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
-        let (refused, accepted): (Vec<Entry>, Vec<Entry>) = batch
-            .drain(..)
-            .partition(|e| failed.get(&e.fs).is_some_and(|g| e.generation <= *g));
-        let last = refused
-            .iter()
-            .chain(accepted.iter())
-            .map(|e| e.seq)
-            .max()
-            .unwrap_or(0);
+/// At most [`MAX_BATCH`] entries from the front of the queue.
+fn take_batch(pending: &mut Vec<Entry>) -> Vec<Entry> {
+    if pending.len() <= MAX_BATCH {
+        std::mem::take(pending)
+    } else {
+        pending.drain(..MAX_BATCH).collect()
+    }
+}
+
+impl Shared {
+    /// Answers the entries of shards whose earlier commit failed, and
+    /// coalesces the others' rows.
+    fn prepare(&self, batch: Vec<Entry>) -> Prepared {
+        let last = batch.iter().map(|e| e.seq).max().unwrap_or(0);
+        let (refused, accepted): (Vec<Entry>, Vec<Entry>) = {
+            let failed = locked(&self.failed);
+            batch
+                .into_iter()
+                .partition(|e| failed.get(&e.fs).is_some_and(|g| e.generation <= *g))
+        };
         for e in refused {
             let _ = e
                 .done
                 .send(Err("an earlier change of this file system was lost".into()));
         }
         let rows = rows::Batch::coalesce(&accepted);
-        let mut outcome = Err(String::new());
-        for attempt in 0..COMMIT_ATTEMPTS {
-            outcome = writer.write(&rows).await;
-            match &outcome {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, entries = accepted.len(), "journal commit failed");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        Prepared {
+            accepted,
+            rows,
+            last,
+        }
+    }
+
+    /// Answers a batch's operations with its commit's outcome.
+    fn finish(&self, p: Prepared, outcome: Result<Vec<Arc<str>>, String>) {
+        if outcome.is_ok() {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.commits.fetch_add(1, Relaxed);
+            self.stats
+                .entries
+                .fetch_add(p.accepted.len() as u64, Relaxed);
+        }
+        let fenced = outcome.clone().unwrap_or_default();
+        {
+            let mut failed = locked(&self.failed);
+            for e in &p.accepted {
+                if outcome.is_err() || fenced.contains(&e.fs) {
+                    let g = failed.entry(e.fs.clone()).or_insert(0);
+                    *g = (*g).max(e.generation);
                 }
             }
         }
-        if outcome.is_ok() {
-            use std::sync::atomic::Ordering::Relaxed;
-            stats.commits.fetch_add(1, Relaxed);
-            stats.entries.fetch_add(accepted.len() as u64, Relaxed);
-        }
-        let fenced = outcome.clone().unwrap_or_default();
-        for e in &accepted {
-            if outcome.is_err() || fenced.contains(&e.fs) {
-                let g = failed.entry(e.fs.clone()).or_insert(0);
-                *g = (*g).max(e.generation);
-            }
-        }
-        for e in accepted {
+        for e in p.accepted {
             let r = match &outcome {
                 Err(why) => Err(why.clone()),
                 Ok(fenced) if fenced.contains(&e.fs) => Err(FENCED.to_string()),
@@ -244,6 +359,43 @@ async fn run<W: Writer>(
             };
             let _ = e.done.send(r);
         }
-        committed.send_replace(last);
+        self.committed.send_replace(p.last);
+    }
+}
+
+/// The writer: each message hands it the lead (with the batch of a failed
+/// inline commit, if any); it commits until nothing is queued, then lets
+/// go.
+async fn run<W: Writer>(
+    mut writer: W,
+    mut takeover: mpsc::UnboundedReceiver<Option<Prepared>>,
+    shared: Arc<Shared>,
+) {
+    while let Some(mut next) = takeover.recv().await {
+        loop {
+            if let Some(p) = next.take() {
+                let mut outcome = Err(String::new());
+                for attempt in 0..COMMIT_ATTEMPTS {
+                    outcome = writer.write(&p.rows).await;
+                    match &outcome {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(attempt, error = %e, entries = p.accepted.len(), "journal commit failed");
+                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                        }
+                    }
+                }
+                shared.finish(p, outcome);
+            }
+            let batch = {
+                let mut q = locked(&shared.queue);
+                if q.pending.is_empty() {
+                    q.leading = false;
+                    break;
+                }
+                take_batch(&mut q.pending)
+            };
+            next = Some(shared.prepare(batch));
+        }
     }
 }

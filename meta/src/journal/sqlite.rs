@@ -1,6 +1,7 @@
-//! The SQLite writer: its own connection (rusqlite), on the journal's own
-//! thread, with cached prepared statements. A batch is one `BEGIN
-//! IMMEDIATE … COMMIT`.
+//! The SQLite writer: its own connection (rusqlite) with cached prepared
+//! statements, used by the journal's thread or, with a connection that
+//! never waits for the database lock, by an inline leader (see
+//! [`super::Journal`]). A batch is one `BEGIN IMMEDIATE … COMMIT`.
 
 use std::sync::Arc;
 
@@ -13,6 +14,10 @@ pub(crate) struct SqliteWriter {
     conn: Connection,
 }
 
+/// How long the writer thread's connection waits for the database lock
+/// (the control plane's pool writes to the same file).
+pub(crate) const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A cached statement. SQLite numbers `$N` parameters by first appearance,
 /// not by N; `?N` is bound to position N, as PostgreSQL reads `$N`.
 fn prepare<'c>(
@@ -23,7 +28,12 @@ fn prepare<'c>(
 }
 
 impl SqliteWriter {
-    pub fn open(file: &std::path::Path) -> Result<SqliteWriter, JournalError> {
+    /// A connection to `file` that waits up to `busy_wait` for the
+    /// database lock (zero: a busy database fails the commit at once).
+    pub fn open(
+        file: &std::path::Path,
+        busy_wait: std::time::Duration,
+    ) -> Result<SqliteWriter, JournalError> {
         if file.as_os_str().is_empty() || file == std::path::Path::new(":memory:") {
             return Err(JournalError::Open(
                 "the metadata journal needs a database file, not an in-memory database".into(),
@@ -31,17 +41,24 @@ impl SqliteWriter {
         }
         let conn = Connection::open(file).map_err(|e| JournalError::Open(e.to_string()))?;
         // The same durability as the control plane's pool: WAL with
-        // synchronous=NORMAL survives a kill -9 of any process; writers
-        // queue behind the busy timeout.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;",
-        )
-        .map_err(|e| JournalError::Open(e.to_string()))?;
+        // synchronous=NORMAL survives a kill -9 of any process.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(|e| JournalError::Open(e.to_string()))?;
+        conn.busy_timeout(busy_wait)
+            .map_err(|e| JournalError::Open(e.to_string()))?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteWriter { conn })
     }
 
-    fn write_now(&mut self, batch: &Batch) -> rusqlite::Result<Vec<Arc<str>>> {
+    /// Writes `batch` in one transaction; the file systems it fenced.
+    pub fn write_now(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.transaction(batch).map_err(|e| e.to_string())
+    }
+
+    fn transaction(&mut self, batch: &Batch) -> rusqlite::Result<Vec<Arc<str>>> {
         let tx =
             rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
         // Under the write lock: no reassignment can commit in between.
@@ -188,9 +205,6 @@ impl SqliteWriter {
 
 impl Writer for SqliteWriter {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.write_now(batch).map_err(|e| e.to_string())
+        self.write_now(batch)
     }
 }

@@ -190,6 +190,11 @@ impl Shard {
                 }
             }
         };
+        if wait.is_some() {
+            // With the shard's lock released, so that others' operations
+            // queue meanwhile and share the next commit.
+            journal.lead();
+        }
         match wait {
             // Nothing changed: the answer may still rest on changes not
             // yet committed.
