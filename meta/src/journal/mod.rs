@@ -16,6 +16,8 @@ mod pg_script;
 mod rows;
 mod sql;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +98,11 @@ pub struct Journal {
 pub struct JournalStats {
     pub commits: std::sync::atomic::AtomicU64,
     pub entries: std::sync::atomic::AtomicU64,
+    /// Commits an operation made on its own thread (the rest were the
+    /// writer's).
+    pub inline_commits: std::sync::atomic::AtomicU64,
+    /// Times the lead passed to the writer.
+    pub handovers: std::sync::atomic::AtomicU64,
 }
 
 /// What every committer shares.
@@ -259,6 +266,9 @@ impl Journal {
         };
         match outcome {
             Ok(fenced) => {
+                self.stats
+                    .inline_commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.shared.finish(prepared, Ok(fenced));
                 let mut q = locked(&self.shared.queue);
                 if q.pending.is_empty() {
@@ -283,6 +293,9 @@ impl Journal {
     /// Passes the lead to the writer. When the writer is gone, the batch
     /// is dropped (its operations hear that the journal stopped).
     fn hand_over(&self, batch: Option<Prepared>) {
+        self.stats
+            .handovers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.takeover.send(batch);
     }
 
