@@ -12,8 +12,9 @@ kernel's caches) and unlinks N empty files, then reports:
   under machine noise: the figure to compare before and after a change),
   with the server run under valgrind and instrumentation switched on only
   around each phase (`callgrind_control -i on|off`);
-- the server's profile during the create phase (`perf record -e cpu-clock
-  -g`, then `perf report`'s top entries), where the time goes.
+- the server's and the FUSE client's profiles during a create phase
+  (`perf record -e cpu-clock -g`, then `perf report`'s top entries), where
+  the time goes.
 
     cargo build --release --bin cpfs
     CPFS_BIN=target/release/cpfs .venv/bin/python bench/meta_profile.py [--files N]
@@ -127,6 +128,14 @@ def measure_time(binary, workdir, n, perf_data):
         run_phase(d, [f"p{i:06d}" for i in range(n)], "create")
         rec.send_signal(signal.SIGINT)
         rec.wait(timeout=120)
+        # And the FUSE client's, during a third.
+        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-p", ",".join(map(str, client)),
+                                "-o", f"{perf_data}.client"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        run_phase(d, [f"q{i:06d}" for i in range(n)], "create")
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=120)
     finally:
         stop(server, mount)
     return rows
@@ -182,6 +191,21 @@ def measure_instructions(binary, workdir, n):
     return per_op
 
 
+def profile_sections(perf_data):
+    """Markdown lines of a perf recording: by thread, by symbol (self
+    time), and by symbol with callees (what leads to the time)."""
+    def report(*args):
+        return subprocess.run(["perf", "report", "-i", str(perf_data), "--stdio", "-g", "none", *args],
+                              capture_output=True, text=True, timeout=600).stdout
+    threads = report("--no-children", "--sort", "comm")
+    profile = report("--no-children", "--percent-limit", "1.5", "--sort", "dso,symbol")
+    inclusive = report("--children", "--percent-limit", "8", "--sort", "symbol")
+    return ["By thread:", "", "```", clean(threads, 3000), "```", "",
+            "By symbol, self time (≥ 1.5 %):", "", "```", clean(profile, 8000), "```", "",
+            "By symbol, including callees (≥ 8 %): which code leads to that time", "", "```",
+            clean(inclusive, 8000), "```", ""]
+
+
 def fmt(v, spec):
     """`v` formatted, or "-" when it was not measured."""
     return "-" if v is None else format(v, spec)
@@ -213,17 +237,8 @@ def main():
     try:
         timed = measure_time(binary, workdir, args.files, perf_data)
         counted = measure_instructions(binary, workdir, args.counted_files)
-        profile = subprocess.run(
-            ["perf", "report", "-i", str(perf_data), "--stdio", "--no-children", "--percent-limit", "1.5",
-             "--sort", "dso,symbol", "-g", "none"],
-            capture_output=True, text=True, timeout=600).stdout
-        inclusive = subprocess.run(
-            ["perf", "report", "-i", str(perf_data), "--stdio", "--children", "--percent-limit", "8",
-             "--sort", "symbol", "-g", "none"],
-            capture_output=True, text=True, timeout=600).stdout
-        threads = subprocess.run(
-            ["perf", "report", "-i", str(perf_data), "--stdio", "--no-children", "--sort", "comm",
-             "-g", "none"], capture_output=True, text=True, timeout=600).stdout
+        server_profile = profile_sections(perf_data)
+        client_profile = profile_sections(Path(f"{perf_data}.client"))
     finally:
         h.force_rmtree(workdir)
 
@@ -245,10 +260,9 @@ def main():
     lines += ["", "CPU time is perf stat's task-clock of the process (all threads) over the phase; "
               "stat runs after dropping the kernel's dentry and inode caches.",
               "", "## Server profile during creates (perf record -e cpu-clock -g; self time)", "",
-              "By thread:", "", "```", clean(threads, 3000),
-              "```", "", "By symbol, self time (≥ 1.5 %):", "", "```", clean(profile, 8000), "```", "",
-              "By symbol, including callees (≥ 8 %): which code leads to that time", "", "```",
-              clean(inclusive, 8000), "```", ""]
+              *server_profile,
+              "## FUSE client profile during creates (perf record -e cpu-clock -g; self time)", "",
+              *client_profile]
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
     print(report)

@@ -52,6 +52,7 @@ fn inodes_mut(op: &mut MetaOp) -> Vec<&mut u64> {
         | MetaOp::GetStripe { ino }
         | MetaOp::SetStripe { ino, .. }
         | MetaOp::Release { ino, .. } => vec![ino],
+        MetaOp::ReleaseMany { handles } => handles.iter_mut().map(|(ino, _)| ino).collect(),
         MetaOp::Renew { .. }
         | MetaOp::Mount { .. }
         | MetaOp::MountAt { .. }

@@ -92,3 +92,45 @@ async fn only_the_session_holding_a_writable_handle_moves_the_size() {
         assert_eq!(b.errno(grow, None).await, errno::EBADF, "{n}");
     }
 }
+
+/// Releases sent together: each one counts as a single release of the
+/// sending session's handle, another session's are untouched, and a batch
+/// over the limit is refused whole.
+#[tokio::test]
+async fn handles_released_together_are_released_and_bounded() {
+    for b in backends().await {
+        let n = b.name;
+        let mut inos = Vec::new();
+        for i in 0..3 {
+            let create = MetaOp::Create {
+                parent: ROOT_INO,
+                name: format!("many-{i}").into_bytes(),
+                mode: 0o644,
+                umask: 0,
+                read: true,
+            };
+            match b.run(create, None).await {
+                MetaReply::Open(o) => inos.push(o.attr.ino),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        let fs = crate::exactly_once_tests::FS;
+        let over = MetaOp::ReleaseMany {
+            handles: vec![(inos[0], true); cpfs_proto::meta::MAX_RELEASES + 1],
+        };
+        assert_eq!(b.errno(over, None).await, errno::EINVAL, "{n}");
+        assert!(
+            inos.iter().all(|&i| b.svc.is_open(fs, i)),
+            "{n}: refused, yet released"
+        );
+
+        // The first two released together; the third stays open.
+        let two = MetaOp::ReleaseMany {
+            handles: vec![(inos[0], true), (inos[1], false)],
+        };
+        assert!(matches!(b.run(two, None).await, MetaReply::Done), "{n}");
+        assert!(!b.svc.is_open(fs, inos[0]), "{n}");
+        assert!(!b.svc.is_open(fs, inos[1]), "{n}");
+        assert!(b.svc.is_open(fs, inos[2]), "{n}");
+    }
+}

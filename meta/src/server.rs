@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use cpfs_client::data::DataClient;
 use cpfs_proto::capability::{ADMIN, ANY_INODE};
-use cpfs_proto::meta::{errno, Caller, Kind, MetaOp, MetaReply, MetaRequest, RequestId};
+use cpfs_proto::meta::{
+    errno, Caller, Kind, MetaOp, MetaReply, MetaRequest, RequestId, MAX_RELEASES,
+};
 use cpfs_proto::node::{NodeRequest, MAX_DROPPED_INODES};
 use cpfs_proto::rpc::{self, ServiceLimits};
 use tokio::net::TcpListener;
@@ -74,7 +76,10 @@ impl MetaService {
         }
         // Bookkeeping that no identity may be refused: forgetting an open
         // handle, and the data path's chain table.
-        if matches!(req.op, MetaOp::Release { .. } | MetaOp::ChainTable) {
+        if matches!(
+            req.op,
+            MetaOp::Release { .. } | MetaOp::ReleaseMany { .. } | MetaOp::ChainTable
+        ) {
             return self.handle_as(s, req.caller, req.op, None).await;
         }
         // Decides the grant afresh rather than from the cache (caps.rs).
@@ -356,6 +361,21 @@ impl MetaService {
                 self.release(&s, ino, writable);
                 MetaReply::Done
             }
+            MetaOp::ReleaseMany { handles } => {
+                if handles.len() > MAX_RELEASES {
+                    return MetaReply::Err {
+                        errno: errno::EINVAL,
+                        message: format!(
+                            "{} handles released at once; at most {MAX_RELEASES}",
+                            handles.len()
+                        ),
+                    };
+                }
+                for (ino, writable) in handles {
+                    self.release(&s, ino, writable);
+                }
+                MetaReply::Done
+            }
             // Answered in `handle`, before the cached grant is used.
             MetaOp::Renew { .. } => MetaReply::Err {
                 errno: errno::EINVAL,
@@ -584,6 +604,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::GetAttr { .. }
         | MetaOp::Readlink { .. }
         | MetaOp::Release { .. }
+        | MetaOp::ReleaseMany { .. }
         | MetaOp::Renew { .. }
         | MetaOp::ReadDir { .. }
         | MetaOp::ReadDirPlus { .. }

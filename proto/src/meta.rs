@@ -181,6 +181,12 @@ pub enum MetaOp {
         ino: u64,
         writable: bool,
     },
+    /// Several handles closed on this client, each (inode, writable) as
+    /// in [`MetaOp::Release`], at most [`MAX_RELEASES`]: a client gathers
+    /// the releases nobody waits for and sends them together.
+    ReleaseMany {
+        handles: Vec<(u64, bool)>,
+    },
     /// A fresh capability for one this service issued (expired or not)
     /// for a file the client holds open: the grant and the caller's
     /// identity are decided anew; the rights are at most the old ones and
@@ -259,7 +265,7 @@ pub enum MetaOp {
 
 /// The names of [`MetaOp`]'s kinds, as metrics label them; a kind's
 /// position here is [`MetaOp::kind`].
-pub const META_OP_NAMES: [&str; 30] = [
+pub const META_OP_NAMES: [&str; 31] = [
     "mount",
     "lookup",
     "getattr",
@@ -290,7 +296,11 @@ pub const META_OP_NAMES: [&str; 30] = [
     "readdirplus",
     "watch",
     "mount_at",
+    "release_many",
 ];
+
+/// The most handles one [`MetaOp::ReleaseMany`] names.
+pub const MAX_RELEASES: usize = 1024;
 
 impl MetaOp {
     /// The operation's kind: its index in [`META_OP_NAMES`].
@@ -326,6 +336,7 @@ impl MetaOp {
             MetaOp::ReadDirPlus { .. } => 27,
             MetaOp::Watch { .. } => 28,
             MetaOp::MountAt { .. } => 29,
+            MetaOp::ReleaseMany { .. } => 30,
         }
     }
 }

@@ -472,3 +472,22 @@ def test_every_copy_corrupted_is_eio(mount, server, fresh_view):
                         "(served from a cache?)")
         pytest.fail(f"a read returned {len(got)} corrupted bytes instead of failing")
     assert e.value.errno == errno.EIO, f"expected EIO, got {e.value}"
+
+
+def test_a_file_deleted_while_open_leaves_the_nodes_once_closed(mount, server):
+    """The mount's releases reach the service (gathered and sent together):
+    while the file is open its chunks stay, after the last close the
+    collector drops them from every node."""
+    data = os.urandom(3 * MiB)
+    path = mount.path / "deleted-while-open.bin"
+    chunks = write_and_find_chunks(server, path, data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.unlink(path)
+        assert os.pread(fd, len(data), 0) == data
+        assert all(p.exists() for p in chunks), "dropped while still open"
+    finally:
+        os.close(fd)
+    wait_until("the deleted file's chunks to leave every node",
+               lambda: not any(p.exists() for p in chunks), 30,
+               on_timeout=lambda: f"still there: {[p for p in chunks if p.exists()]}")

@@ -36,6 +36,7 @@ mod caller;
 mod dirs;
 mod invalidate;
 mod open_files;
+mod releases;
 mod simple_ops;
 mod sizes;
 mod xattr;
@@ -46,6 +47,7 @@ use caller::caller;
 use dirs::DirListing;
 pub use invalidate::Invalidator;
 use open_files::{open_flags, pin, unpin, FileHandle, OpenInodes};
+use releases::Releases;
 use sizes::{note_write, set_attr, settle};
 pub use xattr::parse_stripe;
 
@@ -67,6 +69,7 @@ pub struct CpfsFs {
     /// fresh open must drop the kernel's cache).
     shown: Arc<Mutex<HashMap<u64, (u64, i64)>>>,
     notifier: Arc<OnceLock<Notifier>>,
+    releases: Arc<Releases>,
 }
 
 impl CpfsFs {
@@ -77,6 +80,7 @@ impl CpfsFs {
         notifier: Arc<OnceLock<Notifier>>,
     ) -> CpfsFs {
         CpfsFs {
+            releases: Releases::new(rt.clone(), meta.clone()),
             rt,
             meta,
             data,
@@ -565,22 +569,14 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let inodes = self.inodes.clone();
+        let releases = self.releases.clone();
+        let writable = h.cap.get().rights & WRITE != 0;
         if !h.dirty.load(Ordering::Acquire) {
             // Nothing to push: the closing program need not wait for the
-            // runtime (see below for why the release itself need not).
+            // runtime, nor for the service (see releases.rs).
             unpin(&inodes, h.ino);
             reply.ok();
-            self.rt.spawn(async move {
-                let _ = meta
-                    .call(
-                        &who,
-                        MetaOp::Release {
-                            ino: h.ino,
-                            writable: h.cap.get().rights & WRITE != 0,
-                        },
-                    )
-                    .await;
-            });
+            releases.push(&who, h.ino, writable);
             return;
         }
         self.rt.spawn(async move {
@@ -590,18 +586,7 @@ impl Filesystem for CpfsFs {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
-            // Nothing the closing program waits for: the service only
-            // counts the handle (an unlinked file's data stays until the
-            // count reaches zero, a moment later than it could).
-            let _ = meta
-                .call(
-                    &who,
-                    MetaOp::Release {
-                        ino: h.ino,
-                        writable: h.cap.get().rights & WRITE != 0,
-                    },
-                )
-                .await;
+            releases.push(&who, h.ino, writable);
         });
     }
 

@@ -125,8 +125,10 @@ pub(crate) fn inodes_of(op: &MetaOp) -> [Option<u64>; 2] {
         | MetaOp::GetStripe { ino }
         | MetaOp::SetStripe { ino, .. }
         | MetaOp::Release { ino, .. } => [Some(*ino), None],
-        // Capabilities carry their own proof (issued by an allowed open).
-        MetaOp::Renew { .. }
+        // Capabilities carry their own proof (issued by an allowed open);
+        // releases touch only the session's own handles.
+        MetaOp::ReleaseMany { .. }
+        | MetaOp::Renew { .. }
         | MetaOp::Mount { .. }
         | MetaOp::MountAt { .. }
         | MetaOp::StatFs
