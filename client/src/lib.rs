@@ -6,9 +6,11 @@
 //! - [`data`]: the data client (striped reads and writes straight to the
 //!   chain heads, refreshing the chain table and retrying across failover).
 //! - [`caps`]: the capability of an open file, renewed while it is open.
+//! - [`dir_attrs`]: directories' attributes from this client's own changes.
 //! - [`fuse`]: the thin FUSE adapter from kernel requests to those two.
 
 pub mod caps;
 pub mod data;
+pub mod dir_attrs;
 pub mod fuse;
 pub mod meta;

@@ -47,6 +47,8 @@ pub struct MetaClient {
     client: u64,
     /// The other half, one per operation, kept across its retries.
     seq: AtomicU64,
+    /// Directories' attributes from this client's changes.
+    pub dirs: crate::dir_attrs::DirAttrs,
 }
 
 impl MetaClient {
@@ -66,6 +68,7 @@ impl MetaClient {
             remount: tokio::sync::Mutex::new(()),
             client: rand::random(),
             seq: AtomicU64::new(1),
+            dirs: Default::default(),
         })
     }
 
@@ -176,6 +179,7 @@ impl MetaClient {
             client: self.client,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
+        self.dirs.before(&op);
         loop {
             let session = self.session.load(Ordering::Acquire);
             let req = MetaRequest {
@@ -226,6 +230,10 @@ impl MetaClient {
                 Ok(MetaReply::Err { errno, message }) => {
                     tracing::debug!(errno, message, "metadata refused");
                     return Err(errno);
+                }
+                Ok(MetaReply::Changed { dirs, reply }) => {
+                    self.dirs.note(dirs);
+                    return Ok(*reply);
                 }
                 Ok(r) => return Ok(r),
                 Err(e) => {

@@ -216,6 +216,10 @@ pub(crate) fn outward(root: u64, reply: &mut MetaReply) {
                 outward_attr(root, a);
             }
         }
+        MetaReply::Changed { dirs, reply } => {
+            dirs.iter_mut().for_each(|a| outward_attr(root, a));
+            outward(root, reply);
+        }
         MetaReply::Changes { changes, .. } => {
             for c in changes {
                 match c {

@@ -84,7 +84,7 @@ async fn mount(svc: &Arc<MetaService>, root: Option<MountRoot>) -> Result<(u64, 
 }
 
 fn ino(r: MetaReply) -> u64 {
-    match r {
+    match r.without_dirs() {
         MetaReply::Entry(a) | MetaReply::Attr(a) => a.ino,
         MetaReply::Open(o) => o.attr.ino,
         other => panic!("no inode in {other:?}"),
@@ -196,6 +196,13 @@ async fn a_subdirectory_mount_sees_its_root_as_inode_1_and_nothing_above() {
         MetaReply::Dir { entries, .. } => {
             let names: Vec<_> = entries.iter().map(|e| e.name.clone()).collect();
             assert_eq!(names, vec![b"sub".to_vec()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A change's directory attributes are mapped like every inode number.
+    match call(&svc, ap, mkdir(ROOT_INO, "made-inside")).await {
+        MetaReply::Changed { dirs, .. } => {
+            assert_eq!(dirs.iter().map(|a| a.ino).collect::<Vec<_>>(), [ROOT_INO]);
         }
         other => panic!("{other:?}"),
     }

@@ -127,14 +127,29 @@ impl MetaService {
         let changes = crate::watch::changes_of(&req.op);
         let seen =
             (!changes.is_empty() || interesting(&req.op)).then(|| crate::watch::named(&req.op));
-        let reply = self.clone().handle_as(s, who, req.op, req.id).await;
+        let dirs = changed_dirs(&req.op);
+        let reply = self.clone().handle_as(s.clone(), who, req.op, req.id).await;
         if let Some(seen) = seen {
             self.watchers.note(session, seen, &reply);
             if !matches!(reply, MetaReply::Err { .. }) {
                 self.watchers.publish(&fs, session, &changes);
             }
         }
-        reply
+        if dirs.is_empty() || matches!(reply, MetaReply::Err { .. }) {
+            return reply;
+        }
+        // The directories' attributes after the change, for the client to
+        // answer the kernel's next GETATTR of them (client dir_attrs.rs).
+        let mut attrs = Vec::with_capacity(dirs.len());
+        for d in dirs {
+            if let Ok(a) = self.getattr(&s, d).await {
+                attrs.push(a);
+            }
+        }
+        MetaReply::Changed {
+            dirs: attrs,
+            reply: Box::new(reply),
+        }
     }
 
     /// Runs `op` for `who`, the identity the service decided on. An
@@ -578,6 +593,26 @@ fn interesting(op: &MetaOp) -> bool {
             | MetaOp::GetXattr { .. }
             | MetaOp::ListXattr { .. }
     )
+}
+
+/// The directories whose entries `op` changes.
+fn changed_dirs(op: &MetaOp) -> Vec<u64> {
+    match op {
+        MetaOp::Mknod { parent, .. }
+        | MetaOp::Mkdir { parent, .. }
+        | MetaOp::Create { parent, .. }
+        | MetaOp::Symlink { parent, .. }
+        | MetaOp::Unlink { parent, .. }
+        | MetaOp::Rmdir { parent, .. } => vec![*parent],
+        MetaOp::Link { new_parent, .. } => vec![*new_parent],
+        MetaOp::Rename {
+            parent, new_parent, ..
+        } if parent == new_parent => vec![*parent],
+        MetaOp::Rename {
+            parent, new_parent, ..
+        } => vec![*parent, *new_parent],
+        _ => Vec::new(),
+    }
 }
 
 /// Whether `op` changes the file system (refused on a read-only mount).

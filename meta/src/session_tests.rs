@@ -126,7 +126,7 @@ async fn call(svc: &Arc<MetaService>, from: &str, session: u64, uid: u32, op: Me
         op,
         id: None,
     };
-    svc.clone().handle(addr(from), req).await
+    svc.clone().handle(addr(from), req).await.without_dirs()
 }
 
 async fn mount(svc: &Arc<MetaService>, from: &str) -> Result<u64, (i32, String)> {

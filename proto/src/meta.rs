@@ -451,11 +451,30 @@ pub enum MetaReply {
         lost: bool,
     },
     Done,
+    /// `reply` to an operation that changed directories' entries (create,
+    /// unlink, mkdir, rmdir, rename, ...), with those directories'
+    /// attributes after the change: the kernel asks for them before the
+    /// next operation in the directory, and the client answers that itself.
+    Changed {
+        dirs: Vec<Attr>,
+        reply: Box<MetaReply>,
+    },
     /// A POSIX errno, and a message for the log.
     Err {
         errno: i32,
         message: String,
     },
+}
+
+impl MetaReply {
+    /// The reply itself, without the directories' attributes a
+    /// [`MetaReply::Changed`] carries with it.
+    pub fn without_dirs(self) -> MetaReply {
+        match self {
+            MetaReply::Changed { reply, .. } => *reply,
+            other => other,
+        }
+    }
 }
 
 pub mod errno {

@@ -8,6 +8,7 @@ operation counters by exactly the operations made, and `/metrics` is
 refused without its token.
 """
 
+import errno
 import os
 import re
 import urllib.error
@@ -190,3 +191,72 @@ def test_the_grafana_dashboard_names_only_exported_series(server):
     names = exported | {n + s for n, kind in typed
                         for s in ({"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(kind, [""]))}
     assert wanted <= names, sorted(wanted - names)
+
+
+def quiet_meta_counters(server, t):
+    """A scrape once the metadata server's counters of namespace operations
+    stand still (they reach /metrics with its heartbeats, so operations
+    made just before may still be on their way)."""
+    ops = ("lookup", "getattr", "create", "unlink", "mkdir")
+    last = {}
+
+    def still():
+        text = scrape(server, t)
+        now = {op: total(text, "cpfs_meta_operations_total", op=op) for op in ops}
+        same = now == last.get("counts")
+        last.update(counts=now, text=text)
+        return same
+    wait_until("the metadata counters to stand still", still, METRICS_DEADLINE_S, interval_s=0.7)
+    return last["text"]
+
+
+def test_a_loop_of_creates_and_unlinks_asks_no_directory_attributes(server, mount, mounter):
+    """The kernel drops a directory's attributes after every change in it
+    and needs them for the next permission check; the mount answers that
+    from the directory's attributes the service returned with the change,
+    so a loop costs one request per create after its lookup and one per
+    unlink, and what the mount shows of the directory is exact (a fresh
+    mount sees the same)."""
+    t = token(server, "metrics-token")
+    d = mount.path / f"dirattrs-{uuid.uuid4().hex[:8]}"
+    os.mkdir(d)
+    os.mkdir(d / "sub")
+    n = 40
+    before = quiet_meta_counters(server, t)
+    for i in range(n):
+        os.close(os.open(d / f"f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    for i in range(n // 2):
+        os.unlink(d / f"f{i}")
+    os.mkdir(d / "sub2")
+    mine = os.stat(d)
+    wait_until("the loop's last mkdir counted",
+               lambda: total(scrape(server, t), "cpfs_meta_operations_total", op="mkdir")
+               - total(before, "cpfs_meta_operations_total", op="mkdir") >= 1,
+               METRICS_DEADLINE_S)
+    after = scrape(server, t)
+
+    def grew(op):
+        return total(after, "cpfs_meta_operations_total", op=op) \
+            - total(before, "cpfs_meta_operations_total", op=op)
+    assert grew("create") == n and grew("unlink") == n // 2 and grew("mkdir") == 1
+    # Without the directory's attributes from each change, there would be
+    # one GETATTR per create, unlink and mkdir (81 here).
+    assert grew("getattr") <= 2, grew("getattr")
+
+    # What the mount answered is what the service holds.
+    assert mine.st_nlink == 4, mine.st_nlink                # ., .., sub, sub2
+    fresh = os.stat(mounter.mount(mount.domain).path / d.name)
+    assert (mine.st_mtime_ns, mine.st_ctime_ns, mine.st_nlink, mine.st_mode) == \
+        (fresh.st_mtime_ns, fresh.st_ctime_ns, fresh.st_nlink, fresh.st_mode)
+
+
+def test_acls_and_security_labels_are_refused_at_once(mount):
+    p = mount.path / f"noacl-{uuid.uuid4().hex[:8]}"
+    p.write_bytes(b"x")
+    for name in ("system.posix_acl_access", "security.selinux"):
+        with pytest.raises(OSError) as e:
+            os.setxattr(p, name, b"\x02\x00\x00\x00")
+        assert e.value.errno == errno.EOPNOTSUPP, (name, e.value)
+        with pytest.raises(OSError) as e:
+            os.removexattr(p, name)
+        assert e.value.errno in (errno.EOPNOTSUPP, errno.ENODATA), (name, e.value)

@@ -70,6 +70,17 @@ impl Invalidator {
             // The kernel has not been told anything yet.
             return;
         };
+        // The copies of directories' attributes this mount keeps from its
+        // own changes go first: the kernel asks for them next.
+        if lost {
+            self.meta.dirs.clear();
+        }
+        for c in &changes {
+            match c {
+                Change::Entry { parent, .. } => self.meta.dirs.forget(*parent),
+                Change::Inode { ino, .. } => self.meta.dirs.forget(*ino),
+            }
+        }
         let everything: Vec<u64> = if lost {
             self.shown
                 .lock()

@@ -147,6 +147,11 @@ impl Filesystem for CpfsFs {
     }
 
     fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        // A directory this mount just changed: the service said what its
+        // attributes became (see dir_attrs.rs).
+        if let Some(a) = self.meta.dirs.get(ino) {
+            return reply.attr(&TTL, &file_attr(&a));
+        }
         let meta = self.meta.clone();
         let who = caller(req);
         let shown = self.shown.clone();
@@ -723,6 +728,12 @@ impl Filesystem for CpfsFs {
                 reply,
             );
         }
+        // The service stores no ACLs or security labels and refuses them
+        // (EOPNOTSUPP); `cp -a` tries one per file it copies, so the answer
+        // is given here without a round trip.
+        if xattr::unsupported(name) {
+            return reply.error(libc::EOPNOTSUPP);
+        }
         self.empty_op(
             req,
             MetaOp::SetXattr {
@@ -751,6 +762,9 @@ impl Filesystem for CpfsFs {
     }
 
     fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        if xattr::unsupported(name) {
+            return reply.error(libc::EOPNOTSUPP);
+        }
         self.empty_op(
             req,
             MetaOp::RemoveXattr {

@@ -38,6 +38,13 @@ pub fn parse_stripe(v: &[u8]) -> Option<(u64, u32)> {
     Some((cs?, w?))
 }
 
+/// Whether `name` is one the service refuses to store: system.* (POSIX
+/// ACLs) and security.* (see the service's xattrs.rs).
+pub(super) fn unsupported(name: &OsStr) -> bool {
+    let n = name.as_bytes();
+    n.starts_with(b"system.") || n.starts_with(b"security.")
+}
+
 impl CpfsFs {
     pub(super) fn getxattr_op(
         &self,
