@@ -210,7 +210,10 @@ pub(crate) fn outward(root: u64, reply: &mut MetaReply) {
         MetaReply::Attr(a) | MetaReply::Entry(a) => outward_attr(root, a),
         MetaReply::Open(o) => outward_attr(root, &mut o.attr),
         MetaReply::Dir { entries, .. } => entries.iter_mut().for_each(|e| map(&mut e.ino)),
-        MetaReply::DirPlus { entries, .. } => {
+        MetaReply::DirPlus {
+            entries, parent, ..
+        } => {
+            map(parent);
             for (e, a) in entries {
                 map(&mut e.ino);
                 outward_attr(root, a);

@@ -199,6 +199,19 @@ async fn a_subdirectory_mount_sees_its_root_as_inode_1_and_nothing_above() {
         }
         other => panic!("{other:?}"),
     }
+    // A listing names `..`: the root's is the root, a subdirectory's is
+    // the root as the mount numbers it.
+    for (dir, parent) in [(ROOT_INO, ROOT_INO), (sub, ROOT_INO)] {
+        let list = MetaOp::ReadDirPlus {
+            ino: dir,
+            after: None,
+            limit: 10,
+        };
+        match call(&svc, ap, list).await {
+            MetaReply::DirPlus { parent: p, .. } => assert_eq!(p, parent, "`..` of {dir}"),
+            other => panic!("{other:?}"),
+        }
+    }
     // A change's directory attributes are mapped like every inode number.
     match call(&svc, ap, mkdir(ROOT_INO, "made-inside")).await {
         MetaReply::Changed { dirs, .. } => {

@@ -403,14 +403,16 @@ impl MetaService {
                 self.readdir(&s, &who, ino, after, limit).await,
                 |(entries, more)| MetaReply::Dir { entries, more },
             ),
-            MetaOp::ReadDirPlus { ino, after, limit } => reply(
-                self.readdir_plus(&s, &who, ino, after, limit).await,
-                |(entries, searchable, more)| MetaReply::DirPlus {
-                    entries,
-                    searchable,
-                    more,
-                },
-            ),
+            MetaOp::ReadDirPlus { ino, after, limit } => {
+                reply(self.readdir_plus(&s, &who, ino, after, limit).await, |p| {
+                    MetaReply::DirPlus {
+                        entries: p.entries,
+                        searchable: p.searchable,
+                        more: p.more,
+                        parent: p.parent,
+                    }
+                })
+            }
             MetaOp::Written { ino, size } => {
                 reply(self.written(&s, &who, ino, size).await, MetaReply::Attr)
             }

@@ -442,6 +442,9 @@ pub enum MetaReply {
         entries: Vec<(DirEntry, Attr)>,
         searchable: bool,
         more: bool,
+        /// The directory's `..` (itself at the mount's root), so that a
+        /// listing needs no lookup of it.
+        parent: u64,
     },
     /// What a [`MetaOp::Watch`] waited for. `lost`: changes were dropped
     /// (the session is new, or it fell too far behind): whatever the

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import stat
+import subprocess
 import threading
 import time
 
@@ -273,6 +274,25 @@ def test_directories(target_dir):
     os.rmdir(target_dir / "a" / "b")
     assert sorted(os.listdir(target_dir / "a")) == ["file", "x"]
     expect_errno(errno.ENOENT, os.stat, target_dir / "a" / "b")
+
+
+def dot_entries(d):
+    """{name: d_ino} of `.` and `..` as readdir lists them (`ls -fai`)."""
+    out = {}
+    words = subprocess.run(["ls", "-fai1", str(d)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    for w in words:
+        ino, name = w.split(maxsplit=1)
+        if name in (".", ".."):
+            out[name] = int(ino)
+    return out
+
+
+def test_dot_and_dot_dot_in_a_listing_name_the_directory_and_its_parent(target_dir):
+    os.makedirs(target_dir / "a" / "b")
+    for d, parent in ((target_dir / "a" / "b", target_dir / "a"), (target_dir / "a", target_dir)):
+        got = dot_entries(d)
+        assert got == {".": os.stat(d).st_ino, "..": os.stat(parent).st_ino}, d
 
 
 def test_directory_nlink_counts_subdirectories(target_dir):

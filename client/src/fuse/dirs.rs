@@ -33,27 +33,15 @@ pub(crate) struct DirListing {
 
 /// Reads the listing of directory `ino`.
 pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<DirListing, i32> {
-    let parent = match meta
-        .call(
-            who,
-            MetaOp::Lookup {
-                parent: ino,
-                name: b"..".to_vec(),
-            },
-        )
-        .await
-    {
-        Ok(MetaReply::Entry(a)) => a.ino,
-        _ => ino,
-    };
     let dot = |ino, name: &[u8]| Listed {
         ino,
         kind: file_type(Kind::Dir),
         name: name.to_vec(),
         attr: None,
     };
+    // `..` is filled in from the first page, which names it.
     let mut listing = DirListing {
-        entries: vec![dot(ino, b"."), dot(parent, b"..")],
+        entries: vec![dot(ino, b"."), dot(ino, b"..")],
         searchable: false,
     };
     let mut after = None;
@@ -73,7 +61,9 @@ pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<Di
                 entries,
                 searchable,
                 more,
+                parent,
             }) => {
+                listing.entries[1].ino = parent;
                 after = entries.last().map(|e| e.0.name.clone());
                 listing.searchable = searchable;
                 listing

@@ -11,6 +11,17 @@ use crate::{fail, Res};
 use super::state::FsState;
 use super::MAX_READDIR;
 
+/// A page of a directory listing with each entry's attributes.
+pub struct DirPage {
+    pub entries: Vec<(DirEntry, Attr)>,
+    /// The caller may look the names up (search permission).
+    pub searchable: bool,
+    /// More entries follow.
+    pub more: bool,
+    /// The directory's parent (the root's is itself).
+    pub parent: u64,
+}
+
 impl FsState {
     /// Checks that `who` may open `ino` so, and moves its atime as relatime
     /// does. The inode as opened.
@@ -67,21 +78,30 @@ impl FsState {
     /// As [`FsState::readdir`], with each entry's attributes, and whether
     /// `who` may look the entries up.
     #[allow(clippy::type_complexity)]
+    /// A page of a directory's entries with their attributes (see
+    /// [`DirPage`]).
     pub fn readdir_plus(
         &self,
         who: &Caller,
         ino: u64,
         after: Option<&[u8]>,
         limit: u32,
-    ) -> Res<(Vec<(DirEntry, Attr)>, bool, bool)> {
+    ) -> Res<DirPage> {
         let (entries, more) = self.readdir(who, ino, after, limit)?;
-        let searchable = perm::allowed(&self.inode(ino)?.attr, who, X);
+        let dir = self.inode(ino)?;
+        let searchable = perm::allowed(&dir.attr, who, X);
+        let parent = dir.parent;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let a = self.attr(e.ino)?;
             out.push((e, a));
         }
-        Ok((out, searchable, more))
+        Ok(DirPage {
+            entries: out,
+            searchable,
+            more,
+            parent,
+        })
     }
 
     /// A client wrote `ino` up to `size` bytes.

@@ -323,12 +323,18 @@ impl MetaService {
         ino: u64,
         after: Option<Vec<u8>>,
         limit: u32,
-    ) -> Res<(Vec<(DirEntry, Attr)>, bool, bool)> {
-        self.shards
+    ) -> Res<files::DirPage> {
+        let mut page = self
+            .shards
             .read(&s.fs, |st| {
                 st.readdir_plus(who, ino, after.as_deref(), limit)
             })
-            .await
+            .await?;
+        // `..` of a confined mount's root is the root, as a lookup says.
+        if ino == s.root {
+            page.parent = ino;
+        }
+        Ok(page)
     }
 
     pub(crate) async fn written(
