@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use cpfs_proto::meta::{Attr, MetaOp};
 
-/// How long a directory's attributes from a change are used: far shorter
-/// than the kernel's attribute timeout, since they only need to reach the
-/// next operation of a loop.
-const FRESH: Duration = Duration::from_secs(1);
+/// How long a directory's attributes from a change are used: as long as
+/// the kernel keeps attributes it was given (the mount's TTL), since the
+/// same invalidations keep both true. A deep subtree's removal takes
+/// longer than a second before its directory's own rmdir.
+const FRESH: Duration = crate::fuse::ATTR_TTL;
 /// Beyond this many directories, stale copies are dropped on insert.
 const PRUNE_ABOVE: usize = 4096;
 

@@ -54,7 +54,9 @@ pub use xattr::parse_stripe;
 /// How long the kernel may keep entries (also negative ones) and
 /// attributes: long, because the service tells this mount when another
 /// client changes them (see [`Invalidator`]).
-const TTL: Duration = Duration::from_secs(10);
+const TTL: Duration = ATTR_TTL;
+/// [`TTL`], for the client's own caches that follow the kernel's.
+pub const ATTR_TTL: Duration = Duration::from_secs(10);
 pub use xattr::STRIPE_XATTR;
 
 pub struct CpfsFs {
