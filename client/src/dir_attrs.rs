@@ -23,7 +23,11 @@ use cpfs_proto::meta::{Attr, MetaOp};
 /// the kernel keeps attributes it was given (the mount's TTL), since the
 /// same invalidations keep both true. A deep subtree's removal takes
 /// longer than a second before its directory's own rmdir.
-const FRESH: Duration = crate::fuse::ATTR_TTL;
+const FRESH: Duration = ATTR_TTL;
+
+/// How long the kernel may keep the attributes and entries the mount gives
+/// it (the FUSE TTL), and this cache its copies.
+pub const ATTR_TTL: Duration = Duration::from_secs(10);
 /// Beyond this many directories, stale copies are dropped on insert.
 const PRUNE_ABOVE: usize = 4096;
 

@@ -54,9 +54,7 @@ pub use xattr::parse_stripe;
 /// How long the kernel may keep entries (also negative ones) and
 /// attributes: long, because the service tells this mount when another
 /// client changes them (see [`Invalidator`]).
-const TTL: Duration = ATTR_TTL;
-/// [`TTL`], for the client's own caches that follow the kernel's.
-pub const ATTR_TTL: Duration = Duration::from_secs(10);
+const TTL: Duration = crate::dir_attrs::ATTR_TTL;
 pub use xattr::STRIPE_XATTR;
 
 pub struct CpfsFs {
