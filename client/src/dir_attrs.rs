@@ -7,8 +7,9 @@
 //! them again: without this, every create or unlink in a loop costs a
 //! GETATTR round trip on top of its own. The service answers those
 //! operations with the directory's attributes after the change
-//! ([`MetaReply::Changed`]); the client keeps them briefly and answers the
-//! kernel's next GETATTR of that directory itself. Changes by other clients
+//! ([`MetaReply::Changed`]); the client keeps them for the kernel's
+//! attribute TTL and answers the kernel's next GETATTR of that directory
+//! itself. Changes by other clients
 //! drop the copy here before the kernel's (see the mount's invalidator), so
 //! what is answered is never older than what the kernel's own attribute
 //! cache could have kept.
@@ -19,14 +20,9 @@ use std::time::{Duration, Instant};
 
 use cpfs_proto::meta::{Attr, MetaOp};
 
-/// How long a directory's attributes from a change are used: as long as
-/// the kernel keeps attributes it was given (the mount's TTL), since the
-/// same invalidations keep both true. A deep subtree's removal takes
-/// longer than a second before its directory's own rmdir.
-const FRESH: Duration = ATTR_TTL;
-
 /// How long the kernel may keep the attributes and entries the mount gives
-/// it (the FUSE TTL), and this cache its copies.
+/// it (the FUSE TTL), and this cache its copies: the same invalidations
+/// keep both true.
 pub const ATTR_TTL: Duration = Duration::from_secs(10);
 /// Beyond this many directories, stale copies are dropped on insert.
 const PRUNE_ABOVE: usize = 4096;
@@ -47,7 +43,7 @@ impl DirAttrs {
         let now = Instant::now();
         let mut map = self.map();
         if map.len() > PRUNE_ABOVE {
-            map.retain(|_, (_, at)| now.duration_since(*at) < FRESH);
+            map.retain(|_, (_, at)| now.duration_since(*at) < ATTR_TTL);
         }
         for a in dirs {
             match map.get(&a.ino) {
@@ -60,11 +56,11 @@ impl DirAttrs {
     }
 
     /// The attributes of directory `ino` from a change this client made
-    /// within [`FRESH`], if any.
+    /// within [`ATTR_TTL`], if any.
     pub fn get(&self, ino: u64) -> Option<Attr> {
         let map = self.map();
         let (a, at) = map.get(&ino)?;
-        (at.elapsed() < FRESH).then(|| a.clone())
+        (at.elapsed() < ATTR_TTL).then(|| a.clone())
     }
 
     /// Forgets `ino`'s copy (it changed in a way not answered here).

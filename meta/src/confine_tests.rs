@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cpfs_proto::meta::{errno, Caller, MetaOp, MetaReply, MetaRequest, MountRoot, ROOT_INO};
 
-use crate::exactly_once_tests::{provisioned, FS};
+use crate::exactly_once_tests::{mkdir_in as mkdir, provisioned, FS};
 use crate::identity::IdentitySettings;
 use crate::policy::{AccessPointFuture, AccessPointSpec, MountPolicy, PolicyFuture, PolicySource};
 use crate::MetaService;
@@ -95,15 +95,6 @@ fn errno_of(r: &MetaReply) -> i32 {
     match r {
         MetaReply::Err { errno, .. } => *errno,
         _ => 0,
-    }
-}
-
-fn mkdir(parent: u64, name: &str) -> MetaOp {
-    MetaOp::Mkdir {
-        parent,
-        name: name.into(),
-        mode: 0o755,
-        umask: 0,
     }
 }
 

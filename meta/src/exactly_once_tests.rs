@@ -191,6 +191,27 @@ impl Backend {
     }
 }
 
+/// Creating `name` in `parent` (mode 0644, no umask), for the tests.
+pub(crate) fn create_in(parent: u64, name: &str) -> MetaOp {
+    MetaOp::Create {
+        parent,
+        name: name.into(),
+        mode: 0o644,
+        umask: 0,
+        read: true,
+    }
+}
+
+/// Making directory `name` in `parent` (mode 0755, no umask), for the tests.
+pub(crate) fn mkdir_in(parent: u64, name: &str) -> MetaOp {
+    MetaOp::Mkdir {
+        parent,
+        name: name.into(),
+        mode: 0o755,
+        umask: 0,
+    }
+}
+
 fn create(name: &str) -> MetaOp {
     MetaOp::Create {
         parent: ROOT_INO,

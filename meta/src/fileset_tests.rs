@@ -9,7 +9,7 @@ use std::time::Duration;
 use cpfs_proto::capability::CapabilityKey;
 use cpfs_proto::meta::{errno, MetaOp, MetaReply, ROOT_INO};
 
-use crate::exactly_once_tests::{backends, Backend, FS};
+use crate::exactly_once_tests::{backends, create_in as create, mkdir_in as mkdir, Backend, FS};
 use crate::policy::{FilesetFuture, FilesetSpec, MountPolicy, PolicyFuture, PolicySource};
 use crate::quota_view::{self, BoundFileset};
 use crate::MetaService;
@@ -85,25 +85,6 @@ async fn lookup(b: &Backend, parent: u64, name: &str) -> u64 {
     match b.run(op, None).await {
         MetaReply::Entry(a) => a.ino,
         other => panic!("{}: lookup {name}: {other:?}", b.name),
-    }
-}
-
-fn create(parent: u64, name: &str) -> MetaOp {
-    MetaOp::Create {
-        parent,
-        name: name.into(),
-        mode: 0o644,
-        umask: 0,
-        read: true,
-    }
-}
-
-fn mkdir(parent: u64, name: &str) -> MetaOp {
-    MetaOp::Mkdir {
-        parent,
-        name: name.into(),
-        mode: 0o755,
-        umask: 0,
     }
 }
 

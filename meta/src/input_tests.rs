@@ -3,7 +3,7 @@
 
 use cpfs_proto::meta::{errno, Kind, MetaOp, MetaReply, ROOT_INO};
 
-use crate::exactly_once_tests::backends;
+use crate::exactly_once_tests::{backends, create_in};
 
 fn symlink(name: &str, target: Vec<u8>) -> MetaOp {
     MetaOp::Symlink {
@@ -102,13 +102,7 @@ async fn handles_released_together_are_released_and_bounded() {
         let n = b.name;
         let mut inos = Vec::new();
         for i in 0..3 {
-            let create = MetaOp::Create {
-                parent: ROOT_INO,
-                name: format!("many-{i}").into_bytes(),
-                mode: 0o644,
-                umask: 0,
-                read: true,
-            };
+            let create = create_in(ROOT_INO, &format!("many-{i}"));
             match b.run(create, None).await {
                 MetaReply::Open(o) => inos.push(o.attr.ino),
                 other => panic!("{n}: {other:?}"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cpfs_proto::capability::CapabilityKey;
 use cpfs_proto::meta::{errno, Caller, MetaOp, MetaReply, SetAttr, ROOT_INO};
 
-use crate::exactly_once_tests::{backends, Backend, FS};
+use crate::exactly_once_tests::{backends, create_in as create, Backend, FS};
 use crate::policy::{MountPolicy, PolicyFuture, PolicySource, UserQuotaFuture, UserQuotaSpec};
 use crate::quota_view::{self, OwnerUsage};
 use crate::MetaService;
@@ -72,16 +72,6 @@ fn ino_of(r: &MetaReply) -> u64 {
         MetaReply::Open(o) => o.attr.ino,
         MetaReply::Entry(a) => a.ino,
         other => panic!("no inode in {other:?}"),
-    }
-}
-
-fn create(parent: u64, name: &str) -> MetaOp {
-    MetaOp::Create {
-        parent,
-        name: name.into(),
-        mode: 0o644,
-        umask: 0,
-        read: true,
     }
 }
 

@@ -127,17 +127,18 @@ impl MetaService {
         let changes = crate::watch::changes_of(&req.op);
         let seen =
             (!changes.is_empty() || interesting(&req.op)).then(|| crate::watch::named(&req.op));
-        let dirs = changed_dirs(&req.op);
-        let reply = self.clone().handle_as(s.clone(), who, req.op, req.id).await;
+        let dirs = crate::watch::entry_parents(&changes);
+        let asked = (!dirs.is_empty()).then(|| s.clone());
+        let reply = self.clone().handle_as(s, who, req.op, req.id).await;
         if let Some(seen) = seen {
             self.watchers.note(session, seen, &reply);
             if !matches!(reply, MetaReply::Err { .. }) {
                 self.watchers.publish(&fs, session, &changes);
             }
         }
-        if dirs.is_empty() || matches!(reply, MetaReply::Err { .. }) {
+        let Some(s) = asked.filter(|_| !matches!(reply, MetaReply::Err { .. })) else {
             return reply;
-        }
+        };
         // The directories' attributes after the change, for the client to
         // answer the kernel's next GETATTR of them (client dir_attrs.rs).
         let mut attrs = Vec::with_capacity(dirs.len());
@@ -499,57 +500,59 @@ impl MetaService {
             }
         }
         let mut done = 0;
-        let rounds = self
-            .shards
-            .loaded()
-            .into_iter()
-            .flat_map(|s| std::iter::repeat_n(s, ORPHAN_ROUNDS));
-        for shard in rounds {
-            let (fs, orphans): (Arc<str>, Vec<u64>) = shard.with(|st| {
-                (
-                    st.fs.clone(),
-                    st.orphans
-                        .keys()
-                        .take(MAX_DROPPED_INODES)
-                        .copied()
-                        .collect(),
-                )
-            });
-            // Open ones stay until their last handle is released.
-            let orphans: Vec<u64> = orphans
-                .into_iter()
-                .filter(|&ino| !self.is_open(&fs, ino))
-                .collect();
-            if orphans.is_empty() {
-                continue;
-            }
-            // One request per node and one commit for the lot: a deleted
-            // tree's files cost the service a little each, not a round
-            // trip to every node and a commit apiece.
-            let cap = self.key.issue(
-                &fs,
-                ANY_INODE,
-                ADMIN,
-                crate::ns::now_ns() / 1_000_000_000 + 60,
-            );
-            if let Err(e) = data
-                .broadcast(NodeRequest::DropInodes {
-                    cap,
-                    fs: fs.to_string(),
-                    inodes: orphans.clone(),
-                })
-                .await
-            {
-                tracing::warn!(%fs, orphans = orphans.len(), error = %e, "could not drop orphans' chunks yet");
-                continue;
-            }
-            let purge = |st: &mut crate::ns::state::FsState| {
-                orphans.iter().try_for_each(|&ino| st.purge(ino))
-            };
-            match self.shards.write(&fs, purge).await {
-                Ok(()) => done += orphans.len(),
-                Err((errno::EMOVED, _)) => {}
-                Err(e) => return Err(e),
+        for shard in self.shards.loaded() {
+            for _ in 0..ORPHAN_ROUNDS {
+                let (fs, orphans): (Arc<str>, Vec<u64>) = shard.with(|st| {
+                    (
+                        st.fs.clone(),
+                        st.orphans
+                            .keys()
+                            .take(MAX_DROPPED_INODES)
+                            .copied()
+                            .collect(),
+                    )
+                });
+                let listed = orphans.len();
+                // Open ones stay until their last handle is released.
+                let orphans: Vec<u64> = orphans
+                    .into_iter()
+                    .filter(|&ino| !self.is_open(&fs, ino))
+                    .collect();
+                if orphans.is_empty() {
+                    break;
+                }
+                // One request per node and one commit for the lot: a
+                // deleted tree's files cost the service a little each, not
+                // a round trip to every node and a commit apiece.
+                let cap = self.key.issue(
+                    &fs,
+                    ANY_INODE,
+                    ADMIN,
+                    crate::ns::now_ns() / 1_000_000_000 + 60,
+                );
+                if let Err(e) = data
+                    .broadcast(NodeRequest::DropInodes {
+                        cap,
+                        fs: fs.to_string(),
+                        inodes: orphans.clone(),
+                    })
+                    .await
+                {
+                    tracing::warn!(%fs, orphans = orphans.len(), error = %e, "could not drop orphans' chunks yet");
+                    break;
+                }
+                let purge = |st: &mut crate::ns::state::FsState| {
+                    orphans.iter().try_for_each(|&ino| st.purge(ino))
+                };
+                match self.shards.write(&fs, purge).await {
+                    Ok(()) => done += orphans.len(),
+                    Err((errno::EMOVED, _)) => break,
+                    Err(e) => return Err(e),
+                }
+                // Fewer than a batch: nothing more to take this pass.
+                if listed < MAX_DROPPED_INODES {
+                    break;
+                }
             }
         }
         Ok(done)
@@ -595,26 +598,6 @@ fn interesting(op: &MetaOp) -> bool {
             | MetaOp::GetXattr { .. }
             | MetaOp::ListXattr { .. }
     )
-}
-
-/// The directories whose entries `op` changes.
-fn changed_dirs(op: &MetaOp) -> Vec<u64> {
-    match op {
-        MetaOp::Mknod { parent, .. }
-        | MetaOp::Mkdir { parent, .. }
-        | MetaOp::Create { parent, .. }
-        | MetaOp::Symlink { parent, .. }
-        | MetaOp::Unlink { parent, .. }
-        | MetaOp::Rmdir { parent, .. } => vec![*parent],
-        MetaOp::Link { new_parent, .. } => vec![*new_parent],
-        MetaOp::Rename {
-            parent, new_parent, ..
-        } if parent == new_parent => vec![*parent],
-        MetaOp::Rename {
-            parent, new_parent, ..
-        } => vec![*parent, *new_parent],
-        _ => Vec::new(),
-    }
 }
 
 /// Whether `op` changes the file system (refused on a read-only mount).

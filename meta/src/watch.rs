@@ -361,6 +361,20 @@ pub fn changes_of(op: &MetaOp) -> Vec<Change> {
     }
 }
 
+/// The directories whose entries `changes` (of one operation) name, once
+/// each.
+pub fn entry_parents(changes: &[Change]) -> Vec<u64> {
+    let mut dirs: Vec<u64> = Vec::new();
+    for c in changes {
+        if let Change::Entry { parent, .. } = c {
+            if !dirs.contains(parent) {
+                dirs.push(*parent);
+            }
+        }
+    }
+    dirs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -526,35 +526,9 @@ impl Node {
                 Ok(NodeResponse::Done)
             }
             NodeRequest::DropInode { cap, fs, inode } => {
-                if !self.state.allows(&cap, &fs, inode, ADMIN) {
-                    return Err(NodeError::BadCapability);
-                }
-                let store = self.state.store.clone();
-                blocking(move || store.drop_inode(&fs, inode)).await?;
-                Ok(NodeResponse::Done)
+                self.drop_inodes(cap, fs, vec![inode]).await
             }
-            NodeRequest::DropInodes { cap, fs, inodes } => {
-                if inodes.len() > MAX_DROPPED_INODES {
-                    return Err(NodeError::Invalid(format!(
-                        "{} inodes named; at most {MAX_DROPPED_INODES} per request",
-                        inodes.len()
-                    )));
-                }
-                if !inodes
-                    .iter()
-                    .all(|&inode| self.state.allows(&cap, &fs, inode, ADMIN))
-                {
-                    return Err(NodeError::BadCapability);
-                }
-                let store = self.state.store.clone();
-                blocking(move || {
-                    inodes
-                        .iter()
-                        .try_for_each(|&inode| store.drop_inode(&fs, inode))
-                })
-                .await?;
-                Ok(NodeResponse::Done)
-            }
+            NodeRequest::DropInodes { cap, fs, inodes } => self.drop_inodes(cap, fs, inodes).await,
             NodeRequest::Stats { auth } => {
                 // It names every tenant's file systems: the cluster's only.
                 self.check_node(&auth)?;
@@ -652,6 +626,36 @@ impl Node {
 impl Node {
     /// Cluster-internal requests need a node's proof; no client
     /// capability, however wide, stands in for one.
+    /// Removes every chunk of each of `inodes` (deleted files), at most
+    /// [`MAX_DROPPED_INODES`], all named by an administrative capability.
+    async fn drop_inodes(
+        &self,
+        cap: cpfs_proto::capability::Capability,
+        fs: String,
+        inodes: Vec<u64>,
+    ) -> Result<NodeResponse, NodeError> {
+        if inodes.len() > MAX_DROPPED_INODES {
+            return Err(NodeError::Invalid(format!(
+                "{} inodes named; at most {MAX_DROPPED_INODES} per request",
+                inodes.len()
+            )));
+        }
+        if !inodes
+            .iter()
+            .all(|&inode| self.state.allows(&cap, &fs, inode, ADMIN))
+        {
+            return Err(NodeError::BadCapability);
+        }
+        let store = self.state.store.clone();
+        blocking(move || {
+            inodes
+                .iter()
+                .try_for_each(|&inode| store.drop_inode(&fs, inode))
+        })
+        .await?;
+        Ok(NodeResponse::Done)
+    }
+
     fn check_node(&self, auth: &NodeAuth) -> Result<(), NodeError> {
         if self.state.proves_node(auth) {
             Ok(())

@@ -252,19 +252,14 @@ impl Journal {
                 return;
             }
             q.leading = true;
-            if self.inline.is_none() {
-                drop(q);
-                self.hand_over(None);
-                return;
-            }
-            take_batch(&mut q.pending)
+            self.inline.is_some().then(|| take_batch(&mut q.pending))
+        };
+        let (Some(batch), Some(inline)) = (batch, &self.inline) else {
+            // PostgreSQL: the writer task commits.
+            return self.hand_over(None);
         };
         let prepared = self.shared.prepare(batch);
-        let outcome = match &self.inline {
-            Some(w) => locked(w).write_now(&prepared.rows),
-            None => return,
-        };
-        match outcome {
+        match locked(inline).write_now(&prepared.rows) {
             Ok(fenced) => {
                 self.stats
                     .inline_commits

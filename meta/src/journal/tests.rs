@@ -6,17 +6,12 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use cpfs_proto::meta::{MetaOp, MetaReply, ROOT_INO};
+use cpfs_proto::meta::{MetaReply, ROOT_INO};
 
-use crate::exactly_once_tests::backends;
+use crate::exactly_once_tests::{backends, mkdir_in};
 
-fn mkdir(name: &str) -> MetaOp {
-    MetaOp::Mkdir {
-        parent: ROOT_INO,
-        name: name.as_bytes().to_vec(),
-        mode: 0o755,
-        umask: 0o022,
-    }
+fn mkdir(name: &str) -> cpfs_proto::meta::MetaOp {
+    mkdir_in(ROOT_INO, name)
 }
 
 #[tokio::test]

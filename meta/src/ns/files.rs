@@ -75,11 +75,8 @@ impl FsState {
         Ok((entries, more))
     }
 
-    /// As [`FsState::readdir`], with each entry's attributes, and whether
-    /// `who` may look the entries up.
-    #[allow(clippy::type_complexity)]
-    /// A page of a directory's entries with their attributes (see
-    /// [`DirPage`]).
+    /// As [`FsState::readdir`], with each entry's attributes, whether `who`
+    /// may look the entries up, and the directory's parent ([`DirPage`]).
     pub fn readdir_plus(
         &self,
         who: &Caller,
