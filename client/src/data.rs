@@ -18,7 +18,7 @@ use cpfs_proto::frame::WireError;
 use cpfs_proto::layout::{Layout, LayoutError, Piece, BLOCK};
 use cpfs_proto::node::NodePeers as Peers;
 use cpfs_proto::node::{
-    ChainRef, ChunkKey, NodeError, NodeRequest, NodeResponse, MAX_LISTED_CHUNKS,
+    ChainRef, ChunkKey, ChunkWrite, NodeError, NodeRequest, NodeResponse, MAX_LISTED_CHUNKS,
 };
 
 /// Where a fresh chain table comes from (the metadata service).
@@ -252,12 +252,36 @@ impl DataClient {
             index: p.chunk,
             chain: p.chain,
         };
-        self.to_head(p.chain, |chain| NodeRequest::Write {
+        self.write_chunk(cap, &key, p.offset, &data).await
+    }
+
+    /// Writes `data` at `offset` of one chunk, through its chain's head.
+    pub async fn write_chunk(
+        &self,
+        cap: &Capability,
+        key: &ChunkKey,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DataError> {
+        self.to_head(key.chain, |chain| NodeRequest::Write {
             cap: cap.clone(),
             chain,
             key: key.clone(),
-            offset: p.offset,
-            data: data.clone(),
+            offset,
+            data: data.to_vec(),
+            forwarded: None,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Sends writes to chunks of `chain` as one request (at most
+    /// [`cpfs_proto::node::MAX_BATCHED_WRITES`], of one file system),
+    /// applied in order; retried through failovers like one write.
+    pub async fn write_batch(&self, chain: u32, writes: &[ChunkWrite]) -> Result<(), DataError> {
+        self.to_head(chain, |chain| NodeRequest::WriteBatch {
+            chain,
+            writes: writes.to_vec(),
             forwarded: None,
         })
         .await

@@ -230,6 +230,12 @@ pub fn node_frame(data: &[u8]) -> usize {
                 let _ = key.allows(cap, &k.fs, k.inode, 0xff, now());
                 let _ = cpfs_proto::node::check_range(*offset, *len);
             }
+            NodeRequest::WriteBatch { writes, .. } => {
+                for w in writes {
+                    let _ = key.allows(&w.cap, &w.key.fs, w.key.inode, 0xff, now());
+                    let _ = cpfs_proto::node::check_range(w.offset, w.data.len() as u64);
+                }
+            }
             _ => {}
         }
     });
@@ -382,6 +388,19 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         data: vec![0xab; 64],
         forwarded: None,
     };
+    let batch = NodeRequest::WriteBatch {
+        chain,
+        writes: vec![
+            cpfs_proto::node::ChunkWrite {
+                cap: cap.clone(),
+                key: chunk.clone(),
+                offset: 0,
+                data: vec![0xcd; 64],
+            };
+            2
+        ],
+        forwarded: None,
+    };
     let read = NodeRequest::Read {
         cap,
         chain,
@@ -392,6 +411,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut node = encode_frame_within(1, &write, MAX_FRAME).expect("seed frame");
     node.extend(encode_frame_within(2, &read, MAX_FRAME).expect("seed frame"));
     out.push(("node_frame", "write-read", node));
+    out.push((
+        "node_frame",
+        "write-batch",
+        encode_frame_within(3, &batch, MAX_FRAME).expect("seed frame"),
+    ));
 
     let caller = cpfs_proto::meta::Caller {
         uid: 0,

@@ -32,6 +32,8 @@ use crate::scrub::Scrub;
 use crate::state::{NodeState, Role};
 use crate::throttle::Throttle;
 
+mod write_batch;
+
 /// Serves the node protocol on `listener` until the task is dropped.
 /// What a replica's answer to a forwarded change means for the head.
 fn replica_answer(addr: &str, answer: Result<NodeResponse, WireError>) -> Result<(), NodeError> {
@@ -95,6 +97,10 @@ fn op_kind(req: &NodeRequest) -> Option<usize> {
             forwarded: None, ..
         } => Some(1),
         NodeRequest::Write { .. } => Some(2),
+        NodeRequest::WriteBatch {
+            forwarded: None, ..
+        } => Some(1),
+        NodeRequest::WriteBatch { .. } => Some(2),
         NodeRequest::Truncate { .. } => Some(3),
         NodeRequest::Fsync { .. } => Some(4),
         NodeRequest::DropInode { .. } | NodeRequest::DropInodes { .. } => Some(5),
@@ -114,7 +120,24 @@ fn served_io(req: &NodeRequest) -> Option<(String, bool, u64)> {
             forwarded: None,
             ..
         } => Some((key.fs.clone(), true, data.len() as u64)),
+        NodeRequest::WriteBatch {
+            writes,
+            forwarded: None,
+            ..
+        } => writes.first().map(|w| {
+            let bytes = writes.iter().map(|w| w.data.len() as u64).sum();
+            (w.key.fs.clone(), true, bytes)
+        }),
         _ => None,
+    }
+}
+
+/// How many client operations a request is: a batch counts as its writes,
+/// so the operation counters mean the same with and without write-behind.
+fn op_count(req: &NodeRequest) -> usize {
+    match req {
+        NodeRequest::WriteBatch { writes, .. } => writes.len().max(1),
+        _ => 1,
     }
 }
 
@@ -366,12 +389,15 @@ impl Node {
 
     pub async fn handle(self: Arc<Self>, req: NodeRequest) -> NodeResponse {
         let kind = op_kind(&req);
+        let count = op_count(&req);
         let served = served_io(&req);
         let started = std::time::Instant::now();
         let outcome = self.dispatch(req).await;
         let took = started.elapsed();
         if let Some(kind) = kind {
-            self.ops.record(kind, took, outcome.is_ok());
+            for _ in 0..count {
+                self.ops.record(kind, took, outcome.is_ok());
+            }
         }
         if let (Some((fs, write, bytes)), true) = (served, outcome.is_ok()) {
             self.state.store.record_served(&fs, write, bytes, took);
@@ -384,6 +410,11 @@ impl Node {
 
     async fn dispatch(&self, req: NodeRequest) -> Result<NodeResponse, NodeError> {
         match req {
+            NodeRequest::WriteBatch {
+                chain,
+                writes,
+                forwarded,
+            } => self.write_batch(chain, writes, forwarded).await,
             NodeRequest::Write {
                 cap,
                 chain,

@@ -252,9 +252,20 @@ impl NodeState {
 
     /// The ordering slot of a chunk (see `order`).
     pub(crate) fn slot(&self, key: &ChunkKey) -> &tokio::sync::Mutex<()> {
+        &self.order[self.slot_index(key)]
+    }
+
+    /// Which ordering slot `key` shares; a request changing several chunks
+    /// takes their slots in ascending order, so two never wait on each
+    /// other in a cycle.
+    pub(crate) fn slot_index(&self, key: &ChunkKey) -> usize {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
-        &self.order[(h.finish() as usize) % self.order.len()]
+        (h.finish() as usize) % self.order.len()
+    }
+
+    pub(crate) fn slot_at(&self, index: usize) -> &tokio::sync::Mutex<()> {
+        &self.order[index]
     }
 }

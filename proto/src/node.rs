@@ -162,6 +162,29 @@ pub enum NodeRequest {
         fs: String,
         inodes: Vec<u64>,
     },
+    /// Writes to chunks of one chain of one file system, applied in order
+    /// as if sent one after the other: what a client's write-behind
+    /// gathered while its previous batch to the chain was out. At most
+    /// [`MAX_BATCHED_WRITES`] of them; the head forwards them as one batch.
+    WriteBatch {
+        chain: ChainRef,
+        writes: Vec<ChunkWrite>,
+        forwarded: Option<NodeAuth>,
+    },
+}
+
+/// The most writes one [`NodeRequest::WriteBatch`] carries.
+pub const MAX_BATCHED_WRITES: usize = 256;
+
+/// One write of a [`NodeRequest::WriteBatch`], under its own capability
+/// (a batch may hold several files).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkWrite {
+    pub cap: Capability,
+    pub key: ChunkKey,
+    pub offset: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,17 +3,18 @@
 //! network; file data goes straight to the nodes (striped, in parallel),
 //! namespace operations to the metadata service.
 //!
-//! Consistency: close-to-open. Writes reach the nodes before write()
-//! returns and a write that extends a file records the new size first (so
-//! a full file system fails the write with ENOSPC before any data moves);
-//! open() fetches fresh attributes and, when they changed, drops what the
-//! kernel cached for the inode.
+//! Consistency: close-to-open. A write is answered once queued in the
+//! mount's write-behind (write_behind.rs; written through for O_SYNC and
+//! O_DSYNC), which fsync and close wait for; a write that extends a file
+//! records the new size first (so a full file system fails the write with
+//! ENOSPC before any data moves); open() fetches fresh attributes and,
+//! when they changed, drops what the kernel cached for the inode.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +28,6 @@ use tokio::runtime::Handle;
 use cpfs_proto::capability::WRITE;
 use cpfs_proto::meta::{errno, MetaOp, MetaReply, SetAttr};
 
-use crate::caps::HeldCap;
 use crate::data::DataClient;
 use crate::meta::MetaClient;
 
@@ -39,6 +39,8 @@ mod open_files;
 mod releases;
 mod simple_ops;
 mod sizes;
+mod write_behind;
+mod writers;
 mod xattr;
 
 pub use attr::file_attr;
@@ -49,6 +51,7 @@ pub use invalidate::Invalidator;
 use open_files::{open_flags, pin, unpin, FileHandle, OpenInodes};
 use releases::Releases;
 use sizes::{note_write, set_attr, settle};
+use write_behind::WriteBehind;
 pub use xattr::parse_stripe;
 
 /// How long the kernel may keep entries (also negative ones) and
@@ -70,6 +73,7 @@ pub struct CpfsFs {
     shown: Arc<Mutex<HashMap<u64, (u64, i64)>>>,
     notifier: Arc<OnceLock<Notifier>>,
     releases: Arc<Releases>,
+    behind: Arc<WriteBehind>,
 }
 
 impl CpfsFs {
@@ -81,6 +85,7 @@ impl CpfsFs {
     ) -> CpfsFs {
         CpfsFs {
             releases: Releases::new(rt.clone(), meta.clone()),
+            behind: WriteBehind::new(rt.clone(), data.clone()),
             rt,
             meta,
             data,
@@ -368,6 +373,7 @@ impl Filesystem for CpfsFs {
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let acc = flags & libc::O_ACCMODE;
         let (read, write) = (acc != libc::O_WRONLY, acc != libc::O_RDONLY);
+        let write_through = flags & libc::O_DSYNC != 0;
         let meta = self.meta.clone();
         let who = caller(req);
         let files = self.files.clone();
@@ -388,14 +394,7 @@ impl Filesystem for CpfsFs {
             match r {
                 Ok(MetaReply::Open(o)) => {
                     let flags = open_flags(&shown, &notifier, ino, (o.attr.size, o.attr.mtime_ns));
-                    let h = FileHandle {
-                        ino,
-                        cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
-                        layout: o.layout,
-                        inode: st,
-                        dirty: AtomicBool::new(false),
-                        privileged: AtomicBool::new(o.attr.perm & 0o6000 != 0),
-                    };
+                    let h = FileHandle::new(o, st, &meta, &who, write_through);
                     files
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -451,14 +450,7 @@ impl Filesystem for CpfsFs {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(a.ino, (a.size, a.mtime_ns));
             let st = pin(&inodes, a.ino, Some(&a));
-            let h = FileHandle {
-                ino: a.ino,
-                cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
-                layout: o.layout,
-                inode: st,
-                dirty: AtomicBool::new(false),
-                privileged: AtomicBool::new(a.perm & 0o6000 != 0),
-            };
+            let h = FileHandle::new(o, st, &meta, &who, flags & libc::O_DSYNC != 0);
             files
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -483,6 +475,8 @@ impl Filesystem for CpfsFs {
         };
         let data = self.data.clone();
         self.rt.spawn(async move {
+            // This mount's own writes first (see write_behind.rs).
+            h.inode.writes.settle().await;
             let file_size = h.inode.size.load(Ordering::Acquire);
             let offset = offset.max(0) as u64;
             if offset >= file_size {
@@ -518,19 +512,19 @@ impl Filesystem for CpfsFs {
         let data = self.data.clone();
         let who = caller(req);
         let buf = buf.to_vec();
+        h.writers.wrote(req.pid());
         let notifier = self.notifier.clone();
+        let behind = self.behind.clone();
         self.rt.spawn(async move {
             let offset = offset.max(0) as u64;
             let end = offset + buf.len() as u64;
             if let Err(e) = note_write(&meta, &who, &h, end, &notifier).await {
                 return reply.error(e);
             }
-            match h.write(&data, offset, &buf).await {
-                Ok(()) => reply.written(buf.len() as u32),
-                Err(e) => {
-                    tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
-                    reply.error(e.errno())
-                }
+            let len = buf.len() as u32;
+            match FileHandle::write(&h, &data, &behind, offset, buf).await {
+                Ok(()) => reply.written(len),
+                Err(e) => reply.error(e),
             }
         });
     }
@@ -539,13 +533,22 @@ impl Filesystem for CpfsFs {
         let Some(h) = self.handle(fh) else {
             return reply.ok();
         };
-        if !h.dirty.load(Ordering::Acquire) {
+        let writes = &h.inode.writes;
+        if !h.dirty.load(Ordering::Acquire) && !writes.busy() && !writes.failed() {
             // Nothing to push: answered here, without waking the runtime.
             return reply.ok();
         }
         let meta = self.meta.clone();
         let who = caller(req);
+        let closer = req.pid();
         self.rt.spawn(async move {
+            // A process that only inherited the descriptor (see writers.rs).
+            if !h.writers.includes(closer) {
+                return reply.ok();
+            }
+            if let Err(e) = h.inode.writes.drain().await {
+                return reply.error(e);
+            }
             match settle(&meta, &who, &h).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -576,7 +579,7 @@ impl Filesystem for CpfsFs {
         let inodes = self.inodes.clone();
         let releases = self.releases.clone();
         let writable = h.cap.get().rights & WRITE != 0;
-        if !h.dirty.load(Ordering::Acquire) {
+        if !h.dirty.load(Ordering::Acquire) && !h.inode.writes.busy() {
             // Nothing to push: the closing program need not wait for the
             // runtime, nor for the service (see releases.rs).
             unpin(&inodes, h.ino);
@@ -585,7 +588,10 @@ impl Filesystem for CpfsFs {
             return;
         }
         self.rt.spawn(async move {
-            let r = settle(&meta, &who, &h).await;
+            let r = match h.inode.writes.drain().await {
+                Ok(()) => settle(&meta, &who, &h).await,
+                Err(e) => Err(e),
+            };
             unpin(&inodes, h.ino);
             match r {
                 Ok(()) => reply.ok(),
@@ -603,6 +609,9 @@ impl Filesystem for CpfsFs {
         let data = self.data.clone();
         let who = caller(req);
         self.rt.spawn(async move {
+            if let Err(e) = h.inode.writes.drain().await {
+                return reply.error(e);
+            }
             if let Err(e) = h.fsync(&data).await {
                 tracing::warn!(ino = h.ino, error = %e, "fsync failed");
                 return reply.error(e.errno());

@@ -8,9 +8,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use fuser::Notifier;
 
 use cpfs_proto::layout::Layout;
-use cpfs_proto::meta::Attr;
+use cpfs_proto::meta::{Attr, Caller, OpenFile};
 
+use super::write_behind::{InodeWrites, WriteBehind};
+use super::writers::Writers;
+use crate::caps::HeldCap;
 use crate::data::{DataClient, DataError};
+use crate::meta::MetaClient;
 
 /// What this mount knows of a file it holds open, shared by all the file's
 /// handles. Knowledge per handle goes stale: the kernel sends the truncate
@@ -29,6 +33,8 @@ pub(crate) struct OpenInode {
     /// older answer (an open racing an extending write or a truncate) never
     /// overwrites a newer one.
     pub(crate) sizing: tokio::sync::Mutex<()>,
+    /// Its writes on their way to the nodes (see write_behind.rs).
+    pub(crate) writes: InodeWrites,
 }
 
 /// The inodes this mount holds open, with their number of open handles.
@@ -54,6 +60,7 @@ pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: Option<&Attr>) -> Arc<Op
                 size: AtomicU64::new(known.map_or(0, |a| a.size)),
                 stored: AtomicU64::new(known.map_or(0, |a| a.stored)),
                 sizing: tokio::sync::Mutex::new(()),
+                writes: InodeWrites::default(),
             }),
             0,
         )
@@ -86,10 +93,36 @@ pub(crate) struct FileHandle {
     /// anyone but root clears them at once (as a local file system does),
     /// not at close.
     pub(crate) privileged: AtomicBool,
+    /// Opened with O_SYNC or O_DSYNC: each write is answered once every
+    /// copy has it, not from the write-behind.
+    pub(crate) write_through: bool,
+    /// Who wrote through it: a close by another process does not wait.
+    pub(crate) writers: Writers,
 }
 
 /// File I/O through a handle, with its capability renewed as needed.
 impl FileHandle {
+    /// The handle of `o`, opened by `who` (O_SYNC or O_DSYNC: written
+    /// through).
+    pub(crate) fn new(
+        o: OpenFile,
+        inode: Arc<OpenInode>,
+        meta: &Arc<MetaClient>,
+        who: &Caller,
+        write_through: bool,
+    ) -> FileHandle {
+        FileHandle {
+            ino: o.attr.ino,
+            cap: HeldCap::new(o.cap, meta.clone(), who.clone()),
+            layout: o.layout,
+            inode,
+            dirty: AtomicBool::new(false),
+            privileged: AtomicBool::new(o.attr.perm & 0o6000 != 0),
+            write_through,
+            writers: Writers::default(),
+        }
+    }
+
     pub(crate) async fn read(
         &self,
         data: &DataClient,
@@ -101,15 +134,29 @@ impl FileHandle {
             .await
     }
 
+    /// Writes `buf` at `offset`: queued in the write-behind, or through
+    /// to every copy when the file was opened so.
     pub(crate) async fn write(
-        &self,
+        h: &Arc<FileHandle>,
         data: &DataClient,
+        behind: &Arc<WriteBehind>,
         offset: u64,
-        buf: &[u8],
-    ) -> Result<(), DataError> {
-        self.cap
-            .with(|cap| async move { data.write(&cap, &self.layout, self.ino, offset, buf).await })
+        buf: Vec<u8>,
+    ) -> Result<(), i32> {
+        if !h.write_through {
+            return behind.write(h, offset, buf).await;
+        }
+        // Not before what another handle of the file queued: it would land
+        // later and undo this write where they overlap.
+        h.inode.writes.settle().await;
+        let buf = &buf;
+        h.cap
+            .with(|cap| async move { data.write(&cap, &h.layout, h.ino, offset, buf).await })
             .await
+            .map_err(|e| {
+                tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
+                e.errno()
+            })
     }
 
     pub(crate) async fn fsync(&self, data: &DataClient) -> Result<(), DataError> {

@@ -102,6 +102,10 @@ pub(crate) async fn set_attr(
     st: Option<&OpenInode>,
 ) -> Result<Attr, i32> {
     let size = set.size;
+    if let (Some(_), Some(st)) = (size, st) {
+        // A write still on its way would land after the cut.
+        st.writes.settle().await;
+    }
     let _sizing = match st {
         Some(st) => Some(st.sizing.lock().await),
         None => None,

@@ -1,0 +1,132 @@
+"""The mount's write-behind (client/src/fuse/write_behind.rs).
+
+A write is answered once the mount holds it and reaches the nodes in
+batches: what a program must still be able to rely on is checked here. Its
+own reads see its writes before they land, another mount sees them after
+close, the nodes serve fewer requests than there were writes (the batches
+are real), and a file opened with O_DSYNC has each write stored before
+the write returns: one request per write, none batched. Counts come from `/metrics` on a file system of this module's
+own (the `filesystem` fixture), once the bytes written are all counted.
+"""
+
+import os
+import random
+import threading
+
+from dataplane_harness import drop_caches, wait_until
+from test_metrics import METRICS_DEADLINE_S, scrape, token, total, wait_settled
+
+BLOCK = 4096
+THREADS = 4
+WRITES_PER_THREAD = 300
+FILE_BLOCKS = 1024  # 4 MiB
+
+
+def served(server, t, fs):
+    text = scrape(server, t)
+    return (total(text, "cpfs_node_served_requests_total", fs=fs, op="write"),
+            total(text, "cpfs_node_served_bytes_total", fs=fs, op="write"))
+
+
+def stamp(block, thread, n):
+    """A block's content, unique to who wrote it and when."""
+    head = f"block {block} thread {thread} write {n} ".encode()
+    return (head * (BLOCK // len(head) + 1))[:BLOCK]
+
+
+def write_concurrently(path, flags):
+    """Each thread writes its own blocks (those equal to it modulo THREADS)
+    at random, some more than once; returns what each block must hold."""
+    expected = {}
+    lock = threading.Lock()
+    errors = []
+
+    def writer(t):
+        rng = random.Random(t)
+        mine = [b for b in range(FILE_BLOCKS) if b % THREADS == t]
+        fd = os.open(path, os.O_WRONLY | flags)
+        try:
+            for n in range(WRITES_PER_THREAD):
+                b = rng.choice(mine)
+                data = stamp(b, t, n)
+                assert os.pwrite(fd, data, b * BLOCK) == BLOCK
+                with lock:
+                    expected[b] = data
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    return expected
+
+
+def check(data, expected):
+    for b in range(FILE_BLOCKS):
+        got = data[b * BLOCK:(b + 1) * BLOCK]
+        want = expected.get(b, bytes(BLOCK))
+        assert got == want, f"block {b}: {got[:40]!r}, want {want[:40]!r}"
+
+
+def test_small_writes_are_read_back_at_once_batched_and_seen_by_another_mount(
+        server, filesystem, mount, mounter):
+    t = token(server, "metrics-token")
+    fs = filesystem.fs_id
+    wait_settled(server, t)
+    path = mount.path / "behind.bin"
+    with open(path, "wb") as f:
+        f.truncate(FILE_BLOCKS * BLOCK)
+    requests0, bytes0 = served(server, t, fs)
+
+    # Held open by a reader while the writers write: its read comes before
+    # any close, so it is the write-behind that must answer it right.
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        expected = write_concurrently(path, 0)
+        check(os.pread(reader, FILE_BLOCKS * BLOCK, 0), expected)
+    finally:
+        os.close(reader)
+
+    # Closed: another mount, and this one with its cache dropped, read it.
+    other = mounter.mount(mount.domain)
+    check((other.path / "behind.bin").read_bytes(), expected)
+    drop_caches()
+    check(path.read_bytes(), expected)
+
+    writes = THREADS * WRITES_PER_THREAD
+    wait_until("every written byte counted by the nodes",
+               lambda: served(server, t, fs)[1] - bytes0 >= writes * BLOCK,
+               METRICS_DEADLINE_S)
+    requests, written = served(server, t, fs)
+    assert written - bytes0 == writes * BLOCK, "each write reached the nodes once"
+    assert requests - requests0 < writes, (
+        f"{requests - requests0} requests for {writes} writes: none were batched")
+
+
+def test_a_file_opened_with_o_dsync_is_written_through(server, filesystem, mount):
+    t = token(server, "metrics-token")
+    fs = filesystem.fs_id
+    wait_settled(server, t)
+    path = mount.path / "dsync.bin"
+    with open(path, "wb") as f:
+        f.truncate(FILE_BLOCKS * BLOCK)
+    requests0, bytes0 = served(server, t, fs)
+
+    expected = write_concurrently(path, os.O_DSYNC)
+    check(path.read_bytes(), expected)
+
+    writes = THREADS * WRITES_PER_THREAD
+    wait_until("every written byte counted by the nodes",
+               lambda: served(server, t, fs)[1] - bytes0 >= writes * BLOCK,
+               METRICS_DEADLINE_S)
+    requests, written = served(server, t, fs)
+    assert written - bytes0 == writes * BLOCK
+    # The kernel follows each O_DSYNC write with an fsync, which waits for
+    # the write (the mount writes it through anyway): a write still queued
+    # when its write() returned would have gone in a batch with others.
+    assert requests - requests0 == writes, "one request per write, each answered when stored"
