@@ -408,14 +408,13 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         offset: 0,
         len: 8192,
     };
+    let read = encode_frame_within(2, &read, MAX_FRAME).expect("seed frame");
     let mut node = encode_frame_within(1, &write, MAX_FRAME).expect("seed frame");
-    node.extend(encode_frame_within(2, &read, MAX_FRAME).expect("seed frame"));
+    node.extend(&read);
     out.push(("node_frame", "write-read", node));
-    out.push((
-        "node_frame",
-        "write-batch",
-        encode_frame_within(3, &batch, MAX_FRAME).expect("seed frame"),
-    ));
+    let mut batched = encode_frame_within(1, &batch, MAX_FRAME).expect("seed frame");
+    batched.extend(&read);
+    out.push(("node_frame", "write-batch-read", batched));
 
     let caller = cpfs_proto::meta::Caller {
         uid: 0,
