@@ -395,7 +395,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 cap: cap.clone(),
                 key: chunk.clone(),
                 offset: 0,
-                data: vec![0xcd; 64],
+                data: vec![0xcd; 64].into(),
             };
             2
         ],

@@ -20,7 +20,7 @@ fn write(c: &Cluster, f: &OpenFile, index: u64, offset: u64, data: Vec<u8>) -> C
         cap: c.cap(f.attr.ino, WRITE),
         key: c.chunk_key(f, index),
         offset,
-        data,
+        data: data.into(),
     }
 }
 

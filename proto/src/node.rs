@@ -177,14 +177,15 @@ pub enum NodeRequest {
 pub const MAX_BATCHED_WRITES: usize = 256;
 
 /// One write of a [`NodeRequest::WriteBatch`], under its own capability
-/// (a batch may hold several files).
+/// (a batch may hold several files). The data is shared, not copied, when
+/// the write is cloned (retries, forwarding); on the wire it is the same
+/// length-prefixed bytes as a `serde_bytes` vector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkWrite {
     pub cap: Capability,
     pub key: ChunkKey,
     pub offset: u64,
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -175,8 +175,8 @@ impl WriteBehind {
             .pieces(offset, buf.len() as u64)
             .map_err(|e| DataError::from(e).errno())?;
         let fs = h.cap.get().fs;
-        let whole = pieces.len() == 1;
-        let mut buf = Some(buf);
+        // Pieces are slices of the one buffer, not copies.
+        let buf = bytes::Bytes::from(buf);
         for p in pieces {
             let units = p.len.div_ceil(UNIT).clamp(1, ROOM / UNIT) as u32;
             let room = self
@@ -185,13 +185,7 @@ impl WriteBehind {
                 .acquire_many_owned(units)
                 .await
                 .map_err(|_| errno::EIO)?;
-            let data = match (whole, &mut buf) {
-                (true, b) => b.take().unwrap_or_default(),
-                (false, Some(b)) => {
-                    b[p.buf_offset as usize..(p.buf_offset + p.len) as usize].to_vec()
-                }
-                (false, None) => Vec::new(),
-            };
+            let data = buf.slice(p.buf_offset as usize..(p.buf_offset + p.len) as usize);
             let write = ChunkWrite {
                 cap: h.cap.get(),
                 key: ChunkKey {
