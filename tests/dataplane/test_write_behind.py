@@ -5,7 +5,8 @@ batches: what a program must still be able to rely on is checked here. Its
 own reads see its writes before they land, another mount sees them after
 close, the nodes serve fewer requests than there were writes (the batches
 are real), and a file opened with O_DSYNC has each write stored before
-the write returns: one request per write, none batched. Counts come from `/metrics` on a file system of this module's
+the write returns: one request per write, none batched. Two mounts appending to files of one directory
+see each other's sizes and bytes. Counts come from `/metrics` on a file system of this module's
 own (the `filesystem` fixture), once the bytes written are all counted.
 """
 
@@ -14,6 +15,7 @@ import random
 import threading
 
 from dataplane_harness import drop_caches, wait_until
+from test_data import NOTICE_S
 from test_metrics import METRICS_DEADLINE_S, scrape, token, total, wait_settled
 
 BLOCK = 4096
@@ -130,3 +132,40 @@ def test_a_file_opened_with_o_dsync_is_written_through(server, filesystem, mount
     # the write (the mount writes it through anyway): a write still queued
     # when its write() returned would have gone in a batch with others.
     assert requests - requests0 == writes, "one request per write, each answered when stored"
+
+
+def test_appends_from_two_mounts_and_their_sizes_reach_each_other(mount, mounter):
+    """Two mounts append (O_APPEND) to their own file of one directory, in
+    turns, with writes of odd sizes; each then sees the other's file whole:
+    its size by stat (the kernel of each had cached the other's file as
+    empty, so the size must come through invalidation, not a fresh lookup)
+    and its bytes after open (close-to-open)."""
+    a = mount
+    b = mounter.mount(a.domain)
+    d = "appends"
+    os.mkdir(a.path / d)
+    for m, name in ((a, "from-a"), (b, "from-b")):
+        os.close(os.open(m.path / d / name, os.O_CREAT | os.O_WRONLY, 0o644))
+    # Each kernel caches both files as empty.
+    for m in (a, b):
+        assert [os.stat(m.path / d / n).st_size for n in ("from-a", "from-b")] == [0, 0]
+
+    rng = random.Random(5)
+    wrote = {"from-a": b"", "from-b": b""}
+    fds = {n: os.open(m.path / d / n, os.O_WRONLY | os.O_APPEND)
+           for m, n in ((a, "from-a"), (b, "from-b"))}
+    try:
+        for i in range(200):
+            for name, fd in fds.items():
+                piece = stamp(i, name, rng.randrange(1, 9000))[:rng.randrange(1, 9000)]
+                assert os.write(fd, piece) == len(piece)
+                wrote[name] += piece
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+    for reader, name in ((b, "from-a"), (a, "from-b")):
+        want = len(wrote[name])
+        wait_until(f"{name}'s size on the other mount",
+                   lambda: os.stat(reader.path / d / name).st_size == want, NOTICE_S)
+        assert (reader.path / d / name).read_bytes() == wrote[name]
