@@ -2,7 +2,9 @@
 lists a mounted client (address, session, mount target, times); after
 AddClientToBlackList shows it EVICTED, a writer that keeps writing through
 the fence gets errors and nothing it sends lands: every byte on disk was
-written before EVICTED was shown. A fenced client cannot mount again until
+written before EVICTED was shown. A buffered writer learns of the fence at
+its next fsync at the latest (its writes are answered from the mount's
+write-behind; fsync and close are where they are known to have landed). A fenced client cannot mount again until
 RemoveClientFromBlackList.
 
 Every mount here comes from 127.0.0.1, the address this test fences: it
@@ -77,7 +79,10 @@ def test_a_fenced_writer_lands_nothing_after_evicted(fence_server, base_dir):
         stop = threading.Event()
 
         def writer():
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+            # O_DSYNC: each write returns once it landed, so "acknowledged"
+            # means on disk (a buffered write is answered from the mount's
+            # write-behind and known to have landed at fsync or close).
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_DSYNC, 0o644)
             seq = 0
             try:
                 while not stop.is_set():
@@ -97,6 +102,9 @@ def test_a_fenced_writer_lands_nothing_after_evicted(fence_server, base_dir):
         t = threading.Thread(target=writer, daemon=True)
         t.start()
         wait_until("the writer going", lambda: len(acked) > 50, 30)
+        buffered = os.open(mnt.path / "buffered", os.O_CREAT | os.O_WRONLY, 0o644)
+        os.pwrite(buffered, record(0), 0)
+        os.fsync(buffered)
 
         srv.api("AddClientToBlackList", FileSystemId=fs.fs_id, ClientIP=CLIENT,
                 ClientToken=uuid.uuid4().hex)
@@ -109,6 +117,15 @@ def test_a_fenced_writer_lands_nothing_after_evicted(fence_server, base_dir):
         stop.set()
         t.join(timeout=60)
         assert failed, "writes through the fence must fail"
+        with pytest.raises(OSError):
+            # The write may be taken into write-behind; its fsync cannot
+            # succeed through the fence.
+            os.pwrite(buffered, record(1), BLOCK)
+            os.fsync(buffered)
+        try:
+            os.close(buffered)
+        except OSError:
+            pass
         late = [s for s in acked if issued[s] >= evicted_at]
         assert not late, f"writes issued after EVICTED were acknowledged: {late[:5]}"
 
@@ -141,5 +158,8 @@ def test_a_fenced_writer_lands_nothing_after_evicted(fence_server, base_dir):
         late = [s for s in found if issued[s] >= evicted_at]
         assert not late, f"blocks issued after EVICTED are on disk: {late[:5]}"
         assert set(acked) <= set(found), "every acknowledged write is on disk"
+        kept = (reader.path / "buffered").read_bytes()
+        assert kept[:BLOCK] == record(0), "the buffered write fsynced before the fence is there"
+        assert not kept[BLOCK:].strip(b"\0"), "the buffered write after the fence did not land"
     finally:
         m.cleanup()
