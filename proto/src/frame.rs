@@ -57,6 +57,11 @@ pub fn encode_frame_within<T: Serialize>(
 }
 
 /// [`encode_frame_within`] the protocol-wide [`MAX_FRAME`].
+/// The read buffer of an RPC connection: room for a whole metadata frame
+/// or a write's header, so that most frames take one read call. A larger
+/// body is read past it, straight into the frame's own buffer.
+pub const READ_BUFFER: usize = 16 * 1024;
+
 pub fn encode_frame<T: Serialize>(id: u64, msg: &T) -> Result<Vec<u8>, WireError> {
     encode_frame_within(id, msg, MAX_FRAME)
 }

@@ -3,6 +3,7 @@
 //! never waits for the database lock, by an inline leader (see
 //! [`super::Journal`]). A batch is one `BEGIN IMMEDIATE … COMMIT`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -12,19 +13,35 @@ use super::{JournalError, Writer};
 
 pub(crate) struct SqliteWriter {
     conn: Connection,
+    text: SqliteText,
 }
 
 /// How long the writer thread's connection waits for the database lock
 /// (the control plane's pool writes to the same file).
 pub(crate) const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A cached statement. SQLite numbers `$N` parameters by first appearance,
-/// not by N; `?N` is bound to position N, as PostgreSQL reads `$N`.
+/// The statements' SQLite text, converted once per statement: SQLite
+/// numbers `$N` parameters by first appearance, not by N; `?N` is bound to
+/// position N, as PostgreSQL reads `$N`.
+#[derive(Default)]
+struct SqliteText(HashMap<usize, Box<str>>);
+
+impl SqliteText {
+    fn of(&mut self, sql: &'static str) -> &str {
+        // Keyed by the static text's address: no hashing of the text.
+        self.0
+            .entry(sql.as_ptr() as usize)
+            .or_insert_with(|| sql.replace('$', "?").into_boxed_str())
+    }
+}
+
+/// A cached statement.
 fn prepare<'c>(
-    tx: &'c rusqlite::Transaction<'_>,
-    sql: &str,
+    conn: &'c Connection,
+    text: &mut SqliteText,
+    sql: &'static str,
 ) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    tx.prepare_cached(&sql.replace('$', "?"))
+    conn.prepare_cached(text.of(sql))
 }
 
 impl SqliteWriter {
@@ -47,7 +64,10 @@ impl SqliteWriter {
         conn.busy_timeout(busy_wait)
             .map_err(|e| JournalError::Open(e.to_string()))?;
         conn.set_prepared_statement_cache_capacity(32);
-        Ok(SqliteWriter { conn })
+        Ok(SqliteWriter {
+            conn,
+            text: SqliteText::default(),
+        })
     }
 
     /// Writes `batch` in one transaction; the file systems it fenced.
@@ -58,153 +78,241 @@ impl SqliteWriter {
         self.transaction(batch).map_err(|e| e.to_string())
     }
 
+    /// One `BEGIN IMMEDIATE … COMMIT`, its three statements prepared once
+    /// (through `execute_batch` they were parsed again on every commit).
     fn transaction(&mut self, batch: &Batch) -> rusqlite::Result<Vec<Arc<str>>> {
-        let tx =
-            rusqlite::Transaction::new(&mut self.conn, rusqlite::TransactionBehavior::Immediate)?;
-        // Under the write lock: no reassignment can commit in between.
-        let mut fenced = Vec::new();
-        for (fs, epoch) in &batch.epochs {
-            let stored: Option<i64> = prepare(&tx, st::OWNER_EPOCH)?
-                .query_row(params![fs.as_ref()], |r| r.get(0))
-                .optional()?;
-            if stored != Some(*epoch as i64) {
-                fenced.push(fs.clone());
+        let conn = &self.conn;
+        let text = &mut self.text;
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let written = apply(conn, text, batch)
+            .and_then(|fenced| conn.prepare_cached("COMMIT")?.execute([]).map(|_| fenced));
+        if written.is_err() && !conn.is_autocommit() {
+            // A failed statement or commit (a busy database) leaves the
+            // transaction open: nothing of the batch is kept.
+            if let Err(e) = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut r| r.execute([]))
+            {
+                tracing::warn!(error = %e, "rolling back a failed journal commit");
             }
         }
-        for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(&fenced, &f.0)) {
-            prepare(&tx, st::FORGET_REQUESTS)?.execute(params![fs.as_ref(), before])?;
-        }
-        for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(&fenced, &r.0)) {
-            let fs = fs.as_ref();
-            for c in rows {
-                match c {
-                    Change::Inode(ino, Some(i)) => {
-                        let a = &i.attr;
-                        prepare(&tx, st::UPSERT_INODE)?.execute(params![
-                            fs,
-                            *ino as i64,
-                            a.kind.code(),
-                            a.perm as i64,
-                            a.uid as i64,
-                            a.gid as i64,
-                            a.nlink as i64,
-                            a.size as i64,
-                            a.atime_ns,
-                            a.mtime_ns,
-                            a.ctime_ns,
-                            a.rdev as i64,
-                            i.parent as i64,
-                            i.target,
-                            i.chunk_size as i64,
-                            chains_text(&i.chains),
-                            a.stored as i64,
-                        ])?;
-                    }
-                    Change::Inode(ino, None) => {
-                        prepare(&tx, st::DELETE_INODE)?.execute(params![fs, *ino as i64])?;
-                    }
-                    Change::Dentry(parent, name, Some((ino, kind))) => {
-                        prepare(&tx, st::UPSERT_DENTRY)?.execute(params![
-                            fs,
-                            *parent as i64,
-                            name,
-                            *ino as i64,
-                            kind.code()
-                        ])?;
-                    }
-                    Change::Dentry(parent, name, None) => {
-                        prepare(&tx, st::DELETE_DENTRY)?.execute(params![
-                            fs,
-                            *parent as i64,
-                            name
-                        ])?;
-                    }
-                    Change::Xattr(ino, name, Some(value)) => {
-                        prepare(&tx, st::UPSERT_XATTR)?.execute(params![
-                            fs,
-                            *ino as i64,
-                            name,
-                            value
-                        ])?;
-                    }
-                    Change::Xattr(ino, name, None) => {
-                        prepare(&tx, st::DELETE_XATTR)?.execute(params![fs, *ino as i64, name])?;
-                    }
-                    Change::Orphan(ino, Some(since)) => {
-                        prepare(&tx, st::UPSERT_ORPHAN)?.execute(params![
-                            fs,
-                            *ino as i64,
-                            since
-                        ])?;
-                    }
-                    Change::Orphan(ino, None) => {
-                        prepare(&tx, st::DELETE_ORPHAN)?.execute(params![fs, *ino as i64])?;
-                    }
-                    Change::Counters(c) => {
-                        prepare(&tx, st::UPDATE_COUNTERS)?.execute(params![
-                            fs,
-                            c.next_ino as i64,
-                            c.used_bytes as i64,
-                            c.files as i64
-                        ])?;
-                    }
-                    Change::Fileset(id, Some(f)) => {
-                        prepare(&tx, st::UPSERT_FILESET)?.execute(params![
-                            fs,
-                            id.as_ref(),
-                            f.ino as i64,
-                            f.used_bytes as i64,
-                            f.files as i64,
-                            limit_column(f.size_limit),
-                            limit_column(f.file_limit),
-                        ])?;
-                    }
-                    Change::Fileset(id, None) => {
-                        prepare(&tx, st::DELETE_FILESET)?.execute(params![fs, id.as_ref()])?;
-                    }
-                    Change::OwnerQuota(o, Some(r)) => {
-                        prepare(&tx, st::UPSERT_OWNER)?.execute(params![
-                            fs,
-                            o.type_name(),
-                            i64::from(o.id()),
-                            r.used_bytes as i64,
-                            r.files as i64,
-                            limit_column(r.size_limit),
-                            limit_column(r.file_limit),
-                        ])?;
-                    }
-                    Change::OwnerQuota(o, None) => {
-                        prepare(&tx, st::DELETE_OWNER)?.execute(params![
-                            fs,
-                            o.type_name(),
-                            i64::from(o.id())
-                        ])?;
-                    }
-                    Change::Request {
-                        client,
-                        seq,
-                        ino,
-                        at,
-                    } => {
-                        prepare(&tx, st::UPSERT_REQUEST)?.execute(params![
-                            fs,
-                            *client as i64,
-                            *seq as i64,
-                            *ino as i64,
-                            at
-                        ])?;
-                    }
-                    Change::ForgetRequests { .. } => {}
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(fenced)
+        written
     }
+}
+
+/// The batch's statements, inside the open transaction.
+fn apply(
+    conn: &Connection,
+    text: &mut SqliteText,
+    batch: &Batch,
+) -> rusqlite::Result<Vec<Arc<str>>> {
+    // Under the write lock: no reassignment can commit in between.
+    let mut fenced = Vec::new();
+    for (fs, epoch) in &batch.epochs {
+        let stored: Option<i64> = prepare(conn, text, st::OWNER_EPOCH)?
+            .query_row(params![fs.as_ref()], |r| r.get(0))
+            .optional()?;
+        if stored != Some(*epoch as i64) {
+            fenced.push(fs.clone());
+        }
+    }
+    for (fs, before) in batch.forget.iter().filter(|f| Batch::keeps(&fenced, &f.0)) {
+        prepare(conn, text, st::FORGET_REQUESTS)?.execute(params![fs.as_ref(), before])?;
+    }
+    for (fs, rows) in batch.rows.iter().filter(|r| Batch::keeps(&fenced, &r.0)) {
+        let fs = fs.as_ref();
+        for c in rows {
+            match c {
+                Change::Inode(ino, Some(i)) => {
+                    let a = &i.attr;
+                    prepare(conn, text, st::UPSERT_INODE)?.execute(params![
+                        fs,
+                        *ino as i64,
+                        a.kind.code(),
+                        a.perm as i64,
+                        a.uid as i64,
+                        a.gid as i64,
+                        a.nlink as i64,
+                        a.size as i64,
+                        a.atime_ns,
+                        a.mtime_ns,
+                        a.ctime_ns,
+                        a.rdev as i64,
+                        i.parent as i64,
+                        i.target,
+                        i.chunk_size as i64,
+                        chains_text(&i.chains),
+                        a.stored as i64,
+                    ])?;
+                }
+                Change::Inode(ino, None) => {
+                    prepare(conn, text, st::DELETE_INODE)?.execute(params![fs, *ino as i64])?;
+                }
+                Change::Dentry(parent, name, Some((ino, kind))) => {
+                    prepare(conn, text, st::UPSERT_DENTRY)?.execute(params![
+                        fs,
+                        *parent as i64,
+                        name,
+                        *ino as i64,
+                        kind.code()
+                    ])?;
+                }
+                Change::Dentry(parent, name, None) => {
+                    prepare(conn, text, st::DELETE_DENTRY)?.execute(params![
+                        fs,
+                        *parent as i64,
+                        name
+                    ])?;
+                }
+                Change::Xattr(ino, name, Some(value)) => {
+                    prepare(conn, text, st::UPSERT_XATTR)?.execute(params![
+                        fs,
+                        *ino as i64,
+                        name,
+                        value
+                    ])?;
+                }
+                Change::Xattr(ino, name, None) => {
+                    prepare(conn, text, st::DELETE_XATTR)?.execute(params![
+                        fs,
+                        *ino as i64,
+                        name
+                    ])?;
+                }
+                Change::Orphan(ino, Some(since)) => {
+                    prepare(conn, text, st::UPSERT_ORPHAN)?.execute(params![
+                        fs,
+                        *ino as i64,
+                        since
+                    ])?;
+                }
+                Change::Orphan(ino, None) => {
+                    prepare(conn, text, st::DELETE_ORPHAN)?.execute(params![fs, *ino as i64])?;
+                }
+                Change::Counters(c) => {
+                    prepare(conn, text, st::UPDATE_COUNTERS)?.execute(params![
+                        fs,
+                        c.next_ino as i64,
+                        c.used_bytes as i64,
+                        c.files as i64
+                    ])?;
+                }
+                Change::Fileset(id, Some(f)) => {
+                    prepare(conn, text, st::UPSERT_FILESET)?.execute(params![
+                        fs,
+                        id.as_ref(),
+                        f.ino as i64,
+                        f.used_bytes as i64,
+                        f.files as i64,
+                        limit_column(f.size_limit),
+                        limit_column(f.file_limit),
+                    ])?;
+                }
+                Change::Fileset(id, None) => {
+                    prepare(conn, text, st::DELETE_FILESET)?.execute(params![fs, id.as_ref()])?;
+                }
+                Change::OwnerQuota(o, Some(r)) => {
+                    prepare(conn, text, st::UPSERT_OWNER)?.execute(params![
+                        fs,
+                        o.type_name(),
+                        i64::from(o.id()),
+                        r.used_bytes as i64,
+                        r.files as i64,
+                        limit_column(r.size_limit),
+                        limit_column(r.file_limit),
+                    ])?;
+                }
+                Change::OwnerQuota(o, None) => {
+                    prepare(conn, text, st::DELETE_OWNER)?.execute(params![
+                        fs,
+                        o.type_name(),
+                        i64::from(o.id())
+                    ])?;
+                }
+                Change::Request {
+                    client,
+                    seq,
+                    ino,
+                    at,
+                } => {
+                    prepare(conn, text, st::UPSERT_REQUEST)?.execute(params![
+                        fs,
+                        *client as i64,
+                        *seq as i64,
+                        *ino as i64,
+                        at
+                    ])?;
+                }
+                Change::ForgetRequests { .. } => {}
+            }
+        }
+    }
+    Ok(fenced)
 }
 
 impl Writer for SqliteWriter {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
         self.write_now(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpfs_proto::meta::Kind;
+
+    fn batch(name: &[u8], ino: u64) -> Batch {
+        Batch {
+            rows: vec![(
+                Arc::from("fs-t"),
+                vec![
+                    Change::Orphan(ino, Some(1)),
+                    Change::Dentry(1, name.to_vec(), Some((ino, Kind::File))),
+                ],
+            )],
+            forget: Vec::new(),
+            epochs: Vec::new(),
+        }
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A batch whose statement fails leaves nothing behind, and the
+    /// connection commits the next batch (its transaction was rolled back,
+    /// not left open).
+    #[tokio::test]
+    async fn a_failed_batch_is_rolled_back_whole_and_the_next_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cpfs.db");
+        let store = cpfs_store::Store::open(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        store.pool.close().await;
+        let mut writer = SqliteWriter::open(&file, std::time::Duration::ZERO).unwrap();
+        let other = Connection::open(&file).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON dentries WHEN NEW.name = X'626164' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+
+        let err = writer.write_now(&batch(b"bad", 5)).unwrap_err();
+        assert!(err.contains("refused"), "{err}");
+        assert!(writer.conn.is_autocommit(), "the transaction was left open");
+        assert_eq!(count(&other, "SELECT COUNT(*) FROM orphans"), 0);
+
+        writer.write_now(&batch(b"good", 6)).unwrap();
+        assert_eq!(
+            count(&other, "SELECT COUNT(*) FROM orphans WHERE ino = 6"),
+            1
+        );
+        assert_eq!(
+            count(&other, "SELECT COUNT(*) FROM dentries WHERE ino = 6"),
+            1
+        );
+        assert_eq!(count(&other, "SELECT COUNT(*) FROM orphans"), 1);
     }
 }

@@ -102,7 +102,9 @@ where
             })??;
         stream.set_nodelay(true)?;
         watch_peer(&stream)?;
-        let (mut rd, wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        // Buffered: a frame's length and body come in one read call, not two.
+        let mut rd = tokio::io::BufReader::with_capacity(crate::frame::READ_BUFFER, rd);
         let tx = Arc::new(FrameWriter::new(wr));
         let pending: Pending<Resp> = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -148,7 +148,9 @@ async fn connection<Req, Resp, H, F>(
     H: Fn(SocketAddr, Req) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    // Buffered: a frame's length and body come in one read call, not two.
+    let mut rd = tokio::io::BufReader::with_capacity(crate::frame::READ_BUFFER, rd);
     let writer = Arc::new(FrameWriter::new(wr));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     // Requests of this connection; dropped (aborted) with it.
