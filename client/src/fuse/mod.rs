@@ -34,6 +34,7 @@ use crate::meta::MetaClient;
 mod attr;
 mod caller;
 mod dirs;
+mod inline;
 mod invalidate;
 mod open_files;
 mod releases;
@@ -160,7 +161,7 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let shown = self.shown.clone();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match meta.call(&who, MetaOp::GetAttr { ino }).await {
                 Ok(MetaReply::Attr(a)) => {
                     shown
@@ -206,7 +207,7 @@ impl Filesystem for CpfsFs {
         let who = caller(req);
         let handle = fh.and_then(|f| self.handle(f));
         let inodes = self.inodes.clone();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             // A size change must reach every open handle of the inode
             // (open(O_TRUNC) comes without one); the inode's state is pinned
             // for the call, so an open racing it waits for its answer.
@@ -234,7 +235,7 @@ impl Filesystem for CpfsFs {
     fn readlink(&mut self, req: &Request<'_>, ino: u64, reply: ReplyData) {
         let meta = self.meta.clone();
         let who = caller(req);
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match meta.call(&who, MetaOp::Readlink { ino }).await {
                 Ok(MetaReply::Link(t)) => reply.data(&t),
                 Ok(_) => reply.error(errno::EIO),
@@ -381,7 +382,7 @@ impl Filesystem for CpfsFs {
         let shown = self.shown.clone();
         let notifier = self.notifier.clone();
         let fh = self.fh();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             let st = pin(&inodes, ino, None);
             // The open's answer is the newest size only if no extending
             // write or truncate of this mount ends between its call and here.
@@ -431,7 +432,7 @@ impl Filesystem for CpfsFs {
         let fh = self.fh();
         let name = name.as_bytes().to_vec();
         let acc = flags & libc::O_ACCMODE;
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             let op = MetaOp::Create {
                 parent,
                 name,
@@ -474,7 +475,7 @@ impl Filesystem for CpfsFs {
             return reply.error(libc::EBADF);
         };
         let data = self.data.clone();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             // This mount's own writes first (see write_behind.rs).
             h.inode.writes.settle().await;
             let file_size = h.inode.size.load(Ordering::Acquire);
@@ -515,7 +516,7 @@ impl Filesystem for CpfsFs {
         h.writers.wrote(req.pid());
         let notifier = self.notifier.clone();
         let behind = self.behind.clone();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             let offset = offset.max(0) as u64;
             let end = offset + buf.len() as u64;
             if let Err(e) = note_write(&meta, &who, &h, end, &notifier).await {
@@ -541,7 +542,7 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let closer = req.pid();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             // A process that only inherited the descriptor (see writers.rs).
             if !h.writers.includes(closer) {
                 return reply.ok();
@@ -587,7 +588,7 @@ impl Filesystem for CpfsFs {
             releases.push(&who, h.ino, writable);
             return;
         }
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             let r = match h.inode.writes.drain().await {
                 Ok(()) => settle(&meta, &who, &h).await,
                 Err(e) => Err(e),
@@ -608,7 +609,7 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let data = self.data.clone();
         let who = caller(req);
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             if let Err(e) = h.inode.writes.drain().await {
                 return reply.error(e);
             }
@@ -628,7 +629,7 @@ impl Filesystem for CpfsFs {
         let who = caller(req);
         let dirs = self.dirs.clone();
         let fh = self.fh();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match dirs::list(&meta, &who, ino).await {
                 Ok(listing) => {
                     dirs.lock()
@@ -690,7 +691,7 @@ impl Filesystem for CpfsFs {
     fn statfs(&mut self, req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
         let meta = self.meta.clone();
         let who = caller(req);
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match meta.call(&who, MetaOp::StatFs).await {
                 Ok(MetaReply::StatFs(s)) => {
                     let bs = 4096u64;

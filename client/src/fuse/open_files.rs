@@ -186,10 +186,23 @@ pub(super) fn open_flags(
         Some(b) if b == fresh => fuser::consts::FOPEN_KEEP_CACHE,
         Some(_) => {
             if let Some(n) = notifier.get() {
-                let _ = n.inval_inode(ino, 0, 0);
+                drop_cached(n, ino, 0);
             }
             0
         }
         None => 0,
+    }
+}
+
+/// Drops the kernel's cached pages of `ino` (`offset` 0), or only its
+/// attributes (`offset` -1). Never on the FUSE thread, where it could wait
+/// for a page lock held by a reader whose READ that thread has to serve
+/// (see inline.rs).
+pub(super) fn drop_cached(n: &Notifier, ino: u64, offset: i64) {
+    if super::inline::on_fuse_thread() {
+        let n = n.clone();
+        tokio::task::spawn_blocking(move || n.inval_inode(ino, offset, 0));
+    } else {
+        let _ = n.inval_inode(ino, offset, 0);
     }
 }

@@ -5,6 +5,7 @@ use cpfs_proto::meta::{errno, MetaOp, MetaReply};
 use fuser::{ReplyEmpty, ReplyEntry, Request};
 
 use super::caller::caller;
+use super::inline;
 use super::{file_attr, CpfsFs, TTL};
 
 impl CpfsFs {
@@ -24,7 +25,7 @@ impl CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let shown = self.shown.clone();
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match meta.call(&who, op).await {
                 Ok(MetaReply::Entry(a)) => {
                     shown
@@ -43,7 +44,7 @@ impl CpfsFs {
     pub(super) fn empty_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEmpty) {
         let meta = self.meta.clone();
         let who = caller(req);
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match meta.call(&who, op).await {
                 Ok(MetaReply::Done) => reply.ok(),
                 Ok(_) => reply.error(errno::EIO),

@@ -34,7 +34,7 @@ pub(crate) async fn note_write(
         let a = written(meta, who, h.ino, size).await?;
         st.learn(&a);
         if let Some(n) = notifier.get() {
-            let _ = n.inval_inode(h.ino, -1, 0);
+            super::open_files::drop_cached(n, h.ino, -1);
         }
         return Ok(());
     }

@@ -8,6 +8,7 @@ use cpfs_proto::meta::{errno, MetaOp, MetaReply};
 use fuser::{ReplyXattr, Request};
 
 use super::caller::caller;
+use super::inline;
 use super::CpfsFs;
 
 /// The virtual extended attribute `cpfs stripe` reads and writes.
@@ -71,7 +72,7 @@ impl CpfsFs {
                 name: name.as_bytes().to_vec(),
             }
         };
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             let value = match meta.call(&who, op).await {
                 Ok(MetaReply::Xattr(v)) => v,
                 Ok(MetaReply::Stripe {
@@ -89,7 +90,7 @@ impl CpfsFs {
     pub(super) fn listxattr_op(&self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
         let meta = self.meta.clone();
         let who = caller(req);
-        self.rt.spawn(async move {
+        inline::run(&self.rt, async move {
             match meta.call(&who, MetaOp::ListXattr { ino }).await {
                 Ok(MetaReply::XattrNames(names)) => {
                     let mut out = Vec::new();
