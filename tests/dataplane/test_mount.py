@@ -167,11 +167,25 @@ def test_stripe_directory_is_inherited(mount, server):
     (d / "sub").mkdir()
     assert stripe_get(d / "sub") == {"chunk_size": 65536, "stripe_width": 3}
     assert (d / "f").read_bytes() == data
-    # 17 chunks of 64 KiB over a width of 3: every node holds some of them.
-    new = [p for p in server.chunk_files() if p not in before]
-    nodes = {p.relative_to(server.data_dir / "nodes").parts[0] for p in new}
-    assert len(nodes) == 3, f"1 MiB striped 64 KiB x 3 landed on nodes {sorted(nodes)} only"
-    assert len(new) >= 17, f"only {len(new)} new chunk files for 17 chunks"
+    # 17 chunks of 64 KiB over a width of 3: chunk i on the file's chain
+    # i mod 3, each in two copies on two nodes. (Which nodes depends on the
+    # chain table, which other tests' failovers and rebalances reshape.)
+    ino = str((d / "f").stat().st_ino)
+    copies = {}
+    for p in server.chunk_files():
+        if p in before or p.parent.name != ino:
+            continue
+        index, chain = p.name.split(".c")
+        node = p.relative_to(server.data_dir / "nodes").parts[0]
+        copies.setdefault(int(index), []).append((int(chain), node))
+    assert sorted(copies) == list(range(17)), f"chunk files of the file: {sorted(copies)}"
+    chain_of = {}
+    for index, held in copies.items():
+        assert len({c for c, _ in held}) == 1, f"chunk {index} on several chains: {held}"
+        assert len({n for _, n in held}) >= 2, f"chunk {index} has one copy: {held}"
+        chain_of[index] = held[0][0]
+    assert len(set(chain_of.values())) == 3, f"not striped over 3 chains: {chain_of}"
+    assert all(chain_of[i] == chain_of[i % 3] for i in chain_of), f"stripe order: {chain_of}"
 
 
 def test_stripe_empty_file_and_refusal_on_data(mount):

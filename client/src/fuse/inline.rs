@@ -23,7 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::runtime::Handle;
 
@@ -103,10 +103,20 @@ where
     let waker = Waker::from(inline.clone());
     let mut task: Task = Box::pin(future);
     INLINE.with(|f| f.set(true));
-    let polled = task.as_mut().poll(&mut Context::from_waker(&waker));
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        task.as_mut().poll(&mut Context::from_waker(&waker))
+    }));
     INLINE.with(|f| f.set(false));
-    if polled.is_ready() {
-        return;
+    match polled {
+        Ok(Poll::Ready(())) => return,
+        Ok(Poll::Pending) => {}
+        Err(_) => {
+            // As for a task of the runtime that panics: the request is
+            // dropped (a reply dropped unsent answers EIO) and the FUSE
+            // thread, which serves every other request, goes on.
+            tracing::error!("a request's task panicked; it was answered with EIO");
+            return;
+        }
     }
     *inline.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     if inline
@@ -125,7 +135,6 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::task::Poll;
     use std::time::Duration;
 
     /// A future that does not wait finishes on the calling thread; one
@@ -209,5 +218,27 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(done.load(Ordering::SeqCst), 500);
+    }
+
+    /// A task that panics before it first waits does not take the calling
+    /// thread (the FUSE session) with it, and what it held is dropped, as
+    /// a reply would be (fuser answers a dropped reply with EIO).
+    #[test]
+    fn a_panic_in_the_first_poll_drops_the_request_and_returns() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (reply, answered) = tokio::sync::oneshot::channel::<()>();
+        run(rt.handle(), async move {
+            let _reply = reply;
+            panic!("a bug in a handler");
+        });
+        assert!(!on_fuse_thread());
+        assert!(rt.block_on(answered).is_err(), "the reply was not dropped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        run(rt.handle(), async move { tx.send(1).unwrap() });
+        assert_eq!(rx.recv().unwrap(), 1);
     }
 }
