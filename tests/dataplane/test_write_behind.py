@@ -75,15 +75,27 @@ def check(data, expected):
         assert got == want, f"block {b}: {got[:40]!r}, want {want[:40]!r}"
 
 
-def test_small_writes_are_read_back_at_once_batched_and_seen_by_another_mount(
-        server, filesystem, mount, mounter):
-    t = token(server, "metrics-token")
-    fs = filesystem.fs_id
+def zeroed_file(server, t, fs, mount, name):
+    """A file of FILE_BLOCKS zero blocks, made once the nodes' counters
+    settled; its path and the (requests, bytes) the nodes had served then."""
     wait_settled(server, t)
-    path = mount.path / "behind.bin"
+    path = mount.path / name
     with open(path, "wb") as f:
         f.truncate(FILE_BLOCKS * BLOCK)
-    requests0, bytes0 = served(server, t, fs)
+    return path, served(server, t, fs)
+
+
+def counted(server, t, fs, total_bytes):
+    """(requests, bytes) served once the nodes counted `total_bytes`."""
+    wait_until("every written byte counted by the nodes",
+               lambda: served(server, t, fs)[1] >= total_bytes, METRICS_DEADLINE_S)
+    return served(server, t, fs)
+
+
+def test_small_writes_are_read_back_at_once_batched_and_seen_by_another_mount(
+        server, filesystem, mount, mounter):
+    t, fs = token(server, "metrics-token"), filesystem.fs_id
+    path, (requests0, bytes0) = zeroed_file(server, t, fs, mount, "behind.bin")
 
     # Held open by a reader while the writers write: its read comes before
     # any close, so it is the write-behind that must answer it right.
@@ -101,32 +113,21 @@ def test_small_writes_are_read_back_at_once_batched_and_seen_by_another_mount(
     check(path.read_bytes(), expected)
 
     writes = THREADS * WRITES_PER_THREAD
-    wait_until("every written byte counted by the nodes",
-               lambda: served(server, t, fs)[1] - bytes0 >= writes * BLOCK,
-               METRICS_DEADLINE_S)
-    requests, written = served(server, t, fs)
+    requests, written = counted(server, t, fs, bytes0 + writes * BLOCK)
     assert written - bytes0 == writes * BLOCK, "each write reached the nodes once"
     assert requests - requests0 < writes, (
         f"{requests - requests0} requests for {writes} writes: none were batched")
 
 
 def test_a_file_opened_with_o_dsync_is_written_through(server, filesystem, mount):
-    t = token(server, "metrics-token")
-    fs = filesystem.fs_id
-    wait_settled(server, t)
-    path = mount.path / "dsync.bin"
-    with open(path, "wb") as f:
-        f.truncate(FILE_BLOCKS * BLOCK)
-    requests0, bytes0 = served(server, t, fs)
+    t, fs = token(server, "metrics-token"), filesystem.fs_id
+    path, (requests0, bytes0) = zeroed_file(server, t, fs, mount, "dsync.bin")
 
     expected = write_concurrently(path, os.O_DSYNC)
     check(path.read_bytes(), expected)
 
     writes = THREADS * WRITES_PER_THREAD
-    wait_until("every written byte counted by the nodes",
-               lambda: served(server, t, fs)[1] - bytes0 >= writes * BLOCK,
-               METRICS_DEADLINE_S)
-    requests, written = served(server, t, fs)
+    requests, written = counted(server, t, fs, bytes0 + writes * BLOCK)
     assert written - bytes0 == writes * BLOCK
     # The kernel follows each O_DSYNC write with an fsync, which waits for
     # the write (the mount writes it through anyway): a write still queued
