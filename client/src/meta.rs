@@ -49,6 +49,8 @@ pub struct MetaClient {
     seq: AtomicU64,
     /// Directories' attributes from this client's changes.
     pub dirs: crate::dir_attrs::DirAttrs,
+    /// Directories whose every name this client knows.
+    pub names: crate::dir_names::DirNames,
 }
 
 impl MetaClient {
@@ -69,6 +71,7 @@ impl MetaClient {
             client: rand::random(),
             seq: AtomicU64::new(1),
             dirs: Default::default(),
+            names: Default::default(),
         })
     }
 
@@ -155,6 +158,9 @@ impl MetaClient {
         };
         match rpc.call(req).await {
             Ok(MetaReply::Mounted(m)) => {
+                // Changes made while this client had no session were not
+                // sent to it.
+                self.names.clear();
                 self.session.store(m.session, Ordering::Release);
                 Ok(m)
             }
@@ -172,6 +178,15 @@ impl MetaClient {
     /// program sees a stall, not EIO. Every attempt carries the same request
     /// id, so an attempt whose answer was lost is not applied twice.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
+        let touch = crate::dir_names::Touch::of(&op);
+        let since = self.names.generation();
+        let result = self.call_with_retries(caller, op).await;
+        let now = std::time::Instant::now();
+        self.names.after(touch, caller, &result, since, now);
+        result
+    }
+
+    async fn call_with_retries(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
         let deadline = tokio::time::Instant::now() + META_OUTAGE;
         let mut remounts = 0;
         let mut delays = retry::delays(RETRY_FIRST, RETRY_CAP);

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -353,6 +354,29 @@ def test_changes_in_one_mount_reach_the_kernel_caches_of_the_other(mount, mounte
     os.unlink(a.path / d / "new")
     wait_until("B to lose the name A removed", lambda: not (b.path / d / "new").exists(), NOTICE_S)
     assert sorted(os.listdir(b.path / d)) == ["g"]
+
+
+def test_names_another_mount_creates_in_a_directory_this_mount_made_are_seen(mount, mounter):
+    """A mount answers lookups in a directory it made from the names it
+    knows there; another mount's creates must still reach it, also of
+    names it never looked up."""
+    a = mount
+    b = mounter.mount(a.domain)
+    d = f"made-{uuid.uuid4().hex[:8]}"
+    os.mkdir(a.path / d)
+    (a.path / d / "mine").write_bytes(b"a")
+    assert not (a.path / d / "looked-up").exists()
+    (b.path / d / "looked-up").write_bytes(b"b")
+    os.mkdir(b.path / d / "never-looked-up")
+    wait_until("A to see the name it looked up before",
+               lambda: (a.path / d / "looked-up").exists(), NOTICE_S)
+    wait_until("A to see the name it never looked up",
+               lambda: (a.path / d / "never-looked-up").is_dir(), NOTICE_S)
+    assert (a.path / d / "looked-up").read_bytes() == b"b"
+    # A's own creates after B's changes are answered right too.
+    (a.path / d / "again").write_bytes(b"c")
+    assert sorted(os.listdir(a.path / d)) == ["again", "looked-up", "mine", "never-looked-up"]
+    assert sorted(os.listdir(b.path / d)) == ["again", "looked-up", "mine", "never-looked-up"]
 
 
 # ---------------------------------------------------------------------------

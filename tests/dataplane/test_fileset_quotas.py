@@ -173,6 +173,10 @@ def test_nothing_crosses_a_fileset_boundary(quota_server, quota_fs, quota_mount)
     outer.mkdir()
     fileset(quota_server, quota_fs.fs_id, f"/{name}-parent/set/")
     inside, outside = outer / "set", quota_mount.path / f"{name}-out"
+    # The mount made the parent, so it answers lookups of names it does not
+    # hold there itself; the directory the service made for the fileset
+    # reaches it as a notice, well before the kernel's TTL (10 s) would.
+    wait_until("the mount to see the fileset's directory", inside.is_dir, 3)
     outside.mkdir()
     (inside / "f").write_bytes(b"inside")
     (outside / "g").write_bytes(b"outside")

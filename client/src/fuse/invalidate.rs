@@ -74,12 +74,15 @@ impl Invalidator {
         // own changes go first: the kernel asks for them next.
         if lost {
             self.meta.dirs.clear();
+            self.meta.names.clear();
         }
         for c in &changes {
-            match c {
-                Change::Entry { parent, .. } => self.meta.dirs.forget(*parent),
-                Change::Inode { ino, .. } => self.meta.dirs.forget(*ino),
-            }
+            let ino = match c {
+                Change::Entry { parent, .. } => *parent,
+                Change::Inode { ino, .. } => *ino,
+            };
+            self.meta.dirs.forget(ino);
+            self.meta.names.invalidate(ino);
         }
         let everything: Vec<u64> = if lost {
             self.shown

@@ -143,13 +143,7 @@ impl Filesystem for CpfsFs {
     }
 
     fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        let op = MetaOp::Lookup {
-            parent,
-            name: name.as_bytes().to_vec(),
-        };
-        // "No such name" is kept by the kernel too (a negative entry): the
-        // service invalidates it when another client creates the name.
-        self.entry_op_with(req, op, reply, true);
+        self.lookup_op(req, parent, name.as_bytes(), reply)
     }
 
     fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {

@@ -1,7 +1,7 @@
 //! The two shapes most namespace operations share: a call answered with
 //! an entry, and a call answered with nothing.
 
-use cpfs_proto::meta::{errno, MetaOp, MetaReply};
+use cpfs_proto::meta::{errno, Caller, MetaOp, MetaReply};
 use fuser::{ReplyEmpty, ReplyEntry, Request};
 
 use super::caller::caller;
@@ -9,21 +9,30 @@ use super::inline;
 use super::{file_attr, CpfsFs, TTL};
 
 impl CpfsFs {
+    pub(super) fn lookup_op(&self, req: &Request<'_>, parent: u64, name: &[u8], reply: ReplyEntry) {
+        // "No such name" is kept by the kernel too (a negative entry): the
+        // service invalidates it when another client creates the name. In
+        // a directory whose every name this mount knows, it is said here.
+        let who = caller(req);
+        let now = std::time::Instant::now();
+        if let Some(ttl) = self.meta.names.absent(parent, name, &who, now) {
+            return reply.entry(&ttl, &no_such_entry(), 0);
+        }
+        let op = MetaOp::Lookup {
+            parent,
+            name: name.to_vec(),
+        };
+        self.entry_op_with(who, op, reply, true);
+    }
+
     pub(super) fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {
-        self.entry_op_with(req, op, reply, false)
+        self.entry_op_with(caller(req), op, reply, false)
     }
 
     /// As `entry_op`; `negative`: an ENOENT answer is given to the kernel as
     /// an entry for no inode, which it keeps for the TTL.
-    pub(super) fn entry_op_with(
-        &self,
-        req: &Request<'_>,
-        op: MetaOp,
-        reply: ReplyEntry,
-        negative: bool,
-    ) {
+    pub(super) fn entry_op_with(&self, who: Caller, op: MetaOp, reply: ReplyEntry, negative: bool) {
         let meta = self.meta.clone();
-        let who = caller(req);
         let shown = self.shown.clone();
         inline::run(&self.rt, async move {
             match meta.call(&who, op).await {

@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use cpfs_proto::meta::{errno::*, Caller, Kind, ROOT_INO};
+use cpfs_proto::meta::{errno::*, Caller, Change as WatchedChange, Kind, ROOT_INO};
 
 use crate::journal::{Change, FilesetRow};
 use crate::policy::{FilesetSpec, UserQuotaSpec};
@@ -34,6 +34,9 @@ use super::NewNode;
 /// Deeper than any path the API lets a fileset have; a walk up that goes
 /// further has met a damaged tree.
 const MAX_WALK: usize = 4096;
+
+/// The origin of changes the service makes on its own (no session has 0).
+const NO_SESSION: u64 = 0;
 
 /// Directories a new fileset's path makes when missing are root's, 0755.
 const MADE_DIR_PERM: u32 = 0o755;
@@ -243,9 +246,15 @@ impl FsState {
     }
 
     /// Brings the bound filesets to what the control plane wants: binds
-    /// new ones (making their directories), updates limits, unbinds
-    /// released ones. `t` is now in nanoseconds.
-    pub fn apply_filesets(&mut self, specs: &[FilesetSpec], t: i64) -> Vec<(String, Settled)> {
+    /// new ones (making their directories, each added to `made` for the
+    /// mounts to hear of), updates limits, unbinds released ones. `t` is
+    /// now in nanoseconds.
+    pub fn apply_filesets(
+        &mut self,
+        specs: &[FilesetSpec],
+        t: i64,
+        made: &mut Vec<WatchedChange>,
+    ) -> Vec<(String, Settled)> {
         let mut out = Vec::new();
         for id in std::mem::take(&mut self.filesets_unbound) {
             self.push_change(Change::Fileset(id, None));
@@ -290,7 +299,7 @@ impl FsState {
                     }
                 }
                 None => {
-                    let settled = match self.bind(spec, t) {
+                    let settled = match self.bind(spec, t, made) {
                         Ok(()) => Settled::Bound,
                         Err((_, why)) => Settled::Failed(why),
                     };
@@ -304,7 +313,7 @@ impl FsState {
     /// Binds `spec`'s directory, making it (and missing parents) first.
     /// Checked before anything changes: an existing non-directory on the
     /// path, or a fileset above or below it, refuses it.
-    fn bind(&mut self, spec: &FilesetSpec, t: i64) -> Res<()> {
+    fn bind(&mut self, spec: &FilesetSpec, t: i64, made: &mut Vec<WatchedChange>) -> Res<()> {
         let names: Vec<&[u8]> = spec
             .path
             .split('/')
@@ -338,7 +347,7 @@ impl FsState {
             groups: Vec::new(),
         };
         for name in &names[existing..] {
-            let made = self.create(
+            let new = self.create(
                 &root,
                 dir,
                 name,
@@ -351,7 +360,11 @@ impl FsState {
                 None,
                 t,
             )?;
-            dir = made.ino;
+            made.push(WatchedChange::Entry {
+                parent: dir,
+                name: name.to_vec(),
+            });
+            dir = new.ino;
         }
         let (used_bytes, files) = self.subtree_usage(dir);
         let f = Fileset {
@@ -410,15 +423,21 @@ impl crate::MetaService {
                     continue;
                 }
             }
+            let mut made = Vec::new();
             match self
                 .shards
                 .write(fs, |st| {
                     st.apply_user_quotas(&limits);
-                    Ok(st.apply_filesets(&mine, t))
+                    Ok(st.apply_filesets(&mine, t, &mut made))
                 })
                 .await
             {
-                Ok(settled) => self.log_settled(fs, settled),
+                Ok(settled) => {
+                    // No session made them: every mount that saw the
+                    // parents hears of them.
+                    self.watchers.publish(fs, NO_SESSION, &made);
+                    self.log_settled(fs, settled)
+                }
                 // Moved away meanwhile: its new owner binds them.
                 Err((EMOVED, _)) => {}
                 Err((_, why)) => return Err(format!("filesets of {fs}: {why}")),
