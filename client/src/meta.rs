@@ -51,6 +51,9 @@ pub struct MetaClient {
     pub dirs: crate::dir_attrs::DirAttrs,
     /// Directories whose every name this client knows.
     pub names: crate::dir_names::DirNames,
+    /// Counts this client's calls that may have changed something, each
+    /// once it ended (see [`MetaClient::mutations`]).
+    mutations: AtomicU64,
 }
 
 impl MetaClient {
@@ -72,6 +75,7 @@ impl MetaClient {
             seq: AtomicU64::new(1),
             dirs: Default::default(),
             names: Default::default(),
+            mutations: AtomicU64::new(0),
         })
     }
 
@@ -180,10 +184,22 @@ impl MetaClient {
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
         let touch = crate::dir_names::Touch::of(&op);
         let since = self.names.generation();
+        let reads_only = reads_only(&op);
         let result = self.call_with_retries(caller, op).await;
         let now = std::time::Instant::now();
         self.names.after(touch, caller, &result, since, now);
+        if !reads_only {
+            self.mutations.fetch_add(1, Ordering::Release);
+        }
         result
+    }
+
+    /// How many of this client's calls that may change something have
+    /// ended: unchanged between two points, nothing this client did
+    /// changed the namespace in between (what a listing read before may
+    /// still be served for).
+    pub fn mutations(&self) -> u64 {
+        self.mutations.load(Ordering::Acquire)
     }
 
     async fn call_with_retries(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
@@ -263,6 +279,25 @@ impl MetaClient {
             tokio::time::sleep(backoff).await;
         }
     }
+}
+
+/// Calls that change nothing in the namespace.
+fn reads_only(op: &MetaOp) -> bool {
+    matches!(
+        op,
+        MetaOp::Lookup { .. }
+            | MetaOp::GetAttr { .. }
+            | MetaOp::Readlink { .. }
+            | MetaOp::Access { .. }
+            | MetaOp::ReadDir { .. }
+            | MetaOp::ReadDirPlus { .. }
+            | MetaOp::StatFs
+            | MetaOp::GetXattr { .. }
+            | MetaOp::ListXattr { .. }
+            | MetaOp::GetStripe { .. }
+            | MetaOp::ChainTable
+            | MetaOp::Watch { .. }
+    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ refused without its token.
 import errno
 import os
 import re
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
@@ -197,7 +198,7 @@ def quiet_meta_counters(server, t):
     """A scrape once the metadata server's counters of namespace operations
     stand still (they reach /metrics with its heartbeats, so operations
     made just before may still be on their way)."""
-    ops = ("lookup", "getattr", "create", "unlink", "mkdir")
+    ops = ("lookup", "getattr", "create", "unlink", "mkdir", "rmdir", "readdirplus")
     last = {}
 
     def still():
@@ -252,6 +253,34 @@ def test_a_loop_of_creates_and_unlinks_asks_no_directory_attributes(server, moun
     fresh = os.stat(mounter.mount(mount.domain).path / d.name)
     assert (mine.st_mtime_ns, mine.st_ctime_ns, mine.st_nlink, mine.st_mode) == \
         (fresh.st_mtime_ns, fresh.st_ctime_ns, fresh.st_nlink, fresh.st_mode)
+
+
+def test_rm_r_reads_each_directory_once(server, mount):
+    """rm -r opens every directory twice in a row (is it empty? then read
+    it); the mount serves the second opendir the listing it read for the
+    first, as nothing changed in between."""
+    t = token(server, "metrics-token")
+    top = mount.path / f"rmr-{uuid.uuid4().hex[:8]}"
+    dirs = [top] + [top / f"d{i}" for i in range(5)]
+    for d in dirs:
+        d.mkdir()
+        for j in range(3):
+            (d / f"f{j}").write_bytes(b"x")
+    before = quiet_meta_counters(server, t)
+    subprocess.run(["rm", "-r", str(top)], check=True)
+    assert not top.exists()
+    wait_until("the last rmdir counted",
+               lambda: total(scrape(server, t), "cpfs_meta_operations_total", op="rmdir")
+               - total(before, "cpfs_meta_operations_total", op="rmdir") >= len(dirs),
+               METRICS_DEADLINE_S)
+    after = quiet_meta_counters(server, t)
+
+    def grew(op):
+        return total(after, "cpfs_meta_operations_total", op=op) \
+            - total(before, "cpfs_meta_operations_total", op=op)
+    assert grew("unlink") == 3 * len(dirs) and grew("rmdir") == len(dirs)
+    # Twice as many without the second opendir served from the first.
+    assert grew("readdirplus") == len(dirs), grew("readdirplus")
 
 
 def test_acls_and_security_labels_are_refused_at_once(mount):

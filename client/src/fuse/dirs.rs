@@ -5,7 +5,8 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
 use fuser::{FileType, ReplyDirectory, ReplyDirectoryPlus};
@@ -85,6 +86,67 @@ pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<Di
     Ok(listing)
 }
 
+/// How long a listing may be served again to the next opendir of its
+/// directory, when nothing changed in between.
+const REUSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// The last listing read, for the next opendir of the same directory:
+/// `rm -r` opens every directory twice in a row (once to see whether it is
+/// empty, once to read it), and the second listing is the first one.
+#[derive(Default)]
+pub(crate) struct LastListing(Mutex<Option<Last>>);
+
+struct Last {
+    ino: u64,
+    who: Caller,
+    listing: Arc<DirListing>,
+    at: Instant,
+    /// What could have changed it since: another client's change (the
+    /// watch's invalidations) or one of this client's.
+    generation: u64,
+    mutations: u64,
+}
+
+impl LastListing {
+    /// The listing of `ino` for `who`: the last one read, when it is of
+    /// the same directory for the same caller, recent, and neither another
+    /// client (as far as the watch has told) nor this one changed anything
+    /// since; read from the service otherwise. A listing is served again
+    /// once at most.
+    pub(crate) async fn open(
+        &self,
+        meta: &MetaClient,
+        who: &Caller,
+        ino: u64,
+    ) -> Result<Arc<DirListing>, i32> {
+        let generation = meta.names.generation();
+        let mutations = meta.mutations();
+        {
+            let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let reusable = last.as_ref().is_some_and(|l| {
+                l.ino == ino
+                    && l.who == *who
+                    && l.at.elapsed() < REUSE_WITHIN
+                    && l.generation == generation
+                    && l.mutations == mutations
+            });
+            if let Some(l) = last.take().filter(|_| reusable) {
+                return Ok(l.listing);
+            }
+        }
+        let listing = Arc::new(list(meta, who, ino).await?);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Last {
+            ino,
+            who: who.clone(),
+            listing: listing.clone(),
+            at: Instant::now(),
+            generation,
+            mutations,
+        });
+        Ok(listing)
+    }
+}
+
 /// Answers READDIR from `offset` with as many entries as fit.
 pub(crate) fn reply_plain(listing: &DirListing, offset: i64, mut reply: ReplyDirectory) {
     for (i, e) in listing
@@ -138,3 +200,7 @@ pub(crate) fn reply_plus(
     }
     reply.ok()
 }
+
+#[cfg(test)]
+#[path = "dirs_tests.rs"]
+mod tests;

@@ -68,6 +68,7 @@ pub struct CpfsFs {
     files: Arc<Mutex<HashMap<u64, Arc<FileHandle>>>>,
     inodes: OpenInodes,
     dirs: Arc<Mutex<HashMap<u64, Arc<DirListing>>>>,
+    last_listing: Arc<dirs::LastListing>,
     next_fh: AtomicU64,
     /// Size and mtime last shown to the kernel per inode (to know when a
     /// fresh open must drop the kernel's cache).
@@ -93,6 +94,7 @@ impl CpfsFs {
             files: Arc::default(),
             inodes: Arc::default(),
             dirs: Arc::default(),
+            last_listing: Arc::default(),
             next_fh: AtomicU64::new(1),
             shown: Arc::default(),
             notifier,
@@ -622,13 +624,14 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let dirs = self.dirs.clone();
+        let last = self.last_listing.clone();
         let fh = self.fh();
         inline::run(&self.rt, async move {
-            match dirs::list(&meta, &who, ino).await {
+            match last.open(&meta, &who, ino).await {
                 Ok(listing) => {
                     dirs.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(fh, Arc::new(listing));
+                        .insert(fh, listing);
                     reply.opened(fh, 0)
                 }
                 Err(e) => reply.error(e),
