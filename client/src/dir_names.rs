@@ -138,14 +138,34 @@ struct Inner {
 }
 
 impl Inner {
-    fn forget(&mut self, ino: u64) {
+    /// Notes that `ino`'s names or attributes changed now.
+    fn mark(&mut self, ino: u64) {
         self.generation += 1;
-        self.dirs.remove(&ino);
         if self.invalidated.len() >= MAX_INVALIDATED {
             self.invalidated.clear();
             self.floor = self.generation;
         }
         self.invalidated.insert(ino, self.generation);
+    }
+
+    /// Notes that anything may have changed now.
+    fn mark_all(&mut self) {
+        self.generation += 1;
+        self.invalidated.clear();
+        self.floor = self.generation;
+    }
+
+    fn forget(&mut self, ino: u64) {
+        self.mark(ino);
+        self.dirs.remove(&ino);
+    }
+
+    fn last_change(&self, ino: u64) -> u64 {
+        self.invalidated
+            .get(&ino)
+            .copied()
+            .unwrap_or(0)
+            .max(self.floor)
     }
 
     fn live(&mut self, ino: u64, now: Instant) -> Option<&mut Known> {
@@ -177,8 +197,7 @@ impl Inner {
 
     /// Takes in `ino` as empty, made by a call that started at `since`.
     fn made(&mut self, ino: u64, owner: Option<&Caller>, since: u64, now: Instant) {
-        let last = self.invalidated.get(&ino).copied().unwrap_or(self.floor);
-        if last > since {
+        if self.last_change(ino) > since {
             return;
         }
         if self.dirs.len() >= MAX_DIRS {
@@ -256,6 +275,7 @@ impl DirNames {
                 }
             }
             (Touch::Added { parent, name, dir }, Ok(reply)) => {
+                inner.mark(parent);
                 inner.add(parent, name, now);
                 inner.searcher(parent, who, now);
                 if let (true, MetaReply::Entry(a)) = (dir, reply) {
@@ -266,16 +286,24 @@ impl DirNames {
                 }
             }
             (Touch::Added { parent, name, .. }, Err(errno::EEXIST)) => inner.add(parent, name, now),
-            (Touch::Removed { parent, name }, Ok(_) | Err(errno::ENOENT)) => {
+            (Touch::Removed { parent, name }, Ok(_)) => {
+                inner.mark(parent);
+                inner.remove(parent, &name, now)
+            }
+            (Touch::Removed { parent, name }, Err(errno::ENOENT)) => {
                 inner.remove(parent, &name, now)
             }
             (Touch::Renamed { from, to, plain }, Ok(_)) => {
+                // The moved inode changed too, and which it is is not
+                // known here.
+                inner.mark_all();
                 if plain {
                     inner.remove(from.0, &from.1, now);
                 }
                 inner.add(to.0, to.1, now);
             }
             (Touch::Renamed { from, to, .. }, Err(_)) => {
+                inner.mark_all();
                 inner.forget(from.0);
                 inner.forget(to.0);
             }
@@ -295,10 +323,16 @@ impl DirNames {
     /// Changes of other clients may have been missed.
     pub fn clear(&self) {
         let mut inner = self.lock();
-        inner.generation += 1;
+        inner.mark_all();
         inner.dirs.clear();
-        inner.invalidated.clear();
-        inner.floor = inner.generation;
+    }
+
+    /// Whether `ino`'s names and attributes are as they were at
+    /// `generation`, as far as this client knows: neither its own calls
+    /// (counted when they end) nor another client's (as the watch tells)
+    /// changed them since.
+    pub fn unchanged_since(&self, ino: u64, generation: u64) -> bool {
+        self.lock().last_change(ino) <= generation
     }
 }
 

@@ -3,6 +3,7 @@
 //! readdirplus from memory, so offsets stay stable while the directory
 //! changes.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
 use fuser::{FileType, ReplyDirectory, ReplyDirectoryPlus};
 
 use super::attr::{self, file_attr, file_type};
+use crate::dir_attrs::ATTR_TTL;
 use crate::meta::MetaClient;
 
 /// One entry as read at opendir.
@@ -90,6 +92,61 @@ pub(crate) async fn list(meta: &MetaClient, who: &Caller, ino: u64) -> Result<Di
 /// directory, when nothing changed in between.
 const REUSE_WITHIN: Duration = Duration::from_secs(1);
 
+/// What recent listings said, served again while it holds.
+#[derive(Default)]
+pub(crate) struct Recent {
+    pub last: LastListing,
+    pub listed: ListedDirs,
+}
+
+/// Directories' attributes as the last listings of their parents gave
+/// them. The kernel drops a directory's atime after every readdir of it
+/// and asks for its attributes at the next stat (`rm -r` stats every
+/// directory it opened); the service moves no directory's atime on a
+/// listing, so what a listing said still holds while nothing changed the
+/// directory since.
+#[derive(Default)]
+pub(crate) struct ListedDirs(Mutex<HashMap<u64, (Attr, Instant, u64)>>);
+
+/// Directories' attributes kept from listings at most.
+const MAX_LISTED_DIRS: usize = 4096;
+
+impl ListedDirs {
+    fn note(&self, listing: &DirListing, generation: u64) {
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for a in listing.entries.iter().filter_map(|e| e.attr.as_ref()) {
+            if a.kind != Kind::Dir {
+                continue;
+            }
+            if map.len() >= MAX_LISTED_DIRS {
+                map.retain(|_, (_, at, _)| now.duration_since(*at) < ATTR_TTL);
+                if map.len() >= MAX_LISTED_DIRS {
+                    map.clear();
+                }
+            }
+            map.insert(a.ino, (a.clone(), now, generation));
+        }
+    }
+
+    /// Directory `ino`'s attributes from a listing, and for how long the
+    /// kernel may keep them, if nothing changed it since.
+    pub(crate) fn get(&self, meta: &MetaClient, ino: u64) -> Option<(Attr, Duration)> {
+        let (attr, at, generation) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&ino)
+            .cloned()?;
+        let left = ATTR_TTL
+            .checked_sub(at.elapsed())
+            .filter(|d| !d.is_zero())?;
+        meta.names
+            .unchanged_since(ino, generation)
+            .then_some((attr, left))
+    }
+}
+
 /// The last listing read, for the next opendir of the same directory:
 /// `rm -r` opens every directory twice in a row (once to see whether it is
 /// empty, once to read it), and the second listing is the first one.
@@ -118,6 +175,7 @@ impl LastListing {
         meta: &MetaClient,
         who: &Caller,
         ino: u64,
+        listed: &ListedDirs,
     ) -> Result<Arc<DirListing>, i32> {
         let generation = meta.names.generation();
         let mutations = meta.mutations();
@@ -135,6 +193,7 @@ impl LastListing {
             }
         }
         let listing = Arc::new(list(meta, who, ino).await?);
+        listed.note(&listing, generation);
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Last {
             ino,
             who: who.clone(),

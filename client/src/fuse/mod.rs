@@ -68,7 +68,7 @@ pub struct CpfsFs {
     files: Arc<Mutex<HashMap<u64, Arc<FileHandle>>>>,
     inodes: OpenInodes,
     dirs: Arc<Mutex<HashMap<u64, Arc<DirListing>>>>,
-    last_listing: Arc<dirs::LastListing>,
+    recent: Arc<dirs::Recent>,
     next_fh: AtomicU64,
     /// Size and mtime last shown to the kernel per inode (to know when a
     /// fresh open must drop the kernel's cache).
@@ -94,7 +94,7 @@ impl CpfsFs {
             files: Arc::default(),
             inodes: Arc::default(),
             dirs: Arc::default(),
-            last_listing: Arc::default(),
+            recent: Arc::default(),
             next_fh: AtomicU64::new(1),
             shown: Arc::default(),
             notifier,
@@ -149,10 +149,13 @@ impl Filesystem for CpfsFs {
     }
 
     fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        // A directory this mount just changed: the service said what its
-        // attributes became (see dir_attrs.rs).
-        if let Some(a) = self.meta.dirs.get(ino) {
-            return reply.attr(&TTL, &file_attr(&a));
+        // A directory this mount just changed (the service said what its
+        // attributes became, dir_attrs.rs), or one the last listing of its
+        // parent showed, unchanged since.
+        let known = (self.meta.dirs.get(ino).map(|a| (a, TTL)))
+            .or_else(|| self.recent.listed.get(&self.meta, ino));
+        if let Some((a, ttl)) = known {
+            return reply.attr(&ttl, &file_attr(&a));
         }
         let meta = self.meta.clone();
         let who = caller(req);
@@ -624,10 +627,10 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let dirs = self.dirs.clone();
-        let last = self.last_listing.clone();
+        let recent = self.recent.clone();
         let fh = self.fh();
         inline::run(&self.rt, async move {
-            match last.open(&meta, &who, ino).await {
+            match recent.last.open(&meta, &who, ino, &recent.listed).await {
                 Ok(listing) => {
                     dirs.lock()
                         .unwrap_or_else(|p| p.into_inner())
