@@ -1,7 +1,9 @@
 //! A batch as one PostgreSQL script: every statement of the batch in one
 //! simple-query message, so a commit costs one round trip to the server
 //! whatever the batch holds (a statement per round trip made a lone create
-//! wait for about eight of them).
+//! wait for about eight of them). The frequent rows (inodes, entries,
+//! request records, counters) are CALLs of procedures whose statements
+//! PostgreSQL plans once per connection; the rare ones are statements.
 //!
 //! PostgreSQL runs the statements of one simple-query message as one
 //! transaction: all of them or none. The first statement locks each file
@@ -69,8 +71,7 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
     match c {
         Change::Inode(ino, Some(i)) => {
             let a = &i.attr;
-            sql.push_str(concat!(upsert_parts!(inode_head), "SELECT "));
-            text(sql, fs);
+            call(sql, "cpfs_put_inode", batch, fs);
             let _ = write!(
                 sql,
                 ", {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, ",
@@ -89,35 +90,27 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             );
             match &i.target {
                 Some(t) => bytes(sql, t),
-                None => sql.push_str("NULL::bytea"),
+                None => sql.push_str("NULL"),
             }
             let _ = write!(sql, ", {}, ", i.chunk_size as i64);
             text(sql, &chains_text(&i.chains));
-            let _ = write!(sql, ", {}", a.stored as i64);
-            guard(sql, batch, fs, " WHERE ");
-            sql.push_str(upsert_parts!(inode_tail));
+            let _ = write!(sql, ", {})", a.stored as i64);
         }
         Change::Inode(ino, None) => {
-            sql.push_str("DELETE FROM inodes WHERE fs_id = ");
-            text(sql, fs);
-            let _ = write!(sql, " AND ino = {}", *ino as i64);
-            guard(sql, batch, fs, " AND ");
+            call(sql, "cpfs_drop_inode", batch, fs);
+            let _ = write!(sql, ", {})", *ino as i64);
         }
         Change::Dentry(parent, name, Some((ino, kind))) => {
-            sql.push_str(concat!(upsert_parts!(dentry_head), "SELECT "));
-            text(sql, fs);
+            call(sql, "cpfs_put_dentry", batch, fs);
             let _ = write!(sql, ", {}, ", *parent as i64);
             bytes(sql, name);
-            let _ = write!(sql, ", {}, {}", *ino as i64, kind.code());
-            guard(sql, batch, fs, " WHERE ");
-            sql.push_str(upsert_parts!(dentry_tail));
+            let _ = write!(sql, ", {}, {})", *ino as i64, kind.code());
         }
         Change::Dentry(parent, name, None) => {
-            sql.push_str("DELETE FROM dentries WHERE fs_id = ");
-            text(sql, fs);
-            let _ = write!(sql, " AND parent = {} AND name = ", *parent as i64);
+            call(sql, "cpfs_drop_dentry", batch, fs);
+            let _ = write!(sql, ", {}, ", *parent as i64);
             bytes(sql, name);
-            guard(sql, batch, fs, " AND ");
+            sql.push(')');
         }
         Change::Xattr(ino, name, Some(value)) => {
             sql.push_str(concat!(upsert_parts!(xattr_head), "SELECT "));
@@ -150,13 +143,12 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             guard(sql, batch, fs, " AND ");
         }
         Change::Counters(c) => {
+            call(sql, "cpfs_set_counters", batch, fs);
             let _ = write!(
                 sql,
-                "UPDATE fs_counters SET next_ino = {}, used_bytes = {}, files = {} WHERE fs_id = ",
+                ", {}, {}, {})",
                 c.next_ino as i64, c.used_bytes as i64, c.files as i64
             );
-            text(sql, fs);
-            guard(sql, batch, fs, " AND ");
         }
         Change::Fileset(id, Some(f)) => {
             sql.push_str(concat!(upsert_parts!(fileset_head), "SELECT "));
@@ -213,19 +205,34 @@ fn change(sql: &mut String, batch: &Batch, fs: &Arc<str>, c: &Change) {
             ino,
             at,
         } => {
-            sql.push_str(concat!(upsert_parts!(request_head), "SELECT "));
-            text(sql, fs);
+            call(sql, "cpfs_put_request", batch, fs);
             let _ = write!(
                 sql,
-                ", {}, {}, {}, {at}",
+                ", {}, {}, {}, {at})",
                 *client as i64, *seq as i64, *ino as i64
             );
-            guard(sql, batch, fs, " WHERE ");
-            sql.push_str(upsert_parts!(request_tail));
         }
         Change::ForgetRequests { .. } => return,
     }
     sql.push_str(";\n");
+}
+
+/// The start of a CALL of one of the journal's procedures (migration
+/// 0019 of PostgreSQL): its name, the file system and the batch's epoch
+/// for it (NULL: not served by lease); the caller adds the row's values
+/// and the closing parenthesis. The procedures write a row only while the
+/// epoch is the file system's, as [`guard`] does for the other statements.
+fn call(sql: &mut String, procedure: &str, batch: &Batch, fs: &Arc<str>) {
+    sql.push_str("CALL ");
+    sql.push_str(procedure);
+    sql.push('(');
+    text(sql, fs);
+    match batch.epochs.iter().find(|(f, _)| f == fs) {
+        Some((_, epoch)) => {
+            let _ = write!(sql, ", {}", *epoch as i64);
+        }
+        None => sql.push_str(", NULL"),
+    }
 }
 
 /// `lead` and the condition that `fs` is still owned under the batch's
@@ -275,6 +282,39 @@ mod tests {
         let mut s = String::new();
         bytes(&mut s, b"a';--\0\xff");
         assert_eq!(s, "decode('61273b2d2d00ff', 'hex')");
+    }
+
+    #[test]
+    fn frequent_rows_are_procedure_calls_guarded_by_the_batch_epoch() {
+        use cpfs_proto::meta::Kind;
+        let rows = vec![
+            Change::Dentry(1, b"it's".to_vec(), Some((5, Kind::File))),
+            Change::Dentry(1, b"old".to_vec(), None),
+            Change::Request {
+                client: 7,
+                seq: 9,
+                ino: 5,
+                at: 11,
+            },
+        ];
+        let leased = Batch {
+            rows: vec![("fs-a".into(), rows.clone())],
+            epochs: vec![("fs-a".into(), 3)],
+            ..Default::default()
+        };
+        let script = render(&leased);
+        assert!(
+            script.contains("CALL cpfs_put_dentry('fs-a', 3, 1, decode('69742773', 'hex'), 5, 1);"),
+            "{script}"
+        );
+        assert!(script.contains("CALL cpfs_drop_dentry('fs-a', 3, 1, decode('6f6c64', 'hex'));"));
+        assert!(script.contains("CALL cpfs_put_request('fs-a', 3, 7, 9, 5, 11);"));
+        // Not served by lease: no epoch to check.
+        let free = Batch {
+            rows: vec![("fs-b".into(), rows)],
+            ..Default::default()
+        };
+        assert!(render(&free).contains("CALL cpfs_put_request('fs-b', NULL, 7, 9, 5, 11);"));
     }
 
     #[test]
