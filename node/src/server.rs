@@ -362,13 +362,10 @@ impl Node {
         {
             return Err(NodeError::BadCapability);
         }
-        let role = if forwarded.is_some() {
-            Role::Replica
-        } else {
-            Role::Head
-        };
-        let others = self.state.route(chain, role).await?;
-        let _inflight = self.state.begin_mutation(chain.version);
+        let (others, _inflight) = self
+            .state
+            .enter_mutation(chain, forwarded.is_some())
+            .await?;
         let local = async move {
             match now()? {
                 true => Ok(()),

@@ -205,6 +205,20 @@ impl NodeState {
         }
     }
 
+    /// Starts a change of `chain` here, as its head or (`forwarded`) as a
+    /// replica: checks the routing ([`NodeState::route`]) and counts the
+    /// change in flight until the guard drops. Returns where the head
+    /// forwards it, and the guard.
+    pub(crate) async fn enter_mutation(
+        &self,
+        chain: ChainRef,
+        forwarded: bool,
+    ) -> Result<(Vec<String>, InFlight<'_>), NodeError> {
+        let role = if forwarded { Role::Replica } else { Role::Head };
+        let others = self.route(chain, role).await?;
+        Ok((others, self.begin_mutation(chain.version)))
+    }
+
     /// Checks the routing of a chunk request: the lease, the table
     /// version, and this node's role in the chain. Returns the addresses a
     /// head forwards writes to (the other serving members and the syncing

@@ -17,7 +17,6 @@ use cpfs_proto::node::{
 
 use super::Node;
 use crate::blocking::blocking;
-use crate::state::Role;
 
 impl Node {
     pub(super) async fn write_batch(
@@ -72,13 +71,10 @@ impl Node {
             self.qos.admit(&fs, true, bytes).await;
         }
         self.io_throttle.take(bytes).await;
-        let role = if forwarded.is_some() {
-            Role::Replica
-        } else {
-            Role::Head
-        };
-        let others = self.state.route(chain, role).await?;
-        let _inflight = self.state.begin_mutation(chain.version);
+        let (others, _inflight) = self
+            .state
+            .enter_mutation(chain, forwarded.is_some())
+            .await?;
         let writes = Arc::new(writes);
         if forwarded.is_some() {
             for w in writes.iter() {
