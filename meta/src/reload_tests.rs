@@ -174,6 +174,24 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             matches!(b.run(unlink.clone(), id(11)).await, MetaReply::Done),
             "{n}"
         );
+        // The newest inode number, gone with its directory: its row is
+        // deleted, so only the stored counter keeps it from reuse.
+        let tmp = entry(
+            &b,
+            MetaOp::Mkdir {
+                parent: ROOT_INO,
+                name: b"tmp".to_vec(),
+                mode: 0o755,
+                umask: 0,
+            },
+            13,
+        )
+        .await;
+        let rmdir = MetaOp::Rmdir {
+            parent: ROOT_INO,
+            name: b"tmp".to_vec(),
+        };
+        assert!(matches!(b.run(rmdir, id(14)).await, MetaReply::Done), "{n}");
         let before = snapshot(&b).await;
 
         // A new service on the same database, as after kill -9.
@@ -202,7 +220,14 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             "{n}"
         );
         // New inodes never reuse a number.
-        let newest = before.0.iter().map(|e| e.1.ino).max().unwrap().max(g.ino);
+        let newest = before
+            .0
+            .iter()
+            .map(|e| e.1.ino)
+            .max()
+            .unwrap()
+            .max(g.ino)
+            .max(tmp.ino);
         let h = entry(&b, create_op(ROOT_INO, b"new", 0o600), 12).await;
         assert!(
             h.ino > newest,
