@@ -38,26 +38,27 @@ const MAX_SEARCHERS: usize = 8;
 /// Directories whose last invalidation is remembered one by one.
 const MAX_INVALIDATED: usize = 65_536;
 
-/// What one metadata operation may teach about directories' names, taken
-/// before the operation goes out (it moves into the call).
-pub enum Touch {
+/// What one metadata operation may teach about directories' names (it
+/// borrows the operation's names: only a directory that is known copies
+/// one).
+pub enum Touch<'a> {
     None,
     Looked {
         parent: u64,
-        name: Vec<u8>,
+        name: &'a [u8],
     },
     Added {
         parent: u64,
-        name: Vec<u8>,
+        name: &'a [u8],
         dir: bool,
     },
     Removed {
         parent: u64,
-        name: Vec<u8>,
+        name: &'a [u8],
     },
     Renamed {
-        from: (u64, Vec<u8>),
-        to: (u64, Vec<u8>),
+        from: (u64, &'a [u8]),
+        to: (u64, &'a [u8]),
         plain: bool,
     },
     /// The inode's attributes change (a directory's permissions may).
@@ -66,18 +67,18 @@ pub enum Touch {
     },
 }
 
-impl Touch {
-    pub fn of(op: &MetaOp) -> Touch {
+impl<'a> Touch<'a> {
+    pub fn of(op: &'a MetaOp) -> Touch<'a> {
         match op {
             MetaOp::Lookup { parent, name } => Touch::Looked {
                 parent: *parent,
-                name: name.clone(),
+                name,
             },
             MetaOp::Create { parent, name, .. }
             | MetaOp::Mknod { parent, name, .. }
             | MetaOp::Symlink { parent, name, .. } => Touch::Added {
                 parent: *parent,
-                name: name.clone(),
+                name,
                 dir: false,
             },
             MetaOp::Link {
@@ -86,17 +87,17 @@ impl Touch {
                 ..
             } => Touch::Added {
                 parent: *new_parent,
-                name: new_name.clone(),
+                name: new_name,
                 dir: false,
             },
             MetaOp::Mkdir { parent, name, .. } => Touch::Added {
                 parent: *parent,
-                name: name.clone(),
+                name,
                 dir: true,
             },
             MetaOp::Unlink { parent, name } | MetaOp::Rmdir { parent, name } => Touch::Removed {
                 parent: *parent,
-                name: name.clone(),
+                name,
             },
             MetaOp::Rename {
                 parent,
@@ -105,8 +106,8 @@ impl Touch {
                 new_name,
                 flags,
             } => Touch::Renamed {
-                from: (*parent, name.clone()),
-                to: (*new_parent, new_name.clone()),
+                from: (*parent, name),
+                to: (*new_parent, new_name),
                 // An exchange keeps both names, a whiteout leaves one.
                 plain: *flags & (libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT) == 0,
             },
@@ -172,9 +173,9 @@ impl Inner {
         self.dirs.get_mut(&ino).filter(|k| k.until > now)
     }
 
-    fn add(&mut self, parent: u64, name: Vec<u8>, now: Instant) {
+    fn add(&mut self, parent: u64, name: &[u8], now: Instant) {
         if let Some(k) = self.live(parent, now) {
-            k.names.insert(name);
+            k.names.insert(name.to_vec());
             if k.names.len() > MAX_NAMES {
                 self.dirs.remove(&parent);
             }
@@ -265,7 +266,7 @@ impl DirNames {
                 inner.searcher(parent, who, now);
             }
             (Touch::Looked { parent, name }, Err(errno::ENOENT)) => {
-                inner.remove(parent, &name, now);
+                inner.remove(parent, name, now);
                 inner.searcher(parent, who, now);
             }
             (Touch::Looked { parent, .. }, Err(_)) => {
@@ -288,17 +289,17 @@ impl DirNames {
             (Touch::Added { parent, name, .. }, Err(errno::EEXIST)) => inner.add(parent, name, now),
             (Touch::Removed { parent, name }, Ok(_)) => {
                 inner.mark(parent);
-                inner.remove(parent, &name, now)
+                inner.remove(parent, name, now)
             }
             (Touch::Removed { parent, name }, Err(errno::ENOENT)) => {
-                inner.remove(parent, &name, now)
+                inner.remove(parent, name, now)
             }
             (Touch::Renamed { from, to, plain }, Ok(_)) => {
                 // The moved inode changed too, and which it is is not
                 // known here.
                 inner.mark_all();
                 if plain {
-                    inner.remove(from.0, &from.1, now);
+                    inner.remove(from.0, from.1, now);
                 }
                 inner.add(to.0, to.1, now);
             }

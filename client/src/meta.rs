@@ -182,13 +182,12 @@ impl MetaClient {
     /// program sees a stall, not EIO. Every attempt carries the same request
     /// id, so an attempt whose answer was lost is not applied twice.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
-        let touch = crate::dir_names::Touch::of(&op);
         let since = self.names.generation();
-        let reads_only = reads_only(&op);
-        let result = self.call_with_retries(caller, op).await;
+        let result = self.call_with_retries(caller, &op).await;
         let now = std::time::Instant::now();
+        let touch = crate::dir_names::Touch::of(&op);
         self.names.after(touch, caller, &result, since, now);
-        if !reads_only {
+        if !reads_only(&op) {
             self.mutations.fetch_add(1, Ordering::Release);
         }
         result
@@ -202,7 +201,7 @@ impl MetaClient {
         self.mutations.load(Ordering::Acquire)
     }
 
-    async fn call_with_retries(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
+    async fn call_with_retries(&self, caller: &Caller, op: &MetaOp) -> Result<MetaReply, i32> {
         let deadline = tokio::time::Instant::now() + META_OUTAGE;
         let mut remounts = 0;
         let mut delays = retry::delays(RETRY_FIRST, RETRY_CAP);
@@ -210,7 +209,7 @@ impl MetaClient {
             client: self.client,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        self.dirs.before(&op);
+        self.dirs.before(op);
         loop {
             let session = self.session.load(Ordering::Acquire);
             let req = MetaRequest {
