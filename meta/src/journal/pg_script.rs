@@ -227,9 +227,9 @@ fn call(sql: &mut String, procedure: &str, batch: &Batch, fs: &Arc<str>) {
     sql.push_str(procedure);
     sql.push('(');
     text(sql, fs);
-    match batch.epochs.iter().find(|(f, _)| f == fs) {
-        Some((_, epoch)) => {
-            let _ = write!(sql, ", {}", *epoch as i64);
+    match batch.epoch_of(fs) {
+        Some(epoch) => {
+            let _ = write!(sql, ", {}", epoch as i64);
         }
         None => sql.push_str(", NULL"),
     }
@@ -238,11 +238,11 @@ fn call(sql: &mut String, procedure: &str, batch: &Batch, fs: &Arc<str>) {
 /// `lead` and the condition that `fs` is still owned under the batch's
 /// epoch, when the batch names one for it (nothing otherwise).
 fn guard(sql: &mut String, batch: &Batch, fs: &Arc<str>, lead: &str) {
-    if let Some((_, epoch)) = batch.epochs.iter().find(|(f, _)| f == fs) {
+    if let Some(epoch) = batch.epoch_of(fs) {
         sql.push_str(lead);
         sql.push_str("EXISTS (SELECT 1 FROM meta_assignments WHERE fs_id = ");
         text(sql, fs);
-        let _ = write!(sql, " AND epoch = {})", *epoch as i64);
+        let _ = write!(sql, " AND epoch = {})", epoch as i64);
     }
 }
 

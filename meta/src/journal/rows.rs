@@ -154,6 +154,12 @@ impl Batch {
         }
     }
 
+    /// The owner epoch `fs`'s changes were made under, if it is served by
+    /// lease.
+    pub fn epoch_of(&self, fs: &Arc<str>) -> Option<u64> {
+        self.epochs.iter().find(|(f, _)| f == fs).map(|(_, e)| *e)
+    }
+
     /// Whether `fs`'s rows are to be written (it is not fenced off).
     pub fn keeps(fenced: &[Arc<str>], fs: &Arc<str>) -> bool {
         !fenced.contains(fs)
