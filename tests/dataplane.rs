@@ -247,7 +247,21 @@ fn a_corrupt_copy_is_served_from_the_other_and_repaired() {
                 "copy {k} corrupted"
             );
         }
-        if std::fs::read(victim).unwrap() == good {
+        // The node whose copy failed its checksum heals it in the
+        // background (`Node::heal`), after the read was answered from the
+        // other copy: wait a few seconds for it. A copy the reads did not
+        // hit stays bad, and the next round corrupts the other one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let healed = loop {
+            if std::fs::read(victim).unwrap() == good {
+                break true;
+            }
+            if std::time::Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if healed {
             repaired = Some(k);
             break;
         }
