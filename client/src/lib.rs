@@ -7,12 +7,12 @@
 //!   chain heads, refreshing the chain table and retrying across failover).
 //! - [`caps`]: the capability of an open file, renewed while it is open.
 //! - [`dir_attrs`]: directories' attributes from this client's own changes.
-//! - [`dir_names`]: directories whose every name this client knows.
+//! - [`dir_changes`]: when each directory last changed, as this client knows.
 //! - [`fuse`]: the thin FUSE adapter from kernel requests to those two.
 
 pub mod caps;
 pub mod data;
 pub mod dir_attrs;
-pub mod dir_names;
+pub mod dir_changes;
 pub mod fuse;
 pub mod meta;

@@ -49,8 +49,8 @@ pub struct MetaClient {
     seq: AtomicU64,
     /// Directories' attributes from this client's changes.
     pub dirs: crate::dir_attrs::DirAttrs,
-    /// Directories whose every name this client knows.
-    pub names: crate::dir_names::DirNames,
+    /// When each directory last changed, as this client knows.
+    pub changes: crate::dir_changes::DirChanges,
     /// Counts this client's calls that may have changed something, each
     /// once it ended (see [`MetaClient::mutations`]).
     mutations: AtomicU64,
@@ -74,7 +74,7 @@ impl MetaClient {
             client: rand::random(),
             seq: AtomicU64::new(1),
             dirs: Default::default(),
-            names: Default::default(),
+            changes: Default::default(),
             mutations: AtomicU64::new(0),
         })
     }
@@ -164,7 +164,7 @@ impl MetaClient {
             Ok(MetaReply::Mounted(m)) => {
                 // Changes made while this client had no session were not
                 // sent to it.
-                self.names.clear();
+                self.changes.clear();
                 self.session.store(m.session, Ordering::Release);
                 Ok(m)
             }
@@ -182,11 +182,8 @@ impl MetaClient {
     /// program sees a stall, not EIO. Every attempt carries the same request
     /// id, so an attempt whose answer was lost is not applied twice.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
-        let since = self.names.generation();
         let result = self.call_with_retries(caller, &op).await;
-        let now = std::time::Instant::now();
-        let touch = crate::dir_names::Touch::of(&op);
-        self.names.after(touch, caller, &result, since, now);
+        self.changes.after(&op);
         if !reads_only(&op) {
             self.mutations.fetch_add(1, Ordering::Release);
         }

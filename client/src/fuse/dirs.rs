@@ -141,7 +141,7 @@ impl ListedDirs {
         let left = ATTR_TTL
             .checked_sub(at.elapsed())
             .filter(|d| !d.is_zero())?;
-        meta.names
+        meta.changes
             .unchanged_since(ino, generation)
             .then_some((attr, left))
     }
@@ -177,7 +177,7 @@ impl LastListing {
         ino: u64,
         listed: &ListedDirs,
     ) -> Result<Arc<DirListing>, i32> {
-        let generation = meta.names.generation();
+        let generation = meta.changes.generation();
         let mutations = meta.mutations();
         {
             let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());

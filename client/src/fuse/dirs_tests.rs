@@ -107,7 +107,7 @@ async fn a_listing_is_served_again_once_and_only_while_nothing_changed() {
 
     // Another client did (the watch said so).
     last.open(&meta, &root(), 10, &listed).await.unwrap();
-    meta.names.invalidate(10);
+    meta.changes.invalidate(10);
     last.open(&meta, &root(), 10, &listed).await.unwrap();
     assert_eq!(read(), 8);
 
@@ -146,7 +146,7 @@ async fn a_listed_directorys_attributes_hold_until_something_changes_it() {
     // Nor another client's, nor a rename anywhere (the moved inode is not
     // named by the call).
     last.open(&meta, &root(), 8, &listed).await.unwrap();
-    meta.names.invalidate(SUBDIR);
+    meta.changes.invalidate(SUBDIR);
     assert!(listed.get(&meta, SUBDIR).is_none());
     last.open(&meta, &root(), 9, &listed).await.unwrap();
     let rename = MetaOp::Rename {

@@ -74,7 +74,7 @@ impl Invalidator {
         // own changes go first: the kernel asks for them next.
         if lost {
             self.meta.dirs.clear();
-            self.meta.names.clear();
+            self.meta.changes.clear();
         }
         for c in &changes {
             let ino = match c {
@@ -82,7 +82,7 @@ impl Invalidator {
                 Change::Inode { ino, .. } => *ino,
             };
             self.meta.dirs.forget(ino);
-            self.meta.names.invalidate(ino);
+            self.meta.changes.invalidate(ino);
         }
         let everything: Vec<u64> = if lost {
             self.shown

@@ -11,18 +11,14 @@ use super::{file_attr, CpfsFs, TTL};
 impl CpfsFs {
     pub(super) fn lookup_op(&self, req: &Request<'_>, parent: u64, name: &[u8], reply: ReplyEntry) {
         // "No such name" is kept by the kernel too (a negative entry): the
-        // service invalidates it when another client creates the name. In
-        // a directory whose every name this mount knows, it is said here.
-        let who = caller(req);
-        let now = std::time::Instant::now();
-        if let Some(ttl) = self.meta.names.absent(parent, name, &who, now) {
-            return reply.entry(&ttl, &no_such_entry(), 0);
-        }
+        // service invalidates it when another client creates the name.
+        // It always comes from the service, never from what this mount
+        // knows: a name another mount just made must be found.
         let op = MetaOp::Lookup {
             parent,
             name: name.to_vec(),
         };
-        self.entry_op_with(who, op, reply, true);
+        self.entry_op_with(caller(req), op, reply, true);
     }
 
     pub(super) fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {
