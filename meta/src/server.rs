@@ -129,9 +129,12 @@ impl MetaService {
             (!changes.is_empty() || interesting(&req.op)).then(|| crate::watch::named(&req.op));
         let dirs = crate::watch::entry_parents(&changes);
         let asked = (!dirs.is_empty()).then(|| s.clone());
+        // Changes published while this request is handled are checked
+        // against what it names and answers (watch.rs).
+        let mark = seen.map(|_| self.watchers.mark());
         let reply = self.clone().handle_as(s, who, req.op, req.id).await;
-        if let Some(seen) = seen {
-            self.watchers.note(session, seen, &reply);
+        if let (Some(seen), Some(mark)) = (seen, mark) {
+            self.watchers.note(session, seen, &reply, mark);
             if !matches!(reply, MetaReply::Err { .. }) {
                 self.watchers.publish(&fs, session, &changes);
             }

@@ -15,12 +15,21 @@
 //! session that is new (a remount, a failover), is reported as `lost`, and
 //! the client drops what it cached of every inode.
 //!
+//! A session's interest in what a request names or answers is recorded
+//! once the request is handled; a change another session publishes while
+//! the request is under way would find no interest yet and be missed, and
+//! the client's kernel would keep what the answer said for up to its TTL.
+//! So the last changes published are kept ([`RECENT`]) and a request
+//! replays those published since it started ([`Watchers::mark`]) against
+//! its session's new interest; a change already queued is sent twice at
+//! worst, which only drops a cache entry twice.
+//!
 //! Everything here is bounded: the inodes per session (beyond
 //! [`MAX_INTEREST`] a session simply gets every change of its file
 //! system), the queue ([`MAX_QUEUE`]), and the watchers themselves (one
 //! that has not polled for [`IDLE`] is dropped).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +46,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(10);
 /// A watcher that has not polled for this long belongs to a client that
 /// went away (or never watches): it is dropped.
 pub const IDLE: Duration = Duration::from_secs(60);
+/// Changes kept for requests that were under way while they were
+/// published; a request that outlived more finds its session `lost`.
+pub const RECENT: usize = 8192;
 
 struct Watcher {
     fs: Arc<str>,
@@ -65,10 +77,27 @@ impl Watcher {
     }
 }
 
+/// A change as it was published.
+struct Published {
+    seq: u64,
+    fs: Arc<str>,
+    origin: u64,
+    change: Change,
+}
+
+/// Where a request started in the sequence of published changes (see
+/// [`Watchers::mark`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark(u64);
+
 #[derive(Default)]
 struct Registry {
     sessions: HashMap<u64, Watcher>,
     by_fs: HashMap<Arc<str>, HashSet<u64>>,
+    /// The last changes published, oldest first, numbered from `next`
+    /// down.
+    recent: VecDeque<Published>,
+    next: u64,
 }
 
 impl Registry {
@@ -117,40 +146,80 @@ impl Watchers {
         );
     }
 
+    /// Where the sequence of published changes stands: taken before a
+    /// request is handled and handed to [`Watchers::note`] after.
+    pub fn mark(&self) -> Mark {
+        Mark(self.lock().next)
+    }
+
     /// Records the inodes `session` named in a request (`named`) or was
     /// told about in `reply`: the kernel of that client may cache them.
-    pub fn note(&self, session: u64, named: Named, reply: &MetaReply) {
-        let mut r = self.lock();
-        let Some(w) = r.sessions.get_mut(&session) else {
+    /// Changes other sessions published since `since` (while the request
+    /// was handled, before this interest existed) are queued now if they
+    /// touch them.
+    pub fn note(&self, session: u64, named: Named, reply: &MetaReply, since: Mark) {
+        let mut guard = self.lock();
+        let Registry {
+            sessions,
+            recent,
+            next,
+            ..
+        } = &mut *guard;
+        let Some(w) = sessions.get_mut(&session) else {
             return;
         };
-        if w.everything {
+        if !w.everything {
+            let mut add = |ino: u64| {
+                w.interest.insert(ino);
+            };
+            for ino in named.0.into_iter().chain(named.1) {
+                add(ino);
+            }
+            match reply {
+                MetaReply::Attr(a) | MetaReply::Entry(a) => add(a.ino),
+                MetaReply::Open(o) => add(o.attr.ino),
+                MetaReply::DirPlus { entries, .. } => {
+                    for (_, a) in entries {
+                        add(a.ino);
+                    }
+                }
+                MetaReply::Dir { entries, .. } => {
+                    for e in entries {
+                        add(e.ino);
+                    }
+                }
+                _ => {}
+            }
+            if w.interest.len() > MAX_INTEREST {
+                w.interest = HashSet::new();
+                w.everything = true;
+            }
+        }
+        if since.0 == *next || w.lost {
             return;
         }
-        let mut add = |ino: u64| {
-            w.interest.insert(ino);
-        };
-        for ino in named.0.into_iter().chain(named.1) {
-            add(ino);
+        let oldest = recent.front().map_or(*next, |p| p.seq);
+        if oldest > since.0 {
+            // Some of what was published meanwhile is no longer kept.
+            w.queue.clear();
+            w.lost = true;
+            w.wake.notify_one();
+            return;
         }
-        match reply {
-            MetaReply::Attr(a) | MetaReply::Entry(a) => add(a.ino),
-            MetaReply::Open(o) => add(o.attr.ino),
-            MetaReply::DirPlus { entries, .. } => {
-                for (_, a) in entries {
-                    add(a.ino);
-                }
+        let before = w.queue.len();
+        // Numbers are consecutive: the first missed one is at `since - oldest`.
+        let missed = recent.range((since.0 - oldest) as usize..);
+        for p in missed {
+            if p.origin != session && p.fs == w.fs && w.wants(&p.change) {
+                w.queue.push(p.change.clone());
             }
-            MetaReply::Dir { entries, .. } => {
-                for e in entries {
-                    add(e.ino);
-                }
-            }
-            _ => {}
         }
-        if w.interest.len() > MAX_INTEREST {
-            w.interest = HashSet::new();
-            w.everything = true;
+        if w.queue.len() > MAX_QUEUE {
+            w.queue.clear();
+            w.lost = true;
+        }
+        if w.queue.len() != before || w.lost {
+            w.wake.notify_one();
         }
     }
 
@@ -162,10 +231,28 @@ impl Watchers {
         }
         let now = Instant::now();
         let mut r = self.lock();
-        let Some(sessions) = r.by_fs.get(fs) else {
+        let Some((fs, sessions)) = r.by_fs.get_key_value(fs) else {
             return;
         };
+        let fs = fs.clone();
         let sessions: Vec<u64> = sessions.iter().copied().filter(|s| *s != origin).collect();
+        if sessions.is_empty() {
+            // Nobody else to tell, now or to a request under way.
+            return;
+        }
+        for c in changes {
+            let seq = r.next;
+            r.next += 1;
+            r.recent.push_back(Published {
+                seq,
+                fs: fs.clone(),
+                origin,
+                change: c.clone(),
+            });
+            if r.recent.len() > RECENT {
+                r.recent.pop_front();
+            }
+        }
         let mut gone = Vec::new();
         for session in sessions {
             let Some(w) = r.sessions.get_mut(&session) else {
@@ -414,7 +501,7 @@ mod tests {
         let _ = poll(&w, 2).await;
         let _ = poll(&w, 3).await;
         // Session 1 looked into directory 7, not into 8.
-        w.note(1, named(&lookup(7)), &MetaReply::Done);
+        w.note(1, named(&lookup(7)), &MetaReply::Done, w.mark());
         w.publish("fs", 2, &changes_of(&create(7, b"a")));
         w.publish("fs", 2, &changes_of(&create(8, b"b")));
         let (changes, lost) = poll(&w, 1).await;
@@ -434,7 +521,7 @@ mod tests {
         );
         // Its own changes, and other file systems', are not sent back.
         w.publish("fs", 1, &changes_of(&create(7, b"c")));
-        w.note(3, named(&lookup(7)), &MetaReply::Done);
+        w.note(3, named(&lookup(7)), &MetaReply::Done, w.mark());
         w.publish("fs", 2, &changes_of(&create(7, b"d")));
         assert_eq!(poll(&w, 1).await.0.len(), 2);
         assert_eq!(poll(&w, 3).await, (vec![], false));
@@ -445,7 +532,7 @@ mod tests {
         let w = Arc::new(Watchers::default());
         w.add(1, "fs");
         let _ = poll(&w, 1).await;
-        w.note(1, named(&lookup(7)), &MetaReply::Done);
+        w.note(1, named(&lookup(7)), &MetaReply::Done, w.mark());
         let waiter = {
             let w = w.clone();
             tokio::spawn(async move { w.wait(1, "fs", Duration::from_secs(30)).await })
@@ -484,12 +571,54 @@ mod tests {
         assert!(matches!(r, Ok(Ok(MetaReply::Changes { .. }))), "{r:?}");
     }
 
+    #[tokio::test]
+    async fn a_change_published_while_a_request_was_handled_reaches_its_session() {
+        let w = Watchers::default();
+        for session in [1, 2, 3] {
+            w.add(session, "fs");
+            let _ = poll(&w, session).await;
+        }
+        w.add(4, "other-fs");
+        let _ = poll(&w, 4).await;
+        // Published before session 1's lookup started: its answer shows it.
+        w.publish("fs", 2, &changes_of(&create(7, b"before")));
+        let mark = w.mark();
+        // Session 1 looks into 7 (no interest yet) while session 2
+        // creates there and session 4 in another file system.
+        w.publish("fs", 2, &changes_of(&create(7, b"during")));
+        w.publish("other-fs", 4, &changes_of(&create(7, b"elsewhere")));
+        w.note(1, named(&lookup(7)), &MetaReply::Done, mark);
+        let (changes, lost) = poll(&w, 1).await;
+        assert!(!lost);
+        assert_eq!(changes, changes_of(&create(7, b"during")));
+        // A session's own changes are not sent back to it.
+        let mark = w.mark();
+        w.publish("fs", 3, &changes_of(&create(9, b"own")));
+        w.note(3, named(&lookup(9)), &MetaReply::Done, mark);
+        assert_eq!(poll(&w, 3).await, (vec![], false));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_outlived_the_kept_changes_finds_its_session_lost() {
+        let w = Watchers::default();
+        w.add(1, "fs");
+        w.add(2, "fs");
+        let _ = poll(&w, 1).await;
+        let mark = w.mark();
+        for i in 0..RECENT {
+            w.publish("fs", 2, &changes_of(&create(100 + i as u64, b"x")));
+        }
+        w.note(1, named(&lookup(7)), &MetaReply::Done, mark);
+        assert_eq!(poll(&w, 1).await, (vec![], true));
+        assert!(w.lock().recent.len() <= RECENT);
+    }
+
     #[test]
     fn too_many_inodes_turn_into_every_change() {
         let w = Watchers::default();
         w.add(1, "fs");
         for ino in 0..=MAX_INTEREST as u64 {
-            w.note(1, named(&lookup(ino + 10)), &MetaReply::Done);
+            w.note(1, named(&lookup(ino + 10)), &MetaReply::Done, w.mark());
         }
         let r = w.lock();
         let x = &r.sessions[&1];
