@@ -4,7 +4,9 @@ within seconds.
 
 The lowest bandwidth tier (standard, 2,048 GiB: 1 Gbit/s, 125 MB/s) is
 below what this machine reads through a mount (several hundred MB/s), so
-fio on it measures the cap: within 10 % of 125 MB/s. A file system of
+fio on it measures the cap: within 10 % of 125 MB/s (above it on no run;
+a run below, which the machine's other work can cause, is repeated up to
+three times). A file system of
 advance_200 at 2,048 GiB (400 MB/s) on the same three nodes reads faster
 than that cap meanwhile. Upgraded to 5,120 GiB at 2.5 Gbit/s (312 MB/s),
 the first file system reads above its old cap and not above its new one.
@@ -53,6 +55,23 @@ def run_fio(directory, rw, timed=True, runtime_s=15):
     return job["read"]["bw_bytes"] + job["write"]["bw_bytes"]
 
 
+def read_between(directory, low, high, what, attempts=3):
+    """The read rate of a file system, which must be at most `high`
+    bytes/s on every run (a cap that does not hold) and at least `low`.
+    Below can also be this machine's other work taking the CPU (two cores,
+    CI compiling beside), so a run below is repeated, up to `attempts`
+    runs: a cap set too low stays below on all of them."""
+    runs = []
+    for _ in range(attempts):
+        rate = run_fio(directory, ["--rw=read"])
+        runs.append(rate)
+        assert rate <= high, f"{rate / 1e6:.1f} MB/s on {what}"
+        if rate >= low:
+            return rate
+    raise AssertionError(f"{[round(r / 1e6, 1) for r in runs]} MB/s on {what}: "
+                         f"below {low / 1e6:.1f}")
+
+
 def describe(server, fs_id):
     return server.api("DescribeFileSystems", FileSystemId=fs_id)["FileSystems"]["FileSystem"][0]
 
@@ -69,9 +88,8 @@ def test_the_lowest_tier_is_held_to_its_bandwidth_and_an_upgrade_lifts_it(server
     lay_out(low_mount.path)
     lay_out(other_mount.path)
 
-    held = run_fio(low_mount.path, ["--rw=read"])
-    assert abs(held - LOWEST_BANDWIDTH) <= TOLERANCE * LOWEST_BANDWIDTH, \
-        f"{held / 1e6:.1f} MB/s on a 125 MB/s file system"
+    held = read_between(low_mount.path, (1 - TOLERANCE) * LOWEST_BANDWIDTH,
+                        (1 + TOLERANCE) * LOWEST_BANDWIDTH, "a 125 MB/s file system")
     free = run_fio(other_mount.path, ["--rw=read"])
     assert free > (1 + TOLERANCE) * LOWEST_BANDWIDTH, \
         f"{free / 1e6:.1f} MB/s on a 400 MB/s file system: held like the other"
@@ -86,10 +104,8 @@ def test_the_lowest_tier_is_held_to_its_bandwidth_and_an_upgrade_lifts_it(server
         return fs["Status"] == "Running" and fs["Bandwidth"] == 312
     wait_until("the upgrade to 312 MB/s", upgraded, 60)
     # The limits reach the nodes within a second or two: fio's ramp-up.
-    lifted = run_fio(low_mount.path, ["--rw=read"])
+    lifted = read_between(low_mount.path, (1 + TOLERANCE) * LOWEST_BANDWIDTH,
+                          (1 + TOLERANCE) * UPGRADED_BANDWIDTH,
+                          "the file system upgraded from 125 to 312 MB/s")
     print(f"QoS read MB/s: held {held / 1e6:.1f} (125), other {free / 1e6:.1f} (400), "
           f"upgraded {lifted / 1e6:.1f} (312)")
-    assert lifted > (1 + TOLERANCE) * LOWEST_BANDWIDTH, \
-        f"{lifted / 1e6:.1f} MB/s after the upgrade: still held to 125"
-    assert lifted <= (1 + TOLERANCE) * UPGRADED_BANDWIDTH, \
-        f"{lifted / 1e6:.1f} MB/s after the upgrade to 312 MB/s"
