@@ -79,7 +79,8 @@ impl DirAttrs {
         match op {
             MetaOp::SetAttr { ino, .. }
             | MetaOp::SetXattr { ino, .. }
-            | MetaOp::RemoveXattr { ino, .. } => self.forget(*ino),
+            | MetaOp::RemoveXattr { ino, .. }
+            | MetaOp::SetStripe { ino, .. } => self.forget(*ino),
             _ => {}
         }
     }

@@ -41,7 +41,8 @@ fn changes_of(op: &MetaOp) -> Changes {
         MetaOp::Rename { .. } => Changes::Anything,
         MetaOp::SetAttr { ino, .. }
         | MetaOp::SetXattr { ino, .. }
-        | MetaOp::RemoveXattr { ino, .. } => Changes::Inode(*ino),
+        | MetaOp::RemoveXattr { ino, .. }
+        | MetaOp::SetStripe { ino, .. } => Changes::Inode(*ino),
         _ => Changes::Nothing,
     }
 }

@@ -54,6 +54,9 @@ pub struct MetaClient {
     /// Counts this client's calls that may have changed something, each
     /// once it ended (see [`MetaClient::mutations`]).
     mutations: AtomicU64,
+    /// A Watch failed on the way since this was last taken: its answer,
+    /// sent once by the service, may be lost.
+    watch_failed: std::sync::atomic::AtomicBool,
 }
 
 impl MetaClient {
@@ -76,6 +79,7 @@ impl MetaClient {
             dirs: Default::default(),
             changes: Default::default(),
             mutations: AtomicU64::new(0),
+            watch_failed: Default::default(),
         })
     }
 
@@ -194,6 +198,12 @@ impl MetaClient {
     /// ended: unchanged between two points, nothing this client did
     /// changed the namespace in between (what a listing read before may
     /// still be served for).
+    /// Whether a Watch failed on the way since the last time this was
+    /// asked (then whatever changes it carried count as lost).
+    pub fn take_watch_failure(&self) -> bool {
+        self.watch_failed.swap(false, Ordering::AcqRel)
+    }
+
     pub fn mutations(&self) -> u64 {
         self.mutations.load(Ordering::Acquire)
     }
@@ -264,6 +274,9 @@ impl MetaClient {
                 }
                 Ok(r) => return Ok(r),
                 Err(e) => {
+                    if matches!(op, MetaOp::Watch { .. }) {
+                        self.watch_failed.store(true, Ordering::Release);
+                    }
                     tracing::warn!(error = %e, "metadata service unreachable; retrying");
                     self.relocate().await;
                 }

@@ -61,6 +61,9 @@ struct Watcher {
     /// When a Watch last returned (or the session mounted).
     polled: Instant,
     waiting: bool,
+    /// Counts Watches; only the latest may take the queue (an earlier one
+    /// still parked belongs to a connection the client gave up on).
+    latest: u64,
 }
 
 impl Watcher {
@@ -142,6 +145,7 @@ impl Watchers {
                 wake: Arc::new(Notify::new()),
                 polled: Instant::now(),
                 waiting: false,
+                latest: 0,
             },
         );
     }
@@ -168,9 +172,16 @@ impl Watchers {
         let Some(w) = sessions.get_mut(&session) else {
             return;
         };
+        // Changes to inodes it already watched were queued when published:
+        // only those to inodes new to it are replayed (all of them when it
+        // turns to watching everything now, none when it already did).
+        let was_everything = w.everything;
+        let mut new: Vec<u64> = Vec::new();
         if !w.everything {
             let mut add = |ino: u64| {
-                w.interest.insert(ino);
+                if w.interest.insert(ino) {
+                    new.push(ino);
+                }
             };
             for ino in named.0.into_iter().chain(named.1) {
                 add(ino);
@@ -195,6 +206,9 @@ impl Watchers {
                 w.everything = true;
             }
         }
+        if was_everything || (new.is_empty() && !w.everything) {
+            return;
+        }
         if since.0 == *next || w.lost {
             return;
         }
@@ -210,7 +224,12 @@ impl Watchers {
         // Numbers are consecutive: the first missed one is at `since - oldest`.
         let missed = recent.range((since.0 - oldest) as usize..);
         for p in missed {
-            if p.origin != session && p.fs == w.fs && w.wants(&p.change) {
+            let ino = match &p.change {
+                Change::Entry { parent, .. } => *parent,
+                Change::Inode { ino, .. } => *ino,
+            };
+            let unseen = w.everything || new.contains(&ino);
+            if p.origin != session && p.fs == w.fs && unseen {
                 w.queue.push(p.change.clone());
             }
         }
@@ -289,29 +308,54 @@ impl Watchers {
     /// `wait` for something to. A session unknown here (idle too long, or
     /// the server restarted) is registered again, and told it lost changes.
     pub async fn wait(&self, session: u64, fs: &str, wait: Duration) -> MetaReply {
-        let wake = {
-            let mut r = self.lock();
-            if !r.sessions.contains_key(&session) {
-                drop(r);
+        let wake = match self.lock().sessions.get(&session) {
+            Some(w) => w.wake.clone(),
+            None => {
                 self.add(session, fs);
-                r = self.lock();
+                match self.lock().sessions.get(&session) {
+                    Some(w) => w.wake.clone(),
+                    None => {
+                        return MetaReply::Changes {
+                            changes: vec![],
+                            lost: true,
+                        }
+                    }
+                }
             }
+        };
+        let (notified, me) = {
+            let mut r = self.lock();
             let Some(w) = r.sessions.get_mut(&session) else {
                 return MetaReply::Changes {
                     changes: vec![],
                     lost: true,
                 };
             };
+            w.latest += 1;
+            if w.waiting {
+                // An earlier Watch is still parked: its client retried on
+                // another connection. It leaves empty-handed.
+                w.wake.notify_waiters();
+            }
+            // Registered (after that) before the state is looked at, under
+            // the lock: no wake-up between the two is missed.
+            let mut notified = Box::pin(wake.notified());
+            notified.as_mut().enable();
             if !w.queue.is_empty() || w.lost || self.closed.load(Ordering::Acquire) {
+                w.waiting = false;
                 w.polled = Instant::now();
                 return take(w);
             }
             w.waiting = true;
-            w.wake.clone()
+            (notified, w.latest)
         };
-        let _ = tokio::time::timeout(wait.min(MAX_WAIT), wake.notified()).await;
+        let _ = tokio::time::timeout(wait.min(MAX_WAIT), notified).await;
         let mut r = self.lock();
         match r.sessions.get_mut(&session) {
+            Some(w) if w.latest != me => MetaReply::Changes {
+                changes: vec![],
+                lost: false,
+            },
             Some(w) => {
                 w.waiting = false;
                 w.polled = Instant::now();
@@ -591,6 +635,11 @@ mod tests {
         let (changes, lost) = poll(&w, 1).await;
         assert!(!lost);
         assert_eq!(changes, changes_of(&create(7, b"during")));
+        // Already watching 7: the change was queued when published, once.
+        let mark = w.mark();
+        w.publish("fs", 2, &changes_of(&create(7, b"again")));
+        w.note(1, named(&lookup(7)), &MetaReply::Done, mark);
+        assert_eq!(poll(&w, 1).await, (changes_of(&create(7, b"again")), false));
         // A session's own changes are not sent back to it.
         let mark = w.mark();
         w.publish("fs", 3, &changes_of(&create(9, b"own")));
@@ -611,6 +660,36 @@ mod tests {
         w.note(1, named(&lookup(7)), &MetaReply::Done, mark);
         assert_eq!(poll(&w, 1).await, (vec![], true));
         assert!(w.lock().recent.len() <= RECENT);
+    }
+
+    #[tokio::test]
+    async fn a_watch_left_parked_by_a_retry_does_not_take_the_changes() {
+        let w = Arc::new(Watchers::default());
+        w.add(1, "fs");
+        w.add(2, "fs");
+        let _ = poll(&w, 1).await;
+        w.note(1, named(&lookup(7)), &MetaReply::Done, w.mark());
+        let watch = |w: &Arc<Watchers>| {
+            let w = w.clone();
+            tokio::spawn(async move { w.wait(1, "fs", Duration::from_secs(30)).await })
+        };
+        let old = watch(&w);
+        while !w.waiting(1) {
+            tokio::task::yield_now().await;
+        }
+        // The client's connection broke; it watches again on a new one.
+        let new = watch(&w);
+        let left = tokio::time::timeout(Duration::from_secs(5), old).await;
+        assert!(
+            matches!(&left, Ok(Ok(MetaReply::Changes { changes, lost: false })) if changes.is_empty()),
+            "{left:?}"
+        );
+        w.publish("fs", 2, &changes_of(&create(7, b"a")));
+        let got = tokio::time::timeout(Duration::from_secs(5), new).await;
+        assert!(
+            matches!(&got, Ok(Ok(MetaReply::Changes { changes, .. })) if *changes == changes_of(&create(7, b"a"))),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -90,9 +90,8 @@ def test_the_lowest_tier_is_held_to_its_bandwidth_and_an_upgrade_lifts_it(server
 
     held = read_between(low_mount.path, (1 - TOLERANCE) * LOWEST_BANDWIDTH,
                         (1 + TOLERANCE) * LOWEST_BANDWIDTH, "a 125 MB/s file system")
-    free = run_fio(other_mount.path, ["--rw=read"])
-    assert free > (1 + TOLERANCE) * LOWEST_BANDWIDTH, \
-        f"{free / 1e6:.1f} MB/s on a 400 MB/s file system: held like the other"
+    free = read_between(other_mount.path, (1 + TOLERANCE) * LOWEST_BANDWIDTH, 1.1 * 400e6,
+                        "a 400 MB/s file system beside the held one")
 
     # Bandwidth is this service's extension of UpgradeFileSystem: the core
     # SDK's class has no setter for it.
@@ -103,7 +102,8 @@ def test_the_lowest_tier_is_held_to_its_bandwidth_and_an_upgrade_lifts_it(server
         fs = describe(server, low.fs_id)
         return fs["Status"] == "Running" and fs["Bandwidth"] == 312
     wait_until("the upgrade to 312 MB/s", upgraded, 60)
-    # The limits reach the nodes within a second or two: fio's ramp-up.
+    # The limits reach the nodes within a second or two, inside fio's ramp-up; a
+    # run below the old cap is repeated (read_between), up to three.
     lifted = read_between(low_mount.path, (1 + TOLERANCE) * LOWEST_BANDWIDTH,
                           (1 + TOLERANCE) * UPGRADED_BANDWIDTH,
                           "the file system upgraded from 125 to 312 MB/s")

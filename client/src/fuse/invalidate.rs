@@ -52,7 +52,12 @@ impl Invalidator {
                 .call(&root, MetaOp::Watch { wait_ms: WAIT_MS })
                 .await
             {
-                Ok(MetaReply::Changes { changes, lost }) => self.apply(changes, lost).await,
+                Ok(MetaReply::Changes { changes, lost }) => {
+                    // An earlier answer lost on the way counts as lost
+                    // changes.
+                    let lost = lost || self.meta.take_watch_failure();
+                    self.apply(changes, lost).await
+                }
                 Ok(other) => {
                     tracing::warn!(?other, "unexpected answer to a watch");
                     tokio::time::sleep(AFTER_FAILURE).await;
