@@ -8,11 +8,13 @@
 //! - [`caps`]: the capability of an open file, renewed while it is open.
 //! - [`dir_attrs`]: directories' attributes from this client's own changes.
 //! - [`dir_changes`]: when each directory last changed, as this client knows.
+//! - [`dir_names`]: directories delegated to this client, and their names.
 //! - [`fuse`]: the thin FUSE adapter from kernel requests to those two.
 
 pub mod caps;
 pub mod data;
 pub mod dir_attrs;
 pub mod dir_changes;
+pub mod dir_names;
 pub mod fuse;
 pub mod meta;

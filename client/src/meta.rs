@@ -51,6 +51,8 @@ pub struct MetaClient {
     pub dirs: crate::dir_attrs::DirAttrs,
     /// When each directory last changed, as this client knows.
     pub changes: crate::dir_changes::DirChanges,
+    /// Directories delegated to this client, and their names.
+    pub names: crate::dir_names::DirNames,
     /// Counts this client's calls that may have changed something, each
     /// once it ended (see [`MetaClient::mutations`]).
     mutations: AtomicU64,
@@ -78,6 +80,7 @@ impl MetaClient {
             seq: AtomicU64::new(1),
             dirs: Default::default(),
             changes: Default::default(),
+            names: Default::default(),
             mutations: AtomicU64::new(0),
             watch_failed: Default::default(),
         })
@@ -169,6 +172,7 @@ impl MetaClient {
                 // Changes made while this client had no session were not
                 // sent to it.
                 self.changes.clear();
+                self.names.clear();
                 self.session.store(m.session, Ordering::Release);
                 Ok(m)
             }
@@ -186,8 +190,21 @@ impl MetaClient {
     /// program sees a stall, not EIO. Every attempt carries the same request
     /// id, so an attempt whose answer was lost is not applied twice.
     pub async fn call(&self, caller: &Caller, op: MetaOp) -> Result<MetaReply, i32> {
-        let result = self.call_with_retries(caller, &op).await;
+        let since = self.changes.generation();
+        let sent = std::time::Instant::now();
+        let breaks = self.rpc().breaks();
+        let (result, delegated_ms) = self.call_with_retries(caller, &op).await;
         self.changes.after(&op);
+        let outcome = crate::dir_names::Outcome {
+            result: &result,
+            sent,
+            breaks,
+            delegated_ms,
+        };
+        let touch = crate::dir_names::Touch::of(&op);
+        let now = std::time::Instant::now();
+        self.names
+            .after(touch, caller, outcome, &self.changes, since, now);
         if !reads_only(&op) {
             self.mutations.fetch_add(1, Ordering::Release);
         }
@@ -204,11 +221,41 @@ impl MetaClient {
         self.watch_failed.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether `who` may be told here that `parent` holds no `name` (a
+    /// directory delegated to this client, dir_names.rs).
+    pub fn known_absent(&self, parent: u64, name: &[u8], who: &Caller) -> bool {
+        let breaks = self.rpc().breaks();
+        self.names
+            .absent(parent, name, who, std::time::Instant::now(), breaks)
+    }
+
+    /// The count of broken connections to the service so far.
+    pub fn breaks(&self) -> u64 {
+        self.rpc().breaks()
+    }
+
     pub fn mutations(&self) -> u64 {
         self.mutations.load(Ordering::Acquire)
     }
 
-    async fn call_with_retries(&self, caller: &Caller, op: &MetaOp) -> Result<MetaReply, i32> {
+    /// The answer, and for how long (ms from the call's sending) a
+    /// directory the call made is delegated to this client (0: not).
+    async fn call_with_retries(
+        &self,
+        caller: &Caller,
+        op: &MetaOp,
+    ) -> (Result<MetaReply, i32>, u32) {
+        match self.call_once_or_retry(caller, op).await {
+            Ok((reply, delegated_ms)) => (Ok(reply), delegated_ms),
+            Err(e) => (Err(e), 0),
+        }
+    }
+
+    async fn call_once_or_retry(
+        &self,
+        caller: &Caller,
+        op: &MetaOp,
+    ) -> Result<(MetaReply, u32), i32> {
         let deadline = tokio::time::Instant::now() + META_OUTAGE;
         let mut remounts = 0;
         let mut delays = retry::delays(RETRY_FIRST, RETRY_CAP);
@@ -268,13 +315,22 @@ impl MetaClient {
                     tracing::debug!(errno, message, "metadata refused");
                     return Err(errno);
                 }
-                Ok(MetaReply::Changed { dirs, reply }) => {
+                Ok(MetaReply::Changed {
+                    dirs,
+                    reply,
+                    delegated_ms,
+                }) => {
                     self.dirs.note(dirs);
-                    return Ok(*reply);
+                    return Ok((*reply, delegated_ms));
                 }
-                Ok(r) => return Ok(r),
+                Ok(r) => return Ok((r, 0)),
                 Err(e) => {
                     if matches!(op, MetaOp::Watch { .. }) {
+                        // The answer may have been lost on the way, with
+                        // recalls in it that the next Watch acknowledges:
+                        // no answer from delegations until the invalidator
+                        // has dropped everything (take_watch_failure).
+                        self.names.clear();
                         self.watch_failed.store(true, Ordering::Release);
                     }
                     tracing::warn!(error = %e, "metadata service unreachable; retrying");

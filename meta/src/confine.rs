@@ -219,7 +219,7 @@ pub(crate) fn outward(root: u64, reply: &mut MetaReply) {
                 outward_attr(root, a);
             }
         }
-        MetaReply::Changed { dirs, reply } => {
+        MetaReply::Changed { dirs, reply, .. } => {
             dirs.iter_mut().for_each(|a| outward_attr(root, a));
             outward(root, reply);
         }

@@ -38,6 +38,14 @@ impl Ownership {
         }
     }
 
+    /// How much is left of the lease under which this server owns `fs`, if
+    /// it owns it now.
+    pub fn remaining(&self, fs: &str) -> Option<std::time::Duration> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let until = st.valid_until.filter(|_| st.owned.contains_key(fs))?;
+        until.checked_duration_since(Instant::now())
+    }
+
     /// When the lease under which this server owns `fs` ends, if it owns
     /// it now under `epoch`.
     pub fn lease_end(&self, fs: &str, epoch: u64) -> Option<Instant> {

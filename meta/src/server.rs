@@ -101,7 +101,11 @@ impl MetaService {
         }
         if let MetaOp::Watch { wait_ms } = req.op {
             let wait = Duration::from_millis(u64::from(wait_ms));
-            return self.watchers.wait(req.session, &s.fs, wait).await;
+            let mut reply = self.watchers.wait(req.session, &s.fs, wait).await;
+            if let MetaReply::Changes { lease_ms, .. } = &mut reply {
+                *lease_ms = self.delegation_ms(&s.fs);
+            }
+            return reply;
         }
         if !grant.writable && mutates(&req.op) {
             return MetaReply::Err {
@@ -129,18 +133,31 @@ impl MetaService {
             (!changes.is_empty() || interesting(&req.op)).then(|| crate::watch::named(&req.op));
         let dirs = crate::watch::entry_parents(&changes);
         let asked = (!dirs.is_empty()).then(|| s.clone());
+        let made_dir = matches!(req.op, MetaOp::Mkdir { .. });
+        // Another session's delegation of a directory this changes ends
+        // first (watch/delegations.rs).
+        self.watchers.recall(&fs, session, &changes).await;
         // Changes published while this request is handled are checked
         // against what it names and answers (watch.rs).
         let mark = seen.map(|_| self.watchers.mark());
         let reply = self.clone().handle_as(s, who, req.op, req.id).await;
+        let failed = matches!(reply, MetaReply::Err { .. });
+        // A delegation granted while this was under way (its mkdir answered
+        // in between) is recalled before this is answered, failed or not
+        // (a create can commit and then fail to open what it made).
+        self.watchers.recall(&fs, session, &changes).await;
         if let (Some(seen), Some(mark)) = (seen, mark) {
             self.watchers.note(session, seen, &reply, mark);
-            if !matches!(reply, MetaReply::Err { .. }) {
+            if !failed {
                 self.watchers.publish(&fs, session, &changes);
             }
         }
-        let Some(s) = asked.filter(|_| !matches!(reply, MetaReply::Err { .. })) else {
+        let Some(s) = asked.filter(|_| !failed) else {
             return reply;
+        };
+        let delegated_ms = match &reply {
+            MetaReply::Entry(a) if made_dir => self.delegate(&s, session, a).await,
+            _ => 0,
         };
         // The directories' attributes after the change, for the client to
         // answer the kernel's next GETATTR of them (client dir_attrs.rs).
@@ -153,6 +170,7 @@ impl MetaService {
         MetaReply::Changed {
             dirs: attrs,
             reply: Box::new(reply),
+            delegated_ms,
         }
     }
 

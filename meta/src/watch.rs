@@ -34,8 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cpfs_proto::meta::{Change, MetaOp, MetaReply};
+use cpfs_proto::meta::{Change, MetaOp, MetaReply, DELEGATION_RENEW};
 use tokio::sync::Notify;
+
+mod delegations;
 
 /// Inodes remembered per session before it is sent everything.
 pub const MAX_INTEREST: usize = 1 << 20;
@@ -61,6 +63,12 @@ struct Watcher {
     /// When a Watch last returned (or the session mounted).
     polled: Instant,
     waiting: bool,
+    /// Directories delegated to this session (delegations.rs).
+    delegated: HashSet<u64>,
+    /// Of those, recalled and not yet sent to the client.
+    recalling: HashSet<u64>,
+    /// Recalled and sent: the client's next Watch acknowledges them.
+    delivered: HashSet<u64>,
     /// Counts Watches; only the latest may take the queue (an earlier one
     /// still parked belongs to a connection the client gave up on).
     latest: u64,
@@ -101,10 +109,18 @@ struct Registry {
     /// down.
     recent: VecDeque<Published>,
     next: u64,
+    holders: delegations::Holders,
 }
 
 impl Registry {
     fn remove(&mut self, session: u64) {
+        if let Some(w) = self.sessions.get(&session) {
+            let (fs, dirs) = (
+                w.fs.clone(),
+                w.delegated.iter().copied().collect::<Vec<_>>(),
+            );
+            self.release(&fs, session, &dirs);
+        }
         if let Some(w) = self.sessions.remove(&session) {
             if let Some(set) = self.by_fs.get_mut(&w.fs) {
                 set.remove(&session);
@@ -121,6 +137,8 @@ impl Registry {
 pub struct Watchers {
     registry: Mutex<Registry>,
     closed: AtomicBool,
+    /// Woken whenever delegations end (a recall waits on it).
+    released: Notify,
 }
 
 impl Watchers {
@@ -133,6 +151,8 @@ impl Watchers {
     pub fn add(&self, session: u64, fs: &str) {
         let fs: Arc<str> = Arc::from(fs);
         let mut r = self.lock();
+        // A session registered again starts over (its delegations end).
+        r.remove(session);
         r.by_fs.entry(fs.clone()).or_default().insert(session);
         r.sessions.insert(
             session,
@@ -145,6 +165,9 @@ impl Watchers {
                 wake: Arc::new(Notify::new()),
                 polled: Instant::now(),
                 waiting: false,
+                delegated: HashSet::new(),
+                recalling: HashSet::new(),
+                delivered: HashSet::new(),
                 latest: 0,
             },
         );
@@ -299,8 +322,13 @@ impl Watchers {
                 w.wake.notify_one();
             }
         }
+        let released = !gone.is_empty();
         for session in gone {
             r.remove(session);
+        }
+        drop(r);
+        if released {
+            self.released.notify_waiters();
         }
     }
 
@@ -308,28 +336,30 @@ impl Watchers {
     /// `wait` for something to. A session unknown here (idle too long, or
     /// the server restarted) is registered again, and told it lost changes.
     pub async fn wait(&self, session: u64, fs: &str, wait: Duration) -> MetaReply {
+        let lost = || MetaReply::Changes {
+            changes: vec![],
+            lost: true,
+            lease_ms: 0,
+        };
         let wake = match self.lock().sessions.get(&session) {
             Some(w) => w.wake.clone(),
             None => {
                 self.add(session, fs);
                 match self.lock().sessions.get(&session) {
                     Some(w) => w.wake.clone(),
-                    None => {
-                        return MetaReply::Changes {
-                            changes: vec![],
-                            lost: true,
-                        }
-                    }
+                    None => return lost(),
                 }
             }
         };
-        let (notified, me) = {
+        let (notified, me, wait) = {
             let mut r = self.lock();
+            // Watching again acknowledges the recalls last sent.
+            if r.acknowledge(session) {
+                self.released.notify_waiters();
+            }
+            r.expire(session, tokio::time::Instant::now());
             let Some(w) = r.sessions.get_mut(&session) else {
-                return MetaReply::Changes {
-                    changes: vec![],
-                    lost: true,
-                };
+                return lost();
             };
             w.latest += 1;
             if w.waiting {
@@ -347,24 +377,27 @@ impl Watchers {
                 return take(w);
             }
             w.waiting = true;
-            (notified, w.latest)
+            // A holder's lease is renewed by each answer.
+            let wait = match w.delegated.is_empty() {
+                true => wait.min(MAX_WAIT),
+                false => wait.min(DELEGATION_RENEW),
+            };
+            (notified, w.latest, wait)
         };
-        let _ = tokio::time::timeout(wait.min(MAX_WAIT), notified).await;
+        let _ = tokio::time::timeout(wait, notified).await;
         let mut r = self.lock();
         match r.sessions.get_mut(&session) {
             Some(w) if w.latest != me => MetaReply::Changes {
                 changes: vec![],
                 lost: false,
+                lease_ms: 0,
             },
             Some(w) => {
                 w.waiting = false;
                 w.polled = Instant::now();
                 take(w)
             }
-            None => MetaReply::Changes {
-                changes: vec![],
-                lost: true,
-            },
+            None => lost(),
         }
     }
 
@@ -380,6 +413,7 @@ impl Watchers {
     /// Forgets the watcher of `session` (its lease expired).
     pub fn remove(&self, session: u64) {
         self.lock().remove(session);
+        self.released.notify_waiters();
     }
 
     /// Whether `session` has a Watch outstanding (a live mount).
@@ -402,9 +436,19 @@ impl Watchers {
 
 fn take(w: &mut Watcher) -> MetaReply {
     let lost = std::mem::take(&mut w.lost);
+    // Sent now, acknowledged by the next Watch; a client told it lost
+    // changes drops everything it knew, the delegations' names too.
+    let recalled: Vec<u64> = match lost {
+        true => w.delegated.iter().copied().collect(),
+        false => w.recalling.drain().collect(),
+    };
+    w.recalling.clear();
+    w.delivered.extend(recalled);
+    // The service fills in the lease (it knows its own, server.rs).
     MetaReply::Changes {
         changes: std::mem::take(&mut w.queue),
         lost,
+        lease_ms: 0,
     }
 }
 
@@ -528,7 +572,7 @@ mod tests {
 
     async fn poll(w: &Watchers, session: u64) -> (Vec<Change>, bool) {
         match w.wait(session, "fs", Duration::ZERO).await {
-            MetaReply::Changes { changes, lost } => (changes, lost),
+            MetaReply::Changes { changes, lost, .. } => (changes, lost),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -586,7 +630,7 @@ mod tests {
         }
         w.publish("fs", 2, &changes_of(&create(7, b"a")));
         match tokio::time::timeout(Duration::from_secs(5), waiter).await {
-            Ok(Ok(MetaReply::Changes { changes, lost })) => {
+            Ok(Ok(MetaReply::Changes { changes, lost, .. })) => {
                 assert_eq!(changes.len(), 2);
                 assert!(!lost);
             }
@@ -681,7 +725,7 @@ mod tests {
         let new = watch(&w);
         let left = tokio::time::timeout(Duration::from_secs(5), old).await;
         assert!(
-            matches!(&left, Ok(Ok(MetaReply::Changes { changes, lost: false })) if changes.is_empty()),
+            matches!(&left, Ok(Ok(MetaReply::Changes { changes, lost: false, .. })) if changes.is_empty()),
             "{left:?}"
         );
         w.publish("fs", 2, &changes_of(&create(7, b"a")));

@@ -11,6 +11,24 @@ use crate::layout::Layout;
 pub const ROOT_INO: u64 = 1;
 pub const NAME_MAX: usize = 255;
 
+/// How long after sending a Watch a client may still answer lookups in the
+/// directories delegated to it, once that Watch's answer arrived (it knew
+/// every recall queued before the service answered). The service gives a
+/// recall [`DELEGATION_RECALL`] before it acts without the holder's
+/// acknowledgement, and answers the Watch of a holder at least every
+/// [`DELEGATION_RENEW`], so a live holder never lapses.
+pub const DELEGATION_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a change waits for the holder of a delegation to acknowledge
+/// its recall: more than [`DELEGATION_LEASE`], so that a holder that never
+/// answers has stopped using it by then.
+pub const DELEGATION_RECALL: std::time::Duration = std::time::Duration::from_secs(4);
+/// A delegation ends this long after the mkdir that was granted it was
+/// sent (the client counts from the sending, the service from the grant,
+/// which comes later).
+pub const DELEGATION_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// The longest the Watch of a session holding delegations waits.
+pub const DELEGATION_RENEW: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     File,
@@ -448,19 +466,31 @@ pub enum MetaReply {
     },
     /// What a [`MetaOp::Watch`] waited for. `lost`: changes were dropped
     /// (the session is new, or it fell too far behind): whatever the
-    /// client cached may be stale.
+    /// client cached may be stale. `lease_ms`: for how long after sending
+    /// this Watch the client may use its delegations (at most
+    /// [`DELEGATION_LEASE`], and never past the end of the service's own
+    /// lease on the file system: no other server can own it before).
     Changes {
         changes: Vec<Change>,
         lost: bool,
+        lease_ms: u32,
     },
     Done,
     /// `reply` to an operation that changed directories' entries (create,
     /// unlink, mkdir, rmdir, rename, ...), with those directories'
     /// attributes after the change: the kernel asks for them before the
     /// next operation in the directory, and the client answers that itself.
+    ///
+    /// `delegated_ms`: not 0 when a directory the operation made is
+    /// delegated to the session (its names change only through the
+    /// session, or after the service recalled the delegation through the
+    /// Watch and the session acknowledged by watching again): the client
+    /// may answer lookups of names it does not hold there itself, for this
+    /// long after sending the request (bounded as a Watch's `lease_ms`).
     Changed {
         dirs: Vec<Attr>,
         reply: Box<MetaReply>,
+        delegated_ms: u32,
     },
     /// A POSIX errno, and a message for the log.
     Err {

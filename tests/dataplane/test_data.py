@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -324,6 +326,8 @@ def test_an_unchanged_file_keeps_its_cached_pages_across_opens(mount, mounter):
 # well before.
 KERNEL_TTL_S = 10
 NOTICE_S = 3
+# How long a change waits for a delegation's holder (proto DELEGATION_RECALL).
+DELEGATION_RECALL_S = 4
 
 
 def test_changes_in_one_mount_reach_the_kernel_caches_of_the_other(mount, mounter):
@@ -387,6 +391,34 @@ def test_a_name_another_mount_made_is_found_at_once(mount, mounter):
     want = ["again", "looked-up", "mine", "sub", "theirs"]
     assert sorted(os.listdir(a.path / d)) == want
     assert sorted(os.listdir(b.path / d)) == want
+
+
+def test_a_mount_that_stops_answering_loses_its_delegation_and_never_hides_a_name(mount, mounter):
+    """A directory a mount made is delegated to it (it answers lookups of
+    absent names there itself). Frozen (SIGSTOP), it cannot acknowledge the
+    recall another mount's create needs: the create goes ahead after the
+    recall time, not never, and once thawed the frozen mount finds the new
+    name at once (its lease ran out while it was frozen, and the recall
+    is waiting in its Watch; which of the two stops it first is a race
+    this test does not decide: the lease alone is checked in
+    client/src/dir_names_tests.rs)."""
+    a = mount
+    b = mounter.mount(a.domain)
+    d = f"frozen-{uuid.uuid4().hex[:8]}"
+    os.mkdir(a.path / d)
+    assert not (a.path / d / "x").exists()      # answered by A itself
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = subprocess.run(["touch", str(b.path / d / "x")], timeout=60)
+        waited = time.monotonic() - started
+        assert done.returncode == 0
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    # The service waited for the recall's acknowledgement, in vain.
+    assert waited >= DELEGATION_RECALL_S - 0.5, f"the create did not wait for the recall ({waited:.2f} s)"
+    assert (a.path / d / "x").exists(), "the frozen mount still answered from its delegation"
+    assert sorted(os.listdir(a.path / d)) == ["x"]
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ const WAIT_MS: u32 = 10_000;
 const AFTER_FAILURE: Duration = Duration::from_millis(500);
 
 /// The watching side of one mount.
+#[derive(Clone)]
 pub struct Invalidator {
     pub(super) meta: Arc<MetaClient>,
     pub(super) notifier: Arc<OnceLock<Notifier>>,
@@ -46,17 +47,39 @@ impl Invalidator {
             gid: 0,
             groups: vec![],
         };
+        // The kernel's caches are told on a task of their own, in order:
+        // telling the kernel can wait for its locks (held by this mount's
+        // own requests, which may wait for another mount to let go of a
+        // delegation), and the next Watch, which lets go of the
+        // delegations recalled, must not wait for that.
+        let (kernel, mut told) = tokio::sync::mpsc::unbounded_channel();
+        let teller = self.clone();
+        tokio::spawn(async move {
+            while let Some((changes, lost)) = told.recv().await {
+                teller.apply(changes, lost).await;
+            }
+        });
         loop {
+            let sent = std::time::Instant::now();
+            let breaks = self.meta.breaks();
             match self
                 .meta
                 .call(&root, MetaOp::Watch { wait_ms: WAIT_MS })
                 .await
             {
-                Ok(MetaReply::Changes { changes, lost }) => {
+                Ok(MetaReply::Changes {
+                    changes,
+                    lost,
+                    lease_ms,
+                }) => {
                     // An earlier answer lost on the way counts as lost
-                    // changes.
+                    // changes. What this mount knows goes first; then it
+                    // may go on answering from its delegations (the next
+                    // Watch acknowledges the recalls among these changes).
                     let lost = lost || self.meta.take_watch_failure();
-                    self.apply(changes, lost).await
+                    self.forget(&changes, lost);
+                    self.meta.names.renew(sent, lease_ms, breaks);
+                    let _ = kernel.send((changes, lost));
                 }
                 Ok(other) => {
                     tracing::warn!(?other, "unexpected answer to a watch");
@@ -70,25 +93,31 @@ impl Invalidator {
         }
     }
 
-    async fn apply(&self, changes: Vec<Change>, lost: bool) {
-        let Some(notifier) = self.notifier.get().cloned() else {
-            // The kernel has not been told anything yet.
-            return;
-        };
-        // The copies of directories' attributes this mount keeps from its
-        // own changes go first: the kernel asks for them next.
+    /// Drops what this mount keeps itself of what changed: the copies of
+    /// directories' attributes from its own changes (the kernel asks for
+    /// them next), what it knows of names, and listings.
+    fn forget(&self, changes: &[Change], lost: bool) {
         if lost {
             self.meta.dirs.clear();
             self.meta.changes.clear();
+            self.meta.names.clear();
         }
-        for c in &changes {
+        for c in changes {
             let ino = match c {
                 Change::Entry { parent, .. } => *parent,
                 Change::Inode { ino, .. } => *ino,
             };
             self.meta.dirs.forget(ino);
             self.meta.changes.invalidate(ino);
+            self.meta.names.invalidate(ino);
         }
+    }
+
+    async fn apply(&self, changes: Vec<Change>, lost: bool) {
+        let Some(notifier) = self.notifier.get().cloned() else {
+            // The kernel has not been told anything yet.
+            return;
+        };
         let everything: Vec<u64> = if lost {
             self.shown
                 .lock()

@@ -11,14 +11,18 @@ use super::{file_attr, CpfsFs, TTL};
 impl CpfsFs {
     pub(super) fn lookup_op(&self, req: &Request<'_>, parent: u64, name: &[u8], reply: ReplyEntry) {
         // "No such name" is kept by the kernel too (a negative entry): the
-        // service invalidates it when another client creates the name.
-        // It always comes from the service, never from what this mount
-        // knows: a name another mount just made must be found.
+        // service invalidates it when another client creates the name. In
+        // a directory delegated to this mount it is said here, and kept by
+        // the kernel not at all: a recall must reach every next lookup.
+        let who = caller(req);
+        if self.meta.known_absent(parent, name, &who) {
+            return reply.entry(&std::time::Duration::ZERO, &no_such_entry(), 0);
+        }
         let op = MetaOp::Lookup {
             parent,
             name: name.to_vec(),
         };
-        self.entry_op_with(caller(req), op, reply, true);
+        self.entry_op_with(who, op, reply, true);
     }
 
     pub(super) fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {

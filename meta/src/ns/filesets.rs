@@ -249,6 +249,15 @@ impl FsState {
     /// new ones (making their directories, each added to `made` for the
     /// mounts to hear of), updates limits, unbinds released ones. `t` is
     /// now in nanoseconds.
+    /// Whether binding `specs` would make directories: one of them is not
+    /// bound yet.
+    pub fn binds_new(&self, specs: &[FilesetSpec]) -> bool {
+        specs
+            .iter()
+            .filter(|s| !s.releasing)
+            .any(|s| !self.filesets.values().any(|f| f.id.as_ref() == s.id))
+    }
+
     pub fn apply_filesets(
         &mut self,
         specs: &[FilesetSpec],
@@ -423,6 +432,12 @@ impl crate::MetaService {
                     continue;
                 }
             }
+            // Directories the service makes end every delegation of the
+            // file system first (their parents are not known before).
+            let binds = self.shards.read(fs, |st| Ok(st.binds_new(&mine))).await;
+            if binds.unwrap_or(true) {
+                self.watchers.recall_all(fs, NO_SESSION).await;
+            }
             let mut made = Vec::new();
             match self
                 .shards
@@ -434,7 +449,9 @@ impl crate::MetaService {
             {
                 Ok(settled) => {
                     // No session made them: every mount that saw the
-                    // parents hears of them.
+                    // parents hears of them, and a delegation of a parent
+                    // granted since the recall above is recalled too.
+                    self.watchers.recall(fs, NO_SESSION, &made).await;
                     self.watchers.publish(fs, NO_SESSION, &made);
                     self.log_settled(fs, settled)
                 }

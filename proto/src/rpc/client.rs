@@ -45,6 +45,8 @@ pub struct Client<Req, Resp> {
     reserved_port: bool,
     next_id: AtomicU64,
     live: Mutex<Option<Live<Resp>>>,
+    /// Connections that broke so far (see [`Client::breaks`]).
+    breaks: Arc<AtomicU64>,
     _p: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -59,6 +61,7 @@ where
             reserved_port: false,
             next_id: AtomicU64::new(1),
             live: Mutex::new(None),
+            breaks: Arc::new(AtomicU64::new(0)),
             _p: PhantomData,
         }
     }
@@ -75,6 +78,14 @@ where
 
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// How many of this client's connections broke so far, counted the
+    /// moment the reader sees it (the peer's process ended, say), before
+    /// any call fails: what a caller trusted from the peer "while the
+    /// connection stands" ends when this moves.
+    pub fn breaks(&self) -> u64 {
+        self.breaks.load(Ordering::Acquire)
     }
 
     async fn connection(&self) -> Result<Conn<Resp>, WireError> {
@@ -112,8 +123,10 @@ where
         let fail_all = {
             let pending = pending.clone();
             let alive = alive.clone();
+            let breaks = self.breaks.clone();
             move |why: String| {
                 alive.store(false, Ordering::Release);
+                breaks.fetch_add(1, Ordering::AcqRel);
                 let waiters: Vec<_> = pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
