@@ -76,11 +76,7 @@ struct Watcher {
 
 impl Watcher {
     fn wants(&self, change: &Change) -> bool {
-        self.everything
-            || match change {
-                Change::Entry { parent, .. } => self.interest.contains(parent),
-                Change::Inode { ino, .. } => self.interest.contains(ino),
-            }
+        self.everything || self.interest.contains(&change.ino())
     }
 
     fn idle(&self, now: Instant) -> bool {
@@ -247,11 +243,7 @@ impl Watchers {
         // Numbers are consecutive: the first missed one is at `since - oldest`.
         let missed = recent.range((since.0 - oldest) as usize..);
         for p in missed {
-            let ino = match &p.change {
-                Change::Entry { parent, .. } => *parent,
-                Change::Inode { ino, .. } => *ino,
-            };
-            let unseen = w.everything || new.contains(&ino);
+            let unseen = w.everything || new.contains(&p.change.ino());
             if p.origin != session && p.fs == w.fs && unseen {
                 w.queue.push(p.change.clone());
             }

@@ -381,6 +381,17 @@ pub enum Change {
     Inode { ino: u64, data: bool },
 }
 
+impl Change {
+    /// The inode the change is about: the directory of a name, or the
+    /// inode itself.
+    pub fn ino(&self) -> u64 {
+        match self {
+            Change::Entry { parent, .. } => *parent,
+            Change::Inode { ino, .. } => *ino,
+        }
+    }
+}
+
 /// Names one operation of one client across all its retries. A client
 /// retries an operation whose answer it did not get (the connection broke,
 /// the service restarted), but the first attempt may have been applied: the

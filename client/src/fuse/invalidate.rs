@@ -103,10 +103,7 @@ impl Invalidator {
             self.meta.names.clear();
         }
         for c in changes {
-            let ino = match c {
-                Change::Entry { parent, .. } => *parent,
-                Change::Inode { ino, .. } => *ino,
-            };
+            let ino = c.ino();
             self.meta.dirs.forget(ino);
             self.meta.changes.invalidate(ino);
             self.meta.names.invalidate(ino);

@@ -125,7 +125,7 @@ impl Watchers {
             let now = Instant::now();
             let mut recalled: Vec<(u64, u64)> = Vec::new();
             for c in changes {
-                let dir = dir_of(c);
+                let dir = c.ino();
                 match held.get(&dir) {
                     // Past its time, its holder no longer uses it.
                     Some(&(holder, ends))
@@ -262,14 +262,6 @@ impl MetaService {
             None => DELEGATION_LEASE,
         };
         left.min(DELEGATION_LEASE).as_millis() as u32
-    }
-}
-
-/// The directory (or inode) a change is about.
-fn dir_of(c: &Change) -> u64 {
-    match c {
-        Change::Entry { parent, .. } => *parent,
-        Change::Inode { ino, .. } => *ino,
     }
 }
 
