@@ -32,7 +32,9 @@
 #   QUIET_WAIT   before each target, wait up to this many seconds for the
 #                machine to be >= QUIET_IDLE % (default 90) idle (default 0:
 #                don't wait); useful when builds/tests come and go
-#   SKIP_BUILD   1 = use the existing target/release/cpfs
+#   SKIP_BUILD   1 = use the existing target/release/cpfs (or CPFS_BIN)
+#   CPFS_BIN     the cpfs binary to run (default target/release/cpfs)
+#   CPFS_MOUNT_ARGS  extra flags for cpfs mount (e.g. "--read-cache-mib 0")
 #   CPFS_BENCH_PORT  API port for cpfs serve (default: a free port)
 #   TREE         1 (default) = also run bench/tree-suite.sh (4 parallel
 #                creators, cp -a / ls -lR / rm -rf of /usr/include); 0 = skip
@@ -83,7 +85,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 DATE=$(date -u +%Y-%m-%d)
 RESULTS_DIR=$SCRIPT_DIR/results
 REPORT=${REPORT:-$RESULTS_DIR/$DATE-fio.md}
-CPFS_BIN=$REPO/target/release/cpfs
+CPFS_BIN=${CPFS_BIN:-$REPO/target/release/cpfs}
 AK_ID=LTAIbench0000000001
 AK_SECRET=benchsecret0001
 
@@ -436,12 +438,14 @@ start_cpfs() {
   domain=$(create_fs 2>>"$WORK/create-fs.log") || { fail "creating the file system / mount target: $(tail -n 3 "$WORK/create-fs.log")"; return 1; }
   log "mount target $domain"
   local out
-  out=$(TMPDIR=$WORK "$CPFS_BIN" mount "$domain" "$CPFS_MNT" --controlplane "http://127.0.0.1:$PORT" -d 2>&1) ||
+  # shellcheck disable=SC2086 # CPFS_MOUNT_ARGS is a list of flags
+  out=$(TMPDIR=$WORK "$CPFS_BIN" mount "$domain" "$CPFS_MNT" --controlplane "http://127.0.0.1:$PORT" -d ${CPFS_MOUNT_ARGS:-} 2>&1) ||
     { fail "cpfs mount: $out"; return 1; }
   log "$out"
   MOUNT_PID=$(sed -n 's/.*(pid \([0-9]*\),.*/\1/p' <<<"$out")
   echo "$MOUNT_PID" >>"$OURPIDS"
   mountpoint -q "$CPFS_MNT" || { fail "cpfs mount returned but $CPFS_MNT is not a mount point"; return 1; }
+  envline "cpfs mount flags" "${CPFS_MOUNT_ARGS:-(defaults)}"
   envline "cpfs stripe of the mount root" "$("$CPFS_BIN" stripe get "$CPFS_MNT" 2>&1 || true)"
 }
 

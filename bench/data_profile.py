@@ -4,7 +4,8 @@
 Runs `cpfs serve` (release build, three data nodes, two copies), mounts one
 file system, lays out one file and then, from one Python thread with
 O_DIRECT (so every call reaches the service, as fio's random jobs do),
-writes and reads 4 KiB at random offsets. Reports:
+writes and reads 4 KiB at random offsets, then reads the same offsets
+again (the mount's read cache answers those). Reports:
 
 - ops/s of each phase;
 - CPU time per operation of the FUSE client, the data nodes (all three)
@@ -42,7 +43,9 @@ sys.path.insert(0, str(REPO / "bench"))
 import dataplane_harness as h  # noqa: E402  (the harness the FUSE tests use)
 import meta_profile as mp  # noqa: E402  (perf stat / report helpers)
 
-PHASES = ("write", "read")
+# "reread" reads the offsets of "read" again: what the mount's read cache
+# answers (client/src/read_cache.rs); "read" is its first, cold pass.
+PHASES = ("write", "read", "reread")
 FILE_BYTES = 64 << 20
 BLOCK = 4096
 

@@ -32,6 +32,11 @@ pub struct MountArgs {
     /// Run in the background once mounted
     #[arg(short = 'd', long)]
     pub daemon: bool,
+    /// Memory for file data this mount read, kept while the file is
+    /// unchanged (MiB; 0 turns it off) [default: a sixteenth of the
+    /// machine's memory, at most 2048]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub read_cache_mib: Option<u64>,
 }
 
 impl MountArgs {
@@ -192,7 +197,11 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
             }
         })
     });
-    let data = DataClient::new(mounted.chain_table.clone(), source);
+    let cache_bytes = match args.read_cache_mib {
+        Some(mib) => mib << 20,
+        None => cpfs_client::read_cache::default_bytes(),
+    };
+    let data = DataClient::with_read_cache(mounted.chain_table.clone(), source, cache_bytes);
     let notifier = Arc::new(OnceLock::new());
     let fs = CpfsFs::new(
         tokio::runtime::Handle::current(),
@@ -251,6 +260,9 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
         .arg(&args.controlplane);
     if let Some(ap) = &args.access_point {
         cmd.arg("--access-point").arg(ap);
+    }
+    if let Some(mib) = args.read_cache_mib {
+        cmd.arg("--read-cache-mib").arg(mib.to_string());
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)

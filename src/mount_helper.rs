@@ -4,7 +4,8 @@
 //! (`ln -s $(command -v cpfs) /sbin/mount.cpfs`). SPEC is
 //! `DOMAIN[:/path]`; options are those of a network file system
 //! (`_netdev`, `nofail`, `defaults`, …, accepted and left to mount(8) and
-//! systemd) and cpfs's own: `access_point=ID`, `controlplane=URL`. The
+//! systemd) and cpfs's own: `access_point=ID`, `controlplane=URL`,
+//! `read_cache_mib=N` (as `cpfs mount --read-cache-mib`). The
 //! mount runs in the background once it is up; `umount DIR` ends it.
 
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ pub struct HelperCall {
     pub dir: PathBuf,
     pub access_point: Option<String>,
     pub controlplane: Option<String>,
+    pub read_cache_mib: Option<u64>,
     pub fake: bool,
     pub verbose: bool,
 }
@@ -99,6 +101,7 @@ pub fn parse(argv: &[String]) -> anyhow::Result<HelperCall> {
         dir: PathBuf::from(dir),
         access_point: None,
         controlplane: None,
+        read_cache_mib: None,
         fake,
         verbose,
     };
@@ -107,6 +110,11 @@ pub fn parse(argv: &[String]) -> anyhow::Result<HelperCall> {
         match name {
             "access_point" | "accesspoint" => call.access_point = Some(value.to_string()),
             "controlplane" => call.controlplane = Some(value.to_string()),
+            "read_cache_mib" => {
+                call.read_cache_mib = Some(value.parse().ok().filter(|m| *m <= 1 << 20).ok_or_else(
+                    || anyhow::anyhow!("mount.cpfs: read_cache_mib takes a number of MiB, 0 to 1048576, not {value:?}"),
+                )?)
+            }
             "ro" => anyhow::bail!(
                 "mount.cpfs: read-only mounts come from the access group (an RDONLY rule), not from -o ro"
             ),
@@ -147,6 +155,7 @@ pub async fn run() -> anyhow::Result<()> {
         controlplane,
         access_point: call.access_point,
         daemon: true,
+        read_cache_mib: call.read_cache_mib,
     })
     .await
 }
@@ -174,5 +183,9 @@ mod tests {
         assert!(parse(&args("d /m -o ro")).is_err());
         assert!(parse(&args("d")).is_err());
         assert!(parse(&args("d /m -f")).unwrap().fake);
+        let c = parse(&args("d /m -o read_cache_mib=512")).unwrap();
+        assert_eq!(c.read_cache_mib, Some(512));
+        assert!(parse(&args("d /m -o read_cache_mib=lots")).is_err());
+        assert!(parse(&args("d /m -o read_cache_mib=99999999")).is_err());
     }
 }

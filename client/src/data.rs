@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use cpfs_runtime::retry;
 use tokio::sync::RwLock;
 
@@ -20,6 +21,8 @@ use cpfs_proto::node::NodePeers as Peers;
 use cpfs_proto::node::{
     ChainRef, ChunkKey, ChunkWrite, NodeError, NodeRequest, NodeResponse, MAX_LISTED_CHUNKS,
 };
+
+use crate::read_cache::{self, ReadCache};
 
 /// Where a fresh chain table comes from (the metadata service).
 pub type ChainSource =
@@ -94,15 +97,28 @@ pub struct DataClient {
     source: ChainSource,
     /// When a slow call last refreshed the table (see `call_routed`).
     refreshed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    /// File data read before (see read_cache.rs).
+    pub read_cache: ReadCache,
 }
 
 impl DataClient {
+    /// A data client without a read cache (the metadata service's).
     pub fn new(table: ChainTable, source: ChainSource) -> Arc<DataClient> {
+        DataClient::with_read_cache(table, source, 0)
+    }
+
+    /// A data client caching up to `cache_bytes` of what it reads.
+    pub fn with_read_cache(
+        table: ChainTable,
+        source: ChainSource,
+        cache_bytes: u64,
+    ) -> Arc<DataClient> {
         Arc::new(DataClient {
             peers: Peers::default(),
             table: RwLock::new(table),
             source,
             refreshed: Default::default(),
+            read_cache: ReadCache::new(cache_bytes),
         })
     }
 
@@ -304,6 +320,58 @@ impl DataClient {
             out.extend_from_slice(&part?);
         }
         Ok(out)
+    }
+
+    /// [`Self::read`] through the read cache, for a file of `size` bytes
+    /// whose writes from this mount have settled (see read_cache.rs).
+    pub async fn read_cached(
+        &self,
+        cap: &Capability,
+        layout: &Layout,
+        inode: u64,
+        offset: u64,
+        len: u64,
+        size: u64,
+    ) -> Result<Vec<u8>, DataError> {
+        let cache = &self.read_cache;
+        if !cache.takes(len) {
+            return self.read(cap, layout, inode, offset, len).await;
+        }
+        let epoch = cache.epoch(inode);
+        let wanted = read_cache::segments(offset, len, size);
+        let mut parts: Vec<(u64, Bytes)> = Vec::with_capacity(wanted.len());
+        let mut missing = Vec::new();
+        for (i, (s, start, _)) in wanted.iter().enumerate() {
+            match cache.get(inode, epoch, *s) {
+                Some(b) => parts.push((*start, b)),
+                None => {
+                    missing.push(i);
+                    parts.push((*start, Bytes::new()));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let fetched = join_all(missing.iter().map(|i| {
+                let (s, start, n) = wanted[*i];
+                async move {
+                    let b = Bytes::from(self.read(cap, layout, inode, start, n).await?);
+                    cache.put(inode, epoch, s, b.clone());
+                    Ok::<_, DataError>(b)
+                }
+            }))
+            .await;
+            for (i, b) in missing.into_iter().zip(fetched) {
+                parts[i].1 = b?;
+            }
+        }
+        match read_cache::assemble(offset, len, &parts) {
+            Some(out) => Ok(out),
+            // Cached before the file grew: read it as it is now.
+            None => {
+                cache.forget(inode);
+                self.read(cap, layout, inode, offset, len).await
+            }
+        }
     }
 
     async fn read_piece(

@@ -9,6 +9,7 @@
 //! - [`dir_attrs`]: directories' attributes from this client's own changes.
 //! - [`dir_changes`]: when each directory last changed, as this client knows.
 //! - [`dir_names`]: directories delegated to this client, and their names.
+//! - [`read_cache`]: file data this mount read, kept while unchanged.
 //! - [`fuse`]: the thin FUSE adapter from kernel requests to those two.
 
 pub mod caps;
@@ -18,3 +19,4 @@ pub mod dir_changes;
 pub mod dir_names;
 pub mod fuse;
 pub mod meta;
+pub mod read_cache;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use cpfs_proto::meta::{Caller, Change, MetaOp, MetaReply};
 use fuser::Notifier;
 
+use crate::data::DataClient;
 use crate::meta::MetaClient;
 
 /// How long one Watch may wait on the service (it caps this itself).
@@ -35,6 +36,7 @@ pub struct Invalidator {
     pub(super) meta: Arc<MetaClient>,
     pub(super) notifier: Arc<OnceLock<Notifier>>,
     pub(super) shown: Arc<Mutex<HashMap<u64, (u64, i64)>>>,
+    pub(super) data: Arc<DataClient>,
 }
 
 impl Invalidator {
@@ -95,18 +97,22 @@ impl Invalidator {
 
     /// Drops what this mount keeps itself of what changed: the copies of
     /// directories' attributes from its own changes (the kernel asks for
-    /// them next), what it knows of names, and listings.
+    /// them next), what it knows of names, listings, and file data read.
     fn forget(&self, changes: &[Change], lost: bool) {
         if lost {
             self.meta.dirs.clear();
             self.meta.changes.clear();
             self.meta.names.clear();
+            self.data.read_cache.forget_all();
         }
         for c in changes {
             let ino = c.ino();
             self.meta.dirs.forget(ino);
             self.meta.changes.invalidate(ino);
             self.meta.names.invalidate(ino);
+            if let Change::Inode { data: true, .. } = c {
+                self.data.read_cache.forget(ino);
+            }
         }
     }
 

@@ -37,6 +37,7 @@ mod dirs;
 mod inline;
 mod invalidate;
 mod open_files;
+mod readahead;
 mod releases;
 mod simple_ops;
 mod sizes;
@@ -126,6 +127,7 @@ impl CpfsFs {
             meta: self.meta.clone(),
             notifier: self.notifier.clone(),
             shown: self.shown.clone(),
+            data: self.data.clone(),
         }
     }
 
@@ -378,7 +380,7 @@ impl Filesystem for CpfsFs {
         let who = caller(req);
         let files = self.files.clone();
         let inodes = self.inodes.clone();
-        let shown = self.shown.clone();
+        let (shown, data) = (self.shown.clone(), self.data.clone());
         let notifier = self.notifier.clone();
         let fh = self.fh();
         inline::run(&self.rt, async move {
@@ -393,7 +395,8 @@ impl Filesystem for CpfsFs {
             drop(sizing);
             match r {
                 Ok(MetaReply::Open(o)) => {
-                    let flags = open_flags(&shown, &notifier, ino, (o.attr.size, o.attr.mtime_ns));
+                    let version = (o.attr.size, o.attr.mtime_ns);
+                    let flags = open_flags(&shown, &notifier, &data, ino, version);
                     let h = FileHandle::new(o, st, &meta, &who, write_through);
                     files
                         .lock()
@@ -475,15 +478,8 @@ impl Filesystem for CpfsFs {
         };
         let data = self.data.clone();
         inline::run(&self.rt, async move {
-            // This mount's own writes first (see write_behind.rs).
-            h.inode.writes.settle().await;
-            let file_size = h.inode.size.load(Ordering::Acquire);
             let offset = offset.max(0) as u64;
-            if offset >= file_size {
-                return reply.data(&[]);
-            }
-            let len = (size as u64).min(file_size - offset);
-            match h.read(&data, offset, len).await {
+            match h.read(&data, offset, size as u64).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => {
                     tracing::warn!(ino = h.ino, offset, error = %e, "read failed");

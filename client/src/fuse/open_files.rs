@@ -10,11 +10,13 @@ use fuser::Notifier;
 use cpfs_proto::layout::Layout;
 use cpfs_proto::meta::{Attr, Caller, OpenFile};
 
+use super::readahead::Readahead;
 use super::write_behind::{InodeWrites, WriteBehind};
 use super::writers::Writers;
 use crate::caps::HeldCap;
 use crate::data::{DataClient, DataError};
 use crate::meta::MetaClient;
+use crate::read_cache::LARGEST_CACHED_READ;
 
 /// What this mount knows of a file it holds open, shared by all the file's
 /// handles. Knowledge per handle goes stale: the kernel sends the truncate
@@ -98,6 +100,8 @@ pub(crate) struct FileHandle {
     pub(crate) write_through: bool,
     /// Who wrote through it: a close by another process does not wait.
     pub(crate) writers: Writers,
+    /// The next piece of a sequential reader, on its way.
+    pub(crate) readahead: Readahead,
 }
 
 /// File I/O through a handle, with its capability renewed as needed.
@@ -120,17 +124,64 @@ impl FileHandle {
             privileged: AtomicBool::new(o.attr.perm & 0o6000 != 0),
             write_through,
             writers: Writers::default(),
+            readahead: Readahead::default(),
         }
     }
 
+    /// Reads up to `len` bytes at `offset` (none past the end of the
+    /// file), once this mount's writes of the file settled: small reads
+    /// through the read cache, large ones from the handle's prefetch when
+    /// they continue a stream (see readahead.rs).
     pub(crate) async fn read(
-        &self,
-        data: &DataClient,
+        self: &Arc<Self>,
+        data: &Arc<DataClient>,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, DataError> {
+        // This mount's own writes first (see write_behind.rs).
+        self.inode.writes.settle().await;
+        let size = self.inode.size.load(Ordering::Acquire);
+        if offset >= size {
+            return Ok(Vec::new());
+        }
+        let len = len.min(size - offset);
+        let (ino, layout) = (self.ino, &self.layout);
+        let cache = &data.read_cache;
+        if cache.takes(len) {
+            return self
+                .cap
+                .with(|cap| async move { data.read_cached(&cap, layout, ino, offset, len, size).await })
+                .await;
+        }
+        if len <= LARGEST_CACHED_READ {
+            // Small and the cache is off: not a stream either.
+            return self.fetch(data, offset, len).await;
+        }
+        let epoch = cache.epoch(ino);
+        let (ahead, sequential) = self.readahead.begin(offset, len, epoch);
+        let next = offset + len;
+        if sequential && next < size {
+            let n = len.min(size - next);
+            let (h, d) = (self.clone(), data.clone());
+            self.readahead.hold(cache.ahead_room(), next, n, epoch, || {
+                tokio::spawn(async move { h.fetch(&d, next, n).await })
+            });
+        }
+        if let Some(task) = ahead {
+            // A prefetch that failed is tried again as an ordinary read,
+            // which reports the failure if it persists.
+            if let Ok(Ok(bytes)) = task.await {
+                return Ok(bytes);
+            }
+        }
+        self.fetch(data, offset, len).await
+    }
+
+    /// Reads from the nodes, with the capability renewed as needed.
+    async fn fetch(&self, data: &DataClient, offset: u64, len: u64) -> Result<Vec<u8>, DataError> {
+        let (ino, layout) = (self.ino, &self.layout);
         self.cap
-            .with(|cap| async move { data.read(&cap, &self.layout, self.ino, offset, len).await })
+            .with(|cap| async move { data.read(&cap, layout, ino, offset, len).await })
             .await
     }
 
@@ -150,13 +201,18 @@ impl FileHandle {
         // later and undo this write where they overlap.
         h.inode.writes.settle().await;
         let buf = &buf;
-        h.cap
+        // Cached data is stale from the first byte written on; a read that
+        // fetched meanwhile cached under an epoch the landing ends.
+        data.read_cache.forget(h.ino);
+        let r = h
+            .cap
             .with(|cap| async move { data.write(&cap, &h.layout, h.ino, offset, buf).await })
-            .await
-            .map_err(|e| {
-                tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
-                e.errno()
-            })
+            .await;
+        data.read_cache.forget(h.ino);
+        r.map_err(|e| {
+            tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
+            e.errno()
+        })
     }
 
     pub(crate) async fn fsync(&self, data: &DataClient) -> Result<(), DataError> {
@@ -171,13 +227,16 @@ impl FileHandle {
 /// this mount last saw it has the kernel's pages dropped (close-to-open);
 /// an unchanged one keeps them (FOPEN_KEEP_CACHE; without it the kernel
 /// drops them at every open), and changes made while it stays open reach
-/// the kernel through the watch.
+/// the kernel through the watch. The mount's read cache follows the same
+/// rule, against the version its own data came from.
 pub(super) fn open_flags(
     shown: &Mutex<HashMap<u64, (u64, i64)>>,
     notifier: &OnceLock<Notifier>,
+    data: &DataClient,
     ino: u64,
     fresh: (u64, i64),
 ) -> u32 {
+    data.read_cache.opened(ino, fresh);
     let before = shown
         .lock()
         .unwrap_or_else(|p| p.into_inner())

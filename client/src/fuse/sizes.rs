@@ -101,6 +101,29 @@ pub(crate) async fn set_attr(
     handle: Option<&FileHandle>,
     st: Option<&OpenInode>,
 ) -> Result<Attr, i32> {
+    // A file whose size changes has its cached data dropped before the
+    // change, and again after it (a read that fetched during the cut
+    // cached it under an epoch that then ends).
+    let resized = set.size.is_some();
+    if resized {
+        data.read_cache.forget(ino);
+    }
+    let r = change_attr(meta, data, who, ino, set, handle, st).await;
+    if resized {
+        data.read_cache.forget(ino);
+    }
+    r
+}
+
+async fn change_attr(
+    meta: &Arc<MetaClient>,
+    data: &DataClient,
+    who: &Caller,
+    ino: u64,
+    set: SetAttr,
+    handle: Option<&FileHandle>,
+    st: Option<&OpenInode>,
+) -> Result<Attr, i32> {
     let size = set.size;
     if let (Some(_), Some(st)) = (size, st) {
         // A write still on its way would land after the cut.

@@ -175,6 +175,9 @@ impl WriteBehind {
             .pieces(offset, buf.len() as u64)
             .map_err(|e| DataError::from(e).errno())?;
         let fs = h.cap.get().fs;
+        // What the read cache holds of the file is stale from here on (and
+        // again once the write landed: see read_cache.rs).
+        self.data.read_cache.forget(h.ino);
         // Pieces are slices of the one buffer, not copies.
         let buf = bytes::Bytes::from(buf);
         for p in pieces {
@@ -292,6 +295,7 @@ impl WriteBehind {
             }
         }
         for h in &handles {
+            self.data.read_cache.forget(h.ino);
             h.inode.writes.finished();
         }
     }
