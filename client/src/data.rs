@@ -337,6 +337,12 @@ impl DataClient {
         if !cache.takes(len) {
             return self.read(cap, layout, inode, offset, len).await;
         }
+        // What no node checks, the cache does: a capability past its
+        // expiry (the service refused to renew it) reads nothing here
+        // either; the caller renews it or fails the read.
+        if cap.expires.saturating_mul(1000) <= cpfs_proto::capability::now_ms() {
+            return Err(DataError::Node(NodeError::BadCapability));
+        }
         let epoch = cache.epoch(inode);
         let wanted = read_cache::segments(offset, len, size);
         let mut parts: Vec<(u64, Bytes)> = Vec::with_capacity(wanted.len());

@@ -43,10 +43,10 @@ pub const LARGEST_CACHED_READ: u64 = 128 * 1024;
 const SHARE_OF_MEMORY: u64 = 16;
 /// ... but never more than this.
 const DEFAULT_CEILING: u64 = 2 << 30;
-/// Epochs of this many inodes at most are remembered; past it they are all
-/// forgotten at once (every inode gets a fresh epoch, so nothing stale is
-/// found).
-const MAX_EPOCHS: usize = 1 << 20;
+/// Epochs of this many inodes at most are remembered (about 16 MiB); past
+/// it they are all forgotten at once (every inode gets a fresh epoch, so
+/// nothing stale is found, and what was cached ages out).
+const MAX_EPOCHS: usize = 1 << 18;
 
 /// The most bytes a mount holds prefetched for sequential readers
 /// (fuse/readahead.rs), and the unit that is counted in.
@@ -61,10 +61,14 @@ pub type Version = (u64, i64);
 #[derive(Clone)]
 struct ByLength;
 
+/// What an entry costs beyond its bytes (key, `Bytes` header, the
+/// allocation and the store's slot), counted so that many tiny segments
+/// (small files read after each of many writes) stay within the size.
+const ENTRY_OVERHEAD: u64 = 256;
+
 impl quick_cache::Weighter<Key, Bytes> for ByLength {
     fn weight(&self, _key: &Key, val: &Bytes) -> u64 {
-        // Never zero: a zero weight is never evicted.
-        val.len().max(1) as u64
+        val.len() as u64 + ENTRY_OVERHEAD
     }
 }
 
@@ -296,6 +300,13 @@ mod tests {
             c.put(9, e, s, Bytes::from(vec![0u8; SEGMENT as usize]));
         }
         assert!(c.held() <= 4 * SEGMENT, "{}", c.held());
+        // Tiny entries count their upkeep too.
+        let e = c.epoch(10);
+        for s in 0..10_000 {
+            c.put(10, e, s, Bytes::from_static(b"x"));
+        }
+        let entries = c.segments.as_ref().map_or(0, |s| s.len()) as u64;
+        assert!(entries <= 4 * SEGMENT / ENTRY_OVERHEAD, "{entries} entries");
         let off = ReadCache::new(0);
         assert!(!off.takes(4096));
         off.put(1, off.epoch(1), 0, Bytes::from_static(b"x"));

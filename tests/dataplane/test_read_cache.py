@@ -7,13 +7,15 @@ the file changes. Checked here through a real mount and the nodes'
 with `--read-cache-mib 0` sends every read, and nothing stale is ever
 read: not after this mount's own writes (through the write-behind or
 written through) and truncates, not after another mount's write and close
-(close-to-open, checked at open), and not by a file held open while
-another mount changes it (the watch's notice). All reads use O_DIRECT, so
+(close-to-open, checked at open; also when the other mount's growing
+write was recorded before its data landed), and not by a file held open
+while another mount changes it (the watch's notice). All reads use O_DIRECT, so
 the kernel's page cache answers none of them.
 """
 
 import mmap
 import os
+import signal
 import uuid
 
 from dataplane_harness import wait_until
@@ -179,3 +181,31 @@ def test_a_stream_reads_what_this_mount_wrote_ahead_of_it(mount):
         assert pread_direct(fd, 4 * piece, piece) == b"", "nothing past the end"
     finally:
         os.close(fd)
+
+
+def test_an_append_another_mount_made_is_read_after_its_close(mount, mounter):
+    """A write that grows a file records the new size and mtime before its
+    data moves. A mount that opens the file in between reads what the
+    nodes hold then (zeros); once the writer closed, its next open must
+    read the data, so the close records the file's version again after
+    the data landed (B's mount is frozen right after its write returned,
+    so that A reads before the data lands)."""
+    a = mount
+    b = mounter.mount(a.domain)
+    name = f"append-{uuid.uuid4().hex[:8]}.bin"
+    (b.path / name).write_bytes(b"")
+    data = os.urandom(8 << 20)
+    tail = len(data) - PAGE
+    fd = os.open(b.path / name, os.O_WRONLY)
+    try:
+        assert os.write(fd, data) == len(data)
+        os.kill(b.proc.pid, signal.SIGSTOP)
+        try:
+            early = read_direct(a.path / name, tail)
+            assert len(early) == PAGE, "the size is recorded before the data moves"
+        finally:
+            os.kill(b.proc.pid, signal.SIGCONT)
+    finally:
+        os.close(fd)
+    assert read_direct(a.path / name, tail) == data[tail:]
+    assert read_direct(a.path / name, 0, SEGMENT) == data[:SEGMENT]

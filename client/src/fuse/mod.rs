@@ -210,9 +210,10 @@ impl Filesystem for CpfsFs {
         let inodes = self.inodes.clone();
         inline::run(&self.rt, async move {
             // A size change must reach every open handle of the inode
-            // (open(O_TRUNC) comes without one); the inode's state is pinned
-            // for the call, so an open racing it waits for its answer.
-            let st = size.map(|_| pin(&inodes, ino, None));
+            // (open(O_TRUNC) comes without one), as must times set after
+            // writes (see sizes.rs); the inode's state is pinned for the
+            // call, so an open racing it waits for its answer.
+            let st = (size.is_some() || mtime.is_some()).then(|| pin(&inodes, ino, None));
             let r = set_attr(
                 &meta,
                 &data,
@@ -530,7 +531,7 @@ impl Filesystem for CpfsFs {
             return reply.ok();
         };
         let writes = &h.inode.writes;
-        if !h.dirty.load(Ordering::Acquire) && !writes.busy() && !writes.failed() {
+        if !h.needs_record() && !writes.busy() && !writes.failed() {
             // Nothing to push: answered here, without waking the runtime.
             return reply.ok();
         }
@@ -575,7 +576,7 @@ impl Filesystem for CpfsFs {
         let inodes = self.inodes.clone();
         let releases = self.releases.clone();
         let writable = h.cap.get().rights & WRITE != 0;
-        if !h.dirty.load(Ordering::Acquire) && !h.inode.writes.busy() {
+        if !h.needs_record() && !h.inode.writes.busy() {
             // Nothing to push: the closing program need not wait for the
             // runtime, nor for the service (see releases.rs).
             unpin(&inodes, h.ino);

@@ -37,6 +37,13 @@ pub(crate) struct OpenInode {
     pub(crate) sizing: tokio::sync::Mutex<()>,
     /// Its writes on their way to the nodes (see write_behind.rs).
     pub(crate) writes: InodeWrites,
+    /// Writes taken so far (numbered from 1), and the number of the last
+    /// one an explicit setting of the times (utimensat, after the writes
+    /// landed) followed: a handle whose writes all came before it has
+    /// nothing to record at close, and recording would overwrite the
+    /// times the program set (`cp -a` sets them before it closes).
+    pub(crate) writes_taken: AtomicU64,
+    pub(crate) times_set_after: AtomicU64,
 }
 
 /// The inodes this mount holds open, with their number of open handles.
@@ -63,6 +70,8 @@ pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: Option<&Attr>) -> Arc<Op
                 stored: AtomicU64::new(known.map_or(0, |a| a.stored)),
                 sizing: tokio::sync::Mutex::new(()),
                 writes: InodeWrites::default(),
+                writes_taken: AtomicU64::new(0),
+                times_set_after: AtomicU64::new(0),
             }),
             0,
         )
@@ -91,6 +100,8 @@ pub(crate) struct FileHandle {
     pub(crate) layout: Layout,
     pub(crate) inode: Arc<OpenInode>,
     pub(crate) dirty: AtomicBool,
+    /// The number of its last write among the inode's (`writes_taken`).
+    pub(crate) last_write: AtomicU64,
     /// The file had setuid or setgid bits when opened: the first write by
     /// anyone but root clears them at once (as a local file system does),
     /// not at close.
@@ -121,11 +132,28 @@ impl FileHandle {
             layout: o.layout,
             inode,
             dirty: AtomicBool::new(false),
+            last_write: AtomicU64::new(0),
             privileged: AtomicBool::new(o.attr.perm & 0o6000 != 0),
             write_through,
             writers: Writers::default(),
             readahead: Readahead::default(),
         }
+    }
+
+    /// Counts a write through this handle: its data version is to be
+    /// recorded at flush, fsync or close (see sizes.rs).
+    pub(crate) fn wrote(&self) {
+        let n = self.inode.writes_taken.fetch_add(1, Ordering::AcqRel) + 1;
+        self.last_write.fetch_max(n, Ordering::AcqRel);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Whether writes through this handle are still to be recorded: some
+    /// came after the last explicit setting of the file's times.
+    pub(crate) fn needs_record(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+            && self.last_write.load(Ordering::Acquire)
+                > self.inode.times_set_after.load(Ordering::Acquire)
     }
 
     /// Reads up to `len` bytes at `offset` (none past the end of the

@@ -16,7 +16,13 @@ use crate::data::DataClient;
 use crate::meta::MetaClient;
 
 /// Records a write's new end with the metadata service when it grows the
-/// file (capacity is checked there), and marks the handle dirty.
+/// file (capacity is checked there), and marks the handle dirty: every
+/// write, growing or not, is followed by a `Written` once its data landed
+/// (at flush, fsync or close). The growth's own call comes before the
+/// data moves, so without the later one another mount could open the file
+/// after the close, find the size and mtime it saw while the data was
+/// still on its way, and keep what it read then (its read cache and the
+/// kernel's pages trust an unchanged size and mtime).
 pub(crate) async fn note_write(
     meta: &MetaClient,
     who: &Caller,
@@ -36,6 +42,7 @@ pub(crate) async fn note_write(
         if let Some(n) = notifier.get() {
             super::open_files::drop_cached(n, h.ino, -1);
         }
+        h.wrote();
         return Ok(());
     }
     // `stored` is at most `size`: a write past it grows the file, or
@@ -45,10 +52,11 @@ pub(crate) async fn note_write(
         if end > st.stored.load(Ordering::Acquire) {
             let a = written(meta, who, h.ino, end).await?;
             st.learn(&a);
+            h.wrote();
             return Ok(());
         }
     }
-    h.dirty.store(true, Ordering::Release);
+    h.wrote();
     Ok(())
 }
 
@@ -56,7 +64,8 @@ pub(crate) async fn note_write(
 /// every growth was recorded before its data moved (note_write), and a size
 /// known here may predate a truncate, which it would undo.
 pub(crate) async fn settle(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i32> {
-    if h.dirty.swap(false, Ordering::AcqRel) {
+    let record = h.needs_record();
+    if h.dirty.swap(false, Ordering::AcqRel) && record {
         written(meta, who, h.ino, 0).await?;
     }
     Ok(())
@@ -125,8 +134,14 @@ async fn change_attr(
     st: Option<&OpenInode>,
 ) -> Result<Attr, i32> {
     let size = set.size;
-    if let (Some(_), Some(st)) = (size, st) {
-        // A write still on its way would land after the cut.
+    // Writes taken before an explicit setting of the times: the setting
+    // records the file's version after they landed, so their handles need
+    // not record it again at close (which would overwrite those times).
+    let times = set.mtime_ns.is_some();
+    let taken = st.map(|st| st.writes_taken.load(Ordering::Acquire));
+    if let (true, Some(st)) = (size.is_some() || times, st) {
+        // A write still on its way would land after the cut, or after
+        // the times set.
         st.writes.settle().await;
     }
     let _sizing = match st {
@@ -146,6 +161,9 @@ async fn change_attr(
     };
     if let Some(st) = st {
         st.learn(&a);
+        if let (true, Some(taken)) = (times, taken) {
+            st.times_set_after.fetch_max(taken, Ordering::AcqRel);
+        }
     }
     let Some(new) = size.filter(|new| *new < old) else {
         return Ok(a);
