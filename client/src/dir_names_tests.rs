@@ -107,9 +107,15 @@ impl Client {
 /// A client after Alice made `NEW_DIR` (owned by her, searchable) at
 /// `now`, delegated to it.
 fn made_by_alice(now: Instant) -> Client {
+    mkdir_by_alice(now, 0o755, true)
+}
+
+/// A client whose mkdir of NEW_DIR (mode `perm`) alice made, the service
+/// granting the delegation or not.
+fn mkdir_by_alice(now: Instant, perm: u32, delegated: bool) -> Client {
     let c = Client::new(now);
-    let reply = Ok(MetaReply::Entry(dir_attr(NEW_DIR, 1000, 0o755)));
-    c.done_as(mkdir(ROOT_DIR, "d"), &alice(), reply, true, now);
+    let reply = Ok(MetaReply::Entry(dir_attr(NEW_DIR, 1000, perm)));
+    c.done_as(mkdir(ROOT_DIR, "d"), &alice(), reply, delegated, now);
     c
 }
 
@@ -138,9 +144,7 @@ fn a_delegated_directory_has_no_names_but_the_clients_own() {
 #[test]
 fn a_directory_not_delegated_is_not_known() {
     let now = Instant::now();
-    let c = Client::new(now);
-    let reply = Ok(MetaReply::Entry(dir_attr(NEW_DIR, 1000, 0o755)));
-    c.done_as(mkdir(ROOT_DIR, "d"), &alice(), reply, false, now);
+    let c = mkdir_by_alice(now, 0o755, false);
     assert!(!c.absent(NEW_DIR, "f", &alice(), now));
 }
 
@@ -158,9 +162,7 @@ fn only_callers_the_service_let_search_are_answered() {
     c.done(lookup, &bob(), Err(errno::EACCES), now);
     assert!(!c.absent(NEW_DIR, "g", &bob(), now));
     // An owner without the search bit is not answered either.
-    let c = Client::new(now);
-    let reply = Ok(MetaReply::Entry(dir_attr(NEW_DIR, 1000, 0o600)));
-    c.done_as(mkdir(ROOT_DIR, "d"), &alice(), reply, true, now);
+    let c = mkdir_by_alice(now, 0o600, true);
     assert!(!c.absent(NEW_DIR, "f", &alice(), now));
 }
 
