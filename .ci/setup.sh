@@ -229,5 +229,20 @@ else
     run "${PSQL[@]}" -c "CREATE DATABASE cpfs_test"
 fi
 
+# Every test makes a database of its own and leaves it (a failed test's
+# is there to look at); those of earlier runs are dropped here, or they
+# fill the disk of a machine that runs the tests day after day. One in use
+# (a run going on beside this one) is refused by PostgreSQL and kept.
+stale="$("${PSQL[@]}" -tAc "SELECT datname FROM pg_database WHERE datname ~ '^cpfs_(cp|bill|schema|t|bss|dp|sdk|meta_[0-9a-f]+)_[0-9a-f]+$'")"
+if [ -n "$stale" ]; then
+    dropped=0
+    for db in $stale; do
+        if "${PSQL[@]}" -c "DROP DATABASE \"$db\"" 2>/dev/null; then
+            dropped=$((dropped + 1))
+        fi
+    done
+    say "dropped $dropped test databases left by earlier runs"
+fi
+
 say "done. For the PostgreSQL variant of the tests:"
 echo "export CPFS_TEST_DATABASE_URL=$PG_URL"

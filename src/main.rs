@@ -2,6 +2,7 @@
 //! this file only parses the command line and wires them together.
 
 mod admin_client;
+mod allocator;
 mod billing_cmd;
 mod client_cmd;
 mod config;
@@ -107,6 +108,7 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    allocator::keep_freed_memory();
     if mount_helper::called_as_helper() {
         init_logging();
         return mount_helper::run().await;

@@ -24,6 +24,9 @@ use cpfs_proto::node::{check_range, ChunkKey, FsUsage, NodeError, ServedIo};
 
 mod copies;
 pub mod migrate;
+mod records;
+
+use records::{decode_record, encode_record, read_whole_blocks, write_whole_blocks};
 
 const CRC: u64 = 4;
 const RECORD: u64 = BLOCK + CRC;
@@ -106,11 +109,6 @@ pub fn valid_fs(fs: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn encode_record(block: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(block);
-    out.extend_from_slice(&crc32c::crc32c(block).to_le_bytes());
-}
-
 /// Whether reading the page that holds byte `at` of `f` would wait for
 /// the disk: a one-byte `preadv2` with `RWF_NOWAIT` answers from the page
 /// cache or not at all. Past the end of the file nothing is read either.
@@ -118,17 +116,6 @@ fn resident(f: &File, at: u64) -> bool {
     let mut byte = [0u8; 1];
     let flags = rustix::io::ReadWriteFlags::NOWAIT;
     rustix::io::preadv2(f, &mut [IoSliceMut::new(&mut byte)], at, flags).is_ok()
-}
-
-/// The block of a record, or None when its checksum fails. A hole is zeros.
-fn decode_record(rec: &[u8]) -> Option<&[u8]> {
-    let (block, crc) = rec.split_at(BLOCK as usize);
-    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    if stored == crc32c::crc32c(block) || (stored == 0 && block.iter().all(|b| *b == 0)) {
-        Some(block)
-    } else {
-        None
-    }
 }
 
 impl ChunkStore {
@@ -371,8 +358,9 @@ impl ChunkStore {
         }
         let head_partial = !offset.is_multiple_of(BLOCK);
         let tail_partial = !(offset + data.len() as u64).is_multiple_of(BLOCK);
-        let mut out = Vec::with_capacity((count * RECORD) as usize);
+        let before = f.metadata().map_err(io)?.len();
         if !whole_blocks && (head_partial || tail_partial) {
+            let mut out = Vec::with_capacity((count * RECORD) as usize);
             // Old content of the partly covered edge blocks.
             let mut blocks = vec![0u8; (count * BLOCK) as usize];
             for b in [first, last] {
@@ -391,14 +379,10 @@ impl ChunkStore {
             for block in blocks.chunks(BLOCK as usize) {
                 encode_record(block, &mut out);
             }
+            f.write_all_at(&out, first * RECORD).map_err(io)?;
         } else {
-            // Whole blocks: the records come straight from the payload.
-            for block in data.chunks(BLOCK as usize) {
-                encode_record(block, &mut out);
-            }
+            write_whole_blocks(f, data, first * RECORD).map_err(io)?;
         }
-        let before = f.metadata().map_err(io)?.len();
-        f.write_all_at(&out, first * RECORD).map_err(io)?;
         let after = before.max((first + count) * RECORD);
         let c = self.counters(&key.fs);
         c.stored
@@ -423,9 +407,22 @@ impl ChunkStore {
             return Ok(vec![0u8; len as usize]);
         };
         let first = offset / BLOCK;
+        if offset.is_multiple_of(BLOCK) && len.is_multiple_of(BLOCK) {
+            let (data, bad) = read_whole_blocks(&f, first, len / BLOCK).map_err(io)?;
+            return match bad {
+                None => Ok(data),
+                Some(i) => Err(self.checksum_failed(key, first + i)),
+            };
+        }
         let last = (offset + len - 1) / BLOCK;
         let raw = self.read_records(&f, first, last - first + 1)?;
         self.verified(key, &raw, offset, len)
+    }
+
+    fn checksum_failed(&self, key: &ChunkKey, block: u64) -> NodeError {
+        self.checksum_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, block, "checksum mismatch");
+        NodeError::Checksum
     }
 
     /// [`Self::read`], done only if it needs no waiting: the chunk file is
@@ -484,11 +481,8 @@ impl ChunkStore {
         let last = (offset + len - 1) / BLOCK;
         let mut out = Vec::with_capacity(len as usize);
         for (i, rec) in raw.chunks(RECORD as usize).enumerate() {
-            let block = decode_record(rec).ok_or_else(|| {
-                self.checksum_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(fs = %key.fs, inode = key.inode, chunk = key.index, block = first + i as u64, "checksum mismatch");
-                NodeError::Checksum
-            })?;
+            let block =
+                decode_record(rec).ok_or_else(|| self.checksum_failed(key, first + i as u64))?;
             let b = first + i as u64;
             let from = if b == first {
                 (offset % BLOCK) as usize

@@ -63,6 +63,53 @@ fn corruption_is_detected_and_repair_overwrites() {
 }
 
 #[test]
+fn whole_blocks_move_as_records_without_a_buffer_of_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    // More blocks than one vectored call takes (512), and a block-aligned
+    // start past a hole.
+    let blocks = 1300u64;
+    let data: Vec<u8> = (0..blocks * BLOCK).map(|i| (i % 253) as u8).collect();
+    s.write(&key(4), 3 * BLOCK, &data, false).unwrap();
+    let path = s.chunk_path(&key(4));
+    let raw = std::fs::read(&path).unwrap();
+    assert_eq!(raw.len() as u64, (3 + blocks) * RECORD);
+    // Each record is the block and then its CRC32C, as the unaligned path
+    // writes them.
+    for b in [0u64, 511, 512, 1299] {
+        let rec = &raw[((3 + b) * RECORD) as usize..((4 + b) * RECORD) as usize];
+        let block = &data[(b * BLOCK) as usize..((b + 1) * BLOCK) as usize];
+        assert_eq!(&rec[..BLOCK as usize], block);
+        assert_eq!(rec[BLOCK as usize..], crc32c::crc32c(block).to_le_bytes());
+    }
+    // Aligned reads: the hole before, the data, and past the end.
+    let back = s.read(&key(4), 0, (3 + blocks + 2) * BLOCK).unwrap();
+    assert_eq!(
+        back[..(3 * BLOCK) as usize],
+        vec![0; 3 * BLOCK as usize][..]
+    );
+    assert_eq!(
+        &back[(3 * BLOCK) as usize..((3 + blocks) * BLOCK) as usize],
+        &data[..]
+    );
+    assert!(back[((3 + blocks) * BLOCK) as usize..]
+        .iter()
+        .all(|b| *b == 0));
+    // A flipped byte in the 700th block fails an aligned read that covers
+    // it, and only that one.
+    let mut raw = raw;
+    raw[((3 + 700) * RECORD + 9) as usize] ^= 1;
+    std::fs::write(&path, raw).unwrap();
+    s.files.lock().unwrap().clear();
+    assert_eq!(s.read(&key(4), 0, 1024 * BLOCK), Err(NodeError::Checksum));
+    assert_eq!(s.checksum_errors.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        s.read(&key(4), 3 * BLOCK, 700 * BLOCK).unwrap(),
+        data[..(700 * BLOCK) as usize]
+    );
+}
+
+#[test]
 fn truncate_and_usage() {
     let dir = tempfile::tempdir().unwrap();
     let s = ChunkStore::open(dir.path()).unwrap();

@@ -189,7 +189,7 @@ where
                 return Err(e);
             }
         };
-        if !alive.load(Ordering::Acquire) || !outbox.send(&frame).await {
+        if !alive.load(Ordering::Acquire) || !outbox.send(frame).await {
             pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

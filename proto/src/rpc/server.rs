@@ -194,7 +194,7 @@ async fn connection<Req, Resp, H, F>(
                         tracing::trace!(micros = took.as_micros() as u64, "answered");
                         match encode_frame_within(id, &resp, limits.max_reply) {
                             Ok(frame) => {
-                                writer.send(&frame).await;
+                                writer.send(frame).await;
                             }
                             Err(e) => tracing::warn!(error = %e, "reply not encodable"),
                         }

@@ -40,14 +40,20 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
 
     /// Sends `frame` (written by this call or by the sender writing now).
     /// False once the connection failed.
-    pub async fn send(&self, frame: &[u8]) -> bool {
+    pub async fn send(&self, frame: Vec<u8>) -> bool {
         if self.broken.load(Ordering::Acquire) {
             return false;
         }
-        self.queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(frame);
+        {
+            let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+            // Nothing queued (the usual case): the frame itself is the
+            // batch, with no copy of a megabyte write into another buffer.
+            if queued.is_empty() {
+                *queued = frame;
+            } else {
+                queued.extend_from_slice(&frame);
+            }
+        }
         loop {
             // Somebody is writing: it takes this frame before it stops.
             let Ok(mut socket) = self.socket.try_lock() else {
