@@ -312,14 +312,19 @@ impl DataClient {
         inode: u64,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>, DataError> {
+    ) -> Result<Bytes, DataError> {
         let pieces = layout.pieces(offset, len)?;
-        let parts = join_all(pieces.iter().map(|p| self.read_piece(cap, inode, *p))).await;
+        let mut parts = join_all(pieces.iter().map(|p| self.read_piece(cap, inode, *p))).await;
+        // One piece (a read within a chunk): the reply's own bytes, a view
+        // of the frame they came in, with no copy.
+        if parts.len() == 1 {
+            return parts.pop().unwrap_or_else(|| Ok(Bytes::new()));
+        }
         let mut out = Vec::with_capacity(len as usize);
         for part in parts {
             out.extend_from_slice(&part?);
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     /// [`Self::read`] through the read cache, for a file of `size` bytes
@@ -332,7 +337,7 @@ impl DataClient {
         offset: u64,
         len: u64,
         size: u64,
-    ) -> Result<Vec<u8>, DataError> {
+    ) -> Result<Bytes, DataError> {
         let cache = &self.read_cache;
         if !cache.takes(len) {
             return self.read(cap, layout, inode, offset, len).await;
@@ -360,7 +365,7 @@ impl DataClient {
             let fetched = join_all(missing.iter().map(|i| {
                 let (s, start, n) = wanted[*i];
                 async move {
-                    let b = Bytes::from(self.read(cap, layout, inode, start, n).await?);
+                    let b = self.read(cap, layout, inode, start, n).await?;
                     cache.put(inode, epoch, s, b.clone());
                     Ok::<_, DataError>(b)
                 }
@@ -371,7 +376,7 @@ impl DataClient {
             }
         }
         match read_cache::assemble(offset, len, &parts) {
-            Some(out) => Ok(out),
+            Some(out) => Ok(out.into()),
             // Cached before the file grew: read it as it is now.
             None => {
                 cache.forget(inode);
@@ -380,12 +385,7 @@ impl DataClient {
         }
     }
 
-    async fn read_piece(
-        &self,
-        cap: &Capability,
-        inode: u64,
-        p: Piece,
-    ) -> Result<Vec<u8>, DataError> {
+    async fn read_piece(&self, cap: &Capability, inode: u64, p: Piece) -> Result<Bytes, DataError> {
         let key = ChunkKey {
             fs: cap.fs.clone(),
             inode,
@@ -476,7 +476,7 @@ impl DataClient {
                 chain,
                 key: key.clone(),
                 offset: start,
-                data: blocks.clone(),
+                data: blocks.to_vec(),
             };
             match self.peers.get(addr).call(fix).await {
                 Ok(NodeResponse::Done) => {

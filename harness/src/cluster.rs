@@ -369,7 +369,8 @@ impl Cluster {
         Ok(self
             .data
             .read(&file.cap, &file.layout, file.attr.ino, offset, len)
-            .await?)
+            .await?
+            .to_vec())
     }
 }
 

@@ -126,7 +126,7 @@ async fn a_write_past_the_chunk_size_is_refused_before_any_io() {
     let r = answer(&head, write_at(&c, &f, MAX_CHUNK_SIZE - 1, vec![7])).await;
     assert!(matches!(r, NodeResponse::Done), "{r:?}");
     let r = answer(&head, read_at(&c, &f, MAX_CHUNK_SIZE - 1, 1)).await;
-    assert!(matches!(&r, NodeResponse::Data(d) if d == &[7]), "{r:?}");
+    assert!(matches!(&r, NodeResponse::Data(d) if d[..] == [7]), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

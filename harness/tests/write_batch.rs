@@ -80,7 +80,7 @@ async fn copy_of(
         len,
     };
     match answer(node, req).await {
-        NodeResponse::Data(d) => d,
+        NodeResponse::Data(d) => d.to_vec(),
         other => panic!("read: {other:?}"),
     }
 }

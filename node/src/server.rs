@@ -512,7 +512,7 @@ impl Node {
                     Err(e) => Err(e),
                 };
                 match read {
-                    Ok(data) => Ok(NodeResponse::Data(data)),
+                    Ok(data) => Ok(NodeResponse::Data(data.into())),
                     Err(NodeError::Checksum) => {
                         self.heal(key);
                         Err(NodeError::Checksum)

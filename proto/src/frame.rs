@@ -109,7 +109,10 @@ pub async fn read_frame_within<R: AsyncRead + Unpin, T: DeserializeOwned>(
             .try_into()
             .map_err(|_| WireError::Decode("short frame".into()))?,
     );
-    let msg = bincode::deserialize(&buf[HEADER..]).map_err(|e| WireError::Decode(e.to_string()))?;
+    // Payloads become views of the frame (crate::payload), not copies.
+    let frame = bytes::Bytes::from(buf);
+    let msg = crate::payload::decoding(&frame, || bincode::deserialize(&frame[HEADER..]))
+        .map_err(|e| WireError::Decode(e.to_string()))?;
     Ok((id, msg))
 }
 
@@ -128,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_bound_their_size() {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        write_frame(&mut a, 42, &NodeResponse::Data(vec![1, 2, 3]))
+        write_frame(&mut a, 42, &NodeResponse::Data(vec![1, 2, 3].into()))
             .await
             .unwrap();
         let (id, msg): (u64, NodeResponse) = read_frame(&mut b).await.unwrap();
@@ -143,7 +146,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_of_another_version_is_refused_by_name() {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
-        let mut frame = encode_frame(7, &NodeResponse::Data(vec![9])).unwrap();
+        let mut frame = encode_frame(7, &NodeResponse::Data(vec![9].into())).unwrap();
         frame[4] = WIRE_VERSION.wrapping_add(1);
         a.write_all(&frame).await.unwrap();
         let r: Result<(u64, NodeResponse), _> = read_frame(&mut b).await;
@@ -155,7 +158,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_smaller_limit_refuses_what_the_protocol_limit_allows() {
-        let big = NodeResponse::Data(vec![0; 4096]);
+        let big = NodeResponse::Data(vec![0; 4096].into());
         assert!(matches!(
             encode_frame_within(1, &big, 1024),
             Err(WireError::TooLarge(_))
@@ -170,7 +173,7 @@ mod tests {
     async fn a_body_that_arrives_in_pieces_is_whole_and_one_cut_short_is_an_error() {
         // A large body through a pipe far smaller than it: many reads.
         let data: Vec<u8> = (0..(3 << 20) as u32).map(|i| (i % 249) as u8).collect();
-        let frame = encode_frame(5, &NodeResponse::Data(data.clone())).unwrap();
+        let frame = encode_frame(5, &NodeResponse::Data(data.clone().into())).unwrap();
         let (mut a, mut b) = tokio::io::duplex(4096);
         let sent = frame.clone();
         let writer = tokio::spawn(async move { a.write_all(&sent).await });

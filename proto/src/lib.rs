@@ -8,6 +8,7 @@
 //! - [`rpc`]: request/reply over frames (a multiplexed client, a pool of
 //!   them, and the one server shell every binary listener runs in).
 //! - [`node`]: the node protocol (chunk reads, writes, resync, scrub).
+//! - [`payload`]: byte fields decoded as views of their frame, not copies.
 //! - [`meta`]: the metadata protocol (sessions, POSIX operations).
 //! - [`heartbeat`]: what nodes and the control plane exchange.
 //! - [`capability`]: HMAC-signed grants the metadata service hands out and
@@ -24,5 +25,6 @@ pub mod heartbeat;
 pub mod layout;
 pub mod meta;
 pub mod node;
+pub mod payload;
 pub mod rpc;
 pub mod telemetry;

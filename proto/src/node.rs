@@ -178,13 +178,15 @@ pub const MAX_BATCHED_WRITES: usize = 256;
 
 /// One write of a [`NodeRequest::WriteBatch`], under its own capability
 /// (a batch may hold several files). The data is shared, not copied, when
-/// the write is cloned (retries, forwarding); on the wire it is the same
-/// length-prefixed bytes as a `serde_bytes` vector.
+/// the write is cloned (retries, forwarding) and when it is decoded (a
+/// view of its frame); on the wire it is the same length-prefixed bytes as
+/// a `serde_bytes` vector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkWrite {
     pub cap: Capability,
     pub key: ChunkKey,
     pub offset: u64,
+    #[serde(deserialize_with = "crate::payload::deserialize")]
     pub data: bytes::Bytes,
 }
 
@@ -350,7 +352,8 @@ pub struct NodeStats {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeResponse {
     Done,
-    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Read data; decoded as a view of the reply's frame.
+    Data(#[serde(deserialize_with = "crate::payload::deserialize")] bytes::Bytes),
     Stats(NodeStats),
     Digest(Option<(u64, u32)>),
     Block(#[serde(with = "serde_bytes")] Option<Vec<u8>>),

@@ -1,6 +1,7 @@
 //! What a mount knows of the files it holds open: per inode (shared by all
 //! of the file's handles) and per kernel file handle.
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -165,12 +166,12 @@ impl FileHandle {
         data: &Arc<DataClient>,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>, DataError> {
+    ) -> Result<Bytes, DataError> {
         // This mount's own writes first (see write_behind.rs).
         self.inode.writes.settle().await;
         let size = self.inode.size.load(Ordering::Acquire);
         if offset >= size {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let len = len.min(size - offset);
         let (ino, layout) = (self.ino, &self.layout);
@@ -206,7 +207,7 @@ impl FileHandle {
     }
 
     /// Reads from the nodes, with the capability renewed as needed.
-    async fn fetch(&self, data: &DataClient, offset: u64, len: u64) -> Result<Vec<u8>, DataError> {
+    async fn fetch(&self, data: &DataClient, offset: u64, len: u64) -> Result<Bytes, DataError> {
         let (ino, layout) = (self.ino, &self.layout);
         self.cap
             .with(|cap| async move { data.read(&cap, layout, ino, offset, len).await })

@@ -25,7 +25,7 @@ use crate::data::DataError;
 use crate::read_cache::{AHEAD_ROOM as ROOM, AHEAD_UNIT as UNIT};
 
 /// What a read gets from its handle's prefetch.
-pub(crate) type Fetch = JoinHandle<Result<Vec<u8>, DataError>>;
+pub(crate) type Fetch = JoinHandle<Result<bytes::Bytes, DataError>>;
 
 /// One piece on its way.
 struct Ahead {
@@ -110,7 +110,7 @@ mod tests {
     }
 
     fn fetched(bytes: &'static [u8]) -> Fetch {
-        tokio::spawn(async move { Ok(bytes.to_vec()) })
+        tokio::spawn(async move { Ok(bytes::Bytes::from_static(bytes)) })
     }
 
     #[tokio::test]
@@ -120,7 +120,10 @@ mod tests {
         r.hold(&room, 8, 8, 1, || fetched(b"next"));
         let (task, sequential) = r.begin(8, 8, 1);
         assert!(sequential);
-        assert_eq!(task.expect("prefetched").await.unwrap().unwrap(), b"next");
+        assert_eq!(
+            task.expect("prefetched").await.unwrap().unwrap(),
+            &b"next"[..]
+        );
 
         // Not where the last read ended: no stream, and no piece.
         r.hold(&room, 16, 8, 1, || fetched(b"x"));
