@@ -158,6 +158,14 @@ impl ReadCache {
         }
     }
 
+    /// [`Self::forget`] now and again when the returned guard is dropped:
+    /// for a change in flight (a write through, a resize), where a read
+    /// that fetched during it cached under an epoch the change then ends.
+    pub fn forget_around(&self, ino: u64) -> ForgetAgain<'_> {
+        self.forget(ino);
+        ForgetAgain { cache: self, ino }
+    }
+
     /// Makes everything cached of `ino` unreachable.
     pub fn forget(&self, ino: u64) {
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,6 +200,19 @@ impl ReadCache {
     #[cfg(test)]
     fn held(&self) -> u64 {
         self.segments.as_ref().map_or(0, |s| s.weight())
+    }
+}
+
+/// Forgets its inode's cached data again when dropped
+/// ([`ReadCache::forget_around`]).
+pub struct ForgetAgain<'a> {
+    cache: &'a ReadCache,
+    ino: u64,
+}
+
+impl Drop for ForgetAgain<'_> {
+    fn drop(&mut self) {
+        self.cache.forget(self.ino);
     }
 }
 
@@ -272,6 +293,18 @@ mod tests {
         assert_eq!(c.get(1, c.epoch(1), 0), None);
         c.forget_all();
         assert_eq!(c.get(2, c.epoch(2), 0), None);
+    }
+
+    #[test]
+    fn what_is_cached_during_a_change_is_forgotten_when_it_ends() {
+        let c = ReadCache::new(1 << 20);
+        c.put(1, c.epoch(1), 0, Bytes::from_static(b"before"));
+        let forgetting = c.forget_around(1);
+        assert_eq!(c.get(1, c.epoch(1), 0), None);
+        // A read during the change caches what may be half old.
+        c.put(1, c.epoch(1), 0, Bytes::from_static(b"during"));
+        drop(forgetting);
+        assert_eq!(c.get(1, c.epoch(1), 0), None);
     }
 
     #[test]

@@ -232,12 +232,12 @@ impl FileHandle {
         let buf = &buf;
         // Cached data is stale from the first byte written on; a read that
         // fetched meanwhile cached under an epoch the landing ends.
-        data.read_cache.forget(h.ino);
+        let forgetting = data.read_cache.forget_around(h.ino);
         let r = h
             .cap
             .with(|cap| async move { data.write(&cap, &h.layout, h.ino, offset, buf).await })
             .await;
-        data.read_cache.forget(h.ino);
+        drop(forgetting);
         r.map_err(|e| {
             tracing::warn!(ino = h.ino, offset, error = %e, "write failed");
             e.errno()

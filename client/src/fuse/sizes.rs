@@ -111,28 +111,8 @@ pub(crate) async fn set_attr(
     st: Option<&OpenInode>,
 ) -> Result<Attr, i32> {
     // A file whose size changes has its cached data dropped before the
-    // change, and again after it (a read that fetched during the cut
-    // cached it under an epoch that then ends).
-    let resized = set.size.is_some();
-    if resized {
-        data.read_cache.forget(ino);
-    }
-    let r = change_attr(meta, data, who, ino, set, handle, st).await;
-    if resized {
-        data.read_cache.forget(ino);
-    }
-    r
-}
-
-async fn change_attr(
-    meta: &Arc<MetaClient>,
-    data: &DataClient,
-    who: &Caller,
-    ino: u64,
-    set: SetAttr,
-    handle: Option<&FileHandle>,
-    st: Option<&OpenInode>,
-) -> Result<Attr, i32> {
+    // change, and again after it, however it ends.
+    let _forgetting = set.size.map(|_| data.read_cache.forget_around(ino));
     let size = set.size;
     // Writes taken before an explicit setting of the times: the setting
     // records the file's version after they landed, so their handles need
