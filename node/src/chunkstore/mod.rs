@@ -25,6 +25,7 @@ use cpfs_proto::node::{check_range, ChunkKey, FsUsage, NodeError, ServedIo};
 mod copies;
 pub mod migrate;
 mod records;
+mod writeback;
 
 use records::{decode_record, encode_record, read_whole_blocks, write_whole_blocks};
 
@@ -382,6 +383,9 @@ impl ChunkStore {
             f.write_all_at(&out, first * RECORD).map_err(io)?;
         } else {
             write_whole_blocks(f, data, first * RECORD).map_err(io)?;
+        }
+        if data.len() as u64 >= writeback::STREAMED_WRITE {
+            writeback::start(f, first * RECORD, count * RECORD);
         }
         let after = before.max((first + count) * RECORD);
         let c = self.counters(&key.fs);

@@ -364,3 +364,58 @@ fn a_cached_write_is_done_in_place_only_when_nothing_would_wait() {
     assert!(!s.write_cached(&key(4), 0, &new).unwrap());
     assert_eq!(s.read(&key(4), 4096, 2 * 4096).unwrap(), new);
 }
+
+/// Pages of `f` the kernel holds dirty, from cachestat(2) (Linux 6.5);
+/// `None` where the call is missing.
+fn dirty_pages(f: &File) -> Option<u64> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        cache: u64,
+        dirty: u64,
+        writeback: u64,
+        evicted: u64,
+        recently_evicted: u64,
+    }
+    // A length of 0: to the end of the file.
+    let range = Range { off: 0, len: 0 };
+    let mut stat = Stat::default();
+    const CACHESTAT: libc::c_long = 451;
+    // SAFETY: both structures outlive the call and have the kernel's layout.
+    let rc = unsafe {
+        libc::syscall(
+            CACHESTAT,
+            f.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    (rc == 0).then_some(stat.dirty)
+}
+
+#[test]
+fn a_streamed_write_is_on_its_way_to_the_disk_when_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    // A small write: its pages stay dirty for the kernel's flusher.
+    s.write(&key(0), 0, &vec![1u8; 64 << 10], false).unwrap();
+    let Some(control) = dirty_pages(&s.open_file(&key(0)).unwrap()) else {
+        eprintln!("no cachestat(2) on this kernel: nothing to observe");
+        return;
+    };
+    if control == 0 {
+        eprintln!("this file system keeps no dirty pages (tmpfs?): nothing to observe");
+        return;
+    }
+    // A streamed one: its pages were queued for the disk before the write
+    // returned.
+    s.write(&key(1), 0, &vec![2u8; 1 << 20], false).unwrap();
+    assert_eq!(dirty_pages(&s.open_file(&key(1)).unwrap()), Some(0));
+    assert_eq!(s.read(&key(1), 0, 1 << 20).unwrap(), vec![2u8; 1 << 20]);
+}
