@@ -69,4 +69,21 @@ async fn namespace_rows_survive_the_move_to_tables_without_rowid() {
             .await;
         assert!(r.is_err(), "{table} still has a rowid");
     }
+    // Request records are keyed by age first and have no other index.
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'meta_requests' \
+         AND name NOT LIKE 'sqlite_autoindex%'",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert!(indexes.is_empty(), "{indexes:?}");
+    let key: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM pragma_table_info('meta_requests') WHERE pk > 0 ORDER BY pk",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let key: Vec<&str> = key.iter().map(|(n,)| n.as_str()).collect();
+    assert_eq!(key, ["fs_id", "at", "client", "seq"]);
 }

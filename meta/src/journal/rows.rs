@@ -222,12 +222,6 @@ macro_rules! upsert_parts {
          files = excluded.files, size_limit = excluded.size_limit, \
          file_count_limit = excluded.file_count_limit"
     };
-    (request_head) => {
-        "INSERT INTO meta_requests (fs_id, client, seq, ino, at) "
-    };
-    (request_tail) => {
-        " ON CONFLICT (fs_id, client, seq) DO UPDATE SET ino = excluded.ino, at = excluded.at"
-    };
 }
 pub(crate) use upsert_parts;
 
@@ -274,11 +268,11 @@ pub(crate) mod statements {
     );
     pub const DELETE_OWNER: &str =
         "DELETE FROM user_quota_usage WHERE fs_id = $1 AND user_type = $2 AND user_id = $3";
-    pub const UPSERT_REQUEST: &str = concat!(
-        upsert_parts!(request_head),
-        "VALUES ($1, $2, $3, $4, $5)",
-        upsert_parts!(request_tail)
-    );
+    /// SQLite keys request records by age (migration 0020): a request is
+    /// recorded once, when it is applied (a retry finds it in memory), so
+    /// there is no other row of the same request to update.
+    pub const INSERT_REQUEST: &str =
+        "INSERT OR REPLACE INTO meta_requests (fs_id, client, seq, ino, at) VALUES ($1, $2, $3, $4, $5)";
     pub const FORGET_REQUESTS: &str = "DELETE FROM meta_requests WHERE fs_id = $1 AND at < $2";
     pub const OWNER_EPOCH: &str = "SELECT epoch FROM meta_assignments WHERE fs_id = $1";
 }

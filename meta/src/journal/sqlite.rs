@@ -235,7 +235,7 @@ fn apply(
                     ino,
                     at,
                 } => {
-                    prepare(conn, text, st::UPSERT_REQUEST)?.execute(params![
+                    prepare(conn, text, st::INSERT_REQUEST)?.execute(params![
                         fs,
                         *client as i64,
                         *seq as i64,
