@@ -268,9 +268,11 @@ pub(crate) mod statements {
     );
     pub const DELETE_OWNER: &str =
         "DELETE FROM user_quota_usage WHERE fs_id = $1 AND user_type = $2 AND user_id = $3";
-    /// SQLite keys request records by age (migration 0020): a request is
-    /// recorded once, when it is applied (a retry finds it in memory), so
-    /// there is no other row of the same request to update.
+    /// SQLite keys request records by age (migration 0020). A request is
+    /// recorded once, when it is applied: every recording operation checks
+    /// `not_applied` first, under the shard's lock, so a retry is answered
+    /// from memory. No constraint in the table enforces that; were it
+    /// recorded again at another time, the load keeps the latest record.
     pub const INSERT_REQUEST: &str =
         "INSERT OR REPLACE INTO meta_requests (fs_id, client, seq, ino, at) VALUES ($1, $2, $3, $4, $5)";
     pub const FORGET_REQUESTS: &str = "DELETE FROM meta_requests WHERE fs_id = $1 AND at < $2";

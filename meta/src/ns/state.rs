@@ -147,7 +147,9 @@ impl FsState {
         .await)?;
         st.orphans = orphans.into_iter().map(|(i, s)| (i as u64, s)).collect();
         let requests: Vec<(i64, i64, i64, i64)> = db(sqlx::query_as(
-            "SELECT client, seq, ino, at FROM meta_requests WHERE fs_id = $1",
+            // Oldest first: were a request ever recorded twice, its latest
+            // record is the one kept.
+            "SELECT client, seq, ino, at FROM meta_requests WHERE fs_id = $1 ORDER BY at",
         )
         .bind(fs)
         .fetch_all(pool)

@@ -45,6 +45,9 @@ const MAX_CACHED_READ: u64 = 256 << 10;
 /// copy into the page cache, bounded so that dirty-page throttling, when
 /// it strikes, holds the worker briefly.
 const MAX_CACHED_WRITE: u64 = 64 << 10;
+// Streamed writes start their writeback, which may wait for the disk: they
+// must never be the writes an async worker applies.
+const _: () = assert!(MAX_CACHED_WRITE < writeback::STREAMED_WRITE);
 /// On-disk format, kept in `DATA_DIR/chunk-format`. Format 1 (chunk files
 /// named by index only) predates chain-scoped chunks: `cpfs node` migrates
 /// it before opening the store ([`migrate`]), asking the metadata service
