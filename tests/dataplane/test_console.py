@@ -86,8 +86,10 @@ def test_a_wrong_key_is_refused_with_the_apis_message(browser, server, shots):
     assert "SignatureDoesNotMatch" in error.inner_text()
     page.screenshot(path=str(shots / "sign-in-refused.png"))
     sign_in(page, key_id="LTAI" + "0" * 20)
+    # The console clears the old message while the call is in flight, so the
+    # element may be absent for a moment.
     page.wait_for_function(
-        "() => document.querySelector('[data-testid=error]').innerText.includes('InvalidAccessKeyId')")
+        "() => document.querySelector('[data-testid=error]')?.innerText.includes('InvalidAccessKeyId')")
     # Still on the sign-in form, nothing kept.
     assert page.locator("[data-testid=signin]").is_visible()
     assert page.evaluate("sessionStorage.length") == 0
