@@ -37,6 +37,25 @@ pub struct MountArgs {
     /// machine's memory, at most 2048]
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
     pub read_cache_mib: Option<u64>,
+    /// Threads reading kernel requests from /dev/fuse, each on its own
+    /// cloned descriptor [default: one per CPU, at most 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=MAX_FUSE_THREADS as i64))]
+    pub fuse_threads: Option<u16>,
+    /// Let the kernel cache buffered writes and send them in large pieces.
+    /// Write errors (ENOSPC, EDQUOT) then come at fsync or close, and this
+    /// mount sees another client grow a file it holds cached only once its
+    /// kernel forgets the file: for data one mount writes at a time
+    #[arg(long)]
+    pub writeback_cache: bool,
+}
+
+/// More threads than this only contend for the kernel's request queue.
+pub const MAX_FUSE_THREADS: u16 = 64;
+
+/// One /dev/fuse reader per CPU: each parses its requests and sends them
+/// on to the service itself, so the kernel's queue is drained in parallel.
+fn default_fuse_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 impl MountArgs {
@@ -208,11 +227,18 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
         meta,
         data,
         notifier.clone(),
+    )
+    .writeback_cache(args.writeback_cache);
+    let mut config = fuser::Config::default();
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(
+        args.fuse_threads
+            .map_or_else(default_fuse_threads, usize::from),
     );
-    let options = vec![
+    config.clone_fd = true;
+    config.mount_options = vec![
         fuser::MountOption::FSName(format!("cpfs:{}", args.domain)),
         fuser::MountOption::Subtype("cpfs".into()),
-        fuser::MountOption::AllowOther,
         fuser::MountOption::AutoUnmount,
         fuser::MountOption::NoAtime,
         // The kernel checks permissions on every path walk, including cached
@@ -221,7 +247,7 @@ pub async fn mount(args: MountArgs) -> anyhow::Result<()> {
         fuser::MountOption::DefaultPermissions,
     ];
     tokio::spawn(fs.invalidator().run());
-    let session = fuser::Session::new(fs, &args.dir, &options)
+    let session = fuser::Session::new(fs, &args.dir, &config)
         .with_context(|| format!("mounting on {}", args.dir.display()))?;
     let _ = notifier.set(session.notifier());
     let bg = session.spawn().context("starting the FUSE session")?;
@@ -263,6 +289,12 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     }
     if let Some(mib) = args.read_cache_mib {
         cmd.arg("--read-cache-mib").arg(mib.to_string());
+    }
+    if let Some(n) = args.fuse_threads {
+        cmd.arg("--fuse-threads").arg(n.to_string());
+    }
+    if args.writeback_cache {
+        cmd.arg("--writeback-cache");
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)

@@ -5,12 +5,13 @@
 //! `DOMAIN[:/path]`; options are those of a network file system
 //! (`_netdev`, `nofail`, `defaults`, …, accepted and left to mount(8) and
 //! systemd) and cpfs's own: `access_point=ID`, `controlplane=URL`,
-//! `read_cache_mib=N` (as `cpfs mount --read-cache-mib`). The
+//! `read_cache_mib=N`, `fuse_threads=N` and `writeback_cache` (as `cpfs
+//! mount --read-cache-mib`, `--fuse-threads` and `--writeback-cache`). The
 //! mount runs in the background once it is up; `umount DIR` ends it.
 
 use std::path::PathBuf;
 
-use crate::mount_cmd::MountArgs;
+use crate::mount_cmd::{MountArgs, MAX_FUSE_THREADS};
 
 /// Options mount(8), fstab or systemd pass that concern them, not us.
 const GENERIC: &[&str] = &[
@@ -55,6 +56,8 @@ pub struct HelperCall {
     pub access_point: Option<String>,
     pub controlplane: Option<String>,
     pub read_cache_mib: Option<u64>,
+    pub fuse_threads: Option<u16>,
+    pub writeback_cache: bool,
     pub fake: bool,
     pub verbose: bool,
 }
@@ -102,6 +105,8 @@ pub fn parse(argv: &[String]) -> anyhow::Result<HelperCall> {
         access_point: None,
         controlplane: None,
         read_cache_mib: None,
+        fuse_threads: None,
+        writeback_cache: false,
         fake,
         verbose,
     };
@@ -115,6 +120,20 @@ pub fn parse(argv: &[String]) -> anyhow::Result<HelperCall> {
                     || anyhow::anyhow!("mount.cpfs: read_cache_mib takes a number of MiB, 0 to 1048576, not {value:?}"),
                 )?)
             }
+            "fuse_threads" => {
+                call.fuse_threads = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_FUSE_THREADS).contains(n))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "mount.cpfs: fuse_threads takes a number of threads, 1 to {MAX_FUSE_THREADS}, not {value:?}"
+                            )
+                        })?,
+                )
+            }
+            "writeback_cache" if value.is_empty() => call.writeback_cache = true,
             "ro" => anyhow::bail!(
                 "mount.cpfs: read-only mounts come from the access group (an RDONLY rule), not from -o ro"
             ),
@@ -156,6 +175,8 @@ pub async fn run() -> anyhow::Result<()> {
         access_point: call.access_point,
         daemon: true,
         read_cache_mib: call.read_cache_mib,
+        fuse_threads: call.fuse_threads,
+        writeback_cache: call.writeback_cache,
     })
     .await
 }
@@ -187,5 +208,17 @@ mod tests {
         assert_eq!(c.read_cache_mib, Some(512));
         assert!(parse(&args("d /m -o read_cache_mib=lots")).is_err());
         assert!(parse(&args("d /m -o read_cache_mib=99999999")).is_err());
+        let c = parse(&args("d /m -o fuse_threads=4")).unwrap();
+        assert_eq!(c.fuse_threads, Some(4));
+        assert!(
+            parse(&args("d /m -o writeback_cache"))
+                .unwrap()
+                .writeback_cache
+        );
+        assert!(!parse(&args("d /m")).unwrap().writeback_cache);
+        assert!(parse(&args("d /m -o writeback_cache=yes")).is_err());
+        for bad in ["0", "65", "many"] {
+            assert!(parse(&args(&format!("d /m -o fuse_threads={bad}"))).is_err());
+        }
     }
 }

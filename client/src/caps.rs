@@ -48,6 +48,11 @@ impl HeldCap {
         }
     }
 
+    /// Who opened the file.
+    pub fn opener(&self) -> &Caller {
+        &self.opener
+    }
+
     /// The capability held now, as it is.
     pub fn get(&self) -> Capability {
         self.cap.lock().unwrap_or_else(|p| p.into_inner()).clone()

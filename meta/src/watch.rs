@@ -519,7 +519,13 @@ pub fn changes_of(op: &MetaOp) -> Vec<Change> {
             }
             v
         }
-        MetaOp::SetAttr { ino, set } => vec![inode(*ino, set.size.is_some())],
+        // A new mtime stands for new data, as NFS takes it: a mount with the
+        // kernel's writeback cache records writes that did not grow the
+        // file only so (the kernel sends their mtime once they landed), and
+        // other mounts holding the pages must drop them.
+        MetaOp::SetAttr { ino, set } => {
+            vec![inode(*ino, set.size.is_some() || set.mtime_ns.is_some())]
+        }
         MetaOp::Written { ino, .. } => vec![inode(*ino, true)],
         MetaOp::SetXattr { ino, .. }
         | MetaOp::RemoveXattr { ino, .. }
@@ -567,6 +573,28 @@ mod tests {
             MetaReply::Changes { changes, lost, .. } => (changes, lost),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_new_size_or_mtime_drops_the_data_other_attributes_only_themselves() {
+        use cpfs_proto::meta::SetAttr;
+        let data_of = |set: SetAttr| match changes_of(&MetaOp::SetAttr { ino: 9, set }).as_slice() {
+            [Change::Inode { ino: 9, data }] => *data,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(data_of(SetAttr {
+            mtime_ns: Some(Some(5)),
+            ..Default::default()
+        }));
+        assert!(data_of(SetAttr {
+            size: Some(0),
+            ..Default::default()
+        }));
+        assert!(!data_of(SetAttr {
+            mode: Some(0o600),
+            atime_ns: Some(None),
+            ..Default::default()
+        }));
     }
 
     #[tokio::test]

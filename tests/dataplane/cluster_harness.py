@@ -154,7 +154,12 @@ class Cluster:
                 by_path.setdefault(rel, {})[node.node_id] = digest
         problems = []
         for rel, holders in sorted(by_path.items()):
-            chain = int(rel.rsplit(".c", 1)[1])
+            suffix = rel.rsplit(".c", 1)[1]
+            if not suffix.isdigit():
+                # `<index>.c<chain>.resync`: a copy still on its way.
+                problems.append(f"{rel}: a copy in progress on {sorted(holders)}")
+                continue
+            chain = int(suffix)
             want = members.get(chain, set()) & {n.node_id for n in live_nodes}
             if set(holders) != want:
                 problems.append(f"{rel}: on {sorted(holders)}, chain {chain} is {sorted(want)}")

@@ -143,6 +143,39 @@ def test_a_writer_meets_the_size_limit_and_resumes_when_space_is_freed(quota_ser
     (root / "third").write_bytes(b"x" * 4096)
 
 
+def test_with_the_writeback_cache_the_limit_is_met_at_fsync_and_what_fit_is_kept(
+        quota_server, quota_fs, base_dir):
+    """With `--writeback-cache` the kernel takes every write(); the pages
+    past the limit are refused when they are written back, so fsync reports
+    EDQUOT, and the file holds exactly what fit."""
+    name = f"w-{uuid.uuid4().hex[:6]}"
+    fset = fileset(quota_server, quota_fs.fs_id, f"/{name}/", SizeLimit=2 * MIB)
+    parent = base_dir / f"fset-wb-{uuid.uuid4().hex[:8]}"
+    parent.mkdir(mode=0o755)
+    m = Mounter(quota_server, parent)
+    try:
+        wb = m.mount(quota_fs.domain, name="wb", extra_args=["--writeback-cache"])
+        root = wb.path / name
+        (root / "first").write_bytes(os.urandom(MIB))
+        data = os.urandom(2 * MIB)
+        fd = os.open(root / "second", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            assert os.write(fd, data) == len(data), "the kernel takes the write whole"
+            with pytest.raises(OSError) as refused:
+                os.fsync(fd)
+            assert refused.value.errno == errno.EDQUOT, refused.value
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the close may report the refused pages again
+        other = m.mount(quota_fs.domain, name="other")
+        assert (other.path / name / "second").read_bytes() == data[:MIB]
+        wait_usage(quota_server, quota_fs.fs_id, fset, (2 * MIB, 2))
+    finally:
+        m.cleanup()
+
+
 def test_creates_meet_the_file_count_limit(quota_server, quota_fs, quota_mount):
     name = f"n-{uuid.uuid4().hex[:6]}"
     fset = fileset(quota_server, quota_fs.fs_id, f"/{name}/", FileCountLimit=3)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import uuid
 
@@ -79,6 +80,40 @@ def test_daemon_mount(mounter, filesystem):
     assert mount_entry(m.path) is None
     wait_until("the daemonised `cpfs mount` to exit after unmount",
                lambda: not m.daemon_pids(), UNMOUNT_DEADLINE_S)
+
+
+def fuse_readers(pid):
+    """The threads of process `pid` reading /dev/fuse, and its /dev/fuse descriptors."""
+    # fuser names them fuser-0, fuser-1, ... (and fuser-bg the one joining them).
+    threads = [t for t in os.listdir(f"/proc/{pid}/task")
+               if re.fullmatch(r"fuser-\d+", open(f"/proc/{pid}/task/{t}/comm").read().strip())]
+    fds = [f for f in os.listdir(f"/proc/{pid}/fd")
+           if os.path.realpath(f"/proc/{pid}/fd/{f}") == "/dev/fuse"]
+    return len(threads), len(fds)
+
+
+def test_fuse_threads_each_read_their_own_descriptor(mounter, filesystem):
+    m = mounter.mount(filesystem.domain, extra_args=["--fuse-threads", "3"])
+    assert fuse_readers(m.proc.pid) == (3, 3)
+    # Several programs at once, each served by whichever thread the kernel
+    # hands its request to: every file comes back whole.
+    from concurrent.futures import ThreadPoolExecutor
+    blobs = {f"t{i}": os.urandom(300_000 + i) for i in range(8)}
+    base = m.path / f"threads-{uuid.uuid4().hex[:8]}"
+    base.mkdir()
+
+    def work(name):
+        d = base / name
+        d.mkdir()
+        for j in range(20):
+            (d / f"f{j}").write_bytes(blobs[name][j:])
+        return [(d / f"f{j}").read_bytes() == blobs[name][j:] for j in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        assert all(all(ok) for ok in pool.map(work, blobs))
+    assert sorted(os.listdir(base)) == sorted(blobs)
+    r = cpfs("mount", filesystem.domain, m.path.parent / "never", "--controlplane",
+             m.server.url, "--fuse-threads", "0")
+    assert r.returncode != 0 and "--fuse-threads" in r.stderr, r.stderr
 
 
 def test_data_survives_remount(mounter, filesystem):

@@ -170,3 +170,42 @@ def test_appends_from_two_mounts_and_their_sizes_reach_each_other(mount, mounter
         wait_until(f"{name}'s size on the other mount",
                    lambda: os.stat(reader.path / d / name).st_size == want, NOTICE_S)
         assert (reader.path / d / name).read_bytes() == wrote[name]
+
+
+def test_with_the_writeback_cache_rewrites_reach_another_mount_at_close(filesystem, mounter):
+    """`--writeback-cache`: after blocks rewritten many times, the writer's
+    own reads and another mount after the close see the last bytes and the
+    mtime the writer's kernel kept; another mount that held the file's
+    pages drops them when the writer's close records the new mtime; a
+    write-only handle can change part of a page the kernel has to read
+    first. (How many rewrites the kernel merges is its own choice: it
+    limits each FUSE mount's dirty pages to a share of the machine's, by
+    how much the mount wrote back lately. EDQUOT at fsync, in
+    test_fileset_quotas.py, shows the cache at work.)"""
+    wb = mounter.mount(filesystem.domain, extra_args=["--writeback-cache"])
+    other = mounter.mount(filesystem.domain)
+    region, rounds = 16 * BLOCK, 20
+    path = wb.path / "rewritten.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for n in range(rounds):
+            for b in range(region // BLOCK):
+                assert os.pwrite(fd, stamp(b, 0, n), b * BLOCK) == BLOCK
+        expected = b"".join(stamp(b, 0, rounds - 1) for b in range(region // BLOCK))
+        assert path.read_bytes() == expected
+        mtime = os.fstat(fd).st_mtime_ns
+    finally:
+        os.close(fd)
+    got = (other.path / "rewritten.bin").read_bytes()
+    assert got == expected
+    assert os.stat(other.path / "rewritten.bin").st_mtime_ns == mtime
+
+    # Part of a page through a write-only handle, of a file this mount's
+    # kernel does not hold: it reads the page first.
+    (other.path / "patched.bin").write_bytes(b"a" * 10_000)
+    fd = os.open(wb.path / "patched.bin", os.O_WRONLY)
+    try:
+        assert os.pwrite(fd, b"B" * 10, 4100) == 10
+    finally:
+        os.close(fd)
+    assert (other.path / "patched.bin").read_bytes() == b"a" * 4100 + b"B" * 10 + b"a" * 5890

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cpfs_proto::meta::{Attr, Kind};
-use fuser::{FileAttr, FileType, TimeOrNow};
+use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
 pub(crate) fn file_type(k: Kind) -> FileType {
     match k {
@@ -37,7 +37,7 @@ pub(crate) fn to_ns(t: TimeOrNow) -> Option<i64> {
 
 pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: a.ino,
+        ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.stored.div_ceil(512),
         atime: time(a.atime_ns),
@@ -59,7 +59,7 @@ pub fn file_attr(a: &Attr) -> FileAttr {
 /// in a READDIRPLUS reply, where the kernel reads nothing else).
 pub(crate) fn bare(ino: u64, kind: FileType) -> FileAttr {
     FileAttr {
-        ino,
+        ino: INodeNo(ino),
         size: 0,
         blocks: 0,
         atime: UNIX_EPOCH,

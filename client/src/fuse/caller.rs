@@ -11,7 +11,7 @@ use fuser::Request;
 /// The caller's identity; supplementary groups come from /proc, cached
 /// per process for a second (reading /proc on every request costs more than
 /// the request).
-pub(crate) fn caller(req: &Request<'_>) -> Caller {
+pub(crate) fn caller(req: &Request) -> Caller {
     type GroupCache = Mutex<HashMap<u32, (Vec<u32>, std::time::Instant)>>;
     static GROUPS: OnceLock<GroupCache> = OnceLock::new();
     let cache = GROUPS.get_or_init(Default::default);

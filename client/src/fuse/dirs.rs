@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
-use fuser::{FileType, ReplyDirectory, ReplyDirectoryPlus};
+use fuser::{FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 
 use super::attr::{self, file_attr, file_type};
 use crate::dir_attrs::ATTR_TTL;
@@ -207,14 +207,19 @@ impl LastListing {
 }
 
 /// Answers READDIR from `offset` with as many entries as fit.
-pub(crate) fn reply_plain(listing: &DirListing, offset: i64, mut reply: ReplyDirectory) {
+pub(crate) fn reply_plain(listing: &DirListing, offset: u64, mut reply: ReplyDirectory) {
     for (i, e) in listing
         .entries
         .iter()
         .enumerate()
-        .skip(offset.max(0) as usize)
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
     {
-        if reply.add(e.ino, (i + 1) as i64, e.kind, OsStr::from_bytes(&e.name)) {
+        if reply.add(
+            INodeNo(e.ino),
+            (i + 1) as u64,
+            e.kind,
+            OsStr::from_bytes(&e.name),
+        ) {
             break;
         }
     }
@@ -226,7 +231,7 @@ pub(crate) fn reply_plain(listing: &DirListing, offset: i64, mut reply: ReplyDir
 /// so the kernel asks (and is refused) before it uses one.
 pub(crate) fn reply_plus(
     listing: &DirListing,
-    offset: i64,
+    offset: u64,
     ttl: Duration,
     mut reply: ReplyDirectoryPlus,
 ) {
@@ -239,7 +244,7 @@ pub(crate) fn reply_plus(
         .entries
         .iter()
         .enumerate()
-        .skip(offset.max(0) as usize)
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
     {
         let (attr, ttl) = match &e.attr {
             Some(a) => (file_attr(a), ttl),
@@ -247,12 +252,12 @@ pub(crate) fn reply_plus(
             None => (attr::bare(e.ino, e.kind), Duration::ZERO),
         };
         if reply.add(
-            e.ino,
-            (i + 1) as i64,
+            INodeNo(e.ino),
+            (i + 1) as u64,
             OsStr::from_bytes(&e.name),
             &ttl,
             &attr,
-            0,
+            Generation(0),
         ) {
             break;
         }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cpfs_proto::meta::{Caller, Change, MetaOp, MetaReply};
-use fuser::Notifier;
+use fuser::{INodeNo, Notifier};
 
 use crate::data::DataClient;
 use crate::meta::MetaClient;
@@ -139,17 +139,17 @@ impl Invalidator {
         // is answered): off the runtime's workers.
         let _ = tokio::task::spawn_blocking(move || {
             for ino in everything {
-                let _ = notifier.inval_inode(ino, 0, 0);
+                let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
             }
             for c in changes {
                 // Errors mean the kernel did not hold it: nothing to drop.
                 let _ = match c {
                     Change::Entry { parent, name } => {
-                        notifier.inval_entry(parent, OsStr::from_bytes(&name))
+                        notifier.inval_entry(INodeNo(parent), OsStr::from_bytes(&name))
                     }
                     // A negative offset drops the attributes only.
                     Change::Inode { ino, data } => {
-                        notifier.inval_inode(ino, if data { 0 } else { -1 }, 0)
+                        notifier.inval_inode(INodeNo(ino), if data { 0 } else { -1 }, 0)
                     }
                 };
             }

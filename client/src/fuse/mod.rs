@@ -1,5 +1,5 @@
 //! `cpfs mount`: the FUSE client. Every kernel request is answered from a
-//! task on the tokio runtime, so the FUSE thread never waits on the
+//! task on the tokio runtime, so no FUSE thread waits on the
 //! network; file data goes straight to the nodes (striped, in parallel),
 //! namespace operations to the metadata service.
 //!
@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Filesystem, KernelConfig, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    Errno, Filesystem, INodeNo, InitFlags, KernelConfig, Notifier, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use tokio::runtime::Handle;
 
@@ -34,6 +34,7 @@ use crate::meta::MetaClient;
 mod attr;
 mod caller;
 mod dirs;
+mod file_ops;
 mod inline;
 mod invalidate;
 mod open_files;
@@ -50,7 +51,7 @@ use attr::to_ns;
 use caller::caller;
 use dirs::DirListing;
 pub use invalidate::Invalidator;
-use open_files::{open_flags, pin, unpin, FileHandle, OpenInodes};
+use open_files::{pin, unpin, FileHandle, OpenInodes};
 use releases::Releases;
 use sizes::{note_write, set_attr, settle};
 use write_behind::WriteBehind;
@@ -77,6 +78,10 @@ pub struct CpfsFs {
     notifier: Arc<OnceLock<Notifier>>,
     releases: Arc<Releases>,
     behind: Arc<WriteBehind>,
+    /// The kernel keeps buffered writes in its page cache and sends them
+    /// later, in large pieces (`cpfs mount --writeback-cache`, see
+    /// [`CpfsFs::writeback_cache`]).
+    writeback: bool,
 }
 
 impl CpfsFs {
@@ -99,7 +104,20 @@ impl CpfsFs {
             next_fh: AtomicU64::new(1),
             shown: Arc::default(),
             notifier,
+            writeback: false,
         }
+    }
+
+    /// Lets the kernel cache buffered writes (FUSE_WRITEBACK_CACHE): a
+    /// write() lands in the page cache and reaches this mount when the
+    /// kernel writes the pages back (at the latest at close or fsync, which
+    /// wait for them), so small writes arrive merged. The kernel then keeps
+    /// its own size and mtime of a cached file: a growth by another mount
+    /// shows here only once the kernel forgets the inode. Errors of the
+    /// writes (ENOSPC, EDQUOT, EIO) come at fsync or close, not at write().
+    pub fn writeback_cache(mut self, on: bool) -> CpfsFs {
+        self.writeback = on;
+        self
     }
 
     /// The open file behind a kernel file handle.
@@ -137,20 +155,36 @@ impl CpfsFs {
 }
 
 impl Filesystem for CpfsFs {
-    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(4 << 20);
         // Listings come with attributes (readdirplus), always: the service
         // sends them with every page anyway.
-        let _ = config.add_capabilities(fuser::consts::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        if self.writeback
+            && config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            tracing::warn!("the kernel has no writeback cache for FUSE; writes go through");
+            self.writeback = false;
+        }
         Ok(())
     }
 
-    fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = parent.0;
         self.lookup_op(req, parent, name.as_bytes(), reply)
     }
 
-    fn getattr(&mut self, req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+    fn getattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: Option<fuser::FileHandle>,
+        reply: ReplyAttr,
+    ) {
+        let ino = ino.0;
         // A directory this mount just changed (the service said what its
         // attributes became, dir_attrs.rs), or one the last listing of its
         // parent showed, unchanged since.
@@ -171,16 +205,16 @@ impl Filesystem for CpfsFs {
                         .insert(a.ino, (a.size, a.mtime_ns));
                     reply.attr(&TTL, &file_attr(&a))
                 }
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
+                Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
     fn setattr(
-        &mut self,
-        req: &Request<'_>,
-        ino: u64,
+        &self,
+        req: &Request,
+        ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -188,13 +222,15 @@ impl Filesystem for CpfsFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<u64>,
+        fh: Option<fuser::FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<u32>,
+        _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let ino = ino.0;
+        let fh = fh.map(|f| f.0);
         let set = SetAttr {
             mode,
             uid,
@@ -229,33 +265,35 @@ impl Filesystem for CpfsFs {
             }
             match r {
                 Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
-    fn readlink(&mut self, req: &Request<'_>, ino: u64, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let ino = ino.0;
         let meta = self.meta.clone();
         let who = caller(req);
         inline::run(&self.rt, async move {
             match meta.call(&who, MetaOp::Readlink { ino }).await {
                 Ok(MetaReply::Link(t)) => reply.data(&t),
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
+                Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
     fn mknod(
-        &mut self,
-        req: &Request<'_>,
-        parent: u64,
+        &self,
+        req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let parent = parent.0;
         self.entry_op(
             req,
             MetaOp::Mknod {
@@ -270,14 +308,15 @@ impl Filesystem for CpfsFs {
     }
 
     fn mkdir(
-        &mut self,
-        req: &Request<'_>,
-        parent: u64,
+        &self,
+        req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let parent = parent.0;
         self.entry_op(
             req,
             MetaOp::Mkdir {
@@ -290,7 +329,8 @@ impl Filesystem for CpfsFs {
         );
     }
 
-    fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = parent.0;
         self.empty_op(
             req,
             MetaOp::Unlink {
@@ -301,7 +341,8 @@ impl Filesystem for CpfsFs {
         );
     }
 
-    fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = parent.0;
         self.empty_op(
             req,
             MetaOp::Rmdir {
@@ -313,13 +354,14 @@ impl Filesystem for CpfsFs {
     }
 
     fn symlink(
-        &mut self,
-        req: &Request<'_>,
-        parent: u64,
+        &self,
+        req: &Request,
+        parent: INodeNo,
         link_name: &OsStr,
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let parent = parent.0;
         self.entry_op(
             req,
             MetaOp::Symlink {
@@ -332,15 +374,16 @@ impl Filesystem for CpfsFs {
     }
 
     fn rename(
-        &mut self,
-        req: &Request<'_>,
-        parent: u64,
+        &self,
+        req: &Request,
+        parent: INodeNo,
         name: &OsStr,
-        newparent: u64,
+        newparent: INodeNo,
         newname: &OsStr,
-        flags: u32,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let (parent, newparent, flags) = (parent.0, newparent.0, flags.bits());
         self.empty_op(
             req,
             MetaOp::Rename {
@@ -355,13 +398,14 @@ impl Filesystem for CpfsFs {
     }
 
     fn link(
-        &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        newparent: u64,
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let (ino, newparent) = (ino.0, newparent.0);
         self.entry_op(
             req,
             MetaOp::Link {
@@ -373,160 +417,102 @@ impl Filesystem for CpfsFs {
         );
     }
 
-    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        let acc = flags & libc::O_ACCMODE;
-        let (read, write) = (acc != libc::O_WRONLY, acc != libc::O_RDONLY);
-        let write_through = flags & libc::O_DSYNC != 0;
-        let meta = self.meta.clone();
-        let who = caller(req);
-        let files = self.files.clone();
-        let inodes = self.inodes.clone();
-        let (shown, data) = (self.shown.clone(), self.data.clone());
-        let notifier = self.notifier.clone();
-        let fh = self.fh();
-        inline::run(&self.rt, async move {
-            let st = pin(&inodes, ino, None);
-            // The open's answer is the newest size only if no extending
-            // write or truncate of this mount ends between its call and here.
-            let sizing = st.sizing.lock().await;
-            let r = meta.call(&who, MetaOp::Open { ino, read, write }).await;
-            if let Ok(MetaReply::Open(o)) = &r {
-                st.learn(&o.attr);
-            }
-            drop(sizing);
-            match r {
-                Ok(MetaReply::Open(o)) => {
-                    let version = (o.attr.size, o.attr.mtime_ns);
-                    let flags = open_flags(&shown, &notifier, &data, ino, version);
-                    let h = FileHandle::new(o, st, &meta, &who, write_through);
-                    files
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(fh, Arc::new(h));
-                    reply.opened(fh, flags)
-                }
-                Ok(_) => {
-                    unpin(&inodes, ino);
-                    reply.error(errno::EIO)
-                }
-                Err(e) => {
-                    unpin(&inodes, ino);
-                    reply.error(e)
-                }
-            }
-        });
+    fn open(&self, req: &Request, ino: INodeNo, flags: fuser::OpenFlags, reply: ReplyOpen) {
+        self.open_op(caller(req), ino.0, flags.0, reply)
     }
 
     fn create(
-        &mut self,
-        req: &Request<'_>,
-        parent: u64,
+        &self,
+        req: &Request,
+        parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let meta = self.meta.clone();
-        let who = caller(req);
-        let files = self.files.clone();
-        let inodes = self.inodes.clone();
-        let shown = self.shown.clone();
-        let fh = self.fh();
         let name = name.as_bytes().to_vec();
-        let acc = flags & libc::O_ACCMODE;
-        inline::run(&self.rt, async move {
-            let op = MetaOp::Create {
-                parent,
-                name,
-                mode,
-                umask,
-                read: acc != libc::O_WRONLY,
-            };
-            let o = match meta.call(&who, op).await {
-                Ok(MetaReply::Open(o)) => o,
-                Ok(_) => return reply.error(errno::EIO),
-                Err(e) => return reply.error(e),
-            };
-            let a = o.attr.clone();
-            shown
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(a.ino, (a.size, a.mtime_ns));
-            let st = pin(&inodes, a.ino, Some(&a));
-            let h = FileHandle::new(o, st, &meta, &who, flags & libc::O_DSYNC != 0);
-            files
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(fh, Arc::new(h));
-            reply.created(&TTL, &file_attr(&a), 0, fh, 0)
-        });
+        self.create_op(caller(req), parent.0, name, (mode, umask), flags, reply)
     }
 
     fn read(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
         size: u32,
-        _flags: i32,
-        _lock: Option<u64>,
+        _flags: fuser::OpenFlags,
+        _lock: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        let fh = fh.0;
         let Some(h) = self.handle(fh) else {
-            return reply.error(libc::EBADF);
+            return reply.error(Errno::from_i32(libc::EBADF));
         };
         let data = self.data.clone();
         inline::run(&self.rt, async move {
-            let offset = offset.max(0) as u64;
             match h.read(&data, offset, size as u64).await {
                 Ok(bytes) => reply.data(&bytes),
                 Err(e) => {
                     tracing::warn!(ino = h.ino, offset, error = %e, "read failed");
-                    reply.error(e.errno())
+                    reply.error(Errno::from_i32(e.errno()))
                 }
             }
         });
     }
 
     fn write(
-        &mut self,
-        req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
         buf: &[u8],
-        _wf: u32,
-        _flags: i32,
-        _lock: Option<u64>,
+        _wf: fuser::WriteFlags,
+        _flags: fuser::OpenFlags,
+        _lock: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
+        let fh = fh.0;
         let Some(h) = self.handle(fh) else {
-            return reply.error(libc::EBADF);
+            return reply.error(Errno::from_i32(libc::EBADF));
         };
         let meta = self.meta.clone();
         let data = self.data.clone();
-        let who = caller(req);
+        // Pages written back come from the kernel, not from the program
+        // that wrote them (no one it could name): they are the opener's.
+        let who = if self.writeback {
+            h.cap.opener().clone()
+        } else {
+            caller(req)
+        };
         let buf = buf.to_vec();
-        h.writers.wrote(req.pid());
+        h.writers.wrote(if self.writeback { 0 } else { req.pid() });
         let notifier = self.notifier.clone();
         let behind = self.behind.clone();
         inline::run(&self.rt, async move {
-            let offset = offset.max(0) as u64;
             let end = offset + buf.len() as u64;
             if let Err(e) = note_write(&meta, &who, &h, end, &notifier).await {
-                return reply.error(e);
+                return reply.error(Errno::from_i32(e));
             }
             let len = buf.len() as u32;
             match FileHandle::write(&h, &data, &behind, offset, buf).await {
                 Ok(()) => reply.written(len),
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
-    fn flush(&mut self, req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _lock: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fh = fh.0;
         let Some(h) = self.handle(fh) else {
             return reply.ok();
         };
@@ -538,31 +524,35 @@ impl Filesystem for CpfsFs {
         let meta = self.meta.clone();
         let who = caller(req);
         let closer = req.pid();
+        let writeback = self.writeback;
         inline::run(&self.rt, async move {
             // A process that only inherited the descriptor (see writers.rs).
-            if !h.writers.includes(closer) {
+            // Pages written back may have come through any handle of the
+            // file: every close waits for them.
+            if !writeback && !h.writers.includes(closer) {
                 return reply.ok();
             }
             if let Err(e) = h.inode.writes.drain().await {
-                return reply.error(e);
+                return reply.error(Errno::from_i32(e));
             }
             match settle(&meta, &who, &h).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
     fn release(
-        &mut self,
-        req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: i32,
-        _lock: Option<u64>,
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _flags: fuser::OpenFlags,
+        _lock: Option<fuser::LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let fh = fh.0;
         let Some(h) = self
             .files
             .lock()
@@ -592,13 +582,21 @@ impl Filesystem for CpfsFs {
             unpin(&inodes, h.ino);
             match r {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
             releases.push(&who, h.ino, writable);
         });
     }
 
-    fn fsync(&mut self, req: &Request<'_>, _ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fh = fh.0;
         let Some(h) = self.handle(fh) else {
             return reply.ok();
         };
@@ -607,20 +605,21 @@ impl Filesystem for CpfsFs {
         let who = caller(req);
         inline::run(&self.rt, async move {
             if let Err(e) = h.inode.writes.drain().await {
-                return reply.error(e);
+                return reply.error(Errno::from_i32(e));
             }
             if let Err(e) = h.fsync(&data).await {
                 tracing::warn!(ino = h.ino, error = %e, "fsync failed");
-                return reply.error(e.errno());
+                return reply.error(Errno::from_i32(e.errno()));
             }
             match settle(&meta, &who, &h).await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
-    fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: fuser::OpenFlags, reply: ReplyOpen) {
+        let ino = ino.0;
         let meta = self.meta.clone();
         let who = caller(req);
         let dirs = self.dirs.clone();
@@ -632,24 +631,25 @@ impl Filesystem for CpfsFs {
                     dirs.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(fh, listing);
-                    reply.opened(fh, 0)
+                    reply.opened(fuser::FileHandle(fh), fuser::FopenFlags::empty())
                 }
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
     fn readdir(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
         reply: ReplyDirectory,
     ) {
+        let fh = fh.0;
         match self.listing(fh) {
             Some(listing) => dirs::reply_plain(&listing, offset, reply),
-            None => reply.error(libc::EBADF),
+            None => reply.error(Errno::from_i32(libc::EBADF)),
         }
     }
 
@@ -657,27 +657,29 @@ impl Filesystem for CpfsFs {
     /// dentry and attribute caches from it, so `ls -l` or `rm -r` need no
     /// lookup per name.
     fn readdirplus(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        let fh = fh.0;
         match self.listing(fh) {
             Some(listing) => dirs::reply_plus(&listing, offset, TTL, reply),
-            None => reply.error(libc::EBADF),
+            None => reply.error(Errno::from_i32(libc::EBADF)),
         }
     }
 
     fn releasedir(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        fh: u64,
-        _flags: i32,
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: fuser::FileHandle,
+        _flags: fuser::OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let fh = fh.0;
         self.dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -685,7 +687,7 @@ impl Filesystem for CpfsFs {
         reply.ok()
     }
 
-    fn statfs(&mut self, req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let meta = self.meta.clone();
         let who = caller(req);
         inline::run(&self.rt, async move {
@@ -705,25 +707,26 @@ impl Filesystem for CpfsFs {
                         bs as u32,
                     )
                 }
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
+                Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
     fn setxattr(
-        &mut self,
-        req: &Request<'_>,
-        ino: u64,
+        &self,
+        req: &Request,
+        ino: INodeNo,
         name: &OsStr,
         value: &[u8],
         flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let ino = ino.0;
         if name.as_bytes() == STRIPE_XATTR.as_bytes() {
             let Some((chunk_size, stripe_width)) = parse_stripe(value) else {
-                return reply.error(errno::EINVAL);
+                return reply.error(Errno::from_i32(errno::EINVAL));
             };
             return self.empty_op(
                 req,
@@ -739,7 +742,7 @@ impl Filesystem for CpfsFs {
         // (EOPNOTSUPP); `cp -a` tries one per file it copies, so the answer
         // is given here without a round trip.
         if xattr::unsupported(name) {
-            return reply.error(libc::EOPNOTSUPP);
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         self.empty_op(
             req,
@@ -753,24 +756,20 @@ impl Filesystem for CpfsFs {
         );
     }
 
-    fn getxattr(
-        &mut self,
-        req: &Request<'_>,
-        ino: u64,
-        name: &OsStr,
-        size: u32,
-        reply: ReplyXattr,
-    ) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let ino = ino.0;
         self.getxattr_op(req, ino, name, size, reply)
     }
 
-    fn listxattr(&mut self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let ino = ino.0;
         self.listxattr_op(req, ino, size, reply)
     }
 
-    fn removexattr(&mut self, req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ino = ino.0;
         if xattr::unsupported(name) {
-            return reply.error(libc::EOPNOTSUPP);
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
         }
         self.empty_op(
             req,
@@ -782,7 +781,8 @@ impl Filesystem for CpfsFs {
         );
     }
 
-    fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let (ino, mask) = (ino.0, mask.bits());
         self.empty_op(
             req,
             MetaOp::Access {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fuser::Notifier;
+use fuser::{INodeNo, Notifier};
 
 use cpfs_proto::layout::Layout;
 use cpfs_proto::meta::{Attr, Caller, OpenFile};
@@ -264,21 +264,21 @@ pub(super) fn open_flags(
     data: &DataClient,
     ino: u64,
     fresh: (u64, i64),
-) -> u32 {
+) -> fuser::FopenFlags {
     data.read_cache.opened(ino, fresh);
     let before = shown
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(ino, fresh);
     match before {
-        Some(b) if b == fresh => fuser::consts::FOPEN_KEEP_CACHE,
+        Some(b) if b == fresh => fuser::FopenFlags::FOPEN_KEEP_CACHE,
         Some(_) => {
             if let Some(n) = notifier.get() {
                 drop_cached(n, ino, 0);
             }
-            0
+            fuser::FopenFlags::empty()
         }
-        None => 0,
+        None => fuser::FopenFlags::empty(),
     }
 }
 
@@ -289,8 +289,8 @@ pub(super) fn open_flags(
 pub(super) fn drop_cached(n: &Notifier, ino: u64, offset: i64) {
     if super::inline::on_fuse_thread() {
         let n = n.clone();
-        tokio::task::spawn_blocking(move || n.inval_inode(ino, offset, 0));
+        tokio::task::spawn_blocking(move || n.inval_inode(INodeNo(ino), offset, 0));
     } else {
-        let _ = n.inval_inode(ino, offset, 0);
+        let _ = n.inval_inode(INodeNo(ino), offset, 0);
     }
 }

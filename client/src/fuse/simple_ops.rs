@@ -2,21 +2,21 @@
 //! an entry, and a call answered with nothing.
 
 use cpfs_proto::meta::{errno, Caller, MetaOp, MetaReply};
-use fuser::{ReplyEmpty, ReplyEntry, Request};
+use fuser::{Errno, Generation, INodeNo, ReplyEmpty, ReplyEntry, Request};
 
 use super::caller::caller;
 use super::inline;
 use super::{file_attr, CpfsFs, TTL};
 
 impl CpfsFs {
-    pub(super) fn lookup_op(&self, req: &Request<'_>, parent: u64, name: &[u8], reply: ReplyEntry) {
+    pub(super) fn lookup_op(&self, req: &Request, parent: u64, name: &[u8], reply: ReplyEntry) {
         // "No such name" is kept by the kernel too (a negative entry): the
         // service invalidates it when another client creates the name. In
         // a directory delegated to this mount it is said here, and kept by
         // the kernel not at all: a recall must reach every next lookup.
         let who = caller(req);
         if self.meta.known_absent(parent, name, &who) {
-            return reply.entry(&std::time::Duration::ZERO, &no_such_entry(), 0);
+            return reply.entry(&std::time::Duration::ZERO, &no_such_entry(), Generation(0));
         }
         let op = MetaOp::Lookup {
             parent,
@@ -25,7 +25,7 @@ impl CpfsFs {
         self.entry_op_with(who, op, reply, true);
     }
 
-    pub(super) fn entry_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEntry) {
+    pub(super) fn entry_op(&self, req: &Request, op: MetaOp, reply: ReplyEntry) {
         self.entry_op_with(caller(req), op, reply, false)
     }
 
@@ -41,23 +41,25 @@ impl CpfsFs {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(a.ino, (a.size, a.mtime_ns));
-                    reply.entry(&TTL, &file_attr(&a), 0)
+                    reply.entry(&TTL, &file_attr(&a), Generation(0))
                 }
-                Ok(_) => reply.error(errno::EIO),
-                Err(errno::ENOENT) if negative => reply.entry(&TTL, &no_such_entry(), 0),
-                Err(e) => reply.error(e),
+                Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
+                Err(errno::ENOENT) if negative => {
+                    reply.entry(&TTL, &no_such_entry(), Generation(0))
+                }
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
 
-    pub(super) fn empty_op(&self, req: &Request<'_>, op: MetaOp, reply: ReplyEmpty) {
+    pub(super) fn empty_op(&self, req: &Request, op: MetaOp, reply: ReplyEmpty) {
         let meta = self.meta.clone();
         let who = caller(req);
         inline::run(&self.rt, async move {
             match meta.call(&who, op).await {
                 Ok(MetaReply::Done) => reply.ok(),
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
+                Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
@@ -67,7 +69,7 @@ impl CpfsFs {
 fn no_such_entry() -> fuser::FileAttr {
     let t = std::time::UNIX_EPOCH;
     fuser::FileAttr {
-        ino: 0,
+        ino: INodeNo(0),
         size: 0,
         blocks: 0,
         atime: t,

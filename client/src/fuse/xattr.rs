@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use cpfs_proto::meta::{errno, MetaOp, MetaReply};
-use fuser::{ReplyXattr, Request};
+use fuser::{Errno, ReplyXattr, Request};
 
 use super::caller::caller;
 use super::inline;
@@ -18,7 +18,7 @@ pub(crate) fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
     if size == 0 {
         reply.size(value.len() as u32)
     } else if (size as usize) < value.len() {
-        reply.error(errno::ERANGE)
+        reply.error(Errno::from_i32(errno::ERANGE))
     } else {
         reply.data(value)
     }
@@ -49,7 +49,7 @@ pub(super) fn unsupported(name: &OsStr) -> bool {
 impl CpfsFs {
     pub(super) fn getxattr_op(
         &self,
-        req: &Request<'_>,
+        req: &Request,
         ino: u64,
         name: &OsStr,
         size: u32,
@@ -59,7 +59,7 @@ impl CpfsFs {
         // security.* attributes are not stored (setxattr refuses them), so
         // the answer is known here without a round trip.
         if name.as_bytes().starts_with(b"security.") {
-            return reply.error(errno::ENODATA);
+            return reply.error(Errno::from_i32(errno::ENODATA));
         }
         let meta = self.meta.clone();
         let who = caller(req);
@@ -80,14 +80,14 @@ impl CpfsFs {
                     stripe_width,
                 }) => format!("{{\"chunk_size\":{chunk_size},\"stripe_width\":{stripe_width}}}")
                     .into_bytes(),
-                Ok(_) => return reply.error(errno::EIO),
-                Err(e) => return reply.error(e),
+                Ok(_) => return reply.error(Errno::from_i32(errno::EIO)),
+                Err(e) => return reply.error(Errno::from_i32(e)),
             };
             xattr_reply(reply, size, &value)
         });
     }
 
-    pub(super) fn listxattr_op(&self, req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+    pub(super) fn listxattr_op(&self, req: &Request, ino: u64, size: u32, reply: ReplyXattr) {
         let meta = self.meta.clone();
         let who = caller(req);
         inline::run(&self.rt, async move {
@@ -100,8 +100,8 @@ impl CpfsFs {
                     }
                     xattr_reply(reply, size, &out)
                 }
-                Ok(_) => reply.error(errno::EIO),
-                Err(e) => reply.error(e),
+                Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
+                Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
     }
