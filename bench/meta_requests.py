@@ -8,6 +8,9 @@ mounts one file system and runs, one after the other:
   (after dropping the kernel's caches) and one unlinking them;
 - `cp -a` of TREE_SRC (default /usr/include), `ls -lR` of the copy after
   dropping the kernel's caches, `rm -rf` of it;
+- streams: one file grown by 4 KiB appends (16 MiB) and one by 1 MiB
+  writes (256 MiB), counted per write (the calls that record sizes and set
+  capacity aside);
 
 and reports, per phase, the operations the metadata server counted
 (`cpfs_meta_operations_total` from `/metrics`, by kind) and their number
@@ -110,12 +113,22 @@ def main():
             def ls():
                 h.drop_caches()
                 shell(f"ls -lR {tree}")()
+
+            def stream(name, piece, count):
+                def run():
+                    buf = os.urandom(piece)
+                    with open(mount.path / name, "ab", buffering=0) as f:
+                        for _ in range(count):
+                            f.write(buf)
+                return run
             for name, fn, per in [("create (Python loop)", create, args.files),
                                   ("stat, cold (Python loop)", stat, args.files),
                                   ("unlink (Python loop)", unlink, args.files),
                                   (f"cp -a {args.tree}", shell(f"cp -a {args.tree} {tree}"), entries),
                                   ("ls -lR, cold", ls, entries),
-                                  ("rm -rf", shell(f"rm -rf {tree}"), entries)]:
+                                  ("rm -rf", shell(f"rm -rf {tree}"), entries),
+                                  ("4 KiB appends, per write", stream("appends", 4096, 4096), 4096),
+                                  ("1 MiB writes, per write", stream("stream", 1 << 20, 256), 256)]:
                 moved, took = phase(server, fn)
                 rows.append((name, per, moved, took))
         finally:

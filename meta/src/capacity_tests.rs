@@ -157,3 +157,80 @@ async fn extended_attributes_count_and_are_bounded_per_inode() {
         );
     }
 }
+
+/// Capacity set aside ahead of writes (`Reserve`) counts against the
+/// capacity at once and is refused past it; writes within it count
+/// nothing more; the last writable handle's release gives back what was
+/// not written, and so does a restart (its sessions ended with it).
+#[tokio::test]
+async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_back() {
+    for mut b in backends().await {
+        let n = b.name;
+        let create = MetaOp::Create {
+            parent: ROOT_INO,
+            name: b"ahead".to_vec(),
+            mode: 0o644,
+            umask: 0,
+            read: true,
+        };
+        let ino = match b.run(create, None).await {
+            MetaReply::Open(o) => o.attr.ino,
+            other => panic!("{n}: {other:?}"),
+        };
+        let before = used(&b).await;
+        let mib = 1 << 20;
+
+        let a = attr(&b, MetaOp::Reserve { ino, upto: mib }).await;
+        assert_eq!((a.size, a.stored), (0, mib), "{n}: the size moved");
+        assert_eq!(used(&b).await, before + mib, "{n}");
+
+        // A write within what was set aside counts nothing more.
+        let a = attr(&b, MetaOp::Written { ino, size: 4096 }).await;
+        assert_eq!((a.size, a.stored), (4096, mib), "{n}");
+        assert_eq!(used(&b).await, before + mib, "{n}");
+
+        // Past the capacity: ENOSPC, nothing more set aside; past the
+        // largest file: capped there.
+        let far = MetaOp::Reserve {
+            ino,
+            upto: 2 * CAPACITY,
+        };
+        assert_eq!(b.errno(far, None).await, errno::ENOSPC, "{n}");
+        assert_eq!(used(&b).await, before + mib, "{n}");
+
+        // The handle goes: what was not written is given back.
+        let release = MetaOp::Release {
+            ino,
+            writable: true,
+        };
+        assert!(matches!(b.run(release, None).await, MetaReply::Done), "{n}");
+        let a = attr(&b, MetaOp::GetAttr { ino }).await;
+        assert_eq!((a.size, a.stored), (4096, 4096), "{n}");
+        assert_eq!(used(&b).await, before + 4096, "{n}");
+
+        // Without a writable handle nothing is set aside.
+        let refused = MetaOp::Reserve { ino, upto: mib };
+        assert_eq!(b.errno(refused, None).await, errno::EBADF, "{n}");
+
+        // Set aside again, then the service restarts: given back at load.
+        let reopen = MetaOp::Open {
+            ino,
+            read: false,
+            write: true,
+        };
+        assert!(
+            matches!(b.run(reopen, None).await, MetaReply::Open(_)),
+            "{n}"
+        );
+        attr(&b, MetaOp::Reserve { ino, upto: 3 * mib }).await;
+        assert_eq!(used(&b).await, before + 3 * mib, "{n}");
+        b.svc = open(Store::open(&b.url).await.unwrap());
+        let a = attr(&b, MetaOp::GetAttr { ino }).await;
+        assert_eq!((a.size, a.stored), (4096, 4096), "{n}: after a restart");
+        assert_eq!(used(&b).await, before + 4096, "{n}: after a restart");
+        // And stays given back once that is committed with a later change.
+        attr(&b, truncate(ino, 4096)).await;
+        b.svc = open(Store::open(&b.url).await.unwrap());
+        assert_eq!(used(&b).await, before + 4096, "{n}: after a second restart");
+    }
+}

@@ -45,6 +45,7 @@ fn inodes_mut(op: &mut MetaOp) -> Vec<&mut u64> {
         | MetaOp::ReadDir { ino, .. }
         | MetaOp::ReadDirPlus { ino, .. }
         | MetaOp::Written { ino, .. }
+        | MetaOp::Reserve { ino, .. }
         | MetaOp::SetXattr { ino, .. }
         | MetaOp::GetXattr { ino, .. }
         | MetaOp::ListXattr { ino }

@@ -113,6 +113,9 @@ pub struct MetaService {
     /// its data while any client holds it open, and a session releases and
     /// writes through only the handles it opened itself.
     open: std::sync::Mutex<HashMap<(String, u64), HashMap<u64, Handles>>>,
+    /// Inodes (fs, ino) whose capacity set aside by sessions that ended
+    /// is still to be given back (by the collector's next pass).
+    unreserved: std::sync::Mutex<Vec<(String, u64)>>,
     /// The namespaces of the file systems in use.
     shards: ns::shard::Shards,
     /// How long the capabilities it issues last, in seconds.
@@ -130,6 +133,9 @@ pub struct MetaService {
 struct Handles {
     all: u32,
     writable: u32,
+    /// How far its writes to the inode have capacity set aside
+    /// (`MetaOp::Reserve`), held while it holds a writable handle.
+    reserved: u64,
 }
 
 /// Why the metadata service could not start.
@@ -208,6 +214,7 @@ impl MetaService {
             epoch: std::time::Instant::now(),
             watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
+            unreserved: std::sync::Mutex::new(Vec::new()),
             capability_secs: CAPABILITY_SECS.into(),
             fileset_failures: Default::default(),
             publisher: format!("{:016x}", rand::random::<u64>()),
@@ -331,10 +338,20 @@ impl MetaService {
         let gone: std::collections::HashSet<u64> = expired.iter().copied().collect();
         {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            open.retain(|_, by| {
+            let mut unreserved = Vec::new();
+            open.retain(|key, by| {
+                let held = by.len();
+                by.retain(|session, h| !gone.contains(session) || h.reserved == 0);
+                if by.len() < held {
+                    unreserved.push(key.clone());
+                }
                 by.retain(|session, _| !gone.contains(session));
                 !by.is_empty()
             });
+            self.unreserved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(unreserved);
         }
         for id in &expired {
             self.watchers.remove(*id);
@@ -353,20 +370,53 @@ impl MetaService {
         h.writable += u32::from(writable);
     }
 
+    /// Notes that `s` has capacity set aside for `ino` up to `upto`; false
+    /// when it holds no writable handle of it any more (released while
+    /// the reservation was made), and so none is kept.
+    fn note_reserved(&self, s: &Session, ino: u64, upto: u64) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match open
+            .get_mut(&(s.fs.clone(), ino))
+            .and_then(|by| by.get_mut(&s.id))
+        {
+            Some(h) if h.writable > 0 => {
+                h.reserved = h.reserved.max(upto);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The farthest any session still has capacity set aside for `ino`.
+    fn reserved_by_any(&self, fs: &str, ino: u64) -> u64 {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(fs.to_string(), ino))
+            .map_or(0, |by| by.values().map(|h| h.reserved).max().unwrap_or(0))
+    }
+
     /// Forgets one handle of `s` (a writable one when `writable`); handles
-    /// of other sessions are not its to release.
-    fn released(&self, s: &Session, ino: u64, writable: bool) {
+    /// of other sessions are not its to release. True when this was the
+    /// session's last writable handle of a file it had set capacity aside
+    /// for, which is then to be given back.
+    fn released(&self, s: &Session, ino: u64, writable: bool) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let key = (s.fs.clone(), ino);
         let Some(by) = open.get_mut(&key) else {
-            return;
+            return false;
         };
+        let mut unreserved = false;
         if let Some(h) = by.get_mut(&s.id) {
             h.all = h.all.saturating_sub(1);
             if writable {
                 h.writable = h.writable.saturating_sub(1);
             }
             h.writable = h.writable.min(h.all);
+            if h.writable == 0 && h.reserved > 0 {
+                h.reserved = 0;
+                unreserved = true;
+            }
             if h.all == 0 {
                 by.remove(&s.id);
             }
@@ -374,6 +424,7 @@ impl MetaService {
         if by.is_empty() {
             open.remove(&key);
         }
+        unreserved
     }
 
     /// Whether session `s` holds `ino` open.

@@ -395,7 +395,7 @@ impl MetaService {
                 reply(self.open(&s, &who, ino, read, write).await, MetaReply::Open)
             }
             MetaOp::Release { ino, writable } => {
-                self.release(&s, ino, writable);
+                self.release(&s, ino, writable).await;
                 MetaReply::Done
             }
             MetaOp::ReleaseMany { handles } => {
@@ -409,7 +409,7 @@ impl MetaService {
                     };
                 }
                 for (ino, writable) in handles {
-                    self.release(&s, ino, writable);
+                    self.release(&s, ino, writable).await;
                 }
                 MetaReply::Done
             }
@@ -437,6 +437,9 @@ impl MetaService {
             }
             MetaOp::Written { ino, size } => {
                 reply(self.written(&s, &who, ino, size).await, MetaReply::Attr)
+            }
+            MetaOp::Reserve { ino, upto } => {
+                reply(self.reserve(&s, &who, ino, upto).await, MetaReply::Attr)
             }
             MetaOp::StatFs => reply(self.statfs(&s).await, MetaReply::StatFs),
             MetaOp::SetXattr {
@@ -636,6 +639,7 @@ fn mutates(op: &MetaOp) -> bool {
         | MetaOp::Rmdir { .. }
         | MetaOp::Rename { .. }
         | MetaOp::Written { .. }
+        | MetaOp::Reserve { .. }
         | MetaOp::SetXattr { .. }
         | MetaOp::RemoveXattr { .. }
         | MetaOp::SetStripe { .. } => true,
@@ -758,6 +762,7 @@ impl Collector {
         if expired > 0 {
             tracing::info!(expired, "sessions whose lease ran out ended");
         }
+        self.service.give_back_ended().await;
         match self.service.collect_orphans(&self.data).await {
             Ok(0) => Ok(()),
             Ok(n) => {

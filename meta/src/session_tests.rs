@@ -353,6 +353,64 @@ async fn an_idle_session_expires_and_lets_go_of_its_open_files() {
 /// attributes of what lies in root's 0700 directory by sending its number,
 /// and can once the directory is 0755. Renames and unlinks of one of
 /// several links keep the walk going through a directory that holds it.
+/// Capacity a session set aside for its writes is given back when the
+/// session ends without releasing its handle (a client that died), but
+/// not what another session still holds.
+#[tokio::test]
+async fn an_ended_session_gives_back_the_capacity_it_set_aside() {
+    let t = setup().await;
+    let lease = Duration::from_secs(30);
+    t.svc.set_session_lease(lease);
+    let gone = mount(&t.svc, ROOT_PORT).await.unwrap();
+    let staying = mount(&t.svc, ROOT_PORT).await.unwrap();
+    let create = MetaOp::Create {
+        parent: ROOT_INO,
+        name: b"ahead".to_vec(),
+        mode: 0o644,
+        umask: 0,
+        read: true,
+    };
+    let ino = ino_of(&call(&t.svc, ROOT_PORT, gone, 0, create).await);
+    let open = MetaOp::Open {
+        ino,
+        read: false,
+        write: true,
+    };
+    assert_eq!(
+        errno_of(&call(&t.svc, ROOT_PORT, staying, 0, open).await),
+        0
+    );
+    let stored = |r: MetaReply| match r {
+        MetaReply::Attr(a) => (a.size, a.stored),
+        other => panic!("{other:?}"),
+    };
+    let reserve = |upto| MetaOp::Reserve { ino, upto };
+    let r = call(&t.svc, ROOT_PORT, gone, 0, reserve(1 << 20)).await;
+    assert_eq!(stored(r), (0, 1 << 20));
+    // Sessions' use is timed in milliseconds: the other one's last use
+    // comes a few later, so that one instant ends only the first.
+    let last_use = Instant::now();
+    tokio::time::sleep_until((last_use + Duration::from_millis(5)).into()).await;
+    let r = call(&t.svc, ROOT_PORT, staying, 0, reserve(1 << 19)).await;
+    assert_eq!(stored(r), (0, 1 << 20), "less than set aside already");
+
+    let later = last_use + lease + Duration::from_millis(2);
+    assert_eq!(t.svc.expire_sessions(later), 1);
+    t.svc.give_back_ended().await;
+    let r = call(&t.svc, ROOT_PORT, staying, 0, MetaOp::GetAttr { ino }).await;
+    assert_eq!(
+        stored(r),
+        (0, 1 << 19),
+        "what the other session holds stays"
+    );
+    let used = |r: MetaReply| match r {
+        MetaReply::StatFs(st) => st.used_bytes,
+        other => panic!("{other:?}"),
+    };
+    let r = call(&t.svc, ROOT_PORT, staying, 0, MetaOp::StatFs).await;
+    assert_eq!(used(r), 1 << 19);
+}
+
 #[tokio::test]
 async fn an_inode_number_reaches_only_what_a_path_walk_would() {
     let t = setup().await;

@@ -279,11 +279,24 @@ pub enum MetaOp {
         domain: String,
         root: MountRoot,
     },
+    /// Sets capacity aside for writes ahead: the file's stored bytes (what
+    /// counts against the capacity and the quotas) reach `upto` while its
+    /// size stays. The client then grows the file up to there without a
+    /// call per write, and records the size it reached with `Written` at
+    /// flush, fsync and close (and about once a second while it writes).
+    /// What was set aside and not written is given back when the session
+    /// releases its last writable handle of the file. Fails with EDQUOT or
+    /// ENOSPC when the limits leave less (the client then records each
+    /// growth exactly, as before); capped at the largest file size.
+    Reserve {
+        ino: u64,
+        upto: u64,
+    },
 }
 
 /// The names of [`MetaOp`]'s kinds, as metrics label them; a kind's
 /// position here is [`MetaOp::kind`].
-pub const META_OP_NAMES: [&str; 31] = [
+pub const META_OP_NAMES: [&str; 32] = [
     "mount",
     "lookup",
     "getattr",
@@ -315,6 +328,7 @@ pub const META_OP_NAMES: [&str; 31] = [
     "watch",
     "mount_at",
     "release_many",
+    "reserve",
 ];
 
 /// The most handles one [`MetaOp::ReleaseMany`] names.
@@ -355,6 +369,7 @@ impl MetaOp {
             MetaOp::Watch { .. } => 28,
             MetaOp::MountAt { .. } => 29,
             MetaOp::ReleaseMany { .. } => 30,
+            MetaOp::Reserve { .. } => 31,
         }
     }
 }

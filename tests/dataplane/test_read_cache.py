@@ -184,17 +184,19 @@ def test_a_stream_reads_what_this_mount_wrote_ahead_of_it(mount):
 
 
 def test_an_append_another_mount_made_is_read_after_its_close(mount, mounter):
-    """A write that grows a file records the new size and mtime before its
-    data moves. A mount that opens the file in between reads what the
+    """A file's first growth on a mount records the new size and mtime
+    before its data moves (later ones set capacity aside and are recorded
+    at close). A mount that opens the file in between reads what the
     nodes hold then (zeros); once the writer closed, its next open must
     read the data, so the close records the file's version again after
     the data landed (B's mount is frozen right after its write returned,
-    so that A reads before the data lands)."""
+    so that A reads before the data lands). One write of 1 MiB, the
+    mount's largest: the kernel sends it as one."""
     a = mount
     b = mounter.mount(a.domain)
     name = f"append-{uuid.uuid4().hex[:8]}.bin"
     (b.path / name).write_bytes(b"")
-    data = os.urandom(8 << 20)
+    data = os.urandom(1 << 20)
     tail = len(data) - PAGE
     fd = os.open(b.path / name, os.O_WRONLY)
     try:

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cpfs_proto::meta::{errno, Attr, Caller, Kind, MetaOp, MetaReply};
 use fuser::{FileType, Generation, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 
-use super::attr::{self, file_attr, file_type};
+use super::attr::{self, file_type};
 use crate::dir_attrs::ATTR_TTL;
 use crate::meta::MetaClient;
 
@@ -233,6 +233,7 @@ pub(crate) fn reply_plus(
     listing: &DirListing,
     offset: u64,
     ttl: Duration,
+    inodes: &super::open_files::OpenInodes,
     mut reply: ReplyDirectoryPlus,
 ) {
     let ttl = if listing.searchable {
@@ -247,7 +248,7 @@ pub(crate) fn reply_plus(
         .skip(usize::try_from(offset).unwrap_or(usize::MAX))
     {
         let (attr, ttl) = match &e.attr {
-            Some(a) => (file_attr(a), ttl),
+            Some(a) => (super::open_files::kernel_attr(inodes, a), ttl),
             // `.` and `..`: the kernel reads only the inode number.
             None => (attr::bare(e.ino, e.kind), Duration::ZERO),
         };

@@ -49,6 +49,9 @@ impl CpfsFs {
                 r = meta.call(&who, MetaOp::Open { ino, read, write }).await;
             }
             if let Ok(MetaReply::Open(o)) = &r {
+                if write {
+                    st.reserved.store(0, std::sync::atomic::Ordering::Release);
+                }
                 st.learn(&o.attr);
             }
             drop(sizing);

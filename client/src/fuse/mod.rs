@@ -51,7 +51,7 @@ use attr::to_ns;
 use caller::caller;
 use dirs::DirListing;
 pub use invalidate::Invalidator;
-use open_files::{pin, unpin, FileHandle, OpenInodes};
+use open_files::{kernel_attr, pin, unpin, FileHandle, OpenInodes};
 use releases::Releases;
 use sizes::{note_write, set_attr, settle};
 use write_behind::WriteBehind;
@@ -191,11 +191,12 @@ impl Filesystem for CpfsFs {
         let known = (self.meta.dirs.get(ino).map(|a| (a, TTL)))
             .or_else(|| self.recent.listed.get(&self.meta, ino));
         if let Some((a, ttl)) = known {
-            return reply.attr(&ttl, &file_attr(&a));
+            return reply.attr(&ttl, &kernel_attr(&self.inodes, &a));
         }
         let meta = self.meta.clone();
         let who = caller(req);
         let shown = self.shown.clone();
+        let inodes = self.inodes.clone();
         inline::run(&self.rt, async move {
             match meta.call(&who, MetaOp::GetAttr { ino }).await {
                 Ok(MetaReply::Attr(a)) => {
@@ -203,7 +204,7 @@ impl Filesystem for CpfsFs {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(a.ino, (a.size, a.mtime_ns));
-                    reply.attr(&TTL, &file_attr(&a))
+                    reply.attr(&TTL, &kernel_attr(&inodes, &a))
                 }
                 Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
                 Err(e) => reply.error(Errno::from_i32(e)),
@@ -264,7 +265,7 @@ impl Filesystem for CpfsFs {
                 unpin(&inodes, ino);
             }
             match r {
-                Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+                Ok(a) => reply.attr(&TTL, &kernel_attr(&inodes, &a)),
                 Err(e) => reply.error(Errno::from_i32(e)),
             }
         });
@@ -666,7 +667,7 @@ impl Filesystem for CpfsFs {
     ) {
         let fh = fh.0;
         match self.listing(fh) {
-            Some(listing) => dirs::reply_plus(&listing, offset, TTL, reply),
+            Some(listing) => dirs::reply_plus(&listing, offset, TTL, &self.inodes, reply),
             None => reply.error(Errno::from_i32(libc::EBADF)),
         }
     }

@@ -24,14 +24,37 @@ use crate::read_cache::LARGEST_CACHED_READ;
 /// of open(O_TRUNC) without a file handle, and a file may be open several
 /// times at once.
 pub(crate) struct OpenInode {
-    /// The size the metadata service has recorded, as this mount's opens,
-    /// extending writes and truncates left it: a write ending within it
-    /// needs no metadata call, and reads stop at it.
+    /// The file's size as this mount knows it: what the metadata service
+    /// recorded (as this mount's opens and truncates left it), or further
+    /// where this mount's writes reached since. Reads stop at it.
     pub(crate) size: AtomicU64,
-    /// How far the metadata service counts the file's data as stored: a
-    /// write ending past it is recorded even inside the size (a file
-    /// extended by truncate counts none of its hole until written).
+    /// How far the metadata service counts the file's data as stored,
+    /// capacity set aside ahead of this mount's writes included
+    /// (`MetaOp::Reserve`): a write ending within it needs no metadata
+    /// call; one ending past it asks for more first (a file extended by
+    /// truncate counts none of its hole until written).
     pub(crate) stored: AtomicU64,
+    /// Where this mount's writes reached past the size the service has
+    /// recorded (0: nowhere): recorded at flush, fsync and close, before a
+    /// truncate or a setting of the times, and about once a second while
+    /// writes go on. Attributes shown to the kernel take it as the size.
+    pub(crate) unrecorded: AtomicU64,
+    /// How far this mount has capacity set aside (the service's answer to
+    /// its last `Reserve`); what other mounts set aside is theirs, and
+    /// not counted on here. Cleared at each writable open: the service
+    /// gives it back when the session's last writable handle goes, which
+    /// this mount cannot tell from here (another ask costs a call).
+    pub(crate) reserved: AtomicU64,
+    /// When the size was last recorded (milliseconds of the mount's clock).
+    pub(crate) recorded_ms: AtomicU64,
+    /// Growths this mount recorded one by one; the first is recorded so,
+    /// later ones set capacity aside ahead (a file written once, as most
+    /// small files are, never has any to give back).
+    pub(crate) growths: AtomicU64,
+    /// The service refused to set capacity aside (a limit is near): each
+    /// growth is recorded exactly, so that the write passing the limit
+    /// fails whole and what fits is kept.
+    pub(crate) at_limit: AtomicBool,
     /// Held across each metadata call whose answer sets `size`, so that an
     /// older answer (an open racing an extending write or a truncate) never
     /// overwrites a newer one.
@@ -54,9 +77,37 @@ impl OpenInode {
     /// Takes the size and stored bytes of an answer of the service (with
     /// `sizing` held).
     pub(crate) fn learn(&self, a: &Attr) {
-        self.size.store(a.size, Ordering::Release);
-        self.stored.store(a.stored, Ordering::Release);
+        let unrecorded = self.unrecorded.load(Ordering::Acquire);
+        self.size.store(a.size.max(unrecorded), Ordering::Release);
+        let own = a.size.max(self.reserved.load(Ordering::Acquire));
+        self.stored.store(a.stored.min(own), Ordering::Release);
     }
+
+    /// Takes the answer to a record of the size reaching `size`: what
+    /// was unrecorded up to there is recorded now.
+    pub(crate) fn recorded(&self, size: u64, a: &Attr, now_ms: u64) {
+        let _ = self
+            .unrecorded
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u != 0 && u <= size).then_some(0)
+            });
+        self.recorded_ms.store(now_ms, Ordering::Release);
+        self.learn(a);
+    }
+}
+
+/// The kernel's view of `a`: a regular file this mount wrote past the size
+/// the service recorded shows where the writes reached (the kernel would
+/// otherwise cut its pages and its size back to the recorded one).
+pub(crate) fn kernel_attr(inodes: &OpenInodes, a: &Attr) -> fuser::FileAttr {
+    let mut shown = super::attr::file_attr(a);
+    if a.kind == cpfs_proto::meta::Kind::File {
+        let map = inodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((st, _)) = map.get(&a.ino) {
+            shown.size = shown.size.max(st.unrecorded.load(Ordering::Acquire));
+        }
+    }
+    shown
 }
 
 /// Counts one more user of `ino`'s state; made on first use with the size
@@ -73,6 +124,11 @@ pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: Option<&Attr>) -> Arc<Op
                 writes: InodeWrites::default(),
                 writes_taken: AtomicU64::new(0),
                 times_set_after: AtomicU64::new(0),
+                unrecorded: AtomicU64::new(0),
+                reserved: AtomicU64::new(0),
+                recorded_ms: AtomicU64::new(super::sizes::now_ms()),
+                growths: AtomicU64::new(0),
+                at_limit: AtomicBool::new(false),
             }),
             0,
         )

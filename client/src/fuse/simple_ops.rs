@@ -6,7 +6,8 @@ use fuser::{Errno, Generation, INodeNo, ReplyEmpty, ReplyEntry, Request};
 
 use super::caller::caller;
 use super::inline;
-use super::{file_attr, CpfsFs, TTL};
+use super::open_files::kernel_attr;
+use super::{CpfsFs, TTL};
 
 impl CpfsFs {
     pub(super) fn lookup_op(&self, req: &Request, parent: u64, name: &[u8], reply: ReplyEntry) {
@@ -34,6 +35,7 @@ impl CpfsFs {
     pub(super) fn entry_op_with(&self, who: Caller, op: MetaOp, reply: ReplyEntry, negative: bool) {
         let meta = self.meta.clone();
         let shown = self.shown.clone();
+        let inodes = self.inodes.clone();
         inline::run(&self.rt, async move {
             match meta.call(&who, op).await {
                 Ok(MetaReply::Entry(a)) => {
@@ -41,7 +43,7 @@ impl CpfsFs {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(a.ino, (a.size, a.mtime_ns));
-                    reply.entry(&TTL, &file_attr(&a), Generation(0))
+                    reply.entry(&TTL, &kernel_attr(&inodes, &a), Generation(0))
                 }
                 Ok(_) => reply.error(Errno::from_i32(errno::EIO)),
                 Err(errno::ENOENT) if negative => {

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use fuser::Notifier;
 
@@ -15,14 +16,35 @@ use crate::caps::HeldCap;
 use crate::data::DataClient;
 use crate::meta::MetaClient;
 
-/// Records a write's new end with the metadata service when it grows the
-/// file (capacity is checked there), and marks the handle dirty: every
-/// write, growing or not, is followed by a `Written` once its data landed
-/// (at flush, fsync or close). The growth's own call comes before the
-/// data moves, so without the later one another mount could open the file
-/// after the close, find the size and mtime it saw while the data was
-/// still on its way, and keep what it read then (its read cache and the
-/// kernel's pages trust an unchanged size and mtime).
+/// How often a file being written has its size recorded while writes go
+/// on (flush, fsync and close record it too): another mount's `stat`
+/// sees a long writer's progress about this late.
+const RECORD_EVERY_MS: u64 = 1000;
+
+/// Capacity set aside ahead of a growth reaching `end`: half as much
+/// again, from 1 MiB to 64 MiB, so that a stream asks about once per 64
+/// MiB and a small file for little it will not use.
+fn ahead(end: u64) -> u64 {
+    (end / 2).clamp(1 << 20, 64 << 20)
+}
+
+/// Milliseconds on this process's clock.
+pub(crate) fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Accounts for a write reaching `end` before its data moves, and marks
+/// the handle dirty: every write, growing or not, is recorded once its
+/// data landed (at flush, fsync or close), since another mount opening
+/// the file after the close trusts an unchanged size and mtime.
+///
+/// A write ending within the capacity the service counts as stored (what
+/// was set aside included) needs no call: its end is the file's size on
+/// this mount until recorded. One ending past it asks for capacity first
+/// (`grow`), where the limits are checked, so that a write past one fails
+/// whole before anything moves.
 pub(crate) async fn note_write(
     meta: &MetaClient,
     who: &Caller,
@@ -36,48 +58,102 @@ pub(crate) async fn note_write(
         // copy of the mode must go too (a negative offset: attributes
         // only, which takes no lock the writer holds).
         let _sizing = st.sizing.lock().await;
-        let size = end.max(st.stored.load(Ordering::Acquire));
+        let size = end.max(st.unrecorded.load(Ordering::Acquire));
         let a = written(meta, who, h.ino, size).await?;
-        st.learn(&a);
+        st.recorded(size, &a, now_ms());
         if let Some(n) = notifier.get() {
             super::open_files::drop_cached(n, h.ino, -1);
         }
         h.wrote();
         return Ok(());
     }
-    // `stored` is at most `size`: a write past it grows the file, or
-    // reaches into a hole a truncate made, and either counts as used.
     if end > st.stored.load(Ordering::Acquire) {
         let _sizing = st.sizing.lock().await;
         if end > st.stored.load(Ordering::Acquire) {
-            let a = written(meta, who, h.ino, end).await?;
-            st.learn(&a);
-            h.wrote();
-            return Ok(());
+            grow(meta, who, h, end).await?;
         }
     }
+    if end > st.size.load(Ordering::Acquire) {
+        st.unrecorded.fetch_max(end, Ordering::AcqRel);
+        st.size.fetch_max(end, Ordering::AcqRel);
+    }
     h.wrote();
+    let due = st.recorded_ms.load(Ordering::Acquire) + RECORD_EVERY_MS;
+    if st.unrecorded.load(Ordering::Acquire) != 0 && now_ms() >= due {
+        let _sizing = st.sizing.lock().await;
+        record(meta, who, h).await?;
+    }
     Ok(())
 }
 
-/// Pushes mtime for writes that did not grow the file. It names no size:
-/// every growth was recorded before its data moved (note_write), and a size
-/// known here may predate a truncate, which it would undo.
+/// Makes room for a write reaching `end` (with `sizing` held): capacity
+/// set aside ahead of it, or, for a file's first growth here and near a
+/// limit, exactly this growth recorded as the file's size.
+async fn grow(meta: &MetaClient, who: &Caller, h: &FileHandle, end: u64) -> Result<(), i32> {
+    let st = &h.inode;
+    let first = st.growths.fetch_add(1, Ordering::AcqRel) == 0;
+    if !first && !st.at_limit.load(Ordering::Acquire) {
+        let upto = end.saturating_add(ahead(end));
+        match call(meta, who, h.ino, MetaOp::Reserve { ino: h.ino, upto }).await {
+            Ok(a) => {
+                st.reserved.fetch_max(upto.min(a.stored), Ordering::AcqRel);
+                st.learn(&a);
+                if a.stored >= end {
+                    return Ok(());
+                }
+                // Capped at the largest file size: the record below says
+                // EFBIG.
+            }
+            Err(errno::EDQUOT | errno::ENOSPC) => st.at_limit.store(true, Ordering::Release),
+            Err(e) => return Err(e),
+        }
+    }
+    let size = end.max(st.unrecorded.load(Ordering::Acquire));
+    let a = written(meta, who, h.ino, size).await?;
+    st.recorded(size, &a, now_ms());
+    Ok(())
+}
+
+/// Records the size this mount's writes reached, if past the recorded
+/// one (with `sizing` held).
+async fn record(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i32> {
+    let st = &h.inode;
+    let size = st.unrecorded.load(Ordering::Acquire);
+    if size == 0 {
+        return Ok(());
+    }
+    let a = written(meta, who, h.ino, size).await?;
+    st.recorded(size, &a, now_ms());
+    Ok(())
+}
+
+/// Records the handle's writes once they landed: the size they reached
+/// and the mtime. A handle whose writes all came before an explicit
+/// setting of the times records nothing (the setting recorded the size,
+/// and would lose its times).
 pub(crate) async fn settle(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i32> {
     let record = h.needs_record();
     if h.dirty.swap(false, Ordering::AcqRel) && record {
-        written(meta, who, h.ino, 0).await?;
+        let st = &h.inode;
+        let _sizing = st.sizing.lock().await;
+        let size = st.unrecorded.load(Ordering::Acquire);
+        let a = written(meta, who, h.ino, size).await?;
+        st.recorded(size, &a, now_ms());
     }
     Ok(())
 }
 
-/// Records that `ino` was written up to `size`. The service takes it only
-/// through a handle this mount's session opened for writing; a session
-/// that is new (the service restarted, or the file system moved to another
-/// server) holds none yet, so the handle is opened again there, once, and
-/// the call repeated.
+/// Records that `ino` was written up to `size`.
 async fn written(meta: &MetaClient, who: &Caller, ino: u64, size: u64) -> Result<Attr, i32> {
-    let op = MetaOp::Written { ino, size };
+    call(meta, who, ino, MetaOp::Written { ino, size }).await
+}
+
+/// Sends `op` (a `Written` or `Reserve` of `ino`), which the service takes
+/// only through a handle this mount's session opened for writing; a
+/// session that is new (the service restarted, or the file system moved
+/// to another server) holds none yet, so the handle is opened again
+/// there, once, and the call repeated.
+async fn call(meta: &MetaClient, who: &Caller, ino: u64, op: MetaOp) -> Result<Attr, i32> {
     let r = match meta.call(who, op.clone()).await {
         Err(errno::EBADF) => {
             let reopen = MetaOp::Open {
@@ -128,6 +204,16 @@ pub(crate) async fn set_attr(
         Some(st) => Some(st.sizing.lock().await),
         None => None,
     };
+    // What this mount's writes reached is recorded first: a truncate cuts
+    // from there (and none of it comes back after), and times set are
+    // not overwritten by a record after them.
+    if let (true, Some(st)) = (size.is_some() || times, st) {
+        let unrecorded = st.unrecorded.load(Ordering::Acquire);
+        if unrecorded != 0 {
+            let a = written(meta, who, ino, unrecorded).await?;
+            st.recorded(unrecorded, &a, now_ms());
+        }
+    }
     let old = match size {
         Some(_) => match meta.call(who, MetaOp::GetAttr { ino }).await? {
             MetaReply::Attr(a) => a.size,

@@ -119,19 +119,7 @@ impl FsState {
         if size > super::MAX_FILE_SIZE {
             return fail(EFBIG, "larger than the largest file size");
         }
-        let old = i.attr.stored;
-        if size > old {
-            // Checked before the client moves any data: a write past a
-            // fileset's limit fails whole, nothing of it stored.
-            let fileset = self.fileset_of(ino);
-            let owner = self.counted_owner(ino);
-            self.quota_allows(fileset, size - old, 0)?;
-            self.owner_allows(owner, size - old, 0, keep_privileges)?;
-            let used = self.grown(capacity, old, size)?;
-            self.count(|c| c.used_bytes = used);
-            self.charge(fileset, (size - old) as i64, 0);
-            self.owner_charge(owner, (size - old) as i64, 0);
-        }
+        self.store_more(ino, size, capacity, keep_privileges)?;
         self.update_inode(ino, |i| {
             i.attr.size = i.attr.size.max(size);
             i.attr.stored = i.attr.stored.max(size);
@@ -149,6 +137,59 @@ impl FsState {
             };
             i.attr.perm &= !clear;
         })
+    }
+
+    /// Counts `ino`'s data as stored up to `upto` bytes, when that is more
+    /// than it counts: checked against the fileset's, the owner's and the
+    /// file system's limits before the client moves any data, so that a
+    /// write past a limit fails whole, nothing of it stored.
+    fn store_more(&mut self, ino: u64, upto: u64, capacity: u64, exempt: bool) -> Res<()> {
+        let old = self.inode(ino)?.attr.stored;
+        if upto <= old {
+            return Ok(());
+        }
+        let fileset = self.fileset_of(ino);
+        let owner = self.counted_owner(ino);
+        self.quota_allows(fileset, upto - old, 0)?;
+        self.owner_allows(owner, upto - old, 0, exempt)?;
+        let used = self.grown(capacity, old, upto)?;
+        self.count(|c| c.used_bytes = used);
+        self.charge(fileset, (upto - old) as i64, 0);
+        self.owner_charge(owner, (upto - old) as i64, 0);
+        self.update_inode(ino, |i| i.attr.stored = upto)?;
+        Ok(())
+    }
+
+    /// A client sets capacity aside for its writes to `ino` up to `upto`
+    /// bytes (see `MetaOp::Reserve`): the file counts as stored that far,
+    /// its size and times stay.
+    pub fn reserve(&mut self, ino: u64, upto: u64, capacity: u64, exempt: bool) -> Res<Attr> {
+        if self.inode(ino)?.attr.kind != Kind::File {
+            return fail(EINVAL, "not a regular file");
+        }
+        self.store_more(ino, upto.min(super::MAX_FILE_SIZE), capacity, exempt)?;
+        self.attr(ino)
+    }
+
+    /// Gives back what was set aside for `ino` and is held no longer: its
+    /// stored bytes come down to its size, or to `keep` (what other
+    /// sessions still hold) when that is more, and never go up.
+    pub fn unreserve(&mut self, ino: u64, keep: u64) -> Res<()> {
+        let (stored, floor) = match self.inodes.get(&ino) {
+            Some(i) if i.attr.kind == Kind::File => (i.attr.stored, i.attr.size.max(keep)),
+            _ => return Ok(()),
+        };
+        if stored <= floor {
+            return Ok(());
+        }
+        let freed = stored - floor;
+        let fileset = self.fileset_of(ino);
+        let owner = self.counted_owner(ino);
+        self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
+        self.charge(fileset, -(freed as i64), 0);
+        self.owner_charge(owner, -(freed as i64), 0);
+        self.update_inode(ino, |i| i.attr.stored = floor)?;
+        Ok(())
     }
 
     /// Removes orphan `ino` (its data is gone from every node): its inode,

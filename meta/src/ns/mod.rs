@@ -292,8 +292,62 @@ impl MetaService {
         }
     }
 
-    pub(crate) fn release(&self, s: &Session, ino: u64, writable: bool) {
-        self.released(s, ino, writable);
+    pub(crate) async fn release(&self, s: &Session, ino: u64, writable: bool) {
+        if self.released(s, ino, writable) {
+            self.give_back(&s.fs, ino).await;
+        }
+    }
+
+    /// Gives back the capacity set aside for `ino` that no session holds
+    /// any more. What the others hold is read under the namespace's lock,
+    /// where every reservation is noted (`reserve`), so none made
+    /// meanwhile is given back with it.
+    async fn give_back(&self, fs: &str, ino: u64) {
+        let r = self
+            .shards
+            .write(fs, |st| st.unreserve(ino, self.reserved_by_any(fs, ino)))
+            .await;
+        if let Err((_, e)) = r {
+            // The store refused: the next load gives it back.
+            tracing::warn!(fs, ino, error = %e, "could not give back capacity set aside");
+        }
+    }
+
+    /// Gives back what sessions that ended had set aside (the collector
+    /// calls it after ending them).
+    pub async fn give_back_ended(&self) {
+        let ended = std::mem::take(&mut *self.unreserved.lock().unwrap_or_else(|p| p.into_inner()));
+        for (fs, ino) in ended {
+            self.give_back(&fs, ino).await;
+        }
+    }
+
+    /// Sets capacity aside for the session's writes to `ino` up to `upto`
+    /// (`MetaOp::Reserve`), through a handle it opened for writing.
+    pub(crate) async fn reserve(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        upto: u64,
+    ) -> Res<Attr> {
+        if !self.holds_writable(s, ino) {
+            return fail(EBADF, "not open for writing by this client");
+        }
+        let root = who.uid == 0;
+        self.shards
+            .write(&s.fs, |st| {
+                let a = st.reserve(ino, upto, s.capacity_bytes, root)?;
+                if self.note_reserved(s, ino, upto.min(a.stored)) {
+                    return Ok(a);
+                }
+                // Its last writable handle went meanwhile: nothing is set
+                // aside, which the answer shows (stored bytes short of
+                // `upto`).
+                st.unreserve(ino, self.reserved_by_any(&s.fs, ino))?;
+                st.attr(ino)
+            })
+            .await
     }
 
     pub(crate) async fn access(&self, s: &Session, who: &Caller, ino: u64, mask: u32) -> Res<()> {

@@ -118,6 +118,7 @@ pub(crate) fn inodes_of(op: &MetaOp) -> [Option<u64>; 2] {
         | MetaOp::ReadDir { ino, .. }
         | MetaOp::ReadDirPlus { ino, .. }
         | MetaOp::Written { ino, .. }
+        | MetaOp::Reserve { ino, .. }
         | MetaOp::SetXattr { ino, .. }
         | MetaOp::GetXattr { ino, .. }
         | MetaOp::ListXattr { ino }

@@ -95,6 +95,7 @@ impl FsState {
             }
             st.inodes.insert(i.attr.ino, i);
         }
+        st.give_back_reservations();
         let dentries: Vec<(i64, Vec<u8>, i64, i64)> = db(sqlx::query_as(
             "SELECT parent, name, ino, kind FROM dentries WHERE fs_id = $1",
         )
@@ -207,6 +208,30 @@ impl FsState {
                 .collect(),
         );
         Ok(st)
+    }
+
+    /// Capacity set aside by clients of an earlier incarnation (its
+    /// sessions ended with it: see `MetaOp::Reserve`) stops counting: a
+    /// file whose stored bytes pass its size counts its size again. Done
+    /// before the filesets' and owners' usage is counted from the tree;
+    /// the changed rows are committed with the next change (a crash before
+    /// it finds the same rows, and gives the same back again).
+    fn give_back_reservations(&mut self) {
+        let over: Vec<(u64, u64)> = self
+            .inodes
+            .values()
+            .filter(|i| i.attr.kind == Kind::File && i.attr.stored > i.attr.size)
+            .map(|i| (i.attr.ino, i.attr.stored - i.attr.size))
+            .collect();
+        if over.is_empty() {
+            return;
+        }
+        let freed: u64 = over.iter().map(|(_, n)| n).sum();
+        for (ino, _) in &over {
+            let _ = self.update_inode(*ino, |i| i.attr.stored = i.attr.size);
+        }
+        self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
+        tracing::info!(fs = %self.fs, files = over.len(), bytes = freed, "capacity set aside by earlier sessions given back");
     }
 
     /// Records a changed row.

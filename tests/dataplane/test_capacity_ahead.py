@@ -1,0 +1,92 @@
+"""Capacity set aside ahead of a writer (client/src/fuse/sizes.rs,
+`MetaOp::Reserve`).
+
+A file that grows asks the metadata service for capacity ahead of its
+writes, and records the size it reached at flush, fsync and close: far
+fewer metadata calls than writes. What must still hold is checked here:
+the writer sees its own size all along (a listing with attributes or an
+expired attribute does not cut it back), another mount sees the size and
+the bytes after close, an O_DSYNC write has its size recorded before it
+returns (the kernel follows each with an fsync, which records it), and the capacity set aside stops counting once the file is
+closed, leaving exactly its bytes counted. Exact limits with capacity set
+aside are in test_fileset_quotas.py.
+"""
+
+import os
+
+from dataplane_harness import wait_until
+from test_data import NOTICE_S
+from test_metrics import METRICS_DEADLINE_S, scrape, token, total, wait_settled
+
+BLOCK = 4096
+WRITES = 512  # 2 MiB in 4 KiB appends
+
+
+def used_bytes(mount):
+    st = os.statvfs(mount.path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def size_calls(server, t):
+    text = scrape(server, t)
+    return (total(text, "cpfs_meta_operations_total", op="reserve"),
+            total(text, "cpfs_meta_operations_total", op="written"))
+
+
+def test_an_appender_sets_capacity_aside_and_records_its_size_at_close(
+        server, filesystem, mount, mounter):
+    t = token(server, "metrics-token")
+    wait_settled(server, t)
+    other = mounter.mount(mount.domain)
+    path = mount.path / "appended"
+    before_calls = size_calls(server, t)
+    before_used = used_bytes(mount)
+
+    data = b""
+    with open(path, "ab", buffering=0) as f:
+        for i in range(WRITES):
+            piece = (f"append {i} ".encode() * BLOCK)[:BLOCK]
+            assert f.write(piece) == BLOCK
+            data += piece
+        want = len(data)
+        # The writer's own view is where its writes reached, also after a
+        # listing with attributes and a fresh getattr.
+        assert os.fstat(f.fileno()).st_size == want
+        os.listdir(mount.path)
+        assert os.stat(path).st_size == want
+        assert path.read_bytes() == data
+        # What was set aside counts while the file is open.
+        assert used_bytes(mount) >= before_used + want
+
+    # Another mount: the size and the bytes after close.
+    wait_until("the size on the other mount",
+               lambda: os.stat(other.path / "appended").st_size == want, NOTICE_S)
+    assert (other.path / "appended").read_bytes() == data
+    # Once the handle's release reached the service, exactly the bytes count.
+    wait_until("the capacity set aside given back",
+               lambda: used_bytes(mount) == before_used + want, NOTICE_S)
+
+    # Capacity was set aside (at least once), and the size was recorded a
+    # handful of times (the first growth, about once a second, at close),
+    # not once per write.
+    def counted():
+        now = size_calls(server, t)
+        return now[0] - before_calls[0] >= 1 and now[1] - before_calls[1] >= 2
+    wait_until("the size calls counted", counted, METRICS_DEADLINE_S)
+    reserves, records = (a - b for a, b in zip(size_calls(server, t), before_calls))
+    assert reserves + records < WRITES / 10, (reserves, records)
+
+
+def test_an_o_dsync_write_has_its_size_recorded_before_it_returns(mount, mounter):
+    other = mounter.mount(mount.domain)
+    fd = os.open(mount.path / "dsync-size", os.O_CREAT | os.O_WRONLY | os.O_DSYNC, 0o644)
+    try:
+        for i in range(1, 9):
+            assert os.write(fd, b"d" * BLOCK) == BLOCK
+            # No close, and no further write that could record it: only a
+            # record made before the write returned reaches the other mount.
+            wait_until(f"size {i * BLOCK} on the other mount",
+                       lambda: os.stat(other.path / "dsync-size").st_size == i * BLOCK,
+                       NOTICE_S)
+    finally:
+        os.close(fd)
