@@ -113,9 +113,13 @@ pub struct MetaService {
     /// its data while any client holds it open, and a session releases and
     /// writes through only the handles it opened itself.
     open: std::sync::Mutex<HashMap<(String, u64), HashMap<u64, Handles>>>,
-    /// Inodes (fs, ino) whose capacity set aside by sessions that ended
-    /// is still to be given back (by the collector's next pass).
-    unreserved: std::sync::Mutex<Vec<(String, u64)>>,
+    /// Files (fs, ino) that sessions which ended had set capacity aside
+    /// for, with how far it reached: their data past the file's end is
+    /// cut and the capacity given back by the collector's next pass
+    /// (`settle_tails`).
+    tails: std::sync::Mutex<HashMap<(String, u64), u64>>,
+    /// Woken when the collector stops cutting a file's tail.
+    cut_done: tokio::sync::Notify,
     /// The namespaces of the file systems in use.
     shards: ns::shard::Shards,
     /// How long the capabilities it issues last, in seconds.
@@ -127,6 +131,10 @@ pub struct MetaService {
     /// Requests by kind, with their latencies (reported with heartbeats).
     pub ops: cpfs_proto::telemetry::OpTable,
 }
+
+/// The session id under which the collector holds a file while it cuts
+/// its tail (`begin_cut`); sessions' ids are odd.
+const CUTTER: u64 = 0;
 
 /// One session's open handles of one inode.
 #[derive(Debug, Default, Clone, Copy)]
@@ -214,7 +222,8 @@ impl MetaService {
             epoch: std::time::Instant::now(),
             watchers: watch::Watchers::default(),
             open: std::sync::Mutex::new(HashMap::new()),
-            unreserved: std::sync::Mutex::new(Vec::new()),
+            tails: std::sync::Mutex::new(HashMap::new()),
+            cut_done: tokio::sync::Notify::new(),
             capability_secs: CAPABILITY_SECS.into(),
             fileset_failures: Default::default(),
             publisher: format!("{:016x}", rand::random::<u64>()),
@@ -338,20 +347,24 @@ impl MetaService {
         let gone: std::collections::HashSet<u64> = expired.iter().copied().collect();
         {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            let mut unreserved = Vec::new();
+            let mut ended = Vec::new();
             open.retain(|key, by| {
-                let held = by.len();
-                by.retain(|session, h| !gone.contains(session) || h.reserved == 0);
-                if by.len() < held {
-                    unreserved.push(key.clone());
-                }
-                by.retain(|session, _| !gone.contains(session));
+                by.retain(|session, h| {
+                    if !gone.contains(session) {
+                        return true;
+                    }
+                    if h.reserved > 0 {
+                        ended.push((key.clone(), h.reserved));
+                    }
+                    false
+                });
                 !by.is_empty()
             });
-            self.unreserved
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(unreserved);
+            let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, end) in ended {
+                let e = tails.entry(key).or_default();
+                *e = (*e).max(end);
+            }
         }
         for id in &expired {
             self.watchers.remove(*id);
@@ -384,6 +397,60 @@ impl MetaService {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Holds `ino` for the collector while it cuts the file's tail, unless
+    /// a session holds it open for writing (its writes may be going past
+    /// the end now). While held, growths and truncates of the file wait
+    /// (`after_cut`): decided under the lock that opens take, so a writer
+    /// opening after this waits, and one that opened before is seen.
+    fn begin_cut(&self, fs: &str, ino: u64) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let by = open.entry((fs.to_string(), ino)).or_default();
+        if by.values().any(|h| h.writable > 0) || by.contains_key(&CUTTER) {
+            return false;
+        }
+        by.insert(
+            CUTTER,
+            Handles {
+                all: 1,
+                ..Default::default()
+            },
+        );
+        true
+    }
+
+    fn end_cut(&self, fs: &str, ino: u64) {
+        {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (fs.to_string(), ino);
+            if let Some(by) = open.get_mut(&key) {
+                by.remove(&CUTTER);
+                if by.is_empty() {
+                    open.remove(&key);
+                }
+            }
+        }
+        self.cut_done.notify_waiters();
+    }
+
+    /// Waits while the collector cuts `ino`'s tail.
+    async fn after_cut(&self, fs: &str, ino: u64) {
+        loop {
+            let done = self.cut_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            let cutting = self
+                .open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(fs.to_string(), ino))
+                .is_some_and(|by| by.contains_key(&CUTTER));
+            if !cutting {
+                return;
+            }
+            done.await;
         }
     }
 

@@ -762,7 +762,7 @@ impl Collector {
         if expired > 0 {
             tracing::info!(expired, "sessions whose lease ran out ended");
         }
-        self.service.give_back_ended().await;
+        self.service.settle_tails(&self.data).await;
         match self.service.collect_orphans(&self.data).await {
             Ok(0) => Ok(()),
             Ok(n) => {

@@ -8,13 +8,22 @@ the writer sees its own size all along (a listing with attributes or an
 expired attribute does not cut it back), another mount sees the size and
 the bytes after close, an O_DSYNC write has its size recorded before it
 returns (the kernel follows each with an fsync, which records it), and the capacity set aside stops counting once the file is
-closed, leaving exactly its bytes counted. Exact limits with capacity set
+closed, leaving exactly its bytes counted. A writer killed before it
+recorded its size leaves nothing that a later extension of the file
+shows: once its session's lease ran out, the service cuts what lies past
+the file's end and gives the capacity back. Exact limits with capacity set
 aside are in test_fileset_quotas.py.
 """
 
 import os
+import signal
+import uuid
 
-from dataplane_harness import wait_until
+import pytest
+
+from dataplane_harness import (
+    LIVE_SERVERS, REPLICAS, Mounter, create_filesystem, start_server, stop_group, wait_until,
+)
 from test_data import NOTICE_S
 from test_metrics import METRICS_DEADLINE_S, scrape, token, total, wait_settled
 
@@ -90,3 +99,56 @@ def test_an_o_dsync_write_has_its_size_recorded_before_it_returns(mount, mounter
                        NOTICE_S)
     finally:
         os.close(fd)
+
+
+LEASE_S = 15  # the shortest session lease the service takes
+
+
+@pytest.fixture(scope="module")
+def short_lease_server(fuse_ready, base_dir):
+    srv = start_server(base_dir / f"lease-server-{uuid.uuid4().hex[:6]}",
+                       extra_env={"CPFS_SESSION_LEASE_SECS": str(LEASE_S)})
+    try:
+        yield srv
+    finally:
+        stop_group(srv.proc)
+        LIVE_SERVERS.remove(srv)
+
+
+def test_a_writer_killed_before_recording_its_size_leaves_nothing_past_the_end(
+        short_lease_server, base_dir):
+    srv = short_lease_server
+    fs = create_filesystem(srv)
+    t = token(srv, "metrics-token")
+    parent = base_dir / f"tail-{uuid.uuid4().hex[:8]}"
+    parent.mkdir(mode=0o755)
+    m = Mounter(srv, parent)
+    try:
+        a = m.mount(fs.domain, name="a")
+        b = m.mount(fs.domain, name="b")
+        head, past = b"h" * BLOCK, b"x" * (1 << 20)
+        fd = os.open(b.path / "tail", os.O_CREAT | os.O_WRONLY, 0o644)
+        # The first growth is recorded; the second has capacity set aside
+        # and is recorded only at close, which never comes.
+        assert os.write(fd, head) == BLOCK
+        assert os.write(fd, past) == len(past)
+        wait_until("both writes on every copy",
+                   lambda: total(scrape(srv, t), "cpfs_node_written_bytes_total", fs=fs.fs_id)
+                   >= (BLOCK + len(past)) * REPLICAS, METRICS_DEADLINE_S)
+        os.kill(b.proc.pid, signal.SIGKILL)
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # its mount is gone
+        assert os.stat(a.path / "tail").st_size == BLOCK
+        assert used_bytes(a) >= BLOCK + len(past), "the capacity set aside counts"
+
+        # The lease runs out: the tail is cut, then the capacity given back.
+        wait_until("the capacity given back after the lease",
+                   lambda: used_bytes(a) == BLOCK, LEASE_S + 30)
+        os.truncate(a.path / "tail", BLOCK + len(past))
+        with open(a.path / "tail", "rb") as f:
+            assert f.read(BLOCK) == head
+            assert f.read() == bytes(len(past)), "the killed writer's bytes show past the old end"
+    finally:
+        m.cleanup()

@@ -181,6 +181,11 @@ impl MetaService {
         ino: u64,
         set: SetAttr,
     ) -> Res<Attr> {
+        if set.size.is_some() {
+            // Not while data past the file's end is cut: an extension
+            // would leave the cut short of it.
+            self.after_cut(&s.fs, ino).await;
+        }
         let t = now_ns();
         self.shards
             .write(&s.fs, |st| st.setattr(who, ino, set, s.capacity_bytes, t))
@@ -313,13 +318,81 @@ impl MetaService {
         }
     }
 
-    /// Gives back what sessions that ended had set aside (the collector
-    /// calls it after ending them).
-    pub async fn give_back_ended(&self) {
-        let ended = std::mem::take(&mut *self.unreserved.lock().unwrap_or_else(|p| p.into_inner()));
-        for (fs, ino) in ended {
-            self.give_back(&fs, ino).await;
+    /// Settles the files that sessions which ended had set capacity aside
+    /// for (and those a load found so): a client that died may have
+    /// written there, past the file's end, without recording it, and a
+    /// later extension of the file must read zeros there, not those
+    /// bytes. So the data from the file's end to where the reservation
+    /// reached is cut on the nodes, then the capacity given back. A file
+    /// a session holds open for writing keeps its tail for a later pass
+    /// (its capacity is given back now); so does one the cut failed for.
+    pub async fn settle_tails(&self, data: &cpfs_client::data::DataClient) {
+        let mut tails: Vec<((String, u64), u64)> = self
+            .tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        for shard in self.shards.loaded() {
+            let (fs, loaded) = shard.take_tails();
+            tails.extend(
+                loaded
+                    .into_iter()
+                    .map(|(ino, end)| ((fs.to_string(), ino), end)),
+            );
         }
+        for ((fs, ino), end) in tails {
+            let cut = if self.begin_cut(&fs, ino) {
+                let r = self.cut_tail(&fs, ino, end, data).await;
+                self.end_cut(&fs, ino);
+                r
+            } else {
+                Err((EBUSY, "open for writing".into()))
+            };
+            self.give_back(&fs, ino).await;
+            match cut {
+                Ok(()) => {}
+                Err((ENOENT, _)) => {}
+                Err((e, why)) => {
+                    if e != EBUSY {
+                        tracing::warn!(%fs, ino, error = %why, "could not cut data past a file's end yet");
+                    }
+                    let mut t = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+                    let kept = t.entry((fs, ino)).or_default();
+                    *kept = (*kept).max(end);
+                }
+            }
+        }
+    }
+
+    /// Cuts `ino`'s data from its end up to `end` on the nodes.
+    async fn cut_tail(
+        &self,
+        fs: &str,
+        ino: u64,
+        end: u64,
+        data: &cpfs_client::data::DataClient,
+    ) -> Res<()> {
+        let (size, layout) = self
+            .shards
+            .read(fs, |st| {
+                let i = st.inode(ino)?;
+                let layout = Layout {
+                    chunk_size: i.chunk_size,
+                    chains: i.chains.clone(),
+                };
+                Ok((i.attr.size, layout))
+            })
+            .await?;
+        if end <= size {
+            return Ok(());
+        }
+        let cap = self
+            .key
+            .issue(fs, ino, WRITE, now_ns() / 1_000_000_000 + 60);
+        data.truncate(&cap, &layout, ino, size, end)
+            .await
+            .map_err(|e| (EIO, e.to_string()))
     }
 
     /// Sets capacity aside for the session's writes to `ino` up to `upto`
@@ -334,6 +407,7 @@ impl MetaService {
         if !self.holds_writable(s, ino) {
             return fail(EBADF, "not open for writing by this client");
         }
+        self.after_cut(&s.fs, ino).await;
         let root = who.uid == 0;
         self.shards
             .write(&s.fs, |st| {
@@ -404,6 +478,7 @@ impl MetaService {
         if !self.holds_writable(s, ino) {
             return fail(EBADF, "not open for writing by this client");
         }
+        self.after_cut(&s.fs, ino).await;
         let t = now_ns();
         let root = who.uid == 0;
         self.shards
