@@ -318,29 +318,21 @@ impl MetaService {
         }
     }
 
-    /// Settles the files that sessions which ended had set capacity aside
-    /// for (and those a load found so): a client that died may have
-    /// written there, past the file's end, without recording it, and a
-    /// later extension of the file must read zeros there, not those
+    /// Settles the files that sessions which ended (their lease ran out:
+    /// the client was evicted) had set capacity aside for: the client may
+    /// have written there, past the file's end, without recording it, and
+    /// a later extension of the file must read zeros there, not those
     /// bytes. So the data from the file's end to where the reservation
     /// reached is cut on the nodes, then the capacity given back. A file
     /// a session holds open for writing keeps its tail for a later pass
     /// (its capacity is given back now); so does one the cut failed for.
     pub async fn settle_tails(&self, data: &cpfs_client::data::DataClient) {
-        let mut tails: Vec<((String, u64), u64)> = self
+        let tails: Vec<((String, u64), u64)> = self
             .tails
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .collect();
-        for shard in self.shards.loaded() {
-            let (fs, loaded) = shard.take_tails();
-            tails.extend(
-                loaded
-                    .into_iter()
-                    .map(|(ino, end)| ((fs.to_string(), ino), end)),
-            );
-        }
         for ((fs, ino), end) in tails {
             let cut = if self.begin_cut(&fs, ino) {
                 let r = self.cut_tail(&fs, ino, end, data).await;

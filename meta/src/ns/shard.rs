@@ -268,13 +268,6 @@ impl Shard {
         }
     }
 
-    /// Takes the data tails the load found (`FsState::tails`): kept in
-    /// memory only, so nothing to commit.
-    pub fn take_tails(&self) -> (Arc<str>, Vec<(u64, u64)>) {
-        let mut st = self.lock();
-        (st.fs.clone(), std::mem::take(&mut st.tails))
-    }
-
     /// Runs `f` on the state under the lock, without waiting for the
     /// journal (bookkeeping that reads only what it will itself commit).
     pub fn with<T>(&self, f: impl FnOnce(&FsState) -> T) -> T {

@@ -38,11 +38,6 @@ pub(crate) struct FsState {
     pub(super) owners: Option<OwnerQuotas>,
     /// The rows the current operation changed.
     pending: Vec<Change>,
-    /// Files whose capacity set aside by earlier sessions was given back
-    /// at load, with how far it reached: data a client wrote there and
-    /// never recorded may lie past the file's end, for the collector to
-    /// cut (`MetaService::cut_tails`).
-    pub tails: Vec<(u64, u64)>,
 }
 
 fn db<T>(r: Result<T, sqlx::Error>) -> Res<T> {
@@ -86,7 +81,6 @@ impl FsState {
             filesets_unbound: Vec::new(),
             owners: None,
             pending: Vec::new(),
-            tails: Vec::new(),
         };
         let rows = db(sqlx::query(
             "SELECT ino, kind, perm, uid, gid, nlink, size, stored, atime_ns, mtime_ns, ctime_ns, rdev, parent, target, chunk_size, chains FROM inodes WHERE fs_id = $1",
@@ -218,8 +212,10 @@ impl FsState {
 
     /// Capacity set aside by clients of an earlier incarnation (its
     /// sessions ended with it: see `MetaOp::Reserve`) stops counting: a
-    /// file whose stored bytes pass its size counts its size again, and
-    /// what lies past its end is noted for the collector to cut. Done
+    /// file whose stored bytes pass its size counts its size again. What
+    /// lies past its end is not cut: the clients may be alive (the
+    /// service restarted, or the file system moved here) and record their
+    /// sizes when they next call. Done
     /// before the filesets' and owners' usage is counted from the tree;
     /// the changed rows are committed with the next change (a crash before
     /// it finds the same rows, and gives the same back again).
@@ -234,10 +230,8 @@ impl FsState {
             return;
         }
         let freed: u64 = over.iter().map(|(_, n)| n).sum();
-        for &(ino, past) in &over {
-            if let Ok(a) = self.update_inode(ino, |i| i.attr.stored = i.attr.size) {
-                self.tails.push((ino, a.size + past));
-            }
+        for (ino, _) in &over {
+            let _ = self.update_inode(*ino, |i| i.attr.stored = i.attr.size);
         }
         self.count(|c| c.used_bytes = c.used_bytes.saturating_sub(freed));
         tracing::info!(fs = %self.fs, files = over.len(), bytes = freed, "capacity set aside by earlier sessions given back");
