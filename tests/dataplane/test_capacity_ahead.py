@@ -17,6 +17,7 @@ aside are in test_fileset_quotas.py.
 
 import os
 import signal
+import time
 import uuid
 
 import pytest
@@ -84,6 +85,24 @@ def test_an_appender_sets_capacity_aside_and_records_its_size_at_close(
     wait_until("the size calls counted", counted, METRICS_DEADLINE_S)
     reserves, records = (a - b for a, b in zip(size_calls(server, t), before_calls))
     assert reserves + records < WRITES / 10, (reserves, records)
+
+
+def test_a_long_writer_s_size_reaches_another_mount_while_it_writes(mount, mounter):
+    """Sizes are recorded about once a second while writes go on, not
+    only at close: another mount's stat sees the file grow."""
+    other = mounter.mount(mount.domain)
+    seen = 0
+    with open(mount.path / "growing", "ab", buffering=0) as f:
+        deadline = time.monotonic() + 10
+        written = 0
+        while time.monotonic() < deadline:
+            written += f.write(b"g" * BLOCK)
+            seen = os.stat(other.path / "growing").st_size
+            # Past the first growth (recorded before its data moved).
+            if seen > BLOCK:
+                break
+            time.sleep(0.01)  # a writer that paces itself
+        assert BLOCK < seen <= written, (seen, written)
 
 
 def test_an_o_dsync_write_has_its_size_recorded_before_it_returns(mount, mounter):

@@ -78,10 +78,16 @@ pub(crate) async fn note_write(
         st.size.fetch_max(end, Ordering::AcqRel);
     }
     h.wrote();
-    let due = st.recorded_ms.load(Ordering::Acquire) + RECORD_EVERY_MS;
-    if st.unrecorded.load(Ordering::Acquire) != 0 && now_ms() >= due {
+    let due = || {
+        st.unrecorded.load(Ordering::Acquire) != 0
+            && now_ms() >= st.recorded_ms.load(Ordering::Acquire) + RECORD_EVERY_MS
+    };
+    if due() {
         let _sizing = st.sizing.lock().await;
-        record(meta, who, h).await?;
+        // Writers that waited for the lock find it recorded.
+        if due() {
+            record(meta, who, h).await?;
+        }
     }
     Ok(())
 }
