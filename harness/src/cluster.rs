@@ -359,6 +359,7 @@ impl Cluster {
         let op = MetaOp::Written {
             ino: file.attr.ino,
             size: offset + data.len() as u64,
+            resumed: false,
         };
         self.meta_call(op).await?;
         Ok(())

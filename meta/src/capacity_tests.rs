@@ -69,7 +69,15 @@ async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
         assert_eq!(used(&b).await, before, "{n}: a hole counted");
 
         // A write inside the hole counts up to where it reached.
-        let a = attr(&b, MetaOp::Written { ino, size: 4096 }).await;
+        let a = attr(
+            &b,
+            MetaOp::Written {
+                ino,
+                size: 4096,
+                resumed: false,
+            },
+        )
+        .await;
         assert_eq!((a.size, a.stored), (huge, 4096), "{n}");
         assert_eq!(used(&b).await, before + 4096, "{n}");
 
@@ -77,6 +85,7 @@ async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
         let far = MetaOp::Written {
             ino,
             size: 2 * CAPACITY,
+            resumed: false,
         };
         assert_eq!(b.errno(far, None).await, errno::ENOSPC, "{n}");
         assert_eq!(used(&b).await, before + 4096, "{n}");
@@ -88,6 +97,7 @@ async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
             MetaOp::Written {
                 ino,
                 size: u64::MAX,
+                resumed: false,
             },
         ] {
             assert_eq!(b.errno(op, None).await, errno::EFBIG, "{n}");
@@ -185,7 +195,15 @@ async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_
         assert_eq!(used(&b).await, before + mib, "{n}");
 
         // A write within what was set aside counts nothing more.
-        let a = attr(&b, MetaOp::Written { ino, size: 4096 }).await;
+        let a = attr(
+            &b,
+            MetaOp::Written {
+                ino,
+                size: 4096,
+                resumed: false,
+            },
+        )
+        .await;
         assert_eq!((a.size, a.stored), (4096, mib), "{n}");
         assert_eq!(used(&b).await, before + mib, "{n}");
 

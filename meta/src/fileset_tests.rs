@@ -121,7 +121,11 @@ async fn a_fileset_counts_exactly_and_refuses_what_would_pass_its_limits() {
         // Outside the fileset nothing is limited.
         made(&b, create(proj, "outside")).await;
 
-        let w = |ino, size| MetaOp::Written { ino, size };
+        let w = |ino, size| MetaOp::Written {
+            ino,
+            size,
+            resumed: false,
+        };
         assert_eq!(b.errno(w(one, 6_000), None).await, 0, "{n}");
         assert_eq!(
             b.errno(w(two, 4_001), None).await,
@@ -189,7 +193,15 @@ async fn nothing_crosses_a_fileset_boundary_and_its_root_stays_put() {
         let data = made(&b, mkdir(ROOT_INO, "data")).await;
         let home = made(&b, mkdir(data, "home")).await;
         let f1 = made(&b, create(home, "f1")).await;
-        b.run(MetaOp::Written { ino: f1, size: 123 }, None).await;
+        b.run(
+            MetaOp::Written {
+                ino: f1,
+                size: 123,
+                resumed: false,
+            },
+            None,
+        )
+        .await;
         let free = made(&b, create(ROOT_INO, "free")).await;
         wanted.set(vec![spec("fset-h", "/data/home/", None, None)]);
         sync(&b).await;

@@ -68,7 +68,11 @@ async fn only_the_session_holding_a_writable_handle_moves_the_size() {
                 .clone()
                 .handle_as(other.clone(), root.clone(), op, None)
         };
-        let grow = MetaOp::Written { ino, size: 1 << 30 };
+        let grow = MetaOp::Written {
+            ino,
+            size: 1 << 30,
+            resumed: false,
+        };
         match as_other(grow.clone()).await {
             MetaReply::Err { errno: e, .. } => assert_eq!(e, errno::EBADF, "{n}"),
             other => panic!("{n}: another session grew the file: {other:?}"),

@@ -118,6 +118,10 @@ pub struct MetaService {
     /// cut and the capacity given back by the collector's next pass
     /// (`settle_tails`).
     tails: std::sync::Mutex<HashMap<(String, u64), u64>>,
+    /// Files whose tail was cut after an eviction, with where the cut
+    /// began: a record of the evicted client's writes past it is refused
+    /// (`Written` with `resumed`). At most [`MAX_LOST`], for an hour each.
+    lost: std::sync::Mutex<HashMap<(String, u64), (u64, std::time::Instant)>>,
     /// Woken when the collector stops cutting a file's tail.
     cut_done: tokio::sync::Notify,
     /// The namespaces of the file systems in use.
@@ -131,6 +135,11 @@ pub struct MetaService {
     /// Requests by kind, with their latencies (reported with heartbeats).
     pub ops: cpfs_proto::telemetry::OpTable,
 }
+
+/// How many files cut after evictions are remembered, and for how long
+/// (an evicted client that comes back later records over zeros).
+const MAX_LOST: usize = 10_000;
+const LOST_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The session id under which the collector holds a file while it cuts
 /// its tail (`begin_cut`); sessions' ids are odd.
@@ -224,6 +233,7 @@ impl MetaService {
             open: std::sync::Mutex::new(HashMap::new()),
             tails: std::sync::Mutex::new(HashMap::new()),
             cut_done: tokio::sync::Notify::new(),
+            lost: std::sync::Mutex::new(HashMap::new()),
             capability_secs: CAPABILITY_SECS.into(),
             fileset_failures: Default::default(),
             publisher: format!("{:016x}", rand::random::<u64>()),
@@ -433,6 +443,25 @@ impl MetaService {
             }
         }
         self.cut_done.notify_waiters();
+    }
+
+    /// Remembers that `ino`'s data from `from` on was cut after an
+    /// eviction.
+    fn note_lost(&self, fs: &str, ino: u64, from: u64) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        lost.retain(|_, (_, at)| now.duration_since(*at) < LOST_KEPT);
+        if lost.len() < MAX_LOST {
+            lost.insert((fs.to_string(), ino), (from, now));
+        }
+    }
+
+    /// Whether a record of writes up to `size` made under an earlier
+    /// session reaches into data cut after an eviction.
+    fn lost_to_eviction(&self, fs: &str, ino: u64, size: u64) -> bool {
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.get(&(fs.to_string(), ino))
+            .is_some_and(|(from, at)| size > *from && at.elapsed() < LOST_KEPT)
     }
 
     /// Waits while the collector cuts `ino`'s tail.

@@ -111,6 +111,7 @@ async fn owners_are_charged_and_limited_and_root_is_not() {
             MetaOp::Written {
                 ino: early,
                 size: 1000,
+                resumed: false,
             },
         )
         .await;
@@ -128,7 +129,11 @@ async fn owners_are_charged_and_limited_and_root_is_not() {
         ino_of(&as_user(&b, 1000, 1000, create(shared, "b")).await);
         let r = as_user(&b, 1000, 1000, create(shared, "c")).await;
         assert_eq!(errno_of(&r), errno::EDQUOT, "{n}: a fourth file");
-        let w = |ino, size| MetaOp::Written { ino, size };
+        let w = |ino, size| MetaOp::Written {
+            ino,
+            size,
+            resumed: false,
+        };
         assert_eq!(
             errno_of(&as_user(&b, 1000, 1000, w(a, 9_000)).await),
             0,
@@ -194,6 +199,7 @@ async fn owners_are_charged_and_limited_and_root_is_not() {
             MetaOp::Written {
                 ino: early,
                 size: 2000,
+                resumed: false,
             },
         )
         .await;

@@ -109,6 +109,7 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             MetaOp::Written {
                 ino: f.ino,
                 size: 12345,
+                resumed: false,
             },
             3,
         )
@@ -139,6 +140,7 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             MetaOp::Written {
                 ino: g.ino,
                 size: 4096,
+                resumed: false,
             },
             7,
         )

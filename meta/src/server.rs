@@ -435,9 +435,10 @@ impl MetaService {
                     }
                 })
             }
-            MetaOp::Written { ino, size } => {
-                reply(self.written(&s, &who, ino, size).await, MetaReply::Attr)
-            }
+            MetaOp::Written { ino, size, resumed } => reply(
+                self.written(&s, &who, ino, size, resumed).await,
+                MetaReply::Attr,
+            ),
             MetaOp::Reserve { ino, upto } => {
                 reply(self.reserve(&s, &who, ino, upto).await, MetaReply::Attr)
             }

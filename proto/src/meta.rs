@@ -226,10 +226,14 @@ pub enum MetaOp {
     /// After writes: the file's data reaches `size` (its size is at least
     /// that, and so are its stored bytes); mtime/ctime become now. Fails
     /// with ENOSPC when the file system's capacity would be exceeded, and
-    /// EFBIG past the largest file size.
+    /// EFBIG past the largest file size. `resumed`: the writes were made
+    /// under an earlier session of this client (its handle was opened
+    /// again for this call); when that session was evicted and what it
+    /// wrote past the file's end was cut, the answer is EIO instead.
     Written {
         ino: u64,
         size: u64,
+        resumed: bool,
     },
     StatFs,
     SetXattr {

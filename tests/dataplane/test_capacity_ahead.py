@@ -8,13 +8,15 @@ the writer sees its own size all along (a listing with attributes or an
 expired attribute does not cut it back), another mount sees the size and
 the bytes after close, an O_DSYNC write has its size recorded before it
 returns (the kernel follows each with an fsync, which records it), and the capacity set aside stops counting once the file is
-closed, leaving exactly its bytes counted. A writer killed before it
+closed, leaving exactly its bytes counted. A writer evicted before it
 recorded its size leaves nothing that a later extension of the file
 shows: once its session's lease ran out, the service cuts what lies past
-the file's end and gives the capacity back. Exact limits with capacity set
+the file's end and gives the capacity back, and the writer's close, when
+it comes back, fails with EIO. Exact limits with capacity set
 aside are in test_fileset_quotas.py.
 """
 
+import errno
 import os
 import signal
 import time
@@ -134,8 +136,13 @@ def short_lease_server(fuse_ready, base_dir):
         LIVE_SERVERS.remove(srv)
 
 
-def test_a_writer_killed_before_recording_its_size_leaves_nothing_past_the_end(
+def test_an_evicted_writer_s_unrecorded_bytes_are_cut_and_its_close_says_eio(
         short_lease_server, base_dir):
+    """A mount frozen (SIGSTOP) after writing past the recorded size, for
+    longer than the session lease, is evicted: the service cuts what it
+    wrote past the file's end and gives the capacity back, so a later
+    extension reads zeros; when the mount comes back, its close fails
+    with EIO instead of recording a size over zeros."""
     srv = short_lease_server
     fs = create_filesystem(srv)
     t = token(srv, "metrics-token")
@@ -147,27 +154,33 @@ def test_a_writer_killed_before_recording_its_size_leaves_nothing_past_the_end(
         b = m.mount(fs.domain, name="b")
         head, past = b"h" * BLOCK, b"x" * (1 << 20)
         fd = os.open(b.path / "tail", os.O_CREAT | os.O_WRONLY, 0o644)
-        # The first growth is recorded; the second has capacity set aside
-        # and is recorded only at close, which never comes.
-        assert os.write(fd, head) == BLOCK
-        assert os.write(fd, past) == len(past)
-        wait_until("both writes on every copy",
-                   lambda: total(scrape(srv, t), "cpfs_node_written_bytes_total", fs=fs.fs_id)
-                   >= (BLOCK + len(past)) * REPLICAS, METRICS_DEADLINE_S)
-        os.kill(b.proc.pid, signal.SIGKILL)
         try:
-            os.close(fd)
-        except OSError:
-            pass  # its mount is gone
-        assert os.stat(a.path / "tail").st_size == BLOCK
-        assert used_bytes(a) >= BLOCK + len(past), "the capacity set aside counts"
+            # The first growth is recorded; the second has capacity set
+            # aside and would be recorded at close.
+            assert os.write(fd, head) == BLOCK
+            assert os.write(fd, past) == len(past)
+            wait_until("both writes on every copy",
+                       lambda: total(scrape(srv, t), "cpfs_node_written_bytes_total", fs=fs.fs_id)
+                       >= (BLOCK + len(past)) * REPLICAS, METRICS_DEADLINE_S)
+            os.kill(b.proc.pid, signal.SIGSTOP)
+            try:
+                assert os.stat(a.path / "tail").st_size == BLOCK
+                assert used_bytes(a) >= BLOCK + len(past), "the capacity set aside counts"
 
-        # The lease runs out: the tail is cut, then the capacity given back.
-        wait_until("the capacity given back after the lease",
-                   lambda: used_bytes(a) == BLOCK, LEASE_S + 30)
-        os.truncate(a.path / "tail", BLOCK + len(past))
-        with open(a.path / "tail", "rb") as f:
-            assert f.read(BLOCK) == head
-            assert f.read() == bytes(len(past)), "the killed writer's bytes show past the old end"
+                # The lease runs out: the tail is cut, then the capacity
+                # given back.
+                wait_until("the capacity given back after the lease",
+                           lambda: used_bytes(a) == BLOCK, LEASE_S + 30)
+                os.truncate(a.path / "tail", BLOCK + len(past))
+                with open(a.path / "tail", "rb") as f:
+                    assert f.read(BLOCK) == head
+                    assert f.read() == bytes(len(past)), "the evicted writer's bytes show"
+            finally:
+                os.kill(b.proc.pid, signal.SIGCONT)
+        finally:
+            with pytest.raises(OSError) as refused:
+                os.close(fd)
+        assert refused.value.errno == errno.EIO, refused.value
+        assert os.stat(a.path / "tail").st_size == BLOCK + len(past)
     finally:
         m.cleanup()

@@ -45,6 +45,12 @@ pub(crate) struct OpenInode {
     /// gives it back when the session's last writable handle goes, which
     /// this mount cannot tell from here (another ask costs a call).
     pub(crate) reserved: AtomicU64,
+    /// This mount's session changed while writes past the recorded size
+    /// were unrecorded: their record says so (`Written::resumed`) until
+    /// it is made.
+    pub(crate) resumed: AtomicBool,
+    /// The file's inode number.
+    pub(crate) ino: u64,
     /// When the size was last recorded (milliseconds of the mount's clock).
     pub(crate) recorded_ms: AtomicU64,
     /// Growths this mount recorded one by one; the first is recorded so,
@@ -86,11 +92,14 @@ impl OpenInode {
     /// Takes the answer to a record of the size reaching `size`: what
     /// was unrecorded up to there is recorded now.
     pub(crate) fn recorded(&self, size: u64, a: &Attr, now_ms: u64) {
-        let _ = self
+        let all = self
             .unrecorded
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 (u != 0 && u <= size).then_some(0)
             });
+        if all.is_ok() {
+            self.resumed.store(false, Ordering::Release);
+        }
         self.recorded_ms.store(now_ms, Ordering::Release);
         self.learn(a);
     }
@@ -129,6 +138,8 @@ pub(crate) fn pin(inodes: &OpenInodes, ino: u64, known: Option<&Attr>) -> Arc<Op
                 recorded_ms: AtomicU64::new(super::sizes::now_ms()),
                 growths: AtomicU64::new(0),
                 at_limit: AtomicBool::new(false),
+                resumed: AtomicBool::new(false),
+                ino,
             }),
             0,
         )

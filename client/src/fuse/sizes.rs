@@ -59,7 +59,7 @@ pub(crate) async fn note_write(
         // only, which takes no lock the writer holds).
         let _sizing = st.sizing.lock().await;
         let size = end.max(st.unrecorded.load(Ordering::Acquire));
-        let a = written(meta, who, h.ino, size).await?;
+        let a = written(meta, who, st, size).await?;
         st.recorded(size, &a, now_ms());
         if let Some(n) = notifier.get() {
             super::open_files::drop_cached(n, h.ino, -1);
@@ -100,7 +100,7 @@ async fn grow(meta: &MetaClient, who: &Caller, h: &FileHandle, end: u64) -> Resu
     let first = st.growths.fetch_add(1, Ordering::AcqRel) == 0;
     if !first && !st.at_limit.load(Ordering::Acquire) {
         let upto = end.saturating_add(ahead(end));
-        match call(meta, who, h.ino, MetaOp::Reserve { ino: h.ino, upto }).await {
+        match call(meta, who, st, MetaOp::Reserve { ino: h.ino, upto }).await {
             Ok(a) => {
                 st.reserved.fetch_max(upto.min(a.stored), Ordering::AcqRel);
                 st.learn(&a);
@@ -115,7 +115,7 @@ async fn grow(meta: &MetaClient, who: &Caller, h: &FileHandle, end: u64) -> Resu
         }
     }
     let size = end.max(st.unrecorded.load(Ordering::Acquire));
-    let a = written(meta, who, h.ino, size).await?;
+    let a = written(meta, who, st, size).await?;
     st.recorded(size, &a, now_ms());
     Ok(())
 }
@@ -128,7 +128,7 @@ async fn record(meta: &MetaClient, who: &Caller, h: &FileHandle) -> Result<(), i
     if size == 0 {
         return Ok(());
     }
-    let a = written(meta, who, h.ino, size).await?;
+    let a = written(meta, who, st, size).await?;
     st.recorded(size, &a, now_ms());
     Ok(())
 }
@@ -143,29 +143,48 @@ pub(crate) async fn settle(meta: &MetaClient, who: &Caller, h: &FileHandle) -> R
         let st = &h.inode;
         let _sizing = st.sizing.lock().await;
         let size = st.unrecorded.load(Ordering::Acquire);
-        let a = written(meta, who, h.ino, size).await?;
+        let a = written(meta, who, st, size).await?;
         st.recorded(size, &a, now_ms());
     }
     Ok(())
 }
 
-/// Records that `ino` was written up to `size`.
-async fn written(meta: &MetaClient, who: &Caller, ino: u64, size: u64) -> Result<Attr, i32> {
-    call(meta, who, ino, MetaOp::Written { ino, size }).await
+/// Records that the file was written up to `size`.
+async fn written(meta: &MetaClient, who: &Caller, st: &OpenInode, size: u64) -> Result<Attr, i32> {
+    let op = MetaOp::Written {
+        ino: st.ino,
+        size,
+        resumed: st.resumed.load(Ordering::Acquire),
+    };
+    call(meta, who, st, op).await
 }
 
-/// Sends `op` (a `Written` or `Reserve` of `ino`), which the service takes
-/// only through a handle this mount's session opened for writing; a
-/// session that is new (the service restarted, or the file system moved
-/// to another server) holds none yet, so the handle is opened again
-/// there, once, and the call repeated.
-async fn call(meta: &MetaClient, who: &Caller, ino: u64, op: MetaOp) -> Result<Attr, i32> {
+/// Sends `op` (a `Written` or `Reserve` of the file), which the service
+/// takes only through a handle this mount's session opened for writing; a
+/// session that is new (the service restarted, the file system moved to
+/// another server, or this mount was evicted) holds none yet, so the
+/// handle is opened again there, once, and the call repeated. Writes past
+/// the recorded size made under the earlier session are then recorded as
+/// such (`resumed`, until recorded): the service refuses the record (EIO)
+/// when that session was evicted and what it wrote there was cut.
+async fn call(meta: &MetaClient, who: &Caller, st: &OpenInode, op: MetaOp) -> Result<Attr, i32> {
     let r = match meta.call(who, op.clone()).await {
         Err(errno::EBADF) => {
             let reopen = MetaOp::Open {
-                ino,
+                ino: st.ino,
                 read: false,
                 write: true,
+            };
+            if st.unrecorded.load(Ordering::Acquire) != 0 {
+                st.resumed.store(true, Ordering::Release);
+            }
+            let op = match op {
+                MetaOp::Written { ino, size, .. } => MetaOp::Written {
+                    ino,
+                    size,
+                    resumed: st.resumed.load(Ordering::Acquire),
+                },
+                op => op,
             };
             match meta.call(who, reopen).await? {
                 MetaReply::Open(_) => meta.call(who, op).await?,
@@ -216,7 +235,7 @@ pub(crate) async fn set_attr(
     if let (true, Some(st)) = (size.is_some() || times, st) {
         let unrecorded = st.unrecorded.load(Ordering::Acquire);
         if unrecorded != 0 {
-            let a = written(meta, who, ino, unrecorded).await?;
+            let a = written(meta, who, st, unrecorded).await?;
             st.recorded(unrecorded, &a, now_ms());
         }
     }

@@ -336,8 +336,11 @@ impl MetaService {
         for ((fs, ino), end) in tails {
             let cut = if self.begin_cut(&fs, ino) {
                 let r = self.cut_tail(&fs, ino, end, data).await;
+                if let Ok(Some(from)) = r {
+                    self.note_lost(&fs, ino, from);
+                }
                 self.end_cut(&fs, ino);
-                r
+                r.map(|_| ())
             } else {
                 Err((EBUSY, "open for writing".into()))
             };
@@ -357,14 +360,15 @@ impl MetaService {
         }
     }
 
-    /// Cuts `ino`'s data from its end up to `end` on the nodes.
+    /// Cuts `ino`'s data from its end up to `end` on the nodes; where the
+    /// cut began, if anything was cut.
     async fn cut_tail(
         &self,
         fs: &str,
         ino: u64,
         end: u64,
         data: &cpfs_client::data::DataClient,
-    ) -> Res<()> {
+    ) -> Res<Option<u64>> {
         let (size, layout) = self
             .shards
             .read(fs, |st| {
@@ -377,13 +381,14 @@ impl MetaService {
             })
             .await?;
         if end <= size {
-            return Ok(());
+            return Ok(None);
         }
         let cap = self
             .key
             .issue(fs, ino, WRITE, now_ns() / 1_000_000_000 + 60);
         data.truncate(&cap, &layout, ino, size, end)
             .await
+            .map(|()| Some(size))
             .map_err(|e| (EIO, e.to_string()))
     }
 
@@ -463,6 +468,7 @@ impl MetaService {
         who: &Caller,
         ino: u64,
         size: u64,
+        resumed: bool,
     ) -> Res<Attr> {
         // Sizes and times move through handles this client opened for
         // writing (where the write permission was checked), not by inode
@@ -471,6 +477,12 @@ impl MetaService {
             return fail(EBADF, "not open for writing by this client");
         }
         self.after_cut(&s.fs, ino).await;
+        if resumed && self.lost_to_eviction(&s.fs, ino, size) {
+            return fail(
+                EIO,
+                "this client was evicted (its session's lease ran out) and what it wrote past the file's end was cut",
+            );
+        }
         let t = now_ns();
         let root = who.uid == 0;
         self.shards
