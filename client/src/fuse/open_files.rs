@@ -83,8 +83,13 @@ impl OpenInode {
     /// Takes the size and stored bytes of an answer of the service (with
     /// `sizing` held).
     pub(crate) fn learn(&self, a: &Attr) {
-        let unrecorded = self.unrecorded.load(Ordering::Acquire);
-        self.size.store(a.size.max(unrecorded), Ordering::Release);
+        // A write that reached further meanwhile (it raises `unrecorded`,
+        // then `size`, without `sizing`) is read again after the store:
+        // in the one order of SeqCst operations, either this store comes
+        // before its raise of `size`, or this load sees its `unrecorded`.
+        self.size.store(a.size, Ordering::SeqCst);
+        self.size
+            .fetch_max(self.unrecorded.load(Ordering::SeqCst), Ordering::SeqCst);
         let own = a.size.max(self.reserved.load(Ordering::Acquire));
         self.stored.store(a.stored.min(own), Ordering::Release);
     }

@@ -74,8 +74,9 @@ pub(crate) async fn note_write(
         }
     }
     if end > st.size.load(Ordering::Acquire) {
-        st.unrecorded.fetch_max(end, Ordering::AcqRel);
-        st.size.fetch_max(end, Ordering::AcqRel);
+        // `unrecorded` first: see `OpenInode::learn`.
+        st.unrecorded.fetch_max(end, Ordering::SeqCst);
+        st.size.fetch_max(end, Ordering::SeqCst);
     }
     h.wrote();
     let due = || {
