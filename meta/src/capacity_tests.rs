@@ -3,7 +3,7 @@
 //! would have it) and extended attributes; sizes past the largest file are
 //! EFBIG, never a wrapped count.
 
-use cpfs_proto::meta::{errno, Attr, MetaOp, MetaReply, SetAttr, ROOT_INO};
+use cpfs_proto::meta::{errno, Attr, Caller, MetaOp, MetaReply, SetAttr, CREATE_RESERVE, ROOT_INO};
 use cpfs_store::Store;
 
 use crate::exactly_once_tests::{backends, open, Backend};
@@ -49,6 +49,7 @@ fn xattr(ino: u64, name: &str, len: usize) -> MetaOp {
 async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
     for mut b in backends().await {
         let n = b.name;
+        let before = used(&b).await;
         let create = MetaOp::Create {
             parent: ROOT_INO,
             name: b"sparse".to_vec(),
@@ -60,9 +61,9 @@ async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
             MetaReply::Open(o) => o.attr.ino,
             other => panic!("{n}: {other:?}"),
         };
-        let before = used(&b).await;
 
-        // Far past the capacity, but nothing is stored: it succeeds.
+        // Far past the capacity, but nothing is stored: it succeeds (and
+        // what the create set aside for the handle is given back first).
         let huge = 999_999_999_999_999;
         let a = attr(&b, truncate(ino, huge)).await;
         assert_eq!((a.size, a.stored), (huge, 0), "{n}");
@@ -176,6 +177,7 @@ async fn extended_attributes_count_and_are_bounded_per_inode() {
 async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_back() {
     for mut b in backends().await {
         let n = b.name;
+        let before = used(&b).await;
         let create = MetaOp::Create {
             parent: ROOT_INO,
             name: b"ahead".to_vec(),
@@ -187,8 +189,11 @@ async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_
             MetaReply::Open(o) => o.attr.ino,
             other => panic!("{n}: {other:?}"),
         };
-        let before = used(&b).await;
         let mib = 1 << 20;
+        // The create set some aside for the first writes.
+        let a = attr(&b, MetaOp::GetAttr { ino }).await;
+        assert_eq!((a.size, a.stored), (0, CREATE_RESERVE), "{n}");
+        assert_eq!(used(&b).await, before + CREATE_RESERVE, "{n}");
 
         let a = attr(&b, MetaOp::Reserve { ino, upto: mib }).await;
         assert_eq!((a.size, a.stored), (0, mib), "{n}: the size moved");
@@ -250,5 +255,138 @@ async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_
         attr(&b, truncate(ino, 4096)).await;
         b.svc = open(Store::open(&b.url).await.unwrap());
         assert_eq!(used(&b).await, before + 4096, "{n}: after a second restart");
+    }
+}
+
+fn create(name: &str) -> MetaOp {
+    MetaOp::Create {
+        parent: ROOT_INO,
+        name: name.as_bytes().to_vec(),
+        mode: 0o644,
+        umask: 0,
+        read: false,
+    }
+}
+
+async fn created(b: &Backend, name: &str) -> Attr {
+    match b.run(create(name), None).await {
+        MetaReply::Open(o) => o.attr,
+        other => panic!("{}: {other:?}", b.name),
+    }
+}
+
+fn times_and_record(ino: u64, mtime: i64, written: u64) -> MetaOp {
+    MetaOp::SetAttr {
+        ino,
+        set: SetAttr {
+            mtime_ns: Some(Some(mtime)),
+            written: Some(written),
+            ..Default::default()
+        },
+    }
+}
+
+/// A create sets capacity aside for the file's first writes when there is
+/// room, and succeeds without when there is none; the releases of a
+/// batch of handles give it all back.
+#[tokio::test]
+async fn a_create_sets_capacity_aside_when_there_is_room_and_releases_give_it_back() {
+    for b in backends().await {
+        let n = b.name;
+        let before = used(&b).await;
+        let mut handles = Vec::new();
+        for i in 0..3 {
+            let a = created(&b, &format!("small-{i}")).await;
+            assert_eq!((a.size, a.stored), (0, CREATE_RESERVE), "{n}");
+            handles.push((a.ino, true));
+        }
+        assert_eq!(used(&b).await, before + 3 * CREATE_RESERVE, "{n}");
+        let release = MetaOp::ReleaseMany { handles };
+        assert!(matches!(b.run(release, None).await, MetaReply::Done), "{n}");
+        assert_eq!(used(&b).await, before, "{n}: not given back");
+
+        // No room left: the create still succeeds, with nothing set aside.
+        let filler = created(&b, "filler").await;
+        let left = CAPACITY - used(&b).await;
+        let upto = CREATE_RESERVE + left - CREATE_RESERVE / 2;
+        attr(
+            &b,
+            MetaOp::Reserve {
+                ino: filler.ino,
+                upto,
+            },
+        )
+        .await;
+        let a = created(&b, "no-room").await;
+        assert_eq!((a.size, a.stored), (0, 0), "{n}");
+    }
+}
+
+/// Times set with a record of the size written (`SetAttr::written`) are
+/// one change: the size and the times both land, nothing of it without a
+/// writable handle, and a refusal of the times leaves the size as it was.
+#[tokio::test]
+async fn times_set_with_a_record_of_the_size_written_are_one_change() {
+    for b in backends().await {
+        let n = b.name;
+        let a = created(&b, "copied").await;
+        let a = attr(&b, times_and_record(a.ino, 5_000, 1000)).await;
+        assert_eq!(
+            (a.size, a.mtime_ns),
+            (1000, 5_000),
+            "{n}: the times set last"
+        );
+        assert_eq!(
+            a.stored, CREATE_RESERVE,
+            "{n}: within what the create set aside"
+        );
+
+        // Another user may not set the times: nothing changes.
+        let other = Caller {
+            uid: 4242,
+            gid: 4242,
+            groups: vec![],
+        };
+        let r = b
+            .svc
+            .clone()
+            .handle_as(
+                b.s.clone(),
+                other,
+                times_and_record(a.ino, 7_000, 9000),
+                None,
+            )
+            .await;
+        assert!(
+            matches!(r, MetaReply::Err { errno: e, .. } if e == errno::EPERM),
+            "{n}: {r:?}"
+        );
+        let now = attr(&b, MetaOp::GetAttr { ino: a.ino }).await;
+        assert_eq!((now.size, now.mtime_ns), (1000, 5_000), "{n}");
+
+        // Only with times alone, and only through a writable handle.
+        let with_mode = MetaOp::SetAttr {
+            ino: a.ino,
+            set: SetAttr {
+                mode: Some(0o600),
+                mtime_ns: Some(Some(1)),
+                written: Some(2000),
+                ..Default::default()
+            },
+        };
+        assert_eq!(b.errno(with_mode, None).await, errno::EINVAL, "{n}");
+        let release = MetaOp::Release {
+            ino: a.ino,
+            writable: true,
+        };
+        assert!(matches!(b.run(release, None).await, MetaReply::Done), "{n}");
+        let closed = times_and_record(a.ino, 6_000, 3000);
+        assert_eq!(b.errno(closed, None).await, errno::EBADF, "{n}");
+        let now = attr(&b, MetaOp::GetAttr { ino: a.ino }).await;
+        assert_eq!(
+            (now.size, now.stored, now.mtime_ns),
+            (1000, 1000, 5_000),
+            "{n}"
+        );
     }
 }

@@ -88,6 +88,19 @@ async fn lookup(b: &Backend, parent: u64, name: &str) -> u64 {
     }
 }
 
+/// Closes the handle a create opened: what it set aside is given back.
+async fn closed(b: &Backend, ino: u64) {
+    let release = MetaOp::Release {
+        ino,
+        writable: true,
+    };
+    assert!(
+        matches!(b.run(release, None).await, MetaReply::Done),
+        "{}",
+        b.name
+    );
+}
+
 async fn made(b: &Backend, op: MetaOp) -> u64 {
     match b.run(op, None).await {
         MetaReply::Open(o) => o.attr.ino,
@@ -169,7 +182,8 @@ async fn a_fileset_counts_exactly_and_refuses_what_would_pass_its_limits() {
         // Limits change at the next pass; a limit is lifted by none.
         wanted.set(vec![spec("fset-a", "/proj/a/", None, None)]);
         sync(&b).await;
-        made(&b, create(root, "four")).await;
+        let four = made(&b, create(root, "four")).await;
+        closed(&b, four).await;
         let f = bound(&b, "fset-a").await.unwrap();
         assert_eq!((f.files, f.file_limit), (4, None), "{n}");
 
@@ -202,6 +216,7 @@ async fn nothing_crosses_a_fileset_boundary_and_its_root_stays_put() {
             None,
         )
         .await;
+        closed(&b, f1).await;
         let free = made(&b, create(ROOT_INO, "free")).await;
         wanted.set(vec![spec("fset-h", "/data/home/", None, None)]);
         sync(&b).await;

@@ -492,6 +492,21 @@ impl MetaService {
             .map_or(0, |by| by.values().map(|h| h.reserved).max().unwrap_or(0))
     }
 
+    /// When `s` has capacity set aside for `ino`: what the other sessions
+    /// have (the floor a give-back of its own must keep).
+    fn reserved_by_others(&self, s: &Session, ino: u64) -> Option<u64> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let by = open.get(&(s.fs.clone(), ino))?;
+        by.get(&s.id).filter(|h| h.reserved > 0)?;
+        Some(
+            by.iter()
+                .filter(|(id, _)| **id != s.id)
+                .map(|(_, h)| h.reserved)
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
     /// Forgets one handle of `s` (a writable one when `writable`); handles
     /// of other sessions are not its to release. True when this was the
     /// session's last writable handle of a file it had set capacity aside

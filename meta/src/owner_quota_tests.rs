@@ -115,6 +115,19 @@ async fn owners_are_charged_and_limited_and_root_is_not() {
             },
         )
         .await;
+        // Opened again without what its create set aside (given back at
+        // its release).
+        let close = MetaOp::Release {
+            ino: early,
+            writable: true,
+        };
+        as_user(&b, 1000, 1000, close).await;
+        let open_again = MetaOp::Open {
+            ino: early,
+            read: false,
+            write: true,
+        };
+        as_user(&b, 1000, 1000, open_again).await;
 
         limits.set(vec![
             quota(false, 1000, Some(10_000), Some(3)),

@@ -114,6 +114,13 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
             3,
         )
         .await;
+        // Closed: what its create set aside is given back (a restart
+        // gives back what open handles hold).
+        let close = MetaOp::Release {
+            ino: f.ino,
+            writable: true,
+        };
+        assert!(matches!(b.run(close, None).await, MetaReply::Done), "{n}");
         entry(
             &b,
             MetaOp::Symlink {
@@ -135,6 +142,22 @@ async fn a_restarted_service_loads_exactly_what_was_committed() {
         )
         .await;
         let g = entry(&b, create_op(ROOT_INO, b"gone", 0o600), 6).await;
+        // Held open through a handle without capacity set aside (a
+        // restart gives that back): released and opened again.
+        let close = MetaOp::Release {
+            ino: g.ino,
+            writable: true,
+        };
+        assert!(matches!(b.run(close, None).await, MetaReply::Done), "{n}");
+        let reopen = MetaOp::Open {
+            ino: g.ino,
+            read: true,
+            write: true,
+        };
+        assert!(
+            matches!(b.run(reopen, None).await, MetaReply::Open(_)),
+            "{n}"
+        );
         entry(
             &b,
             MetaOp::Written {

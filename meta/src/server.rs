@@ -348,13 +348,11 @@ impl MetaService {
                     rdev: 0,
                     target: None,
                 };
-                match self.create(&s, &who, parent, &name, node, id).await {
-                    Ok(a) => reply(
-                        self.open_created(&s, &who, a.ino, read).await,
-                        MetaReply::Open,
-                    ),
-                    Err((errno, message)) => MetaReply::Err { errno, message },
-                }
+                reply(
+                    self.create_file(&s, &who, (parent, &name), node, id, read)
+                        .await,
+                    MetaReply::Open,
+                )
             }
             MetaOp::Readlink { ino } => reply(self.readlink(&s, ino).await, MetaReply::Link),
             MetaOp::Link {
@@ -395,7 +393,7 @@ impl MetaService {
                 reply(self.open(&s, &who, ino, read, write).await, MetaReply::Open)
             }
             MetaOp::Release { ino, writable } => {
-                self.release(&s, ino, writable).await;
+                self.release(&s, &[(ino, writable)]).await;
                 MetaReply::Done
             }
             MetaOp::ReleaseMany { handles } => {
@@ -408,9 +406,7 @@ impl MetaService {
                         ),
                     };
                 }
-                for (ino, writable) in handles {
-                    self.release(&s, ino, writable).await;
-                }
+                self.release(&s, &handles).await;
                 MetaReply::Done
             }
             // Answered in `handle`, before the cached grant is used.

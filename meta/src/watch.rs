@@ -524,7 +524,8 @@ pub fn changes_of(op: &MetaOp) -> Vec<Change> {
         // file only so (the kernel sends their mtime once they landed), and
         // other mounts holding the pages must drop them.
         MetaOp::SetAttr { ino, set } => {
-            vec![inode(*ino, set.size.is_some() || set.mtime_ns.is_some())]
+            let data = set.size.is_some() || set.mtime_ns.is_some() || set.written.is_some();
+            vec![inode(*ino, data)]
         }
         MetaOp::Written { ino, .. } => vec![inode(*ino, true)],
         MetaOp::SetXattr { ino, .. }

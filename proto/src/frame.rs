@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The wire version this build speaks. Bump it whenever a message of the
 /// node or metadata protocol changes shape.
-pub const WIRE_VERSION: u8 = 9;
+pub const WIRE_VERSION: u8 = 10;
 
 /// Largest frame accepted (a 64 MiB chunk write plus headers).
 pub const MAX_FRAME: usize = (64 << 20) + 4096;

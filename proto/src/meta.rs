@@ -10,6 +10,12 @@ use crate::layout::Layout;
 
 pub const ROOT_INO: u64 = 1;
 pub const NAME_MAX: usize = 255;
+/// Capacity a create sets aside for the new file's first writes, when the
+/// file system's capacity and the limits allow it (a create never fails
+/// for want of it): a small file is then written and its size recorded
+/// once, at close, instead of once before its data moves and again at
+/// close. Given back with the creator's last writable handle.
+pub const CREATE_RESERVE: u64 = 64 << 10;
 
 /// How long after sending a Watch a client may still answer lookups in the
 /// directories delegated to it, once that Watch's answer arrived (it knew
@@ -117,6 +123,12 @@ pub struct SetAttr {
     /// `Some(None)` means "now".
     pub atime_ns: Option<Option<i64>>,
     pub mtime_ns: Option<Option<i64>>,
+    /// With times and no size only: the size this client's writes reached
+    /// through a handle it holds open for writing, recorded as
+    /// [`MetaOp::Written`] would, in the same change and before the times
+    /// are set (so a program setting times after writing, as `cp -a` does,
+    /// makes one call, not two). Refused with EBADF without such a handle.
+    pub written: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -39,7 +39,9 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.stored.div_ceil(512),
+        // Capacity set aside past the end (for writes still to come) is
+        // not data the file holds: `du` counts at most up to its size.
+        blocks: a.stored.min(a.size).div_ceil(512),
         atime: time(a.atime_ns),
         mtime: time(a.mtime_ns),
         ctime: time(a.ctime_ns),

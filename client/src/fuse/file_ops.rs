@@ -2,6 +2,7 @@
 //! kernel file handle, with the inode's state shared by its handles
 //! (open_files.rs).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fuser::{Errno, ReplyCreate, ReplyOpen};
@@ -50,7 +51,7 @@ impl CpfsFs {
             }
             if let Ok(MetaReply::Open(o)) = &r {
                 if write {
-                    st.reserved.store(0, std::sync::atomic::Ordering::Release);
+                    st.reserved.store(0, Ordering::Release);
                 }
                 st.learn(&o.attr);
             }
@@ -116,6 +117,16 @@ impl CpfsFs {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(a.ino, (a.size, a.mtime_ns));
             let st = pin(&inodes, a.ino, Some(&a));
+            if a.size == 0 && a.stored > 0 {
+                // What a new file counts as stored is what the create set
+                // aside for this handle (CREATE_RESERVE): its first writes
+                // need no call before their data moves, and a growth past
+                // it is a file's second, which sets more aside ahead
+                // (sizes.rs).
+                st.reserved.fetch_max(a.stored, Ordering::AcqRel);
+                st.growths.fetch_max(1, Ordering::AcqRel);
+                st.learn(&a);
+            }
             let h = FileHandle::new(o, st, &meta, &who, flags & libc::O_DSYNC != 0);
             files
                 .lock()

@@ -239,6 +239,7 @@ impl Filesystem for CpfsFs {
             size,
             atime_ns: atime.map(to_ns),
             mtime_ns: mtime.map(to_ns),
+            written: None,
         };
         let meta = self.meta.clone();
         let data = self.data.clone();

@@ -119,6 +119,7 @@ pub(crate) fn kernel_attr(inodes: &OpenInodes, a: &Attr) -> fuser::FileAttr {
         let map = inodes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((st, _)) = map.get(&a.ino) {
             shown.size = shown.size.max(st.unrecorded.load(Ordering::Acquire));
+            shown.blocks = a.stored.min(shown.size).div_ceil(512);
         }
     }
     shown

@@ -200,6 +200,42 @@ async fn call(meta: &MetaClient, who: &Caller, st: &OpenInode, op: MetaOp) -> Re
     }
 }
 
+/// Sets the times in `set` with the record of the size written that it
+/// carries, in one call; a session that holds no writable handle of the
+/// file (a new one: see `call`) records through the handle opened again,
+/// then sets the times.
+async fn set_with_record(
+    meta: &MetaClient,
+    who: &Caller,
+    st: &OpenInode,
+    mut set: SetAttr,
+) -> Result<Attr, i32> {
+    let ino = st.ino;
+    let r = match meta
+        .call(
+            who,
+            MetaOp::SetAttr {
+                ino,
+                set: set.clone(),
+            },
+        )
+        .await
+    {
+        Err(errno::EBADF) => {
+            if let Some(size) = set.written.take() {
+                let a = written(meta, who, st, size).await?;
+                st.recorded(size, &a, now_ms());
+            }
+            meta.call(who, MetaOp::SetAttr { ino, set }).await?
+        }
+        r => r?,
+    };
+    match r {
+        MetaReply::Attr(a) => Ok(a),
+        _ => Err(errno::EIO),
+    }
+}
+
 /// setattr's work: the change in the metadata service and, when the size
 /// shrinks, the cut of the data on the nodes (a later extension must read
 /// zeros, not the old bytes).
@@ -232,10 +268,19 @@ pub(crate) async fn set_attr(
     };
     // What this mount's writes reached is recorded first: a truncate cuts
     // from there (and none of it comes back after), and times set are
-    // not overwritten by a record after them.
+    // not overwritten by a record after them. A setting of times alone
+    // carries the record in its own call (`SetAttr::written`).
+    let mut set = set;
     if let (true, Some(st)) = (size.is_some() || times, st) {
         let unrecorded = st.unrecorded.load(Ordering::Acquire);
-        if unrecorded != 0 {
+        let times_alone = size.is_none() && set.mode.is_none() && set.uid.is_none();
+        if unrecorded != 0
+            && times_alone
+            && set.gid.is_none()
+            && !st.resumed.load(Ordering::Acquire)
+        {
+            set.written = Some(unrecorded);
+        } else if unrecorded != 0 {
             let a = written(meta, who, st, unrecorded).await?;
             st.recorded(unrecorded, &a, now_ms());
         }
@@ -247,9 +292,16 @@ pub(crate) async fn set_attr(
         },
         None => 0,
     };
-    let a = match meta.call(who, MetaOp::SetAttr { ino, set }).await? {
-        MetaReply::Attr(a) => a,
-        _ => return Err(errno::EIO),
+    let a = match (set.written, st) {
+        (Some(unrecorded), Some(st)) => {
+            let a = set_with_record(meta, who, st, set).await?;
+            st.recorded(unrecorded, &a, now_ms());
+            a
+        }
+        _ => match meta.call(who, MetaOp::SetAttr { ino, set }).await? {
+            MetaReply::Attr(a) => a,
+            _ => return Err(errno::EIO),
+        },
     };
     if let Some(st) = st {
         st.learn(&a);

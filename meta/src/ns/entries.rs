@@ -141,15 +141,9 @@ impl FsState {
             a.size = size;
             a.mtime_ns = t;
         }
+        check_times(owner, &a, who, &set)?;
         for (want, slot) in [(set.atime_ns, 0), (set.mtime_ns, 1)] {
             if let Some(when) = want {
-                match when {
-                    Some(_) if !owner => return fail(EPERM, "only the owner may set times"),
-                    None if !owner && !perm::allowed(&a, who, W) => {
-                        return fail(EACCES, "touch needs write permission")
-                    }
-                    _ => {}
-                }
                 let v = when.unwrap_or(t);
                 if slot == 0 {
                     a.atime_ns = v;
@@ -517,5 +511,46 @@ impl FsState {
         }
         self.record(id, 0, t);
         Ok(())
+    }
+}
+
+/// Whether `who` may set the times `set` asks for on `a` (`owner`: `who`
+/// owns it or is root): explicit times need the owner, "now" the owner or
+/// write permission.
+fn check_times(owner: bool, a: &Attr, who: &Caller, set: &SetAttr) -> Res<()> {
+    for when in [set.atime_ns, set.mtime_ns].into_iter().flatten() {
+        match when {
+            Some(_) if !owner => return fail(EPERM, "only the owner may set times"),
+            None if !owner && !perm::allowed(a, who, W) => {
+                return fail(EACCES, "touch needs write permission")
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl FsState {
+    /// Whether `set` is a truncate (with times, perhaps) of regular file
+    /// `ino` that `setattr` will take from `who`: checked before a change
+    /// made ahead of it in the same operation.
+    pub fn takes_truncate(&self, who: &Caller, ino: u64, set: &SetAttr) -> bool {
+        let Ok(a) = self.attr(ino) else {
+            return false;
+        };
+        let truncate_alone = set.mode.is_none() && set.uid.is_none() && set.gid.is_none();
+        truncate_alone
+            && a.kind == Kind::File
+            && set.size.is_some_and(|s| s <= super::MAX_FILE_SIZE)
+            && perm::allowed(&a, who, W)
+            && check_times(who.uid == 0 || who.uid == a.uid, &a, who, set).is_ok()
+    }
+
+    /// Checks, before anything changes, that `who` may set the times
+    /// `set` asks for on `ino` (a record of the size written goes first
+    /// in the same change: see `SetAttr::written`).
+    pub fn may_set_times(&self, who: &Caller, ino: u64, set: &SetAttr) -> Res<()> {
+        let a = self.attr(ino)?;
+        check_times(who.uid == 0 || who.uid == a.uid, &a, who, set)
     }
 }

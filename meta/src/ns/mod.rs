@@ -25,7 +25,8 @@ use cpfs_proto::capability::{READ, WRITE};
 use cpfs_proto::chains::ChainTable;
 use cpfs_proto::layout::Layout;
 use cpfs_proto::meta::{
-    errno::*, Attr, Caller, DirEntry, FsStat, Kind, OpenFile, RequestId, SetAttr, NAME_MAX,
+    errno::*, Attr, Caller, DirEntry, FsStat, Kind, OpenFile, RequestId, SetAttr, CREATE_RESERVE,
+    NAME_MAX,
 };
 
 use crate::inode::Inode;
@@ -181,14 +182,65 @@ impl MetaService {
         ino: u64,
         set: SetAttr,
     ) -> Res<Attr> {
+        if let Some(size) = set.written {
+            return self.written_and_times(s, who, ino, size, set).await;
+        }
+        // A truncate by a session with capacity set aside for the file
+        // gives that back first (its writes were recorded before it, so
+        // the size is where its data reaches): an extension would
+        // otherwise count, and show as blocks, what was only set aside.
+        let mut give_back = None;
         if set.size.is_some() {
             // Not while data past the file's end is cut: an extension
             // would leave the cut short of it.
             self.after_cut(&s.fs, ino).await;
+            give_back = self.reserved_by_others(s, ino);
         }
         let t = now_ns();
         self.shards
-            .write(&s.fs, |st| st.setattr(who, ino, set, s.capacity_bytes, t))
+            .write(&s.fs, |st| {
+                if let Some(keep) = give_back.filter(|_| st.takes_truncate(who, ino, &set)) {
+                    st.unreserve(ino, keep)?;
+                }
+                st.setattr(who, ino, set, s.capacity_bytes, t)
+            })
+            .await
+    }
+
+    /// A record of the size this client's writes reached (as `written`
+    /// makes it) and a setting of times, in one change (`SetAttr::written`).
+    /// Everything that could refuse the times is checked before the
+    /// record changes anything: an operation that fails after changing
+    /// the namespace would discard it.
+    async fn written_and_times(
+        &self,
+        s: &Session,
+        who: &Caller,
+        ino: u64,
+        size: u64,
+        mut set: SetAttr,
+    ) -> Res<Attr> {
+        let times_alone = set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.size.is_none()
+            && (set.atime_ns.is_some() || set.mtime_ns.is_some());
+        if !times_alone {
+            return fail(EINVAL, "a size written goes with a setting of times alone");
+        }
+        if !self.holds_writable(s, ino) {
+            return fail(EBADF, "not open for writing by this client");
+        }
+        self.after_cut(&s.fs, ino).await;
+        set.written = None;
+        let t = now_ns();
+        let root = who.uid == 0;
+        self.shards
+            .write(&s.fs, |st| {
+                st.may_set_times(who, ino, &set)?;
+                st.written(ino, size, s.capacity_bytes, t, root)?;
+                st.setattr(who, ino, set, s.capacity_bytes, t)
+            })
             .await
     }
 
@@ -297,9 +349,69 @@ impl MetaService {
         }
     }
 
-    pub(crate) async fn release(&self, s: &Session, ino: u64, writable: bool) {
-        if self.released(s, ino, writable) {
-            self.give_back(&s.fs, ino).await;
+    /// Creates a regular file and opens it for its creator, with
+    /// [`CREATE_RESERVE`] set aside for its first writes when the capacity
+    /// and the limits allow (the create never fails for want of it), all
+    /// in one change.
+    pub(crate) async fn create_file(
+        &self,
+        s: &Session,
+        who: &Caller,
+        (parent, name): (u64, &[u8]),
+        new: NewNode,
+        id: Option<RequestId>,
+        read: bool,
+    ) -> Res<OpenFile> {
+        let t = now_ns();
+        let root = who.uid == 0;
+        let (i, reserved) = self
+            .shards
+            .write(&s.fs, |st| {
+                let a = st.create(who, parent, name, new, id, t)?;
+                // A refusal changes nothing (the limits are checked first).
+                let reserved = st
+                    .reserve(a.ino, CREATE_RESERVE, s.capacity_bytes, root)
+                    .is_ok();
+                Ok((st.inode(a.ino)?.clone(), reserved))
+            })
+            .await?;
+        let rights = if read { READ | WRITE } else { WRITE };
+        let open = self.opened_file(s, who, i, rights);
+        if reserved {
+            // The handle was noted just now, so this holds: its release
+            // gives the capacity back.
+            self.note_reserved(s, open.attr.ino, CREATE_RESERVE);
+        }
+        Ok(open)
+    }
+
+    /// Releases `handles` of `s` (inode, writable); the capacity set aside
+    /// for those that were their session's last writable handle is given
+    /// back in one change, which goes to the store with the next
+    /// operation's commit (a create loop's files each had some set aside,
+    /// and a load gives back whatever a crash kept).
+    pub(crate) async fn release(&self, s: &Session, handles: &[(u64, bool)]) {
+        let back: Vec<u64> = handles
+            .iter()
+            .filter(|(ino, writable)| self.released(s, *ino, *writable))
+            .map(|(ino, _)| *ino)
+            .collect();
+        if back.is_empty() {
+            return;
+        }
+        let r = self
+            .shards
+            .write_unawaited(&s.fs, |st| {
+                for ino in &back {
+                    // Fails only for an inode gone meanwhile: nothing to
+                    // give back there.
+                    let _ = st.unreserve(*ino, self.reserved_by_any(&s.fs, *ino));
+                }
+            })
+            .await;
+        if let Err((_, e)) = r {
+            // The store refused: the next load gives it back.
+            tracing::warn!(fs = %s.fs, files = back.len(), error = %e, "could not give back capacity set aside");
         }
     }
 

@@ -141,6 +141,28 @@ impl Shards {
         shard.write(&self.journal, lease, f).await
     }
 
+    /// Changes the namespace of `fs` with `f` without waiting for the
+    /// commit, or starting one: the changes go with the next operation's.
+    /// Only for changes that a load makes again by itself when they were
+    /// lost (the giving back of capacity set aside), since nothing waits
+    /// for them: reads do not, and a crash may take them back.
+    pub async fn write_unawaited(&self, fs: &str, f: impl FnOnce(&mut FsState)) -> Res<()> {
+        let shard = self.get(fs).await?;
+        let mut st = shard.lock();
+        if shard.poisoned.load(Ordering::Acquire) {
+            return fail(EIO, "namespace is being reloaded; retry");
+        }
+        f(&mut st);
+        let changes = st.take_changes();
+        if !changes.is_empty() {
+            // The receiver goes: nobody waits for this entry.
+            let _ = self
+                .journal
+                .submit(&st.fs, (shard.generation, shard.epoch), changes);
+        }
+        Ok(())
+    }
+
     /// Reads the namespace of `fs` with `f`, once every change it may have
     /// seen is committed.
     pub async fn read<T>(&self, fs: &str, f: impl FnOnce(&FsState) -> Res<T>) -> Res<T> {
