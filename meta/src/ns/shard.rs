@@ -19,8 +19,12 @@ pub(crate) struct Shard {
     generation: u64,
     /// The owner's epoch it was loaded under (`None`: not served by lease).
     epoch: Option<u64>,
-    /// The last journal entry this shard submitted.
+    /// The last journal entry this shard submitted and answered after.
     last_seq: AtomicU64,
+    /// The last entry it submitted without waiting for it (see
+    /// [`Shards::write_unawaited`]): reads do not wait for those, a reload
+    /// does.
+    unawaited_seq: AtomicU64,
     /// A change of this incarnation was lost (or an operation failed half
     /// way): the shard is reloaded from the store before it is used again.
     poisoned: AtomicBool,
@@ -92,19 +96,34 @@ impl Shards {
             .cloned();
         if let Some(old) = old {
             // What the old incarnation submitted is settled (committed or
-            // refused) before the store is read again.
-            let _ = self
-                .journal
-                .durable(old.last_seq.load(Ordering::Acquire))
-                .await;
+            // refused) before the store is read again, what it submitted
+            // without waiting too: a commit is started for that.
+            let seq = old
+                .last_seq
+                .load(Ordering::Acquire)
+                .max(old.unawaited_seq.load(Ordering::Acquire));
+            self.journal.lead();
+            let _ = self.journal.durable(seq).await;
             tracing::warn!(fs, "reloading the namespace from the store after a failure");
         }
-        let state = FsState::load(&self.pool, fs).await?;
+        let mut state = FsState::load(&self.pool, fs).await?;
+        let generation = self.journal.generation();
+        // What the load changed itself (capacity set aside by sessions that
+        // ended with the old incarnation, given back) goes to the store with
+        // the next commit; a crash before it finds the same and does the same.
+        let loaded = state.take_changes();
+        let unawaited = if loaded.is_empty() {
+            0
+        } else {
+            let fs_id = state.fs.clone();
+            self.journal.submit(&fs_id, (generation, epoch), loaded).0
+        };
         let shard = Arc::new(Shard {
             state: Mutex::new(state),
-            generation: self.journal.generation(),
+            generation,
             epoch,
             last_seq: AtomicU64::new(0),
+            unawaited_seq: AtomicU64::new(unawaited),
             poisoned: AtomicBool::new(false),
         });
         self.map
@@ -156,9 +175,10 @@ impl Shards {
         let changes = st.take_changes();
         if !changes.is_empty() {
             // The receiver goes: nobody waits for this entry.
-            let _ = self
+            let (seq, _) = self
                 .journal
                 .submit(&st.fs, (shard.generation, shard.epoch), changes);
+            shard.unawaited_seq.store(seq, Ordering::Release);
         }
         Ok(())
     }

@@ -217,8 +217,9 @@ impl FsState {
     /// service restarted, or the file system moved here) and record their
     /// sizes when they next call. Done
     /// before the filesets' and owners' usage is counted from the tree;
-    /// the changed rows are committed with the next change (a crash before
-    /// it finds the same rows, and gives the same back again).
+    /// the changed rows go to the store with the next commit, submitted
+    /// by the shard's load without waiting (a crash before it finds the
+    /// same rows, and gives the same back again).
     fn give_back_reservations(&mut self) {
         let over: Vec<(u64, u64)> = self
             .inodes
