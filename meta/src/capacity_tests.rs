@@ -390,3 +390,48 @@ async fn times_set_with_a_record_of_the_size_written_are_one_change() {
         );
     }
 }
+
+/// A truncate gives back what its own session set aside for the file, and
+/// keeps what another session holds.
+#[tokio::test]
+async fn a_truncate_gives_back_its_session_s_reservation_and_keeps_another_s() {
+    for b in backends().await {
+        let n = b.name;
+        let before = used(&b).await;
+        let a = created(&b, "shared").await;
+        // Another session of the same file system opens it and sets 1 MiB
+        // aside.
+        let mut other = b.s.clone();
+        other.id = 2;
+        let root = Caller {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        let as_other = |op: MetaOp| {
+            b.svc
+                .clone()
+                .handle_as(other.clone(), root.clone(), op, None)
+        };
+        let open = MetaOp::Open {
+            ino: a.ino,
+            read: false,
+            write: true,
+        };
+        assert!(matches!(as_other(open).await, MetaReply::Open(_)), "{n}");
+        let mib = 1 << 20;
+        let r = as_other(MetaOp::Reserve {
+            ino: a.ino,
+            upto: mib,
+        })
+        .await;
+        assert!(matches!(r, MetaReply::Attr(_)), "{n}: {r:?}");
+        assert_eq!(used(&b).await, before + mib, "{n}");
+
+        // The creator's session extends the file: its own 64 KiB is given
+        // back, the other's 1 MiB stays.
+        let a2 = attr(&b, truncate(a.ino, 10 * mib)).await;
+        assert_eq!((a2.size, a2.stored), (10 * mib, mib), "{n}");
+        assert_eq!(used(&b).await, before + mib, "{n}");
+    }
+}

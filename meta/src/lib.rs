@@ -507,6 +507,18 @@ impl MetaService {
         )
     }
 
+    /// Notes that what `s` had set aside for `ino` was given back (by its
+    /// truncate).
+    fn note_given_back(&self, s: &Session, ino: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = open
+            .get_mut(&(s.fs.clone(), ino))
+            .and_then(|by| by.get_mut(&s.id))
+        {
+            h.reserved = 0;
+        }
+    }
+
     /// Forgets one handle of `s` (a writable one when `writable`); handles
     /// of other sessions are not its to release. True when this was the
     /// session's last writable handle of a file it had set capacity aside

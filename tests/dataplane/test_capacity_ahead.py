@@ -31,6 +31,7 @@ from test_data import NOTICE_S
 from test_metrics import METRICS_DEADLINE_S, scrape, token, total, wait_settled
 
 BLOCK = 4096
+CREATE_RESERVE = 64 << 10  # cpfs_proto::meta::CREATE_RESERVE
 WRITES = 512  # 2 MiB in 4 KiB appends
 
 
@@ -78,9 +79,10 @@ def test_an_appender_sets_capacity_aside_and_records_its_size_at_close(
     wait_until("the capacity set aside given back",
                lambda: used_bytes(mount) == before_used + want, NOTICE_S)
 
-    # Capacity was set aside (at the create, then ahead of the growth),
-    # and the size was recorded a handful of times (at close, and about
-    # once a second), not once per write.
+    # Capacity was set aside (at the create, then ahead of the growths
+    # after the first), and the size was recorded a handful of times (the
+    # first growth past what the create set aside, about once a second, at
+    # close), not once per write.
     def counted():
         now = size_calls(server, t)
         return now[0] - before_calls[0] >= 1 and now[1] - before_calls[1] >= 1
@@ -203,29 +205,31 @@ def test_an_evicted_writer_s_unrecorded_bytes_are_cut_and_its_close_says_eio(
     try:
         a = m.mount(fs.domain, name="a")
         b = m.mount(fs.domain, name="b")
-        head, past = b"h" * BLOCK, b"x" * (1 << 20)
+        # Past what the create set aside (64 KiB): the file's first growth,
+        # recorded as it is made.
+        head, past = b"h" * (CREATE_RESERVE + BLOCK), b"x" * (1 << 20)
+        HEAD = len(head)
         fd = os.open(b.path / "tail", os.O_CREAT | os.O_WRONLY, 0o644)
         try:
-            # The head is recorded (fsync); the rest has capacity set
-            # aside and would be recorded at close.
-            assert os.write(fd, head) == BLOCK
-            os.fsync(fd)
+            # The head is recorded; the rest has capacity set aside and
+            # would be recorded at close.
+            assert os.write(fd, head) == HEAD
             assert os.write(fd, past) == len(past)
             wait_until("both writes on every copy",
                        lambda: total(scrape(srv, t), "cpfs_node_written_bytes_total", fs=fs.fs_id)
-                       >= (BLOCK + len(past)) * REPLICAS, METRICS_DEADLINE_S)
+                       >= (HEAD + len(past)) * REPLICAS, METRICS_DEADLINE_S)
             os.kill(b.proc.pid, signal.SIGSTOP)
             try:
-                assert os.stat(a.path / "tail").st_size == BLOCK
-                assert used_bytes(a) >= BLOCK + len(past), "the capacity set aside counts"
+                assert os.stat(a.path / "tail").st_size == HEAD
+                assert used_bytes(a) >= HEAD + len(past), "the capacity set aside counts"
 
                 # The lease runs out: the tail is cut, then the capacity
                 # given back.
                 wait_until("the capacity given back after the lease",
-                           lambda: used_bytes(a) == BLOCK, LEASE_S + 30)
-                os.truncate(a.path / "tail", BLOCK + len(past))
+                           lambda: used_bytes(a) == HEAD, LEASE_S + 30)
+                os.truncate(a.path / "tail", HEAD + len(past))
                 with open(a.path / "tail", "rb") as f:
-                    assert f.read(BLOCK) == head
+                    assert f.read(HEAD) == head
                     assert f.read() == bytes(len(past)), "the evicted writer's bytes show"
             finally:
                 os.kill(b.proc.pid, signal.SIGCONT)
@@ -233,6 +237,6 @@ def test_an_evicted_writer_s_unrecorded_bytes_are_cut_and_its_close_says_eio(
             with pytest.raises(OSError) as refused:
                 os.close(fd)
         assert refused.value.errno == errno.EIO, refused.value
-        assert os.stat(a.path / "tail").st_size == BLOCK + len(past)
+        assert os.stat(a.path / "tail").st_size == HEAD + len(past)
     finally:
         m.cleanup()

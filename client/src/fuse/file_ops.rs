@@ -120,11 +120,12 @@ impl CpfsFs {
             if a.size == 0 && a.stored > 0 {
                 // What a new file counts as stored is what the create set
                 // aside for this handle (CREATE_RESERVE): its first writes
-                // need no call before their data moves, and a growth past
-                // it is a file's second, which sets more aside ahead
-                // (sizes.rs).
+                // need no call before their data moves. A growth past it
+                // is still the file's first, recorded exactly (sizes.rs):
+                // a file written once sets nothing more aside, which would
+                // hold a quota's room until its release reached the
+                // service.
                 st.reserved.fetch_max(a.stored, Ordering::AcqRel);
-                st.growths.fetch_max(1, Ordering::AcqRel);
                 st.learn(&a);
             }
             let h = FileHandle::new(o, st, &meta, &who, flags & libc::O_DSYNC != 0);

@@ -189,18 +189,21 @@ impl MetaService {
         // gives that back first (its writes were recorded before it, so
         // the size is where its data reaches): an extension would
         // otherwise count, and show as blocks, what was only set aside.
-        let mut give_back = None;
         if set.size.is_some() {
             // Not while data past the file's end is cut: an extension
             // would leave the cut short of it.
             self.after_cut(&s.fs, ino).await;
-            give_back = self.reserved_by_others(s, ino);
         }
         let t = now_ns();
         self.shards
             .write(&s.fs, |st| {
-                if let Some(keep) = give_back.filter(|_| st.takes_truncate(who, ino, &set)) {
-                    st.unreserve(ino, keep)?;
+                // Under the namespace's lock, where every reservation is
+                // noted, so none made meanwhile is given back with it.
+                if set.size.is_some() && st.takes_truncate(who, ino, &set) {
+                    if let Some(keep) = self.reserved_by_others(s, ino) {
+                        st.unreserve(ino, keep)?;
+                        self.note_given_back(s, ino);
+                    }
                 }
                 st.setattr(who, ino, set, s.capacity_bytes, t)
             })
@@ -332,13 +335,31 @@ impl MetaService {
         ino: u64,
         read: bool,
     ) -> Res<OpenFile> {
-        let i = self.shards.read(&s.fs, |st| st.inode(ino).cloned()).await?;
         let rights = if read { READ | WRITE } else { WRITE };
-        Ok(self.opened_file(s, who, i, rights))
+        // Under the namespace's lock: what the answer shows set aside past
+        // the size (what the first attempt set aside) is this handle's, as
+        // its client takes it, until its release gives it back.
+        let i = self
+            .shards
+            .read(&s.fs, |st| {
+                let i = st.inode(ino)?.clone();
+                self.opened(s, ino, true);
+                if i.attr.kind == Kind::File && i.attr.stored > i.attr.size {
+                    self.note_reserved(s, ino, i.attr.stored);
+                }
+                Ok(i)
+            })
+            .await?;
+        Ok(self.file_of(s, who, i, rights))
     }
 
     fn opened_file(&self, s: &Session, who: &Caller, i: Inode, rights: u8) -> OpenFile {
         self.opened(s, i.attr.ino, rights & WRITE != 0);
+        self.file_of(s, who, i, rights)
+    }
+
+    /// The answer to an open of `i` whose handle is noted already.
+    fn file_of(&self, s: &Session, who: &Caller, i: Inode, rights: u8) -> OpenFile {
         OpenFile {
             cap: self.capability(s, who.uid, i.attr.ino, rights),
             attr: i.attr,
@@ -364,25 +385,38 @@ impl MetaService {
     ) -> Res<OpenFile> {
         let t = now_ns();
         let root = who.uid == 0;
-        let (i, reserved) = self
+        // The handle and what is set aside are noted under the namespace's
+        // lock, with the change, so that no give-back meanwhile misses
+        // them; a commit that fails takes the handle back.
+        let mut noted = None;
+        let made = self
             .shards
             .write(&s.fs, |st| {
                 let a = st.create(who, parent, name, new, id, t)?;
+                let i = st.inode(a.ino)?.clone();
+                self.opened(s, a.ino, true);
+                noted = Some(a.ino);
                 // A refusal changes nothing (the limits are checked first).
-                let reserved = st
+                if st
                     .reserve(a.ino, CREATE_RESERVE, s.capacity_bytes, root)
-                    .is_ok();
-                Ok((st.inode(a.ino)?.clone(), reserved))
+                    .is_ok()
+                {
+                    self.note_reserved(s, a.ino, CREATE_RESERVE);
+                }
+                Ok(st.inode(a.ino).cloned().unwrap_or(i))
             })
-            .await?;
+            .await;
+        let i = match made {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some(ino) = noted {
+                    self.released(s, ino, true);
+                }
+                return Err(e);
+            }
+        };
         let rights = if read { READ | WRITE } else { WRITE };
-        let open = self.opened_file(s, who, i, rights);
-        if reserved {
-            // The handle was noted just now, so this holds: its release
-            // gives the capacity back.
-            self.note_reserved(s, open.attr.ino, CREATE_RESERVE);
-        }
-        Ok(open)
+        Ok(self.file_of(s, who, i, rights))
     }
 
     /// Releases `handles` of `s` (inode, writable); the capacity set aside

@@ -30,6 +30,10 @@ pub(crate) struct Shard {
     poisoned: AtomicBool,
 }
 
+/// How long an unawaited entry waits for another operation's commit to
+/// carry it before it starts one itself.
+const UNAWAITED_COMMIT_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The ownership that bounds waits on a shard of file system `.1`, when
 /// this server serves by lease.
 pub(crate) type Lease<'a> = Option<(&'a Ownership, &'a str)>;
@@ -112,20 +116,20 @@ impl Shards {
         // ended with the old incarnation, given back) goes to the store with
         // the next commit; a crash before it finds the same and does the same.
         let loaded = state.take_changes();
-        let unawaited = if loaded.is_empty() {
-            0
-        } else {
-            let fs_id = state.fs.clone();
-            self.journal.submit(&fs_id, (generation, epoch), loaded).0
-        };
+        let fs_id = state.fs.clone();
         let shard = Arc::new(Shard {
             state: Mutex::new(state),
             generation,
             epoch,
             last_seq: AtomicU64::new(0),
-            unawaited_seq: AtomicU64::new(unawaited),
+            unawaited_seq: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
         });
+        if !loaded.is_empty() {
+            let (seq, wait) = self.journal.submit(&fs_id, (generation, epoch), loaded);
+            shard.unawaited_seq.store(seq, Ordering::Release);
+            self.follow_unawaited(shard.clone(), wait);
+        }
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -174,13 +178,35 @@ impl Shards {
         f(&mut st);
         let changes = st.take_changes();
         if !changes.is_empty() {
-            // The receiver goes: nobody waits for this entry.
-            let (seq, _) = self
+            let (seq, wait) = self
                 .journal
                 .submit(&st.fs, (shard.generation, shard.epoch), changes);
             shard.unawaited_seq.store(seq, Ordering::Release);
+            drop(st);
+            self.follow_unawaited(shard, wait);
         }
         Ok(())
+    }
+
+    /// Sees an unawaited entry to the store: it goes with the next
+    /// operation's commit, or with one started a moment later on a server
+    /// that has nothing else to commit; if it fails, the shard is reloaded
+    /// (the failure is not left for an unrelated operation to meet).
+    fn follow_unawaited(
+        &self,
+        shard: Arc<Shard>,
+        wait: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    ) {
+        let journal = self.journal.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(UNAWAITED_COMMIT_AFTER).await;
+            journal.lead();
+            match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => shard.poison(&e),
+                Err(_) => shard.poison("journal stopped"),
+            }
+        });
     }
 
     /// Reads the namespace of `fs` with `f`, once every change it may have
