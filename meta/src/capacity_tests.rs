@@ -6,7 +6,7 @@
 use cpfs_proto::meta::{errno, Attr, Caller, MetaOp, MetaReply, SetAttr, CREATE_RESERVE, ROOT_INO};
 use cpfs_store::Store;
 
-use crate::exactly_once_tests::{backends, open, Backend};
+use crate::exactly_once_tests::{backends, create_in, open, Backend};
 use crate::ns::MAX_FILE_SIZE;
 
 /// The session's capacity in these tests (`exactly_once_tests::session`).
@@ -50,17 +50,7 @@ async fn a_sparse_truncate_counts_nothing_and_writes_count_what_they_reach() {
     for mut b in backends().await {
         let n = b.name;
         let before = used(&b).await;
-        let create = MetaOp::Create {
-            parent: ROOT_INO,
-            name: b"sparse".to_vec(),
-            mode: 0o644,
-            umask: 0,
-            read: true,
-        };
-        let ino = match b.run(create, None).await {
-            MetaReply::Open(o) => o.attr.ino,
-            other => panic!("{n}: {other:?}"),
-        };
+        let ino = created(&b, "sparse").await.ino;
 
         // Far past the capacity, but nothing is stored: it succeeds (and
         // what the create set aside for the handle is given back first).
@@ -178,17 +168,7 @@ async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_
     for mut b in backends().await {
         let n = b.name;
         let before = used(&b).await;
-        let create = MetaOp::Create {
-            parent: ROOT_INO,
-            name: b"ahead".to_vec(),
-            mode: 0o644,
-            umask: 0,
-            read: true,
-        };
-        let ino = match b.run(create, None).await {
-            MetaReply::Open(o) => o.attr.ino,
-            other => panic!("{n}: {other:?}"),
-        };
+        let ino = created(&b, "ahead").await.ino;
         let mib = 1 << 20;
         // The create set some aside for the first writes.
         let a = attr(&b, MetaOp::GetAttr { ino }).await;
@@ -258,18 +238,8 @@ async fn capacity_set_aside_counts_until_its_handle_goes_and_a_restart_gives_it_
     }
 }
 
-fn create(name: &str) -> MetaOp {
-    MetaOp::Create {
-        parent: ROOT_INO,
-        name: name.as_bytes().to_vec(),
-        mode: 0o644,
-        umask: 0,
-        read: false,
-    }
-}
-
 async fn created(b: &Backend, name: &str) -> Attr {
-    match b.run(create(name), None).await {
+    match b.run(create_in(ROOT_INO, name), None).await {
         MetaReply::Open(o) => o.attr,
         other => panic!("{}: {other:?}", b.name),
     }
