@@ -94,6 +94,9 @@ pub struct ChunkStore {
     usage: RwLock<HashMap<String, Arc<Counters>>>,
     pub checksum_errors: AtomicU64,
     pub repairs: AtomicU64,
+    /// The latest streamed writes, dropped from the page cache as newer
+    /// ones land.
+    behind: writeback::DropBehind,
 }
 
 fn io(e: std::io::Error) -> NodeError {
@@ -155,6 +158,7 @@ impl ChunkStore {
             usage: RwLock::new(HashMap::new()),
             checksum_errors: AtomicU64::new(0),
             repairs: AtomicU64::new(0),
+            behind: writeback::DropBehind::default(),
         };
         for fs in std::fs::read_dir(&store.root)? {
             let fs = fs?;
@@ -347,7 +351,7 @@ impl ChunkStore {
     fn write_records(
         &self,
         key: &ChunkKey,
-        f: &File,
+        f: &Arc<File>,
         offset: u64,
         data: &[u8],
         whole_blocks: bool,
@@ -389,6 +393,7 @@ impl ChunkStore {
         }
         if data.len() as u64 >= writeback::STREAMED_WRITE {
             writeback::start(f, first * RECORD, count * RECORD);
+            self.behind.wrote(f, first * RECORD, count * RECORD);
         }
         let after = before.max((first + count) * RECORD);
         let c = self.counters(&key.fs);

@@ -368,23 +368,34 @@ fn a_cached_write_is_done_in_place_only_when_nothing_would_wait() {
 /// Pages of `f` the kernel holds dirty, from cachestat(2) (Linux 6.5);
 /// `None` where the call is missing.
 fn dirty_pages(f: &File) -> Option<u64> {
+    cachestat(f).map(|s| s.dirty)
+}
+
+/// Pages of `f` in the page cache, from cachestat(2); `None` where the
+/// call is missing.
+fn cached_pages(f: &File) -> Option<u64> {
+    cachestat(f).map(|s| s.cache)
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CacheStat {
+    cache: u64,
+    dirty: u64,
+    writeback: u64,
+    evicted: u64,
+    recently_evicted: u64,
+}
+
+fn cachestat(f: &File) -> Option<CacheStat> {
     #[repr(C)]
     struct Range {
         off: u64,
         len: u64,
     }
-    #[repr(C)]
-    #[derive(Default)]
-    struct Stat {
-        cache: u64,
-        dirty: u64,
-        writeback: u64,
-        evicted: u64,
-        recently_evicted: u64,
-    }
     // A length of 0: to the end of the file.
     let range = Range { off: 0, len: 0 };
-    let mut stat = Stat::default();
+    let mut stat = CacheStat::default();
     const CACHESTAT: libc::c_long = 451;
     // SAFETY: both structures outlive the call and have the kernel's layout.
     let rc = unsafe {
@@ -392,11 +403,11 @@ fn dirty_pages(f: &File) -> Option<u64> {
             CACHESTAT,
             f.as_raw_fd(),
             &range as *const Range,
-            &mut stat as *mut Stat,
+            &mut stat as *mut CacheStat,
             0u32,
         )
     };
-    (rc == 0).then_some(stat.dirty)
+    (rc == 0).then_some(stat)
 }
 
 #[test]
@@ -418,4 +429,57 @@ fn a_streamed_write_is_on_its_way_to_the_disk_when_it_is_answered() {
     s.write(&key(1), 0, &vec![2u8; 1 << 20], false).unwrap();
     assert_eq!(dirty_pages(&s.open_file(&key(1)).unwrap()), Some(0));
     assert_eq!(s.read(&key(1), 0, 1 << 20).unwrap(), vec![2u8; 1 << 20]);
+}
+
+#[test]
+fn streamed_writes_leave_the_page_cache_behind_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = ChunkStore::open(dir.path()).unwrap();
+    let mb = 1u64 << 20;
+    let chunks = super::writeback::KEPT_BEHIND / mb + 4;
+    for i in 0..chunks {
+        s.write(&key(i), 0, &vec![i as u8; mb as usize], false)
+            .unwrap();
+    }
+    let Some(latest) = cached_pages(&s.open_file(&key(chunks - 1)).unwrap()) else {
+        eprintln!("no cachestat(2) on this kernel: nothing to observe");
+        return;
+    };
+    if latest == 0 || on_tmpfs(dir.path()) {
+        eprintln!("this file system keeps no page cache, or cannot drop it: nothing to observe");
+        return;
+    }
+    // The first chunks of the stream were written out and dropped; the
+    // latest stay.
+    for i in 0..2 {
+        assert_eq!(
+            cached_pages(&s.open_file(&key(i)).unwrap()),
+            Some(0),
+            "chunk {i}"
+        );
+    }
+    assert!(
+        latest >= mb / 4096,
+        "{latest} pages of the latest chunk cached"
+    );
+    // A small write is no stream: its pages stay.
+    s.write(&key(chunks), 0, &vec![9u8; 64 << 10], false)
+        .unwrap();
+    assert!(cached_pages(&s.open_file(&key(chunks)).unwrap()).unwrap() > 0);
+    // What left the cache reads back from the disk, checked.
+    assert_eq!(s.read(&key(0), 0, mb).unwrap(), vec![0u8; mb as usize]);
+    assert_eq!(s.read(&key(1), 4096, 4096).unwrap(), vec![1u8; 4096]);
+}
+
+/// Whether `p` is on tmpfs, whose pages are the files themselves.
+fn on_tmpfs(p: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid C string and `st` outlives the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    rc == 0 && st.f_type as i64 == TMPFS_MAGIC
 }
