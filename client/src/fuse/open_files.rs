@@ -260,16 +260,27 @@ impl FileHandle {
             return self.fetch(data, offset, len).await;
         }
         let epoch = cache.epoch(ino);
-        let (ahead, sequential) = self.readahead.begin(offset, len, epoch);
-        let next = offset + len;
-        if sequential && next < size {
-            let n = len.min(size - next);
-            let (h, d) = (self.clone(), data.clone());
-            self.readahead.hold(cache.ahead_room(), next, n, epoch, || {
-                tokio::spawn(async move { h.fetch(&d, next, n).await })
-            });
+        let begun = self.readahead.begin(offset, len, epoch);
+        if begun.sequential {
+            // Top the stream up to its depth of pieces on their way.
+            let mut next = begun.held_end.unwrap_or(offset + len);
+            for _ in begun.held..begun.depth {
+                if next >= size {
+                    break;
+                }
+                let n = len.min(size - next);
+                let (h, d) = (self.clone(), data.clone());
+                let at = next;
+                let held = self.readahead.hold(cache.ahead_room(), at, n, epoch, || {
+                    tokio::spawn(async move { h.fetch(&d, at, n).await })
+                });
+                if !held {
+                    break;
+                }
+                next += n;
+            }
         }
-        if let Some(task) = ahead {
+        if let Some(task) = begun.task {
             // A prefetch that failed is tried again as an ordinary read,
             // which reports the failure if it persists.
             if let Ok(Ok(bytes)) = task.await {
