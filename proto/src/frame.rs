@@ -56,6 +56,65 @@ pub fn encode_frame_within<T: Serialize>(
     Ok(out)
 }
 
+/// A frame as the pieces it is sent in: its encoded bytes, with each large
+/// payload between them as the buffer it already was (see
+/// `crate::payload::serialize`), not copied.
+pub struct Frame {
+    pub parts: Vec<bytes::Bytes>,
+}
+
+impl Frame {
+    /// The frame's bytes in one buffer (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
+}
+
+/// [`encode_frame_within`], as the pieces to send: a payload of
+/// `crate::payload::SPLICE_FROM` bytes or more is not copied into the
+/// frame. The bytes on the wire are the same.
+pub fn encode_frame_parts<T: Serialize>(
+    id: u64,
+    msg: &T,
+    limit: usize,
+) -> Result<Frame, WireError> {
+    let size =
+        bincode::serialized_size(msg).map_err(|e| WireError::Decode(e.to_string()))? as usize;
+    if size + HEADER > limit {
+        return Err(WireError::TooLarge(size + HEADER));
+    }
+    let mut head = Vec::with_capacity(4 + HEADER + size.min(crate::payload::SPLICE_FROM));
+    head.extend_from_slice(&((size + HEADER) as u32).to_le_bytes());
+    head.push(WIRE_VERSION);
+    head.extend_from_slice(&id.to_le_bytes());
+    if size < crate::payload::SPLICE_FROM {
+        // Nothing in it is large enough to splice.
+        bincode::serialize_into(&mut head, msg).map_err(|e| WireError::Decode(e.to_string()))?;
+        return Ok(Frame {
+            parts: vec![bytes::Bytes::from(head)],
+        });
+    }
+    let start = crate::payload::Spliced {
+        head,
+        payloads: Vec::new(),
+    };
+    let (encoded, spliced) = crate::payload::splicing(start, || {
+        bincode::serialize_into(crate::payload::SplicedWriter, msg)
+    });
+    encoded.map_err(|e| WireError::Decode(e.to_string()))?;
+    let head = bytes::Bytes::from(spliced.head);
+    let mut parts = Vec::with_capacity(2 * spliced.payloads.len() + 1);
+    let mut from = 0;
+    for (at, payload) in spliced.payloads {
+        parts.push(head.slice(from..at));
+        parts.push(payload);
+        from = at;
+    }
+    parts.push(head.slice(from..));
+    parts.retain(|p| !p.is_empty());
+    Ok(Frame { parts })
+}
+
 /// [`encode_frame_within`] the protocol-wide [`MAX_FRAME`].
 /// The read buffer of an RPC connection: room for a whole metadata frame
 /// or a write's header, so that most frames take one read call. A larger
@@ -141,6 +200,49 @@ mod tests {
         a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
         let r: Result<(u64, NodeResponse), _> = read_frame(&mut b).await;
         assert!(matches!(r, Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn a_frame_sent_in_pieces_is_the_frame_and_its_payloads_are_not_copied() {
+        use crate::node::{ChunkWrite, NodeRequest};
+        let big = bytes::Bytes::from(vec![7u8; 1 << 20]);
+        let small = NodeResponse::Data(vec![1, 2, 3].into());
+        let read = NodeResponse::Data(big.clone());
+        for (msg, pieces) in [(&small, 1), (&read, 2)] {
+            let f = encode_frame_parts(9, msg, MAX_FRAME).unwrap();
+            assert_eq!(f.to_vec(), encode_frame(9, msg).unwrap());
+            assert_eq!(f.parts.len(), pieces);
+        }
+        let f = encode_frame_parts(9, &read, MAX_FRAME).unwrap();
+        assert_eq!(f.parts[1].as_ptr(), big.as_ptr(), "the payload was copied");
+        // Several payloads in one message, each between its neighbours.
+        let cap = crate::capability::CapabilityKey::from_cluster_token("t").issue("fs-t", 5, 1, 0);
+        let write = |offset: u64, data: &bytes::Bytes| ChunkWrite {
+            cap: cap.clone(),
+            key: crate::node::ChunkKey {
+                fs: "fs-t".into(),
+                inode: 5,
+                index: offset,
+                chain: 1,
+            },
+            offset,
+            data: data.clone(),
+        };
+        let other = bytes::Bytes::from(vec![8u8; 100 << 10]);
+        let batch = NodeRequest::WriteBatch {
+            chain: crate::node::ChainRef { id: 1, version: 2 },
+            writes: vec![write(0, &big), write(1, &other), write(2, &"tiny".into())],
+            forwarded: None,
+        };
+        let f = encode_frame_parts(3, &batch, MAX_FRAME).unwrap();
+        assert_eq!(f.to_vec(), encode_frame(3, &batch).unwrap());
+        assert_eq!(f.parts.len(), 5);
+        assert!(f.parts.iter().any(|p| p.as_ptr() == other.as_ptr()));
+        // The limit holds as before.
+        assert!(matches!(
+            encode_frame_parts(1, &read, 1024),
+            Err(WireError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]

@@ -186,7 +186,10 @@ pub struct ChunkWrite {
     pub cap: Capability,
     pub key: ChunkKey,
     pub offset: u64,
-    #[serde(deserialize_with = "crate::payload::deserialize")]
+    #[serde(
+        serialize_with = "crate::payload::serialize",
+        deserialize_with = "crate::payload::deserialize"
+    )]
     pub data: bytes::Bytes,
 }
 
@@ -353,7 +356,13 @@ pub struct NodeStats {
 pub enum NodeResponse {
     Done,
     /// Read data; decoded as a view of the reply's frame.
-    Data(#[serde(deserialize_with = "crate::payload::deserialize")] bytes::Bytes),
+    Data(
+        #[serde(
+            serialize_with = "crate::payload::serialize",
+            deserialize_with = "crate::payload::deserialize"
+        )]
+        bytes::Bytes,
+    ),
     Stats(NodeStats),
     Digest(Option<(u64, u32)>),
     Block(#[serde(with = "serde_bytes")] Option<Vec<u8>>),

@@ -8,6 +8,12 @@
 //! (`Bytes::slice_ref`). Anything else (another decoder, another buffer)
 //! is copied, as before. The wire format is unchanged: length-prefixed
 //! bytes, as `serde_bytes` writes them.
+//!
+//! Encoding goes the other way ([`serialize`], [`splicing`]): while a frame
+//! is encoded for a connection, a payload of [`SPLICE_FROM`] bytes or more
+//! is not copied into the frame's buffer. Only its length prefix is; the
+//! payload itself is noted with where it goes, and the frame is sent as
+//! those pieces in one vectored write (`crate::frame::Frame`).
 
 use std::cell::RefCell;
 
@@ -16,6 +22,77 @@ use serde::de::{Deserializer, Error, Visitor};
 
 thread_local! {
     static CURRENT: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    static SPLICING: RefCell<Option<Spliced>> = const { RefCell::new(None) };
+}
+
+/// A payload at least this large is spliced into its frame rather than
+/// copied into it: below, one copy costs less than one more piece of a
+/// vectored write.
+pub const SPLICE_FROM: usize = 16 * 1024;
+
+/// A message encoded with its large payloads left out: the encoded bytes,
+/// and each payload with the offset in them where it belongs.
+#[derive(Default)]
+pub(crate) struct Spliced {
+    pub head: Vec<u8>,
+    pub payloads: Vec<(usize, Bytes)>,
+}
+
+/// Runs `encode` with splicing on for this thread: it writes through
+/// [`SplicedWriter`] into `into.head`, and payload fields note themselves
+/// in `into.payloads`. Returns what was encoded.
+pub(crate) fn splicing<T>(into: Spliced, encode: impl FnOnce() -> T) -> (T, Spliced) {
+    /// Turns splicing off also if `encode` unwinds.
+    struct Off;
+    impl Drop for Off {
+        fn drop(&mut self) {
+            SPLICING.with(|c| c.borrow_mut().take());
+        }
+    }
+    SPLICING.with(|c| *c.borrow_mut() = Some(into));
+    let off = Off;
+    let out = encode();
+    let spliced = SPLICING.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    drop(off);
+    (out, spliced)
+}
+
+/// The writer an encoder writes to while [`splicing`].
+pub(crate) struct SplicedWriter;
+
+impl std::io::Write for SplicedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        SPLICING.with(|c| match c.borrow_mut().as_mut() {
+            Some(s) => {
+                s.head.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            None => Err(std::io::Error::other("not splicing")),
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A byte field: spliced into the frame being encoded when it is large
+/// (its length prefix written, the bytes noted), else written as
+/// `serde_bytes` writes it. bincode's prefix of a byte string is its
+/// length as a `u64`, so the frame's bytes are the same either way.
+pub fn serialize<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    let on = b.len() >= SPLICE_FROM && SPLICING.with(|c| c.borrow().is_some());
+    if !on {
+        return s.serialize_bytes(b);
+    }
+    let ok = s.serialize_u64(b.len() as u64)?;
+    SPLICING.with(|c| {
+        if let Some(sp) = c.borrow_mut().as_mut() {
+            let at = sp.head.len();
+            sp.payloads.push((at, b.clone()));
+        }
+    });
+    Ok(ok)
 }
 
 /// Runs `decode` with `frame` as this thread's current frame.
@@ -80,7 +157,7 @@ mod tests {
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Carrier {
         n: u32,
-        #[serde(deserialize_with = "deserialize")]
+        #[serde(serialize_with = "serialize", deserialize_with = "deserialize")]
         data: Bytes,
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, Mutex};
 
 use super::liveness::{watch_peer, PEER_TIMEOUT};
 use super::writer::FrameWriter;
-use crate::frame::{encode_frame, read_frame, WireError};
+use crate::frame::{encode_frame_parts, read_frame, WireError, MAX_FRAME};
 
 /// How long one call may take before it fails: the bound for a peer that
 /// is reachable but never answers (a hung process). A peer that is not
@@ -179,7 +179,7 @@ where
         // before this one arrived and nobody would ever answer it (the
         // call would wait for CALL_TIMEOUT). Failing marks the connection
         // dead before draining, so checking after registering is enough.
-        let frame = match encode_frame(id, &req) {
+        let frame = match encode_frame_parts(id, &req, MAX_FRAME) {
             Ok(f) => f,
             Err(e) => {
                 pending

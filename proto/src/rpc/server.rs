@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
 use super::writer::FrameWriter;
-use crate::frame::{encode_frame_within, read_frame_within, WireError};
+use crate::frame::{encode_frame_parts, read_frame_within, WireError};
 
 /// What distinguishes one service's listener from another's.
 #[derive(Debug, Clone)]
@@ -192,7 +192,7 @@ async fn connection<Req, Resp, H, F>(
                             stats.failures.fetch_add(1, Ordering::Relaxed);
                         }
                         tracing::trace!(micros = took.as_micros() as u64, "answered");
-                        match encode_frame_within(id, &resp, limits.max_reply) {
+                        match encode_frame_parts(id, &resp, limits.max_reply) {
                             Ok(frame) => {
                                 writer.send(frame).await;
                             }

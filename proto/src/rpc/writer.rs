@@ -5,15 +5,21 @@
 //! frame up with whatever else queued meanwhile. Frames that queue while a
 //! write is under way go out together in one syscall, and a frame sent on
 //! an idle connection goes out at once from the sender's own task, with no
-//! hand-off to a writer task and back.
+//! hand-off to a writer task and back. A frame is queued as its pieces
+//! (`crate::frame::Frame`: a large payload is a piece of its own, never
+//! copied), and what is queued goes out in vectored writes.
 
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::frame::Frame;
+
 pub struct FrameWriter<W> {
-    queued: Mutex<Vec<u8>>,
+    queued: Mutex<Vec<Bytes>>,
     socket: tokio::sync::Mutex<W>,
     broken: AtomicBool,
 }
@@ -27,7 +33,7 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
         }
     }
 
-    fn take(&self) -> Vec<u8> {
+    fn take(&self) -> Vec<Bytes> {
         std::mem::take(&mut *self.queued.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -40,18 +46,18 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
 
     /// Sends `frame` (written by this call or by the sender writing now).
     /// False once the connection failed.
-    pub async fn send(&self, frame: Vec<u8>) -> bool {
+    pub async fn send(&self, frame: Frame) -> bool {
         if self.broken.load(Ordering::Acquire) {
             return false;
         }
         {
             let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
             // Nothing queued (the usual case): the frame itself is the
-            // batch, with no copy of a megabyte write into another buffer.
+            // batch.
             if queued.is_empty() {
-                *queued = frame;
+                *queued = frame.parts;
             } else {
-                queued.extend_from_slice(&frame);
+                queued.extend(frame.parts);
             }
         }
         loop {
@@ -67,7 +73,9 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
                 if batch.is_empty() {
                     break;
                 }
-                if socket.write_all(&batch).await.is_err() || socket.flush().await.is_err() {
+                if write_all_parts(&mut *socket, &batch).await.is_err()
+                    || socket.flush().await.is_err()
+                {
                     return false;
                 }
             }
@@ -90,6 +98,21 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
     }
+}
+
+/// Writes every piece, in order, as few vectored writes as the socket
+/// takes them in.
+async fn write_all_parts<W: AsyncWrite + Unpin>(w: &mut W, parts: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }
 
 /// Marks the connection broken unless the write it guards completed.
