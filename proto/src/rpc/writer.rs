@@ -103,6 +103,10 @@ impl<W: AsyncWrite + Unpin + Send> FrameWriter<W> {
 /// Writes every piece, in order, as few vectored writes as the socket
 /// takes them in.
 async fn write_all_parts<W: AsyncWrite + Unpin>(w: &mut W, parts: &[Bytes]) -> std::io::Result<()> {
+    if let [one] = parts {
+        // One small frame (most metadata calls): no list of slices.
+        return w.write_all(one).await;
+    }
     let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
