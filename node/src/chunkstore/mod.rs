@@ -304,7 +304,17 @@ impl ChunkStore {
         let f = self
             .file(key, true)?
             .ok_or_else(|| NodeError::Io("chunk vanished".into()))?;
-        self.write_records(key, &f, offset, data, whole_blocks)
+        self.write_records(key, &f, offset, data, whole_blocks)?;
+        drop(_guard);
+        if data.len() as u64 >= writeback::STREAMED_WRITE {
+            // Outside the chunk's lock: dropping older ranges may wait for
+            // their writeback, and readers of this chunk need not.
+            let first = offset / BLOCK;
+            let last = (offset + data.len() as u64 - 1) / BLOCK;
+            self.behind
+                .wrote(&f, first * RECORD, (last - first + 1) * RECORD);
+        }
+        Ok(())
     }
 
     /// [`Self::write`] of whole blocks, done only if it needs no waiting
@@ -351,7 +361,7 @@ impl ChunkStore {
     fn write_records(
         &self,
         key: &ChunkKey,
-        f: &Arc<File>,
+        f: &File,
         offset: u64,
         data: &[u8],
         whole_blocks: bool,
@@ -393,7 +403,6 @@ impl ChunkStore {
         }
         if data.len() as u64 >= writeback::STREAMED_WRITE {
             writeback::start(f, first * RECORD, count * RECORD);
-            self.behind.wrote(f, first * RECORD, count * RECORD);
         }
         let after = before.max((first + count) * RECORD);
         let c = self.counters(&key.fs);
