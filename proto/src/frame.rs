@@ -78,17 +78,19 @@ pub fn encode_frame_parts<T: Serialize>(
     msg: &T,
     limit: usize,
 ) -> Result<Frame, WireError> {
-    let size =
-        bincode::serialized_size(msg).map_err(|e| WireError::Decode(e.to_string()))? as usize;
+    let (size, large) = crate::payload::counting_large(|| bincode::serialized_size(msg));
+    let size = size.map_err(|e| WireError::Decode(e.to_string()))? as usize;
     if size + HEADER > limit {
         return Err(WireError::TooLarge(size + HEADER));
     }
-    let mut head = Vec::with_capacity(4 + HEADER + size.min(crate::payload::SPLICE_FROM));
+    let plain = large == 0;
+    let mut head = Vec::with_capacity(4 + HEADER + if plain { size } else { 4096 });
     head.extend_from_slice(&((size + HEADER) as u32).to_le_bytes());
     head.push(WIRE_VERSION);
     head.extend_from_slice(&id.to_le_bytes());
-    if size < crate::payload::SPLICE_FROM {
-        // Nothing in it is large enough to splice.
+    if plain {
+        // Nothing in it is large enough to splice: one buffer, written
+        // the direct way.
         bincode::serialize_into(&mut head, msg).map_err(|e| WireError::Decode(e.to_string()))?;
         return Ok(Frame {
             parts: vec![bytes::Bytes::from(head)],
@@ -208,6 +210,13 @@ mod tests {
         let big = bytes::Bytes::from(vec![7u8; 1 << 20]);
         let small = NodeResponse::Data(vec![1, 2, 3].into());
         let read = NodeResponse::Data(big.clone());
+        // A large message without a payload to splice (a long listing of
+        // many small ones) is one piece.
+        let many = NodeResponse::Data(vec![1u8; 100].into());
+        let listing: Vec<NodeResponse> = (0..400).map(|_| many.clone()).collect();
+        let f = encode_frame_parts(9, &listing, MAX_FRAME).unwrap();
+        assert_eq!(f.to_vec(), encode_frame(9, &listing).unwrap());
+        assert_eq!(f.parts.len(), 1);
         for (msg, pieces) in [(&small, 1), (&read, 2)] {
             let f = encode_frame_parts(9, msg, MAX_FRAME).unwrap();
             assert_eq!(f.to_vec(), encode_frame(9, msg).unwrap());

@@ -23,6 +23,18 @@ use serde::de::{Deserializer, Error, Visitor};
 thread_local! {
     static CURRENT: RefCell<Option<Bytes>> = const { RefCell::new(None) };
     static SPLICING: RefCell<Option<Spliced>> = const { RefCell::new(None) };
+    /// Payloads of [`SPLICE_FROM`] bytes or more serialized while not
+    /// splicing: counted while a frame's size is measured, so that a frame
+    /// with none (a large directory listing) is encoded the plain way.
+    static LARGE_SEEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `measure` and returns, with its result, how many payloads large
+/// enough to splice it serialized.
+pub(crate) fn counting_large<T>(measure: impl FnOnce() -> T) -> (T, usize) {
+    LARGE_SEEN.with(|c| c.set(0));
+    let out = measure();
+    (out, LARGE_SEEN.with(|c| c.replace(0)))
 }
 
 /// A payload at least this large is spliced into its frame rather than
@@ -81,8 +93,11 @@ impl std::io::Write for SplicedWriter {
 /// `serde_bytes` writes it. bincode's prefix of a byte string is its
 /// length as a `u64`, so the frame's bytes are the same either way.
 pub fn serialize<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-    let on = b.len() >= SPLICE_FROM && SPLICING.with(|c| c.borrow().is_some());
-    if !on {
+    if b.len() < SPLICE_FROM {
+        return s.serialize_bytes(b);
+    }
+    if !SPLICING.with(|c| c.borrow().is_some()) {
+        LARGE_SEEN.with(|c| c.set(c.get() + 1));
         return s.serialize_bytes(b);
     }
     let ok = s.serialize_u64(b.len() as u64)?;
