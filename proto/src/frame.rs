@@ -43,15 +43,32 @@ pub fn encode_frame_within<T: Serialize>(
     msg: &T,
     limit: usize,
 ) -> Result<Vec<u8>, WireError> {
+    encode_whole(id, msg, body_size(msg, limit)?)
+}
+
+/// The size of `msg`'s body, refused when the frame would pass `limit`.
+fn body_size<T: Serialize>(msg: &T, limit: usize) -> Result<usize, WireError> {
     let size =
         bincode::serialized_size(msg).map_err(|e| WireError::Decode(e.to_string()))? as usize;
     if size + HEADER > limit {
         return Err(WireError::TooLarge(size + HEADER));
     }
-    let mut out = Vec::with_capacity(4 + HEADER + size);
+    Ok(size)
+}
+
+/// The length prefix and header of a frame whose body is `size` bytes, in
+/// a buffer with room for `room` bytes of body.
+fn frame_head(id: u64, size: usize, room: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + HEADER + room);
     out.extend_from_slice(&((size + HEADER) as u32).to_le_bytes());
     out.push(WIRE_VERSION);
     out.extend_from_slice(&id.to_le_bytes());
+    out
+}
+
+/// The whole frame of `msg`, whose body is `size` bytes, in one buffer.
+fn encode_whole<T: Serialize>(id: u64, msg: &T, size: usize) -> Result<Vec<u8>, WireError> {
+    let mut out = frame_head(id, size, size);
     bincode::serialize_into(&mut out, msg).map_err(|e| WireError::Decode(e.to_string()))?;
     Ok(out)
 }
@@ -78,26 +95,17 @@ pub fn encode_frame_parts<T: Serialize>(
     msg: &T,
     limit: usize,
 ) -> Result<Frame, WireError> {
-    let (size, large) = crate::payload::counting_large(|| bincode::serialized_size(msg));
-    let size = size.map_err(|e| WireError::Decode(e.to_string()))? as usize;
-    if size + HEADER > limit {
-        return Err(WireError::TooLarge(size + HEADER));
-    }
-    let plain = large == 0;
-    let mut head = Vec::with_capacity(4 + HEADER + if plain { size } else { 4096 });
-    head.extend_from_slice(&((size + HEADER) as u32).to_le_bytes());
-    head.push(WIRE_VERSION);
-    head.extend_from_slice(&id.to_le_bytes());
-    if plain {
+    let (size, large) = crate::payload::counting_large(|| body_size(msg, limit));
+    let size = size?;
+    if large == 0 {
         // Nothing in it is large enough to splice: one buffer, written
         // the direct way.
-        bincode::serialize_into(&mut head, msg).map_err(|e| WireError::Decode(e.to_string()))?;
         return Ok(Frame {
-            parts: vec![bytes::Bytes::from(head)],
+            parts: vec![bytes::Bytes::from(encode_whole(id, msg, size)?)],
         });
     }
     let start = crate::payload::Spliced {
-        head,
+        head: frame_head(id, size, 4096),
         payloads: Vec::new(),
     };
     let (encoded, spliced) = crate::payload::splicing(start, || {

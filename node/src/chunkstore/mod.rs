@@ -304,15 +304,12 @@ impl ChunkStore {
         let f = self
             .file(key, true)?
             .ok_or_else(|| NodeError::Io("chunk vanished".into()))?;
-        self.write_records(key, &f, offset, data, whole_blocks)?;
+        let streamed = self.write_records(key, &f, offset, data, whole_blocks)?;
         drop(_guard);
-        if data.len() as u64 >= writeback::STREAMED_WRITE {
+        if let Some((at, len)) = streamed {
             // Outside the chunk's lock: dropping older ranges may wait for
             // their writeback, and readers of this chunk need not.
-            let first = offset / BLOCK;
-            let last = (offset + data.len() as u64 - 1) / BLOCK;
-            self.behind
-                .wrote(&f, first * RECORD, (last - first + 1) * RECORD);
+            self.behind.wrote(&f, at, len);
         }
         Ok(())
     }
@@ -357,7 +354,9 @@ impl ChunkStore {
     }
 
     /// The records of a write, built and put on disk with one `pwrite`;
-    /// the caller holds the chunk's lock.
+    /// the caller holds the chunk's lock. A streamed write's records (their
+    /// offset and length in the chunk file) come back, their writeback
+    /// started, for the caller to note once it released the lock.
     fn write_records(
         &self,
         key: &ChunkKey,
@@ -365,7 +364,7 @@ impl ChunkStore {
         offset: u64,
         data: &[u8],
         whole_blocks: bool,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Option<(u64, u64)>, NodeError> {
         let first = offset / BLOCK;
         let last = (offset + data.len() as u64 - 1) / BLOCK;
         let count = last - first + 1;
@@ -401,8 +400,10 @@ impl ChunkStore {
         } else {
             write_whole_blocks(f, data, first * RECORD).map_err(io)?;
         }
-        if data.len() as u64 >= writeback::STREAMED_WRITE {
-            writeback::start(f, first * RECORD, count * RECORD);
+        let streamed = (data.len() as u64 >= writeback::STREAMED_WRITE)
+            .then_some((first * RECORD, count * RECORD));
+        if let Some((at, len)) = streamed {
+            writeback::start(f, at, len);
         }
         let after = before.max((first + count) * RECORD);
         let c = self.counters(&key.fs);
@@ -413,7 +414,7 @@ impl ChunkStore {
         if whole_blocks {
             self.repairs.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(streamed)
     }
 
     /// Reads `len` bytes at `offset` of the chunk, verifying every block.
