@@ -12,6 +12,7 @@
 //! entries of its shard submitted before it ([`Journal::durable`]), so
 //! nobody sees a change that a crash could still take back.
 
+mod checkpoint;
 mod pg_script;
 mod rows;
 mod sql;
@@ -20,7 +21,7 @@ mod sqlite;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -108,6 +109,10 @@ pub struct JournalStats {
 /// What every committer shares.
 struct Shared {
     queue: Mutex<Queue>,
+    /// Wakes the checkpointer waiting for the lead when it is granted.
+    checkpoint_turn: Condvar,
+    /// SQLite: the thread that checkpoints the log, told of each commit.
+    checkpoints: OnceLock<checkpoint::Checkpoints>,
     /// Shards whose commit failed, with the generation that failed: their
     /// later entries are refused until the shard is reloaded (a new
     /// generation), so no change built on a lost one is ever written.
@@ -121,6 +126,30 @@ struct Queue {
     pending: Vec<Entry>,
     /// Somebody holds the lead: it takes what is pending before it lets go.
     leading: bool,
+    /// The checkpointer waits for the lead: whoever holds it passes it on
+    /// after its commit ([`Queue::pass_lead`]).
+    checkpoint_waits: bool,
+    /// The lead was passed to the checkpointer.
+    checkpoint_leads: bool,
+}
+
+impl Queue {
+    /// Called by a leader done with its commit: passes the lead to a
+    /// waiting checkpointer (true), or lets go of it when nothing is
+    /// queued (true), or keeps it to commit what is (false).
+    fn pass_lead(&mut self, turn: &Condvar) -> bool {
+        if self.checkpoint_waits {
+            self.checkpoint_waits = false;
+            self.checkpoint_leads = true;
+            turn.notify_one();
+            true
+        } else if self.pending.is_empty() {
+            self.leading = false;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A batch taken from the queue, its refused entries answered, its rows
@@ -159,7 +188,11 @@ impl Journal {
                 next_seq: 1,
                 pending: Vec::new(),
                 leading: false,
+                checkpoint_waits: false,
+                checkpoint_leads: false,
             }),
+            checkpoint_turn: Condvar::new(),
+            checkpoints: OnceLock::new(),
             failed: Mutex::new(HashMap::new()),
             committed: done_tx,
             stats: stats.clone(),
@@ -176,6 +209,12 @@ impl Journal {
                     file,
                     Duration::ZERO,
                 )?));
+                let gate = LeadGate {
+                    shared: Arc::downgrade(&shared),
+                    takeover: takeover.downgrade(),
+                };
+                let checkpoints = checkpoint::Checkpoints::start(file, gate)?;
+                let _ = shared.checkpoints.set(checkpoints);
                 let shared = shared.clone();
                 std::thread::Builder::new()
                     .name("cpfs-journal".into())
@@ -266,9 +305,7 @@ impl Journal {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.shared.finish(prepared, Ok(fenced));
                 let mut q = locked(&self.shared.queue);
-                if q.pending.is_empty() {
-                    q.leading = false;
-                } else {
+                if !q.pass_lead(&self.shared.checkpoint_turn) {
                     // Others queued during the commit: the writer commits
                     // them, and this operation is answered now.
                     drop(q);
@@ -343,6 +380,9 @@ impl Shared {
     /// Answers a batch's operations with its commit's outcome.
     fn finish(&self, p: Prepared, outcome: Result<Vec<Arc<str>>, String>) {
         if outcome.is_ok() {
+            if let Some(c) = self.checkpoints.get() {
+                c.committed();
+            }
             use std::sync::atomic::Ordering::Relaxed;
             self.stats.commits.fetch_add(1, Relaxed);
             self.stats
@@ -397,13 +437,65 @@ async fn run<W: Writer>(
             }
             let batch = {
                 let mut q = locked(&shared.queue);
-                if q.pending.is_empty() {
-                    q.leading = false;
+                if q.pass_lead(&shared.checkpoint_turn) {
                     break;
                 }
                 take_batch(&mut q.pending)
             };
             next = Some(shared.prepare(batch));
         }
+    }
+}
+
+/// Holds commits off for the checkpointer by taking the lead: operations
+/// queue meanwhile and share the commit made after it.
+struct LeadGate {
+    /// Weak: the checkpointer thread must not keep the journal alive.
+    shared: Weak<Shared>,
+    takeover: mpsc::WeakUnboundedSender<Option<Prepared>>,
+}
+
+/// How long the checkpointer waits for a leader to pass the lead on.
+const LEAD_WAIT: Duration = Duration::from_millis(100);
+
+impl checkpoint::Gate for LeadGate {
+    fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
+        let shared = self.shared.upgrade()?;
+        let mut q = locked(&shared.queue);
+        if q.leading {
+            q.checkpoint_waits = true;
+            let (granted, _) = shared
+                .checkpoint_turn
+                .wait_timeout_while(q, LEAD_WAIT, |q| !q.checkpoint_leads)
+                .unwrap_or_else(|p| p.into_inner());
+            q = granted;
+            if !q.checkpoint_leads {
+                // A leader busy retrying a failing commit: next round.
+                q.checkpoint_waits = false;
+                return None;
+            }
+            q.checkpoint_leads = false;
+        } else {
+            q.leading = true;
+        }
+        drop(q);
+        let whole = copy();
+        let mut q = locked(&shared.queue);
+        if q.pending.is_empty() {
+            q.leading = false;
+        } else {
+            drop(q);
+            match self.takeover.upgrade() {
+                Some(writer) if writer.send(None).is_ok() => {
+                    shared
+                        .stats
+                        .handovers
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                // The writer is gone: what is queued can never commit.
+                _ => locked(&shared.queue).leading = false,
+            }
+        }
+        Some(whole)
     }
 }

@@ -63,6 +63,8 @@ impl SqliteWriter {
             .map_err(|e| JournalError::Open(e.to_string()))?;
         conn.busy_timeout(busy_wait)
             .map_err(|e| JournalError::Open(e.to_string()))?;
+        super::checkpoint::leave_to_checkpointer(&conn)
+            .map_err(|e| JournalError::Open(e.to_string()))?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(SqliteWriter {
             conn,

@@ -1,0 +1,232 @@
+//! Checkpoints of the SQLite write-ahead log, off the commit path.
+//!
+//! SQLite's default copies the log back into the database file inside
+//! whichever commit finds the log past 1,000 pages, and fsyncs the file
+//! there. On a create loop that was every ~170th create, at 1-12 ms each:
+//! a quarter of the loop's time went to one operation in a hundred and
+//! seventy. The journal's connections turn that off
+//! (`wal_autocheckpoint = 0`), and this thread, with its own connection,
+//! checkpoints instead. It first copies what is committed while the
+//! writers go on appending (SQLite lets one checkpointer run beside
+//! writers). Under a steady stream of commits that never copies the whole
+//! log, and only a wholly copied log is started over: it would grow
+//! without end. So the thread then takes the journal's lead for a moment
+//! ([`Gate`]): operations queue meanwhile instead of committing, it copies
+//! the few pages left, and the next commit, theirs, starts the log over.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::JournalError;
+
+/// Commits between checkpoints. A create writes about six pages, but
+/// many of them are the same few pages again (the counters, the directory's
+/// leaf, the newest inodes), and a checkpoint copies only a page's latest
+/// image: the rarer, the fewer pages copied per operation.
+const COMMITS_PER_CHECKPOINT: u64 = 256;
+/// The log is started over once it is this long (16 MiB of 4 KiB pages;
+/// SQLite's own default is 1,000 pages, but it pays for that inside a
+/// commit). A read looks a page up in the log's index, one hash table per
+/// 4,096 frames.
+const RESTART_AT_FRAMES: i64 = 4096;
+/// An idle journal's last commits are checkpointed after this long.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+
+/// Wakes the checkpointer every [`COMMITS_PER_CHECKPOINT`] commits. When
+/// it is dropped (the journal stopped), the thread ends.
+pub(crate) struct Checkpoints {
+    commits: AtomicU64,
+    wake: mpsc::SyncSender<()>,
+}
+
+impl Checkpoints {
+    /// Starts the thread on its own connection to `file`.
+    pub fn start(file: &Path, gate: impl Gate) -> Result<Checkpoints, JournalError> {
+        let conn = Connection::open(file).map_err(|e| JournalError::Open(e.to_string()))?;
+        // A checkpoint never waits for a lock: a passive one skips what
+        // it cannot copy now and the next one copies it.
+        conn.busy_timeout(Duration::ZERO)
+            .map_err(|e| JournalError::Open(e.to_string()))?;
+        let (wake, woken) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("cpfs-checkpoint".into())
+            .spawn(move || run(conn, woken, gate))
+            .map_err(|e| JournalError::Open(e.to_string()))?;
+        Ok(Checkpoints {
+            commits: AtomicU64::new(0),
+            wake,
+        })
+    }
+
+    /// Counts one commit; every so many, wakes the checkpointer.
+    pub fn committed(&self) {
+        let n = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(COMMITS_PER_CHECKPOINT) {
+            // Full: a wake-up is already pending, which is as good.
+            let _ = self.wake.try_send(());
+        }
+    }
+}
+
+/// Keeps commits out while the checkpointer copies the rest of the log.
+pub(crate) trait Gate: Send + 'static {
+    /// Runs `copy` while nothing commits; `None` when commits could not be
+    /// held off now (the thread tries again at its next round).
+    fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool>;
+}
+
+/// Turns off the checkpoints inside commits on a journal connection.
+pub(crate) fn leave_to_checkpointer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+}
+
+fn run(conn: Connection, woken: mpsc::Receiver<()>, gate: impl Gate) {
+    // Commits since the log was last started over.
+    let mut dirty = false;
+    loop {
+        let idle = match woken.recv_timeout(IDLE_CHECKPOINT) {
+            Ok(()) => false,
+            Err(mpsc::RecvTimeoutError::Timeout) if !dirty => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                checkpoint(&conn);
+                return;
+            }
+        };
+        dirty = true;
+        // This round copies the bulk beside the commits. It counts as
+        // whole against the log it saw when it began, but commits went on
+        // meanwhile: only a held round leaves nothing behind. That costs
+        // the held-off operations two fsyncs (about a millisecond here),
+        // so it waits for a long log or an idle moment.
+        let log = checkpoint(&conn).map_or(0, |c| c.log);
+        if (idle || log >= RESTART_AT_FRAMES)
+            && gate
+                .hold(&mut || checkpoint(&conn).is_some_and(|c| c.whole()))
+                .unwrap_or(false)
+        {
+            dirty = false;
+        }
+    }
+}
+
+/// What a checkpoint reports.
+struct Copied {
+    busy: bool,
+    /// Frames in the log.
+    log: i64,
+    /// Frames of it in the database file.
+    copied: i64,
+}
+
+impl Copied {
+    /// Everything in the log is in the database file: the next writer
+    /// starts the log over.
+    fn whole(&self) -> bool {
+        !self.busy && self.log == self.copied
+    }
+}
+
+/// One passive checkpoint.
+fn checkpoint(conn: &Connection) -> Option<Copied> {
+    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok(Copied {
+            busy: r.get::<_, i64>(0)? != 0,
+            log: r.get(1)?,
+            copied: r.get(2)?,
+        })
+    });
+    r.inspect_err(|e| tracing::warn!(error = %e, "checkpointing the journal's log"))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small pages keep the log file of the test's many commits small.
+    const PAGE: u64 = 1024;
+
+    /// The log file's length in frames (a frame is a page and its header).
+    fn log_frames(file: &Path) -> u64 {
+        let wal = file.with_extension("db-wal");
+        std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0) / (PAGE + 24)
+    }
+
+    fn journal_like(file: &Path) -> Connection {
+        let conn = Connection::open(file).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = {PAGE}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; \
+             CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB);"
+        ))
+        .unwrap();
+        leave_to_checkpointer(&conn).unwrap();
+        conn
+    }
+
+    fn commit(conn: &Connection, k: i64) {
+        conn.execute("INSERT INTO t VALUES (?1, zeroblob(100))", [k])
+            .unwrap();
+    }
+
+    /// The test's writer commits under this lock, as the journal's
+    /// commits run under its lead.
+    #[derive(Clone, Default)]
+    struct Lock(std::sync::Arc<std::sync::Mutex<()>>);
+
+    impl Gate for Lock {
+        fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
+            let _held = self.0.lock().unwrap();
+            Some(copy())
+        }
+    }
+
+    /// A journal connection no longer copies the log back in its commits:
+    /// without the checkpointer the log holds every commit's pages. With it, the log starts over and stays short however many
+    /// commits are made, and every row is there.
+    #[test]
+    fn the_log_is_checkpointed_beside_the_commits_not_inside_them() {
+        const COMMITS: i64 = 40_000;
+        let dir = tempfile::tempdir().unwrap();
+        let alone = dir.path().join("alone.db");
+        let writer = journal_like(&alone);
+        let auto: i64 = writer
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0);
+        for k in 0..COMMITS {
+            commit(&writer, k);
+        }
+        let grown = log_frames(&alone);
+        assert!(grown >= COMMITS as u64, "the log holds {grown} frames");
+
+        let file = dir.path().join("j.db");
+        let writer = journal_like(&file);
+        let lead = Lock::default();
+        let checkpoints = Checkpoints::start(&file, lead.clone()).unwrap();
+        for k in 0..COMMITS {
+            let held = lead.0.lock().unwrap();
+            commit(&writer, k);
+            drop(held);
+            checkpoints.committed();
+        }
+        drop(checkpoints);
+        let longest = log_frames(&file);
+        // The test's commits come far faster than an operation's, so the
+        // log grows further between rounds than a server's would.
+        assert!(
+            longest < COMMITS as u64 / 2,
+            "with the checkpointer the log reached {longest} frames"
+        );
+        let rows = Connection::open(&file)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        assert_eq!(rows, COMMITS);
+    }
+}
