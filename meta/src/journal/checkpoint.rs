@@ -33,6 +33,10 @@ const COMMITS_PER_CHECKPOINT: u64 = 256;
 /// commit). A read looks a page up in the log's index, one hash table per
 /// 4,096 frames.
 const RESTART_AT_FRAMES: i64 = 4096;
+/// Rounds beside the commits before the held one, at most, and how few
+/// frames landing during one is few enough to hold commits off for.
+const CATCH_UP_ROUNDS: usize = 4;
+const HELD_FRAMES: i64 = 128;
 /// An idle journal's last commits are checkpointed after this long.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
@@ -85,6 +89,14 @@ pub(crate) fn leave_to_checkpointer(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 fn run(conn: Connection, woken: mpsc::Receiver<()>, gate: impl Gate) {
+    // Background work: on a busy machine the threads answering operations
+    // go first. Linux keeps a nice value per thread; the result is
+    // advisory, so a failure is ignored.
+    // SAFETY: both calls take and return plain integers.
+    unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
+    }
     // Commits since the log was last started over.
     let mut dirty = false;
     loop {
@@ -103,11 +115,24 @@ fn run(conn: Connection, woken: mpsc::Receiver<()>, gate: impl Gate) {
         // meanwhile: only a held round leaves nothing behind. That costs
         // the held-off operations two fsyncs (about a millisecond here),
         // so it waits for a long log or an idle moment.
-        let log = checkpoint(&conn).map_or(0, |c| c.log);
-        if (idle || log >= RESTART_AT_FRAMES)
-            && gate
-                .hold(&mut || checkpoint(&conn).is_some_and(|c| c.whole()))
-                .unwrap_or(false)
+        let mut log = checkpoint(&conn).map_or(0, |c| c.log);
+        if !idle && log < RESTART_AT_FRAMES {
+            continue;
+        }
+        // More rounds beside the commits, each copying what landed during
+        // the one before, until little lands during one: that little is
+        // what the held round copies while operations wait.
+        for _ in 0..CATCH_UP_ROUNDS {
+            let Some(c) = checkpoint(&conn) else { break };
+            let landed = c.log - log;
+            log = c.log;
+            if landed <= HELD_FRAMES {
+                break;
+            }
+        }
+        if gate
+            .hold(&mut || checkpoint(&conn).is_some_and(|c| c.whole()))
+            .unwrap_or(false)
         {
             dirty = false;
         }

@@ -204,11 +204,8 @@ impl Journal {
                     .sqlite_file
                     .as_deref()
                     .ok_or_else(|| JournalError::Open("no database file".into()))?;
-                let writer = sqlite::SqliteWriter::open(file, sqlite::BUSY_WAIT)?;
-                inline = Some(Mutex::new(sqlite::SqliteWriter::open(
-                    file,
-                    Duration::ZERO,
-                )?));
+                let writer = sqlite::SqliteWriter::open(file, true)?;
+                inline = Some(Mutex::new(sqlite::SqliteWriter::open(file, false)?));
                 let gate = LeadGate {
                     shared: Arc::downgrade(&shared),
                     takeover: takeover.downgrade(),

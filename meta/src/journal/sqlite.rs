@@ -20,6 +20,29 @@ pub(crate) struct SqliteWriter {
 /// (the control plane's pool writes to the same file).
 pub(crate) const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Retries of the database lock in short steps before longer ones.
+const SHORT_RETRIES: i32 = 200;
+const SHORT_STEP: std::time::Duration = std::time::Duration::from_micros(50);
+const LONG_STEP: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The writer's wait for the database lock. SQLite's own busy timeout
+/// sleeps 1, 2, 5, 10 ms… between tries, so a commit that met a control
+/// plane write of a hundred microseconds waited milliseconds; operations
+/// queued behind it. This one tries every 50 µs for the first 10 ms or
+/// so, then every millisecond, for [`BUSY_WAIT`] in all.
+fn wait_for_lock(tries: i32) -> bool {
+    let long_tries = (BUSY_WAIT.as_millis() / LONG_STEP.as_millis()) as i32;
+    if tries < SHORT_RETRIES {
+        std::thread::sleep(SHORT_STEP);
+        true
+    } else if tries < SHORT_RETRIES + long_tries {
+        std::thread::sleep(LONG_STEP);
+        true
+    } else {
+        false
+    }
+}
+
 /// The statements' SQLite text, converted once per statement: SQLite
 /// numbers `$N` parameters by first appearance, not by N; `?N` is bound to
 /// position N, as PostgreSQL reads `$N`.
@@ -45,12 +68,9 @@ fn prepare<'c>(
 }
 
 impl SqliteWriter {
-    /// A connection to `file` that waits up to `busy_wait` for the
-    /// database lock (zero: a busy database fails the commit at once).
-    pub fn open(
-        file: &std::path::Path,
-        busy_wait: std::time::Duration,
-    ) -> Result<SqliteWriter, JournalError> {
+    /// A connection to `file` that waits for the database lock (up to
+    /// [`BUSY_WAIT`]), or fails a commit that finds it busy at once.
+    pub fn open(file: &std::path::Path, waits: bool) -> Result<SqliteWriter, JournalError> {
         if file.as_os_str().is_empty() || file == std::path::Path::new(":memory:") {
             return Err(JournalError::Open(
                 "the metadata journal needs a database file, not an in-memory database".into(),
@@ -61,8 +81,12 @@ impl SqliteWriter {
         // synchronous=NORMAL survives a kill -9 of any process.
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(|e| JournalError::Open(e.to_string()))?;
-        conn.busy_timeout(busy_wait)
-            .map_err(|e| JournalError::Open(e.to_string()))?;
+        let busy = if waits {
+            conn.busy_handler(Some(wait_for_lock))
+        } else {
+            conn.busy_timeout(std::time::Duration::ZERO)
+        };
+        busy.map_err(|e| JournalError::Open(e.to_string()))?;
         super::checkpoint::leave_to_checkpointer(&conn)
             .map_err(|e| JournalError::Open(e.to_string()))?;
         conn.set_prepared_statement_cache_capacity(32);
@@ -292,7 +316,7 @@ mod tests {
             .await
             .unwrap();
         store.pool.close().await;
-        let mut writer = SqliteWriter::open(&file, std::time::Duration::ZERO).unwrap();
+        let mut writer = SqliteWriter::open(&file, false).unwrap();
         let other = Connection::open(&file).unwrap();
         other
             .execute_batch(
