@@ -301,6 +301,42 @@ mod tests {
         }
     }
 
+    /// The waiting connection commits once another connection's write
+    /// transaction ends; the other kind fails at once meanwhile.
+    #[tokio::test]
+    async fn a_waiting_writer_commits_after_another_writer_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cpfs.db");
+        let store = cpfs_store::Store::open(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        store.pool.close().await;
+        let mut waits = SqliteWriter::open(&file, true).unwrap();
+        let mut fails = SqliteWriter::open(&file, false).unwrap();
+        let other = Connection::open(&file).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let err = fails.write_now(&batch(b"now", 7)).unwrap_err();
+        assert!(err.contains("locked") || err.contains("busy"), "{err}");
+        let holder = std::thread::spawn(move || {
+            // Holds the lock a while: the waiting writer meets it held
+            // (a writer that gave up at once would fail below).
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let waited = waits.write_now(&batch(b"later", 8));
+        holder.join().unwrap();
+        waited.unwrap();
+        let check = Connection::open(&file).unwrap();
+        assert_eq!(
+            count(&check, "SELECT COUNT(*) FROM dentries WHERE ino = 8"),
+            1
+        );
+        assert_eq!(
+            count(&check, "SELECT COUNT(*) FROM dentries WHERE ino = 7"),
+            0
+        );
+    }
+
     fn count(conn: &Connection, sql: &str) -> i64 {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
