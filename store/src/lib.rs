@@ -88,10 +88,10 @@ impl Store {
                         // operation and cap creates at the disk's sync rate.
                         // busy_timeout: writers queue instead of failing.
                         // wal_autocheckpoint: the metadata journal's own
-                        // thread checkpoints the log and lets it reach
-                        // 4,096 pages; at SQLite's default of 1,000 every
-                        // control-plane commit past that would copy the
-                        // log again inline. This only backs it up.
+                        // thread checkpoints the log and starts it over
+                        // past about 4,096 pages; at SQLite's default of
+                        // 1,000 every control-plane commit past that would
+                        // copy the log again inline. This only backs it up.
                         conn.execute(
                             "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
                              PRAGMA wal_autocheckpoint = 8192;",

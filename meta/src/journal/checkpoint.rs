@@ -16,7 +16,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -37,13 +37,17 @@ const RESTART_AT_FRAMES: i64 = 4096;
 /// frames landing during one is few enough to hold commits off for.
 const CATCH_UP_ROUNDS: usize = 4;
 const HELD_FRAMES: i64 = 128;
+/// Past this, the log is started over whatever holding commits off costs.
+const LONGEST_LOG: i64 = 4 * RESTART_AT_FRAMES;
 /// An idle journal's last commits are checkpointed after this long.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// Wakes the checkpointer every [`COMMITS_PER_CHECKPOINT`] commits. When
 /// it is dropped (the journal stopped), the thread ends.
 pub(crate) struct Checkpoints {
-    commits: AtomicU64,
+    /// Commits so far (the thread reads it to tell an idle journal with
+    /// commits left in the log from one without).
+    commits: Arc<AtomicU64>,
     wake: mpsc::SyncSender<()>,
 }
 
@@ -56,14 +60,13 @@ impl Checkpoints {
         conn.busy_timeout(Duration::ZERO)
             .map_err(|e| JournalError::Open(e.to_string()))?;
         let (wake, woken) = mpsc::sync_channel(1);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
         std::thread::Builder::new()
             .name("cpfs-checkpoint".into())
-            .spawn(move || run(conn, woken, gate))
+            .spawn(move || run(conn, woken, &counted, gate))
             .map_err(|e| JournalError::Open(e.to_string()))?;
-        Ok(Checkpoints {
-            commits: AtomicU64::new(0),
-            wake,
-        })
+        Ok(Checkpoints { commits, wake })
     }
 
     /// Counts one commit; every so many, wakes the checkpointer.
@@ -88,28 +91,24 @@ pub(crate) fn leave_to_checkpointer(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "wal_autocheckpoint", 0)
 }
 
-fn run(conn: Connection, woken: mpsc::Receiver<()>, gate: impl Gate) {
-    // Background work: on a busy machine the threads answering operations
-    // go first. Linux keeps a nice value per thread; the result is
-    // advisory, so a failure is ignored.
-    // SAFETY: both calls take and return plain integers.
-    unsafe {
-        let thread = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, thread, 10);
-    }
-    // Commits since the log was last started over.
-    let mut dirty = false;
+fn run(conn: Connection, woken: mpsc::Receiver<()>, commits: &AtomicU64, gate: impl Gate) {
+    // The commits counted when the log was last wholly copied: any since
+    // are in the log only.
+    let mut copied_upto = 0;
     loop {
         let idle = match woken.recv_timeout(IDLE_CHECKPOINT) {
             Ok(()) => false,
-            Err(mpsc::RecvTimeoutError::Timeout) if !dirty => continue,
-            Err(mpsc::RecvTimeoutError::Timeout) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if commits.load(Ordering::Relaxed) == copied_upto {
+                    continue;
+                }
+                true
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 checkpoint(&conn);
                 return;
             }
         };
-        dirty = true;
         // This round copies the bulk beside the commits. It counts as
         // whole against the log it saw when it began, but commits went on
         // meanwhile: only a held round leaves nothing behind. That costs
@@ -122,19 +121,26 @@ fn run(conn: Connection, woken: mpsc::Receiver<()>, gate: impl Gate) {
         // More rounds beside the commits, each copying what landed during
         // the one before, until little lands during one: that little is
         // what the held round copies while operations wait.
+        let mut landed = i64::MAX;
         for _ in 0..CATCH_UP_ROUNDS {
             let Some(c) = checkpoint(&conn) else { break };
-            let landed = c.log - log;
+            landed = c.log - log;
             log = c.log;
             if landed <= HELD_FRAMES {
                 break;
             }
         }
+        if landed > HELD_FRAMES && log < LONGEST_LOG {
+            // Commits keep landing faster than rounds copy them: holding
+            // them off now would be long. Next wake-up.
+            continue;
+        }
+        let upto = commits.load(Ordering::Relaxed);
         if gate
             .hold(&mut || checkpoint(&conn).is_some_and(|c| c.whole()))
             .unwrap_or(false)
         {
-            dirty = false;
+            copied_upto = upto;
         }
     }
 }
@@ -202,18 +208,54 @@ mod tests {
     /// The test's writer commits under this lock, as the journal's
     /// commits run under its lead.
     #[derive(Clone, Default)]
-    struct Lock(std::sync::Arc<std::sync::Mutex<()>>);
+    struct Lock(Arc<std::sync::Mutex<()>>, Arc<AtomicU64>);
 
     impl Gate for Lock {
         fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
             let _held = self.0.lock().unwrap();
-            Some(copy())
+            let whole = copy();
+            if whole {
+                self.1.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(whole)
         }
     }
 
+    /// A few commits and then nothing: no wake-up comes (that takes 256
+    /// commits), yet the idle journal's log is wholly copied within
+    /// moments, by a held round.
+    #[test]
+    fn an_idle_journal_s_last_commits_are_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("idle.db");
+        let writer = journal_like(&file);
+        let lead = Lock::default();
+        let checkpoints = Checkpoints::start(&file, lead.clone()).unwrap();
+        for k in 0..10 {
+            commit(&writer, k);
+            checkpoints.committed();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while lead.1.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the idle journal's log was never copied"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (log, copied): (i64, i64) = Connection::open(&file)
+            .unwrap()
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert!(log > 0 && log == copied, "{copied} of {log} frames copied");
+    }
+
     /// A journal connection no longer copies the log back in its commits:
-    /// without the checkpointer the log holds every commit's pages. With it, the log starts over and stays short however many
-    /// commits are made, and every row is there.
+    /// without the checkpointer the log holds every commit's pages. With
+    /// it, the log starts over and stays short however many commits are
+    /// made, and every row is there.
     #[test]
     fn the_log_is_checkpointed_beside_the_commits_not_inside_them() {
         const COMMITS: i64 = 40_000;

@@ -467,7 +467,8 @@ impl checkpoint::Gate for LeadGate {
                 .unwrap_or_else(|p| p.into_inner());
             q = granted;
             if !q.checkpoint_leads {
-                // A leader busy retrying a failing commit: next round.
+                // A leader with a long commit, or retrying a failing
+                // one: next round.
                 q.checkpoint_waits = false;
                 return None;
             }
@@ -476,7 +477,8 @@ impl checkpoint::Gate for LeadGate {
             q.leading = true;
         }
         drop(q);
-        let whole = copy();
+        // The lead must be given back whatever happens in the copy.
+        let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(copy)).unwrap_or(false);
         let mut q = locked(&shared.queue);
         if q.pending.is_empty() {
             q.leading = false;

@@ -72,3 +72,135 @@ async fn an_idle_journal_commits_inline_and_a_locked_database_goes_to_the_writer
         .unwrap();
     assert_eq!(n, 2);
 }
+
+/// The checkpointer's side of the lead, without a database.
+mod lead_gate {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::{mpsc, oneshot, watch};
+
+    use super::super::checkpoint::Gate;
+    use super::super::{locked, Entry, LeadGate, Prepared, Queue, Shared};
+
+    fn shared(leading: bool) -> Arc<Shared> {
+        Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                next_seq: 1,
+                pending: Vec::new(),
+                leading,
+                checkpoint_waits: false,
+                checkpoint_leads: false,
+            }),
+            checkpoint_turn: Condvar::new(),
+            checkpoints: OnceLock::new(),
+            failed: Mutex::new(HashMap::new()),
+            committed: watch::channel(0).0,
+            stats: Default::default(),
+        })
+    }
+
+    fn gate(
+        shared: &Arc<Shared>,
+    ) -> (
+        LeadGate,
+        mpsc::UnboundedSender<Option<Prepared>>,
+        mpsc::UnboundedReceiver<Option<Prepared>>,
+    ) {
+        let (takeover, rx) = mpsc::unbounded_channel();
+        let gate = LeadGate {
+            shared: Arc::downgrade(shared),
+            takeover: takeover.downgrade(),
+        };
+        (gate, takeover, rx)
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            seq: 1,
+            fs: Arc::from("fs-t"),
+            generation: 1,
+            epoch: None,
+            changes: Vec::new(),
+            done: oneshot::channel().0,
+        }
+    }
+
+    /// While a leader commits, the checkpointer waits; the leader passes
+    /// the lead on after its commit, the copy runs with nobody else
+    /// committing, and what queued meanwhile goes to the writer with the
+    /// lead.
+    #[test]
+    fn the_checkpointer_copies_only_once_the_lead_is_passed_to_it() {
+        let shared = shared(true);
+        let (gate, _keep, mut writer) = gate(&shared);
+        let copied = Arc::new(AtomicBool::new(false));
+        let flag = copied.clone();
+        let holder = std::thread::spawn(move || {
+            gate.hold(&mut || {
+                flag.store(true, Ordering::SeqCst);
+                true
+            })
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !locked(&shared.queue).checkpoint_waits {
+            assert!(Instant::now() < deadline, "the checkpointer never asked");
+            std::thread::yield_now();
+        }
+        assert!(
+            !copied.load(Ordering::SeqCst),
+            "copied under another leader"
+        );
+        {
+            let mut q = locked(&shared.queue);
+            q.pending.push(entry());
+            assert!(q.pass_lead(&shared.checkpoint_turn), "the lead was kept");
+        }
+        assert_eq!(holder.join().unwrap(), Some(true));
+        assert!(copied.load(Ordering::SeqCst));
+        assert!(
+            matches!(writer.try_recv(), Ok(None)),
+            "the writer was not given the lead"
+        );
+        let q = locked(&shared.queue);
+        assert!(q.leading && !q.checkpoint_waits && !q.checkpoint_leads);
+    }
+
+    /// A leader that does not pass the lead on in time keeps it: the
+    /// checkpointer gives up without copying and stops asking.
+    #[test]
+    fn a_checkpointer_not_given_the_lead_gives_up_and_stops_asking() {
+        let shared = shared(true);
+        let (gate, _keep, mut writer) = gate(&shared);
+        let mut copied = false;
+        assert_eq!(
+            gate.hold(&mut || {
+                copied = true;
+                true
+            }),
+            None
+        );
+        assert!(!copied);
+        let mut q = locked(&shared.queue);
+        assert!(q.leading && !q.checkpoint_waits);
+        // The leader then lets go as usual (nothing queued).
+        assert!(q.pass_lead(&shared.checkpoint_turn));
+        assert!(!q.leading && !q.checkpoint_leads);
+        assert!(writer.try_recv().is_err());
+    }
+
+    /// A free lead is taken at once and let go after the copy, also when
+    /// the copy panics.
+    #[test]
+    fn a_free_lead_is_taken_and_given_back_even_if_the_copy_panics() {
+        let shared = shared(false);
+        let (gate, _keep, mut writer) = gate(&shared);
+        assert_eq!(gate.hold(&mut || true), Some(true));
+        assert!(!locked(&shared.queue).leading);
+        assert_eq!(gate.hold(&mut || panic!("copy failed")), Some(false));
+        assert!(!locked(&shared.queue).leading);
+        assert!(writer.try_recv().is_err());
+    }
+}
