@@ -302,7 +302,8 @@ mod tests {
     }
 
     /// The waiting connection commits once another connection's write
-    /// transaction ends; the other kind fails at once meanwhile.
+    /// transaction ends; the other kind fails at once meanwhile. Neither
+    /// checkpoints the log in its commits.
     #[tokio::test]
     async fn a_waiting_writer_commits_after_another_writer_lets_go() {
         let dir = tempfile::tempdir().unwrap();
@@ -313,6 +314,15 @@ mod tests {
         store.pool.close().await;
         let mut waits = SqliteWriter::open(&file, true).unwrap();
         let mut fails = SqliteWriter::open(&file, false).unwrap();
+        // Neither checkpoints inside its commits: the journal's
+        // checkpointer does (`checkpoint.rs`).
+        for w in [&waits, &fails] {
+            let auto: i64 = w
+                .conn
+                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(auto, 0);
+        }
         let other = Connection::open(&file).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let err = fails.write_now(&batch(b"now", 7)).unwrap_err();
