@@ -243,13 +243,13 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let (log, copied): (i64, i64) = Connection::open(&file)
-            .unwrap()
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })
-            .unwrap();
-        assert!(log > 0 && log == copied, "{copied} of {log} frames copied");
+        let c = checkpoint(&Connection::open(&file).unwrap()).unwrap();
+        assert!(
+            c.log > 0 && c.log == c.copied,
+            "{} of {} frames copied",
+            c.copied,
+            c.log
+        );
     }
 
     /// A journal connection no longer copies the log back in its commits:

@@ -183,20 +183,7 @@ impl Journal {
         let (takeover, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = watch::channel(0u64);
         let stats = Arc::new(JournalStats::default());
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                next_seq: 1,
-                pending: Vec::new(),
-                leading: false,
-                checkpoint_waits: false,
-                checkpoint_leads: false,
-            }),
-            checkpoint_turn: Condvar::new(),
-            checkpoints: OnceLock::new(),
-            failed: Mutex::new(HashMap::new()),
-            committed: done_tx,
-            stats: stats.clone(),
-        });
+        let shared = Arc::new(Shared::new(done_tx, stats.clone()));
         let mut inline = None;
         match store.backend {
             Backend::Sqlite => {
@@ -351,6 +338,24 @@ fn take_batch(pending: &mut Vec<Entry>) -> Vec<Entry> {
 }
 
 impl Shared {
+    /// Nothing queued, nobody leading.
+    fn new(committed: watch::Sender<u64>, stats: Arc<JournalStats>) -> Shared {
+        Shared {
+            queue: Mutex::new(Queue {
+                next_seq: 1,
+                pending: Vec::new(),
+                leading: false,
+                checkpoint_waits: false,
+                checkpoint_leads: false,
+            }),
+            checkpoint_turn: Condvar::new(),
+            checkpoints: OnceLock::new(),
+            failed: Mutex::new(HashMap::new()),
+            committed,
+            stats,
+        }
+    }
+
     /// Answers the entries of shards whose earlier commit failed, and
     /// coalesces the others' rows.
     fn prepare(&self, batch: Vec<Entry>) -> Prepared {
@@ -480,9 +485,7 @@ impl checkpoint::Gate for LeadGate {
         // The lead must be given back whatever happens in the copy.
         let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(copy)).unwrap_or(false);
         let mut q = locked(&shared.queue);
-        if q.pending.is_empty() {
-            q.leading = false;
-        } else {
+        if !q.pass_lead(&shared.checkpoint_turn) {
             drop(q);
             match self.takeover.upgrade() {
                 Some(writer) if writer.send(None).is_ok() => {

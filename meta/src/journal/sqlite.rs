@@ -18,12 +18,13 @@ pub(crate) struct SqliteWriter {
 
 /// How long the writer thread's connection waits for the database lock
 /// (the control plane's pool writes to the same file).
-pub(crate) const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Retries of the database lock in short steps before longer ones.
 const SHORT_RETRIES: i32 = 200;
 const SHORT_STEP: std::time::Duration = std::time::Duration::from_micros(50);
 const LONG_STEP: std::time::Duration = std::time::Duration::from_millis(1);
+const LONG_RETRIES: i32 = (BUSY_WAIT.as_millis() / LONG_STEP.as_millis()) as i32;
 
 /// The writer's wait for the database lock. SQLite's own busy timeout
 /// sleeps 1, 2, 5, 10 ms… between tries, so a commit that met a control
@@ -31,11 +32,10 @@ const LONG_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 /// queued behind it. This one tries every 50 µs for the first 10 ms or
 /// so, then every millisecond, for [`BUSY_WAIT`] in all.
 fn wait_for_lock(tries: i32) -> bool {
-    let long_tries = (BUSY_WAIT.as_millis() / LONG_STEP.as_millis()) as i32;
     if tries < SHORT_RETRIES {
         std::thread::sleep(SHORT_STEP);
         true
-    } else if tries < SHORT_RETRIES + long_tries {
+    } else if tries < SHORT_RETRIES + LONG_RETRIES {
         std::thread::sleep(LONG_STEP);
         true
     } else {
@@ -306,22 +306,13 @@ mod tests {
     /// checkpoints the log in its commits.
     #[tokio::test]
     async fn a_waiting_writer_commits_after_another_writer_lets_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("cpfs.db");
-        let store = cpfs_store::Store::open(&format!("sqlite://{}", file.display()))
-            .await
-            .unwrap();
-        store.pool.close().await;
+        let (_dir, file) = migrated().await;
         let mut waits = SqliteWriter::open(&file, true).unwrap();
         let mut fails = SqliteWriter::open(&file, false).unwrap();
         // Neither checkpoints inside its commits: the journal's
         // checkpointer does (`checkpoint.rs`).
         for w in [&waits, &fails] {
-            let auto: i64 = w
-                .conn
-                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-                .unwrap();
-            assert_eq!(auto, 0);
+            assert_eq!(count(&w.conn, "PRAGMA wal_autocheckpoint"), 0);
         }
         let other = Connection::open(&file).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -347,6 +338,17 @@ mod tests {
         );
     }
 
+    /// A database file with the store's schema, no pool left open on it.
+    async fn migrated() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cpfs.db");
+        let store = cpfs_store::Store::open(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        store.pool.close().await;
+        (dir, file)
+    }
+
     fn count(conn: &Connection, sql: &str) -> i64 {
         conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -356,12 +358,7 @@ mod tests {
     /// not left open).
     #[tokio::test]
     async fn a_failed_batch_is_rolled_back_whole_and_the_next_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("cpfs.db");
-        let store = cpfs_store::Store::open(&format!("sqlite://{}", file.display()))
-            .await
-            .unwrap();
-        store.pool.close().await;
+        let (_dir, file) = migrated().await;
         let mut writer = SqliteWriter::open(&file, false).unwrap();
         let other = Connection::open(&file).unwrap();
         other

@@ -75,31 +75,19 @@ async fn an_idle_journal_commits_inline_and_a_locked_database_goes_to_the_writer
 
 /// The checkpointer's side of the lead, without a database.
 mod lead_gate {
-    use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Condvar, Mutex, OnceLock};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use tokio::sync::{mpsc, oneshot, watch};
 
     use super::super::checkpoint::Gate;
-    use super::super::{locked, Entry, LeadGate, Prepared, Queue, Shared};
+    use super::super::{locked, Entry, LeadGate, Prepared, Shared};
 
     fn shared(leading: bool) -> Arc<Shared> {
-        Arc::new(Shared {
-            queue: Mutex::new(Queue {
-                next_seq: 1,
-                pending: Vec::new(),
-                leading,
-                checkpoint_waits: false,
-                checkpoint_leads: false,
-            }),
-            checkpoint_turn: Condvar::new(),
-            checkpoints: OnceLock::new(),
-            failed: Mutex::new(HashMap::new()),
-            committed: watch::channel(0).0,
-            stats: Default::default(),
-        })
+        let shared = Shared::new(watch::channel(0).0, Default::default());
+        locked(&shared.queue).leading = leading;
+        Arc::new(shared)
     }
 
     fn gate(
