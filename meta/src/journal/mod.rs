@@ -80,7 +80,7 @@ const COMMIT_ATTEMPTS: usize = 5;
 /// failed, the lead passes to the journal's writer thread, which commits,
 /// retries with backoff and keeps the lead until nothing is queued. On
 /// PostgreSQL the lead always goes to the writer task, whose commits are
-/// one round trip on the pool's socket.
+/// one round trip on a connection it keeps.
 pub struct Journal {
     shared: Arc<Shared>,
     /// SQLite: the leader's own connection.

@@ -73,6 +73,80 @@ async fn an_idle_journal_commits_inline_and_a_locked_database_goes_to_the_writer
     assert_eq!(n, 2);
 }
 
+/// The server processes whose last statement was one of the journal's
+/// scripts (its procedures are called nowhere else).
+async fn journal_backends(store: &cpfs_store::Store) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND query LIKE '%CALL cpfs_put_%' ORDER BY pid",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap()
+}
+
+/// On PostgreSQL the journal commits on one connection it keeps, not on
+/// whichever of the pool's connections is free, and takes a fresh one
+/// when that one breaks, without failing an operation.
+#[tokio::test]
+async fn the_postgres_journal_keeps_one_connection_and_replaces_a_broken_one() {
+    let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
+        return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+    };
+    let store = &b.svc.store;
+    // Fill the pool with idle connections, which it hands out in turn.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(store.pool.acquire().await.unwrap());
+    }
+    drop(held);
+    for i in 0..12 {
+        let reply = b.run(mkdir(&format!("d{i}")), None).await;
+        assert!(matches!(reply, MetaReply::Entry(_)), "{reply:?}");
+    }
+    let before = journal_backends(store).await;
+    assert_eq!(before.len(), 1, "journal scripts ran on {before:?}");
+
+    // Its server process dies (a restart, a cut connection).
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend(CAST($1 AS INTEGER))")
+        .bind(before[0])
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    // The signal is asynchronous: wait until the process is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)",
+        )
+        .bind(before[0])
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        if alive == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reply = b.run(mkdir("after"), None).await;
+    assert!(matches!(reply, MetaReply::Entry(_)), "{reply:?}");
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM dentries WHERE name = CAST('after' AS BYTEA)")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+    let after = journal_backends(store).await;
+    assert_eq!(after.len(), 1, "journal scripts ran on {after:?}");
+    assert_ne!(after, before);
+}
+
 /// The checkpointer's side of the lead, without a database.
 mod lead_gate {
     use std::sync::atomic::{AtomicBool, Ordering};
