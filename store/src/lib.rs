@@ -42,6 +42,9 @@ pub struct Store {
     /// The database file, on SQLite: the metadata journal opens its own
     /// connection to it.
     pub sqlite_file: Option<std::path::PathBuf>,
+    /// The database's URL, on PostgreSQL: the metadata journal opens its
+    /// own connection with it. It may hold a password: never log it.
+    pub postgres_url: Option<String>,
 }
 
 impl Store {
@@ -116,6 +119,7 @@ impl Store {
             pool,
             backend,
             sqlite_file,
+            postgres_url: (backend == Backend::Postgres).then(|| url.to_string()),
         })
     }
 

@@ -13,9 +13,8 @@
 //! nobody sees a change that a crash could still take back.
 
 mod checkpoint;
-mod pg_script;
+mod pg_pipeline;
 mod rows;
-mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -214,7 +213,11 @@ impl Journal {
                     .map_err(|e| JournalError::Open(e.to_string()))?;
             }
             Backend::Postgres => {
-                let writer = sql::SqlWriter::new(store.clone());
+                let url = store
+                    .postgres_url
+                    .clone()
+                    .ok_or_else(|| JournalError::Open("the store has no PostgreSQL URL".into()))?;
+                let writer = pg_pipeline::PgWriter::new(url);
                 tokio::spawn(run(writer, rx, shared.clone()));
             }
         }

@@ -172,7 +172,7 @@ impl Batch {
 
 /// The head (`INSERT INTO table (columns) `) and tail (` ON CONFLICT …`)
 /// of each upsert, as literals: SQLite's statements put placeholders
-/// between them and PostgreSQL's script (`pg_script`) puts values, so the
+/// between them and PostgreSQL's (`pg_pipeline`) a guarded SELECT, so the
 /// column lists are written once.
 macro_rules! upsert_parts {
     (inode_head) => {

@@ -73,13 +73,12 @@ async fn an_idle_journal_commits_inline_and_a_locked_database_goes_to_the_writer
     assert_eq!(n, 2);
 }
 
-/// The server processes whose last statement was one of the journal's
-/// scripts (its procedures are called nowhere else).
+/// The server processes of the journal's connections (they name
+/// themselves `cpfs-journal`).
 async fn journal_backends(store: &cpfs_store::Store) -> Vec<i64> {
     sqlx::query_scalar(
         "SELECT CAST(pid AS BIGINT) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid() \
-         AND query LIKE '%CALL cpfs_put_%' ORDER BY pid",
+         WHERE datname = current_database() AND application_name = 'cpfs-journal' ORDER BY pid",
     )
     .fetch_all(&store.pool)
     .await
