@@ -97,8 +97,14 @@ enum AccountCommand {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CPFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let mut spec = std::env::var("CPFS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+    // At debug, tokio-postgres logs the values of every statement the
+    // metadata journal runs (file names, extended attributes): only when
+    // it is asked for by name.
+    if !spec.contains("tokio_postgres") {
+        spec.push_str(",tokio_postgres=info");
+    }
+    let filter = tracing_subscriber::EnvFilter::new(spec);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -4,7 +4,9 @@
 # epoch FOR SHARE, three row upserts, the counters update) as separate
 # prepared statements in a transaction (how the journal wrote before) and
 # as one simple-query message with every change guarded by the epoch (how
-# `meta/src/journal/pg_script.rs` writes now), alternately, ROUNDS times.
+# the journal wrote from 2026-12-03 to 2026-12-05; it now pipelines
+# prepared statements, `meta/src/journal/pg_pipeline.rs`), alternately,
+# ROUNDS times.
 #
 #   bench/pg/journal-round-trips.sh [ROUNDS]
 #

@@ -217,7 +217,14 @@ impl Journal {
                     .postgres_url
                     .clone()
                     .ok_or_else(|| JournalError::Open("the store has no PostgreSQL URL".into()))?;
-                let writer = pg_pipeline::PgWriter::new(url);
+                // The pool read the URL; the journal's own driver must too,
+                // or every commit would fail.
+                pg_pipeline::check_url(&url).map_err(|e| {
+                    JournalError::Open(format!(
+                        "the database URL is not one the journal's driver reads: {e}"
+                    ))
+                })?;
+                let writer = pg_pipeline::PgWriter::new(url, store.pool.clone());
                 tokio::spawn(run(writer, rx, shared.clone()));
             }
         }

@@ -17,13 +17,22 @@
 //! a reassignment (an UPDATE of the row) waits for this commit.
 //!
 //! A statement that fails aborts the transaction: PostgreSQL refuses the
-//! statements after it and answers the COMMIT with a rollback. The writer
-//! reports the first error and closes the connection; the retry connects
-//! afresh.
+//! statements after it and answers the COMMIT with a rollback. A statement
+//! the driver refuses before sending it (a value it cannot encode) stops
+//! the pipeline before its COMMIT is sent. Either way the writer reports
+//! the first error and gives the connection up.
+//!
+//! A connection given up on (an error, or no answer within the commit
+//! timeout) may still hold a whole batch, COMMIT included, in its socket or
+//! in a server process that has yet to run it: committed later, after the
+//! retry and newer batches, it would write older images over newer ones.
+//! So before its next batch the writer ends that server process
+//! (`pg_terminate_backend` through the store's pool) and waits until it is
+//! gone, which settles its transaction one way or the other first.
 
 use std::sync::Arc;
-
 use std::task::Poll;
+use std::time::Duration;
 
 use futures_util::future::{join_all, BoxFuture};
 use tokio_postgres::types::ToSql;
@@ -163,28 +172,105 @@ struct Exec {
 struct Connection {
     client: Client,
     statements: Vec<Statement>,
+    /// Its server process.
+    pid: i32,
+    /// The task that reads and writes its socket.
+    io: tokio::task::AbortHandle,
 }
 
 pub(crate) struct PgWriter {
     url: String,
+    /// The store's pool, to end the server process of a connection given
+    /// up on.
+    pool: sqlx::AnyPool,
     /// `None` after an error, until the next batch connects afresh.
     conn: Option<Connection>,
+    /// The server process of the connection last given up on, until it is
+    /// known to be gone.
+    stale: Option<i32>,
+    /// The longest a batch may take, [`COMMIT_TIMEOUT`] but in tests.
+    timeout: Duration,
+}
+
+/// Whether `url` is one the journal's driver reads; the reason if not.
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| describe(&e))
+}
+
+/// An error with its cause: `tokio-postgres` prints only the kind ("db
+/// error") and keeps the server's message in the source.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} ({})", e, db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 impl PgWriter {
-    pub fn new(url: String) -> PgWriter {
-        PgWriter { url, conn: None }
+    pub fn new(url: String, pool: sqlx::AnyPool) -> PgWriter {
+        PgWriter {
+            url,
+            pool,
+            conn: None,
+            stale: None,
+            timeout: COMMIT_TIMEOUT,
+        }
     }
 
-    async fn connect(&self) -> Result<Connection, tokio_postgres::Error> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-        tokio::spawn(async move {
+    /// Gives the connection up; its server process is ended before the
+    /// next batch.
+    fn abandon(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.io.abort();
+            self.stale = Some(c.pid);
+        }
+    }
+
+    /// Ends the server process of the connection given up on, if any, and
+    /// waits until it is gone.
+    async fn settle(&mut self) -> Result<(), String> {
+        let Some(pid) = self.stale else {
+            return Ok(());
+        };
+        let gone = async {
+            sqlx::query("SELECT pg_terminate_backend(CAST($1 AS INTEGER))")
+                .bind(pid as i64)
+                .execute(&self.pool)
+                .await?;
+            loop {
+                let left: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)",
+                )
+                .bind(pid as i64)
+                .fetch_one(&self.pool)
+                .await?;
+                if left == 0 {
+                    return Ok::<(), sqlx::Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        gone.await
+            .map_err(|e| format!("ending the journal's previous connection: {e}"))?;
+        self.stale = None;
+        Ok(())
+    }
+
+    async fn connect(url: &str) -> Result<Connection, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        let io = tokio::spawn(async move {
             // Ends when the client is dropped or the server goes away; the
             // writer sees the latter as its next statement's error.
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "journal connection closed");
+                tracing::debug!(error = %describe(&e), "journal connection closed");
             }
-        });
+        })
+        .abort_handle();
         // A transaction whose process died or lost its network mid-way
         // would otherwise hold its locks until TCP gives up (minutes):
         // among them the share lock on a file system's owner row, which
@@ -205,13 +291,23 @@ impl PgWriter {
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Connection { client, statements })
+        let pid = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .try_get::<_, i32>(0)?;
+        Ok(Connection {
+            client,
+            statements,
+            pid,
+            io,
+        })
     }
 
     async fn write_now(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
         let execs = statements(batch);
+        self.settle().await?;
         if self.conn.is_none() {
-            let conn = self.connect().await.map_err(|e| e.to_string())?;
+            let conn = Self::connect(&self.url).await.map_err(|e| describe(&e))?;
             self.conn = Some(conn);
         }
         let Some(conn) = &self.conn else {
@@ -230,40 +326,35 @@ impl PgWriter {
             .collect();
         let c = &conn.client;
         let prepared = |sql: Sql| &conn.statements[sql as usize];
-        let mut pipeline: Vec<BoxFuture<'_, Result<Vec<Row>, tokio_postgres::Error>>> =
-            Vec::with_capacity(execs.len() + 3);
-        pipeline.push(Box::pin(c.query(prepared(Sql::Begin), &[])));
+        let mut body: Vec<Answer<'_>> = Vec::with_capacity(execs.len() + 2);
+        body.push(Box::pin(c.query(prepared(Sql::Begin), &[])));
         if !owners.is_empty() {
-            pipeline.push(Box::pin(c.query(prepared(Sql::LockOwners), &lock_params)));
+            body.push(Box::pin(c.query(prepared(Sql::LockOwners), &lock_params)));
         }
         for (e, params) in execs.iter().zip(&bound) {
             let statement = prepared(e.sql);
-            pipeline.push(Box::pin(async move {
+            body.push(Box::pin(async move {
                 c.execute(statement, params).await.map(|_| Vec::new())
             }));
         }
-        pipeline.push(Box::pin(c.query(prepared(Sql::Commit), &[])));
-        let answers = in_order(pipeline).await;
-        let mut lock_rows = Vec::new();
-        for (i, answer) in answers.into_iter().enumerate() {
-            match answer {
-                Ok(rows) if i == 1 && !owners.is_empty() => lock_rows = rows,
-                Ok(_) => {}
-                Err(e) => {
-                    // The transaction rolled back; the connection may be
-                    // broken.
-                    self.conn = None;
-                    return Err(e.to_string());
-                }
+        let commit = Box::pin(c.query(prepared(Sql::Commit), &[]));
+        let answers = match pipeline(body, commit).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                self.abandon();
+                return Err(describe(&e));
             }
-        }
-        let mut stored = Vec::with_capacity(lock_rows.len());
-        for r in &lock_rows {
-            stored.push((
-                r.try_get::<_, String>(0).map_err(|e| e.to_string())?,
-                r.try_get::<_, i64>(1).map_err(|e| e.to_string())?,
-            ));
-        }
+        };
+        // The batch is committed. Owner rows that do not decode (never
+        // seen: the columns are TEXT and BIGINT) count as fenced, which
+        // reloads those file systems from the store.
+        let stored: Vec<(String, i64)> = match (owners.is_empty(), answers.get(1)) {
+            (false, Some(rows)) => rows
+                .iter()
+                .filter_map(|r| Some((r.try_get(0).ok()?, r.try_get(1).ok()?)))
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(fenced(batch, &stored))
     }
 }
@@ -275,13 +366,13 @@ impl Writer for PgWriter {
         }
         // A connection to a server that went silent (a partition) would
         // hold the writer, and every later batch, until TCP gives up.
-        match tokio::time::timeout(COMMIT_TIMEOUT, self.write_now(batch)).await {
+        match tokio::time::timeout(self.timeout, self.write_now(batch)).await {
             Ok(r) => r,
             Err(_) => {
-                self.conn = None;
+                self.abandon();
                 Err(format!(
                     "no answer from the database within {} s",
-                    COMMIT_TIMEOUT.as_secs()
+                    self.timeout.as_secs_f32()
                 ))
             }
         }
@@ -308,30 +399,58 @@ fn fenced(batch: &Batch, stored: &[(String, i64)]) -> Vec<Arc<str>> {
         .collect()
 }
 
-/// Runs `futures` to completion, polling them in their order every time.
-/// A statement's future sends its messages when first polled, so the
-/// first pass sends the whole pipeline in order, before any answer is
-/// awaited (`join_all` does not promise an order of first polls).
-async fn in_order<T>(mut futures: Vec<BoxFuture<'_, T>>) -> Vec<T> {
-    let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+/// A statement's answer: its rows (none for a row's statement).
+type Answer<'a> = BoxFuture<'a, Result<Vec<Row>, tokio_postgres::Error>>;
+
+/// Runs `body` and then `commit` to completion, polling them in their
+/// order every time, and gives the answers of `body`, or the first error.
+/// A statement's future sends its messages when first polled, so the first
+/// pass sends the whole pipeline in order before any answer is awaited
+/// (`join_all` does not promise an order of first polls). A statement that
+/// fails on that pass failed before it was sent (the driver could not
+/// encode it): the pipeline stops there and its COMMIT is never sent.
+async fn pipeline<'a>(
+    mut body: Vec<Answer<'a>>,
+    commit: Answer<'a>,
+) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
+    let mut commit = Some(commit);
+    let mut out: Vec<Option<Result<Vec<Row>, tokio_postgres::Error>>> =
+        body.iter().map(|_| None).collect();
+    let mut committed = None;
+    let mut first_pass = true;
     std::future::poll_fn(|cx| {
+        let first = std::mem::replace(&mut first_pass, false);
         let mut waiting = false;
-        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+        for (f, slot) in body.iter_mut().zip(out.iter_mut()) {
             if slot.is_none() {
                 match f.as_mut().poll(cx) {
+                    Poll::Ready(Err(e)) if first => return Poll::Ready(Err(e)),
                     Poll::Ready(v) => *slot = Some(v),
                     Poll::Pending => waiting = true,
                 }
             }
         }
+        if let Some(c) = commit.as_mut() {
+            if let Poll::Ready(v) = c.as_mut().poll(cx) {
+                committed = Some(v.map(|_| ()));
+                commit = None;
+            } else {
+                waiting = true;
+            }
+        }
         if waiting {
             Poll::Pending
         } else {
-            Poll::Ready(())
+            Poll::Ready(Ok(()))
         }
     })
-    .await;
-    out.into_iter().flatten().collect()
+    .await?;
+    let mut answers = Vec::with_capacity(out.len());
+    for a in out.into_iter().flatten() {
+        answers.push(a?);
+    }
+    committed.unwrap_or(Ok(()))?;
+    Ok(answers)
 }
 
 /// The batch's rows as executions of the prepared statements: forgotten
@@ -466,7 +585,7 @@ mod tests {
     use super::*;
     use crate::exactly_once_tests::{backends, FS};
     use crate::inode::Inode;
-    use crate::journal::rows::FilesetRow;
+    use crate::journal::rows::{Counters, FilesetRow};
     use cpfs_proto::meta::{Attr, Kind};
 
     fn inode(ino: u64) -> Change {
@@ -497,6 +616,13 @@ mod tests {
     }
 
     #[test]
+    fn a_url_the_driver_cannot_read_is_refused_with_its_reason() {
+        assert!(check_url("postgres://cpfs@127.0.0.1:5432/cpfs").is_ok());
+        let e = check_url("postgres://cpfs@127.0.0.1/cpfs?statement-cache-capacity=8").unwrap_err();
+        assert!(e.contains("statement-cache-capacity"), "{e}");
+    }
+
+    #[test]
     fn the_owner_rows_tell_which_file_systems_are_fenced() {
         let batch = Batch {
             epochs: vec![("a".into(), 3), ("b".into(), 5), ("c".into(), 1)],
@@ -519,7 +645,7 @@ mod tests {
             return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
         };
         let store = &b.svc.store;
-        let mut writer = PgWriter::new(store.postgres_url.clone().unwrap());
+        let mut writer = PgWriter::new(store.postgres_url.clone().unwrap(), store.pool.clone());
         let fs: Arc<str> = FS.into();
         let bad_fileset = Change::Fileset(
             // PostgreSQL's text holds no NUL: this row's statement fails.
@@ -554,5 +680,105 @@ mod tests {
         };
         assert_eq!(writer.write(&batch).await, Ok(Vec::new()));
         assert_eq!(count().await, 2);
+    }
+
+    /// A batch given up on (no answer within the timeout) is never
+    /// committed after the next one: before the next batch, the writer
+    /// ends the server process that still holds it.
+    #[tokio::test]
+    async fn a_batch_given_up_on_cannot_commit_after_the_next() {
+        let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
+            return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+        };
+        let store = &b.svc.store;
+        let mut writer = PgWriter::new(store.postgres_url.clone().unwrap(), store.pool.clone());
+        writer.timeout = Duration::from_millis(500);
+        let fs: Arc<str> = FS.into();
+        // Another transaction holds the counters row: the batch's update
+        // waits for it, with the rest of the batch sent.
+        let mut blocker = store.pool.begin().await.unwrap();
+        sqlx::query("UPDATE fs_counters SET files = files WHERE fs_id = $1")
+            .bind(FS)
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let counters = Change::Counters(Counters {
+            next_ino: 1 << 40,
+            used_bytes: 0,
+            files: 0,
+        });
+        let stuck = Batch {
+            rows: vec![(fs.clone(), vec![inode(9101), counters])],
+            ..Default::default()
+        };
+        let err = writer.write(&stuck).await.unwrap_err();
+        assert!(err.contains("no answer"), "{err}");
+        let old = writer.stale.expect("the connection was given up on");
+
+        let next = Batch {
+            rows: vec![(fs, vec![inode(9102)])],
+            ..Default::default()
+        };
+        assert_eq!(writer.write(&next).await, Ok(Vec::new()));
+        let alive: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)",
+        )
+        .bind(old as i64)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(alive, 0, "the stuck batch's server process is still there");
+        blocker.commit().await.unwrap();
+        let rows: Vec<(i64,)> =
+            sqlx::query_as("SELECT ino FROM inodes WHERE fs_id = $1 AND ino IN (9101, 9102)")
+                .bind(FS)
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(rows, vec![(9102,)]);
+        let next_ino: i64 = sqlx::query_scalar("SELECT next_ino FROM fs_counters WHERE fs_id = $1")
+            .bind(FS)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_ne!(next_ino, 1 << 40);
+    }
+
+    /// A statement the driver cannot encode fails before it is sent; the
+    /// pipeline stops there, and its COMMIT never leaves.
+    #[tokio::test]
+    async fn a_statement_refused_before_sending_stops_the_commit() {
+        let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
+            return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+        };
+        let store = &b.svc.store;
+        let conn = PgWriter::connect(store.postgres_url.as_deref().unwrap())
+            .await
+            .unwrap();
+        let (c, st) = (&conn.client, &conn.statements);
+        let good = row(&Batch::default(), &FS.into(), &inode(9201)).unwrap();
+        let good_params: Vec<&(dyn ToSql + Sync)> = good
+            .params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        // The inode statement's third value is a BIGINT: text cannot be
+        // encoded for it.
+        let mut bad_params = good_params.clone();
+        bad_params[2] = &"not a number";
+        let body: Vec<Answer<'_>> = vec![
+            Box::pin(c.query(&st[Sql::Begin as usize], &[])),
+            Box::pin(c.query(&st[Sql::PutInode as usize], &good_params)),
+            Box::pin(c.query(&st[Sql::PutInode as usize], &bad_params)),
+        ];
+        let commit = Box::pin(c.query(&st[Sql::Commit as usize], &[]));
+        assert!(pipeline(body, commit).await.is_err());
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM inodes WHERE fs_id = $1 AND ino = 9201")
+                .bind(FS)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(n, 0, "the rows before the refused statement were committed");
     }
 }

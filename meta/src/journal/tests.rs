@@ -105,7 +105,7 @@ async fn the_postgres_journal_keeps_one_connection_and_replaces_a_broken_one() {
         assert!(matches!(reply, MetaReply::Entry(_)), "{reply:?}");
     }
     let before = journal_backends(store).await;
-    assert_eq!(before.len(), 1, "journal scripts ran on {before:?}");
+    assert_eq!(before.len(), 1, "journal connections: {before:?}");
 
     // Its server process dies (a restart, a cut connection).
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend(CAST($1 AS INTEGER))")
@@ -142,7 +142,7 @@ async fn the_postgres_journal_keeps_one_connection_and_replaces_a_broken_one() {
             .unwrap();
     assert_eq!(n, 1);
     let after = journal_backends(store).await;
-    assert_eq!(after.len(), 1, "journal scripts ran on {after:?}");
+    assert_eq!(after.len(), 1, "journal connections: {after:?}");
     assert_ne!(after, before);
 }
 
