@@ -77,6 +77,13 @@ pub(crate) async fn backends() -> Vec<Backend> {
     out
 }
 
+/// The PostgreSQL backend, when `CPFS_TEST_DATABASE_URL` names a server
+/// (without one, [`backends`] has already failed the test if
+/// `CPFS_REQUIRE_POSTGRES` is set).
+pub(crate) async fn postgres_backend() -> Option<Backend> {
+    backends().await.into_iter().find(|b| b.name == "postgres")
+}
+
 /// A metadata service over a provisioned file system, and a session on it.
 async fn service(url: &str) -> (Arc<MetaService>, Session) {
     (open(provisioned(url).await), session())

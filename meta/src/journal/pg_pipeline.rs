@@ -199,6 +199,16 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
         .map_err(|e| describe(&e))
 }
 
+/// Whether the server process `pid` is still there.
+pub(super) async fn process_alive(pool: &sqlx::AnyPool, pid: i64) -> Result<bool, sqlx::Error> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)")
+            .bind(pid)
+            .fetch_one(pool)
+            .await?;
+    Ok(n > 0)
+}
+
 /// An error with its cause: `tokio-postgres` prints only the kind ("db
 /// error") and keeps the server's message in the source.
 fn describe(e: &tokio_postgres::Error) -> String {
@@ -242,18 +252,10 @@ impl PgWriter {
                 .bind(pid as i64)
                 .execute(&self.pool)
                 .await?;
-            loop {
-                let left: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)",
-                )
-                .bind(pid as i64)
-                .fetch_one(&self.pool)
-                .await?;
-                if left == 0 {
-                    return Ok::<(), sqlx::Error>(());
-                }
+            while process_alive(&self.pool, pid.into()).await? {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            Ok::<(), sqlx::Error>(())
         };
         gone.await
             .map_err(|e| format!("ending the journal's previous connection: {e}"))?;
@@ -275,6 +277,7 @@ impl PgWriter {
         // would otherwise hold its locks until TCP gives up (minutes):
         // among them the share lock on a file system's owner row, which
         // the reassignment to the next owner waits for.
+        //
         // The name tells the journal's connection apart in
         // `pg_stat_activity`. Generic plans: every statement here finds
         // its rows by key whatever the values, and PostgreSQL's default
@@ -583,10 +586,14 @@ fn row(batch: &Batch, fs: &Arc<str>, c: &Change) -> Option<Exec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exactly_once_tests::{backends, FS};
+    use crate::exactly_once_tests::{postgres_backend, FS};
     use crate::inode::Inode;
     use crate::journal::rows::{Counters, FilesetRow};
     use cpfs_proto::meta::{Attr, Kind};
+
+    fn writer_for(store: &cpfs_store::Store) -> PgWriter {
+        PgWriter::new(store.postgres_url.clone().unwrap(), store.pool.clone())
+    }
 
     fn inode(ino: u64) -> Change {
         let attr = Attr {
@@ -641,11 +648,11 @@ mod tests {
     /// connection, commits.
     #[tokio::test]
     async fn a_batch_commits_whole_or_not_at_all() {
-        let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
-            return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+        let Some(b) = postgres_backend().await else {
+            return;
         };
         let store = &b.svc.store;
-        let mut writer = PgWriter::new(store.postgres_url.clone().unwrap(), store.pool.clone());
+        let mut writer = writer_for(store);
         let fs: Arc<str> = FS.into();
         let bad_fileset = Change::Fileset(
             // PostgreSQL's text holds no NUL: this row's statement fails.
@@ -687,11 +694,11 @@ mod tests {
     /// ends the server process that still holds it.
     #[tokio::test]
     async fn a_batch_given_up_on_cannot_commit_after_the_next() {
-        let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
-            return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+        let Some(b) = postgres_backend().await else {
+            return;
         };
         let store = &b.svc.store;
-        let mut writer = PgWriter::new(store.postgres_url.clone().unwrap(), store.pool.clone());
+        let mut writer = writer_for(store);
         writer.timeout = Duration::from_millis(500);
         let fs: Arc<str> = FS.into();
         // Another transaction holds the counters row: the batch's update
@@ -720,14 +727,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(writer.write(&next).await, Ok(Vec::new()));
-        let alive: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)",
-        )
-        .bind(old as i64)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-        assert_eq!(alive, 0, "the stuck batch's server process is still there");
+        assert!(
+            !process_alive(&store.pool, old.into()).await.unwrap(),
+            "the stuck batch's server process is still there"
+        );
         blocker.commit().await.unwrap();
         let rows: Vec<(i64,)> =
             sqlx::query_as("SELECT ino FROM inodes WHERE fs_id = $1 AND ino IN (9101, 9102)")
@@ -748,8 +751,8 @@ mod tests {
     /// pipeline stops there, and its COMMIT never leaves.
     #[tokio::test]
     async fn a_statement_refused_before_sending_stops_the_commit() {
-        let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
-            return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+        let Some(b) = postgres_backend().await else {
+            return;
         };
         let store = &b.svc.store;
         let conn = PgWriter::connect(store.postgres_url.as_deref().unwrap())

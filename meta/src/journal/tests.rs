@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cpfs_proto::meta::{MetaReply, ROOT_INO};
 
-use crate::exactly_once_tests::{backends, mkdir_in};
+use crate::exactly_once_tests::{backends, mkdir_in, postgres_backend};
 
 fn mkdir(name: &str) -> cpfs_proto::meta::MetaOp {
     mkdir_in(ROOT_INO, name)
@@ -90,8 +90,8 @@ async fn journal_backends(store: &cpfs_store::Store) -> Vec<i64> {
 /// when that one breaks, without failing an operation.
 #[tokio::test]
 async fn the_postgres_journal_keeps_one_connection_and_replaces_a_broken_one() {
-    let Some(b) = backends().await.into_iter().find(|b| b.name == "postgres") else {
-        return; // no server named: backends() already enforced CPFS_REQUIRE_POSTGRES
+    let Some(b) = postgres_backend().await else {
+        return;
     };
     let store = &b.svc.store;
     // Fill the pool with idle connections, which it hands out in turn.
@@ -116,17 +116,10 @@ async fn the_postgres_journal_keeps_one_connection_and_replaces_a_broken_one() {
     assert!(killed);
     // The signal is asynchronous: wait until the process is gone.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let alive: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = CAST($1 AS INTEGER)",
-        )
-        .bind(before[0])
-        .fetch_one(&store.pool)
+    while super::pg_pipeline::process_alive(&store.pool, before[0])
         .await
-        .unwrap();
-        if alive == 0 {
-            break;
-        }
+        .unwrap()
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the backend did not exit"
