@@ -1,8 +1,9 @@
 //! An inode as the namespace keeps it, in memory and in the `inodes` table.
 
 use cpfs_proto::meta::Attr;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Inode {
     pub attr: Attr,
     /// For a directory, its parent (`..`); for other kinds, one directory

@@ -75,7 +75,7 @@ pub async fn provision(
 }
 
 /// Removes every namespace row of the file system, its request records
-/// included.
+/// and the journal's log rows included.
 pub async fn drop(store: &Store, fs_id: &str) -> Result<(), LifecycleError> {
     let mut tx = store.begin_write().await?;
     for sql in [
@@ -88,6 +88,7 @@ pub async fn drop(store: &Store, fs_id: &str) -> Result<(), LifecycleError> {
         "DELETE FROM meta_requests WHERE fs_id = $1",
         "DELETE FROM fileset_usage WHERE fs_id = $1",
         "DELETE FROM user_quota_usage WHERE fs_id = $1",
+        "DELETE FROM meta_log WHERE fs_id = $1",
     ] {
         sqlx::query(sql).bind(fs_id).execute(&mut *tx).await?;
     }

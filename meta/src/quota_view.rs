@@ -3,12 +3,55 @@
 //! service publishes (`fileset_usage`, `user_quota_usage`: usage and the
 //! limits in force), and what a path names in the committed namespace (so
 //! that CreateFileset can refuse a missing parent before anything is
-//! recorded).
+//! recorded). Each read first waits for the tables to hold what was
+//! committed before it ([`folded`]).
 
 use cpfs_proto::meta::{Kind, ROOT_INO};
 use cpfs_store::Store;
 
 use crate::lifecycle::LifecycleError;
+
+/// How long a read waits for the namespace tables to catch up with the
+/// journal's log before it reads what they hold.
+const FOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until the journal's log rows of `fs_id` committed before the call
+/// are folded into the namespace tables (PostgreSQL's journal folds its
+/// log behind the commits; SQLite's log table stays empty), so that a read
+/// after an acknowledged change sees it: a directory a program made just
+/// before asking for a fileset on it. Gives up after [`FOLD_WAIT`] (no
+/// metadata server folding: it stopped) and lets the read see the tables
+/// as they are.
+pub async fn folded(store: &Store, fs_id: &str) -> Result<(), LifecycleError> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM meta_log WHERE fs_id = $1")
+        .bind(fs_id)
+        .fetch_one(&store.pool)
+        .await?;
+    let Some(last) = last else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + FOLD_WAIT;
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM meta_log WHERE fs_id = $1 AND seq <= $2")
+                .bind(fs_id)
+                .bind(last)
+                .fetch_one(&store.pool)
+                .await?;
+        if left == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                fs_id,
+                left,
+                "the namespace tables lag the journal's log; reading them as they are"
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
 
 /// A bound fileset as its metadata server last committed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +66,7 @@ pub struct BoundFileset {
 
 /// The bound filesets of `fs_id`.
 pub async fn bound(store: &Store, fs_id: &str) -> Result<Vec<BoundFileset>, LifecycleError> {
+    folded(store, fs_id).await?;
     let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT fset_id, ino, used_bytes, files, size_limit, file_count_limit FROM fileset_usage WHERE fs_id = $1",
     )
@@ -62,6 +106,7 @@ pub async fn path_state(
     fs_id: &str,
     path: &str,
 ) -> Result<PathState, LifecycleError> {
+    folded(store, fs_id).await?;
     let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut dir = ROOT_INO as i64;
     for (i, name) in names.iter().enumerate() {
@@ -105,6 +150,7 @@ pub struct OwnerUsage {
 
 /// The published user and group quota figures of `fs_id`.
 pub async fn owner_usage(store: &Store, fs_id: &str) -> Result<Vec<OwnerUsage>, LifecycleError> {
+    folded(store, fs_id).await?;
     let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT user_type, user_id, used_bytes, files, size_limit, file_count_limit FROM user_quota_usage WHERE fs_id = $1",
     )

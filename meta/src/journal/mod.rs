@@ -13,7 +13,9 @@
 //! nobody sees a change that a crash could still take back.
 
 mod checkpoint;
+mod pg_log;
 mod pg_pipeline;
+mod pg_rows;
 mod rows;
 mod sqlite;
 #[cfg(test)]
@@ -91,6 +93,8 @@ pub struct Journal {
     generations: std::sync::atomic::AtomicU64,
     /// Commits made, and the entries they carried (for `/metrics`).
     pub stats: Arc<JournalStats>,
+    /// PostgreSQL: the task that folds the log into the tables.
+    folds: Option<mpsc::UnboundedSender<pg_log::Fold>>,
 }
 
 /// What the writer has done so far.
@@ -184,6 +188,7 @@ impl Journal {
         let stats = Arc::new(JournalStats::default());
         let shared = Arc::new(Shared::new(done_tx, stats.clone()));
         let mut inline = None;
+        let mut folds = None;
         match store.backend {
             Backend::Sqlite => {
                 let file = store
@@ -224,8 +229,19 @@ impl Journal {
                         "the database URL is not one the journal's driver reads: {e}"
                     ))
                 })?;
-                let writer = pg_pipeline::PgWriter::new(url, store.pool.clone());
+                let (to_folder, asked) = mpsc::unbounded_channel();
+                let folder = pg_pipeline::PgWriter::named(
+                    url.clone(),
+                    store.pool.clone(),
+                    "cpfs-journal-fold",
+                );
+                tokio::spawn(pg_log::fold_behind(folder, asked));
+                let writer = pg_log::PgLogWriter::new(
+                    pg_pipeline::PgWriter::new(url, store.pool.clone()),
+                    to_folder.clone(),
+                );
                 tokio::spawn(run(writer, rx, shared.clone()));
+                folds = Some(to_folder);
             }
         }
         Ok(Arc::new(Journal {
@@ -235,7 +251,39 @@ impl Journal {
             committed: done_rx,
             generations: std::sync::atomic::AtomicU64::new(1),
             stats,
+            folds,
         }))
+    }
+
+    /// Folds what the store's log holds of `fs` into its tables, under
+    /// `epoch` (PostgreSQL; SQLite keeps no log): call it before loading
+    /// `fs` from the tables. [`FENCED`] when `fs` has another owner.
+    pub(crate) async fn recover(&self, fs: &Arc<str>, epoch: Option<u64>) -> Result<(), String> {
+        let Some(folds) = &self.folds else {
+            return Ok(());
+        };
+        let (done, answer) = oneshot::channel();
+        folds
+            .send(pg_log::Fold::Recover {
+                fs: fs.clone(),
+                epoch,
+                done,
+            })
+            .map_err(|_| JournalError::Stopped.to_string())?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(JournalError::Stopped.to_string()))
+    }
+
+    /// Returns once everything committed so far is in the store's tables
+    /// (on PostgreSQL the log is folded into them behind the commits).
+    pub async fn settled(&self) {
+        if let Some(folds) = &self.folds {
+            let (done, answer) = oneshot::channel();
+            if folds.send(pg_log::Fold::Settle(done)).is_ok() {
+                let _ = answer.await;
+            }
+        }
     }
 
     /// A new shard incarnation number.

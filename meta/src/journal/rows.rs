@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cpfs_proto::meta::Kind;
+use serde::{Deserialize, Serialize};
 
 use crate::inode::Inode;
 
 use super::Entry;
 
 /// A file system's counters row.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Counters {
     pub next_ino: u64,
     pub used_bytes: u64,
@@ -20,7 +21,7 @@ pub(crate) struct Counters {
 
 /// A fileset as the metadata service keeps it (`fileset_usage`): the root
 /// it bound, its exact usage and the limits it enforces (`None`: none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FilesetRow {
     pub ino: u64,
     pub used_bytes: u64,
@@ -30,7 +31,7 @@ pub(crate) struct FilesetRow {
 }
 
 /// Whose usage a user quota counts: a uid or a gid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Owner {
     Uid(u32),
     Gid(u32),
@@ -53,7 +54,7 @@ impl Owner {
 }
 
 /// A limited owner's row in `user_quota_usage`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OwnerRow {
     pub used_bytes: u64,
     pub files: u64,
@@ -67,7 +68,7 @@ pub(crate) fn limit_column(limit: Option<u64>) -> i64 {
 }
 
 /// One row after an operation: its new image, or `None` when it is gone.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Change {
     Inode(u64, Option<Inode>),
     Dentry(u64, Vec<u8>, Option<(u64, Kind)>),
@@ -107,7 +108,7 @@ enum Key {
 /// The rows of a batch of entries, each at its last image. There are no
 /// foreign keys between namespace rows, so the rows can be written in any
 /// order once each holds its final image.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Batch {
     /// Per file system: row → last change.
     pub rows: Vec<(Arc<str>, Vec<Change>)>,
@@ -116,42 +117,85 @@ pub(crate) struct Batch {
     pub epochs: Vec<(Arc<str>, u64)>,
 }
 
-impl Batch {
-    pub fn coalesce(entries: &[Entry]) -> Batch {
-        let mut per_fs: HashMap<Arc<str>, HashMap<Key, Change>> = HashMap::new();
-        let mut forget = Vec::new();
-        let mut epochs: HashMap<Arc<str>, u64> = HashMap::new();
-        for e in entries {
-            if let Some(epoch) = e.epoch {
-                epochs.insert(e.fs.clone(), epoch);
-            }
-            let rows = per_fs.entry(e.fs.clone()).or_default();
-            for c in &e.changes {
-                let key = match c {
-                    Change::Inode(ino, _) => Key::Inode(*ino),
-                    Change::Dentry(p, name, _) => Key::Dentry(*p, name.clone()),
-                    Change::Xattr(ino, name, _) => Key::Xattr(*ino, name.clone()),
-                    Change::Orphan(ino, _) => Key::Orphan(*ino),
-                    Change::Counters(_) => Key::Counters,
-                    Change::Fileset(id, _) => Key::Fileset(id.clone()),
-                    Change::OwnerQuota(o, _) => Key::OwnerQuota(*o),
-                    Change::Request { client, seq, .. } => Key::Request(*client, *seq),
-                    Change::ForgetRequests { before } => {
-                        forget.push((e.fs.clone(), *before));
-                        continue;
-                    }
-                };
-                rows.insert(key, c.clone());
-            }
+/// Keeps the last image of each row over changes added in order.
+#[derive(Default)]
+pub(crate) struct Coalescer {
+    per_fs: HashMap<Arc<str>, HashMap<Key, Change>>,
+    forget: Vec<(Arc<str>, i64)>,
+    epochs: HashMap<Arc<str>, u64>,
+}
+
+impl Coalescer {
+    /// Adds `fs`'s `changes`, made after everything added so far.
+    pub fn add<'a>(
+        &mut self,
+        fs: &Arc<str>,
+        epoch: Option<u64>,
+        changes: impl IntoIterator<Item = &'a Change>,
+    ) {
+        if let Some(epoch) = epoch {
+            self.epochs.insert(fs.clone(), epoch);
         }
+        let rows = self.per_fs.entry(fs.clone()).or_default();
+        for c in changes {
+            let key = match c {
+                Change::Inode(ino, _) => Key::Inode(*ino),
+                Change::Dentry(p, name, _) => Key::Dentry(*p, name.clone()),
+                Change::Xattr(ino, name, _) => Key::Xattr(*ino, name.clone()),
+                Change::Orphan(ino, _) => Key::Orphan(*ino),
+                Change::Counters(_) => Key::Counters,
+                Change::Fileset(id, _) => Key::Fileset(id.clone()),
+                Change::OwnerQuota(o, _) => Key::OwnerQuota(*o),
+                Change::Request { client, seq, .. } => Key::Request(*client, *seq),
+                Change::ForgetRequests { before } => {
+                    self.forget.push((fs.clone(), *before));
+                    continue;
+                }
+            };
+            rows.insert(key, c.clone());
+        }
+    }
+
+    /// Adds a coalesced batch made after everything added so far.
+    pub fn add_batch(&mut self, batch: &Batch) {
+        for (fs, rows) in &batch.rows {
+            self.add(fs, batch.epoch_of(fs), rows);
+        }
+        for (fs, _) in &batch.epochs {
+            self.per_fs.entry(fs.clone()).or_default();
+        }
+        self.forget.extend(batch.forget.iter().cloned());
+        self.epochs
+            .extend(batch.epochs.iter().map(|(fs, e)| (fs.clone(), *e)));
+    }
+
+    /// The epoch `fs`'s changes so far were made under, if any were added.
+    pub fn epoch_of(&self, fs: &Arc<str>) -> Option<Option<u64>> {
+        self.per_fs
+            .contains_key(fs)
+            .then(|| self.epochs.get(fs).copied())
+    }
+
+    pub fn finish(self) -> Batch {
         Batch {
-            rows: per_fs
+            rows: self
+                .per_fs
                 .into_iter()
                 .map(|(fs, rows)| (fs, rows.into_values().collect()))
                 .collect(),
-            forget,
-            epochs: epochs.into_iter().collect(),
+            forget: self.forget,
+            epochs: self.epochs.into_iter().collect(),
         }
+    }
+}
+
+impl Batch {
+    pub fn coalesce(entries: &[Entry]) -> Batch {
+        let mut c = Coalescer::default();
+        for e in entries {
+            c.add(&e.fs, e.epoch, &e.changes);
+        }
+        c.finish()
     }
 
     /// The owner epoch `fs`'s changes were made under, if it is served by

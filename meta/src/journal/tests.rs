@@ -128,6 +128,7 @@ async fn the_postgres_journal_keeps_one_connection_and_replaces_a_broken_one() {
     }
     let reply = b.run(mkdir("after"), None).await;
     assert!(matches!(reply, MetaReply::Entry(_)), "{reply:?}");
+    b.svc.shards.journal.settled().await;
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM dentries WHERE name = CAST('after' AS BYTEA)")
             .fetch_one(&store.pool)

@@ -460,6 +460,10 @@ impl crate::MetaService {
                 Err((_, why)) => return Err(format!("filesets of {fs}: {why}")),
             }
         }
+        // Usage is published once it is in the tables the control plane
+        // reads (on PostgreSQL they follow the journal's log a fold
+        // behind).
+        self.shards.journal.settled().await;
         Ok(())
     }
 

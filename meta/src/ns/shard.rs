@@ -110,6 +110,17 @@ impl Shards {
             let _ = self.journal.durable(seq).await;
             tracing::warn!(fs, "reloading the namespace from the store after a failure");
         }
+        // On PostgreSQL the tables lag the journal's log: what it holds
+        // of `fs` (left by a server that stopped, or not yet folded) is
+        // folded first.
+        let key: Arc<str> = Arc::from(fs);
+        if let Err(e) = self.journal.recover(&key, epoch).await {
+            return if e == crate::journal::FENCED {
+                fail(EMOVED, format!("{fs} is not served here"))
+            } else {
+                fail(EIO, format!("folding the journal's log of {fs}: {e}"))
+            };
+        }
         let mut state = FsState::load(&self.pool, fs).await?;
         let generation = self.journal.generation();
         // What the load changed itself (capacity set aside by sessions that
