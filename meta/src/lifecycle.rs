@@ -89,6 +89,9 @@ pub async fn drop(store: &Store, fs_id: &str) -> Result<(), LifecycleError> {
         "DELETE FROM fileset_usage WHERE fs_id = $1",
         "DELETE FROM user_quota_usage WHERE fs_id = $1",
         "DELETE FROM meta_log WHERE fs_id = $1",
+        // Fences its metadata server off at once: a commit or a fold of
+        // the journal's log still on its way writes nothing after this.
+        "DELETE FROM meta_assignments WHERE fs_id = $1",
     ] {
         sqlx::query(sql).bind(fs_id).execute(&mut *tx).await?;
     }

@@ -61,6 +61,9 @@ pub(crate) struct Entry {
 /// the client retries it where the file system went.
 pub(crate) const FENCED: &str = "another metadata server owns this file system now";
 
+/// The longest [`Journal::settled`] waits.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
+
 /// The most entries one transaction takes.
 const MAX_BATCH: usize = 4096;
 /// A failing commit is tried this many times (a busy database, a
@@ -258,7 +261,15 @@ impl Journal {
     /// Folds what the store's log holds of `fs` into its tables, under
     /// `epoch` (PostgreSQL; SQLite keeps no log): call it before loading
     /// `fs` from the tables. [`FENCED`] when `fs` has another owner.
+    ///
+    /// First waits for every entry submitted so far to be committed or
+    /// refused: a shard dropped when its lease lapsed may have entries
+    /// still queued or being retried, and what they write must be in the
+    /// store before it is read, not after.
     pub(crate) async fn recover(&self, fs: &Arc<str>, epoch: Option<u64>) -> Result<(), String> {
+        let submitted = locked(&self.shared.queue).next_seq - 1;
+        self.lead();
+        self.durable(submitted).await.map_err(|e| e.to_string())?;
         let Some(folds) = &self.folds else {
             return Ok(());
         };
@@ -275,13 +286,18 @@ impl Journal {
             .unwrap_or_else(|_| Err(JournalError::Stopped.to_string()))
     }
 
-    /// Returns once everything committed so far is in the store's tables
-    /// (on PostgreSQL the log is folded into them behind the commits).
+    /// Returns once everything committed so far was folded into the
+    /// store's tables (on PostgreSQL the log is folded behind the
+    /// commits; a file system that moved on meanwhile is left to its new
+    /// owner), or after [`SETTLE_WAIT`] if the folder is stuck on a store
+    /// that keeps failing.
     pub async fn settled(&self) {
         if let Some(folds) = &self.folds {
             let (done, answer) = oneshot::channel();
-            if folds.send(pg_log::Fold::Settle(done)).is_ok() {
-                let _ = answer.await;
+            if folds.send(pg_log::Fold::Settle(done)).is_ok()
+                && tokio::time::timeout(SETTLE_WAIT, answer).await.is_err()
+            {
+                tracing::warn!("the journal's log is not folded yet; going on");
             }
         }
     }
@@ -428,6 +444,29 @@ impl Shared {
             let _ = e
                 .done
                 .send(Err("an earlier change of this file system was lost".into()));
+        }
+        // Entries made under an older epoch than others of the same file
+        // system in this batch come from an incarnation that lost it since
+        // (epochs only grow): the store would fence them, but coalesced
+        // with the newer ones they would be written under the newer epoch.
+        let mut newest: HashMap<Arc<str>, u64> = HashMap::new();
+        for e in &accepted {
+            if let Some(epoch) = e.epoch {
+                let n = newest.entry(e.fs.clone()).or_insert(epoch);
+                *n = (*n).max(epoch);
+            }
+        }
+        let (stale, accepted): (Vec<Entry>, Vec<Entry>) = accepted.into_iter().partition(|e| {
+            e.epoch
+                .is_some_and(|epoch| newest.get(&e.fs).is_some_and(|n| epoch < *n))
+        });
+        if !stale.is_empty() {
+            let mut failed = locked(&self.failed);
+            for e in stale {
+                let g = failed.entry(e.fs.clone()).or_insert(0);
+                *g = (*g).max(e.generation);
+                let _ = e.done.send(Err(FENCED.to_string()));
+            }
         }
         let rows = rows::Batch::coalesce(&accepted);
         Prepared {

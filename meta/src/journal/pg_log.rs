@@ -47,8 +47,16 @@ use super::{Writer, COMMIT_ATTEMPTS, FENCED};
 /// load the file system rather than skip changes.
 const FORMAT: u8 = 1;
 
-/// The most committed batches one fold takes.
+/// The most committed batches one fold takes, and the most rows: a fold
+/// must finish well within the connection's timeout, or it would be
+/// retried forever.
 const MAX_FOLDED: usize = 1024;
+const MAX_FOLDED_ROWS: usize = 50_000;
+/// Log rows a recovery folds per transaction.
+const RECOVER_CHUNK: i64 = 1024;
+/// How long a failed append waits for its connection's server process to
+/// be ended.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a fold waits for more commits after the first it holds
 /// (unless asked to recover or settle meanwhile, which folds at once): the
 /// tables lag the log by about this much.
@@ -147,7 +155,19 @@ impl Writer for PgLogWriter {
                 .collect();
             logs.push((fs.clone(), batch.epoch_of(fs), encode(changes, &forget)?));
         }
-        let written = self.writer.append(&logs).await?;
+        let written = match self.writer.append(&logs).await {
+            Ok(written) => written,
+            Err(e) => {
+                // The append may still commit on the connection given up
+                // on, after its operations heard it failed and after a
+                // load read the log: its server process is ended first.
+                let settled = tokio::time::timeout(SETTLE_TIMEOUT, self.writer.settle()).await;
+                if !matches!(settled, Ok(Ok(()))) {
+                    tracing::warn!("could not end the journal connection given up on yet");
+                }
+                return Err(e);
+            }
+        };
         let logged: Vec<(Arc<str>, i64)> = logs
             .iter()
             .filter_map(|(fs, _, _)| {
@@ -201,6 +221,9 @@ pub(crate) async fn fold_behind(mut writer: PgWriter, mut asked: mpsc::Unbounded
                 // each commit on its own, paying a transaction apiece.
                 let until = tokio::time::Instant::now() + FOLD_DELAY;
                 for _ in 1..MAX_FOLDED {
+                    if rows.len() >= MAX_FOLDED_ROWS {
+                        break;
+                    }
                     match tokio::time::timeout_at(until, asked.recv()).await {
                         Ok(Some(Fold::Committed { batch, logged }))
                             if same_epochs(&rows, &batch) =>
@@ -301,13 +324,30 @@ async fn recover_once(
     fs: &Arc<str>,
     epoch: Option<u64>,
 ) -> Result<(), String> {
-    let logged = writer.read_log(fs).await?;
-    let Some(&(upto, _)) = logged.last() else {
-        return Ok(());
-    };
+    // A chunk at a time, each folded and deleted in its own transaction,
+    // so a long log never makes one fold too long to finish.
+    loop {
+        let logged = writer.read_log(fs, RECOVER_CHUNK).await?;
+        let Some(&(upto, _)) = logged.last() else {
+            return Ok(());
+        };
+        fold_chunk(writer, fs, epoch, &logged, upto).await?;
+        if (logged.len() as i64) < RECOVER_CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+async fn fold_chunk(
+    writer: &mut PgWriter,
+    fs: &Arc<str>,
+    epoch: Option<u64>,
+    logged: &[(i64, Vec<u8>)],
+    upto: i64,
+) -> Result<(), String> {
     let mut rows = Coalescer::default();
     rows.add(fs, epoch, &[]);
-    for (_, body) in &logged {
+    for (_, body) in logged {
         let body = decode(body)?;
         rows.add(fs, epoch, &body.changes);
         let forget: Vec<Change> = body

@@ -1,13 +1,16 @@
-//! The PostgreSQL writer: a batch is one transaction of prepared
-//! statements, sent as one pipeline on a connection the writer keeps.
+//! A PostgreSQL connection of the journal's and what it runs: the
+//! appends of the log (`pg_log`: one statement a commit) on the writer's
+//! connection, and on the folder's the folds, each one transaction of
+//! prepared statements sent as one pipeline (and the tests' batches, which
+//! go the same way).
 //!
-//! Every row is an execution of a statement prepared once per connection,
-//! so PostgreSQL neither parses nor plans anything per commit: a simple-
-//! query script (a statement of SQL text per row, or a CALL of a procedure
-//! per row) spent about a third of the server's CPU per create in parse
-//! analysis and planning. The statements of a batch (BEGIN, the owner-row
-//! lock, the rows, COMMIT) all leave before the first answer is read, so a
-//! commit still costs one round trip whatever it holds.
+//! Every statement is prepared once per connection (`pg_rows`), so
+//! PostgreSQL neither parses nor plans anything per transaction: a
+//! simple-query script (a statement of SQL text per row, or a CALL of a
+//! procedure per row) spent about a third of the server's CPU per create
+//! in parse analysis and planning. The statements of a fold (BEGIN, the
+//! owner-row lock, the rows, COMMIT) all leave before the first answer is
+//! read, so it costs one round trip whatever it holds.
 //!
 //! The first statement locks each file system's assignment row (`FOR
 //! SHARE`) and returns its epoch; every change of a file system is guarded
@@ -26,7 +29,7 @@
 //! timeout) may still hold a whole batch, COMMIT included, in its socket or
 //! in a server process that has yet to run it: committed later, after the
 //! retry and newer batches, it would write older images over newer ones.
-//! So before its next batch the writer ends that server process
+//! So before its next statement the writer ends that server process
 //! (`pg_terminate_backend` through the store's pool) and waits until it is
 //! gone, which settles its transaction one way or the other first.
 
@@ -127,7 +130,7 @@ impl PgWriter {
 
     /// Ends the server process of the connection given up on, if any, and
     /// waits until it is gone.
-    async fn settle(&mut self) -> Result<(), String> {
+    pub(super) async fn settle(&mut self) -> Result<(), String> {
         let Some(pid) = self.stale else {
             return Ok(());
         };
@@ -334,13 +337,14 @@ impl PgWriter {
         .await
     }
 
-    /// `fs`'s log rows, oldest first: (sequence number, body).
-    pub async fn read_log(&mut self, fs: &str) -> Result<Vec<(i64, Vec<u8>)>, String> {
+    /// `fs`'s oldest `limit` log rows, oldest first: (sequence number,
+    /// body).
+    pub async fn read_log(&mut self, fs: &str, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, String> {
         self.bounded(async |w: &mut Self| {
             let conn = w.ready().await?;
             let r = conn
                 .client
-                .query(&conn.statements[Sql::ReadLog as usize], &[&fs])
+                .query(&conn.statements[Sql::ReadLog as usize], &[&fs, &limit])
                 .await;
             match r {
                 Ok(rows) => rows

@@ -121,7 +121,7 @@ pub(super) const SQL: [&str; 21] = [
         "DELETE FROM meta_log WHERE fs_id = $1 AND seq <= $3 AND ",
         owned!()
     ),
-    "SELECT seq, body FROM meta_log WHERE fs_id = $1 ORDER BY seq",
+    "SELECT seq, body FROM meta_log WHERE fs_id = $1 ORDER BY seq LIMIT $2",
 ];
 
 /// Index in [`SQL`] (and in a connection's prepared statements).
@@ -159,19 +159,11 @@ pub(super) struct Exec {
     pub params: Vec<Param>,
 }
 
-/// The batch's rows as executions of the prepared statements: forgotten
-/// request records first, then each file system's rows, those of the
-/// kinds every operation writes by set ([`Sets`]), the others one by one.
+/// The batch's rows as executions of the prepared statements: each file
+/// system's rows, those of the kinds every operation writes by set
+/// ([`Sets`]), the others one by one, then forgotten request records.
 pub(super) fn statements(batch: &Batch) -> Vec<Exec> {
     let mut out = Vec::new();
-    for (fs, before) in &batch.forget {
-        out.push(exec(
-            Sql::ForgetRequests,
-            batch,
-            fs,
-            vec![Box::new(*before)],
-        ));
-    }
     for (fs, rows) in &batch.rows {
         let mut sets = Sets::default();
         for c in rows {
@@ -180,6 +172,16 @@ pub(super) fn statements(batch: &Batch) -> Vec<Exec> {
             }
         }
         sets.statements(batch, fs, &mut out);
+    }
+    // Last: a fold of many batches holds request records made before a
+    // later batch's forgetting that covers them.
+    for (fs, before) in &batch.forget {
+        out.push(exec(
+            Sql::ForgetRequests,
+            batch,
+            fs,
+            vec![Box::new(*before)],
+        ));
     }
     out
 }

@@ -176,6 +176,11 @@ impl Coalescer {
             .then(|| self.epochs.get(fs).copied())
     }
 
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.per_fs.values().map(HashMap::len).sum::<usize>() + self.forget.len()
+    }
+
     pub fn finish(self) -> Batch {
         Batch {
             rows: self

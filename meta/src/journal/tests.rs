@@ -259,3 +259,66 @@ mod lead_gate {
         assert!(writer.try_recv().is_err());
     }
 }
+
+/// Entries of one file system made under an older epoch than others in
+/// the same batch come from an incarnation that lost it since: they are
+/// answered fenced and left out, so the newer epoch's commit does not
+/// write them.
+#[test]
+fn older_epochs_in_a_batch_are_fenced_not_written_under_the_newer() {
+    use super::rows::Change;
+    use super::{locked, Entry, Shared, FENCED};
+    use std::sync::Arc;
+    use tokio::sync::{oneshot, watch};
+
+    let shared = Shared::new(watch::channel(0).0, Default::default());
+    let fs: Arc<str> = Arc::from("fs-e");
+    let entry = |seq, generation, epoch, ino| {
+        let (done, answer) = oneshot::channel();
+        let e = Entry {
+            seq,
+            fs: fs.clone(),
+            generation,
+            epoch: Some(epoch),
+            changes: vec![Change::Orphan(ino, Some(1))],
+            done,
+        };
+        (e, answer)
+    };
+    let (newer, _newer_answer) = entry(1, 2, 3, 100);
+    let (older, mut older_answer) = entry(2, 1, 1, 200);
+    let p = shared.prepare(vec![newer, older]);
+    assert_eq!(older_answer.try_recv().unwrap(), Err(FENCED.to_string()));
+    assert_eq!(p.accepted.len(), 1);
+    assert_eq!(p.rows.epochs, vec![(fs.clone(), 3)]);
+    let rows = format!("{:?}", p.rows.rows);
+    assert!(rows.contains("100") && !rows.contains("200"), "{rows}");
+    // The old incarnation's later entries are refused too.
+    assert_eq!(locked(&shared.failed).get(&fs), Some(&1));
+}
+
+/// A load's recovery first settles every entry submitted before it (a
+/// shard dropped when its lease lapsed may have some queued that nobody
+/// leads yet): they are committed, not left to land after the load.
+#[tokio::test]
+async fn a_recovery_settles_what_was_submitted_before_it() {
+    use super::rows::Change;
+    use std::sync::Arc;
+    for b in backends().await {
+        let journal = &b.svc.shards.journal;
+        let fs: Arc<str> = Arc::from(crate::exactly_once_tests::FS);
+        let generation = journal.generation();
+        // Submitted, and nobody took the lead.
+        let (_, mut answer) =
+            journal.submit(&fs, (generation, None), vec![Change::Orphan(4242, Some(1))]);
+        assert!(answer.try_recv().is_err(), "{}: answered early", b.name);
+        journal.recover(&fs, None).await.unwrap();
+        assert_eq!(answer.try_recv(), Ok(Ok(())), "{}", b.name);
+        // On PostgreSQL it is folded too: the recovery folded the log.
+        let orphans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orphans WHERE ino = 4242")
+            .fetch_one(&b.svc.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(orphans, 1, "{}", b.name);
+    }
+}
