@@ -3,12 +3,12 @@
 //! commits folds those rows into the namespace tables.
 //!
 //! Writing the changed rows themselves costs PostgreSQL a statement per
-//! row: about 160 µs of its CPU for a create's five rows and their
-//! transaction, where one log row costs about 50 (pgbench on this
-//! project's tables, `bench/pg/journal-log.sh`). The fold then writes
-//! the rows of many batches at once, each row once at its last image
-//! (the counters row and a busy directory's inode once per fold, not once
-//! per operation).
+//! row: 170-184 µs of its CPU for a create's five rows and their
+//! transaction, where one log row costs 56-58 (pgbench on this project's
+//! tables, `bench/pg/journal-log.sh`). The fold then writes the rows of
+//! many batches at once, by set (27-32 µs a create), each row once at its
+//! last image (the counters row and a busy directory's inode once per
+//! fold, not once per operation).
 //!
 //! Order and ownership:
 //! - The log row of a batch is guarded by the file system's owner epoch
@@ -18,18 +18,22 @@
 //!   writes it with the same guards, deleting the file system's log rows
 //!   up to the last one folded. A fold refused (the file system moved on)
 //!   leaves its log rows to the next owner.
-//! - A file system is loaded only after its log is folded
-//!   ([`Fold::Recover`]), by the folder itself, so the fold of a recovery
-//!   and the folds of commits never overlap.
+//! - A file system is loaded only after every entry submitted before was
+//!   committed or refused and its log was folded ([`Fold::Recover`]), by
+//!   the folder itself, so the fold of a recovery and the folds of commits
+//!   never overlap.
+//! - A failed append ends its connection's server process before its
+//!   operations hear of the failure, so it cannot land after a load read
+//!   the log.
 //! - A log row whose append was given up on (no answer) may have
 //!   committed anyway, before the retry (the writer ends the abandoned
 //!   connection's server process first): it holds the retry's images and
 //!   a lower sequence number, and the fold that deletes up to the retry's
 //!   deletes it too.
 //!
-//! Readers of the tables outside the metadata server (the control plane's
-//! usage and quota views, billing) see a change once it is folded: the
-//! folder runs whenever something is committed, a fold behind.
+//! Readers of the tables outside the metadata server see a change once it
+//! is folded, a fold (tens of milliseconds) behind; the control plane's
+//! quota views wait for it (`quota_view::folded`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
