@@ -402,6 +402,13 @@ impl Journal {
     }
 }
 
+/// Marks `e`'s shard incarnation failed: its later entries are refused
+/// until the shard is reloaded.
+fn refuse_after(failed: &mut HashMap<Arc<str>, u64>, e: &Entry) {
+    let g = failed.entry(e.fs.clone()).or_insert(0);
+    *g = (*g).max(e.generation);
+}
+
 /// At most [`MAX_BATCH`] entries from the front of the queue.
 fn take_batch(pending: &mut Vec<Entry>) -> Vec<Entry> {
     if pending.len() <= MAX_BATCH {
@@ -463,8 +470,7 @@ impl Shared {
         if !stale.is_empty() {
             let mut failed = locked(&self.failed);
             for e in stale {
-                let g = failed.entry(e.fs.clone()).or_insert(0);
-                *g = (*g).max(e.generation);
+                refuse_after(&mut failed, &e);
                 let _ = e.done.send(Err(FENCED.to_string()));
             }
         }
@@ -493,8 +499,7 @@ impl Shared {
             let mut failed = locked(&self.failed);
             for e in &p.accepted {
                 if outcome.is_err() || fenced.contains(&e.fs) {
-                    let g = failed.entry(e.fs.clone()).or_insert(0);
-                    *g = (*g).max(e.generation);
+                    refuse_after(&mut failed, e);
                 }
             }
         }

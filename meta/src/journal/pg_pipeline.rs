@@ -43,7 +43,6 @@ use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::pg_rows::{exec, statements, Sql, SQL};
 use super::rows::Batch;
-use super::Writer;
 
 struct Connection {
     client: Client,
@@ -359,12 +358,6 @@ impl PgWriter {
             }
         })
         .await
-    }
-}
-
-impl Writer for PgWriter {
-    async fn write(&mut self, batch: &Batch) -> Result<Vec<Arc<str>>, String> {
-        self.fold(batch, &[]).await
     }
 }
 

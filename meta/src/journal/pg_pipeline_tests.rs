@@ -87,7 +87,7 @@ async fn a_batch_commits_whole_or_not_at_all() {
         rows: vec![(fs.clone(), vec![inode(9001), inode(9002), bad_fileset])],
         ..Default::default()
     };
-    assert!(writer.write(&batch).await.is_err());
+    assert!(writer.fold(&batch, &[]).await.is_err());
     let count = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT COUNT(*) FROM inodes WHERE fs_id = $1 AND ino IN (9001, 9002, 9003)",
@@ -103,7 +103,7 @@ async fn a_batch_commits_whole_or_not_at_all() {
         rows: vec![(fs, vec![inode(9001), inode(9003)])],
         ..Default::default()
     };
-    assert_eq!(writer.write(&batch).await, Ok(Vec::new()));
+    assert_eq!(writer.fold(&batch, &[]).await, Ok(Vec::new()));
     assert_eq!(count().await, 2);
 }
 
@@ -136,7 +136,7 @@ async fn a_batch_given_up_on_cannot_commit_after_the_next() {
         rows: vec![(fs.clone(), vec![inode(9101), counters])],
         ..Default::default()
     };
-    let err = writer.write(&stuck).await.unwrap_err();
+    let err = writer.fold(&stuck, &[]).await.unwrap_err();
     assert!(err.contains("no answer"), "{err}");
     let old = writer.stale.expect("the connection was given up on");
 
@@ -144,7 +144,7 @@ async fn a_batch_given_up_on_cannot_commit_after_the_next() {
         rows: vec![(fs, vec![inode(9102)])],
         ..Default::default()
     };
-    assert_eq!(writer.write(&next).await, Ok(Vec::new()));
+    assert_eq!(writer.fold(&next, &[]).await, Ok(Vec::new()));
     assert!(
         !process_alive(&store.pool, old.into()).await.unwrap(),
         "the stuck batch's server process is still there"

@@ -161,12 +161,10 @@ impl Coalescer {
         for (fs, rows) in &batch.rows {
             self.add(fs, batch.epoch_of(fs), rows);
         }
-        for (fs, _) in &batch.epochs {
-            self.per_fs.entry(fs.clone()).or_default();
+        for (fs, epoch) in &batch.epochs {
+            self.add(fs, Some(*epoch), []);
         }
         self.forget.extend(batch.forget.iter().cloned());
-        self.epochs
-            .extend(batch.epochs.iter().map(|(fs, e)| (fs.clone(), *e)));
     }
 
     /// The epoch `fs`'s changes so far were made under, if any were added.

@@ -92,27 +92,19 @@ impl Shards {
         if let Some(s) = self.cached(fs, epoch) {
             return Ok(s);
         }
-        let old = self
+        let reloading = self
             .map
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(fs)
-            .cloned();
-        if let Some(old) = old {
-            // What the old incarnation submitted is settled (committed or
-            // refused) before the store is read again, what it submitted
-            // without waiting too: a commit is started for that.
-            let seq = old
-                .last_seq
-                .load(Ordering::Acquire)
-                .max(old.unawaited_seq.load(Ordering::Acquire));
-            self.journal.lead();
-            let _ = self.journal.durable(seq).await;
+            .contains_key(fs);
+        if reloading {
             tracing::warn!(fs, "reloading the namespace from the store after a failure");
         }
-        // On PostgreSQL the tables lag the journal's log: what it holds
-        // of `fs` (left by a server that stopped, or not yet folded) is
-        // folded first.
+        // What earlier incarnations submitted, waited for or not, is
+        // settled (committed or refused) before the store is read again,
+        // and on PostgreSQL, whose tables lag the journal's log, what the
+        // log holds of `fs` (left by a server that stopped, or not yet
+        // folded) is folded first.
         let key: Arc<str> = Arc::from(fs);
         if let Err(e) = self.journal.recover(&key, epoch).await {
             return if e == crate::journal::FENCED {
