@@ -236,8 +236,12 @@ pub fn spawn_server(
     let listening = service.clone();
     tasks.spawn_until("metadata service", move |shutdown| async move {
         let stop = shutdown.clone();
+        let folding = listening.clone();
         cpfs_meta::serve_until(listening, listener, async move { stop.requested().await }).await;
         if shutdown.is_requested() {
+            // A clean stop leaves the namespace tables whole: nothing of
+            // it waits in the journal's log for the next load.
+            folding.folded().await;
             Ok(())
         } else {
             Err("the listener stopped".to_string())

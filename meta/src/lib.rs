@@ -316,6 +316,13 @@ impl MetaService {
         u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Returns once every change committed so far is in the store's
+    /// namespace tables, not only in the journal's log (the log is folded
+    /// behind the commits), or after the journal's settle wait.
+    pub async fn folded(&self) {
+        self.shards.journal.settled().await
+    }
+
     /// How many sessions are live (for tests and status).
     pub fn session_count(&self) -> usize {
         self.sessions

@@ -16,8 +16,8 @@ use crate::lifecycle::LifecycleError;
 const FOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits until the journal's log rows of `fs_id` committed before the call
-/// are folded into the namespace tables (PostgreSQL's journal folds its
-/// log behind the commits; SQLite's log table stays empty), so that a read
+/// are folded into the namespace tables (the journal folds its log behind
+/// the commits, about 10 ms behind), so that a read
 /// after an acknowledged change sees it: a directory a program made just
 /// before asking for a fileset on it. Gives up after [`FOLD_WAIT`] (no
 /// metadata server folding: it stopped) and lets the read see the tables

@@ -506,12 +506,15 @@ impl MetaService {
 
     /// Removes orphaned inodes (last link gone, no client holds them open):
     /// their chunks on every node, then their rows. File systems with
-    /// orphans in the store are loaded first, so none waits for a mount.
+    /// orphans in the store are loaded first, so none waits for a mount;
+    /// so are those with rows in the journal's log, which may hold orphans
+    /// a stopped server never folded into the tables.
     pub async fn collect_orphans(self: &Arc<Self>, data: &DataClient) -> Res<usize> {
-        let with_orphans: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT fs_id FROM orphans")
-            .fetch_all(&self.store.pool)
-            .await
-            .map_err(|e| (errno::EIO, e.to_string()))?;
+        let with_orphans: Vec<(String,)> =
+            sqlx::query_as("SELECT fs_id FROM orphans UNION SELECT fs_id FROM meta_log")
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(|e| (errno::EIO, e.to_string()))?;
         for (fs,) in with_orphans {
             match self.shards.get(&fs).await {
                 Ok(_) => {}

@@ -23,10 +23,11 @@ use rusqlite::Connection;
 
 use super::JournalError;
 
-/// Commits between checkpoints. A create writes about six pages, but
-/// many of them are the same few pages again (the counters, the directory's
-/// leaf, the newest inodes), and a checkpoint copies only a page's latest
-/// image: the rarer, the fewer pages copied per operation.
+/// Commits between checkpoints. A commit writes the log's last page, and
+/// a fold the pages of its rows, many of them the same few pages again
+/// (the counters, the directory's leaf, the newest inodes); a checkpoint
+/// copies only a page's latest image: the rarer, the fewer pages copied
+/// per operation.
 const COMMITS_PER_CHECKPOINT: u64 = 256;
 /// The log is started over once it is this long (16 MiB of 4 KiB pages;
 /// SQLite's own default is 1,000 pages, but it pays for that inside a

@@ -4,8 +4,10 @@
 //! A shard applies an operation in memory and submits the rows it changed
 //! (their images after the operation) as one [`Entry`] with a sequence
 //! number. Whoever commits takes every entry queued so far, keeps the last
-//! image of each row, and writes them all in one transaction: many
-//! operations from many clients share one commit. On an idle SQLite
+//! image of each row, and commits them all in one transaction, as one log
+//! row per file system that a folder writes into the tables behind the
+//! commits (`log.rs`): many operations from many clients share one
+//! commit. On an idle SQLite
 //! journal the operation's own thread commits (no hand-off at all); under
 //! load, or on PostgreSQL, a writer thread or task does (see [`Journal`]).
 //! An operation is answered once its entry committed; a read waits for the
@@ -13,11 +15,13 @@
 //! nobody sees a change that a crash could still take back.
 
 mod checkpoint;
+mod log;
 mod pg_log;
 mod pg_pipeline;
 mod pg_rows;
 mod rows;
 mod sqlite;
+mod sqlite_log;
 #[cfg(test)]
 mod tests;
 
@@ -96,8 +100,8 @@ pub struct Journal {
     generations: std::sync::atomic::AtomicU64,
     /// Commits made, and the entries they carried (for `/metrics`).
     pub stats: Arc<JournalStats>,
-    /// PostgreSQL: the task that folds the log into the tables.
-    folds: Option<mpsc::UnboundedSender<pg_log::Fold>>,
+    /// The thread or task that folds the log into the tables.
+    folds: log::Folds,
 }
 
 /// What the writer has done so far.
@@ -115,8 +119,12 @@ pub struct JournalStats {
 /// What every committer shares.
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the checkpointer waiting for the lead when it is granted.
-    checkpoint_turn: Condvar,
+    /// Wakes the gate's holder (the checkpointer or the folder) waiting
+    /// for the lead when it is granted.
+    lead_granted: Condvar,
+    /// Taken by a gate's holder for as long as it waits for and holds the
+    /// lead.
+    gate_turn: Mutex<()>,
     /// SQLite: the thread that checkpoints the log, told of each commit.
     checkpoints: OnceLock<checkpoint::Checkpoints>,
     /// Shards whose commit failed, with the generation that failed: their
@@ -132,21 +140,22 @@ struct Queue {
     pending: Vec<Entry>,
     /// Somebody holds the lead: it takes what is pending before it lets go.
     leading: bool,
-    /// The checkpointer waits for the lead: whoever holds it passes it on
+    /// A gate's holder (the checkpointer, the folder) waits for the lead:
+    /// whoever holds it passes it on
     /// after its commit ([`Queue::pass_lead`]).
-    checkpoint_waits: bool,
-    /// The lead was passed to the checkpointer.
-    checkpoint_leads: bool,
+    gate_waits: bool,
+    /// The lead was passed to the gate's holder.
+    gate_leads: bool,
 }
 
 impl Queue {
     /// Called by a leader done with its commit: passes the lead to a
-    /// waiting checkpointer (true), or lets go of it when nothing is
+    /// waiting gate's holder (true), or lets go of it when nothing is
     /// queued (true), or keeps it to commit what is (false).
     fn pass_lead(&mut self, turn: &Condvar) -> bool {
-        if self.checkpoint_waits {
-            self.checkpoint_waits = false;
-            self.checkpoint_leads = true;
+        if self.gate_waits {
+            self.gate_waits = false;
+            self.gate_leads = true;
             turn.notify_one();
             true
         } else if self.pending.is_empty() {
@@ -191,34 +200,36 @@ impl Journal {
         let stats = Arc::new(JournalStats::default());
         let shared = Arc::new(Shared::new(done_tx, stats.clone()));
         let mut inline = None;
-        let mut folds = None;
+        let folds;
         match store.backend {
             Backend::Sqlite => {
                 let file = store
                     .sqlite_file
                     .as_deref()
                     .ok_or_else(|| JournalError::Open("no database file".into()))?;
-                let writer = sqlite::SqliteWriter::open(file, true)?;
-                inline = Some(Mutex::new(sqlite::SqliteWriter::open(file, false)?));
-                let gate = LeadGate {
+                let (to_folder, asked) = log::Folds::channel();
+                let appends = sqlite::Appends {
+                    folds: to_folder.clone(),
+                    next_seq: Default::default(),
+                };
+                let writer = sqlite::SqliteWriter::open(file, true)?.appending(appends.clone());
+                inline = Some(Mutex::new(
+                    sqlite::SqliteWriter::open(file, false)?.appending(appends),
+                ));
+                let gate = || LeadGate {
                     shared: Arc::downgrade(&shared),
                     takeover: takeover.downgrade(),
                 };
-                let checkpoints = checkpoint::Checkpoints::start(file, gate)?;
+                let checkpoints = checkpoint::Checkpoints::start(file, gate())?;
                 let _ = shared.checkpoints.set(checkpoints);
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name("cpfs-journal".into())
-                    .spawn(move || {
-                        let rt = tokio::runtime::Builder::new_current_thread()
-                            .enable_time()
-                            .build();
-                        match rt {
-                            Ok(rt) => rt.block_on(run(writer, rx, shared)),
-                            Err(e) => tracing::error!(error = %e, "journal thread could not start"),
-                        }
-                    })
-                    .map_err(|e| JournalError::Open(e.to_string()))?;
+                let folder =
+                    sqlite_log::SqliteFolder::new(sqlite::SqliteWriter::open(file, true)?, gate());
+                on_thread(
+                    "cpfs-journal-fold",
+                    log::fold_behind(folder, asked, log::fold_delay()),
+                )?;
+                folds = to_folder;
+                on_thread("cpfs-journal", run(writer, rx, shared.clone()))?;
             }
             Backend::Postgres => {
                 let url = store
@@ -232,19 +243,19 @@ impl Journal {
                         "the database URL is not one the journal's driver reads: {e}"
                     ))
                 })?;
-                let (to_folder, asked) = mpsc::unbounded_channel();
+                let (to_folder, asked) = log::Folds::channel();
                 let folder = pg_pipeline::PgWriter::named(
                     url.clone(),
                     store.pool.clone(),
                     "cpfs-journal-fold",
                 );
-                tokio::spawn(pg_log::fold_behind(folder, asked));
+                tokio::spawn(log::fold_behind(folder, asked, log::fold_delay()));
                 let writer = pg_log::PgLogWriter::new(
                     pg_pipeline::PgWriter::new(url, store.pool.clone()),
                     to_folder.clone(),
                 );
                 tokio::spawn(run(writer, rx, shared.clone()));
-                folds = Some(to_folder);
+                folds = to_folder;
             }
         }
         Ok(Arc::new(Journal {
@@ -259,8 +270,8 @@ impl Journal {
     }
 
     /// Folds what the store's log holds of `fs` into its tables, under
-    /// `epoch` (PostgreSQL; SQLite keeps no log): call it before loading
-    /// `fs` from the tables. [`FENCED`] when `fs` has another owner.
+    /// `epoch`: call it before loading `fs` from the tables. [`FENCED`]
+    /// when `fs` has another owner.
     ///
     /// First waits for every entry submitted so far to be committed or
     /// refused: a shard dropped when its lease lapsed may have entries
@@ -270,35 +281,30 @@ impl Journal {
         let submitted = locked(&self.shared.queue).next_seq - 1;
         self.lead();
         self.durable(submitted).await.map_err(|e| e.to_string())?;
-        let Some(folds) = &self.folds else {
-            return Ok(());
-        };
         let (done, answer) = oneshot::channel();
-        folds
-            .send(pg_log::Fold::Recover {
-                fs: fs.clone(),
-                epoch,
-                done,
-            })
-            .map_err(|_| JournalError::Stopped.to_string())?;
+        let asked = self.folds.ask(log::Fold::Recover {
+            fs: fs.clone(),
+            epoch,
+            done,
+        });
+        if !asked {
+            return Err(JournalError::Stopped.to_string());
+        }
         answer
             .await
             .unwrap_or_else(|_| Err(JournalError::Stopped.to_string()))
     }
 
     /// Returns once everything committed so far was folded into the
-    /// store's tables (on PostgreSQL the log is folded behind the
-    /// commits; a file system that moved on meanwhile is left to its new
-    /// owner), or after [`SETTLE_WAIT`] if the folder is stuck on a store
+    /// store's tables (a file system that moved on meanwhile is left to
+    /// its new owner), or after [`SETTLE_WAIT`] if the folder is stuck on a store
     /// that keeps failing.
     pub async fn settled(&self) {
-        if let Some(folds) = &self.folds {
-            let (done, answer) = oneshot::channel();
-            if folds.send(pg_log::Fold::Settle(done)).is_ok()
-                && tokio::time::timeout(SETTLE_WAIT, answer).await.is_err()
-            {
-                tracing::warn!("the journal's log is not folded yet; going on");
-            }
+        let (done, answer) = oneshot::channel();
+        if self.folds.ask(log::Fold::Settle(done))
+            && tokio::time::timeout(SETTLE_WAIT, answer).await.is_err()
+        {
+            tracing::warn!("the journal's log is not folded yet; going on");
         }
     }
 
@@ -363,7 +369,7 @@ impl Journal {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.shared.finish(prepared, Ok(fenced));
                 let mut q = locked(&self.shared.queue);
-                if !q.pass_lead(&self.shared.checkpoint_turn) {
+                if !q.pass_lead(&self.shared.lead_granted) {
                     // Others queued during the commit: the writer commits
                     // them, and this operation is answered now.
                     drop(q);
@@ -402,6 +408,26 @@ impl Journal {
     }
 }
 
+/// Runs `task` on a thread of its own (SQLite's connections block).
+fn on_thread(
+    name: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), JournalError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build();
+            match rt {
+                Ok(rt) => rt.block_on(task),
+                Err(e) => tracing::error!(error = %e, "journal thread could not start"),
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| JournalError::Open(e.to_string()))
+}
+
 /// Marks `e`'s shard incarnation failed: its later entries are refused
 /// until the shard is reloaded.
 fn refuse_after(failed: &mut HashMap<Arc<str>, u64>, e: &Entry) {
@@ -426,10 +452,11 @@ impl Shared {
                 next_seq: 1,
                 pending: Vec::new(),
                 leading: false,
-                checkpoint_waits: false,
-                checkpoint_leads: false,
+                gate_waits: false,
+                gate_leads: false,
             }),
-            checkpoint_turn: Condvar::new(),
+            lead_granted: Condvar::new(),
+            gate_turn: Mutex::new(()),
             checkpoints: OnceLock::new(),
             failed: Mutex::new(HashMap::new()),
             committed,
@@ -541,7 +568,7 @@ async fn run<W: Writer>(
             }
             let batch = {
                 let mut q = locked(&shared.queue);
-                if q.pass_lead(&shared.checkpoint_turn) {
+                if q.pass_lead(&shared.lead_granted) {
                     break;
                 }
                 take_batch(&mut q.pending)
@@ -551,35 +578,40 @@ async fn run<W: Writer>(
     }
 }
 
-/// Holds commits off for the checkpointer by taking the lead: operations
+/// Holds commits off for the checkpointer or the folder by taking the
+/// lead: operations
 /// queue meanwhile and share the commit made after it.
 struct LeadGate {
-    /// Weak: the checkpointer thread must not keep the journal alive.
+    /// Weak: the checkpointer's and folder's threads must not keep the
+    /// journal alive.
     shared: Weak<Shared>,
     takeover: mpsc::WeakUnboundedSender<Option<Prepared>>,
 }
 
-/// How long the checkpointer waits for a leader to pass the lead on.
+/// How long a gate's holder waits for a leader to pass the lead on.
 const LEAD_WAIT: Duration = Duration::from_millis(100);
 
 impl checkpoint::Gate for LeadGate {
     fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
         let shared = self.shared.upgrade()?;
+        // One holder at a time (the checkpointer, the folder): the queue
+        // has room for one waiting.
+        let _turn = locked(&shared.gate_turn);
         let mut q = locked(&shared.queue);
         if q.leading {
-            q.checkpoint_waits = true;
+            q.gate_waits = true;
             let (granted, _) = shared
-                .checkpoint_turn
-                .wait_timeout_while(q, LEAD_WAIT, |q| !q.checkpoint_leads)
+                .lead_granted
+                .wait_timeout_while(q, LEAD_WAIT, |q| !q.gate_leads)
                 .unwrap_or_else(|p| p.into_inner());
             q = granted;
-            if !q.checkpoint_leads {
+            if !q.gate_leads {
                 // A leader with a long commit, or retrying a failing
                 // one: next round.
-                q.checkpoint_waits = false;
+                q.gate_waits = false;
                 return None;
             }
-            q.checkpoint_leads = false;
+            q.gate_leads = false;
         } else {
             q.leading = true;
         }
@@ -587,7 +619,7 @@ impl checkpoint::Gate for LeadGate {
         // The lead must be given back whatever happens in the copy.
         let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(copy)).unwrap_or(false);
         let mut q = locked(&shared.queue);
-        if !q.pass_lead(&shared.checkpoint_turn) {
+        if !q.pass_lead(&shared.lead_granted) {
             drop(q);
             match self.takeover.upgrade() {
                 Some(writer) if writer.send(None).is_ok() => {

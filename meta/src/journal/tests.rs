@@ -61,7 +61,8 @@ async fn an_idle_journal_commits_inline_and_a_locked_database_goes_to_the_writer
     assert_eq!(stats.inline_commits.load(Relaxed), inline_before + 1);
     assert_eq!(stats.commits.load(Relaxed), commits_before + 2);
 
-    // Both directories are in the store.
+    // Both directories are in the store, once the log is folded.
+    b.svc.shards.journal.settled().await;
     let check = rusqlite::Connection::open(&file).unwrap();
     let n: i64 = check
         .query_row(
@@ -200,7 +201,7 @@ mod lead_gate {
             })
         });
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !locked(&shared.queue).checkpoint_waits {
+        while !locked(&shared.queue).gate_waits {
             assert!(Instant::now() < deadline, "the checkpointer never asked");
             std::thread::yield_now();
         }
@@ -211,7 +212,7 @@ mod lead_gate {
         {
             let mut q = locked(&shared.queue);
             q.pending.push(entry());
-            assert!(q.pass_lead(&shared.checkpoint_turn), "the lead was kept");
+            assert!(q.pass_lead(&shared.lead_granted), "the lead was kept");
         }
         assert_eq!(holder.join().unwrap(), Some(true));
         assert!(copied.load(Ordering::SeqCst));
@@ -220,7 +221,7 @@ mod lead_gate {
             "the writer was not given the lead"
         );
         let q = locked(&shared.queue);
-        assert!(q.leading && !q.checkpoint_waits && !q.checkpoint_leads);
+        assert!(q.leading && !q.gate_waits && !q.gate_leads);
     }
 
     /// A leader that does not pass the lead on in time keeps it: the
@@ -239,10 +240,10 @@ mod lead_gate {
         );
         assert!(!copied);
         let mut q = locked(&shared.queue);
-        assert!(q.leading && !q.checkpoint_waits);
+        assert!(q.leading && !q.gate_waits);
         // The leader then lets go as usual (nothing queued).
-        assert!(q.pass_lead(&shared.checkpoint_turn));
-        assert!(!q.leading && !q.checkpoint_leads);
+        assert!(q.pass_lead(&shared.lead_granted));
+        assert!(!q.leading && !q.gate_leads);
         assert!(writer.try_recv().is_err());
     }
 

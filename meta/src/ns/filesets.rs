@@ -415,6 +415,7 @@ impl crate::MetaService {
         let specs = self.policies.filesets(&serving).await?;
         let users = self.policies.user_quotas(&serving).await?;
         let t = super::now_ns();
+        let mut synced = false;
         for fs in &serving {
             let mine: Vec<FilesetSpec> = specs.iter().filter(|s| &s.fs == fs).cloned().collect();
             let limits: Vec<UserQuotaSpec> =
@@ -432,6 +433,7 @@ impl crate::MetaService {
                     continue;
                 }
             }
+            synced = true;
             // Directories the service makes end every delegation of the
             // file system first (their parents are not known before).
             let binds = self.shards.read(fs, |st| Ok(st.binds_new(&mine))).await;
@@ -461,9 +463,10 @@ impl crate::MetaService {
             }
         }
         // Usage is published once it is in the tables the control plane
-        // reads (on PostgreSQL they follow the journal's log a fold
-        // behind).
-        self.shards.journal.settled().await;
+        // reads (they follow the journal's log a fold behind).
+        if synced {
+            self.shards.journal.settled().await;
+        }
         Ok(())
     }
 

@@ -1,0 +1,174 @@
+//! Tests of the SQLite journal's log, on a real database file.
+
+use std::sync::atomic::Ordering;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::exactly_once_tests::{provisioned, FS};
+use crate::journal::checkpoint::Gate;
+use crate::journal::log::{self, fold_behind, Fold, Folds};
+use crate::journal::pg_pipeline::tests::inode;
+use crate::journal::rows::{Change, Counters};
+use crate::journal::sqlite::Appends;
+use cpfs_proto::meta::Kind;
+
+/// Holds nothing off: these tests commit from one thread.
+struct Unguarded;
+
+impl Gate for Unguarded {
+    fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
+        Some(copy())
+    }
+}
+
+fn dentry(name: &str, ino: Option<u64>) -> Change {
+    Change::Dentry(1, name.as_bytes().to_vec(), ino.map(|i| (i, Kind::File)))
+}
+
+fn batch(changes: Vec<Change>) -> Batch {
+    Batch {
+        rows: vec![(FS.into(), changes)],
+        ..Default::default()
+    }
+}
+
+/// A provisioned store's database file, and its URL.
+async fn database() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("meta.db");
+    let url = format!("sqlite://{}", file.display());
+    provisioned(&url).await.pool.close().await;
+    (dir, file, url)
+}
+
+fn appender(file: &std::path::Path) -> (SqliteWriter, Appends, log::FoldInbox) {
+    let (folds, asked) = Folds::channel();
+    let appends = Appends {
+        folds,
+        next_seq: Default::default(),
+    };
+    let writer = SqliteWriter::open(file, false)
+        .unwrap()
+        .appending(appends.clone());
+    (writer, appends, asked)
+}
+
+fn count(file: &std::path::Path, sql: &str) -> i64 {
+    Connection::open(file)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+fn named(file: &std::path::Path, name: &str) -> i64 {
+    let hex: String = name.bytes().map(|b| format!("{b:02X}")).collect();
+    count(
+        file,
+        &format!("SELECT COUNT(*) FROM dentries WHERE parent = 1 AND name = X'{hex}'"),
+    )
+}
+
+fn log_rows(file: &std::path::Path) -> i64 {
+    count(file, "SELECT COUNT(*) FROM meta_log")
+}
+
+/// A commit writes one log row, not the rows it changed; the folder
+/// writes those behind it and deletes the log row.
+#[tokio::test]
+async fn a_commit_is_a_log_row_and_the_folder_writes_its_rows_behind_it() {
+    let (_dir, file, _) = database().await;
+    let (mut writer, appends, asked) = appender(&file);
+    let fenced = writer
+        .write_now(&batch(vec![inode(9301), dentry("logged", Some(9301))]))
+        .unwrap();
+    assert!(fenced.is_empty());
+    assert_eq!(log_rows(&file), 1);
+    assert_eq!(named(&file, "logged"), 0, "not folded yet");
+
+    let folder = SqliteFolder::new(SqliteWriter::open(&file, true).unwrap(), Unguarded);
+    tokio::spawn(fold_behind(folder, asked, log::FOLD_DELAY));
+    let (done, settled) = oneshot::channel();
+    assert!(appends.folds.ask(Fold::Settle(done)));
+    settled.await.unwrap();
+    assert_eq!(named(&file, "logged"), 1);
+    assert_eq!(
+        count(&file, "SELECT COUNT(*) FROM inodes WHERE ino = 9301"),
+        1
+    );
+    assert_eq!(log_rows(&file), 0, "the folded log row is gone");
+}
+
+/// Sequence numbers only grow within a journal, also after the folder
+/// emptied the log (a plain rowid table would number from 1 again, and a
+/// reader waiting for the rows up to a number it saw would wait for new
+/// ones too).
+#[tokio::test]
+async fn log_numbers_do_not_come_back_after_a_fold() {
+    let (_dir, file, _) = database().await;
+    let (mut writer, appends, _asked) = appender(&file);
+    for ino in [9321, 9322, 9323] {
+        writer.write_now(&batch(vec![inode(ino)])).unwrap();
+    }
+    assert_eq!(count(&file, "SELECT MAX(seq) FROM meta_log"), 3);
+    let mut folder = SqliteWriter::open(&file, true).unwrap();
+    folder
+        .fold_now(&batch(vec![inode(9321)]), &[(FS.into(), 3)])
+        .unwrap();
+    assert_eq!(log_rows(&file), 0);
+
+    // The journal's other connection (its inline leader's) shares the
+    // numbering.
+    let mut other = SqliteWriter::open(&file, false)
+        .unwrap()
+        .appending(appends.clone());
+    other.write_now(&batch(vec![inode(9324)])).unwrap();
+    assert_eq!(count(&file, "SELECT MAX(seq) FROM meta_log"), 4);
+    assert_eq!(appends.next_seq.load(Ordering::Relaxed), 5);
+}
+
+/// What a server committed but never folded (it stopped first) is in the
+/// namespace the next server loads, in commit order, and the log is empty
+/// after.
+#[tokio::test]
+async fn a_load_folds_what_the_log_holds_first() {
+    let (_dir, file, url) = database().await;
+    // A folder that never runs: the server stopped before folding.
+    let (mut writer, _appends, asked) = appender(&file);
+    drop(asked);
+    let counters = |next_ino| {
+        Change::Counters(Counters {
+            next_ino,
+            used_bytes: 0,
+            files: 3,
+        })
+    };
+    writer
+        .write_now(&batch(vec![
+            inode(9311),
+            dentry("first", Some(9311)),
+            counters(9312),
+        ]))
+        .unwrap();
+    // A rename of it, committed after: its images win.
+    writer
+        .write_now(&batch(vec![
+            dentry("first", None),
+            dentry("renamed", Some(9311)),
+            Change::Orphan(9311, Some(5)),
+            counters(9400),
+        ]))
+        .unwrap();
+    assert_eq!(log_rows(&file), 2);
+
+    let next = crate::exactly_once_tests::open(cpfs_store::Store::open(&url).await.unwrap());
+    let shard = next.shards.get(FS).await.unwrap();
+    let (orphan, next_ino) =
+        shard.with(|st| (st.orphans.get(&9311).copied(), st.counters.next_ino));
+    assert_eq!(orphan, Some(5));
+    assert_eq!(next_ino, 9400);
+    assert_eq!(named(&file, "first"), 0);
+    assert_eq!(named(&file, "renamed"), 1);
+    assert_eq!(log_rows(&file), 0);
+}
