@@ -95,3 +95,68 @@ const FORMAT_1: &str = concat!(
     "0000000000000002000000000000000900000000000000040000000000000001",
     "000000000000000600000000000000",
 );
+
+/// Records the folds it is asked for, to check how the folder cuts them.
+#[derive(Default)]
+struct Recorded {
+    folds: Vec<(usize, Logged)>,
+}
+
+impl LogStore for Recorded {
+    const FOLD_ROWS: usize = 4;
+
+    async fn fold(
+        &mut self,
+        batch: &Batch,
+        drops: &[(Arc<str>, i64)],
+    ) -> Result<Vec<Arc<str>>, String> {
+        let mut drops = drops.to_vec();
+        drops.sort();
+        self.folds.push((batch.len(), drops));
+        Ok(Vec::new())
+    }
+
+    async fn read_log(&mut self, _fs: &str, _limit: i64) -> Result<Vec<(i64, Vec<u8>)>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// A committed batch of two new entries of `fs`, logged as `seq`.
+fn committed(fs: &str, epoch: u64, seq: i64) -> (Batch, Logged) {
+    let fs: Arc<str> = fs.into();
+    let batch = Batch {
+        rows: vec![(
+            fs.clone(),
+            vec![
+                dentry(&format!("a{seq}"), Some(seq as u64)),
+                dentry(&format!("b{seq}"), Some(seq as u64)),
+            ],
+        )],
+        forget: Vec::new(),
+        epochs: vec![(fs.clone(), epoch)],
+    };
+    (batch, vec![(fs, seq)])
+}
+
+/// A fold is cut into transactions of about `FOLD_ROWS` rows (whole
+/// batches), each deleting the log rows it folded, and where a file
+/// system's epoch changes.
+#[tokio::test]
+async fn the_folder_cuts_a_long_fold_and_one_across_epochs() {
+    let (_folds, inbox) = Folds::channel();
+    let mut store = Recorded::default();
+    let gathered = vec![
+        committed("fs-a", 1, 1),
+        committed("fs-a", 1, 2),
+        committed("fs-a", 1, 3),
+        committed("fs-a", 2, 4),
+        committed("fs-a", 2, 5),
+    ];
+    fold_gathered(&mut store, gathered, &inbox.rx).await;
+    let at = |seq| vec![(Arc::<str>::from("fs-a"), seq)];
+    assert_eq!(
+        store.folds,
+        vec![(4, at(2)), (2, at(3)), (4, at(5))],
+        "(rows, log rows deleted) of each transaction"
+    );
+}

@@ -226,7 +226,7 @@ impl Journal {
                     sqlite_log::SqliteFolder::new(sqlite::SqliteWriter::open(file, true)?, gate());
                 on_thread(
                     "cpfs-journal-fold",
-                    log::fold_behind(folder, asked, log::fold_delay()),
+                    log::fold_behind(folder, asked, log::fold_delay(log::SQLITE_FOLD_DELAY)),
                 )?;
                 folds = to_folder;
                 on_thread("cpfs-journal", run(writer, rx, shared.clone()))?;
@@ -249,7 +249,11 @@ impl Journal {
                     store.pool.clone(),
                     "cpfs-journal-fold",
                 );
-                tokio::spawn(log::fold_behind(folder, asked, log::fold_delay()));
+                tokio::spawn(log::fold_behind(
+                    folder,
+                    asked,
+                    log::fold_delay(log::FOLD_DELAY),
+                ));
                 let writer = pg_log::PgLogWriter::new(
                     pg_pipeline::PgWriter::new(url, store.pool.clone()),
                     to_folder.clone(),
@@ -551,6 +555,16 @@ async fn run<W: Writer>(
     shared: Arc<Shared>,
 ) {
     while let Some(mut next) = takeover.recv().await {
+        if next.is_none() {
+            // Handed the lead because entries queued behind its holder:
+            // they are committed before the lead can pass to a gate's
+            // holder, or a folder folding in several transactions would
+            // take it back after each and keep them waiting throughout.
+            let batch = take_batch(&mut locked(&shared.queue).pending);
+            if !batch.is_empty() {
+                next = Some(shared.prepare(batch));
+            }
+        }
         loop {
             if let Some(p) = next.take() {
                 let mut outcome = Err(String::new());

@@ -88,6 +88,10 @@ impl Writer for PgLogWriter {
 }
 
 impl LogStore for PgWriter {
+    /// PostgreSQL locks rows, not the database: commits go on beside a
+    /// fold of any length.
+    const FOLD_ROWS: usize = super::log::MAX_FOLDED_ROWS;
+
     async fn fold(
         &mut self,
         batch: &Batch,

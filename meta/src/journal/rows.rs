@@ -215,6 +215,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.forget.is_empty() && self.rows.iter().all(|(_, r)| r.is_empty())
     }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.forget.len() + self.rows.iter().map(|(_, r)| r.len()).sum::<usize>()
+    }
 }
 
 /// The head (`INSERT INTO table (columns) `) and tail (` ON CONFLICT …`)

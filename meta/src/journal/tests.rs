@@ -247,6 +247,65 @@ mod lead_gate {
         assert!(writer.try_recv().is_err());
     }
 
+    /// Records whether a gate's holder had the lead during a commit.
+    struct Watching {
+        shared: Arc<Shared>,
+        gate_led: Arc<AtomicBool>,
+    }
+
+    impl super::super::Writer for Watching {
+        async fn write(
+            &mut self,
+            _rows: &super::super::rows::Batch,
+        ) -> Result<Vec<Arc<str>>, String> {
+            let q = locked(&self.shared.queue);
+            if q.gate_leads {
+                self.gate_led.store(true, Ordering::SeqCst);
+            }
+            Ok(Vec::new())
+        }
+    }
+
+    /// The writer handed the lead because entries queued behind a gate's
+    /// holder (the folder between two of its transactions) commits them
+    /// before the holder, already asking again, gets the lead back: a
+    /// folder folding in several transactions would otherwise keep them
+    /// waiting through all of them.
+    #[tokio::test]
+    async fn a_handed_lead_commits_what_queued_before_a_gate_takes_it_back() {
+        let shared = shared(true);
+        let (done, answered) = oneshot::channel();
+        {
+            let mut q = locked(&shared.queue);
+            q.gate_waits = true;
+            q.pending.push(Entry { done, ..entry() });
+        }
+        let gate_led = Arc::new(AtomicBool::new(false));
+        let writer = Watching {
+            shared: shared.clone(),
+            gate_led: gate_led.clone(),
+        };
+        let (takeover, rx) = mpsc::unbounded_channel();
+        tokio::spawn(super::super::run(writer, rx, shared.clone()));
+        takeover.send(None).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answered).await;
+        assert_eq!(
+            answer
+                .expect("the queued entry was never committed")
+                .unwrap(),
+            Ok(())
+        );
+        assert!(
+            !gate_led.load(Ordering::SeqCst),
+            "committed under the gate's lead"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !locked(&shared.queue).gate_leads {
+            assert!(Instant::now() < deadline, "the gate never got the lead");
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A free lead is taken at once and let go after the copy, also when
     /// the copy panics.
     #[test]
