@@ -52,12 +52,15 @@ const RECOVER_CHUNK: i64 = 1024;
 /// tables further behind).
 pub(crate) const FOLD_DELAY: Duration = Duration::from_millis(10);
 /// The same on SQLite, whose one writer at a time makes commits wait for
-/// a fold. Folded every 10 ms, a one-thread create loop here had about
-/// one create in fifty take a millisecond, the fold's whole length (its
-/// 99th percentile went from 0.6-0.8 to 1.0-1.2 ms; part of it is an
-/// operation committed just before a fold whose answer reached the client
-/// only after it, which is not understood yet); folded every 2 ms, the
-/// percentile stayed where it was, for a little more CPU per create.
+/// a fold. In one-thread loops here, in alternating runs against writing
+/// the rows in each commit (`bench/journal_cost.py`): folded every 2 ms,
+/// creates went 4,137-4,552 → 4,902-5,514/s and unlinks 5,889-6,319 →
+/// 7,376-7,843/s with the 99th percentile where it was (626-692 µs);
+/// every 10 ms, a little faster still (5,242-5,680 and 6,991-7,979), but
+/// about one create in fifty waited a millisecond for a fold (99th
+/// percentile 1.2-1.4 ms; part of it is an operation committed just
+/// before a fold whose answer reached the client only after it, which is
+/// not understood yet).
 pub(crate) const SQLITE_FOLD_DELAY: Duration = Duration::from_millis(2);
 /// The longest fold delay taken from the environment.
 const MAX_FOLD_DELAY: Duration = Duration::from_secs(600);
