@@ -222,8 +222,7 @@ impl Journal {
                 };
                 let checkpoints = checkpoint::Checkpoints::start(file, gate())?;
                 let _ = shared.checkpoints.set(checkpoints);
-                let folder =
-                    sqlite_log::SqliteFolder::new(sqlite::SqliteWriter::open(file, true)?, gate());
+                let folder = sqlite_log::SqliteFolder::open(file, gate())?;
                 on_thread(
                     "cpfs-journal-fold",
                     log::fold_behind(folder, asked, log::fold_delay(log::SQLITE_FOLD_DELAY)),

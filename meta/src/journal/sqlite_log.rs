@@ -12,8 +12,10 @@
 //! for each fold, as the checkpointer does for its last round
 //! ([`Gate`]): operations queue meanwhile and share the commit made after
 //! it, instead of each finding the database locked. When the lead cannot
-//! be had (a leader retrying a failing commit), it folds beside the
-//! commits, waiting for the database lock like any writer.
+//! be had (a leader retrying a failing commit), or the database is locked
+//! (the control plane writing), it folds beside the commits, waiting for
+//! the database lock like any writer, so that commits never wait behind
+//! the lead for somebody else's lock.
 
 use std::sync::Arc;
 
@@ -21,16 +23,26 @@ use super::checkpoint::Gate;
 use super::log::LogStore;
 use super::rows::Batch;
 use super::sqlite::SqliteWriter;
+use super::JournalError;
 
 pub(crate) struct SqliteFolder<G> {
-    writer: SqliteWriter,
+    /// Used while the folder holds the lead: fails at once when the
+    /// database is locked (the control plane writing), rather than keep
+    /// every commit waiting behind the lead meanwhile.
+    quick: SqliteWriter,
+    /// Used without the lead: waits for the database lock like any writer.
+    patient: SqliteWriter,
     gate: G,
 }
 
 impl<G: Gate> SqliteFolder<G> {
-    /// `writer` must write rows, not append (see [`SqliteWriter::appending`]).
-    pub fn new(writer: SqliteWriter, gate: G) -> SqliteFolder<G> {
-        SqliteFolder { writer, gate }
+    /// A folder on `file`, holding commits off through `gate`.
+    pub fn open(file: &std::path::Path, gate: G) -> Result<SqliteFolder<G>, JournalError> {
+        Ok(SqliteFolder {
+            quick: SqliteWriter::open(file, false)?,
+            patient: SqliteWriter::open(file, true)?,
+            gate,
+        })
     }
 }
 
@@ -45,19 +57,32 @@ impl<G: Gate> LogStore for SqliteFolder<G> {
         batch: &Batch,
         drops: &[(Arc<str>, i64)],
     ) -> Result<Vec<Arc<str>>, String> {
-        let Self { writer, gate } = self;
-        let mut folded = None;
-        gate.hold(&mut || {
-            let r = writer.fold_now(batch, drops);
-            let ok = r.is_ok();
-            folded = Some(r);
-            ok
+        let Self {
+            quick,
+            patient,
+            gate,
+        } = self;
+        let mut folded = false;
+        let mut fenced = Vec::new();
+        gate.hold(&mut || match quick.fold_now(batch, drops) {
+            Ok(f) => {
+                fenced = f;
+                folded = true;
+                true
+            }
+            Err(_) => false,
         });
-        folded.unwrap_or_else(|| writer.fold_now(batch, drops))
+        if folded {
+            return Ok(fenced);
+        }
+        // The lead could not be had (a leader retrying a failing commit),
+        // or the database was locked: beside the commits, waiting for the
+        // lock (nothing of a failed attempt was kept).
+        patient.fold_now(batch, drops)
     }
 
     async fn read_log(&mut self, fs: &str, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, String> {
-        self.writer.read_log(fs, limit)
+        self.patient.read_log(fs, limit)
     }
 }
 

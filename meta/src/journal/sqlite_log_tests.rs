@@ -1,6 +1,7 @@
 //! Tests of the SQLite journal's log, on a real database file.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -87,7 +88,7 @@ async fn a_commit_is_a_log_row_and_the_folder_writes_its_rows_behind_it() {
     assert_eq!(log_rows(&file), 1);
     assert_eq!(named(&file, "logged"), 0, "not folded yet");
 
-    let folder = SqliteFolder::new(SqliteWriter::open(&file, true).unwrap(), Unguarded);
+    let folder = SqliteFolder::open(&file, Unguarded).unwrap();
     tokio::spawn(fold_behind(folder, asked, log::FOLD_DELAY));
     let (done, settled) = oneshot::channel();
     assert!(appends.folds.ask(Fold::Settle(done)));
@@ -171,4 +172,48 @@ async fn a_load_folds_what_the_log_holds_first() {
     assert_eq!(named(&file, "first"), 0);
     assert_eq!(named(&file, "renamed"), 1);
     assert_eq!(log_rows(&file), 0);
+}
+
+/// Runs the copy as if the lead were free, recording its outcomes.
+struct Recording(Arc<std::sync::Mutex<Vec<bool>>>);
+
+impl Gate for Recording {
+    fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
+        let whole = copy();
+        self.0.lock().unwrap().push(whole);
+        Some(whole)
+    }
+}
+
+/// A fold that finds the database locked (the control plane writing)
+/// gives the lead back at once, so commits are not held behind it, and
+/// folds after, waiting for the lock without the lead.
+#[tokio::test]
+async fn a_fold_meeting_a_locked_database_waits_for_it_without_the_lead() {
+    let (_dir, file, _) = database().await;
+    let outcomes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut folder = SqliteFolder::open(&file, Recording(outcomes.clone())).unwrap();
+    let blocker = Connection::open(&file).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let seen = outcomes.clone();
+    let releaser = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no fold was tried");
+            std::thread::yield_now();
+        }
+        blocker.execute_batch("COMMIT").unwrap();
+    });
+    let fenced = folder
+        .fold(&batch(vec![inode(9331), dentry("locked", Some(9331))]), &[])
+        .await
+        .unwrap();
+    releaser.join().unwrap();
+    assert!(fenced.is_empty());
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![false],
+        "the lead was held while waiting"
+    );
+    assert_eq!(named(&file, "locked"), 1);
 }
