@@ -200,16 +200,15 @@ impl Journal {
         let stats = Arc::new(JournalStats::default());
         let shared = Arc::new(Shared::new(done_tx, stats.clone()));
         let mut inline = None;
-        let folds;
+        let (folds, asked) = log::Folds::channel();
         match store.backend {
             Backend::Sqlite => {
                 let file = store
                     .sqlite_file
                     .as_deref()
                     .ok_or_else(|| JournalError::Open("no database file".into()))?;
-                let (to_folder, asked) = log::Folds::channel();
                 let appends = sqlite::Appends {
-                    folds: to_folder.clone(),
+                    folds: folds.clone(),
                     next_seq: Default::default(),
                 };
                 let writer = sqlite::SqliteWriter::open(file, true)?.appending(appends.clone());
@@ -227,7 +226,6 @@ impl Journal {
                     "cpfs-journal-fold",
                     log::fold_behind(folder, asked, log::fold_delay(log::SQLITE_FOLD_DELAY)),
                 )?;
-                folds = to_folder;
                 on_thread("cpfs-journal", run(writer, rx, shared.clone()))?;
             }
             Backend::Postgres => {
@@ -242,7 +240,6 @@ impl Journal {
                         "the database URL is not one the journal's driver reads: {e}"
                     ))
                 })?;
-                let (to_folder, asked) = log::Folds::channel();
                 let folder = pg_pipeline::PgWriter::named(
                     url.clone(),
                     store.pool.clone(),
@@ -255,10 +252,9 @@ impl Journal {
                 ));
                 let writer = pg_log::PgLogWriter::new(
                     pg_pipeline::PgWriter::new(url, store.pool.clone()),
-                    to_folder.clone(),
+                    folds.clone(),
                 );
                 tokio::spawn(run(writer, rx, shared.clone()));
-                folds = to_folder;
             }
         }
         Ok(Arc::new(Journal {
