@@ -16,6 +16,8 @@
 
 mod checkpoint;
 mod log;
+#[cfg(test)]
+mod log_scenarios;
 mod pg_log;
 mod pg_pipeline;
 mod pg_rows;

@@ -4,16 +4,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rusqlite::Connection;
-use tokio::sync::oneshot;
 
 use super::*;
 use crate::exactly_once_tests::{provisioned, FS};
 use crate::journal::checkpoint::Gate;
-use crate::journal::log::{self, fold_behind, Fold, Folds};
+use crate::journal::log::{self, fold_behind, Folds};
+use crate::journal::log_scenarios::{self as scenarios, batch, dentry, StoreUnderTest};
 use crate::journal::pg_pipeline::tests::inode;
-use crate::journal::rows::{Change, Counters};
+use crate::journal::rows::Batch;
 use crate::journal::sqlite::Appends;
-use cpfs_proto::meta::Kind;
 
 /// Holds nothing off: these tests commit from one thread.
 struct Unguarded;
@@ -21,17 +20,6 @@ struct Unguarded;
 impl Gate for Unguarded {
     fn hold(&self, copy: &mut dyn FnMut() -> bool) -> Option<bool> {
         Some(copy())
-    }
-}
-
-fn dentry(name: &str, ino: Option<u64>) -> Change {
-    Change::Dentry(1, name.as_bytes().to_vec(), ino.map(|i| (i, Kind::File)))
-}
-
-fn batch(changes: Vec<Change>) -> Batch {
-    Batch {
-        rows: vec![(FS.into(), changes)],
-        ..Default::default()
     }
 }
 
@@ -75,30 +63,79 @@ fn log_rows(file: &std::path::Path) -> i64 {
     count(file, "SELECT COUNT(*) FROM meta_log")
 }
 
-/// A commit writes one log row, not the rows it changed; the folder
-/// writes those behind it and deletes the log row.
+/// A database file with the journal's writer on it (see log_scenarios.rs).
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    url: String,
+    writer: Option<SqliteWriter>,
+}
+
+impl Sqlite {
+    async fn new() -> Sqlite {
+        let (_dir, file, url) = database().await;
+        Sqlite {
+            _dir,
+            file,
+            url,
+            writer: None,
+        }
+    }
+}
+
+impl StoreUnderTest for Sqlite {
+    fn open_writer(&mut self, folds: Folds) {
+        let appends = Appends {
+            folds,
+            next_seq: Default::default(),
+        };
+        self.writer = Some(
+            SqliteWriter::open(&self.file, false)
+                .unwrap()
+                .appending(appends),
+        );
+    }
+
+    async fn commit(&mut self, batch: &Batch) -> Vec<Arc<str>> {
+        self.writer.as_mut().unwrap().write_now(batch).unwrap()
+    }
+
+    fn start_folder(&self, asked: log::FoldInbox) {
+        let folder = SqliteFolder::open(&self.file, Unguarded).unwrap();
+        tokio::spawn(fold_behind(folder, asked, log::FOLD_DELAY));
+    }
+
+    async fn log_rows(&self) -> i64 {
+        log_rows(&self.file)
+    }
+
+    async fn named(&self, name: &str) -> i64 {
+        named(&self.file, name)
+    }
+
+    async fn inodes(&self, ino: u64) -> i64 {
+        count(
+            &self.file,
+            &format!("SELECT COUNT(*) FROM inodes WHERE ino = {ino}"),
+        )
+    }
+
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+}
+
 #[tokio::test]
 async fn a_commit_is_a_log_row_and_the_folder_writes_its_rows_behind_it() {
-    let (_dir, file, _) = database().await;
-    let (mut writer, appends, asked) = appender(&file);
-    let fenced = writer
-        .write_now(&batch(vec![inode(9301), dentry("logged", Some(9301))]))
-        .unwrap();
-    assert!(fenced.is_empty());
-    assert_eq!(log_rows(&file), 1);
-    assert_eq!(named(&file, "logged"), 0, "not folded yet");
+    scenarios::a_commit_is_a_log_row_and_the_folder_writes_its_rows_behind_it(
+        &mut Sqlite::new().await,
+    )
+    .await;
+}
 
-    let folder = SqliteFolder::open(&file, Unguarded).unwrap();
-    tokio::spawn(fold_behind(folder, asked, log::FOLD_DELAY));
-    let (done, settled) = oneshot::channel();
-    assert!(appends.folds.ask(Fold::Settle(done)));
-    settled.await.unwrap();
-    assert_eq!(named(&file, "logged"), 1);
-    assert_eq!(
-        count(&file, "SELECT COUNT(*) FROM inodes WHERE ino = 9301"),
-        1
-    );
-    assert_eq!(log_rows(&file), 0, "the folded log row is gone");
+#[tokio::test]
+async fn a_load_folds_what_the_log_holds_first() {
+    scenarios::a_load_folds_what_the_log_holds_first(&mut Sqlite::new().await).await;
 }
 
 /// Sequence numbers only grow within a journal, also after the folder
@@ -127,51 +164,6 @@ async fn log_numbers_do_not_come_back_after_a_fold() {
     other.write_now(&batch(vec![inode(9324)])).unwrap();
     assert_eq!(count(&file, "SELECT MAX(seq) FROM meta_log"), 4);
     assert_eq!(appends.next_seq.load(Ordering::Relaxed), 5);
-}
-
-/// What a server committed but never folded (it stopped first) is in the
-/// namespace the next server loads, in commit order, and the log is empty
-/// after.
-#[tokio::test]
-async fn a_load_folds_what_the_log_holds_first() {
-    let (_dir, file, url) = database().await;
-    // A folder that never runs: the server stopped before folding.
-    let (mut writer, _appends, asked) = appender(&file);
-    drop(asked);
-    let counters = |next_ino| {
-        Change::Counters(Counters {
-            next_ino,
-            used_bytes: 0,
-            files: 3,
-        })
-    };
-    writer
-        .write_now(&batch(vec![
-            inode(9311),
-            dentry("first", Some(9311)),
-            counters(9312),
-        ]))
-        .unwrap();
-    // A rename of it, committed after: its images win.
-    writer
-        .write_now(&batch(vec![
-            dentry("first", None),
-            dentry("renamed", Some(9311)),
-            Change::Orphan(9311, Some(5)),
-            counters(9400),
-        ]))
-        .unwrap();
-    assert_eq!(log_rows(&file), 2);
-
-    let next = crate::exactly_once_tests::open(cpfs_store::Store::open(&url).await.unwrap());
-    let shard = next.shards.get(FS).await.unwrap();
-    let (orphan, next_ino) =
-        shard.with(|st| (st.orphans.get(&9311).copied(), st.counters.next_ino));
-    assert_eq!(orphan, Some(5));
-    assert_eq!(next_ino, 9400);
-    assert_eq!(named(&file, "first"), 0);
-    assert_eq!(named(&file, "renamed"), 1);
-    assert_eq!(log_rows(&file), 0);
 }
 
 /// Runs the copy as if the lead were free, recording its outcomes.
