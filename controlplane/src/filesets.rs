@@ -545,28 +545,26 @@ impl ControlPlane {
     /// [`APPLY_WAIT`]: a file system nobody serves right now gets them
     /// when a server takes it.
     async fn wait_for_limits(&self, account_id: &str, fs_id: &str, fset_id: &str) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        loop {
-            let want = self.fileset(account_id, fs_id, fset_id).await?;
-            let applied = quota_view::bound(&self.store, fs_id)
-                .await?
-                .into_iter()
-                .find(|b| b.id == fset_id);
-            if applied
-                .is_some_and(|b| (b.size_limit, b.file_limit) == (want.size_limit, want.file_limit))
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    fs_id,
-                    fileset = fset_id,
-                    "fileset limits recorded; no metadata server applied them yet"
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(cpfs_meta::QUOTA_SYNC_PERIOD / 5).await;
+        let applied =
+            quota_view::poll_until(APPLY_WAIT, cpfs_meta::QUOTA_SYNC_PERIOD / 5, || async {
+                let want = self.fileset(account_id, fs_id, fset_id).await?;
+                let applied = quota_view::bound(&self.store, fs_id)
+                    .await?
+                    .into_iter()
+                    .find(|b| b.id == fset_id);
+                Ok::<_, Error>(applied.is_some_and(|b| {
+                    (b.size_limit, b.file_limit) == (want.size_limit, want.file_limit)
+                }))
+            })
+            .await?;
+        if !applied {
+            tracing::warn!(
+                fs_id,
+                fileset = fset_id,
+                "fileset limits recorded; no metadata server applied them yet"
+            );
         }
+        Ok(())
     }
 
     /// The account owning file system `fs_id` (for the operator's admin

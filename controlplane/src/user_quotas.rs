@@ -201,26 +201,24 @@ impl ControlPlane {
         (user_type, user_id): (UserType, u32),
         want: Option<(Option<u64>, Option<u64>)>,
     ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        loop {
-            let applied = quota_view::owner_usage(&self.store, fs_id)
-                .await?
-                .into_iter()
-                .find(|u| u.group == (user_type == UserType::Gid) && u.id == user_id)
-                .map(|u| (u.size_limit, u.file_limit));
-            if applied == want {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    fs_id,
-                    user_id,
-                    "user quota recorded; no metadata server applied it yet"
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(cpfs_meta::QUOTA_SYNC_PERIOD / 5).await;
+        let applied =
+            quota_view::poll_until(APPLY_WAIT, cpfs_meta::QUOTA_SYNC_PERIOD / 5, || async {
+                let applied = quota_view::owner_usage(&self.store, fs_id)
+                    .await?
+                    .into_iter()
+                    .find(|u| u.group == (user_type == UserType::Gid) && u.id == user_id)
+                    .map(|u| (u.size_limit, u.file_limit));
+                Ok::<_, Error>(applied == want)
+            })
+            .await?;
+        if !applied {
+            tracing::warn!(
+                fs_id,
+                user_id,
+                "user quota recorded; no metadata server applied it yet"
+            );
         }
+        Ok(())
     }
 
     /// What the metadata servers of `fs_ids` are to enforce (the

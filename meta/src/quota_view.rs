@@ -30,26 +30,50 @@ pub async fn folded(store: &Store, fs_id: &str) -> Result<(), LifecycleError> {
     let Some(last) = last else {
         return Ok(());
     };
-    let deadline = std::time::Instant::now() + FOLD_WAIT;
-    loop {
-        let left: i64 =
+    let left = std::sync::atomic::AtomicI64::new(0);
+    let done = poll_until(FOLD_WAIT, std::time::Duration::from_millis(2), || async {
+        let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM meta_log WHERE fs_id = $1 AND seq <= $2")
                 .bind(fs_id)
                 .bind(last)
                 .fetch_one(&store.pool)
                 .await?;
-        if left == 0 {
-            return Ok(());
+        left.store(n, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, LifecycleError>(n == 0)
+    })
+    .await?;
+    if !done {
+        tracing::warn!(
+            fs_id,
+            left = left.load(std::sync::atomic::Ordering::Relaxed),
+            "the namespace tables lag the journal's log; reading them as they are"
+        );
+    }
+    Ok(())
+}
+
+/// Asks `check` every `every` until it answers true or `wait` has passed;
+/// whether it answered true. For the readers that wait for the metadata
+/// service to publish what they just changed: they read what is there
+/// after a while rather than fail.
+pub async fn poll_until<E, Check, Asked>(
+    wait: std::time::Duration,
+    every: std::time::Duration,
+    mut check: Check,
+) -> Result<bool, E>
+where
+    Check: FnMut() -> Asked,
+    Asked: std::future::Future<Output = Result<bool, E>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if check().await? {
+            return Ok(true);
         }
-        if std::time::Instant::now() >= deadline {
-            tracing::warn!(
-                fs_id,
-                left,
-                "the namespace tables lag the journal's log; reading them as they are"
-            );
-            return Ok(());
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
