@@ -32,8 +32,8 @@ async fn database() -> (tempfile::TempDir, std::path::PathBuf, String) {
     (dir, file, url)
 }
 
-fn appender(file: &std::path::Path) -> (SqliteWriter, Appends, log::FoldInbox) {
-    let (folds, asked) = Folds::channel();
+/// The journal's writer on `file`, telling `folds` what it appends.
+fn appending(file: &std::path::Path, folds: Folds) -> (SqliteWriter, Appends) {
     let appends = Appends {
         folds,
         next_seq: Default::default(),
@@ -41,6 +41,12 @@ fn appender(file: &std::path::Path) -> (SqliteWriter, Appends, log::FoldInbox) {
     let writer = SqliteWriter::open(file, false)
         .unwrap()
         .appending(appends.clone());
+    (writer, appends)
+}
+
+fn appender(file: &std::path::Path) -> (SqliteWriter, Appends, log::FoldInbox) {
+    let (folds, asked) = Folds::channel();
+    let (writer, appends) = appending(file, folds);
     (writer, appends, asked)
 }
 
@@ -85,15 +91,7 @@ impl Sqlite {
 
 impl StoreUnderTest for Sqlite {
     fn open_writer(&mut self, folds: Folds) {
-        let appends = Appends {
-            folds,
-            next_seq: Default::default(),
-        };
-        self.writer = Some(
-            SqliteWriter::open(&self.file, false)
-                .unwrap()
-                .appending(appends),
-        );
+        self.writer = Some(appending(&self.file, folds).0);
     }
 
     async fn commit(&mut self, batch: &Batch) -> Vec<Arc<str>> {
